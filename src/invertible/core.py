@@ -1,0 +1,306 @@
+"""The bijection contract, its compositions, and the flow distribution built on it.
+
+Every bijection is a :class:`Transform`: ``forward`` maps data ``x`` to latent ``z``
+(the *normalizing* direction, as in the MAF paper, nflows and zuko) and returns
+``log|det dz/dx|``; ``inverse`` maps ``z`` back to ``x`` and returns
+``log|det dx/dz|``. A :class:`Flow` pairs a transform with a simple base
+distribution and gives the change-of-variables density
+
+    log p(x) = log p_Z(f(x)) + log|det df/dx|.
+
+Shapes: transforms see tensors of shape ``(batch, *event_shape)`` and return a
+log-det of shape ``(batch,)``. :class:`Flow` accepts any number of leading batch
+dimensions and flattens them before calling its transform. ``context`` has shape
+``(batch, context_features)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Transform", "Compose", "Inverse", "Flow", "FlowDistribution", "sum_except_batch"]
+
+
+def sum_except_batch(x: Tensor) -> Tensor:
+    """Sum every dimension but the first: per-element log-dets to a ``(batch,)`` vector."""
+    return x.reshape(x.shape[0], -1).sum(1)
+
+
+class Transform(nn.Module):
+    """A bijection ``f`` with its log-absolute-determinant, in both directions.
+
+    Subclasses implement :meth:`forward` (data -> latent) and :meth:`inverse`
+    (latent -> data). A direction without a closed form is still implemented (by
+    bisection, fixed point, ODE solve or sequential passes) or raises
+    ``NotImplementedError`` saying why. A transform whose log-det is a stochastic
+    estimate sets ``exact_logdet = False``.
+    """
+
+    exact_logdet: bool = True
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+        raise NotImplementedError
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+        raise NotImplementedError
+
+    def inv(self) -> "Transform":
+        """The inverse bijection as a transform of its own (directions swapped)."""
+        return Inverse(self)
+
+
+class Compose(Transform):
+    """``f = f_K o ... o f_1``: applies its transforms in order, adding their log-dets.
+
+    ``Compose(a, b)`` runs ``a`` then ``b`` in the forward (normalizing) direction
+    and ``b.inverse`` then ``a.inverse`` when inverting.
+    """
+
+    def __init__(self, *transforms: Transform | Iterable[Transform]):
+        super().__init__()
+        if len(transforms) == 1 and not isinstance(transforms[0], nn.Module):
+            transforms = tuple(transforms[0])
+        for t in transforms:
+            if not isinstance(t, Transform):
+                raise TypeError(f"Compose takes Transform instances, got {type(t).__name__}")
+        self.transforms = nn.ModuleList(transforms)
+
+    @property
+    def exact_logdet(self) -> bool:  # type: ignore[override]
+        return all(t.exact_logdet for t in self.transforms)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        total = x.new_zeros(x.shape[0])
+        for t in self.transforms:
+            x, ladj = t(x, context)
+            total = total + ladj
+        return x, total
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        total = z.new_zeros(z.shape[0])
+        for t in reversed(self.transforms):
+            z, ladj = t.inverse(z, context)
+            total = total + ladj
+        return z, total
+
+    def __len__(self) -> int:
+        return len(self.transforms)
+
+    def __getitem__(self, i: int) -> Transform:
+        return self.transforms[i]
+
+
+class Inverse(Transform):
+    """The inverse ``f^{-1}`` of a transform: its ``forward`` is ``f.inverse`` and vice versa.
+
+    Turns a MAF layer (fast density) into an IAF layer (fast sampling), or a
+    data-to-noise preprocessing step into a noise-to-data one.
+    """
+
+    def __init__(self, transform: Transform):
+        super().__init__()
+        self.transform = transform
+
+    @property
+    def exact_logdet(self) -> bool:  # type: ignore[override]
+        return self.transform.exact_logdet
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.transform.inverse(x, context)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.transform(z, context)
+
+    def inv(self) -> Transform:
+        return self.transform
+
+
+def _as_shape(shape: int | Sequence[int] | torch.Size) -> torch.Size:
+    return torch.Size((shape,)) if isinstance(shape, int) else torch.Size(shape)
+
+
+class Flow(nn.Module):
+    """A normalizing flow: ``x = f^{-1}(u)`` with ``u ~ base``; one bijection, one base.
+
+    ``log_prob(x) = base.log_prob(f(x)) + log|det df/dx|`` (exact unless the
+    transform says otherwise). Sampling draws ``u`` from the base and runs
+    ``f.inverse``. With ``validate=True`` the public methods check shapes and
+    finiteness and raise ``ValueError`` with a message naming the problem.
+
+    Args:
+        transform: the bijection from data to the base space.
+        base: a base distribution module with ``log_prob``, ``sample``,
+            ``rsample`` and ``event_shape`` (see :mod:`invertible.distributions`).
+        context_features: size of the conditioning vector, or ``None`` for an
+            unconditional flow.
+        validate: check inputs at the public boundary (switch off for speed).
+    """
+
+    def __init__(
+        self,
+        transform: Transform,
+        base: nn.Module,
+        context_features: int | None = None,
+        validate: bool = True,
+    ):
+        super().__init__()
+        self.transform = transform
+        self.base = base
+        self.context_features = context_features
+        self.validate = validate
+        #: How to rebuild this flow: set by the preset builders, used by :meth:`save`.
+        self.config: dict[str, Any] | None = None
+
+    @property
+    def event_shape(self) -> torch.Size:
+        return torch.Size(self.base.event_shape)
+
+    # -- input checks -------------------------------------------------------------
+    def _check_x(self, x: Tensor, name: str = "x") -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        k = len(self.event_shape)
+        if x.dim() < k + 1 or tuple(x.shape[x.dim() - k :]) != tuple(self.event_shape):
+            raise ValueError(
+                f"{name} has shape {tuple(x.shape)}; expected (batch, {', '.join(map(str, self.event_shape))})"
+                f" — event shape {tuple(self.event_shape)} with at least one batch dimension"
+            )
+        if not torch.isfinite(x).all():
+            bad = (~torch.isfinite(x)).sum().item()
+            raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
+
+    def _check_context(self, context: Tensor | None, batch_shape: torch.Size | None) -> None:
+        if self.context_features is None:
+            if context is not None:
+                raise ValueError("this flow is unconditional (context_features=None) but a context was given")
+            return
+        if context is None:
+            raise ValueError(f"this flow is conditional: pass context of shape (batch, {self.context_features})")
+        if not isinstance(context, Tensor) or context.shape[-1] != self.context_features:
+            shape = tuple(context.shape) if isinstance(context, Tensor) else type(context).__name__
+            raise ValueError(f"context has shape {shape}; expected (..., {self.context_features})")
+        if batch_shape is not None and tuple(context.shape[:-1]) != tuple(batch_shape):
+            raise ValueError(
+                f"context batch shape {tuple(context.shape[:-1])} does not match the data batch shape {tuple(batch_shape)}"
+            )
+        if not torch.isfinite(context).all():
+            raise ValueError("context contains non-finite values (NaN or inf)")
+
+    # -- density --------------------------------------------------------------------
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Exact log-density of ``x`` (shape ``(*batch, *event_shape)``), in nats; returns ``(*batch,)``."""
+        k = len(self.event_shape)
+        if self.validate:
+            self._check_x(x)
+            self._check_context(context, x.shape[: x.dim() - k])
+        batch_shape = x.shape[: x.dim() - k]
+        x = x.reshape(-1, *self.event_shape)
+        if context is not None:
+            context = context.reshape(-1, context.shape[-1])
+        z, ladj = self.transform(x, context)
+        return (self.base.log_prob(z) + ladj).reshape(batch_shape)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Alias of :meth:`log_prob`, so ``flow(x)`` works with hooks and DDP."""
+        return self.log_prob(x, context)
+
+    # -- sampling -------------------------------------------------------------------
+    def _sample_shape(self, n: int | Sequence[int], context: Tensor | None) -> tuple[torch.Size, Tensor | None]:
+        shape = _as_shape(n)
+        if self.validate:
+            if any(s < 0 for s in shape):
+                raise ValueError(f"sample shape must be non-negative, got {tuple(shape)}")
+            self._check_context(context, None)
+        if context is not None:
+            cshape = context.shape[:-1]
+            flat = context.reshape(-1, context.shape[-1])
+            reps = math.prod(shape)
+            context = flat.unsqueeze(0).expand(reps, *flat.shape).reshape(-1, flat.shape[-1])
+            shape = shape + cshape
+        return shape, context
+
+    def rsample_and_log_prob(
+        self, n: int | Sequence[int] = 1, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Reparameterised samples and their log-density in one inverse pass.
+
+        With a context of batch shape ``B`` the result has shape ``(*n, *B, *event_shape)``.
+        """
+        shape, context = self._sample_shape(n, context)
+        m = math.prod(shape)
+        u = self.base.rsample((m,))
+        x, ladj_inv = self.transform.inverse(u, context)
+        log_p = self.base.log_prob(u) - ladj_inv
+        return x.reshape(*shape, *self.event_shape), log_p.reshape(shape)
+
+    def sample_and_log_prob(self, n: int | Sequence[int] = 1, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Samples and their log-density, without gradients."""
+        with torch.no_grad():
+            return self.rsample_and_log_prob(n, context)
+
+    def rsample(self, n: int | Sequence[int] = 1, context: Tensor | None = None) -> Tensor:
+        """Reparameterised samples (gradients flow to the parameters)."""
+        shape, context = self._sample_shape(n, context)
+        u = self.base.rsample((math.prod(shape),))
+        x, _ = self.transform.inverse(u, context)
+        return x.reshape(*shape, *self.event_shape)
+
+    def sample(self, n: int | Sequence[int] = 1, context: Tensor | None = None) -> Tensor:
+        """Samples without gradients: ``x = f^{-1}(u)``, ``u ~ base``."""
+        with torch.no_grad():
+            return self.rsample(n, context)
+
+    def as_distribution(self, context: Tensor | None = None) -> "FlowDistribution":
+        """This flow as a ``torch.distributions.Distribution`` (batch shape from the context)."""
+        return FlowDistribution(self, context)
+
+    # -- persistence ----------------------------------------------------------------
+    def save(self, path: str) -> None:
+        """Write config and weights to ``path`` (a directory); read back with :func:`invertible.load`."""
+        from .persistence import save_flow
+
+        save_flow(self, path)
+
+
+class FlowDistribution(torch.distributions.Distribution):
+    """A :class:`Flow` (and optional fixed context) seen as a ``torch.distributions.Distribution``.
+
+    ``batch_shape`` is the context's batch shape (empty for unconditional flows),
+    so the object plugs into code written for ``torch.distributions`` (Pyro,
+    ``torch.distributions.kl``-style estimators, ``Independent`` wrappers).
+    """
+
+    arg_constraints: dict = {}
+    has_rsample = True
+
+    def __init__(self, flow: Flow, context: Tensor | None = None):
+        flow._check_context(context, None) if flow.validate else None
+        self.flow = flow
+        self.context = context
+        batch_shape = context.shape[:-1] if context is not None else torch.Size()
+        super().__init__(batch_shape=batch_shape, event_shape=flow.event_shape, validate_args=False)
+
+    @property
+    def support(self):  # noqa: D401
+        """Real-valued events of the flow's event shape."""
+        return torch.distributions.constraints.independent(
+            torch.distributions.constraints.real, len(self.event_shape)
+        )
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        context = self.context
+        if context is not None:
+            k = len(self.event_shape)
+            context = context.expand(*value.shape[: value.dim() - k], context.shape[-1])
+        return self.flow.log_prob(value, context)
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        return self.flow.rsample(tuple(sample_shape), self.context)
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)

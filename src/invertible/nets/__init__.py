@@ -1,0 +1,5 @@
+"""Conditioner networks: the learnable functions inside transforms."""
+
+from .mlp import MLP
+
+__all__ = ["MLP"]

@@ -1,0 +1,62 @@
+"""Multilayer perceptrons used as coupling conditioners."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "silu": nn.SiLU,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    """An activation module by name (one of :data:`ACTIVATIONS`)."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+class MLP(nn.Module):
+    """``in_features (+ context_features) -> hidden... -> out_features``.
+
+    The context, when given, is concatenated to the input. With
+    ``zero_init=True`` the last layer starts at zero, so a coupling layer built
+    on it starts as the identity (Glow, Kingma & Dhariwal 2018).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden: Sequence[int] = (64, 64),
+        context_features: int | None = None,
+        activation: str = "relu",
+        zero_init: bool = True,
+    ):
+        super().__init__()
+        self.context_features = context_features
+        sizes = [in_features + (context_features or 0), *hidden, out_features]
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            if i > 0:
+                layers.append(make_activation(activation))
+            layers.append(nn.Linear(a, b))
+        if zero_init:
+            nn.init.zeros_(layers[-1].weight)
+            nn.init.zeros_(layers[-1].bias)
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        if self.context_features is not None:
+            if context is None:
+                raise ValueError(f"this network expects a context of {self.context_features} features")
+            x = torch.cat([x, context], dim=-1)
+        return self.net(x)

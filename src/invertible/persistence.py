@@ -1,0 +1,114 @@
+"""Saving and loading flows: a directory with ``model.json`` (preset and options) and ``model.safetensors``.
+
+Both files are written to a temporary name and renamed into place, so an
+interrupted save never leaves a file that looks valid but is not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .core import Flow
+
+__all__ = ["save_flow", "load", "atomic_write", "MODEL_JSON", "MODEL_WEIGHTS"]
+
+MODEL_JSON = "model.json"
+MODEL_WEIGHTS = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+
+    atomic_write(path, write)
+
+
+def state_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A ``state_dict`` made safe for safetensors: contiguous CPU copies, shared storage split."""
+    return {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def save_flow(flow: Flow, path: str | os.PathLike) -> None:
+    """Write ``flow`` (config and weights) into the directory ``path``."""
+    if flow.config is None:
+        raise ValueError(
+            "this flow has no preset config, so it cannot be rebuilt from a file; build it with "
+            "invertible.models.build(...) or a preset class, or save its state_dict yourself"
+        )
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = state_tensors(flow)
+    atomic_write(path / MODEL_WEIGHTS, lambda tmp: save_file(tensors, tmp))
+    write_json(path / MODEL_JSON, {"format": FORMAT_VERSION, **flow.config})
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    """Read a JSON object, with a clear error for a missing or corrupt file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        obj = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"corrupt {what} {path}: {e}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"corrupt {what} {path}: expected a JSON object")
+    return obj
+
+
+def read_tensors(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """Read a safetensors file, with a clear error for a missing or corrupt file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ValueError(f"corrupt {what} {path}: {e}") from None
+
+
+def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Flow:
+    """Load a flow saved by :meth:`Flow.save` or written by ``invertible train`` (a run directory)."""
+    from .models import build
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no saved model or run directory at {path}")
+    if path.is_file():
+        path = path.parent
+    config = read_json(path / MODEL_JSON, "model config")
+    if "model" not in config or not isinstance(config.get("options"), dict):
+        raise ValueError(f"corrupt model config {path / MODEL_JSON}: needs 'model' and 'options'")
+    flow = build(config["model"], **config["options"])
+    tensors = read_tensors(path / MODEL_WEIGHTS, "model weights")
+    try:
+        flow.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"weights in {path / MODEL_WEIGHTS} do not fit model {config['model']!r}: {e}") from None
+    return flow.to(map_location).eval()

@@ -1,0 +1,27 @@
+"""Bijections, one module per family; each follows the :class:`invertible.Transform` contract."""
+
+from ..core import Compose, Inverse, Transform
+from .coupling import AdditiveCoupling, AffineCoupling, alternating_mask
+from .elementwise import ElementwiseAffine, LeakyReLU, Logit, Sigmoid, SmoothLeakyELU
+from .linear import LULinear
+from .normalization import ActNorm
+from .permutation import Permutation, RandomPermutation, ReversePermutation
+
+__all__ = [
+    "Transform",
+    "Compose",
+    "Inverse",
+    "AdditiveCoupling",
+    "AffineCoupling",
+    "alternating_mask",
+    "ElementwiseAffine",
+    "LeakyReLU",
+    "SmoothLeakyELU",
+    "Sigmoid",
+    "Logit",
+    "LULinear",
+    "ActNorm",
+    "Permutation",
+    "ReversePermutation",
+    "RandomPermutation",
+]

@@ -1,0 +1,158 @@
+"""The generic property suite: every registered transform and preset, in float64.
+
+- ``inverse(forward(x)) == x`` and ``forward(inverse(z)) == z``;
+- the inverse's log-det is minus the forward's;
+- the log-det equals ``log|det J|`` of the autograd Jacobian (``torch.func.jacrev``);
+- with a context, the output depends on it; batch size 1 and many.
+Hypothesis draws the batch size, the input scale and the random seed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import invertible
+from invertible import Transform
+from invertible.models import available, build
+
+from .cases import Case, PresetCase, all_cases, all_preset_cases
+
+CASES = all_cases()
+PRESET_CASES = all_preset_cases()
+CONTEXT = 3
+
+
+def _prepare(case: Case, context_features: int | None, seed: int) -> Transform:
+    torch.manual_seed(seed)
+    t = case.build(context_features).double()
+    g = torch.Generator().manual_seed(seed)
+    warm = case.x((16, *case.event_shape), g)
+    ctx = torch.randn(16, context_features, dtype=torch.float64) if context_features else None
+    with torch.no_grad():
+        t.train()
+        t(warm, ctx)  # data-dependent initialisation, running statistics
+        t.eval()
+        for p in t.parameters():
+            p.add_(case.perturb * torch.randn_like(p))
+    return t
+
+
+def _inputs(case: Case, batch: int, context_features: int | None, seed: int, scale: float):
+    g = torch.Generator().manual_seed(seed + 1)
+    x = case.x((batch, *case.event_shape), g)
+    if case.x is case.__dataclass_fields__["x"].default:
+        x = x * scale
+    z = case.z((batch, *case.event_shape), g)
+    ctx = torch.randn(batch, context_features, generator=g, dtype=torch.float64) if context_features else None
+    return x, z, ctx
+
+
+def _jacobian_logdet(fn, x: torch.Tensor, ctx: torch.Tensor | None) -> torch.Tensor:
+    out = []
+    for i in range(x.shape[0]):
+        c = None if ctx is None else ctx[i : i + 1]
+        jac = torch.func.jacrev(lambda xi: fn(xi.unsqueeze(0), c)[0].squeeze(0))(x[i])
+        d = x[i].numel()
+        out.append(torch.linalg.slogdet(jac.reshape(d, d))[1])
+    return torch.stack(out)
+
+
+def _check(case: Case, t: Transform, x, z, ctx) -> None:
+    tol = dict(atol=case.atol, rtol=1e-5)
+    y, ladj = t(x, ctx)
+    assert y.shape == x.shape and ladj.shape == (x.shape[0],)
+    assert torch.isfinite(y).all() and torch.isfinite(ladj).all()
+    x_back, ladj_inv = t.inverse(y, ctx)
+    torch.testing.assert_close(x_back, x, **tol)
+    torch.testing.assert_close(ladj_inv, -ladj, **tol)
+
+    x_of_z, ladj_z = t.inverse(z, ctx)
+    z_back, ladj_fwd = t(x_of_z, ctx)
+    torch.testing.assert_close(z_back, z, **tol)
+    torch.testing.assert_close(ladj_fwd, -ladj_z, **tol)
+
+    if case.jacobian:
+        exact = t.exact_logdet
+        ltol = tol if exact else dict(atol=case.logdet_atol, rtol=0.0)
+        n = min(3, x.shape[0])
+        ctx_n = None if ctx is None else ctx[:n]
+        torch.testing.assert_close(ladj[:n], _jacobian_logdet(t, x[:n], ctx_n), **ltol)
+        torch.testing.assert_close(ladj_z[:n], _jacobian_logdet(t.inverse, z[:n], ctx_n), **ltol)
+
+
+draws = dict(
+    batch=st.sampled_from([1, 2, 7]),
+    seed=st.integers(0, 2**16),
+    scale=st.floats(0.1, 3.0),
+)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+@settings(max_examples=4, deadline=None)
+@given(**draws)
+def test_transform_properties(case: Case, batch: int, seed: int, scale: float) -> None:
+    t = _prepare(case, None, seed)
+    _check(case, t, *_inputs(case, batch, None, seed, scale))
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.conditional], ids=lambda c: c.name)
+@settings(max_examples=3, deadline=None)
+@given(**draws)
+def test_conditional_transform_properties(case: Case, batch: int, seed: int, scale: float) -> None:
+    t = _prepare(case, CONTEXT, seed)
+    x, z, ctx = _inputs(case, batch, CONTEXT, seed, scale)
+    _check(case, t, x, z, ctx)
+    y1, _ = t(x, ctx)
+    y2, _ = t(x, ctx + 1.0)
+    assert not torch.allclose(y1, y2), "the output does not depend on the context"
+
+
+def _preset(case: PresetCase, context_features: int | None, seed: int) -> invertible.Flow:
+    torch.manual_seed(seed)
+    options = dict(case.options)
+    if context_features:
+        options.update(case.conditional_options, context_features=context_features)
+    return build(case.name, **options).double()
+
+
+@pytest.mark.parametrize("case", PRESET_CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("context_features", [None, CONTEXT], ids=["plain", "context"])
+@settings(max_examples=2, deadline=None)
+@given(batch=st.sampled_from([1, 5]), seed=st.integers(0, 2**16))
+def test_preset_properties(case: PresetCase, context_features: int | None, batch: int, seed: int) -> None:
+    flow = _preset(case, context_features, seed)
+    shape = tuple(flow.event_shape)
+    as_case = Case(case.name, lambda c: flow.transform, shape, x=case.x, atol=1e-5)
+    t = _prepare(as_case, context_features, seed)
+    _check(as_case, t, *_inputs(as_case, batch, context_features, seed, 1.0))
+
+
+def _public_transform_classes() -> set[type]:
+    for info in pkgutil.walk_packages(invertible.__path__, prefix="invertible."):
+        importlib.import_module(info.name)
+    found, todo = set(), [Transform]
+    while todo:
+        cls = todo.pop()
+        for sub in cls.__subclasses__():
+            todo.append(sub)
+            if sub.__module__.startswith("invertible.") and not sub.__name__.startswith("_") and not inspect.isabstract(sub):
+                found.add(sub)
+    return found
+
+
+def test_registry_is_complete() -> None:
+    """Every public transform class and every registered preset has a case in ``tests/cases``."""
+    covered: set[type] = set()
+    for case in CASES:
+        covered.update(type(m) for m in case.build(CONTEXT if case.conditional else None).modules())
+    missing = sorted(c.__qualname__ for c in _public_transform_classes() - covered)
+    assert not missing, f"transforms without a property-suite case: {missing}"
+    presets = {c.name for c in PRESET_CASES}
+    assert set(available()) <= presets, f"presets without a case: {sorted(set(available()) - presets)}"
