@@ -1,11 +1,16 @@
 """Bijections, one module per family; each follows the :class:`invertible.Transform` contract."""
 
 from ..core import Compose, Inverse, Transform
+from .conv import Conv1x1, LUConv1x1, PeriodicConv
 from .coupling import AdditiveCoupling, AffineCoupling, alternating_mask
+from .dequantization import UniformDequantization, VariationalDequantization
 from .elementwise import ElementwiseAffine, LeakyReLU, Logit, Sigmoid, SmoothLeakyELU
-from .linear import LULinear
-from .normalization import ActNorm
+from .image_coupling import AdditiveImageCoupling, AffineImageCoupling, channel_mask, checkerboard_mask
+from .linear import BlockDiagonalLinear, DiagonalLinear, FullLinear, LULinear, TriangularLinear
+from .multiscale import AffinePrior, FactorOut
+from .normalization import ActNorm, BatchNorm
 from .permutation import Permutation, RandomPermutation, ReversePermutation
+from .reshape import Reshape, Squeeze
 
 __all__ = [
     "Transform",
@@ -14,14 +19,32 @@ __all__ = [
     "AdditiveCoupling",
     "AffineCoupling",
     "alternating_mask",
+    "AdditiveImageCoupling",
+    "AffineImageCoupling",
+    "checkerboard_mask",
+    "channel_mask",
     "ElementwiseAffine",
     "LeakyReLU",
     "SmoothLeakyELU",
     "Sigmoid",
     "Logit",
     "LULinear",
+    "FullLinear",
+    "DiagonalLinear",
+    "TriangularLinear",
+    "BlockDiagonalLinear",
+    "Conv1x1",
+    "LUConv1x1",
+    "PeriodicConv",
     "ActNorm",
+    "BatchNorm",
     "Permutation",
     "ReversePermutation",
     "RandomPermutation",
+    "Squeeze",
+    "Reshape",
+    "FactorOut",
+    "AffinePrior",
+    "UniformDequantization",
+    "VariationalDequantization",
 ]
