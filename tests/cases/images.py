@@ -104,4 +104,6 @@ CASES = [
     ),
     ]
 
-PRESETS = []
+PRESETS = [
+    PresetCase("glow", {"event_shape": [1, 4, 4], "levels": 2, "steps": 1, "hidden": 4}),
+]

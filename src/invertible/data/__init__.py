@@ -3,3 +3,4 @@
 from .registry import DATASETS, DataBundle, available, load, register_dataset, register_reader
 
 __all__ = ["DataBundle", "available", "load", "register_dataset", "register_reader", "DATASETS"]
+from . import images  # noqa: E402,F401  (registers the built-in image datasets)
