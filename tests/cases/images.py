@@ -105,5 +105,7 @@ CASES = [
     ]
 
 PRESETS = [
+    PresetCase("nice", {"event_shape": [1, 2, 4], "layers": 2, "hidden": [4]}),
+    PresetCase("realnvp", {"event_shape": [1, 4, 4], "levels": 2, "hidden_channels": 4, "blocks": 1, "actnorm": True}),
     PresetCase("glow", {"event_shape": [1, 4, 4], "levels": 2, "steps": 1, "hidden": 4}),
 ]
