@@ -4,3 +4,4 @@ from .registry import DATASETS, DataBundle, available, load, register_dataset, r
 
 __all__ = ["DataBundle", "available", "load", "register_dataset", "register_reader", "DATASETS"]
 from . import images  # noqa: E402,F401  (registers the built-in image datasets)
+from . import readers  # noqa: E402,F401  (registers the image file readers)
