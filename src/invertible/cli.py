@@ -40,11 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad input or failed run, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not hasattr(args, "run"):
+    if not hasattr(args, "command"):
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(args.run(args) or 0)
+        return int(args.command(args) or 0)
     except USER_ERRORS as e:
         if args.traceback:
             raise

@@ -10,7 +10,7 @@ from ..data.registry import DATASETS, READERS
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("datasets", help="list the built-in datasets and readable file types", description=__doc__)
-    p.set_defaults(run=run)
+    p.set_defaults(command=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=1024, help="evaluation batch size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--out", help="also write the results to this JSON file")
-    p.set_defaults(run=run)
+    p.set_defaults(command=run)
 
 
 def run(args: argparse.Namespace) -> int:

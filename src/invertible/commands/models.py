@@ -9,7 +9,7 @@ from .. import models
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("models", help="list the model presets", description=__doc__)
-    p.set_defaults(run=run)
+    p.set_defaults(command=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--context", metavar="FILE.npy", help="conditioning vectors, shape (C,) or (n, C), for conditional flows")
     p.add_argument("--raw", action="store_true", help="undo the dataset's preprocessing (loads the run's dataset)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.set_defaults(run=run)
+    p.set_defaults(command=run)
 
 
 def _context(path: str | None, n: int, features: int | None, device: torch.device) -> torch.Tensor | None:

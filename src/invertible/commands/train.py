@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
     p.add_argument("--no-plots", dest="plots", action="store_false", default=None, help="no pictures")
-    p.set_defaults(run=run)
+    p.set_defaults(command=run)
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:

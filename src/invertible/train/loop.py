@@ -215,11 +215,11 @@ class _Trainer:
                     self.state.update(loss_sum=0.0, loss_count=0)
                 if self.step % cfg.eval_every == 0 or last:
                     self._validate()
+                for callback in callbacks:
+                    callback(self.step, out)
                 self.state["wall_time_s"] = time.perf_counter() - started
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not last:
                     self._checkpoint()
-                for callback in callbacks:
-                    callback(self.step, out)
         finally:
             bar.close()
         self._checkpoint()
