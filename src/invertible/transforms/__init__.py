@@ -1,6 +1,7 @@
 """Bijections, one module per family; each follows the :class:`invertible.Transform` contract."""
 
 from ..core import Compose, Inverse, Transform
+from .autoregressive import InverseAutoregressiveAffine, MaskedAffineAutoregressive
 from .coupling import AdditiveCoupling, AffineCoupling, alternating_mask
 from .elementwise import ElementwiseAffine, LeakyReLU, Logit, Sigmoid, SmoothLeakyELU
 from .linear import LULinear
@@ -14,6 +15,8 @@ __all__ = [
     "AdditiveCoupling",
     "AffineCoupling",
     "alternating_mask",
+    "MaskedAffineAutoregressive",
+    "InverseAutoregressiveAffine",
     "ElementwiseAffine",
     "LeakyReLU",
     "SmoothLeakyELU",
