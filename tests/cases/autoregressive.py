@@ -1,8 +1,8 @@
 """Cases for the autoregressive family: MAF/IAF layers, splines, and the MADE/MAF/IAF/NSF presets."""
 
-from invertible.transforms import InverseAutoregressiveAffine, MaskedAffineAutoregressive
+from invertible.transforms import BatchNorm, InverseAutoregressiveAffine, MaskedAffineAutoregressive
 
-from . import Case
+from . import Case, PresetCase
 
 CASES = [
     Case(
@@ -23,4 +23,11 @@ CASES = [
         (4,),
         conditional=True,
     ),
+]
+
+CASES.append(Case("batch_norm", lambda c: BatchNorm(4), (4,)))
+
+PRESETS = [
+    PresetCase("maf", {"features": 3, "layers": 2, "hidden": [12], "batch_norm": True}),
+    PresetCase("iaf", {"features": 3, "layers": 2, "hidden": [12], "permutation": "random", "base": "mog", "components": 3}),
 ]

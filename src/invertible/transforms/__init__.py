@@ -2,6 +2,7 @@
 
 from ..core import Compose, Inverse, Transform
 from .autoregressive import InverseAutoregressiveAffine, MaskedAffineAutoregressive
+from .batchnorm import BatchNorm
 from .coupling import AdditiveCoupling, AffineCoupling, alternating_mask
 from .elementwise import ElementwiseAffine, LeakyReLU, Logit, Sigmoid, SmoothLeakyELU
 from .linear import LULinear
@@ -24,6 +25,7 @@ __all__ = [
     "Logit",
     "LULinear",
     "ActNorm",
+    "BatchNorm",
     "Permutation",
     "ReversePermutation",
     "RandomPermutation",
