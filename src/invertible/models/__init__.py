@@ -2,7 +2,8 @@
 
 from .maf import IAF, MAF
 from .nice import NICE
+from .nsf import NSF
 from .realnvp import RealNVP
 from .registry import available, build, get, register
 
-__all__ = ["MAF", "IAF", "NICE", "RealNVP", "available", "build", "get", "register"]
+__all__ = ["MAF", "IAF", "NICE", "NSF", "RealNVP", "available", "build", "get", "register"]

@@ -7,6 +7,7 @@ from .coupling import AdditiveCoupling, AffineCoupling, alternating_mask
 from .elementwise import ElementwiseAffine, LeakyReLU, Logit, Sigmoid, SmoothLeakyELU
 from .linear import LULinear
 from .normalization import ActNorm
+from .spline import MaskedRQSAutoregressive, RQSCoupling, rational_quadratic_spline
 from .permutation import Permutation, RandomPermutation, ReversePermutation
 
 __all__ = [
@@ -26,6 +27,9 @@ __all__ = [
     "LULinear",
     "ActNorm",
     "BatchNorm",
+    "RQSCoupling",
+    "MaskedRQSAutoregressive",
+    "rational_quadratic_spline",
     "Permutation",
     "ReversePermutation",
     "RandomPermutation",
