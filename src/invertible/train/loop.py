@@ -103,6 +103,8 @@ class _Trainer:
         self.best: dict[str, torch.Tensor] | None = None
         if resume:
             self._restore()
+        else:
+            self.metrics.truncate(0)  # lines left by an earlier attempt that failed before its first checkpoint
         self.model = self.flow
         if runtime.distributed:
             ids = [runtime.device.index] if runtime.device.type == "cuda" else None
@@ -210,6 +212,7 @@ class _Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and self.rt.main),
                    desc="train", dynamic_ncols=True, mininterval=0.5)
         started = time.perf_counter() - self.state["wall_time_s"]
+        self.flow.validate = False  # the data were checked once when loaded
         try:
             while self.step < cfg.steps and not self.state["stopped"]:
                 out = self._step()
@@ -232,6 +235,7 @@ class _Trainer:
                     self._checkpoint()
         finally:
             bar.close()
+            self.flow.validate = True
         self._checkpoint()
 
     # -- the end ------------------------------------------------------------------------
