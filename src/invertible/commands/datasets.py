@@ -9,7 +9,7 @@ from ..data.registry import DATASETS, READERS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("datasets", help="list the built-in datasets and readable file types", description=__doc__)
+    p = subparsers.add_parser("datasets", help="list the built-in datasets and readable file types", description=__doc__.replace("``", ""))
     p.set_defaults(command=run)
 
 

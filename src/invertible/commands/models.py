@@ -8,7 +8,7 @@ from .. import models
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("models", help="list the model presets", description=__doc__)
+    p = subparsers.add_parser("models", help="list the model presets", description=__doc__.replace("``", ""))
     p.set_defaults(command=run)
 
 
