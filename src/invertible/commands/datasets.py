@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     for name in data.available():
         doc = (DATASETS[name].__doc__ or "").strip().splitlines()
-        print(f"{name:16s} {doc[0] if doc else ''}")
+        print(f"{name:16s} {doc[0].replace('``', '') if doc else ''}")
     if READERS:
         print("files:           " + ", ".join(sorted(READERS)))
     return 0

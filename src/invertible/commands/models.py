@@ -15,5 +15,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     for name in models.available():
         doc = (models.get(name).__doc__ or "").strip().splitlines()
-        print(f"{name:16s} {doc[0] if doc else ''}")
+        print(f"{name:16s} {doc[0].replace('``', '') if doc else ''}")
     return 0
