@@ -15,7 +15,7 @@ from ._common import existing_run, run_config, save_array
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("sample", help="draw samples from a trained flow", description=__doc__)
+    p = subparsers.add_parser("sample", help="draw samples from a trained flow", description=__doc__.replace("``", ""))
     p.add_argument("run", metavar="RUN", help="run directory (or a directory written by flow.save)")
     p.add_argument("-n", "--num", type=int, default=1000, help="number of samples")
     p.add_argument("--out", required=True, help="output file, .npy or .csv")

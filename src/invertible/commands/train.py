@@ -41,7 +41,7 @@ _FLAGS: dict[str, tuple[str, Any, str]] = {
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("train", help="train a flow", description=__doc__)
+    p = subparsers.add_parser("train", help="train a flow", description=__doc__.replace("``", ""))
     p.add_argument("--config", metavar="FILE", help="settings file (.yaml, .yml or .toml); flags override it")
     for flag, (dest, kind, text) in _FLAGS.items():
         p.add_argument(flag, dest=dest, type=kind, default=None, help=text)

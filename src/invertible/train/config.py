@@ -63,8 +63,11 @@ class TrainConfig:
         seed: seed of the weights, the data order and every random draw.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
         out: run directory.
-        threads: intra-op CPU threads of torch (``None``: torch's default); 1 is often
-            fastest for small models on a shared machine.
+        threads: intra-op CPU threads of torch for this process. ``None``: one thread
+            when training a model of fewer than a million parameters on the CPU
+            (the matrix products of small flows gain nothing from intra-op threads,
+            and spinning threads slow down badly on a busy machine), torch's
+            default otherwise.
         progress: show a progress bar.
         plots: draw pictures at the end.
     """

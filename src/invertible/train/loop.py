@@ -53,6 +53,14 @@ Callback = Callable[[int, dict[str, float]], None]
 _FIXED_ON_RESUME = ("model", "model_options", "data", "data_options", "batch_size", "seed")
 
 
+#: Below this many parameters a CPU run uses one intra-op thread unless ``threads`` says otherwise.
+SMALL_MODEL = 1_000_000
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
 class TrainingError(RuntimeError):
     """Training cannot go on (the loss diverged, the run directory is taken, nothing to resume)."""
 
@@ -81,6 +89,8 @@ class _Trainer:
         self.bundle: DataBundle = load_bundle(config.data, config.seed, config.data_options)
         self.flow: Flow = build_flow(config.model, config.model_options, self.bundle).to(runtime.device)
         self.flow.train()
+        if config.threads is None and runtime.device.type == "cpu" and count_parameters(self.flow) < SMALL_MODEL:
+            torch.set_num_threads(1)
         self.optimizer = torch.optim.Adam(self.flow.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.ema = EMA(self.flow, config.ema) if config.ema is not None else None
         self.plan = BatchPlan(self.bundle.train.shape[0], config.batch_size, config.seed, runtime.rank, runtime.world_size)
@@ -93,6 +103,8 @@ class _Trainer:
         self.best: dict[str, torch.Tensor] | None = None
         if resume:
             self._restore()
+        else:
+            self.metrics.truncate(0)  # lines left by an earlier attempt that failed before its first checkpoint
         self.model = self.flow
         if runtime.distributed:
             ids = [runtime.device.index] if runtime.device.type == "cuda" else None
@@ -200,6 +212,7 @@ class _Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and self.rt.main),
                    desc="train", dynamic_ncols=True, mininterval=0.5)
         started = time.perf_counter() - self.state["wall_time_s"]
+        self.flow.validate = False  # the data were checked once when loaded
         try:
             while self.step < cfg.steps and not self.state["stopped"]:
                 out = self._step()
@@ -222,6 +235,7 @@ class _Trainer:
                     self._checkpoint()
         finally:
             bar.close()
+            self.flow.validate = True
         self._checkpoint()
 
     # -- the end ------------------------------------------------------------------------
@@ -245,7 +259,7 @@ class _Trainer:
             best_val_nll=self.state["best_val"],
             best_step=self.state["best_step"],
             wall_time_s=self.state["wall_time_s"],
-            parameters=sum(p.numel() for p in flow.parameters()),
+            parameters=count_parameters(flow),
             ema=cfg.ema is not None,
             world_size=self.rt.world_size,
             device=str(self.rt.device),
