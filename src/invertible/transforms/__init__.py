@@ -6,6 +6,9 @@ from .elementwise import ElementwiseAffine, LeakyReLU, Logit, Sigmoid, SmoothLea
 from .linear import LULinear
 from .normalization import ActNorm
 from .permutation import Permutation, RandomPermutation, ReversePermutation
+from .planar import Planar
+from .radial import Radial
+from .sylvester import Sylvester
 
 __all__ = [
     "Transform",
@@ -24,4 +27,7 @@ __all__ = [
     "Permutation",
     "ReversePermutation",
     "RandomPermutation",
+    "Planar",
+    "Radial",
+    "Sylvester",
 ]
