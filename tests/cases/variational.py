@@ -17,4 +17,8 @@ CASES = [
     Case("sylvester_householder", lambda c: Sylvester(3, c, "householder", reflections=2), (3,), conditional=True),
 ]
 
-PRESETS: list[PresetCase] = []
+PRESETS = [
+    PresetCase("planar", {"features": 2, "layers": 4}),
+    PresetCase("radial", {"features": 3, "layers": 3, "base": "diagonal_normal"}),
+    PresetCase("sylvester", {"features": 3, "layers": 2, "variant": "householder", "reflections": 2}),
+]
