@@ -20,6 +20,14 @@ __all__ = ["Sylvester"]
 _VARIANTS = ("orthogonal", "householder")
 
 
+def _matvec(m: Tensor, v: Tensor) -> Tensor:
+    """``m v`` per sample: ``m`` is ``(n, M, M)`` (``n`` = 1 or the batch), ``v`` is ``(batch, M)``, or
+    ``(..., batch, M)`` to reuse one matrix for several samples of the same batch element."""
+    if v.dim() == 2:
+        return (m * v.unsqueeze(-2)).sum(-1)  # tiny batched mat-vecs: faster than bmm on CPU
+    return (v.movedim(-2, 0) @ m.transpose(-1, -2)).movedim(0, -2)
+
+
 class Sylvester(Transform):
     """One Sylvester layer, free or amortised (per-sample ``Q, R, R~, b`` from the context).
 
@@ -83,14 +91,28 @@ class Sylvester(Transform):
         r1 = p["r1"] * self._upper + torch.diag_embed(torch.tanh(p["d1"]))
         r2 = p["r2"] * self._upper + torch.diag_embed(torch.tanh(p["d2"]))
         if self.variant == "orthogonal":
-            q = torch.linalg.qr(p["q"]).Q
+            q = torch.linalg.qr(p["q"]).Q  # (n, D, M)
         else:
-            v = p["q"]  # (n, K, D)
-            q = torch.eye(self.features, dtype=v.dtype, device=v.device).expand(v.shape[0], -1, -1)
-            for i in range(v.shape[1]):
-                vi = v[:, i, :].unsqueeze(-1)
-                q = q - 2.0 * (q @ vi) @ vi.transpose(1, 2) / (vi * vi).sum(1, keepdim=True)
+            q = p["q"] / p["q"].norm(dim=-1, keepdim=True)  # (n, K, D) unit reflection vectors
         return q, r1, r2, p["b"]
+
+    def _q(self, q: Tensor, v: Tensor) -> Tensor:
+        """``Q v`` (``v``: ``(batch, M)``); for Householder ``Q = H_1 ... H_K`` applied reflection by reflection."""
+        if self.variant == "orthogonal":
+            return (q @ v.unsqueeze(-1)).squeeze(-1)  # (n, D, M) @ (..., n, M, 1)
+        for i in reversed(range(q.shape[1])):
+            u = q[:, i]
+            v = v - 2.0 * (v * u).sum(-1, keepdim=True) * u
+        return v
+
+    def _qt(self, q: Tensor, x: Tensor) -> Tensor:
+        """``Q^T x`` (``x``: ``(batch, D)``)."""
+        if self.variant == "orthogonal":
+            return (x.unsqueeze(-2) @ q).squeeze(-2)
+        for i in range(q.shape[1]):
+            u = q[:, i]
+            x = x - 2.0 * (x * u).sum(-1, keepdim=True) * u
+        return x
 
     @staticmethod
     def _logdet(a: Tensor, r1: Tensor, r2: Tensor) -> Tensor:
@@ -99,14 +121,14 @@ class Sylvester(Transform):
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         q, r1, r2, b = self._coefficients(context)
-        v = (z.unsqueeze(1) @ q).squeeze(1)  # Q^T z
-        a = (r2 @ v.unsqueeze(-1)).squeeze(-1) + b
-        y = z + (q @ (r1 @ torch.tanh(a).unsqueeze(-1))).squeeze(-1)
+        v = self._qt(q, z)
+        a = _matvec(r2, v) + b
+        y = z + self._q(q, _matvec(r1, torch.tanh(a)))
         return y, self._logdet(a, r1, r2)
 
     def forward(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         q, r1, r2, b = self._coefficients(context)
-        vy = (y.unsqueeze(1) @ q).squeeze(1)
+        vy = self._qt(q, y)
         n = vy.shape[0]
         r1e, r2e, be = r1.expand(n, -1, -1), r2.expand(n, -1, -1), b.expand(n, -1)
         with torch.no_grad():
@@ -124,10 +146,10 @@ class Sylvester(Transform):
                 v[:, i] = bracketed_newton(equation, t - s1.abs(), t + s1.abs())
                 tanh_a[:, i] = torch.tanh(s2 * v[:, i] + c)
         # one Newton step on v + R tanh(R~ v + b) = Q^T y from the detached root
-        a = (r2e @ v.unsqueeze(-1)).squeeze(-1) + be
-        residual = v + (r1e @ torch.tanh(a).unsqueeze(-1)).squeeze(-1) - vy
+        a = _matvec(r2e, v) + be
+        residual = v + _matvec(r1e, torch.tanh(a)) - vy
         jac = torch.eye(self.m, dtype=v.dtype, device=v.device) + r1e * log_sech2(a).exp().unsqueeze(1) @ r2e
         v = v - torch.linalg.solve_triangular(jac, residual.unsqueeze(-1), upper=True).squeeze(-1)
-        a = (r2e @ v.unsqueeze(-1)).squeeze(-1) + be
-        z = y - (q @ (r1e @ torch.tanh(a).unsqueeze(-1))).squeeze(-1)
+        a = _matvec(r2e, v) + be
+        z = y - self._q(q, _matvec(r1e, torch.tanh(a)))
         return z, -self._logdet(a, r1e, r2e)
