@@ -75,7 +75,7 @@ def _run(target: str, spec: str, a: argparse.Namespace) -> dict:
     except FloatingPointError as e:
         return {"target": target, "model": name, "KL": f"diverged ({e})", "train s": time.perf_counter() - t0}
     return {"target": target, "model": name, "KL": r.kl, "ELBO": r.elbo, "log Z (IS)": r.log_z_is,
-            "log Z (true)": r.log_z, "ESS": r.ess, "train s": r.wall_time_s}
+            "log Z (true)": r.log_z_true, "ESS": r.ess, "train s": r.wall_time_s}
 
 
 def energies(argv: list[str]) -> int:

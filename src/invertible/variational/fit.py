@@ -53,7 +53,7 @@ class FitResult:
     elbo: float
     log_z_is: float
     ess: float
-    log_z: float | None
+    log_z_true: float | None
     kl: float | None
     steps: int
     wall_time_s: float
@@ -171,7 +171,7 @@ def fit(
         elbo=stats["elbo"],
         log_z_is=stats["log_z_is"],
         ess=stats["ess"],
-        log_z=log_z,
+        log_z_true=log_z,
         kl=None if log_z is None else log_z - stats["elbo"],
         steps=steps,
         wall_time_s=wall,
