@@ -1,7 +1,6 @@
 """Cases for the autoregressive family: MAF/IAF layers, splines, and the MADE/MAF/IAF/NSF presets."""
 
 from invertible.transforms import (
-    BatchNorm,
     InverseAutoregressiveAffine,
     MaskedAffineAutoregressive,
     MaskedRQSAutoregressive,

@@ -4,7 +4,9 @@ from .glow import Glow
 from .maf import IAF, MAF
 from .nice import NICE
 from .nsf import NSF
+from .planar import Planar, Radial
 from .realnvp import RealNVP
 from .registry import available, build, get, register
+from .sylvester import Sylvester
 
-__all__ = ["Glow", "MAF", "IAF", "NICE", "NSF", "RealNVP", "available", "build", "get", "register"]
+__all__ = ["Glow", "MAF", "IAF", "NICE", "NSF", "Planar", "Radial", "RealNVP", "Sylvester", "available", "build", "get", "register"]

@@ -13,6 +13,9 @@ from .normalization import ActNorm, BatchNorm
 from .spline import MaskedRQSAutoregressive, RQSCoupling, rational_quadratic_spline
 from .permutation import Permutation, RandomPermutation, ReversePermutation
 from .reshape import Reshape, Squeeze
+from .planar import Planar
+from .radial import Radial
+from .sylvester import Sylvester
 
 __all__ = [
     "Transform",
@@ -54,4 +57,7 @@ __all__ = [
     "AffinePrior",
     "UniformDequantization",
     "VariationalDequantization",
+    "Planar",
+    "Radial",
+    "Sylvester",
 ]
