@@ -1,6 +1,7 @@
 """Bijections, one module per family; each follows the :class:`invertible.Transform` contract."""
 
 from ..core import Compose, Inverse, Transform
+from .autoregressive import InverseAutoregressiveAffine, MaskedAffineAutoregressive
 from .conv import Conv1x1, LUConv1x1, PeriodicConv
 from .coupling import AdditiveCoupling, AffineCoupling, alternating_mask
 from .dequantization import UniformDequantization, VariationalDequantization
@@ -9,8 +10,12 @@ from .image_coupling import AdditiveImageCoupling, AffineImageCoupling, channel_
 from .linear import BlockDiagonalLinear, DiagonalLinear, FullLinear, LULinear, TriangularLinear
 from .multiscale import AffinePrior, FactorOut
 from .normalization import ActNorm, BatchNorm
+from .spline import MaskedRQSAutoregressive, RQSCoupling, rational_quadratic_spline
 from .permutation import Permutation, RandomPermutation, ReversePermutation
 from .reshape import Reshape, Squeeze
+from .planar import Planar
+from .radial import Radial
+from .sylvester import Sylvester
 
 __all__ = [
     "Transform",
@@ -19,6 +24,8 @@ __all__ = [
     "AdditiveCoupling",
     "AffineCoupling",
     "alternating_mask",
+    "MaskedAffineAutoregressive",
+    "InverseAutoregressiveAffine",
     "AdditiveImageCoupling",
     "AffineImageCoupling",
     "checkerboard_mask",
@@ -38,6 +45,9 @@ __all__ = [
     "PeriodicConv",
     "ActNorm",
     "BatchNorm",
+    "RQSCoupling",
+    "MaskedRQSAutoregressive",
+    "rational_quadratic_spline",
     "Permutation",
     "ReversePermutation",
     "RandomPermutation",
@@ -47,4 +57,7 @@ __all__ = [
     "AffinePrior",
     "UniformDequantization",
     "VariationalDequantization",
+    "Planar",
+    "Radial",
+    "Sylvester",
 ]

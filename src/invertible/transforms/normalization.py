@@ -80,7 +80,8 @@ class BatchNorm(Transform):
         log|det| = H W sum_c [log_gamma_c - 1/2 log(v_c + eps)].
 
     ``inverse`` has no batch to take statistics from, so it always uses the
-    running averages (the same map as evaluation-mode ``forward``).
+    running averages (the same map as evaluation-mode ``forward``); so does a
+    training-mode ``forward`` on a batch of one, whose variance is undefined.
     """
 
     def __init__(self, channels: int, momentum: float = 0.1, eps: float = 1e-5):
@@ -101,7 +102,7 @@ class BatchNorm(Transform):
         return (pixels * (self.log_gamma - 0.5 * torch.log(var + self.eps)).sum()).expand(x.shape[0])
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if self.training:
+        if self.training and x.shape[0] > 1:
             dims = [d for d in range(x.dim()) if d != 1]
             mean, var = x.mean(dim=dims), x.var(dim=dims, unbiased=False)
             with torch.no_grad():
