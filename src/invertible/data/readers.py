@@ -108,11 +108,13 @@ def read_image_path(
     test_fraction: float = 0.1,
     limit: int | None = None,
     alpha: float = 0.05,
+    raw: bool = False,
 ) -> DataBundle:
     """Images from an IDX file, an MNIST/Fashion-MNIST or CIFAR-10 directory, or a folder of PNGs.
 
     Where the files carry no test set, ``test_fraction`` of the images is held
-    out by ``seed``. ``limit`` keeps the first ``limit`` training images.
+    out by ``seed``. ``limit`` keeps the first ``limit`` training images;
+    ``raw`` keeps integer pixels (see :mod:`invertible.data.images`).
     """
     path = Path(path)
     test: tuple[np.ndarray, np.ndarray | None] | None = None
@@ -137,4 +139,4 @@ def read_image_path(
     split = test if test is not None else int(round(test_fraction * len(images)))
     if labels is not None:
         classes = classes or int(max(labels.max(), -1 if test is None or test[1] is None else test[1].max())) + 1
-    return image_bundle(path.name, images, labels, 256, seed, split, val_fraction, conditional, alpha, classes)
+    return image_bundle(path.name, images, labels, 256, seed, split, val_fraction, conditional, alpha, classes, raw)
