@@ -117,6 +117,14 @@ def test_bad_input_gives_one_line_and_exit_2(trained, tmp_path, capsys):
     assert not (tmp_path / "s.npy").exists()
 
 
+def test_usage_errors_are_one_line(capsys):
+    for argv in (["train", "--steps", "x"], ["train", "--no-such-flag"], ["nosuchcommand"], ["eval"]):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+
+
 def test_corrupt_run_files(trained, tmp_path, capsys):
     broken = tmp_path / "broken"
     broken.mkdir()
