@@ -78,6 +78,10 @@ def test_config_file_with_flag_overrides(tmp_path, capsys):
     assert "steps: 6" in resolved and "batch_size: 16" in resolved and "lr: 0.001" in resolved
     assert invertible.load(tmp_path / "r").config["options"]["hidden"] == [6]
     assert invertible.load(tmp_path / "r").config["options"]["layers"] == 2
+    cfg.write_text(cfg.read_text() + "grad_clip: 1.0\nema: 0.9\n")
+    code, _, _ = run_cli(capsys, "train", "--config", cfg, "--grad-clip", "none", "--ema", "None", "--out", tmp_path / "q")
+    resolved = (tmp_path / "q" / "config.yaml").read_text()
+    assert code == 0 and "grad_clip: null" in resolved and "ema: null" in resolved
 
 
 def test_resume_from_the_command_line(tmp_path, capsys):
