@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 import invertible
-from invertible.cli import main
+from invertible.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["train", "--data", "engine-gauss", "-m", "layers=2", "-m", "hidden=[8]", "--steps", "10",
@@ -91,6 +92,14 @@ def test_resume_from_the_command_line(tmp_path, capsys):
     # resuming reads the run's settings; more steps continue the same run
     code, out, _ = run_cli(capsys, "train", "--resume", "--out", run, "--steps", 14, "--no-progress")
     assert code == 0 and json.loads(out)["steps"] == 14
+
+
+def test_every_subcommand_is_runnable():
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert {"train", "sample", "eval", "models", "datasets"} <= set(subparsers.choices)
+    for name, sub in subparsers.choices.items():
+        assert callable(sub.get_default("command")), f"{name} does not set_defaults(command=...)"
 
 
 def test_listing_commands(capsys):
