@@ -196,3 +196,9 @@ def test_cuda_request_without_cuda_is_an_error(tmp_path):
     else:
         with pytest.raises(ValueError, match="CUDA is not available"):
             train(tiny_config(tmp_path, device="cuda"))
+
+
+def test_thread_setting_is_restored(tmp_path):
+    before = torch.get_num_threads()
+    train(tiny_config(tmp_path, steps=2, eval_every=2, threads=before + 1))
+    assert torch.get_num_threads() == before

@@ -74,7 +74,7 @@ def register(subparsers) -> None:
     """Add the ``fit-density`` subcommand."""
     p = subparsers.add_parser("fit-density", help="fit a flow to an unnormalized 2-D density (reverse KL)", description=__doc__)
     add_arguments(p)
-    p.set_defaults(func=run)
+    p.set_defaults(command=run)
 
 
 def main(argv: list[str] | None = None) -> int:

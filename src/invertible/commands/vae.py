@@ -91,7 +91,7 @@ def register(subparsers) -> None:
     """Add the ``vae`` subcommand."""
     p = subparsers.add_parser("vae", help="train a VAE with a flow posterior on binarized digits or MNIST-5k", description=__doc__)
     add_arguments(p)
-    p.set_defaults(func=_run_cli)
+    p.set_defaults(command=_run_cli)
 
 
 def main(argv: list[str] | None = None) -> int:

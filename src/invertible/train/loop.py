@@ -280,8 +280,11 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
 
     ``callbacks`` are called after every step as ``callback(steps_done, metrics)``;
     an exception raised by one stops the run, leaving the last checkpoint as it was.
+    The number of torch threads is set for the run (see ``TrainConfig.threads``)
+    and restored afterwards.
     """
     config.validate()
+    threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     runtime = setup(config.device)
@@ -291,3 +294,4 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
         return trainer.finish()
     finally:
         teardown(runtime)
+        torch.set_num_threads(threads)
