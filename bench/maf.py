@@ -8,8 +8,9 @@ with reversal permutations, zuko ``MAF(transforms=5, hidden_features=(128, 128))
 and the "bare networks" are five plain ``16 -> 128 -> 128 -> 32`` MLPs run
 forward and backward alone — the floor any MAF implementation pays.
 
-Quality: 3,000 steps, batch 256, Adam 1e-3 with cosine decay, 5 layers of
-2x128; KL gap ``NLL(test) - H(p)`` on checkerboard and 8gaussians (exact
+Quality: 3,000 steps, batch 256, Adam 1e-3 with cosine decay (no warm-up;
+the shared loop of ``bench/training.py``, gradient-norm clipping at 10, the same
+batches for every model), 5 layers of 2x128; KL gap ``NLL(test) - H(p)`` on checkerboard and 8gaussians (exact
 log-densities) for invertible's MAF and NSF (autoregressive, 8 bins, bound 5)
 and zuko's MAF and NSF (same sizes; zuko's default bins and bound are 8 and 5).
 """
@@ -26,8 +27,11 @@ from torch import nn
 
 
 
-from ._toy2d import load
+from invertible.data import load
+
 from .common import header, table, write
+from .flows import Model
+from .training import fit, mean_log_prob
 
 FEATURES, LAYERS, HIDDEN, BATCH = 16, 5, (128, 128), 1024
 
@@ -40,8 +44,8 @@ def ours(kind: str, features: int, hidden=HIDDEN, layers=LAYERS):
         flow = build("maf", features=features, layers=layers, hidden=list(hidden))
     else:
         flow = build("nsf", features=features, layers=layers, hidden=list(hidden), bins=8, bound=5.0)
-    flow.validate = False
-    return flow.log_prob, lambda n: flow.sample(n), flow
+    flow.validate = False  # the peers do not check their inputs either
+    return Model(flow, flow.log_prob, flow.sample)
 
 
 def zuko_flow(kind: str, features: int, hidden=HIDDEN, layers=LAYERS):
@@ -49,7 +53,7 @@ def zuko_flow(kind: str, features: int, hidden=HIDDEN, layers=LAYERS):
 
     cls = zuko.flows.MAF if kind == "maf" else zuko.flows.NSF
     flow = cls(features, transforms=layers, hidden_features=tuple(hidden))
-    return (lambda x: flow().log_prob(x)), (lambda n: flow().sample((n,))), flow
+    return Model(flow, lambda x: flow().log_prob(x), lambda n: flow().sample((n,)))
 
 
 def nflows_maf(features: int, hidden=HIDDEN, layers=LAYERS):
@@ -64,7 +68,7 @@ def nflows_maf(features: int, hidden=HIDDEN, layers=LAYERS):
             ReversePermutation(features),
         ]
     flow = Flow(CompositeTransform(ts), StandardNormal([features]))
-    return flow.log_prob, flow.sample, flow
+    return Model(flow, flow.log_prob, flow.sample)
 
 
 def bare_networks(features: int, hidden=HIDDEN, layers=LAYERS) -> nn.ModuleList:
@@ -116,26 +120,24 @@ def speed(repeats: int) -> str:
         nets.zero_grad(set_to_none=True)
         sum(net(x).sum() for net in nets).backward()
 
-    def train_step(log_prob, module) -> Callable[[], None]:
+    def train_step(model: Model) -> Callable[[], None]:
         def step() -> None:
-            module.zero_grad(set_to_none=True)
-            (-log_prob(x).mean()).backward()
+            model.zero_grad(set_to_none=True)
+            (-model.log_prob(x).mean()).backward()
 
         return step
 
-    def sample_step(sampler) -> Callable[[], None]:
+    def sample_step(model: Model) -> Callable[[], None]:
         def step() -> None:
             with torch.no_grad():
-                sampler(1024)
+                model.sample(1024)
 
         return step
 
-    for _, _, module in entries.values():
-        _perturb(module)
-    train = interleaved_ms(
-        {"bare networks": bare_step, **{k: train_step(lp, m) for k, (lp, _, m) in entries.items()}}, repeats
-    )
-    sample = interleaved_ms({k: sample_step(s) for k, (_, s, _) in entries.items()}, max(repeats // 2, 5))
+    for model in entries.values():
+        _perturb(model)
+    train = interleaved_ms({"bare networks": bare_step, **{k: train_step(m) for k, m in entries.items()}}, repeats)
+    sample = interleaved_ms({k: sample_step(m) for k, m in entries.items()}, max(repeats // 2, 5))
     peers = [n for n in entries if not n.startswith("invertible")]
     fastest_train = min(train[p] for p in peers)
     fastest_sample = min(sample[p] for p in peers)
@@ -156,22 +158,6 @@ def speed(repeats: int) -> str:
 
 
 # ----------------------------------------------------------------------------- quality
-def _fit(log_prob, module: nn.Module, train: torch.Tensor, steps: int, batch: int, seed: int) -> float:
-    torch.manual_seed(seed)
-    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    module.train()
-    for _ in range(steps):
-        idx = torch.randint(0, len(train), (batch,))
-        loss = -log_prob(train[idx]).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    module.eval()
-    return loss.item()
-
-
 def quality(steps: int, batch: int, datasets: list[str], seed: int) -> str:
     torch.set_num_threads(2)
     builders = {
@@ -186,10 +172,9 @@ def quality(steps: int, batch: int, datasets: list[str], seed: int) -> str:
         entropy = -data.log_prob(data.test).mean().item()
         for name, make in builders.items():
             torch.manual_seed(seed)
-            log_prob, _, module = make()
-            _fit(log_prob, module, data.train, steps, batch, seed)
-            with torch.no_grad():
-                nll = -torch.cat([log_prob(chunk) for chunk in data.test.split(4096)]).mean().item()
+            model = make()
+            fit(model, data.train, steps, batch_size=batch, lr=1e-3, seed=seed, warmup=0)
+            nll = -mean_log_prob(model, data.test)
             rows.append({"dataset": ds, "model": name, "test NLL": nll, "H(p)": entropy,
                          "KL gap (nats)": nll - entropy})
             print(rows[-1], flush=True)

@@ -2,7 +2,8 @@
 
 Each is split once into train/validation/test (70/15/15) by a fixed
 permutation — the same split for every ``seed`` and every run, so numbers are
-comparable — and standardised with the training mean and standard deviation.
+comparable — and standardised with the training mean and standard deviation
+(:class:`~invertible.data.tabular.Standardize`).
 The standardisation is the bundle's ``preprocess`` bijection, whose log-det
 ``-sum_i log std_i`` turns a model's log-likelihood back into the raw units.
 
@@ -10,7 +11,8 @@ Digits are 8x8 images with integer intensities 0..16, used as 64-D vectors:
 ``dequantize=True`` (the default unless ``binarize``) adds uniform noise ``u ~ U[0, 1)`` per pixel
 (drawn from ``seed``) before standardising, so a continuous density on them is
 a lower bound of the discrete likelihood (``levels=17``); ``binarize=True``
-gives 0/1 vectors (pixel > 8) for the Bernoulli MADE, unstandardised.
+gives 0/1 vectors (pixel > 8) for the Bernoulli MADE, unstandardised. Without
+either, standardising fails: some pixels are constant in the training split.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..transforms.elementwise import ElementwiseAffine
 from .registry import DataBundle, register_dataset
+from .tabular import Standardize
 
-__all__ = ["wine", "breast_cancer", "digits", "standardization", "fixed_split"]
+__all__ = ["wine", "breast_cancer", "digits", "fixed_split"]
 
 SPLIT_SEED = 20150707  # fixed: the split never changes
 
@@ -34,17 +36,6 @@ def fixed_split(n: int, fractions: tuple[float, float] = (0.7, 0.15)) -> tuple[T
     return perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :]
 
 
-def standardization(train: Tensor, min_std: float = 1e-6) -> ElementwiseAffine:
-    """The fixed bijection ``z = (x - mean) / std`` fitted on ``train``; ``log|det| = -sum log std``."""
-    mean, std = train.mean(0), train.std(0).clamp_min(min_std)
-    t = ElementwiseAffine(train.shape[1:])
-    with torch.no_grad():
-        t.log_scale.copy_(-torch.log(std))
-        t.shift.copy_(-mean / std)
-    t.requires_grad_(False)
-    return t
-
-
 def _bundle(name: str, x: np.ndarray, labels: np.ndarray, class_names: list[str], standardize: bool = True,
             levels: int | None = None) -> DataBundle:
     data = torch.as_tensor(x, dtype=torch.float32)
@@ -52,7 +43,7 @@ def _bundle(name: str, x: np.ndarray, labels: np.ndarray, class_names: list[str]
     train, val, test = data[i_train], data[i_val], data[i_test]
     preprocess = None
     if standardize:
-        preprocess = standardization(train)
+        preprocess = Standardize.fit(train)
         with torch.no_grad():
             train, val, test = (preprocess(part)[0] for part in (train, val, test))
     one_hot = torch.nn.functional.one_hot(torch.as_tensor(labels, dtype=torch.long), len(class_names)).float()
