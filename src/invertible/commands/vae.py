@@ -70,9 +70,11 @@ def run(args: argparse.Namespace) -> dict:
     stats = evaluate_vae(model, test, k=args.iw_samples)
     save_file(model.state_dict(), str(out / "vae.safetensors"))
     (out / "config.json").write_text(json.dumps(config, indent=2))
-    grid = test[:50]
-    pairs = torch.stack([grid.reshape(5, 10, *grid.shape[1:]), model.reconstruct(grid).reshape(5, 10, *grid.shape[1:])], 1)
-    save_grid(pairs.reshape(-1, *grid.shape[1:]), out / "reconstructions.png")
+    ncol = min(10, len(test))
+    grid = test[: ncol * max(1, min(5, len(test) // ncol))]
+    rows = grid.reshape(-1, ncol, *grid.shape[1:])
+    pairs = torch.stack([rows, model.reconstruct(grid).reshape(rows.shape)], 1)
+    save_grid(pairs.reshape(-1, *grid.shape[1:]), out / "reconstructions.png", nrow=ncol)
     save_grid(model.sample(100), out / "samples.png")
     summary = {**config, "test_elbo": stats["elbo"], "test_iw_log_px": stats["iw_log_px"], "iw_samples": args.iw_samples,
                "test_images": len(test), "train_elbo": history[-1]["train_elbo"], "steps": args.steps,
