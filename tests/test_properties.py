@@ -73,6 +73,8 @@ def _check(case: Case, t: Transform, x, z, ctx) -> None:
     torch.testing.assert_close(x_back, x, **tol)
     torch.testing.assert_close(ladj_inv, -ladj, **tol)
 
+    if not case.bijective:
+        return
     x_of_z, ladj_z = t.inverse(z, ctx)
     z_back, ladj_fwd = t(x_of_z, ctx)
     torch.testing.assert_close(z_back, z, **tol)

@@ -23,6 +23,8 @@ __all__ = ["save_flow", "load", "atomic_write", "MODEL_JSON", "MODEL_WEIGHTS"]
 MODEL_JSON = "model.json"
 MODEL_WEIGHTS = "model.safetensors"
 FORMAT_VERSION = 1
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
@@ -33,6 +35,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,5 +1,7 @@
 """Datasets: generated 2-D toys, tabular files, images; all loaded through :func:`load`."""
 
+from . import images, tabular, toy
 from .registry import DATASETS, DataBundle, available, load, register_dataset, register_reader
+from .tabular import Standardize
 
-__all__ = ["DataBundle", "available", "load", "register_dataset", "register_reader", "DATASETS"]
+__all__ = ["DataBundle", "available", "load", "register_dataset", "register_reader", "DATASETS", "Standardize", "toy", "tabular", "images"]

@@ -1,9 +1,12 @@
 """Model presets, by the names of their papers, and the registry that builds them by name."""
 
+from .glow import Glow
+from .maf import IAF, MAF
 from .nice import NICE
+from .nsf import NSF
 from .planar import Planar, Radial
 from .realnvp import RealNVP
 from .registry import available, build, get, register
 from .sylvester import Sylvester
 
-__all__ = ["NICE", "RealNVP", "Planar", "Radial", "Sylvester", "available", "build", "get", "register"]
+__all__ = ["Glow", "MAF", "IAF", "NICE", "NSF", "Planar", "Radial", "RealNVP", "Sylvester", "available", "build", "get", "register"]

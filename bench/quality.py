@@ -1,0 +1,103 @@
+"""Density quality at an equal budget: KL gap on toys with exact densities, this project vs its peers.
+
+``python -m bench quality [--models realnvp] [--peers zuko,nflows,normflows]
+[--data checkerboard,8gaussians] [--steps 5000] [--batch-size 256] [--seeds 0 1 2]``
+
+Each library's flow (same architecture, see ``bench/flows.py``) is trained
+with the same loop on the same batches (``bench/training.py``) and scored on
+the same test split by the KL gap ``mean_test(log p(x) - log q(x)) = NLL(test) - H(p)``
+in nats (0 is perfect). The table gives the mean over seeds and the ratio of
+each library's gap to this project's (above 1: the peer is worse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+from invertible.data import load
+
+from .common import header, table, write
+from .flows import MODELS, Spec, build, parameters
+from .training import fit, mean_log_prob
+
+
+def _csv(text: str) -> list[str]:
+    return [t for t in text.split(",") if t]
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench quality", description=__doc__.splitlines()[0])
+    p.add_argument("--models", type=_csv, default=["realnvp"], help="comma-separated, from: " + ", ".join(MODELS))
+    p.add_argument("--peers", type=_csv, default=["zuko", "nflows", "normflows"])
+    p.add_argument("--data", type=_csv, default=["checkerboard", "8gaussians"], help="toys with an exact log_prob")
+    p.add_argument("--steps", type=int, default=5000)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=0)
+    p.add_argument("--clip", type=float, default=5.0)
+    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--hidden", type=lambda s: tuple(int(h) for h in _csv(s)), default=(64, 64))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--n-train", type=int, default=50_000)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: as the engine for small flows)")
+    p.add_argument("--out", default="quality", help="results file name under bench/results/")
+    return p.parse_args(argv)
+
+
+def run_one(model: str, library: str, spec: Spec, data, args, seed: int) -> dict:
+    torch.manual_seed(seed)
+    m = build(model, library, spec).to(args.device)
+    train, test = data.train.to(args.device), data.test.to(args.device)
+    info = fit(m, train, args.steps, args.batch_size, args.lr, seed=seed, clip=args.clip, warmup=args.warmup)
+    log_q = mean_log_prob(m, test)
+    log_p = float(data.log_prob(data.test.double()).mean())
+    return {"nll": -log_q, "entropy": -log_p, "kl": log_p - log_q, "train_s": info["train_s"], "params": parameters(m)}
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    torch.set_num_threads(args.threads)
+    spec = Spec(features=2, layers=args.layers, hidden=args.hidden)
+    rows = []
+    for name in args.data:
+        for model in args.models:
+            libraries = ["invertible", *[p for p in args.peers if p in MODELS[model]]]
+            results: dict[str, list[dict]] = {lib: [] for lib in libraries}
+            for seed in args.seeds:
+                data = load(name, seed=seed, n_train=args.n_train)
+                if data.log_prob is None:
+                    raise SystemExit(f"dataset {name!r} has no exact log_prob; the KL gap needs one")
+                for lib in libraries:
+                    r = run_one(model, lib, spec, data, args, seed)
+                    print(f"{name} {model} {lib} seed {seed}: KL gap {r['kl']:.4f} nats ({r['train_s']:.0f} s)", flush=True)
+                    results[lib].append(r)
+            ours = statistics.mean(r["kl"] for r in results["invertible"])
+            for lib, rs in results.items():
+                kl = statistics.mean(r["kl"] for r in rs)
+                rows.append(
+                    {
+                        "data": name,
+                        "model": model,
+                        "library": lib,
+                        "parameters": rs[0]["params"],
+                        "test NLL (nats)": statistics.mean(r["nll"] for r in rs),
+                        "H(p) (nats)": statistics.mean(r["entropy"] for r in rs),
+                        "KL gap (nats)": kl,
+                        "KL gap sd": statistics.stdev(r["kl"] for r in rs) if len(rs) > 1 else "",
+                        "gap / invertible": kl / ours,
+                    }
+                )
+    budget = (
+        f"Architecture: {spec.describe()}. Budget: {args.steps} steps of batch {args.batch_size}, Adam lr {args.lr}, "
+        f"{args.warmup} warm-up steps then cosine decay to 0, gradient norm clipped at {args.clip}, "
+        "identical batches for every library (the defaults match `invertible train`); "
+        f"{args.n_train} training samples; seeds {args.seeds}; device {args.device}. "
+        "KL gap = mean over the 10k test samples of log p(x) - log q(x) (nats; 0 is perfect). "
+        "gap / invertible above 1 means the peer is worse.\n\n"
+    )
+    write(args.out, header("Quality: KL gap at equal architecture and budget") + budget + table(rows))
+    return 0

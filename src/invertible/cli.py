@@ -1,0 +1,55 @@
+"""The ``invertible`` command: ``train``, ``sample``, ``eval``, ``models``, ``datasets``, ...
+
+Each subcommand lives in its own module of :mod:`invertible.commands` and
+exposes ``register(subparsers)``; this module finds them with ``pkgutil``, so a
+new command is a new module. Bad input (unknown names, bad settings, unreadable
+files) ends with one line ``error: ...`` on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from typing import Sequence
+
+from . import __version__, commands
+from .train import TrainingError
+
+__all__ = ["main", "build_parser"]
+
+#: Errors that mean bad input or a failed run, reported as one line rather than a traceback.
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError, TrainingError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="invertible", description="Normalizing flows: train, sample, evaluate; list models and datasets."
+    )
+    parser.add_argument("--version", action="version", version=f"invertible {__version__}")
+    parser.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{commands.__name__}.{info.name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 bad input or failed run, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "command"):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.command(args) or 0)
+    except USER_ERRORS as e:
+        if args.traceback:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; continue a training run with --resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""Subcommands of the ``invertible`` command, one module each with ``register(subparsers)``."""

@@ -1,0 +1,64 @@
+"""Helpers shared by the subcommands: run directories and ``key=value`` option flags."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from ..persistence import MODEL_JSON, atomic_write
+
+__all__ = ["existing_run", "run_config", "add_option_flags", "save_array"]
+
+
+def existing_run(path: str) -> Path:
+    """``path`` as a run (or saved model) directory, or ``FileNotFoundError`` saying what is missing."""
+    run = Path(path)
+    if not run.exists():
+        raise FileNotFoundError(f"run directory {run} does not exist")
+    if not run.is_dir():
+        raise NotADirectoryError(f"{run} is not a run directory")
+    if not (run / MODEL_JSON).is_file():
+        raise FileNotFoundError(f"{run} holds no trained model ({MODEL_JSON} missing): the run did not finish")
+    return run
+
+
+def run_config(run: Path) -> dict[str, Any]:
+    """The resolved training settings of a run (``config.yaml``), or ``{}`` for a bare saved model."""
+    path = run / "config.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"corrupt run config {path}: {e}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"corrupt run config {path}: expected a mapping")
+    return values
+
+
+def add_option_flags(parser: argparse.ArgumentParser) -> None:
+    """``--model-option key=value`` and ``--data-option key=value`` (repeatable; values read as YAML)."""
+    parser.add_argument("-m", "--model-option", action="append", metavar="KEY=VALUE", dest="model_option",
+                        help="model option, e.g. -m layers=8 -m hidden=[128,128] (repeatable)")
+    parser.add_argument("-d", "--data-option", action="append", metavar="KEY=VALUE", dest="data_option",
+                        help="dataset option, e.g. -d n=50000 (repeatable)")
+
+
+def save_array(path: str | Path, array: np.ndarray) -> None:
+    """Write ``array`` atomically as ``.npy`` (binary) or ``.csv`` (text), by the suffix of ``path``."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                np.save(f, array)
+    elif suffix == ".csv":
+        def write(tmp: str) -> None:
+            np.savetxt(tmp, array.reshape(len(array), -1), delimiter=",")
+    else:
+        raise ValueError(f"--out must end in .npy or .csv, got {path.name!r}")
+    atomic_write(path, write)

@@ -1,0 +1,50 @@
+"""``invertible eval RUN``: exact NLL (nats), KL gap and bits/dim of a trained flow on a dataset split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..persistence import load, write_json
+from ..train.build import check_fits, load_bundle
+from ..train.config import parse_options
+from ..train.distributed import resolve_device
+from ..train.evaluate import evaluate_split
+from ._common import add_option_flags, existing_run, run_config
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("eval", help="evaluate a trained flow on a dataset", description=__doc__.replace("``", ""))
+    p.add_argument("run", metavar="RUN", help="run directory (or a directory written by flow.save)")
+    p.add_argument("--data", help="dataset name or file (default: the run's own dataset)")
+    add_option_flags(p)
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split (default test)")
+    p.add_argument("--seed", type=int, help="dataset seed (default: the run's)")
+    p.add_argument("--batch-size", type=int, default=1024, help="evaluation batch size")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--out", help="also write the results to this JSON file")
+    p.set_defaults(command=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    run_dir = existing_run(args.run)
+    config = run_config(run_dir)
+    data = args.data or config.get("data")
+    if data is None:
+        raise ValueError(f"{run_dir} records no dataset; pass --data")
+    options = dict(config.get("data_options") or {}) if args.data is None else {}
+    options.update(parse_options(args.data_option))
+    if args.model_option:
+        raise ValueError("eval takes no model options: the model is rebuilt from the run")
+    seed = args.seed if args.seed is not None else int(config.get("seed", 0))
+    bundle = load_bundle(data, seed, options)
+    device = resolve_device(args.device)
+    flow = load(run_dir, map_location=device)
+    check_fits(flow, bundle)
+    result = {"data": data, "split": args.split, **evaluate_split(flow, bundle, args.split, args.batch_size, device)}
+    print(json.dumps(result))
+    if args.out:
+        write_json(args.out, result)
+    return 0

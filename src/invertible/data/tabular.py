@@ -1,0 +1,220 @@
+"""Tabular data from local ``.npy`` and ``.csv`` files: validation, a seeded split, standardisation.
+
+Every row is one sample, every column one feature. The rows are shuffled by
+the seed and split into train/validation/test; the features are then
+standardised with the *training* mean and standard deviation by the bijection
+:class:`Standardize`, which the bundle carries as ``preprocess``. Its log-det
+``-sum_i log std_i`` converts likelihoods back to the raw data's units:
+
+    log p_raw(x) = log q(standardize(x)) - sum_i log std_i.
+
+``context_columns`` moves columns out of the features into the conditioning
+input of a conditional flow (they are left unstandardised).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..core import Transform
+from .registry import DataBundle, register_reader
+
+__all__ = ["Standardize", "read_npy", "read_csv", "table_bundle"]
+
+
+class Standardize(Transform):
+    """Fixed affine whitening per feature: ``z = (x - mean) / std``, ``log|det dz/dx| = -sum log std``.
+
+    ``mean`` and ``std`` are buffers (saved in ``state_dict``, never trained)
+    with the event shape; build one from data with :meth:`fit`.
+    """
+
+    def __init__(self, mean: Tensor, std: Tensor):
+        super().__init__()
+        mean, std = torch.as_tensor(mean), torch.as_tensor(std)
+        if mean.shape != std.shape:
+            raise ValueError(f"mean and std must have the same shape, got {tuple(mean.shape)} and {tuple(std.shape)}")
+        if not torch.isfinite(mean).all() or not torch.isfinite(std).all() or not (std > 0).all():
+            raise ValueError("Standardize needs finite means and finite, strictly positive standard deviations")
+        self.register_buffer("mean", mean.clone())
+        self.register_buffer("std", std.clone())
+
+    @classmethod
+    def fit(cls, x: Tensor) -> "Standardize":
+        """Mean and (population) standard deviation of ``x`` over its first dimension."""
+        if x.shape[0] < 2:
+            raise ValueError(f"need at least 2 rows to estimate a standard deviation, got {x.shape[0]}")
+        std = x.std(0, unbiased=False)
+        if not (std > 0).all():
+            cols = (std <= 0).nonzero().flatten().tolist()
+            raise ValueError(f"feature(s) {cols} are constant in the training split; drop them before fitting a density")
+        return cls(x.mean(0), std)
+
+    def _ladj(self, x: Tensor) -> Tensor:
+        return (-torch.log(self.std).sum()).expand(x.shape[0]).to(x.dtype)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return (x - self.mean) / self.std, self._ladj(x)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return z * self.std + self.mean, -self._ladj(z)
+
+
+def _split_sizes(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
+    for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not isinstance(f, (int, float)) or not 0 <= f < 1:
+            raise ValueError(f"{name} must lie in [0, 1), got {f!r}")
+    if val_fraction + test_fraction >= 1:
+        raise ValueError(f"val_fraction + test_fraction must be < 1, got {val_fraction + test_fraction}")
+    n_val, n_test = math.floor(n * val_fraction), math.floor(n * test_fraction)
+    n_train = n - n_val - n_test
+    if n_train < 2:
+        raise ValueError(f"{n} rows leave {n_train} for training; need at least 2")
+    return n_train, n_val, n_test
+
+
+def _context_indices(columns: Sequence[int | str] | None, names: list[str] | None, width: int) -> list[int]:
+    if not columns:
+        return []
+    out = []
+    for c in columns:
+        if isinstance(c, str):
+            if names is None or c not in names:
+                known = f"; columns are {names}" if names else " (the file has no header row)"
+                raise ValueError(f"unknown context column {c!r}{known}")
+            out.append(names.index(c))
+        elif isinstance(c, int) and not isinstance(c, bool) and -width <= c < width:
+            out.append(c % width)
+        else:
+            raise ValueError(f"context column {c!r} is not a column name or an index in [-{width}, {width})")
+    if len(set(out)) != len(out):
+        raise ValueError(f"context columns repeat: {list(columns)}")
+    if len(out) >= width:
+        raise ValueError("context_columns leave no feature columns to model")
+    return out
+
+
+def table_bundle(
+    name: str,
+    table: np.ndarray,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    standardize: bool = True,
+    context_columns: Sequence[int | str] | None = None,
+    column_names: list[str] | None = None,
+) -> DataBundle:
+    """Validate a numeric ``(rows, columns)`` table, split it by ``seed`` and standardise the features."""
+    if table.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D table (rows, features), got an array of shape {table.shape}")
+    if table.shape[0] == 0 or table.shape[1] == 0:
+        raise ValueError(f"{name}: the table is empty (shape {table.shape})")
+    if not (np.issubdtype(table.dtype, np.number) or table.dtype == np.bool_) or np.iscomplexobj(table):
+        raise ValueError(f"{name}: expected real numeric values, got dtype {table.dtype}")
+    values = table.astype(np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise ValueError(f"{name}: {int(bad.sum())} non-finite value(s) (NaN or inf), the first at row {r}, column {c}")
+    ctx_idx = _context_indices(context_columns, column_names, values.shape[1])
+    feat_idx = [i for i in range(values.shape[1]) if i not in ctx_idx]
+    sizes = _split_sizes(values.shape[0], val_fraction, test_fraction)
+    perm = torch.randperm(values.shape[0], generator=torch.Generator().manual_seed(int(seed)))
+    data = torch.from_numpy(values)[perm].float()
+    x_train, x_val, x_test = (s.contiguous() for s in data[:, feat_idx].split(sizes))
+    contexts = [s.contiguous() for s in data[:, ctx_idx].split(sizes)] if ctx_idx else [None, None, None]
+    preprocess = None
+    if standardize:
+        preprocess = Standardize.fit(x_train)
+        with torch.no_grad():
+            x_train, x_val, x_test = (preprocess(s)[0] for s in (x_train, x_val, x_test))
+    return DataBundle(
+        name=name,
+        train=x_train,
+        val=x_val,
+        test=x_test,
+        train_context=contexts[0],
+        val_context=contexts[1],
+        test_context=contexts[2],
+        preprocess=preprocess,
+    )
+
+
+@register_reader(".npy")
+def read_npy(
+    path: str | Path,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    standardize: bool = True,
+    context_columns: Sequence[int] | None = None,
+) -> DataBundle:
+    """A 2-D numeric ``.npy`` array, one row per sample (no pickled objects)."""
+    path = Path(path)
+    try:
+        table = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"cannot read {path} as a .npy array: {e}") from None
+    return table_bundle(path.name, table, seed, val_fraction, test_fraction, standardize, context_columns)
+
+
+def _parse_csv(path: Path, delimiter: str) -> tuple[np.ndarray, list[str] | None]:
+    with open(path, newline="") as f:
+        rows = [r for r in csv.reader(f, delimiter=delimiter) if r and any(c.strip() for c in r)]
+    if not rows:
+        raise ValueError(f"{path}: the file is empty")
+
+    def numeric(cell: str) -> bool:
+        try:
+            float(cell)
+            return True
+        except ValueError:
+            return False
+
+    names = None
+    if not all(numeric(c) for c in rows[0]):
+        names = [c.strip() for c in rows[0]]
+        rows = rows[1:]
+    if not rows:
+        raise ValueError(f"{path}: the file has a header but no data rows")
+    width = len(rows[0])
+    out = np.empty((len(rows), width))
+    for i, row in enumerate(rows):
+        line = i + 1 + (names is not None)
+        if len(row) != width:
+            raise ValueError(f"{path}: line {line} has {len(row)} columns, expected {width}")
+        for j, cell in enumerate(row):
+            try:
+                out[i, j] = float(cell)
+            except ValueError:
+                col = f"{names[j]!r} " if names and j < len(names) else ""
+                raise ValueError(
+                    f"{path}: column {col}(index {j}) is not numeric: {cell!r} on line {line}; "
+                    "only numeric columns can be modelled"
+                ) from None
+    if names is not None and len(names) != width:
+        raise ValueError(f"{path}: the header has {len(names)} names but the rows have {width} columns")
+    return out, names
+
+
+@register_reader(".csv")
+def read_csv(
+    path: str | Path,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    standardize: bool = True,
+    context_columns: Sequence[int | str] | None = None,
+    delimiter: str = ",",
+) -> DataBundle:
+    """A ``.csv`` file of numeric columns, with an optional header row of column names."""
+    path = Path(path)
+    table, names = _parse_csv(path, delimiter)
+    return table_bundle(path.name, table, seed, val_fraction, test_fraction, standardize, context_columns, names)

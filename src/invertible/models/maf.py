@@ -1,0 +1,113 @@
+"""MAF and IAF: stacks of masked affine autoregressive layers.
+
+Papamakarios, Pavlakou & Murray, "Masked Autoregressive Flow for Density Estimation", NeurIPS 2017.
+Kingma et al., "Improved Variational Inference with Inverse Autoregressive Flow", NeurIPS 2016.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import nn
+
+from ..core import Compose, Flow, Transform
+from ..distributions import MixtureOfGaussians, build_base
+from ..transforms.autoregressive import InverseAutoregressiveAffine, MaskedAffineAutoregressive
+from ..transforms.normalization import BatchNorm
+from .registry import register
+
+__all__ = ["MAF", "IAF", "layer_orders", "make_base"]
+
+
+def layer_orders(layers: int, permutation: str) -> list[str]:
+    """Order of each layer: alternately default/reversed (``"reverse"``) or a fresh random order (``"random"``).
+
+    Giving each MADE its own order is the same model as a permutation layer
+    between fixed-order MADEs (the permutations are absorbed into the masks),
+    without moving any data.
+    """
+    if permutation == "reverse":
+        return ["default" if i % 2 == 0 else "reverse" for i in range(layers)]
+    if permutation == "random":
+        return ["random"] * layers
+    raise ValueError(f"unknown permutation {permutation!r}; use 'reverse' or 'random'")
+
+
+def make_base(base: str, features: int, components: int) -> nn.Module:
+    """``"mog"``: a per-dimension mixture of ``components`` Gaussians; otherwise :func:`build_base`."""
+    if base == "mog":
+        return MixtureOfGaussians(features, components)
+    return build_base(base, features)
+
+
+def _stack(layer_cls: type, features: int, context_features: int | None, layers: int, hidden: Sequence[int],
+           activation: str, permutation: str, batch_norm: bool, scale: str, random_degrees: bool, seed: int) -> Compose:
+    if features < 1 or layers < 1:
+        raise ValueError(f"need features >= 1 and layers >= 1, got features={features}, layers={layers}")
+    transforms: list[Transform] = []
+    for i, order in enumerate(layer_orders(layers, permutation)):
+        if batch_norm and i > 0:
+            transforms.append(BatchNorm(features))
+        transforms.append(
+            layer_cls(features, hidden, context_features, order=order, random_degrees=random_degrees,
+                      activation=activation, scale=scale, seed=seed + i)
+        )
+    return Compose(transforms)
+
+
+@register("maf")
+class MAF(Flow):
+    """Masked Autoregressive Flow: ``layers`` MADE affine layers, each in its own order.
+
+    ``log_prob`` is one MADE pass per layer; sampling is ``D`` sequential steps per
+    layer that each compute only the hidden units whose inputs became known
+    (about one MADE pass per layer in total).
+
+    Args:
+        features: data dimension.
+        context_features: conditioning size (conditional MAF: the context feeds every MADE).
+        layers: number of autoregressive layers.
+        hidden: hidden widths of each MADE.
+        activation: hidden nonlinearity.
+        permutation: ``"reverse"`` (orders alternate) or ``"random"`` (a random order per layer).
+        batch_norm: a :class:`BatchNorm` between consecutive layers (MAF paper, Sec. 3.3).
+        base: ``"normal"``, ``"diagonal_normal"``, ``"logistic"`` or ``"mog"``
+            (per-dimension mixture of ``components`` Gaussians, the MAF MoG option).
+        components: mixture components when ``base="mog"``.
+        scale: log-scale function of each layer (see :class:`MaskedAffineAutoregressive`).
+        random_degrees: random hidden degrees in each MADE.
+        seed: seed of random orders and degrees.
+    """
+
+    layer_class: type = MaskedAffineAutoregressive
+
+    def __init__(
+        self,
+        features: int,
+        context_features: int | None = None,
+        layers: int = 5,
+        hidden: Sequence[int] = (64, 64),
+        activation: str = "relu",
+        permutation: str = "reverse",
+        batch_norm: bool = False,
+        base: str = "normal",
+        components: int = 10,
+        scale: str = "softclamp",
+        random_degrees: bool = False,
+        seed: int = 0,
+    ):
+        transform = _stack(self.layer_class, features, context_features, layers, hidden, activation,
+                           permutation, batch_norm, scale, random_degrees, seed)
+        super().__init__(transform, make_base(base, features, components), context_features)
+
+
+@register("iaf")
+class IAF(MAF):
+    """Inverse Autoregressive Flow: the MAF stack with every layer reading the noise side.
+
+    Sampling and ``sample_and_log_prob``/``rsample_and_log_prob`` are one MADE pass
+    per layer (the variational-posterior use); ``log_prob`` of outside data takes
+    ``D`` sequential steps per layer. Same options as :class:`MAF`.
+    """
+
+    layer_class = InverseAutoregressiveAffine

@@ -1,0 +1,91 @@
+"""Pictures of flows and runs, drawn with matplotlib's object API (no display, no pyplot state).
+
+Every function returns a :class:`matplotlib.figure.Figure`; :func:`save_figure`
+writes one atomically (the format follows the file suffix).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from .persistence import atomic_write
+
+__all__ = ["save_figure", "loss_curve", "density_grid", "density_2d"]
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> None:
+    """Render ``fig`` and write it to ``path`` atomically."""
+    path = Path(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
+
+
+def loss_curve(records: Sequence[dict[str, Any]], title: str = "") -> Figure:
+    """Training loss and validation NLL (nats) against the step, from ``metrics.jsonl`` records."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    train = [(r["step"], r["loss"]) for r in records if r.get("split") == "train" and "loss" in r]
+    val = [(r["step"], r["val_nll"]) for r in records if r.get("split") == "val" and "val_nll" in r]
+    if train:
+        ax.plot(*zip(*train), label="train loss (model space)", lw=1)
+    if val:
+        ax.plot(*zip(*val), "o-", label="validation NLL (data space)", ms=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("negative log-likelihood (nats)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if train or val:
+        ax.legend()
+    return fig
+
+
+def _extent(points: np.ndarray, margin: float = 0.05) -> tuple[float, float, float, float]:
+    lo, hi = np.quantile(points, 0.005, axis=0), np.quantile(points, 0.995, axis=0)
+    pad = (hi - lo) * margin + 1e-6
+    return float(lo[0] - pad[0]), float(hi[0] + pad[0]), float(lo[1] - pad[1]), float(hi[1] + pad[1])
+
+
+@torch.no_grad()
+def density_grid(
+    flow: torch.nn.Module, extent: Sequence[float], resolution: int = 200, batch_size: int = 8192
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``exp(log q(x))`` of a 2-D flow on a ``resolution x resolution`` grid: ``(xs, ys, density)``."""
+    x0, x1, y0, y1 = extent
+    xs, ys = np.linspace(x0, x1, resolution), np.linspace(y0, y1, resolution)
+    grid = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
+    param = next(iter(flow.parameters()), torch.zeros(()))
+    points = torch.as_tensor(grid, dtype=param.dtype, device=param.device)
+    log_q = torch.cat([flow.log_prob(points[i : i + batch_size]) for i in range(0, len(points), batch_size)])
+    return xs, ys, log_q.exp().cpu().numpy().reshape(resolution, resolution)
+
+
+def density_2d(flow: torch.nn.Module, data: Tensor, samples: Tensor | None = None, resolution: int = 200) -> Figure:
+    """The learned density ``exp(log q)`` on a grid, the data, and the flow's samples, side by side."""
+    data_np = data.detach().cpu().numpy()
+    extent = _extent(data_np)
+    panels = 2 if samples is None else 3
+    fig = Figure(figsize=(4 * panels, 4))
+    axes = fig.subplots(1, panels)
+    xs, ys, dens = density_grid(flow, extent, resolution)
+    axes[0].pcolormesh(xs, ys, dens, shading="auto", cmap="viridis")
+    axes[0].set_title("learned density")
+    hist = dict(bins=resolution // 2, range=[extent[:2], extent[2:]], cmap="viridis")
+    axes[1].hist2d(data_np[:, 0], data_np[:, 1], **hist)
+    axes[1].set_title(f"data ({len(data_np)} points)")
+    if samples is not None:
+        s = samples.detach().cpu().numpy()
+        axes[2].hist2d(s[:, 0], s[:, 1], **hist)
+        axes[2].set_title(f"samples ({len(s)})")
+    for ax in axes:
+        ax.set_aspect("equal")
+        ax.set_xlim(*extent[:2])
+        ax.set_ylim(*extent[2:])
+    return fig

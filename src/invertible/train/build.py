@@ -1,0 +1,85 @@
+"""From names to objects: load and check a dataset, build the flow that fits it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .. import data as data_registry
+from .. import models
+from ..core import Flow
+from ..data import DataBundle
+
+__all__ = ["load_bundle", "check_bundle", "build_flow", "check_fits"]
+
+_SET_BY_DATA = ("features", "event_shape", "context_features")
+
+
+def _check_tensor(name: str, split: str, t: Tensor) -> None:
+    if not isinstance(t, Tensor):
+        raise ValueError(f"dataset {name!r}: the {split} split is a {type(t).__name__}, not a tensor")
+    if not t.is_floating_point():
+        raise ValueError(f"dataset {name!r}: the {split} split has dtype {t.dtype}; expected floating point")
+    bad = (~torch.isfinite(t)).sum().item()
+    if bad:
+        raise ValueError(f"dataset {name!r}: the {split} split contains {bad} non-finite value(s) (NaN or inf)")
+
+
+def check_bundle(bundle: DataBundle) -> None:
+    """Raise ``ValueError`` for non-finite values, empty splits, mismatched shapes or contexts."""
+    shape = tuple(bundle.train.shape[1:])
+    if len(shape) not in (1, 3):
+        raise ValueError(f"dataset {bundle.name!r}: event shape {shape} is neither a vector (D,) nor an image (C, H, W)")
+    for split in ("train", "val", "test"):
+        t = getattr(bundle, split)
+        _check_tensor(bundle.name, split, t)
+        if t.shape[0] == 0:
+            raise ValueError(f"dataset {bundle.name!r}: the {split} split is empty")
+        if tuple(t.shape[1:]) != shape:
+            raise ValueError(f"dataset {bundle.name!r}: the {split} split has event shape {tuple(t.shape[1:])}, the train split {shape}")
+        c = getattr(bundle, f"{split}_context")
+        if (c is None) != (bundle.train_context is None):
+            raise ValueError(f"dataset {bundle.name!r}: a context is given for some splits but not for {split}")
+        if c is not None:
+            _check_tensor(bundle.name, f"{split} context", c)
+            if c.dim() != 2 or c.shape[0] != t.shape[0] or c.shape[1] != bundle.train_context.shape[1]:
+                raise ValueError(
+                    f"dataset {bundle.name!r}: the {split} context has shape {tuple(c.shape)}; expected ({t.shape[0]}, {bundle.train_context.shape[1]})"
+                )
+
+
+def load_bundle(name: str, seed: int = 0, options: dict[str, Any] | None = None) -> DataBundle:
+    """``invertible.data.load(name, seed, **options)`` followed by :func:`check_bundle`."""
+    bundle = data_registry.load(name, seed=seed, **(options or {}))
+    if not isinstance(bundle, DataBundle):
+        raise TypeError(f"dataset {name!r} returned a {type(bundle).__name__}, not a DataBundle")
+    check_bundle(bundle)
+    return bundle
+
+
+def build_flow(model: str, options: dict[str, Any], bundle: DataBundle) -> Flow:
+    """Build preset ``model`` for the data: ``features=D`` for vectors, ``event_shape=(C, H, W)`` for images."""
+    clash = [k for k in _SET_BY_DATA if k in options]
+    if clash:
+        raise ValueError(f"model option(s) {', '.join(clash)} are set from the data and cannot be given")
+    shape = tuple(bundle.event_shape)
+    size = {"features": shape[0]} if len(shape) == 1 else {"event_shape": list(shape)}
+    flow = models.build(model, **size, context_features=bundle.context_features, **options)
+    check_fits(flow, bundle)
+    return flow
+
+
+def check_fits(flow: Flow, bundle: DataBundle) -> None:
+    """The flow's event shape and context size must match the data's."""
+    if tuple(flow.event_shape) != tuple(bundle.event_shape):
+        raise ValueError(
+            f"the model expects events of shape {tuple(flow.event_shape)} but dataset {bundle.name!r} has "
+            f"{tuple(bundle.event_shape)} (wrong feature count)"
+        )
+    if flow.context_features != bundle.context_features:
+        raise ValueError(
+            f"the model takes context_features={flow.context_features} but dataset {bundle.name!r} has "
+            f"context_features={bundle.context_features}"
+        )

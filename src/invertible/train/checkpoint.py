@@ -1,0 +1,191 @@
+"""Checkpoints: every tensor in one safetensors file, everything else in a small JSON that points at it.
+
+Layout of ``RUN/checkpoint/``::
+
+    state-00000500.safetensors   model.*, ema.*, best.*, optim.<param>.<key>, rng.torch, rng.cuda.<i>, rng.numpy
+    checkpoint.json              step, tensor file name and its SHA-256, optimizer groups,
+                                 scheduler position, RNG states (python, numpy), training state, config
+
+Both files are written to a temporary name and renamed into place, the tensors
+first. ``checkpoint.json`` is the commit record: until it is replaced it points
+at the previous, complete tensor file, so an interruption at any moment leaves
+either the old or the new checkpoint, never a mixture; a file whose hash does
+not match is reported as corrupt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch import Tensor
+
+from ..persistence import atomic_write, read_json, read_tensors, write_json
+
+__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "CHECKPOINT_DIR", "CHECKPOINT_JSON"]
+
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_JSON = "checkpoint.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """The state of a run after ``step`` optimisation steps."""
+
+    step: int
+    model: dict[str, Tensor]
+    optimizer: dict[str, Any]
+    ema: dict[str, Tensor] | None = None
+    best: dict[str, Tensor] | None = None
+    rng: dict[str, Any] = field(default_factory=dict)
+    scheduler: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def rng_state() -> dict[str, Any]:
+    """The states of torch's (CPU and CUDA), numpy's and Python's global generators."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)},
+        "python": _listify(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the generators saved by :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    random.setstate(_tuplify(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _listify(x: Any) -> Any:
+    return [_listify(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def _tuplify(x: Any) -> Any:
+    return tuple(_tuplify(v) for v in x) if isinstance(x, list) else x
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _cpu(t: Tensor) -> Tensor:
+    return t.detach().cpu().contiguous().clone()
+
+
+def save_checkpoint(run_dir: str | Path, ckpt: Checkpoint) -> Path:
+    """Write ``ckpt`` into ``run_dir/checkpoint/`` atomically and delete older tensor files."""
+    directory = Path(run_dir) / CHECKPOINT_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, Tensor] = {}
+    for prefix, sd in (("model", ckpt.model), ("ema", ckpt.ema), ("best", ckpt.best)):
+        for k, v in (sd or {}).items():
+            tensors[f"{prefix}.{k}"] = _cpu(v)
+    optim_state: dict[str, dict[str, Any]] = {}
+    for index, entries in ckpt.optimizer["state"].items():
+        for k, v in entries.items():
+            if isinstance(v, Tensor):
+                tensors[f"optim.{index}.{k}"] = _cpu(v)
+            else:
+                optim_state.setdefault(str(index), {})[k] = v
+    rng = dict(ckpt.rng)
+    tensors["rng.torch"] = _cpu(rng.pop("torch"))
+    for i, s in enumerate(rng.pop("cuda", [])):
+        tensors[f"rng.cuda.{i}"] = _cpu(s)
+    numpy_state = dict(rng.pop("numpy"))
+    tensors["rng.numpy"] = _cpu(numpy_state.pop("keys"))
+
+    name = f"state-{ckpt.step:08d}.safetensors"
+    atomic_write(directory / name, lambda tmp: save_file(tensors, tmp))
+    record = {
+        "format": FORMAT_VERSION,
+        "step": ckpt.step,
+        "tensors": name,
+        "sha256": _sha256(directory / name),
+        "has_ema": ckpt.ema is not None,
+        "has_best": ckpt.best is not None,
+        "optimizer": {"param_groups": ckpt.optimizer["param_groups"], "state": optim_state},
+        "rng": {"numpy": numpy_state, "python": rng.pop("python")},
+        "scheduler": ckpt.scheduler,
+        "state": ckpt.state,
+        "config": ckpt.config,
+    }
+    write_json(directory / CHECKPOINT_JSON, record)
+    for old in directory.glob("state-*.safetensors"):
+        if old.name != name:
+            old.unlink()
+    return directory
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / CHECKPOINT_DIR / CHECKPOINT_JSON).is_file()
+
+
+def load_checkpoint(run_dir: str | Path) -> Checkpoint:
+    """Read the checkpoint of ``run_dir``; ``FileNotFoundError`` or ``ValueError`` (corrupt) otherwise."""
+    directory = Path(run_dir) / CHECKPOINT_DIR
+    record = read_json(directory / CHECKPOINT_JSON, "checkpoint record")
+    try:
+        name, digest, step = record["tensors"], record["sha256"], int(record["step"])
+        optimizer, rng = record["optimizer"], record["rng"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"corrupt checkpoint record {directory / CHECKPOINT_JSON}: missing or bad field {e}") from None
+    path = directory / str(name)
+    if not path.is_file():
+        raise ValueError(f"corrupt checkpoint in {directory}: tensor file {name} is missing")
+    if _sha256(path) != digest:
+        raise ValueError(f"corrupt checkpoint in {directory}: {name} does not match its recorded SHA-256")
+    tensors = read_tensors(path, "checkpoint tensors")
+
+    def section(prefix: str) -> dict[str, Tensor]:
+        p = prefix + "."
+        return {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}
+
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, k = key.split(".", 2)
+            state.setdefault(int(index), {})[k] = value
+    for index, entries in optimizer.get("state", {}).items():
+        state.setdefault(int(index), {}).update(entries)
+    cuda = section("rng.cuda")
+    if "rng.torch" not in tensors or "rng.numpy" not in tensors:
+        raise ValueError(f"corrupt checkpoint in {directory}: random-generator states are missing")
+    return Checkpoint(
+        step=step,
+        model=section("model"),
+        optimizer={"state": state, "param_groups": optimizer["param_groups"]},
+        ema=section("ema") if record.get("has_ema") else None,
+        best=section("best") if record.get("has_best") else None,
+        rng={
+            "torch": tensors["rng.torch"],
+            "numpy": {**rng["numpy"], "keys": tensors["rng.numpy"]},
+            "python": rng["python"],
+            **({"cuda": [cuda[str(i)] for i in range(len(cuda))]} if cuda else {}),
+        },
+        scheduler=record.get("scheduler", {}),
+        state=record.get("state", {}),
+        config=record.get("config", {}),
+    )
+

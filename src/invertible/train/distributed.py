@@ -1,0 +1,99 @@
+"""Data-parallel training under ``torchrun``: process group set-up and the device of each process.
+
+``torchrun --nproc_per_node N -m invertible train ...`` sets ``RANK``,
+``WORLD_SIZE`` and ``LOCAL_RANK``; the engine then joins a process group
+(NCCL on CUDA, gloo on CPU), wraps the flow in ``DistributedDataParallel`` and
+gives every process its own shard of each batch. Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["Runtime", "setup", "teardown", "resolve_device", "parameter_digest", "gather_objects", "broadcast_flag"]
+
+
+@dataclass
+class Runtime:
+    """Where this process stands: its rank, the number of processes and its device."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> CUDA when available (one GPU per local rank), else CPU; ``cuda`` without CUDA is an error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested but CUDA is not available (this torch build: {torch.__version__})")
+        if name == "cuda":
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        index = int(name.split(":")[1])
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+        return torch.device(name)
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' requested but MPS is not available")
+    return torch.device(name)
+
+
+def setup(device: str) -> Runtime:
+    """Join the process group when launched by ``torchrun`` (``WORLD_SIZE > 1``), and pick the device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    return Runtime(rank=rank, world_size=world_size, device=dev)
+
+
+def teardown(runtime: Runtime) -> None:
+    if runtime.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def parameter_digest(module: torch.nn.Module) -> str:
+    """SHA-256 of the bytes of every parameter and buffer: equal digests mean identical replicas."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def gather_objects(runtime: Runtime, obj: object) -> list:
+    """``obj`` from every process, in rank order (just ``[obj]`` without a process group)."""
+    if not runtime.distributed:
+        return [obj]
+    out: list = [None] * runtime.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_flag(runtime: Runtime, flag: bool) -> bool:
+    """Rank 0's value of ``flag`` on every process (keeps decisions such as early stopping in sync)."""
+    if not runtime.distributed:
+        return flag
+    t = torch.tensor([int(flag)], device=runtime.device if dist.get_backend() == "nccl" else "cpu")
+    dist.broadcast(t, src=0)
+    return bool(t.item())

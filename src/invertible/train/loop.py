@@ -1,0 +1,293 @@
+"""The training loop: Adam, warm-up + cosine schedule, clipping, EMA, validation, early stopping.
+
+``train(config)`` maximises the exact log-likelihood of the training split,
+``loss = -mean_i log q(x_i)`` (nats, in the model's space), and writes the run
+directory::
+
+    RUN/config.yaml          the resolved configuration
+    RUN/metrics.jsonl        training and validation metrics, one JSON object a line
+    RUN/checkpoint/          safetensors of model, optimizer, EMA + checkpoint.json (resume state)
+    RUN/model.json           the final model (``invertible.load(RUN)``)
+    RUN/model.safetensors
+    RUN/summary.json         test_nll, kl_gap, test_bpd, steps, wall_time_s, parameters, ...
+    RUN/loss.png, RUN/density.png (2-D data)
+
+Under ``torchrun`` the flow is wrapped in ``DistributedDataParallel`` and only
+rank 0 writes. The batch of every step depends only on the seed and the step,
+and checkpoints hold every random-generator state, so ``resume=True``
+continues a run exactly where its checkpoint left it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from ..core import Flow
+from ..data import DataBundle
+from ..persistence import atomic_write, write_json
+from .build import build_flow, load_bundle
+from .batches import BatchPlan
+from .checkpoint import Checkpoint, has_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig
+from .distributed import Runtime, broadcast_flag, gather_objects, parameter_digest, setup, teardown
+from .ema import EMA
+from .evaluate import evaluate_split, preprocess_ladj
+from .metrics import MetricsLog
+from .schedule import lr_factor
+
+__all__ = ["train", "TrainingError", "Callback"]
+
+#: Called after every optimisation step with the number of steps done and that step's metrics.
+Callback = Callable[[int, dict[str, float]], None]
+#: Settings that must not change when a run is resumed.
+_FIXED_ON_RESUME = ("model", "model_options", "data", "data_options", "batch_size", "seed")
+
+
+#: Below this many parameters a CPU run uses one intra-op thread unless ``threads`` says otherwise.
+SMALL_MODEL = 1_000_000
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (the loss diverged, the run directory is taken, nothing to resume)."""
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def run_directory(config: TrainConfig) -> Path:
+    return Path(config.out) if config.out else Path("runs") / f"{config.model}-{Path(config.data).stem}"
+
+
+class _Trainer:
+    """State of one run on one process; :func:`train` drives it."""
+
+    def __init__(self, config: TrainConfig, runtime: Runtime, resume: bool):
+        self.config, self.rt = config, runtime
+        self.run_dir = run_directory(config)
+        if resume and not has_checkpoint(self.run_dir):
+            raise TrainingError(f"nothing to resume: no checkpoint in {self.run_dir}")
+        if not resume and (has_checkpoint(self.run_dir) or (self.run_dir / "summary.json").exists()):
+            raise TrainingError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out")
+        seed_everything(config.seed)
+        self.bundle: DataBundle = load_bundle(config.data, config.seed, config.data_options)
+        self.flow: Flow = build_flow(config.model, config.model_options, self.bundle).to(runtime.device)
+        self.flow.train()
+        if config.threads is None and runtime.device.type == "cpu" and count_parameters(self.flow) < SMALL_MODEL:
+            torch.set_num_threads(1)
+        self.optimizer = torch.optim.Adam(self.flow.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.ema = EMA(self.flow, config.ema) if config.ema is not None else None
+        self.plan = BatchPlan(self.bundle.train.shape[0], config.batch_size, config.seed, runtime.rank, runtime.world_size)
+        self.train_x = self.bundle.train.to(runtime.device)
+        self.train_c = None if self.bundle.train_context is None else self.bundle.train_context.to(runtime.device)
+        self.metrics = MetricsLog(self.run_dir, enabled=runtime.main)
+        self.step = 0
+        self.state: dict[str, Any] = {"best_val": None, "best_step": 0, "bad_evals": 0, "stopped": False,
+                                      "wall_time_s": 0.0, "loss_sum": 0.0, "loss_count": 0}
+        self.best: dict[str, torch.Tensor] | None = None
+        if resume:
+            self._restore()
+        else:
+            self.metrics.truncate(0)  # lines left by an earlier attempt that failed before its first checkpoint
+        self.model = self.flow
+        if runtime.distributed:
+            ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.flow, device_ids=ids)
+
+    # -- checkpoints ------------------------------------------------------------------
+    def _restore(self) -> None:
+        ckpt = load_checkpoint(self.run_dir)
+        for key in _FIXED_ON_RESUME:
+            saved = ckpt.config.get(key)
+            if saved != getattr(self.config, key):
+                raise TrainingError(f"cannot resume: {key} is {getattr(self.config, key)!r} but the checkpoint has {saved!r}")
+        try:
+            self.flow.load_state_dict(ckpt.model)
+            self.optimizer.load_state_dict(ckpt.optimizer)
+            if self.ema is not None:
+                if ckpt.ema is None:
+                    raise ValueError("the checkpoint holds no EMA weights but ema is set")
+                self.ema.model.load_state_dict(ckpt.ema)
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise ValueError(f"checkpoint in {self.run_dir} does not fit this run: {e}") from None
+        self.flow.to(self.rt.device)
+        self.step = ckpt.step
+        self.state.update(ckpt.state)
+        if self.ema is not None:
+            self.ema.updates = int(self.state.get("ema_updates", self.step))
+        self.best = ckpt.best
+        set_rng_state(ckpt.rng)
+        self.metrics.truncate(self.step)
+
+    def _checkpoint(self) -> None:
+        if not self.rt.main:
+            return
+        state = dict(self.state)
+        if self.ema is not None:
+            state["ema_updates"] = self.ema.updates
+        save_checkpoint(
+            self.run_dir,
+            Checkpoint(
+                step=self.step,
+                model=self.flow.state_dict(),
+                optimizer=self.optimizer.state_dict(),
+                ema=None if self.ema is None else self.ema.model.state_dict(),
+                best=self.best,
+                rng=rng_state(),
+                scheduler={"schedule": self.config.schedule, "step": self.step,
+                           "lr": self.optimizer.param_groups[0]["lr"]},
+                state=state,
+                config=self.config.to_dict(),
+            ),
+        )
+
+    # -- one step -----------------------------------------------------------------------
+    @property
+    def eval_flow(self) -> Flow:
+        """The weights that are validated, tested and saved: the EMA when enabled."""
+        return self.flow if self.ema is None else self.ema.model
+
+    def _step(self) -> dict[str, float]:
+        cfg = self.config
+        lr = cfg.lr * lr_factor(self.step, cfg.steps, cfg.warmup, cfg.schedule, cfg.min_lr_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        idx = self.plan.indices(self.step).to(self.rt.device)
+        x = self.train_x[idx]
+        c = None if self.train_c is None else self.train_c[idx]
+        loss = -self.model(x, c).mean()
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"training diverged at step {self.step + 1}: the loss is {loss.item()}; lower lr, add warmup or set grad_clip"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = cfg.grad_clip if cfg.grad_clip is not None else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.flow.parameters(), max_norm)
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.flow)
+        self.step += 1
+        out = {"loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item()}
+        if self.bundle.levels is not None:
+            raw = out["loss"] - preprocess_ladj(self.bundle, x).mean().item()
+            out["bpd"] = raw / (math.prod(self.bundle.event_shape) * math.log(2))
+        return out
+
+    def _validate(self) -> None:
+        cfg = self.config
+        result = evaluate_split(self.eval_flow, self.bundle, "val", cfg.eval_batch_size, self.rt.device)
+        self.metrics.write({"step": self.step, "split": "val", **result})
+        best = self.state["best_val"]
+        if best is None or result["val_nll"] < best - cfg.min_delta:
+            self.state.update(best_val=result["val_nll"], best_step=self.step, bad_evals=0)
+            if cfg.patience is not None:
+                self.best = {k: v.detach().clone() for k, v in self.eval_flow.state_dict().items()}
+        else:
+            self.state["bad_evals"] += 1
+        stop = cfg.patience is not None and self.state["bad_evals"] >= cfg.patience
+        self.state["stopped"] = broadcast_flag(self.rt, stop)
+
+    def fit(self, callbacks: Sequence[Callback]) -> None:
+        cfg = self.config
+        if self.rt.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(cfg.to_yaml()))
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and self.rt.main),
+                   desc="train", dynamic_ncols=True, mininterval=0.5)
+        started = time.perf_counter() - self.state["wall_time_s"]
+        self.flow.validate = False  # the data were checked once when loaded
+        try:
+            while self.step < cfg.steps and not self.state["stopped"]:
+                out = self._step()
+                self.state["loss_sum"] += out["loss"]
+                self.state["loss_count"] += 1
+                bar.update(1)
+                bar.set_postfix({k: f"{out[k]:.3f}" for k in ("loss", "bpd") if k in out}, refresh=False)
+                last = self.step == cfg.steps
+                if self.step % cfg.log_every == 0 or last:
+                    record = {"step": self.step, "split": "train", **out,
+                              "loss": self.state["loss_sum"] / self.state["loss_count"]}
+                    self.metrics.write(record)
+                    self.state.update(loss_sum=0.0, loss_count=0)
+                if self.step % cfg.eval_every == 0 or last:
+                    self._validate()
+                for callback in callbacks:
+                    callback(self.step, out)
+                self.state["wall_time_s"] = time.perf_counter() - started
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not last:
+                    self._checkpoint()
+        finally:
+            bar.close()
+            self.flow.validate = True
+        self._checkpoint()
+
+    # -- the end ------------------------------------------------------------------------
+    def final_flow(self) -> Flow:
+        """The EMA or last weights, or the best ones on validation when early stopping is on."""
+        if self.best is None:
+            return self.eval_flow
+        flow = copy.deepcopy(self.eval_flow)
+        flow.load_state_dict(self.best)
+        return flow.eval()
+
+    def finish(self) -> dict[str, Any]:
+        cfg = self.config
+        flow = self.final_flow()
+        digests = gather_objects(self.rt, parameter_digest(self.flow))
+        summary: dict[str, Any] = {"model": cfg.model, "data": cfg.data}
+        summary.update(evaluate_split(flow, self.bundle, "test", cfg.eval_batch_size, self.rt.device))
+        summary.update(
+            steps=self.step,
+            stopped_early=bool(self.state["stopped"]),
+            best_val_nll=self.state["best_val"],
+            best_step=self.state["best_step"],
+            wall_time_s=self.state["wall_time_s"],
+            parameters=count_parameters(flow),
+            ema=cfg.ema is not None,
+            world_size=self.rt.world_size,
+            device=str(self.rt.device),
+            param_sha256_by_rank=digests,
+        )
+        if self.rt.main:
+            flow.save(self.run_dir)
+            if cfg.plots:
+                from .pictures import draw_run
+
+                draw_run(self.run_dir, flow, self.bundle, self.metrics.records(), cfg.seed)
+            write_json(self.run_dir / "summary.json", summary)
+        return summary
+
+
+def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Train (or with ``resume`` continue) the run described by ``config``; returns the summary.
+
+    ``callbacks`` are called after every step as ``callback(steps_done, metrics)``;
+    an exception raised by one stops the run, leaving the last checkpoint as it was.
+    """
+    config.validate()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    runtime = setup(config.device)
+    try:
+        trainer = _Trainer(config, runtime, resume)
+        trainer.fit(callbacks)
+        return trainer.finish()
+    finally:
+        teardown(runtime)

@@ -1,0 +1,165 @@
+"""The ``invertible`` command line: every subcommand, and one-line errors with exit status 2 for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import invertible
+from invertible.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ["train", "--data", "engine-gauss", "-m", "layers=2", "-m", "hidden=[8]", "--steps", "10",
+         "--batch-size", "32", "--eval-every", "5", "--no-progress", "--no-plots"]
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_error(capsys, words: str, *argv: str) -> None:
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert words in lines[0], err
+    assert "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("cli") / "run"
+    assert main([*TRAIN, "--out", str(run), "--seed", "1"]) == 0
+    return run
+
+
+def test_train_then_sample_and_eval(trained, capsys, tmp_path):
+    summary = json.loads((trained / "summary.json").read_text())
+    assert summary["steps"] == 10 and summary["model"] == "realnvp"
+    assert invertible.load(trained).config["options"]["hidden"] == [8]
+
+    code, _, err = run_cli(capsys, "sample", trained, "-n", 50, "--out", tmp_path / "s.npy", "--seed", 3)
+    assert code == 0 and "wrote 50 samples" in err
+    samples = np.load(tmp_path / "s.npy")
+    assert samples.shape == (50, 2) and np.isfinite(samples).all()
+    run_cli(capsys, "sample", trained, "-n", 50, "--out", tmp_path / "t.npy", "--seed", 3)
+    assert np.array_equal(samples, np.load(tmp_path / "t.npy"))  # seeded
+    run_cli(capsys, "sample", trained, "-n", 50, "--out", tmp_path / "cold.npy", "--seed", 3, "--temperature", 0.5)
+    flow = invertible.load(trained)
+    with torch.no_grad():  # same seed, half the temperature: the latents are halved
+        u, _ = flow.transform(torch.as_tensor(samples))
+        u_cold, _ = flow.transform(torch.as_tensor(np.load(tmp_path / "cold.npy")))
+    torch.testing.assert_close(u_cold, 0.5 * u, atol=1e-5, rtol=1e-4)
+
+    code, out, _ = run_cli(capsys, "eval", trained, "--out", tmp_path / "e.json")
+    result = json.loads(out)
+    assert code == 0 and result["test_nll"] == pytest.approx(summary["test_nll"], rel=1e-6)
+    assert json.loads((tmp_path / "e.json").read_text()) == result
+    code, out, _ = run_cli(capsys, "eval", trained, "--split", "val")
+    assert code == 0 and "val_nll" in json.loads(out)
+
+
+def test_config_file_with_flag_overrides(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data: engine-gauss\nsteps: 8\nbatch_size: 16\nlr: 1e-3\nmodel_options: {layers: 2, hidden: [4]}\n"
+                   "progress: false\nplots: false\neval_every: 4\n")
+    code, out, _ = run_cli(capsys, "train", "--config", cfg, "--steps", 6, "-m", "hidden=[6]", "--out", tmp_path / "r")
+    assert code == 0 and json.loads(out)["steps"] == 6
+    resolved = (tmp_path / "r" / "config.yaml").read_text()
+    assert "steps: 6" in resolved and "batch_size: 16" in resolved and "lr: 0.001" in resolved
+    assert invertible.load(tmp_path / "r").config["options"]["hidden"] == [6]
+    assert invertible.load(tmp_path / "r").config["options"]["layers"] == 2
+
+
+def test_resume_from_the_command_line(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main([*TRAIN, "--out", str(run), "--checkpoint-every", "5"]) == 0
+    capsys.readouterr()
+    # resuming reads the run's settings; more steps continue the same run
+    code, out, _ = run_cli(capsys, "train", "--resume", "--out", run, "--steps", 14, "--no-progress")
+    assert code == 0 and json.loads(out)["steps"] == 14
+
+
+def test_listing_commands(capsys):
+    code, out, _ = run_cli(capsys, "models")
+    assert code == 0 and {"nice", "realnvp"} <= {line.split()[0] for line in out.splitlines()}
+    code, out, _ = run_cli(capsys, "datasets")
+    assert code == 0 and "engine-gauss" in out
+
+
+def test_bad_input_gives_one_line_and_exit_2(trained, tmp_path, capsys):
+    assert_error(capsys, "unknown model 'nosuch'", *TRAIN, "--model", "nosuch", "--out", tmp_path / "a")
+    assert_error(capsys, "unknown dataset 'nosuch'", *TRAIN, "--data", "nosuch", "--out", tmp_path / "a")
+    assert_error(capsys, "lr must be > 0", *TRAIN, "--lr", "-1", "--out", tmp_path / "a")
+    assert_error(capsys, "ema (the decay", *TRAIN, "--ema", "2", "--out", tmp_path / "a")
+    assert_error(capsys, "must look like key=value", *TRAIN, "-m", "layers", "--out", tmp_path / "a")
+    assert_error(capsys, "non-finite", *TRAIN, "-d", "nonfinite=true", "--out", tmp_path / "a")
+    assert_error(capsys, "config file not found", *TRAIN, "--config", tmp_path / "none.yaml")
+    assert_error(capsys, "nothing to resume", *TRAIN, "--resume", "--out", tmp_path / "a")
+    assert not (tmp_path / "a").exists()
+    if not torch.cuda.is_available():
+        assert_error(capsys, "CUDA is not available", *TRAIN, "--device", "cuda", "--out", tmp_path / "a")
+    # wrong feature count: the 2-D model on 3-D data
+    assert_error(capsys, "wrong feature count", "eval", trained, "--data", "engine-gauss", "-d", "features=3")
+    assert_error(capsys, "does not exist", "sample", tmp_path / "missing", "-n", 5, "--out", tmp_path / "s.npy")
+    assert_error(capsys, "does not exist", "eval", tmp_path / "missing")
+    assert_error(capsys, "-n must be >= 1", "sample", trained, "-n", 0, "--out", tmp_path / "s.npy")
+    assert_error(capsys, "this flow is unconditional", "sample", trained, "--context", tmp_path / "c.npy", "--out", tmp_path / "s.npy")
+    assert not (tmp_path / "s.npy").exists()
+
+
+def test_corrupt_run_files(trained, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("model.json", "config.yaml", "model.safetensors"):
+        (broken / name).write_bytes((trained / name).read_bytes())
+    (broken / "model.safetensors").write_bytes(b"garbage")
+    assert_error(capsys, "corrupt model weights", "sample", broken, "-n", 5, "--out", tmp_path / "s.npy")
+    (broken / "model.json").write_text("{")
+    assert_error(capsys, "corrupt model config", "eval", broken)
+    half = tmp_path / "half"
+    half.mkdir()
+    assert_error(capsys, "did not finish", "sample", half, "-n", 5, "--out", tmp_path / "s.npy")
+    # a corrupt checkpoint cannot be resumed
+    run = tmp_path / "r"
+    assert main([*TRAIN, "--out", str(run)]) == 0
+    capsys.readouterr()
+    (run / "checkpoint" / "checkpoint.json").write_text("[]")
+    assert_error(capsys, "corrupt checkpoint record", "train", "--resume", "--out", run, "--steps", 12, "--no-progress")
+
+
+def test_python_dash_m_runs_the_command_line():
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run([sys.executable, "-m", "invertible", "train", "--model", "nosuch", "--data", "x"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: ") and "Traceback" not in proc.stderr
+
+
+def test_table_files_and_built_in_toys(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    table = rng.normal(size=(300, 2)) * [3.0, 0.2] + [10.0, -4.0]
+    np.save(tmp_path / "t.npy", table)
+    code, out, _ = run_cli(capsys, *TRAIN[:1], "--data", tmp_path / "t.npy", *TRAIN[3:], "--out", tmp_path / "r")
+    assert code == 0 and np.isfinite(json.loads(out)["test_nll"])
+    # samples in the model's (standardised) space by default, in the file's units with --raw
+    run_cli(capsys, "sample", tmp_path / "r", "-n", 2000, "--out", tmp_path / "model.npy")
+    assert np.allclose(np.load(tmp_path / "model.npy").mean(0), 0.0, atol=0.5)
+    run_cli(capsys, "sample", tmp_path / "r", "-n", 2000, "--out", tmp_path / "raw.csv", "--raw")
+    raw = np.loadtxt(tmp_path / "raw.csv", delimiter=",")
+    assert raw.shape == (2000, 2) and np.allclose(raw.mean(0), [10.0, -4.0], atol=1.0)
+    np.save(tmp_path / "three.npy", rng.normal(size=(100, 3)))
+    assert_error(capsys, "wrong feature count", "eval", tmp_path / "r", "--data", tmp_path / "three.npy")
+    (tmp_path / "nan.csv").write_text("a,b\n1,2\n3,nan\n5,6\n" + "1,1\n" * 20)
+    assert_error(capsys, "non-finite", *TRAIN[:1], "--data", tmp_path / "nan.csv", *TRAIN[3:], "--out", tmp_path / "n")
+    code, out, _ = run_cli(capsys, "train", "--data", "checkerboard", "-d", "n_train=512", "-d", "n_val=128",
+                           "-d", "n_test=128", "--steps", 3, "--batch-size", 64, "--no-progress", "--out", tmp_path / "c")
+    assert code == 0 and "kl_gap" in json.loads(out) and (tmp_path / "c" / "density.png").is_file()

@@ -1,0 +1,131 @@
+"""Tabular readers: validation errors, the seeded split, and standardisation with its log-det."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from invertible import Flow
+from invertible.data import Standardize, load
+from invertible.distributions import StandardNormal
+
+
+def _table(rows: int = 100, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(rows, 3)) * np.array([1.0, 10.0, 0.1]) + np.array([5.0, -3.0, 0.0])
+
+
+def _write_csv(path: Path, table: np.ndarray, header: list[str] | None = None) -> Path:
+    lines = [",".join(header)] if header else []
+    lines += [",".join(repr(float(v)) for v in row) for row in table]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_npy_split_and_standardisation(tmp_path: Path) -> None:
+    raw = _table()
+    np.save(tmp_path / "t.npy", raw)
+    b = load(str(tmp_path / "t.npy"), seed=1)
+    assert (len(b.train), len(b.val), len(b.test)) == (80, 10, 10)
+    torch.testing.assert_close(b.train.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(b.train.std(0, unbiased=False), torch.ones(3), atol=1e-5, rtol=0)
+    # the splits partition the original rows, which the preprocessing's inverse gives back
+    back = torch.cat([b.preprocess.inverse(s)[0] for s in (b.train, b.val, b.test)]).double()
+    order = lambda a: a[np.lexsort(a.T[::-1])]  # noqa: E731
+    np.testing.assert_allclose(order(back.numpy()), order(raw), rtol=1e-5, atol=1e-5)
+    again, other = load(str(tmp_path / "t.npy"), seed=1), load(str(tmp_path / "t.npy"), seed=2)
+    assert torch.equal(again.test, b.test) and not torch.equal(other.test, b.test)
+
+
+def test_standardize_logdet_converts_likelihoods(tmp_path: Path) -> None:
+    """log p_raw(x) = log q(standardize(x)) + ladj: a N(0, I) on the standardised data is N(mean, diag(std^2)) on the raw."""
+    raw = _table(200)
+    np.save(tmp_path / "t.npy", raw)
+    b = load(str(tmp_path / "t.npy"))
+    mean, std = b.preprocess.mean.double(), b.preprocess.std.double()
+    x = torch.from_numpy(raw[:5])
+    flow = Flow(b.preprocess.double(), StandardNormal(3))
+    expected = torch.distributions.Normal(mean, std).log_prob(x).sum(-1)
+    torch.testing.assert_close(flow.log_prob(x), expected)
+    assert math.isclose(float(b.preprocess(x)[1][0]), -float(std.log().sum()), rel_tol=1e-9)
+
+
+def test_csv_header_context_columns_and_raw_mode(tmp_path: Path) -> None:
+    raw = _table(50)
+    path = _write_csv(tmp_path / "t.csv", raw, ["a", "b", "label"])
+    b = load(str(path), context_columns=["label"], val_fraction=0.2, test_fraction=0.0, standardize=False)
+    assert b.event_shape == (2,) and b.context_features == 1 and b.preprocess is None
+    assert (len(b.train), len(b.val), len(b.test)) == (40, 10, 0)
+    full = np.concatenate([b.train.numpy(), b.train_context.numpy()], 1)
+    for row in full[:5]:  # every training row is a row of the file, context attached to its features
+        assert np.isclose(raw, row, rtol=1e-6).all(1).any()
+    headless = load(str(_write_csv(tmp_path / "h.csv", raw)), context_columns=[-1])
+    assert headless.event_shape == (2,) and headless.context_features == 1
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "empty"),
+        ("a,b\n", "no data rows"),
+        ("1,2\n3,x\n5,6\n", "not numeric"),
+        ("a,name\n1,foo\n2,bar\n", "'name'"),
+        ("1,2\n3,nan\n5,6\n7,8\n", "non-finite"),
+        ("1,2\n3,inf\n5,6\n7,8\n", "non-finite"),
+        ("1,2\n3\n5,6\n", "columns"),
+        ("1,2\n1,3\n1,4\n1,5\n", "constant"),
+    ],
+)
+def test_csv_errors(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        load(str(path), val_fraction=0.0, test_fraction=0.0)
+
+
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.zeros(10), "2-D"),
+        (np.zeros((4, 2, 2)), "2-D"),
+        (np.zeros((0, 3)), "empty"),
+        (np.array([["a", "b"], ["c", "d"]]), "numeric"),
+        (np.array([[1.0, np.nan], [2.0, 3.0], [4.0, 5.0]]), "non-finite"),
+    ],
+)
+def test_npy_errors(tmp_path: Path, array: np.ndarray, message: str) -> None:
+    np.save(tmp_path / "bad.npy", array)
+    with pytest.raises(ValueError, match=message):
+        load(str(tmp_path / "bad.npy"), val_fraction=0.0, test_fraction=0.0)
+
+
+def test_bad_files_and_options(tmp_path: Path) -> None:
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="cannot read"):
+        load(str(tmp_path / "obj.npy"))
+    (tmp_path / "junk.npy").write_bytes(b"not a numpy file")
+    with pytest.raises(ValueError, match="cannot read"):
+        load(str(tmp_path / "junk.npy"))
+    np.save(tmp_path / "t.npy", _table(10))
+    for options, message in [
+        ({"val_fraction": 0.6, "test_fraction": 0.5}, "must be < 1"),
+        ({"val_fraction": -0.1}, "val_fraction"),
+        ({"context_columns": [7]}, "context column"),
+        ({"context_columns": ["x"]}, "no header"),
+        ({"context_columns": [0, 1, 2]}, "no feature"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            load(str(tmp_path / "t.npy"), **options)
+    with pytest.raises(ValueError, match="at least 2"):
+        load(str(tmp_path / "t.npy"), val_fraction=0.5, test_fraction=0.45)
+
+
+def test_standardize_rejects_bad_statistics() -> None:
+    with pytest.raises(ValueError):
+        Standardize(torch.zeros(2), torch.tensor([1.0, 0.0]))
+    with pytest.raises(ValueError):
+        Standardize(torch.zeros(2), torch.ones(3))

@@ -1,0 +1,108 @@
+"""Checkpoints and ``resume``: an interrupted-and-resumed run ends bit-identical to an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+import invertible
+from invertible.train import TrainConfig, TrainingError, train
+from invertible.train.checkpoint import CHECKPOINT_DIR, CHECKPOINT_JSON, load_checkpoint
+
+
+class Interrupted(Exception):
+    pass
+
+
+def config(tmp_path, name: str) -> TrainConfig:
+    return TrainConfig(
+        data="engine-gauss", model_options={"layers": 2, "hidden": [8], "actnorm": True}, steps=20, batch_size=64,
+        lr=5e-3, warmup=3, ema=0.9, eval_every=4, patience=50, log_every=3, checkpoint_every=5,
+        out=str(tmp_path / name), progress=False, plots=False,
+    )
+
+
+def recorder(draws: dict[int, tuple], stop_at: int | None = None):
+    """Records one draw of each global generator per step (so restored RNG states matter); may interrupt."""
+
+    def callback(step: int, metrics: dict) -> None:
+        draws[step] = (torch.rand(1).item(), np.random.rand(), random.random())
+        if step == stop_at:
+            raise Interrupted
+
+    return callback
+
+
+def test_resumed_run_is_bit_identical(tmp_path):
+    whole: dict[int, tuple] = {}
+    train(config(tmp_path, "whole"), callbacks=[recorder(whole)])
+
+    parts: dict[int, tuple] = {}
+    with pytest.raises(Interrupted):
+        train(config(tmp_path, "parts"), callbacks=[recorder(parts, stop_at=13)])
+    run = tmp_path / "parts"
+    assert load_checkpoint(run).step == 10
+    assert not (run / "summary.json").exists() and not (run / "model.json").exists()
+    torch.manual_seed(123)  # the resumed run must not depend on the state of this process
+    train(config(tmp_path, "parts"), resume=True, callbacks=[recorder(parts)])
+
+    a, b = load_checkpoint(tmp_path / "whole"), load_checkpoint(run)
+    assert a.step == b.step == 20
+    for name in ("model", "ema", "best"):
+        sa, sb = getattr(a, name), getattr(b, name)
+        assert sa.keys() == sb.keys()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa), name
+    for i, entries in a.optimizer["state"].items():
+        for k, v in entries.items():
+            assert torch.equal(v, b.optimizer["state"][i][k]) if isinstance(v, torch.Tensor) else v == b.optimizer["state"][i][k]
+    fa, fb = invertible.load(tmp_path / "whole"), invertible.load(run)
+    assert all(torch.equal(v, fb.state_dict()[k]) for k, v in fa.state_dict().items())
+    assert whole == parts  # every generator continued where the checkpoint left it
+    strip = lambda path: [{k: v for k, v in json.loads(line).items()} for line in path.read_text().splitlines()]
+    assert strip(tmp_path / "whole" / "metrics.jsonl") == strip(run / "metrics.jsonl")  # no duplicated lines
+    sa = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    sb = json.loads((run / "summary.json").read_text())
+    assert sa["test_nll"] == sb["test_nll"] and sa["param_sha256_by_rank"] == sb["param_sha256_by_rank"]
+
+
+def test_checkpoint_files_are_consistent_after_interruption(tmp_path):
+    with pytest.raises(Interrupted):
+        train(config(tmp_path, "run"), callbacks=[recorder({}, stop_at=12)])
+    directory = tmp_path / "run" / CHECKPOINT_DIR
+    assert sorted(p.name for p in directory.iterdir()) == [CHECKPOINT_JSON, "state-00000010.safetensors"]
+
+
+def test_resume_errors(tmp_path):
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        train(config(tmp_path, "empty"), resume=True)
+    with pytest.raises(Interrupted):
+        train(config(tmp_path, "run"), callbacks=[recorder({}, stop_at=6)])
+    changed = config(tmp_path, "run")
+    changed.batch_size = 32
+    with pytest.raises(TrainingError, match="cannot resume: batch_size is 32 but the checkpoint has 64"):
+        train(changed, resume=True)
+    tensors = next((tmp_path / "run" / CHECKPOINT_DIR).glob("state-*.safetensors"))
+    data = bytearray(tensors.read_bytes())
+    data[-5] ^= 0xFF
+    tensors.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="does not match its recorded SHA-256"):
+        train(config(tmp_path, "run"), resume=True)
+    (tmp_path / "run" / CHECKPOINT_DIR / CHECKPOINT_JSON).write_text("{not json")
+    with pytest.raises(ValueError, match="corrupt checkpoint record"):
+        train(config(tmp_path, "run"), resume=True)
+
+
+def test_failed_start_leaves_no_checkpoint_and_can_be_rerun(tmp_path):
+    with pytest.raises(Interrupted):
+        train(config(tmp_path, "run"), callbacks=[recorder({}, stop_at=4)])
+    run = tmp_path / "run"
+    assert not (run / CHECKPOINT_DIR).exists() and not (run / "summary.json").exists()
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        train(config(tmp_path, "run"), resume=True)
+    train(config(tmp_path, "run"))  # a fresh start replaces the lines of the failed attempt
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and len([s for s in steps if s == 3]) == 1

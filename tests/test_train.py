@@ -1,0 +1,198 @@
+"""The training engine: configuration, schedule, batches, the loop, evaluation, run directory."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import invertible
+from invertible.train import TrainConfig, TrainingError, evaluate_split, load_bundle, read_config_file, train
+from invertible.train.batches import BatchPlan
+from invertible.train.checkpoint import load_checkpoint
+from invertible.train.schedule import lr_factor
+
+from .engine_data import discrete_preprocess
+
+TINY = {"layers": 2, "hidden": [8]}
+
+
+def tiny_config(tmp_path, **kw) -> TrainConfig:
+    values = dict(data="engine-gauss", model_options=TINY, steps=20, batch_size=32, lr=3e-3, eval_every=10,
+                  out=str(tmp_path / "run"), progress=False, plots=False)
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+# -- configuration ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("steps", 0, "steps must be >= 1"),
+        ("steps", 2.5, "steps must be an integer"),
+        ("batch_size", True, "batch_size must be an integer"),
+        ("lr", -1.0, "lr must be > 0"),
+        ("lr", float("nan"), "lr must be a finite number"),
+        ("warmup", 50, "warmup (50) must not exceed steps"),
+        ("schedule", "linear", "schedule must be 'cosine' or 'constant'"),
+        ("grad_clip", 0.0, "grad_clip must be > 0"),
+        ("ema", 1.0, "ema (the decay"),
+        ("patience", 0, "patience must be >= 1"),
+        ("device", "gpu", "device must be auto, cpu"),
+        ("model_options", [1], "model_options must be a mapping"),
+        ("min_lr_ratio", 2.0, "min_lr_ratio must lie in [0, 1]"),
+        ("data", None, "no dataset given"),
+    ],
+)
+def test_config_rejects_bad_values(tmp_path, field, value, words):
+    with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
+        TrainConfig.from_dict({"data": "x", "steps": 20, field: value})
+
+
+def test_config_files_yaml_and_toml(tmp_path):
+    (tmp_path / "a.yaml").write_text("data: engine-gauss\nlr: 1e-3\nbatch-size: 64\nmodel_options: {layers: 3}\n")
+    (tmp_path / "b.toml").write_text('[train]\ndata = "engine-gauss"\nlr = 0.002\nsteps = 7\n[train.model_options]\nlayers = 3\n')
+    a = TrainConfig.from_dict(read_config_file(tmp_path / "a.yaml"))
+    b = TrainConfig.from_dict(read_config_file(tmp_path / "b.toml"))
+    assert (a.lr, a.batch_size, a.model_options) == (1e-3, 64, {"layers": 3})
+    assert (b.lr, b.steps, b.model_options) == (0.002, 7, {"layers": 3})
+    (tmp_path / "c.yaml").write_text("data: x\nlearning_rate: 0.1\n")
+    with pytest.raises(ValueError, match="unknown setting 'learning_rate'"):
+        TrainConfig.from_dict(read_config_file(tmp_path / "c.yaml"))
+    (tmp_path / "d.yaml").write_text("data: [unclosed\n")
+    with pytest.raises(ValueError, match="cannot parse config file"):
+        read_config_file(tmp_path / "d.yaml")
+
+
+def test_schedule_warmup_then_cosine():
+    steps, warmup = 100, 10
+    f = [lr_factor(s, steps, warmup, "cosine", 0.1) for s in range(steps)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert f[10] == pytest.approx(1.0)
+    assert f[55] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert all(a >= b for a, b in zip(f[10:], f[11:]))  # monotone decay after warm-up
+    assert lr_factor(100, steps, warmup, "cosine", 0.1) == pytest.approx(0.1)
+    assert lr_factor(50, steps, warmup, "constant") == 1.0
+
+
+def test_batches_depend_only_on_seed_and_step():
+    a, b = BatchPlan(100, 16, seed=3), BatchPlan(100, 16, seed=3)
+    steps = [0, 5, 6, 7, 20, 13]
+    first = [a.indices(s) for s in steps]
+    for s, x in zip(steps, first):
+        assert torch.equal(x, b.indices(s))  # same batch whatever the order of requests
+    epoch = torch.cat([a.indices(s) for s in range(6)])
+    assert len(set(epoch.tolist())) == 96  # one epoch draws without replacement
+    assert not torch.equal(a.indices(0), a.indices(6))  # a new permutation each epoch
+    assert not torch.equal(BatchPlan(100, 16, seed=4).indices(0), a.indices(0))
+    shards = [BatchPlan(100, 16, seed=3, rank=r, world_size=2).indices(5) for r in range(2)]
+    assert torch.equal(torch.cat(shards), a.indices(5))
+    with pytest.raises(ValueError, match="divisible"):
+        BatchPlan(100, 15, seed=0, world_size=2)
+    with pytest.raises(ValueError, match="exceeds the 100 training examples"):
+        BatchPlan(100, 128, seed=0)
+
+
+# -- the loop -----------------------------------------------------------------------------
+def test_train_writes_a_complete_run(tmp_path):
+    config = tiny_config(tmp_path, steps=40, plots=True, ema=0.9)
+    summary = train(config)
+    run = tmp_path / "run"
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "model.json", "model.safetensors",
+                 "loss.png", "density.png", "checkpoint/checkpoint.json"):
+        assert (run / name).is_file(), name
+    for png in ("loss.png", "density.png"):
+        assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    on_disk = json.loads((run / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary))
+    assert on_disk["steps"] == 40 and on_disk["parameters"] > 0
+    assert all(not isinstance(v, dict) for v in on_disk.values())  # flat keys
+    # the saved model is the EMA one and reproduces the reported test NLL and KL gap
+    flow = invertible.load(run)
+    bundle = load_bundle("engine-gauss")
+    again = evaluate_split(flow, bundle, "test", 1024, torch.device("cpu"))
+    assert again["test_nll"] == pytest.approx(on_disk["test_nll"], rel=1e-6)
+    nll = -flow.log_prob(bundle.test).double().mean().item()
+    gap = (bundle.log_prob(bundle.test).double() - flow.log_prob(bundle.test).double()).mean().item()
+    assert on_disk["test_nll"] == pytest.approx(nll, rel=1e-5)
+    assert on_disk["kl_gap"] == pytest.approx(gap, abs=1e-5)
+    ckpt = load_checkpoint(run)
+    assert all(torch.equal(flow.state_dict()[k], v) for k, v in ckpt.ema.items())
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train_steps = [r["step"] for r in records if r["split"] == "train"]
+    assert train_steps == list(range(10, 41, 10))
+    assert [r["step"] for r in records if r["split"] == "val"] == [10, 20, 30, 40]
+    val = [r["val_nll"] for r in records if r["split"] == "val"]
+    assert val[-1] < val[0]
+
+
+def test_training_lowers_the_nll(tmp_path):
+    summary = train(tiny_config(tmp_path, steps=60, lr=1e-2, eval_every=60))
+    flow0 = invertible.models.build("realnvp", features=2, **TINY)  # the identity flow at initialisation
+    bundle = load_bundle("engine-gauss")
+    start = evaluate_split(flow0, bundle, "test", 1024, torch.device("cpu"))["test_nll"]
+    assert summary["test_nll"] < start - 0.3
+
+
+def test_early_stopping_keeps_the_best_weights(tmp_path):
+    config = tiny_config(tmp_path, steps=100, eval_every=5, patience=2, min_delta=10.0, lr=1e-2)
+    summary = train(config)
+    assert summary["stopped_early"] and summary["steps"] == 15 and summary["best_step"] == 5
+    best = load_checkpoint(tmp_path / "run").best
+    saved = invertible.load(tmp_path / "run").state_dict()
+    assert best is not None and all(torch.equal(saved[k], v) for k, v in best.items())
+    last = load_checkpoint(tmp_path / "run").model
+    assert any(not torch.equal(saved[k], last[k]) for k in last)  # the last weights moved on
+
+
+def test_bits_per_dim_include_the_preprocessing(tmp_path):
+    summary = train(tiny_config(tmp_path, data="engine-discrete", steps=10, batch_size=50))
+    flow = invertible.load(tmp_path / "run").double()
+    bundle = load_bundle("engine-discrete")
+    pre = discrete_preprocess(16, 3).double()
+    raw, _ = pre.inverse(bundle.test.double())
+    y, ladj = pre(raw)  # log|det dy/dx| = -3 log 16
+    torch.testing.assert_close(ladj, torch.full_like(ladj, -3 * math.log(16)))
+    nll = -(flow.log_prob(y) + ladj).mean().item()
+    assert summary["test_nll"] == pytest.approx(nll, rel=1e-5)
+    assert summary["test_bpd"] == pytest.approx(nll / (3 * math.log(2)), rel=1e-5)
+    assert "kl_gap" not in summary
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert "bpd" in records[0] and "val_bpd" in [r for r in records if r["split"] == "val"][0]
+
+
+def test_conditional_data_trains_a_conditional_flow(tmp_path):
+    summary = train(tiny_config(tmp_path, data_options={"conditional": True}, steps=10))
+    flow = invertible.load(tmp_path / "run")
+    assert flow.context_features == 3 and math.isfinite(summary["test_nll"])
+
+
+def test_bad_data_and_options_fail_before_writing(tmp_path):
+    with pytest.raises(ValueError, match="train split contains 1 non-finite value"):
+        train(tiny_config(tmp_path, data_options={"nonfinite": True}))
+    with pytest.raises(ValueError, match="set from the data"):
+        train(tiny_config(tmp_path, model_options={"features": 3}))
+    with pytest.raises(ValueError, match="unknown model 'nosuch'"):
+        train(tiny_config(tmp_path, model="nosuch"))
+    with pytest.raises(ValueError, match="unknown dataset 'nosuch'"):
+        train(tiny_config(tmp_path, data="nosuch"))
+    with pytest.raises(ValueError, match="bad options for model"):
+        train(tiny_config(tmp_path, model_options={"depth": 3}))
+    assert not (tmp_path / "run").exists()
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    train(tiny_config(tmp_path, steps=5, eval_every=5))
+    with pytest.raises(TrainingError, match="already holds a run"):
+        train(tiny_config(tmp_path, steps=5, eval_every=5))
+
+
+def test_cuda_request_without_cuda_is_an_error(tmp_path):
+    if torch.cuda.is_available():
+        summary = train(tiny_config(tmp_path, device="cuda", steps=5, eval_every=5))
+        assert summary["device"].startswith("cuda")
+    else:
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            train(tiny_config(tmp_path, device="cuda"))
