@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from invertible.commands import fit_density, vae as vae_command
+from invertible.cli import main as cli
 from invertible.models import Planar, Radial, Sylvester
 from invertible.transforms import Planar as PlanarLayer
 from invertible.transforms import Radial as RadialLayer
@@ -141,23 +141,23 @@ def test_vae_bounds(posterior: str, layers: int) -> None:
 
 
 def test_fit_density_command(tmp_path) -> None:
-    code = fit_density.main(["--target", "u1", "--layers", "2", "--steps", "20", "--eval-samples", "500", "--out", str(tmp_path)])
+    code = cli(["fit-density", "--target", "u1", "--layers", "2", "--steps", "20", "--eval-samples", "500", "--out", str(tmp_path)])
     assert code == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["kl"] == pytest.approx(summary["log_z_true"] - summary["elbo"])
     assert (tmp_path / "density.png").stat().st_size > 0
     with pytest.raises(SystemExit) as e:
-        fit_density.main(["--target", "nope", "--out", str(tmp_path)])
-    assert e.value.code != 0
-    assert fit_density.main(["--target", "u2", "--layers", "0", "--out", str(tmp_path / "bad")]) != 0
+        cli(["fit-density", "--target", "nope", "--out", str(tmp_path)])
+    assert e.value.code == 2
+    assert cli(["fit-density", "--target", "u2", "--layers", "0", "--out", str(tmp_path / "bad")]) != 0
 
 
 def test_vae_command(tmp_path) -> None:
-    argv = ["--data", "digits", "--posterior", "planar", "--layers", "2", "--latent", "4", "--hidden", "16",
+    argv = ["vae", "--data", "digits", "--posterior", "planar", "--layers", "2", "--latent", "4", "--hidden", "16",
             "--steps", "5", "--iw-samples", "8", "--test-size", "10", "--out", str(tmp_path)]
-    assert vae_command.main(argv) == 0
+    assert cli(argv) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["test_images"] == 10 and summary["test_iw_log_px"] >= summary["test_elbo"]
     for name in ("reconstructions.png", "samples.png", "vae.safetensors", "config.json"):
         assert (tmp_path / name).stat().st_size > 0
-    assert vae_command.main(argv[:-2] + ["--iw-samples", "0", "--out", str(tmp_path / "bad")]) != 0
+    assert cli(argv[:-2] + ["--iw-samples", "0", "--out", str(tmp_path / "bad")]) != 0
