@@ -1,7 +1,7 @@
 """Glow on scikit-learn's digits against normflows' Glow and zuko's NSF; training-step speed.
 
-``python -m bench glow --part quality`` trains, in one process and on identical
-batches (same data order, same dequantization noise, same logit preprocessing),
+``python -m bench glow --part quality`` trains, one process per model side by side and
+on identical batches (same data order, same dequantization noise, same logit preprocessing),
 this project's Glow, normflows' Glow of the same levels/steps/width, and zuko's
 NSF on the flattened pixels, then reports test bits/dim (averaged over
 ``--eval-draws`` dequantization draws). ``--part speed`` times one training
@@ -11,7 +11,14 @@ step (forward, backward, Adam) of both Glows at batch 128 on 2 threads.
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import torch
 
@@ -46,67 +53,85 @@ def zuko_nsf(features: int):
     return zuko.flows.NSF(features, transforms=5, hidden_features=(256, 256))
 
 
-def build_models(args) -> dict:
-    torch.manual_seed(args.seed)
-    ours = Glow((1, 8, 8), levels=args.levels, steps=args.steps, hidden=args.hidden)
-    ours.validate = False
-    torch.manual_seed(args.seed)
-    models = {"invertible Glow": (ours, lambda y: ours.log_prob(y))}
-    nf_glow = normflows_glow(args.levels, args.steps, args.hidden)
-    models["normflows Glow"] = (nf_glow, lambda y: nf_glow.log_prob(y, None))
-    return models
+MODELS = {"glow": "invertible Glow", "normflows": "normflows Glow", "nsf": "zuko NSF (flattened)"}
 
 
-def quality(args) -> str:
-    data = load("digits", seed=0, alpha=args.alpha)
+def build_model(key: str, args):
+    """One of :data:`MODELS` and its ``log q(y)`` function, seeded by ``args.seed``."""
+    torch.manual_seed(args.seed)
+    if key == "glow":
+        m = Glow((1, 8, 8), levels=args.levels, steps=args.steps, hidden=args.hidden)
+        m.validate = False
+        return m, m.log_prob
+    if key == "normflows":
+        m = normflows_glow(args.levels, args.steps, args.hidden)
+        return m, lambda y: m.log_prob(y, None)
+    m = zuko_nsf(64)
+    return m, lambda y: m().log_prob(y.flatten(1))
+
+
+def train_one(key: str, args) -> dict:
+    """Train one model on the 1,497 training digits; the batch order and dequantization noise
+    depend only on the seed and the step, so every model sees identical batches."""
+    torch.set_num_threads(args.threads)
+    data = load("digits", seed=0, alpha=args.alpha, raw=True)
     train = torch.cat([data.train, data.val])  # the 1,497 training images
     pre = data.preprocess
-    models = build_models(args)
-    nsf = zuko_nsf(64)
-    models["zuko NSF (flattened)"] = (nsf, lambda y: nsf().log_prob(y.flatten(1)))
-    opts = {k: torch.optim.Adam(m.parameters(), lr=args.lr) for k, (m, _) in models.items()}
+    model, log_q = build_model(key, args)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     g = torch.Generator().manual_seed(args.seed)
-    torch.manual_seed(args.seed)
+    t0 = time.perf_counter()
     for step in range(args.steps_budget):
         idx = torch.randint(0, len(train), (args.batch,), generator=g)
+        torch.manual_seed(args.seed * 1_000_003 + step)
         with torch.no_grad():
             y, ladj = pre(train[idx])
-        losses = {}
-        for k, (m, lp) in models.items():
-            loss = -(lp(y) + ladj).mean()
-            losses[k] = loss.item() / (64 * math.log(2))
-            opts[k].zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(m.parameters(), 100.0)
-            opts[k].step()
+        loss = -(log_q(y) + ladj).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
+        opt.step()
         if step % 200 == 0 or step == args.steps_budget - 1:
-            print(f"step {step}: batch bits/dim " + ", ".join(f"{k} {v:.3f}" for k, v in losses.items()), flush=True)
-    rows = []
+            print(f"{key} step {step}: batch bits/dim {loss.item() / (64 * math.log(2)):.3f}", flush=True)
+    model.eval()
     torch.manual_seed(args.seed + 1)
-    for k, (m, lp) in models.items():
-        m.eval()
-        with torch.no_grad():
-            draws = []
-            for _ in range(args.eval_draws):
-                y, ladj = pre(data.test)
-                draws.append(bits_per_dim(lp(y) + ladj, (1, 8, 8)).mean())
-            bpd = torch.stack(draws).mean().item()
-        rows.append(
-            {
-                "model": k,
-                "test bits/dim": bpd,
-                "parameters": sum(p.numel() for p in m.parameters()),
-            }
-        )
+    with torch.no_grad():
+        draws = []
+        for _ in range(args.eval_draws):
+            y, ladj = pre(data.test)
+            draws.append(bits_per_dim(log_q(y) + ladj, (1, 8, 8)).mean())
+    return {
+        "model": MODELS[key],
+        "test bits/dim": torch.stack(draws).mean().item(),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train s (shared CPU)": time.perf_counter() - t0,
+    }
+
+
+def quality(args, argv: list[str]) -> str:
+    """Train the three models in parallel processes (identical batches), then tabulate."""
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = []
+        for key in MODELS:
+            out = os.path.join(tmp, f"{key}.json")
+            cmd = [sys.executable, "-m", "bench", "glow", *argv, "--part", "one", "--model", key, "--json", out]
+            procs.append((out, subprocess.Popen(cmd)))
+        rows = []
+        for out, p in procs:
+            if p.wait() != 0:
+                raise RuntimeError(f"training run {p.args} failed")
+            rows.append(json.loads(open(out).read()))
     ref = rows[1]["test bits/dim"]
     for r in rows:
         r["vs normflows"] = f"{r['test bits/dim'] - ref:+.3f}"
     text = header("Glow on digits: test bits/dim")
     text += (
         f"digits (scikit-learn, 17 levels, 1x8x8): 1,497 train / 300 test (seed 0); {args.steps_budget} steps of batch "
-        f"{args.batch}, Adam lr {args.lr}, uniform dequantization + logit (alpha {args.alpha}), identical batches and "
-        f"noise for all models; Glow: {args.levels} levels, {args.steps} steps, {args.hidden} hidden channels. Test "
-        f"bits/dim averaged over {args.eval_draws} dequantization draws (an upper bound on the true bits/dim).\n\n"
+        f"{args.batch}, Adam lr {args.lr}, gradient norm clipped at 100, uniform dequantization + logit (alpha "
+        f"{args.alpha}); every model sees the same batches and the same noise (one process each, run side by side). "
+        f"Glow: {args.levels} levels, {args.steps} steps, {args.hidden} hidden channels; NSF: 5 transforms, 2x256 "
+        f"hidden. Test bits/dim averaged over {args.eval_draws} dequantization draws (an upper bound on the true "
+        f"bits/dim). Training seconds were measured on a shared machine and are not a speed comparison (see glow_speed.md).\n\n"
     )
     return text + table(rows)
 
@@ -114,7 +139,7 @@ def quality(args) -> str:
 def speed(args) -> str:
     torch.set_num_threads(2)
     models = build_models(args)
-    data = load("digits", seed=0, alpha=args.alpha)
+    data = load("digits", seed=0, alpha=args.alpha, raw=True)
     y, _ = data.preprocess(data.train[: args.batch])
     rows = []
     for k, (m, lp) in models.items():
@@ -127,7 +152,7 @@ def speed(args) -> str:
             loss.backward()
             opt.step()
 
-        rows.append({"model": k, "ms/step": time_ms(step, repeats=args.repeats)})
+        rows.append({"model": MODELS[key], "ms/step": time_ms(step, repeats=args.repeats)})
     base = rows[1]["ms/step"]
     for r in rows:
         r["speed-up vs normflows"] = f"{base / r['ms/step']:.2f}x"
@@ -142,7 +167,10 @@ def speed(args) -> str:
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench glow", description=__doc__)
-    p.add_argument("--part", choices=["quality", "speed"], default="quality")
+    p.add_argument("--part", choices=["quality", "speed", "one"], default="quality")
+    p.add_argument("--model", choices=list(MODELS), help="with --part one: the model to train")
+    p.add_argument("--json", help="with --part one: where to write its result")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of each training process")
     p.add_argument("--steps-budget", type=int, default=2000)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -154,8 +182,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    if args.part == "quality":
-        write("glow_digits", quality(args))
+    if args.part == "one":
+        if not args.model or not args.json:
+            p.error("--part one needs --model and --json")
+        Path(args.json).write_text(json.dumps(train_one(args.model, args)))
+    elif args.part == "quality":
+        write("glow_digits", quality(args, argv))
     else:
         write("glow_speed", speed(args))
     return 0

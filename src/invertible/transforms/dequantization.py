@@ -61,14 +61,14 @@ class _Dequantization(Transform):
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(x)
         u, log_r = self._noise(x, context)
-        d = x[0].numel()
+        d = math.prod(x.shape[1:])
         return (x + u) / self.levels, -d * math.log(self.levels) - log_r
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         scaled = z * self.levels
         x = torch.floor(scaled).clamp(0, self.levels - 1)
         u = scaled - x
-        d = z[0].numel()
+        d = math.prod(z.shape[1:])
         return x, d * math.log(self.levels) + self._log_noise(u, x, context)
 
 
