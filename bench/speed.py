@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from .common import header, table, write
-from .flows import MODELS, Spec, build, parameters
+from ._flows import MODELS, Spec, build, parameters
 
 
 def _csv(text: str) -> list[str]:
@@ -116,7 +116,7 @@ def main(argv: list[str]) -> int:
                 print(rows[-1], flush=True)
     notes = (
         f"Architecture: {args.layers} affine couplings with ReLU MLP conditioners of hidden widths {list(args.hidden)}, "
-        f"standard normal base, identical in every library (see `bench/flows.py`). Train step: batch {args.batch_size}, "
+        f"standard normal base, identical in every library (see `bench/_flows.py`). Train step: batch {args.batch_size}, "
         f"Adam. Sampling: {args.sample_size} samples. Device {args.device}, {args.threads} torch threads; "
         f"median over {args.rounds} interleaved rounds of {args.calls} calls. Ratios above 1: the peer is slower.\n\n"
     )

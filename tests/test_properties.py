@@ -132,7 +132,8 @@ def _preset(case: PresetCase, context_features: int | None, seed: int) -> invert
 def test_preset_properties(case: PresetCase, context_features: int | None, batch: int, seed: int) -> None:
     flow = _preset(case, context_features, seed)
     shape = tuple(flow.event_shape)
-    as_case = Case(case.name, lambda c: flow.transform, shape, x=case.x, atol=1e-5)
+    # deep stacks amplify parameter noise multiplicatively: perturb gently so the test stays well conditioned
+    as_case = Case(case.name, lambda c: flow.transform, shape, x=case.x, perturb=0.05, atol=1e-5)
     t = _prepare(as_case, context_features, seed)
     _check(as_case, t, *_inputs(as_case, batch, context_features, seed, 1.0))
 

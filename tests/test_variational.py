@@ -119,7 +119,7 @@ def test_discretized_logistic_is_a_distribution() -> None:
     assert float(log_likelihood("bernoulli", torch.zeros(1, 3), torch.ones(1, 3))) == pytest.approx(3 * math.log(0.5))
 
 
-@pytest.mark.parametrize("posterior,layers", [("diagonal", 0), ("planar", 2), ("radial", 2), ("sylvester", 1)])
+@pytest.mark.parametrize("posterior,layers", [("diagonal", 0), ("planar", 2), ("radial", 2), ("sylvester", 1), ("iaf", 2)])
 def test_vae_bounds(posterior: str, layers: int) -> None:
     torch.manual_seed(0)
     x = (torch.rand(12, 1, 4, 4) < 0.5).float()
@@ -130,7 +130,7 @@ def test_vae_bounds(posterior: str, layers: int) -> None:
             p.add_(0.1 * torch.randn_like(p))
         torch.manual_seed(1)
         z1, l1 = model.posterior(x, 4)
-        model._broadcast = False
+        model._broadcast = False  # the flat path (every sample carries its own copy of the context)
         torch.manual_seed(1)
         z2, l2 = model.posterior(x, 4)
     torch.testing.assert_close(z1, z2)

@@ -15,8 +15,6 @@ from pathlib import Path
 
 import torch
 
-from ..train import TrainingError
-
 __all__ = ["register", "run"]
 
 MODELS = ("planar", "radial", "sylvester")
@@ -43,6 +41,8 @@ def _diverged_is_a_training_error():
     try:
         yield
     except FloatingPointError as e:
+        from ..train import TrainingError  # the CLI's "failed run" error (exit status 2)
+
         raise TrainingError(str(e)) from None
 
 
