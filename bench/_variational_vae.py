@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from bench.common import RESULTS, header, table, write
-from invertible.commands.vae import run
+from invertible.commands.vae import train_and_evaluate
 
 
 def vae_bench(argv: list[str]) -> int:
@@ -40,7 +40,7 @@ def vae_bench(argv: list[str]) -> int:
             steps=a.steps, batch_size=a.batch_size, lr=1e-3, warmup=0, iw_samples=a.iw, test_size=0, seed=a.seed,
             out=str(Path(a.out) / spec),
         )
-        s = run(args)
+        s = train_and_evaluate(args)
         row = {"posterior": f"{kind} K={s['layers']}" if s["layers"] else kind, "test IW log p(x) (k)": s["test_iw_log_px"],
                "test ELBO": s["test_elbo"], "train ELBO (last)": s["train_elbo"], "k": s["iw_samples"],
                "test images": s["test_images"], "steps": s["steps"], "batch": a.batch_size, "parameters": s["parameters"],

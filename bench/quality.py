@@ -3,8 +3,8 @@
 ``python -m bench quality [--models realnvp] [--peers zuko,nflows,normflows]
 [--data checkerboard,8gaussians] [--steps 5000] [--batch-size 256] [--seeds 0 1 2]``
 
-Each library's flow (same architecture, see ``bench/flows.py``) is trained
-with the same loop on the same batches (``bench/training.py``) and scored on
+Each library's flow (same architecture, see ``bench/_flows.py``) is trained
+with the same loop on the same batches (``bench/_training.py``) and scored on
 the same test split by the KL gap ``mean_test(log p(x) - log q(x)) = NLL(test) - H(p)``
 in nats (0 is perfect). The table gives the mean over seeds and the ratio of
 each library's gap to this project's (above 1: the peer is worse).
@@ -20,8 +20,8 @@ import torch
 from invertible.data import load
 
 from .common import header, table, write
-from .flows import MODELS, Spec, build, parameters
-from .training import fit, mean_log_prob
+from ._flows import MODELS, Spec, build, parameters
+from ._training import fit, mean_log_prob
 
 
 def _csv(text: str) -> list[str]:

@@ -102,6 +102,8 @@ def energies(argv: list[str]) -> int:
         "Planar/radial/Sylvester (this library) and normflows' planar use a learnable diagonal Gaussian base. "
         "The strong reference is zuko's autoregressive NSF (this project's MAF/NSF was not on main when the run started).\n\n"
     )
+    if a.steps != 10_000:
+        top += f"**Reduced budget: {a.steps} steps instead of the reference protocol's 10,000** (the run shares 2 CPU cores).\n\n"
     order = {(t, s): i for i, (t, s) in enumerate((t, s) for t in targets for s in specs)}
     done: dict[tuple[str, str], dict] = {}
     with ProcessPoolExecutor(a.jobs, mp_context=multiprocessing.get_context("fork")) as pool:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import invertible
 from invertible import Transform
-from invertible.models import available, build
+from invertible.models import available, build, get
 
 from .cases import Case, PresetCase, all_cases, all_preset_cases
 
@@ -124,14 +124,16 @@ def _preset(case: PresetCase, context_features: int | None, seed: int) -> invert
     return build(case.name, **options).double()
 
 
-@pytest.mark.parametrize("case", PRESET_CASES, ids=lambda c: c.name)
+# presets that are not flows (discrete models such as the Bernoulli MADE) are tested in their own files
+@pytest.mark.parametrize("case", [c for c in PRESET_CASES if issubclass(get(c.name), invertible.Flow)], ids=lambda c: c.name)
 @pytest.mark.parametrize("context_features", [None, CONTEXT], ids=["plain", "context"])
 @settings(max_examples=2, deadline=None)
 @given(batch=st.sampled_from([1, 5]), seed=st.integers(0, 2**16))
 def test_preset_properties(case: PresetCase, context_features: int | None, batch: int, seed: int) -> None:
     flow = _preset(case, context_features, seed)
     shape = tuple(flow.event_shape)
-    as_case = Case(case.name, lambda c: flow.transform, shape, x=case.x, atol=1e-5)
+    # deep stacks amplify parameter noise multiplicatively: perturb gently so the test stays well conditioned
+    as_case = Case(case.name, lambda c: flow.transform, shape, x=case.x, perturb=0.05, atol=1e-5)
     t = _prepare(as_case, context_features, seed)
     _check(as_case, t, *_inputs(as_case, batch, context_features, seed, 1.0))
 

@@ -50,6 +50,8 @@ CASES += [
 ]
 
 PRESETS = [
+    PresetCase("made", {"features": 3, "hidden": [12, 12], "order": "reverse"}),
+    PresetCase("bernoulli_made", {"features": 3, "hidden": [8]}),
     PresetCase("nsf", {"features": 3, "layers": 2, "hidden": [12], "bins": 4, "bound": 2.0}),
     PresetCase("nsf", {"features": 4, "layers": 2, "hidden": [12], "bins": 3, "kind": "coupling", "permutation": "random"}),
     PresetCase("maf", {"features": 3, "layers": 2, "hidden": [12], "batch_norm": True}),

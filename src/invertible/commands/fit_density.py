@@ -9,13 +9,13 @@ of Rezende & Mohamed 2015), ``OUT/summary.json`` (ELBO, importance-sampling
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-__all__ = ["register", "main", "run"]
+__all__ = ["register", "run"]
 
 MODELS = ("planar", "radial", "sylvester")
 
@@ -36,6 +36,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output directory")
 
 
+@contextlib.contextmanager
+def _diverged_is_a_training_error():
+    try:
+        yield
+    except FloatingPointError as e:
+        from ..train import TrainingError  # the CLI's "failed run" error (exit status 2)
+
+        raise TrainingError(str(e)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     from ..models import build
     from ..variational import fit, get_target
@@ -48,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     flow = build(args.model, features=2, layers=args.layers, base="diagonal_normal")
-    with open(out / "metrics.jsonl", "w") as log:
+    with open(out / "metrics.jsonl", "w") as log, _diverged_is_a_training_error():
         result = fit(
             flow,
             target,
@@ -70,23 +80,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``fit-density`` subcommand."""
-    p = subparsers.add_parser("fit-density", help="fit a flow to an unnormalized 2-D density (reverse KL)", description=__doc__)
+    p = subparsers.add_parser(
+        "fit-density", help="fit a flow to an unnormalized 2-D density (reverse KL)", description=__doc__.replace("``", "")
+    )
     add_arguments(p)
-    p.set_defaults(func=run)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="invertible fit-density", description=__doc__)
-    add_arguments(p)
-    args = p.parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, FloatingPointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    p.set_defaults(command=run)

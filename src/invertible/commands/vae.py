@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-__all__ = ["register", "main", "run"]
+from .fit_density import _diverged_is_a_training_error
+
+__all__ = ["register", "run", "train_and_evaluate"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output directory")
 
 
-def run(args: argparse.Namespace) -> dict:
+def train_and_evaluate(args: argparse.Namespace) -> dict:
+    """Train, evaluate and write the run directory; returns the summary."""
     from safetensors.torch import save_file
 
     from ..variational.data import load_images
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with open(out / "metrics.jsonl", "w") as log:
+    with open(out / "metrics.jsonl", "w") as log, _diverged_is_a_training_error():
         history = train_vae(model, data.train, args.steps, args.batch_size, args.lr, args.warmup,
                             log_every=max(1, min(200, args.steps // 20)),
                             callback=lambda r: (log.write(json.dumps(r) + "\n"), log.flush()))
@@ -70,9 +72,11 @@ def run(args: argparse.Namespace) -> dict:
     stats = evaluate_vae(model, test, k=args.iw_samples)
     save_file(model.state_dict(), str(out / "vae.safetensors"))
     (out / "config.json").write_text(json.dumps(config, indent=2))
-    grid = test[:50]
-    pairs = torch.stack([grid.reshape(5, 10, *grid.shape[1:]), model.reconstruct(grid).reshape(5, 10, *grid.shape[1:])], 1)
-    save_grid(pairs.reshape(-1, *grid.shape[1:]), out / "reconstructions.png")
+    ncol = min(10, len(test))
+    grid = test[: ncol * max(1, min(5, len(test) // ncol))]
+    rows = grid.reshape(-1, ncol, *grid.shape[1:])
+    pairs = torch.stack([rows, model.reconstruct(grid).reshape(rows.shape)], 1)
+    save_grid(pairs.reshape(-1, *grid.shape[1:]), out / "reconstructions.png", nrow=ncol)
     save_grid(model.sample(100), out / "samples.png")
     summary = {**config, "test_elbo": stats["elbo"], "test_iw_log_px": stats["iw_log_px"], "iw_samples": args.iw_samples,
                "test_images": len(test), "train_elbo": history[-1]["train_elbo"], "steps": args.steps,
@@ -82,29 +86,15 @@ def run(args: argparse.Namespace) -> dict:
     return summary
 
 
-def _run_cli(args: argparse.Namespace) -> int:
-    run(args)
+def run(args: argparse.Namespace) -> int:
+    train_and_evaluate(args)
     return 0
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``vae`` subcommand."""
-    p = subparsers.add_parser("vae", help="train a VAE with a flow posterior on binarized digits or MNIST-5k", description=__doc__)
+    p = subparsers.add_parser(
+        "vae", help="train a VAE with a flow posterior on binarized digits or MNIST-5k", description=__doc__.replace("``", "")
+    )
     add_arguments(p)
-    p.set_defaults(func=_run_cli)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="invertible vae", description=__doc__)
-    add_arguments(p)
-    args = p.parse_args(argv)
-    try:
-        run(args)
-    except (ValueError, FloatingPointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    p.set_defaults(command=run)

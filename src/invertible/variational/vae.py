@@ -29,12 +29,12 @@ from torch import Tensor, nn
 
 from ..core import Compose, Transform
 from ..nets.mlp import MLP
-from ..transforms import Planar, Radial, Sylvester
+from ..transforms import InverseAutoregressiveAffine, Planar, Radial, Sylvester
 from . import likelihoods
 
 __all__ = ["VAE", "POSTERIORS", "train_vae", "evaluate_vae"]
 
-POSTERIORS = ("diagonal", "planar", "radial", "sylvester")
+POSTERIORS = ("diagonal", "planar", "radial", "sylvester", "iaf")
 _LOG_2PI = math.log(2 * math.pi)
 
 
@@ -46,6 +46,12 @@ def posterior_layers(kind: str, latent: int, context: int, layers: int) -> list[
         return []
     if layers < 1:
         raise ValueError(f"a {kind} posterior needs layers >= 1, got {layers}")
+    if kind == "iaf":
+        # MADE layers reading the noise and the encoder's context; alternating orders replace permutations
+        return [
+            InverseAutoregressiveAffine(latent, (256, 256), context, order="default" if i % 2 == 0 else "reverse", activation="elu")
+            for i in range(layers)
+        ]
     if kind == "sylvester":
         return [Sylvester(latent, context, "householder", reflections=min(latent, 4)) for _ in range(layers)]
     cls = Planar if kind == "planar" else Radial
