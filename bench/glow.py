@@ -146,7 +146,7 @@ def quality(args, argv: list[str]) -> str:
 
 def speed(args) -> str:
     """Median time of a training step of each Glow, the two timed in alternation (same load for both)."""
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.speed_threads)
     data = load("digits", seed=0, alpha=args.alpha, raw=True)
     torch.manual_seed(args.seed)
     y, _ = data.preprocess(data.train[: args.batch])
@@ -176,7 +176,7 @@ def speed(args) -> str:
     text += (
         f"One training step (forward, backward, Adam) at batch {args.batch} on 1x8x8 digits, {args.levels} levels, "
         f"{args.steps} steps, {args.hidden} hidden channels, affine coupling, LU 1x1 conv; the two steps alternate, "
-        f"median of {args.repeats} each, torch threads 2.\n\n"
+        f"median of {args.repeats} each, torch threads {args.speed_threads}.\n\n"
     )
     return text + table(rows)
 
@@ -196,6 +196,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--eval-draws", type=int, default=10)
     p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--speed-threads", type=int, default=2, help="torch threads of the speed part")
+    p.add_argument("--out", help="results file name under bench/results (default glow_digits / glow_speed)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.part == "one":
@@ -203,7 +205,7 @@ def main(argv: list[str]) -> int:
             p.error("--part one needs --model and --json")
         Path(args.json).write_text(json.dumps(train_one(args.model, args)))
     elif args.part == "quality":
-        write("glow_digits", quality(args, argv))
+        write(args.out or "glow_digits", quality(args, argv))
     else:
-        write("glow_speed", speed(args))
+        write(args.out or "glow_speed", speed(args))
     return 0
