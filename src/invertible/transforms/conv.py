@@ -17,7 +17,6 @@ The periodic convolution mixes pixels as well as channels and still costs
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core import Transform
@@ -28,7 +27,10 @@ __all__ = ["Conv1x1", "LUConv1x1", "PeriodicConv"]
 
 
 def _conv1x1(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    return F.conv2d(x, weight[:, :, None, None], bias)
+    """``W x + b`` at every pixel as one batched matrix product: on CPU its backward pass is far
+    cheaper than a convolution's for the few channels of a flow step."""
+    z = torch.matmul(weight, x.flatten(2)).view(x.shape[0], weight.shape[0], *x.shape[2:])
+    return z if bias is None else z + bias[:, None, None]
 
 
 class Conv1x1(InferenceCache, Transform):
