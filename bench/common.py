@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import os
 import platform
@@ -25,7 +26,10 @@ def versions(packages: Sequence[str]) -> dict[str, str]:
         try:
             out[p] = importlib.metadata.version(p)
         except importlib.metadata.PackageNotFoundError:
-            out[p] = "missing"
+            try:  # a source checkout on PYTHONPATH, not installed
+                out[p] = importlib.import_module(p).__version__ + " (source)"
+            except (ImportError, AttributeError):
+                out[p] = "missing"
     return out
 
 

@@ -1,10 +1,10 @@
 """Density quality at an equal budget: KL gap on toys with exact densities, this project vs its peers.
 
 ``python -m bench quality [--models realnvp] [--peers zuko,nflows,normflows]
-[--data checkerboard,8gaussians] [--steps 5000] [--batch-size 512] [--seeds 0]``
+[--data checkerboard,8gaussians] [--steps 5000] [--batch-size 256] [--seeds 0 1 2]``
 
-Each library's flow (same architecture, see ``bench/flows.py``) is trained
-with the same loop on the same batches (``bench/training.py``) and scored on
+Each library's flow (same architecture, see ``bench/_flows.py``) is trained
+with the same loop on the same batches (``bench/_training.py``) and scored on
 the same test split by the KL gap ``mean_test(log p(x) - log q(x)) = NLL(test) - H(p)``
 in nats (0 is perfect). The table gives the mean over seeds and the ratio of
 each library's gap to this project's (above 1: the peer is worse).
@@ -20,8 +20,8 @@ import torch
 from invertible.data import load
 
 from .common import header, table, write
-from .flows import MODELS, Spec, build, parameters
-from .training import fit, mean_log_prob
+from ._flows import MODELS, Spec, build, parameters
+from ._training import fit, mean_log_prob
 
 
 def _csv(text: str) -> list[str]:
@@ -34,14 +34,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--peers", type=_csv, default=["zuko", "nflows", "normflows"])
     p.add_argument("--data", type=_csv, default=["checkerboard", "8gaussians"], help="toys with an exact log_prob")
     p.add_argument("--steps", type=int, default=5000)
-    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=0)
+    p.add_argument("--clip", type=float, default=5.0)
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--hidden", type=lambda s: tuple(int(h) for h in _csv(s)), default=(64, 64))
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--n-train", type=int, default=50_000)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: as the engine for small flows)")
     p.add_argument("--out", default="quality", help="results file name under bench/results/")
     return p.parse_args(argv)
 
@@ -50,7 +52,7 @@ def run_one(model: str, library: str, spec: Spec, data, args, seed: int) -> dict
     torch.manual_seed(seed)
     m = build(model, library, spec).to(args.device)
     train, test = data.train.to(args.device), data.test.to(args.device)
-    info = fit(m, train, args.steps, args.batch_size, args.lr, seed=seed)
+    info = fit(m, train, args.steps, args.batch_size, args.lr, seed=seed, clip=args.clip, warmup=args.warmup)
     log_q = mean_log_prob(m, test)
     log_p = float(data.log_prob(data.test.double()).mean())
     return {"nll": -log_q, "entropy": -log_p, "kl": log_p - log_q, "train_s": info["train_s"], "params": parameters(m)}
@@ -91,7 +93,8 @@ def main(argv: list[str]) -> int:
                 )
     budget = (
         f"Architecture: {spec.describe()}. Budget: {args.steps} steps of batch {args.batch_size}, Adam lr {args.lr}, "
-        f"100 warm-up steps then cosine decay, gradient norm clipped at 10, identical batches for every library; "
+        f"{args.warmup} warm-up steps then cosine decay to 0, gradient norm clipped at {args.clip}, "
+        "identical batches for every library (the defaults match `invertible train`); "
         f"{args.n_train} training samples; seeds {args.seeds}; device {args.device}. "
         "KL gap = mean over the 10k test samples of log p(x) - log q(x) (nats; 0 is perfect). "
         "gap / invertible above 1 means the peer is worse.\n\n"

@@ -73,6 +73,8 @@ def _check(case: Case, t: Transform, x, z, ctx) -> None:
     torch.testing.assert_close(x_back, x, **tol)
     torch.testing.assert_close(ladj_inv, -ladj, **tol)
 
+    if not case.bijective:
+        return
     x_of_z, ladj_z = t.inverse(z, ctx)
     z_back, ladj_fwd = t(x_of_z, ctx)
     torch.testing.assert_close(z_back, z, **tol)
@@ -130,7 +132,8 @@ def _preset(case: PresetCase, context_features: int | None, seed: int) -> invert
 def test_preset_properties(case: PresetCase, context_features: int | None, batch: int, seed: int) -> None:
     flow = _preset(case, context_features, seed)
     shape = tuple(flow.event_shape)
-    as_case = Case(case.name, lambda c: flow.transform, shape, x=case.x, atol=1e-5)
+    # deep stacks amplify parameter noise multiplicatively: perturb gently so the test stays well conditioned
+    as_case = Case(case.name, lambda c: flow.transform, shape, x=case.x, perturb=0.05, atol=1e-5)
     t = _prepare(as_case, context_features, seed)
     _check(as_case, t, *_inputs(as_case, batch, context_features, seed, 1.0))
 

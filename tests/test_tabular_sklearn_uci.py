@@ -8,7 +8,7 @@ import torch
 from invertible.data import load
 
 
-@pytest.mark.parametrize("name, dim", [("wine", 13), ("breast_cancer", 30), ("digits", 64)])
+@pytest.mark.parametrize("name, dim", [("wine", 13), ("breast_cancer", 30), ("digits_vectors", 64)])
 def test_sklearn_sets_are_standardised_with_fixed_splits(name, dim):
     a, b = load(name, seed=0), load(name, seed=1)
     assert a.event_shape == (dim,)
@@ -22,14 +22,14 @@ def test_sklearn_sets_are_standardised_with_fixed_splits(name, dim):
 
 
 def test_digits_binarized_and_dequantized():
-    binary = load("digits", binarize=True)
+    binary = load("digits_vectors", binarize=True)
     assert set(binary.train.unique().tolist()) == {0.0, 1.0} and binary.preprocess is None
-    deq = load("digits", seed=3)
+    deq = load("digits_vectors", seed=3)
     raw, _ = deq.preprocess.inverse(deq.train)
     frac = raw - raw.floor()
     assert frac.std() > 0.2  # uniform noise present
     with pytest.raises(ValueError, match="at most one"):
-        load("digits", binarize=True, dequantize=True)
+        load("digits_vectors", binarize=True, dequantize=True)
 
 
 def test_uci_readers_follow_the_maf_preprocessing(tmp_path):

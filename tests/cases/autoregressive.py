@@ -1,7 +1,6 @@
 """Cases for the autoregressive family: MAF/IAF layers, splines, and the MADE/MAF/IAF/NSF presets."""
 
 from invertible.transforms import (
-    BatchNorm,
     InverseAutoregressiveAffine,
     MaskedAffineAutoregressive,
     MaskedRQSAutoregressive,
@@ -33,7 +32,6 @@ CASES = [
 ]
 
 CASES += [
-    Case("batch_norm", lambda c: BatchNorm(4), (4,)),
     # perturb 0.5 on a bound of 1.5: inputs of scale up to 3 fall in both the spline and the tails
     Case(
         "rqs_coupling",

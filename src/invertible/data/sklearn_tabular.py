@@ -72,7 +72,7 @@ def breast_cancer(seed: int = 0) -> DataBundle:
     return _bundle("breast_cancer", d.data, d.target, list(d.target_names))
 
 
-@register_dataset("digits")
+@register_dataset("digits_vectors")
 def digits(seed: int = 0, dequantize: bool | None = None, binarize: bool = False) -> DataBundle:
     """8x8 digits (bundled with scikit-learn) as 1,797 vectors of 64 pixels; the digit class as context."""
     from sklearn.datasets import load_digits
@@ -83,9 +83,9 @@ def digits(seed: int = 0, dequantize: bool | None = None, binarize: bool = False
     d = load_digits()
     names = [str(c) for c in d.target_names]
     if binarize:
-        return _bundle("digits", (d.data > 8).astype(np.float32), d.target, names, standardize=False, levels=2)
+        return _bundle("digits_vectors", (d.data > 8).astype(np.float32), d.target, names, standardize=False, levels=2)
     x = d.data.astype(np.float64)
     if dequantize:
         x = x + np.random.default_rng(seed).random(x.shape)
-        return _bundle("digits", x, d.target, names, levels=17)
-    return _bundle("digits", x, d.target, names)
+        return _bundle("digits_vectors", x, d.target, names, levels=17)
+    return _bundle("digits_vectors", x, d.target, names)

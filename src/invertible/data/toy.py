@@ -178,6 +178,18 @@ TOY_LOG_PROBS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
+_DESCRIPTIONS = {
+    "moons": "two interleaved half circles",
+    "circles": "two noisy circles, radii 3 and 1.5",
+    "8gaussians": "eight Gaussians on a circle",
+    "checkerboard": "uniform on 8 squares of a 4x4 checkerboard",
+    "pinwheel": "five twisted arms",
+    "2spirals": "two interleaved spirals",
+    "rings": "four noisy concentric circles",
+    "swissroll": "the swiss roll seen from above",
+}
+
+
 def _check_size(name: str, value: int, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -215,8 +227,8 @@ def _register(name: str) -> None:
         return make_toy_bundle(name, seed, n_train, n_val, n_test)
 
     load.__name__ = f"load_{name}"
-    exact = " It has an exact ``log_prob``." if name in TOY_LOG_PROBS else ""
-    load.__doc__ = f"The 2-D toy ``{name}`` (FFJORD's ``toy_data``) with seeded splits.{exact}"
+    exact = "; exact log_prob" if name in TOY_LOG_PROBS else ""
+    load.__doc__ = f"2-D toy: {_DESCRIPTIONS[name]}{exact}."
     register_dataset(name)(load)
 
 

@@ -1,0 +1,128 @@
+"""Speed of identical flows in each library: a training step and sampling, as ratios to this project.
+
+``flock /tmp/bench.lock python -m bench speed [--models realnvp] [--peers zuko,nflows,normflows]
+[--features 2,16] [--batch-size 512] [--sample-size 4096] [--device cpu]``
+
+A training step is ``loss = -log_prob(batch).mean(); loss.backward(); adam.step()``;
+sampling is ``sample(n)`` without gradients. The libraries are timed in
+interleaved rounds (every round times each library once, in turn), so a change
+of machine load hits all of them alike; each figure is the median over rounds
+of the mean time per call within a round. ``time / invertible`` above 1 means
+the peer is slower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+from .common import header, table, write
+from ._flows import MODELS, Spec, build, parameters
+
+
+def _csv(text: str) -> list[str]:
+    return [t for t in text.split(",") if t]
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench speed", description=__doc__.splitlines()[0])
+    p.add_argument("--models", type=_csv, default=["realnvp"], help="comma-separated, from: " + ", ".join(MODELS))
+    p.add_argument("--peers", type=_csv, default=["zuko", "nflows", "normflows"])
+    p.add_argument("--features", type=lambda s: [int(v) for v in _csv(s)], default=[2, 16], help="data sizes (even)")
+    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--hidden", type=lambda s: tuple(int(h) for h in _csv(s)), default=(64, 64))
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--sample-size", type=int, default=4096)
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--calls", type=int, default=10, help="calls per library per round")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default="speed", help="results file name under bench/results/")
+    return p.parse_args(argv)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def interleaved(fns: dict[str, Callable[[], object]], rounds: int, calls: int, device: str) -> dict[str, float]:
+    """Median over ``rounds`` of the mean milliseconds per call of each function, libraries taking turns."""
+    for fn in fns.values():  # warm-up: allocator, thread pool, lazy initialisation
+        for _ in range(3):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            _sync(device)
+            times[name].append((time.perf_counter() - t0) * 1e3 / calls)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _train_step(model, x: torch.Tensor) -> Callable[[], None]:
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        loss = -model.log_prob(x).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _sampler(model, n: int) -> Callable[[], None]:
+    def sample() -> None:
+        with torch.no_grad():
+            model.sample(n)
+
+    return sample
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
+    rows = []
+    for model_name in args.models:
+        libraries = ["invertible", *[p for p in args.peers if p in MODELS[model_name]]]
+        for features in args.features:
+            spec = Spec(features=features, layers=args.layers, hidden=args.hidden)
+            torch.manual_seed(0)
+            x = torch.randn(args.batch_size, features, device=args.device)
+            models = {lib: build(model_name, lib, spec).to(args.device) for lib in libraries}
+            steps = interleaved({k: _train_step(m, x) for k, m in models.items()}, args.rounds, args.calls, args.device)
+            samples = interleaved({k: _sampler(m, args.sample_size) for k, m in models.items()}, args.rounds, args.calls, args.device)
+            for lib in libraries:
+                rows.append(
+                    {
+                        "model": model_name,
+                        "D": features,
+                        "library": lib,
+                        "parameters": parameters(models[lib]),
+                        "train step (ms)": steps[lib],
+                        "step time / invertible": steps[lib] / steps["invertible"],
+                        "sample (ms)": samples[lib],
+                        "sample time / invertible": samples[lib] / samples["invertible"],
+                    }
+                )
+                print(rows[-1], flush=True)
+    notes = (
+        f"Architecture: {args.layers} affine couplings with ReLU MLP conditioners of hidden widths {list(args.hidden)}, "
+        f"standard normal base, identical in every library (see `bench/_flows.py`). Train step: batch {args.batch_size}, "
+        f"Adam. Sampling: {args.sample_size} samples. Device {args.device}, {args.threads} torch threads; "
+        f"median over {args.rounds} interleaved rounds of {args.calls} calls. Ratios above 1: the peer is slower. "
+        f"Machine load average (1 min) {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end: "
+        "absolute times inflate with load, the ratios less so.\n\n"
+    )
+    write(args.out, header("Speed: training step and sampling at identical architecture") + notes + table(rows))
+    return 0
