@@ -79,13 +79,13 @@ def evaluate(q: Approximation, log_density: Callable[[Tensor], Tensor], samples:
         z, log_q = q.rsample_and_log_prob(min(chunk, samples - start))
         log_w.append(_log_target(log_density, z).double() - log_q.double())
     lw = torch.cat(log_w)
-    lw = lw[torch.isfinite(lw)] if not torch.isfinite(lw).all() else lw
+    if torch.isnan(lw).any():
+        raise FloatingPointError("log p~(z) - log q(z) is NaN for some samples of q")
     lse = torch.logsumexp(lw, 0)
     return {
         "elbo": float(lw.mean()),
         "log_z_is": float(lse - math.log(lw.numel())),
         "ess": float(torch.exp(2 * lse - torch.logsumexp(2 * lw, 0)) / lw.numel()),
-        "nonfinite": samples - lw.numel(),
     }
 
 
