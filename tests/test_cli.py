@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 import invertible
-from invertible.cli import main
+from invertible.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["train", "--data", "engine-gauss", "-m", "layers=2", "-m", "hidden=[8]", "--steps", "10",
@@ -78,6 +79,10 @@ def test_config_file_with_flag_overrides(tmp_path, capsys):
     assert "steps: 6" in resolved and "batch_size: 16" in resolved and "lr: 0.001" in resolved
     assert invertible.load(tmp_path / "r").config["options"]["hidden"] == [6]
     assert invertible.load(tmp_path / "r").config["options"]["layers"] == 2
+    cfg.write_text(cfg.read_text() + "grad_clip: 1.0\nema: 0.9\n")
+    code, _, _ = run_cli(capsys, "train", "--config", cfg, "--grad-clip", "none", "--ema", "None", "--out", tmp_path / "q")
+    resolved = (tmp_path / "q" / "config.yaml").read_text()
+    assert code == 0 and "grad_clip: null" in resolved and "ema: null" in resolved
 
 
 def test_resume_from_the_command_line(tmp_path, capsys):
@@ -87,6 +92,14 @@ def test_resume_from_the_command_line(tmp_path, capsys):
     # resuming reads the run's settings; more steps continue the same run
     code, out, _ = run_cli(capsys, "train", "--resume", "--out", run, "--steps", 14, "--no-progress")
     assert code == 0 and json.loads(out)["steps"] == 14
+
+
+def test_every_subcommand_is_runnable():
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert {"train", "sample", "eval", "models", "datasets"} <= set(subparsers.choices)
+    for name, sub in subparsers.choices.items():
+        assert callable(sub.get_default("command")), f"{name} does not set_defaults(command=...)"
 
 
 def test_listing_commands(capsys):
@@ -117,6 +130,14 @@ def test_bad_input_gives_one_line_and_exit_2(trained, tmp_path, capsys):
     assert not (tmp_path / "s.npy").exists()
 
 
+def test_usage_errors_are_one_line(capsys):
+    for argv in (["train", "--steps", "x"], ["train", "--no-such-flag"], ["nosuchcommand"], ["eval"]):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+
+
 def test_corrupt_run_files(trained, tmp_path, capsys):
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -139,8 +160,27 @@ def test_corrupt_run_files(trained, tmp_path, capsys):
 
 def test_python_dash_m_runs_the_command_line():
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.run([sys.executable, "-m", "invertible", "models"], capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 0 and "realnvp" in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "invertible", "train", "--model", "nosuch", "--data", "x"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: ") and "Traceback" not in proc.stderr
+
+
+def test_table_files_and_built_in_toys(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    table = rng.normal(size=(300, 2)) * [3.0, 0.2] + [10.0, -4.0]
+    np.save(tmp_path / "t.npy", table)
+    code, out, _ = run_cli(capsys, *TRAIN[:1], "--data", tmp_path / "t.npy", *TRAIN[3:], "--out", tmp_path / "r")
+    assert code == 0 and np.isfinite(json.loads(out)["test_nll"])
+    # samples in the model's (standardised) space by default, in the file's units with --raw
+    run_cli(capsys, "sample", tmp_path / "r", "-n", 2000, "--out", tmp_path / "model.npy")
+    assert np.allclose(np.load(tmp_path / "model.npy").mean(0), 0.0, atol=0.5)
+    run_cli(capsys, "sample", tmp_path / "r", "-n", 2000, "--out", tmp_path / "raw.csv", "--raw")
+    raw = np.loadtxt(tmp_path / "raw.csv", delimiter=",")
+    assert raw.shape == (2000, 2) and np.allclose(raw.mean(0), [10.0, -4.0], atol=1.0)
+    np.save(tmp_path / "three.npy", rng.normal(size=(100, 3)))
+    assert_error(capsys, "wrong feature count", "eval", tmp_path / "r", "--data", tmp_path / "three.npy")
+    (tmp_path / "nan.csv").write_text("a,b\n1,2\n3,nan\n5,6\n" + "1,1\n" * 20)
+    assert_error(capsys, "non-finite", *TRAIN[:1], "--data", tmp_path / "nan.csv", *TRAIN[3:], "--out", tmp_path / "n")
+    code, out, _ = run_cli(capsys, "train", "--data", "checkerboard", "-d", "n_train=512", "-d", "n_val=128",
+                           "-d", "n_test=128", "--steps", 3, "--batch-size", 64, "--no-progress", "--no-plots", "--out", tmp_path / "c")
+    assert code == 0 and "kl_gap" in json.loads(out)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import invertible
 from invertible import Transform
-from invertible.models import available, build
+from invertible.models import available, build, get
 
 from .cases import Case, PresetCase, all_cases, all_preset_cases
 
@@ -73,6 +73,8 @@ def _check(case: Case, t: Transform, x, z, ctx) -> None:
     torch.testing.assert_close(x_back, x, **tol)
     torch.testing.assert_close(ladj_inv, -ladj, **tol)
 
+    if not case.bijective:
+        return
     x_of_z, ladj_z = t.inverse(z, ctx)
     z_back, ladj_fwd = t(x_of_z, ctx)
     torch.testing.assert_close(z_back, z, **tol)
@@ -109,8 +111,10 @@ def test_conditional_transform_properties(case: Case, batch: int, seed: int, sca
     t = _prepare(case, CONTEXT, seed)
     x, z, ctx = _inputs(case, batch, CONTEXT, seed, scale)
     _check(case, t, x, z, ctx)
-    y1, _ = t(x, ctx)
-    y2, _ = t(x, ctx + 1.0)
+    # context dependence on a batch of 64 unscaled draws, so some land where the transform is not the identity
+    xs, _, cs = _inputs(case, 64, CONTEXT, seed + 7, 1.0)
+    y1, _ = t(xs, cs)
+    y2, _ = t(xs, cs + 1.0)
     assert not torch.allclose(y1, y2), "the output does not depend on the context"
 
 
@@ -122,14 +126,16 @@ def _preset(case: PresetCase, context_features: int | None, seed: int) -> invert
     return build(case.name, **options).double()
 
 
-@pytest.mark.parametrize("case", PRESET_CASES, ids=lambda c: c.name)
+# presets that are not flows (discrete models such as the Bernoulli MADE) are tested in their own files
+@pytest.mark.parametrize("case", [c for c in PRESET_CASES if issubclass(get(c.name), invertible.Flow)], ids=lambda c: c.name)
 @pytest.mark.parametrize("context_features", [None, CONTEXT], ids=["plain", "context"])
 @settings(max_examples=2, deadline=None)
 @given(batch=st.sampled_from([1, 5]), seed=st.integers(0, 2**16))
 def test_preset_properties(case: PresetCase, context_features: int | None, batch: int, seed: int) -> None:
     flow = _preset(case, context_features, seed)
     shape = tuple(flow.event_shape)
-    as_case = Case(case.name, lambda c: flow.transform, shape, x=case.x, atol=1e-5)
+    # deep stacks amplify parameter noise multiplicatively: perturb gently so the test stays well conditioned
+    as_case = Case(case.name, lambda c: flow.transform, shape, x=case.x, perturb=0.05, atol=1e-5)
     t = _prepare(as_case, context_features, seed)
     _check(as_case, t, *_inputs(as_case, batch, context_features, seed, 1.0))
 

@@ -94,3 +94,15 @@ def test_resume_errors(tmp_path):
     (tmp_path / "run" / CHECKPOINT_DIR / CHECKPOINT_JSON).write_text("{not json")
     with pytest.raises(ValueError, match="corrupt checkpoint record"):
         train(config(tmp_path, "run"), resume=True)
+
+
+def test_failed_start_leaves_no_checkpoint_and_can_be_rerun(tmp_path):
+    with pytest.raises(Interrupted):
+        train(config(tmp_path, "run"), callbacks=[recorder({}, stop_at=4)])
+    run = tmp_path / "run"
+    assert not (run / CHECKPOINT_DIR).exists() and not (run / "summary.json").exists()
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        train(config(tmp_path, "run"), resume=True)
+    train(config(tmp_path, "run"))  # a fresh start replaces the lines of the failed attempt
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and len([s for s in steps if s == 3]) == 1

@@ -12,7 +12,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from . import __version__, commands
 from .train import TrainingError
@@ -23,8 +23,16 @@ __all__ = ["main", "build_parser"]
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError, TrainingError)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports a usage error as one line ``error: ...`` (exit status 2) instead of the usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="invertible", description="Normalizing flows: train, sample, evaluate; list models and datasets."
     )
     parser.add_argument("--version", action="version", version=f"invertible {__version__}")

@@ -242,17 +242,31 @@ class Flow(nn.Module):
         with torch.no_grad():
             return self.rsample_and_log_prob(n, context)
 
-    def rsample(self, n: int | Sequence[int] = 1, context: Tensor | None = None) -> Tensor:
-        """Reparameterised samples (gradients flow to the parameters)."""
+    def rsample(
+        self, n: int | Sequence[int] = 1, context: Tensor | None = None, temperature: float = 1.0
+    ) -> Tensor:
+        """Reparameterised samples (gradients flow to the parameters).
+
+        ``temperature`` ``T`` scales the base noise, ``x = f^{-1}(T u)``: for a
+        standard normal base this samples the base at variance ``T^2`` (Glow's
+        reduced-temperature samples, Kingma & Dhariwal 2018, Section 5.3);
+        ``T < 1`` trades diversity for fidelity.
+        """
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
         shape, context = self._sample_shape(n, context)
         u = self.base.rsample((math.prod(shape),))
+        if temperature != 1.0:
+            u = u * temperature
         x, _ = self.transform.inverse(u, context)
         return x.reshape(*shape, *self.event_shape)
 
-    def sample(self, n: int | Sequence[int] = 1, context: Tensor | None = None) -> Tensor:
-        """Samples without gradients: ``x = f^{-1}(u)``, ``u ~ base``."""
+    def sample(
+        self, n: int | Sequence[int] = 1, context: Tensor | None = None, temperature: float = 1.0
+    ) -> Tensor:
+        """Samples without gradients: ``x = f^{-1}(T u)``, ``u ~ base`` (``T``: see :meth:`rsample`)."""
         with torch.no_grad():
-            return self.rsample(n, context)
+            return self.rsample(n, context, temperature)
 
     def as_distribution(self, context: Tensor | None = None) -> "FlowDistribution":
         """This flow as a ``torch.distributions.Distribution`` (batch shape from the context)."""

@@ -51,6 +51,9 @@ class Case:
     atol: float = 1e-6
     # an estimator's log-det (exact_logdet=False) is compared with this tolerance instead
     logdet_atol: float | None = None
+    # False for surjections (dequantization): only inverse(forward(x)) == x and the
+    # negated log-det are checked, neither forward(inverse(z)) nor the Jacobian
+    bijective: bool = True
 
 
 @dataclass

@@ -14,7 +14,7 @@ from ._common import add_option_flags, existing_run, run_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("eval", help="evaluate a trained flow on a dataset", description=__doc__)
+    p = subparsers.add_parser("eval", help="evaluate a trained flow on a dataset", description=__doc__.replace("``", ""))
     p.add_argument("run", metavar="RUN", help="run directory (or a directory written by flow.save)")
     p.add_argument("--data", help="dataset name or file (default: the run's own dataset)")
     add_option_flags(p)

@@ -7,14 +7,30 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..train import TrainConfig, parse_options, read_config_file, train
 from ..train.config import merge_settings
 from ..train.loop import run_directory
 from ._common import add_option_flags, run_config
 
-# flag -> (TrainConfig field, type)
+
+class _Null:
+    """Marks a flag given as ``none``: it sets the setting to ``None`` (overriding a config file)."""
+
+
+NULL = _Null()
+
+
+def _nullable(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        return NULL if text.lower() in ("none", "null") else kind(text)
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+# flag -> (TrainConfig field, type, help)
 _FLAGS: dict[str, tuple[str, Any, str]] = {
     "--model": ("model", str, "preset name (see `invertible models`)"),
     "--data": ("data", str, "built-in dataset name (see `invertible datasets`) or a .npy/.csv file"),
@@ -24,24 +40,24 @@ _FLAGS: dict[str, tuple[str, Any, str]] = {
     "--warmup": ("warmup", int, "linear warm-up steps"),
     "--schedule": ("schedule", str, "cosine or constant"),
     "--min-lr-ratio": ("min_lr_ratio", float, "final learning rate of the cosine, as a fraction of --lr"),
-    "--grad-clip": ("grad_clip", float, "maximum gradient norm"),
+    "--grad-clip": ("grad_clip", _nullable(float), "maximum gradient norm, or none"),
     "--weight-decay": ("weight_decay", float, "L2 penalty"),
-    "--ema": ("ema", float, "decay of an exponential moving average of the weights, e.g. 0.999"),
+    "--ema": ("ema", _nullable(float), "decay of an exponential moving average of the weights, e.g. 0.999, or none"),
     "--eval-every": ("eval_every", int, "steps between validation passes"),
     "--eval-batch-size": ("eval_batch_size", int, "batch size of validation and test"),
-    "--patience": ("patience", int, "stop after this many validations without improvement"),
+    "--patience": ("patience", _nullable(int), "stop after this many validations without improvement, or none"),
     "--min-delta": ("min_delta", float, "smallest validation improvement that resets --patience"),
     "--log-every": ("log_every", int, "steps between metric lines"),
     "--checkpoint-every": ("checkpoint_every", int, "steps between checkpoints (0: only at the end)"),
     "--seed": ("seed", int, "random seed"),
     "--device": ("device", str, "auto, cpu, cuda, cuda:N or mps"),
     "--out": ("out", str, "run directory (default runs/MODEL-DATA)"),
-    "--threads": ("threads", int, "torch CPU threads"),
+    "--threads": ("threads", _nullable(int), "torch CPU threads, or none for the automatic choice"),
 }
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("train", help="train a flow", description=__doc__)
+    p = subparsers.add_parser("train", help="train a flow", description=__doc__.replace("``", ""))
     p.add_argument("--config", metavar="FILE", help="settings file (.yaml, .yml or .toml); flags override it")
     for flag, (dest, kind, text) in _FLAGS.items():
         p.add_argument(flag, dest=dest, type=kind, default=None, help=text)
@@ -56,6 +72,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     """Defaults < the resumed run's ``config.yaml`` < ``--config FILE`` < flags."""
     from_file = read_config_file(args.config) if args.config else {}
     flags = {dest: getattr(args, dest) for dest, _, _ in _FLAGS.values() if getattr(args, dest) is not None}
+    flags = {k: None if v is NULL else v for k, v in flags.items()}
     for name in ("progress", "plots"):
         if getattr(args, name) is not None:
             flags[name] = getattr(args, name)

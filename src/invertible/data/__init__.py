@@ -1,7 +1,10 @@
 """Datasets: generated 2-D toys, tabular files, images; all loaded through :func:`load`."""
 
-from . import tabular, toy
+from . import images, readers, sklearn_tabular, tabular, toy, uci
 from .registry import DATASETS, DataBundle, available, load, register_dataset, register_reader
 from .tabular import Standardize
 
-__all__ = ["DataBundle", "available", "load", "register_dataset", "register_reader", "DATASETS", "Standardize", "toy", "tabular"]
+__all__ = [
+    "DataBundle", "available", "load", "register_dataset", "register_reader", "DATASETS", "Standardize",
+    "toy", "tabular", "sklearn_tabular", "uci", "images", "readers",
+]

@@ -13,7 +13,7 @@ from torch import nn
 from ..core import Compose, Flow, Transform
 from ..distributions import MixtureOfGaussians, build_base
 from ..transforms.autoregressive import InverseAutoregressiveAffine, MaskedAffineAutoregressive
-from ..transforms.batchnorm import BatchNorm
+from ..transforms.normalization import BatchNorm
 from .registry import register
 
 __all__ = ["MAF", "IAF", "layer_orders", "make_base"]

@@ -10,6 +10,7 @@ from typing import Sequence
 from ..core import Compose, Flow
 from ..distributions import build_base
 from ..transforms import AdditiveCoupling, ElementwiseAffine, alternating_mask
+from .images import event_shape_of, nice_image_transform
 from .registry import register
 
 
@@ -27,17 +28,26 @@ class NICE(Flow):
         layers: number of additive coupling layers.
         hidden: hidden widths of each coupling's MLP.
         base: ``"logistic"`` (the paper's) or ``"normal"``.
+        event_shape: instead of ``features``: ``(D,)`` or an image ``(C, H, W)``; images are
+            flattened and their pixels split odd/even, as in the paper's MNIST model.
     """
 
     def __init__(
         self,
-        features: int,
+        features: int | None = None,
         context_features: int | None = None,
         layers: int = 4,
         hidden: Sequence[int] = (256, 256),
         activation: str = "relu",
         base: str = "logistic",
+        event_shape: Sequence[int] | None = None,
     ):
+        shape = event_shape_of(features, event_shape)
+        if len(shape) == 3:
+            transform = nice_image_transform(shape, layers, hidden, context_features, activation)  # type: ignore[arg-type]
+            super().__init__(transform, build_base(base, shape), context_features)
+            return
+        features = shape[0]
         if features < 2:
             raise ValueError(f"coupling flows need at least 2 features, got {features}")
         transforms = [

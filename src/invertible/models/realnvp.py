@@ -10,6 +10,7 @@ from typing import Sequence
 from ..core import Compose, Flow, Transform
 from ..distributions import build_base
 from ..transforms import ActNorm, AffineCoupling, alternating_mask
+from .images import event_shape_of, realnvp_image_transform
 from .registry import register
 
 
@@ -28,11 +29,16 @@ class RealNVP(Flow):
         scale: ``"softclamp"``, ``"sigmoid"`` or ``"exp"`` (see :class:`AffineCoupling`).
         actnorm: put an :class:`ActNorm` before every coupling.
         base: ``"normal"``, ``"diagonal_normal"`` or ``"logistic"``.
+        event_shape: instead of ``features``: ``(D,)`` or an image ``(C, H, W)``, which builds
+            the paper's multi-scale architecture (see :func:`realnvp_image_transform`) from
+            ``levels``, ``hidden_channels`` and ``blocks``; ``layers``, ``hidden`` and
+            ``activation`` are the vector options.
+        levels, hidden_channels, blocks: scales, ResNet width and depth for images.
     """
 
     def __init__(
         self,
-        features: int,
+        features: int | None = None,
         context_features: int | None = None,
         layers: int = 8,
         hidden: Sequence[int] = (64, 64),
@@ -40,7 +46,19 @@ class RealNVP(Flow):
         scale: str = "softclamp",
         actnorm: bool = False,
         base: str = "normal",
+        event_shape: Sequence[int] | None = None,
+        levels: int = 2,
+        hidden_channels: int = 64,
+        blocks: int = 2,
     ):
+        shape = event_shape_of(features, event_shape)
+        if len(shape) == 3:
+            transform = realnvp_image_transform(
+                shape, levels, hidden_channels, blocks, scale, actnorm, context_features  # type: ignore[arg-type]
+            )
+            super().__init__(transform, build_base(base, shape), context_features)
+            return
+        features = shape[0]
         if features < 2:
             raise ValueError(f"coupling flows need at least 2 features, got {features}")
         transforms: list[Transform] = []

@@ -46,7 +46,7 @@ class MetricsLog:
 
     def truncate(self, step: int) -> None:
         """Keep only the records up to and including ``step`` (before resuming from it)."""
-        if not self.enabled:
+        if not self.enabled or not self.path.exists():
             return
         kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
         text = "".join(json.dumps(r) + "\n" for r in kept)

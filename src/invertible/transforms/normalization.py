@@ -1,4 +1,4 @@
-"""Normalisation layers that are bijections: ActNorm."""
+"""Normalisation layers that are bijections: ActNorm and batch normalisation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from ..core import Transform
 
-__all__ = ["ActNorm"]
+__all__ = ["ActNorm", "BatchNorm"]
 
 
 class ActNorm(Transform):
@@ -65,3 +65,57 @@ class ActNorm(Transform):
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x = z * torch.exp(self._view(self.log_scale, z)) + self._view(self.loc, z)
         return x, -self._ladj(z)
+
+
+class BatchNorm(Transform):
+    """Batch normalisation as a flow layer: ``z = (x - m) / sqrt(v + eps) * exp(log_gamma) + beta``.
+
+    Dinh et al. 2017 (RealNVP, Section 3.7) and Papamakarios et al. 2017 (MAF,
+    Section 3.4). Statistics are per channel (dimension 1), over the batch and
+    the pixels. In training mode ``(m, v)`` are the batch mean and (biased)
+    variance and the running averages are updated; in evaluation mode the
+    running averages are used. In both modes the log-det treats ``(m, v)`` as
+    constants of the map, as the papers do, and is exact for that map:
+
+        log|det| = H W sum_c [log_gamma_c - 1/2 log(v_c + eps)].
+
+    ``inverse`` has no batch to take statistics from, so it always uses the
+    running averages (the same map as evaluation-mode ``forward``); so does a
+    training-mode ``forward`` on a batch of one, whose variance is undefined.
+    """
+
+    def __init__(self, channels: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        if not 0 < momentum <= 1:
+            raise ValueError(f"momentum must lie in (0, 1], got {momentum}")
+        self.momentum, self.eps = momentum, eps
+        self.log_gamma = nn.Parameter(torch.zeros(channels))
+        self.beta = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
+
+    def _view(self, p: Tensor, x: Tensor) -> Tensor:
+        return p.view(1, -1, *([1] * (x.dim() - 2)))
+
+    def _ladj(self, var: Tensor, x: Tensor) -> Tensor:
+        pixels = x[0, 0].numel()
+        return (pixels * (self.log_gamma - 0.5 * torch.log(var + self.eps)).sum()).expand(x.shape[0])
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if self.training and x.shape[0] > 1:
+            dims = [d for d in range(x.dim()) if d != 1]
+            mean, var = x.mean(dim=dims), x.var(dim=dims, unbiased=False)
+            with torch.no_grad():
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_var.lerp_(var.detach(), self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        z = (x - self._view(mean, x)) * torch.rsqrt(self._view(var, x) + self.eps)
+        z = z * self._view(torch.exp(self.log_gamma), x) + self._view(self.beta, x)
+        return z, self._ladj(var, x)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        mean, var = self.running_mean, self.running_var
+        x = (z - self._view(self.beta, z)) * self._view(torch.exp(-self.log_gamma), z)
+        x = x * torch.sqrt(self._view(var, z) + self.eps) + self._view(mean, z)
+        return x, -self._ladj(var, z)

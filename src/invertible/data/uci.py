@@ -1,0 +1,137 @@
+"""The MAF paper's density-estimation benchmarks, read from local files with the paper's preprocessing.
+
+Papamakarios, Pavlakou & Murray, "Masked Autoregressive Flow for Density
+Estimation", NeurIPS 2017, Appendix D, following their released code
+(github.com/gpapamak/maf, ``datasets/``). Nothing is downloaded: pass
+``root`` (or set ``INVERTIBLE_DATA``) to a directory with the layout of that code:
+
+    power/data.npy                  gas/ethylene_CO.pickle
+    hepmass/1000_train.csv          hepmass/1000_test.csv
+    miniboone/data.npy              BSDS300/BSDS300.hdf5  (or train.npy, validation.npy, test.npy)
+
+Splits and normalisation are the paper's: the last 10% of the rows is the test
+set and the last 10% of the rest the validation set, except HEPMASS (its own
+test file) and BSDS300 (its own splits). The data come already in the model's
+space (``preprocess`` is ``None``), as in the paper's reported numbers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .registry import DataBundle, register_dataset
+
+__all__ = ["power", "gas", "hepmass", "miniboone", "bsds300"]
+
+
+def _root(root: str | None, sub: str) -> Path:
+    base = Path(root or os.environ.get("INVERTIBLE_DATA", "data"))
+    path = base / sub
+    if not path.exists():
+        raise ValueError(f"{path} not found: pass root=DIR (or set INVERTIBLE_DATA) to the folder holding {sub!r}")
+    return path
+
+
+def _tail_split(data: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Last 10% test, last 10% of the rest validation (the MAF code's split)."""
+    n_test = int(0.1 * data.shape[0])
+    test, rest = data[-n_test:], data[:-n_test]
+    n_val = int(0.1 * rest.shape[0])
+    return rest[:-n_val], rest[-n_val:], test
+
+
+def _bundle(name: str, train: np.ndarray, val: np.ndarray, test: np.ndarray) -> DataBundle:
+    t = [torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32) for a in (train, val, test)]
+    for part in t:
+        if not torch.isfinite(part).all():
+            raise ValueError(f"{name}: the data contain non-finite values")
+    return DataBundle(name=name, train=t[0], val=t[1], test=t[2])
+
+
+def _normalise_by_train_and_val(train, val, test):
+    both = np.vstack((train, val))
+    mu, s = both.mean(0), both.std(0)
+    return (train - mu) / s, (val - mu) / s, (test - mu) / s
+
+
+@register_dataset("power")
+def power(seed: int = 0, root: str | None = None) -> DataBundle:
+    """UCI household electric power: 8 columns in data.npy, 6 features after dropping 2, with the paper's dithering noise (seed 42)."""
+    data = np.load(_root(root, "power/data.npy"))
+    if data.ndim != 2 or data.shape[1] != 8:
+        raise ValueError(f"power/data.npy should be (N, 8), got {data.shape}")
+    rng = np.random.RandomState(42)
+    rng.shuffle(data)
+    n = data.shape[0]
+    data = np.delete(np.delete(data, 3, axis=1), 1, axis=1)
+    noise = np.hstack((0.001 * rng.rand(n, 1), 0.01 * rng.rand(n, 1), rng.rand(n, 3), np.zeros((n, 1))))
+    return _bundle("power", *_normalise_by_train_and_val(*_tail_split(data + noise)))
+
+
+def _drop_correlated(frame):
+    """Drop the first of any pair of columns with correlation > 0.98, until none is left (MAF's gas.py)."""
+    while True:
+        counts = (frame.corr() > 0.98).values.sum(axis=1)
+        if not np.any(counts > 1):
+            return frame
+        frame = frame.drop(frame.columns[np.where(counts > 1)[0][0]], axis=1)
+
+
+@register_dataset("gas")
+def gas(seed: int = 0, root: str | None = None) -> DataBundle:
+    """UCI gas sensors (ethylene + CO): 8 features after removing the targets, time and correlated sensors."""
+    import pandas as pd
+
+    frame = pd.read_pickle(_root(root, "gas/ethylene_CO.pickle"))
+    frame = _drop_correlated(frame.drop(columns=["Meth", "Eth", "Time"]))
+    frame = (frame - frame.mean()) / frame.std()
+    return _bundle("gas", *_tail_split(frame.values))
+
+
+@register_dataset("hepmass")
+def hepmass(seed: int = 0, root: str | None = None) -> DataBundle:
+    """UCI HEPMASS: signal events (label 1) of the 1000-mass files, 21 features after dropping discrete ones."""
+    folder = _root(root, "hepmass")
+    train = np.loadtxt(folder / "1000_train.csv", delimiter=",", skiprows=1)
+    test = np.loadtxt(folder / "1000_test.csv", delimiter=",", skiprows=1)
+    train = train[train[:, 0] == 1][:, 1:]
+    test = test[test[:, 0] == 1][:, 1:-1]  # the test file has one extra trailing column
+    mu, s = train.mean(0), train.std(0, ddof=1)
+    train, test = (train - mu) / s, (test - mu) / s
+    # the MAF code drops a feature when its *smallest* value occurs more than 5 times
+    keep = [i for i, col in enumerate(train.T) if sorted(Counter(col).items())[0][1] <= 5]
+    train, test = train[:, keep], test[:, keep]
+    n_val = int(0.1 * train.shape[0])
+    return _bundle("hepmass", train[:-n_val], train[-n_val:], test)
+
+
+@register_dataset("miniboone")
+def miniboone(seed: int = 0, root: str | None = None) -> DataBundle:
+    """UCI MiniBooNE particle identification: 43 features (the paper's cleaned data.npy)."""
+    data = np.load(_root(root, "miniboone/data.npy"))
+    return _bundle("miniboone", *_normalise_by_train_and_val(*_tail_split(data)))
+
+
+@register_dataset("bsds300")
+def bsds300(seed: int = 0, root: str | None = None) -> DataBundle:
+    """BSDS300 natural-image patches: 63-D (8x8 patches, one pixel dropped), the file's own splits."""
+    folder = _root(root, "BSDS300")
+    if (folder / "BSDS300.hdf5").exists():
+        try:
+            import h5py
+        except ImportError:
+            raise ValueError("reading BSDS300.hdf5 needs h5py; install it or save train/validation/test as .npy") from None
+        with h5py.File(folder / "BSDS300.hdf5", "r") as f:
+            parts = [np.asarray(f[k]) for k in ("train", "validation", "test")]
+    else:
+        files = [folder / f"{k}.npy" for k in ("train", "validation", "test")]
+        missing = [str(p) for p in files if not p.exists()]
+        if missing:
+            raise ValueError(f"BSDS300: need BSDS300.hdf5 or {', '.join(missing)}")
+        parts = [np.load(p) for p in files]
+    return _bundle("bsds300", *parts)

@@ -1,0 +1,247 @@
+"""MADE as a density model of its own: Gaussian conditionals for real data, Bernoulli for binary data.
+
+Germain, Gregor, Murray & Larochelle, "MADE: Masked Autoencoder for
+Distribution Estimation", ICML 2015.
+
+    log p(x) = sum_i log p(x_i | x_<i),   p(x_i | x_<i) from output i of one masked network.
+
+Order- and connectivity-agnostic training (MADE, Sec. 4): with ``masks = K > 1``
+the model keeps a pool of ``K`` mask sets (each a random input order and/or
+random hidden degrees, drawn from ``seed``) and moves to the next one at every
+minibatch in training mode. In evaluation mode ``log_prob`` averages the
+densities of the first ``ensemble`` mask sets,
+
+    log p(x) = log (1/E) sum_k p_k(x)          (log-mean-exp),
+
+and sampling draws each sample from one mask set chosen uniformly, so samples
+and densities describe the same mixture.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..core import Flow
+from ..distributions import StandardNormal
+from ..nets.made import MaskedMLP, input_degrees
+from ..transforms.autoregressive import MaskedAffineAutoregressive
+from .registry import register
+
+__all__ = ["MADE", "BernoulliMADE"]
+
+
+class _MaskPool:
+    """A pool of ``masks`` mask sets for one :class:`MaskedMLP` and the ensemble logic around it."""
+
+    net: MaskedMLP
+    training: bool
+
+    def _init_pool(self, masks: int, ensemble: int | None, order_agnostic: bool, connectivity_agnostic: bool,
+                   order: str | Sequence[int], seed: int) -> None:
+        if masks < 1:
+            raise ValueError(f"masks must be >= 1, got {masks}")
+        ensemble = masks if ensemble is None else ensemble
+        if not 1 <= ensemble <= masks:
+            raise ValueError(f"ensemble must be between 1 and masks={masks}, got {ensemble}")
+        self.masks, self.ensemble = masks, ensemble
+        self.order_agnostic, self.connectivity_agnostic = order_agnostic, connectivity_agnostic
+        self.base_order, self.seed = order, seed
+        # which mask set is loaded; a buffer so a saved model comes back with the same one
+        self.register_buffer("mask_index", torch.zeros((), dtype=torch.long))  # type: ignore[attr-defined]
+        self.use_masks(0)
+
+    def use_masks(self, k: int) -> None:
+        """Load mask set ``k`` of the pool (set 0 with ``masks=1`` is the plain MADE in the given order)."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
+        random_order = self.order_agnostic and self.masks > 1
+        degrees = input_degrees(self.net.features, "random" if random_order else self.base_order, g)
+        random_degrees = self.net.random_degrees
+        self.net.random_degrees = random_degrees or (self.connectivity_agnostic and self.masks > 1)
+        try:
+            self.net.set_degrees(degrees, g)
+        finally:
+            self.net.random_degrees = random_degrees
+        self.mask_index.fill_(k)  # type: ignore[attr-defined]
+
+    def _next_masks(self) -> None:
+        if self.training and self.masks > 1:
+            self.use_masks((int(self.mask_index) + 1) % self.masks)  # type: ignore[attr-defined]
+
+    def _ensemble_log_prob(self, single) -> Tensor:
+        """``log (1/E) sum_k exp(single())`` over the first ``E`` mask sets, restoring the loaded set."""
+        if self.training or self.ensemble == 1:
+            self._next_masks()
+            return single()
+        current = int(self.mask_index)  # type: ignore[attr-defined]
+        parts = []
+        for k in range(self.ensemble):
+            self.use_masks(k)
+            parts.append(single())
+        self.use_masks(current)
+        return torch.logsumexp(torch.stack(parts), 0) - math.log(self.ensemble)
+
+    def _ensemble_sample(self, n: int, draw) -> Tensor:
+        """``n`` samples of the mixture over the ensemble: each from one mask set chosen uniformly.
+
+        ``draw(idx)`` returns samples for the rows ``idx`` of the request.
+        """
+        if self.training or self.ensemble == 1:
+            return draw(torch.arange(n))
+        current = int(self.mask_index)  # type: ignore[attr-defined]
+        which = torch.randint(0, self.ensemble, (n,))
+        out = None
+        for k in range(self.ensemble):
+            idx = (which == k).nonzero().squeeze(1)
+            if len(idx):
+                self.use_masks(k)
+                part = draw(idx)
+                out = part.new_empty(n, *part.shape[1:]) if out is None else out
+                out[idx] = part
+        self.use_masks(current)
+        return out
+
+
+@register("made")
+class MADE(_MaskPool, Flow):
+    """Gaussian MADE: ``x_i | x_<i ~ N(mu_i, exp(alpha_i)^2)``, exact ``log p(x)`` in one pass.
+
+    This model is a one-layer MAF: ``z_i = (x_i - mu_i) exp(-alpha_i)`` with a
+    standard normal base gives exactly the Gaussian conditionals, so it is a
+    :class:`~invertible.Flow` and works wherever flows do (``transform`` is the
+    :class:`MaskedAffineAutoregressive` layer for the loaded mask set).
+    With ``masks > 1`` it trains order/connectivity-agnostically and evaluates as
+    an ensemble (see the module docstring); ``log_prob`` and ``sample`` then
+    describe the mixture, while ``transform`` is the loaded mask set alone.
+
+    Args:
+        features: data dimension.
+        context_features: conditioning size (the context feeds every hidden unit).
+        hidden: hidden widths.
+        activation: hidden nonlinearity.
+        order: input order of mask set 0 when ``masks=1``.
+        masks: size of the mask pool (1: a single fixed MADE).
+        ensemble: mask sets averaged at evaluation (default: all ``masks``).
+        order_agnostic: mask sets draw random input orders.
+        connectivity_agnostic: mask sets draw random hidden degrees.
+        seed: seed of the mask pool.
+    """
+
+    def __init__(
+        self,
+        features: int,
+        context_features: int | None = None,
+        hidden: Sequence[int] = (128, 128),
+        activation: str = "relu",
+        order: str | Sequence[int] = "default",
+        masks: int = 1,
+        ensemble: int | None = None,
+        order_agnostic: bool = True,
+        connectivity_agnostic: bool = True,
+        seed: int = 0,
+    ):
+        layer = MaskedAffineAutoregressive(features, hidden, context_features, order=order, activation=activation)
+        Flow.__init__(self, layer, StandardNormal(features), context_features)
+        self.net = layer.net
+        self._init_pool(masks, ensemble, order_agnostic, connectivity_agnostic, order, seed)
+
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return self._ensemble_log_prob(lambda: Flow.log_prob(self, x, context))
+
+    def rsample(self, n: int | Sequence[int] = 1, context: Tensor | None = None) -> Tensor:
+        if context is not None or not isinstance(n, int):
+            return Flow.rsample(self, n, context)
+        return self._ensemble_sample(n, lambda idx: Flow.rsample(self, len(idx)))
+
+    def rsample_and_log_prob(self, n: int | Sequence[int] = 1, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        x = self.rsample(n, context)
+        if context is not None:
+            context = context.expand(*x.shape[: x.dim() - 1], context.shape[-1])
+        return x, self.log_prob(x, context)
+
+
+@register("bernoulli_made")
+class BernoulliMADE(_MaskPool, nn.Module):
+    """Bernoulli MADE for binary vectors: ``p(x_i = 1 | x_<i) = sigmoid(l_i(x_<i))``,
+
+        log p(x) = sum_i [x_i log sigmoid(l_i) + (1 - x_i) log sigmoid(-l_i)].
+
+    A discrete distribution has no bijection to a continuous base, so this model
+    is not a :class:`~invertible.Flow`. It keeps the parts of the flow API that
+    make sense for it and that the training engine, the command line and
+    :func:`invertible.load` use: ``log_prob(x, context=None)`` (exact, in nats;
+    ``x`` must be 0/1), ``forward`` (= ``log_prob``), ``sample(n, context=None)``
+    (``D`` sequential steps with cached hidden units), ``event_shape``,
+    ``context_features``, ``config`` and ``save(path)``. It is built by name like
+    every preset: ``invertible.models.build("bernoulli_made", features=64)``.
+    There is no ``transform``, ``rsample`` or ``as_distribution``.
+
+    Arguments as in :class:`MADE` (the mask pool and ensemble work the same way).
+    """
+
+    def __init__(
+        self,
+        features: int,
+        context_features: int | None = None,
+        hidden: Sequence[int] = (128, 128),
+        activation: str = "relu",
+        order: str | Sequence[int] = "default",
+        masks: int = 1,
+        ensemble: int | None = None,
+        order_agnostic: bool = True,
+        connectivity_agnostic: bool = True,
+        seed: int = 0,
+    ):
+        nn.Module.__init__(self)
+        self.context_features = context_features
+        self.event_shape = torch.Size((features,))
+        self.net = MaskedMLP(features, 1, hidden, context_features, order=order, activation=activation)
+        self.config: dict | None = None
+        self._init_pool(masks, ensemble, order_agnostic, connectivity_agnostic, order, seed)
+
+    def _check(self, x: Tensor, context: Tensor | None) -> None:
+        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.event_shape[0]:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x has shape {shape}; expected (batch, {self.event_shape[0]})")
+        if not ((x == 0) | (x == 1)).all():
+            raise ValueError("BernoulliMADE models binary data: x must contain only 0 and 1")
+        if (context is None) != (self.context_features is None):
+            raise ValueError(f"context_features={self.context_features}; pass a context exactly when it is set")
+
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Exact ``log p(x)`` in nats for ``x`` of shape ``(batch, D)`` with entries in {0, 1}."""
+        self._check(x, context)
+
+        def single() -> Tensor:
+            logits = self.net(x, context)[:, 0]
+            return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1)
+
+        return self._ensemble_log_prob(single)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.log_prob(x, context)
+
+    @torch.no_grad()
+    def sample(self, n: int = 1, context: Tensor | None = None) -> Tensor:
+        """``n`` binary samples ``(n, D)``; with a context of batch ``B``, ``(n, B, D)``."""
+        if context is None:
+            return self._ensemble_sample(n, lambda idx: self._draw(len(idx), None))
+        flat = context.reshape(-1, context.shape[-1]).repeat(n, 1)
+        x = self._ensemble_sample(flat.shape[0], lambda idx: self._draw(len(idx), flat[idx]))
+        return x.view(n, *context.shape[:-1], self.event_shape[0])
+
+    def _draw(self, n: int, context: Tensor | None) -> Tensor:
+        def step(i: int, logits: Tensor) -> Tensor:
+            return torch.bernoulli(torch.sigmoid(logits[:, 0]))
+
+        return self.net.sequential(step, n, context)
+
+    def save(self, path: str) -> None:
+        """Write config and weights to ``path``; read back with :func:`invertible.load`."""
+        from ..persistence import save_flow
+
+        save_flow(self, path)  # type: ignore[arg-type]

@@ -1,0 +1,145 @@
+"""Coupling layers on images: additive (NICE) and affine (RealNVP, Glow), with image masks.
+
+Two ways to split an image ``x`` of shape ``(C, H, W)`` into an identity part
+and a transformed part (Dinh et al. 2017, Section 3.4):
+
+- ``"checkerboard"``: pixels whose ``(i + j + parity)`` is even stay; the
+  conditioner sees the image with the transformed pixels zeroed.
+- ``"channel"``: the first half of the channels stays (``parity=0``) or the
+  second half (``parity=1``); the conditioner sees the kept channels.
+
+The conditioner (:class:`~invertible.nets.GlowConvNet` or
+:class:`~invertible.nets.ConvResNet`, last convolution at zero) returns the
+parameters of an elementwise map of the transformed part; the Jacobian is
+triangular, so the log-det is a sum over the transformed elements and the
+inverse costs one conditioner pass.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..core import Transform, sum_except_batch
+from ..nets import ConvResNet, GlowConvNet
+from .coupling import SCALE_FUNCTIONS
+
+__all__ = ["checkerboard_mask", "channel_mask", "AdditiveImageCoupling", "AffineImageCoupling", "MASKS", "NETS"]
+
+MASKS = ("checkerboard", "channel")
+NETS = ("glow", "resnet")
+
+
+def checkerboard_mask(height: int, width: int, parity: int = 0) -> Tensor:
+    """``(1, H, W)`` boolean mask, True where ``(i + j + parity)`` is even (the identity pixels)."""
+    i = torch.arange(height)[:, None]
+    j = torch.arange(width)[None, :]
+    return ((i + j + parity) % 2 == 0).unsqueeze(0)
+
+
+def channel_mask(channels: int, parity: int = 0) -> Tensor:
+    """``(C,)`` boolean mask: True on the first ``ceil(C/2)`` channels (``parity=0``) or the last (``parity=1``)."""
+    keep = torch.arange(channels) < (channels + 1) // 2
+    return keep if parity == 0 else keep.flip(0)
+
+
+class _ImageCoupling(Transform):
+    """Shared split/merge and conditioner plumbing; subclasses define the elementwise map."""
+
+    params_per_element: int = 1
+
+    def __init__(
+        self,
+        event_shape: tuple[int, int, int],
+        mask: str = "channel",
+        parity: int = 0,
+        hidden: int = 64,
+        net: str = "glow",
+        blocks: int = 2,
+        context_features: int | None = None,
+    ):
+        super().__init__()
+        if len(event_shape) != 3:
+            raise ValueError(f"image couplings take an event shape (C, H, W), got {tuple(event_shape)}")
+        if mask not in MASKS:
+            raise ValueError(f"unknown mask {mask!r}; choose from {MASKS}")
+        if net not in NETS:
+            raise ValueError(f"unknown conditioner net {net!r}; choose from {NETS}")
+        c, h, w = event_shape
+        self.mask_type = mask
+        if mask == "channel":
+            if c < 2:
+                raise ValueError("a channel-wise mask needs at least 2 channels; use mask='checkerboard'")
+            # the kept channels are a contiguous block: split and concatenate by slicing
+            self.parity = parity
+            n_in = int(channel_mask(c, parity).sum())
+            n_out = c - n_in
+        else:
+            self.register_buffer("mask", checkerboard_mask(h, w, parity).float())
+            n_in, n_out = c, c
+        self.net_in_channels = n_in
+        n_out *= self.params_per_element
+        if net == "glow":
+            self.net = GlowConvNet(n_in, n_out, hidden, context_features)
+        else:
+            self.net = ConvResNet(n_in, n_out, hidden, blocks, context_features)
+
+    def _element(self, x: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def _couple(self, x: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
+        if self.mask_type == "channel":
+            n_keep = self.net_in_channels
+            if self.parity == 0:
+                x_a, x_b = x[:, :n_keep], x[:, n_keep:]
+            else:
+                x_b, x_a = x[:, : x.shape[1] - n_keep], x[:, x.shape[1] - n_keep :]
+            params = self.net(x_a, context).unflatten(1, (self.params_per_element, -1))
+            y_b, ladj = self._element(x_b, params, inverse)
+            out = torch.cat([x_a, y_b] if self.parity == 0 else [y_b, x_a], dim=1)
+            return out, sum_except_batch(ladj)
+        m = self.mask.to(x.dtype)
+        params = self.net(x * m, context).unflatten(1, (self.params_per_element, -1))
+        y, ladj = self._element(x, params, inverse)
+        return x * m + y * (1 - m), sum_except_batch(ladj * (1 - m))
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._couple(x, context, inverse=False)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._couple(z, context, inverse=True)
+
+
+class AdditiveImageCoupling(_ImageCoupling):
+    """``z_b = x_b + t(x_a)``: volume preserving (NICE, Dinh et al. 2014; Glow's additive variant)."""
+
+    params_per_element = 1
+
+    def _element(self, x: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        shift = params[:, 0]
+        return (x - shift if inverse else x + shift), torch.zeros_like(x)
+
+
+class AffineImageCoupling(_ImageCoupling):
+    """``z_b = x_b * exp(s(x_a)) + t(x_a)``, ``log|det| = sum s`` (RealNVP, Glow).
+
+    ``scale`` picks how the raw output becomes ``s`` (see
+    :class:`~invertible.transforms.AffineCoupling`): ``"sigmoid"`` is Glow's
+    code, ``"softclamp"`` (``3 tanh(raw / 3)``) keeps ``|s| < 3`` and is the
+    identity near zero, ``"exp"`` is unbounded.
+    """
+
+    params_per_element = 2
+
+    def __init__(self, *args, scale: str = "sigmoid", **kwargs):
+        super().__init__(*args, **kwargs)
+        if scale not in SCALE_FUNCTIONS:
+            raise ValueError(f"unknown scale function {scale!r}; choose from {sorted(SCALE_FUNCTIONS)}")
+        self.scale = scale
+
+    def _element(self, x: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        log_scale = SCALE_FUNCTIONS[self.scale](params[:, 0])
+        shift = params[:, 1]
+        if inverse:
+            return (x - shift) * torch.exp(-log_scale), -log_scale
+        return x * torch.exp(log_scale) + shift, log_scale

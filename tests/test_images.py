@@ -1,0 +1,186 @@
+"""Image flows beyond the property suite: bits/dim, datasets and readers, caches, temperature, presets."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import invertible
+from invertible import Compose, Flow
+from invertible.data import load
+from invertible.data.images import image_preprocess
+from invertible.distributions import StandardLogistic
+from invertible.metrics import bits_per_dim
+from invertible.models import Glow, build
+from invertible.transforms import BatchNorm, Conv1x1, LUConv1x1, PeriodicConv, UniformDequantization, VariationalDequantization
+
+
+@pytest.mark.parametrize("levels", [2, 8, 17, 256])
+def test_uniform_model_scores_log2_levels(levels: int) -> None:
+    x = torch.randint(0, levels, (5, 1, 3, 3)).double()
+    y, ladj = UniformDequantization(levels)(x)
+    assert ((y >= 0) & (y < 1)).all()
+    torch.testing.assert_close(bits_per_dim(ladj, (1, 3, 3)), torch.full((5,), math.log2(levels), dtype=torch.float64))
+    # through the logit: a standard logistic density in logit space is uniform on (0, 1)
+    pre = image_preprocess(levels, alpha=0.0).double()
+    uniform = Flow(Compose(), StandardLogistic((1, 3, 3))).double()
+    y, ladj = pre(x)
+    torch.testing.assert_close(bits_per_dim(uniform.log_prob(y) + ladj, (1, 3, 3)), torch.full((5,), math.log2(levels), dtype=torch.float64))
+
+
+def test_dequantization_rejects_non_pixels() -> None:
+    with pytest.raises(ValueError, match="integer values"):
+        UniformDequantization(4)(torch.tensor([[0.5, 1.0]]))
+    with pytest.raises(ValueError, match="integer values"):
+        UniformDequantization(4)(torch.tensor([[4.0, 1.0]]))
+
+
+def test_variational_dequantization_bound_trains_the_noise_flow() -> None:
+    torch.manual_seed(0)
+    deq = VariationalDequantization(5, (1, 2, 2), steps=2, hidden=4)
+    x = torch.randint(0, 5, (8, 1, 2, 2)).float()
+    y, term = deq(x)
+    assert ((y >= x / 5) & (y <= (x + 1) / 5)).all()
+    term.sum().backward()
+    grads = [p.grad for p in deq.noise_flow.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_digits_split_and_context() -> None:
+    b = load("digits", raw=True)
+    assert (len(b.train), len(b.val), len(b.test)) == (1347, 150, 300)
+    assert b.levels == 17 and tuple(b.event_shape) == (1, 8, 8)
+    assert torch.equal(b.train, b.train.round()) and b.train.max() == 16 and b.train.min() == 0
+    assert torch.equal(load("digits", seed=0, raw=True).test, b.test) and not torch.equal(load("digits", seed=1, raw=True).test, b.test)
+    # the default stores dequantized logits; the preprocess inverse recovers the pixels and the bound's term
+    y = load("digits")
+    pixels, ladj_inverse = y.preprocess.inverse(y.test)
+    torch.testing.assert_close(pixels, b.test)
+    assert torch.equal(y.test, load("digits").test)
+    c = load("digits", conditional=True)
+    assert c.context_features == 10 and torch.equal(c.test_context.sum(1), torch.ones(300))
+
+
+def _write_idx(path, array: np.ndarray, gz: bool) -> None:
+    code = {np.uint8: 0x08}[array.dtype.type]
+    head = bytes([0, 0, code, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
+    (gzip.open if gz else open)(path, "wb").write(head + array.tobytes())
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_directory_reader(tmp_path, gz: bool) -> None:
+    rng = np.random.default_rng(0)
+    ext = ".gz" if gz else ""
+    for split, n in [("train", 20), ("t10k", 6)]:
+        _write_idx(tmp_path / f"{split}-images-idx3-ubyte{ext}", rng.integers(0, 256, (n, 4, 4), dtype=np.uint8), gz)
+        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte{ext}", rng.integers(0, 10, n, dtype=np.uint8), gz)
+    b = load(str(tmp_path), conditional=True)
+    assert (len(b.train) + len(b.val), len(b.test)) == (20, 6)
+    assert b.levels == 256 and tuple(b.event_shape) == (1, 4, 4) and b.test_context.shape == (6, 10)
+    single = load(str(tmp_path / f"train-images-idx3-ubyte{ext}"), test_fraction=0.25)
+    assert len(single.test) == 5
+
+
+def test_idx_reader_rejects_garbage(tmp_path) -> None:
+    bad = tmp_path / "images-idx3-ubyte"
+    bad.write_bytes(b"\x01\x02\x03\x04rest")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        load(str(bad))
+    short = tmp_path / "short-idx3-ubyte"
+    short.write_bytes(bytes([0, 0, 8, 3]) + (5).to_bytes(4, "big") + (2).to_bytes(4, "big") * 2 + b"\x00" * 7)
+    with pytest.raises(ValueError, match="promises"):
+        load(str(short))
+
+
+def test_cifar_and_png_readers(tmp_path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    cifar = tmp_path / "cifar-10-batches-py"
+    cifar.mkdir()
+    for name, n in [("data_batch_1", 6), ("data_batch_2", 4), ("test_batch", 3)]:
+        d = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, n))}
+        (cifar / name).write_bytes(pickle.dumps(d))
+    b = load(str(cifar), val_fraction=0.0)
+    assert (len(b.train), len(b.test), tuple(b.event_shape)) == (10, 3, (3, 32, 32))
+
+    pngs = tmp_path / "pngs"
+    for cls in ("a", "b"):
+        (pngs / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (4, 4), dtype=np.uint8)).save(pngs / cls / f"{i}.png")
+    p = load(str(pngs), conditional=True, test_fraction=0.5, val_fraction=0.0)
+    assert (len(p.train), len(p.test), tuple(p.event_shape), p.context_features) == (3, 3, (1, 4, 4), 2)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="found no"):
+        load(str(empty))
+
+
+@pytest.mark.parametrize("layer", [Conv1x1(3), LUConv1x1(3), PeriodicConv(3)], ids=["conv1x1", "lu", "periodic"])
+def test_inference_cache_follows_parameters(layer) -> None:
+    layer.eval()
+    x = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        z1, l1 = layer(x)
+        assert layer._inference_cache
+        torch.testing.assert_close(layer.inverse(z1)[0], x, atol=1e-5, rtol=1e-5)
+        for p in layer.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        z2, l2 = layer(x)
+    layer.train()
+    z3, l3 = layer(x)
+    torch.testing.assert_close(z2, z3.detach())
+    torch.testing.assert_close(l2, l3.detach())
+    assert not torch.allclose(z1, z2)
+
+
+def test_batchnorm_uses_batch_then_running_statistics() -> None:
+    bn = BatchNorm(2, momentum=1.0)
+    x = torch.randn(64, 2, 3, 3) * 3 + 1
+    z, ladj = bn(x)
+    torch.testing.assert_close(z.mean(dim=(0, 2, 3)), torch.zeros(2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(ladj[0], -0.5 * 9 * torch.log(x.var(dim=(0, 2, 3), unbiased=False) + bn.eps).sum())
+    bn.eval()
+    z_eval, _ = bn(x)
+    torch.testing.assert_close(z_eval, z, atol=1e-5, rtol=1e-5)
+
+
+def test_glow_temperature_conditioning_and_save(tmp_path) -> None:
+    torch.manual_seed(0)
+    flow = Glow((1, 4, 4), context_features=3, levels=2, steps=1, hidden=8)
+    ctx = torch.eye(3)[[0, 1]]
+    flow(torch.rand(2, 1, 4, 4), ctx)  # ActNorm initialisation
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    flow.eval()
+    torch.manual_seed(1)
+    cold = flow.sample(1, ctx, temperature=0.5)
+    torch.manual_seed(1)
+    u = flow.base.sample((2,))
+    torch.testing.assert_close(cold.reshape(2, 1, 4, 4), flow.transform.inverse(0.5 * u, ctx)[0])
+    with pytest.raises(ValueError, match="temperature"):
+        flow.sample(2, ctx, temperature=0.0)
+    x = torch.rand(2, 1, 4, 4)
+    assert not torch.allclose(flow.log_prob(x, ctx), flow.log_prob(x, ctx.flip(0)))
+    flow.save(tmp_path / "glow")
+    again = invertible.load(str(tmp_path / "glow"))
+    torch.testing.assert_close(again.log_prob(x, ctx), flow.log_prob(x, ctx))
+
+
+def test_image_presets_reject_bad_shapes() -> None:
+    with pytest.raises(ValueError, match="divisible"):
+        build("glow", event_shape=[1, 6, 6], levels=2)
+    with pytest.raises(ValueError, match="event_shape"):
+        build("glow", event_shape=[8, 8])
+    with pytest.raises(ValueError, match="divisible"):
+        build("realnvp", event_shape=[1, 6, 6], levels=3)
+    with pytest.raises(ValueError, match="features"):
+        build("nice")
+    assert tuple(build("nice", event_shape=[1, 4, 4], hidden=[8]).sample(2).shape) == (2, 1, 4, 4)

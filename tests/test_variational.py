@@ -1,0 +1,163 @@
+"""Reverse-KL fitting, targets, VAE pieces and the variational commands."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from invertible.cli import main as cli
+from invertible.models import Planar, Radial, Sylvester
+from invertible.transforms import Planar as PlanarLayer
+from invertible.transforms import Radial as RadialLayer
+from invertible.variational import TARGETS, Target, evaluate, fit, get_target
+from invertible.variational.likelihoods import log_likelihood
+from invertible.variational.vae import VAE, evaluate_vae, train_vae
+
+
+def _gaussian_target() -> Target:
+    def log_p(z):
+        return -0.5 * (((z[..., 0] - 1.0) / 0.5) ** 2 + ((z[..., 1] + 1.0) / 1.5) ** 2)
+
+    return Target("gauss", log_p, ((-4, 6), (-10, 8)), (300, 300), closed_log_z=math.log(2 * math.pi * 0.75))
+
+
+@pytest.mark.parametrize("name", ["banana", "mog"])
+def test_quadrature_matches_closed_form(name: str) -> None:
+    t = get_target(name)
+    assert t.log_z() == pytest.approx(t.closed_log_z, abs=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_targets_shapes(name: str) -> None:
+    out = get_target(name)(torch.randn(4, 3, 2))
+    assert out.shape == (4, 3) and torch.isfinite(out).all()
+
+
+def test_unknown_target() -> None:
+    with pytest.raises(ValueError, match="unknown target"):
+        get_target("u9")
+
+
+@pytest.mark.parametrize("estimator", ["reparam", "reinforce"])
+def test_fit_reduces_kl_to_a_gaussian(estimator: str) -> None:
+    torch.manual_seed(0)
+    target = _gaussian_target()
+    q = Planar(2, layers=2, base="diagonal_normal")
+    before = target.log_z() - evaluate(q, target, 4000)["elbo"]
+    r = fit(q, target, steps=300, batch_size=64, lr=2e-2, estimator=estimator, eval_samples=20_000, log_every=100)
+    assert r.kl == pytest.approx(r.log_z_true - r.elbo)
+    assert r.log_z_true == pytest.approx(target.closed_log_z, abs=1e-6)
+    assert r.kl < min(0.1, before / 5)
+    assert r.log_z_is == pytest.approx(r.log_z_true, abs=0.05)
+    assert 0.5 < r.ess <= 1.0
+    assert [h["step"] for h in r.history] == [100, 200, 300]
+
+
+def test_fit_with_annealing_reports_beta() -> None:
+    torch.manual_seed(0)
+    r = fit(Radial(2, layers=2), _gaussian_target(), steps=20, batch_size=16, anneal_steps=40, eval_samples=500, log_every=10)
+    assert r.history[0]["beta"] == pytest.approx(0.26) and r.history[1]["beta"] == pytest.approx(0.51)
+
+
+def test_fit_bad_input() -> None:
+    q = Planar(2, layers=1)
+    with pytest.raises(ValueError, match="estimator"):
+        fit(q, _gaussian_target(), steps=1, estimator="score")
+    with pytest.raises(ValueError, match="steps"):
+        fit(q, _gaussian_target(), steps=0)
+    with pytest.raises(ValueError, match="returned shape"):
+        fit(q, lambda z: z, steps=1)
+
+
+def test_planar_flow_density_integrates_to_one() -> None:
+    torch.manual_seed(1)
+    flow = Planar(2, layers=3).double()
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+        xs = torch.linspace(-8, 8, 241, dtype=torch.float64)
+        grid = torch.stack(torch.meshgrid(xs, xs, indexing="ij"), -1).reshape(-1, 2)
+        mass = flow.log_prob(grid).exp().sum() * (xs[1] - xs[0]) ** 2
+    assert float(mass) == pytest.approx(1.0, abs=2e-3)
+
+
+def test_sylvester_density_matches_its_samples() -> None:
+    torch.manual_seed(2)
+    flow = Sylvester(3, layers=2, variant="orthogonal", bottleneck=2).double()
+    x, log_q = flow.sample_and_log_prob(50)
+    torch.testing.assert_close(flow.log_prob(x), log_q, atol=1e-9, rtol=0)
+
+
+def test_planar_inverse_near_the_invertibility_limit() -> None:
+    layer = PlanarLayer(3).double()
+    with torch.no_grad():
+        w = torch.tensor([2.0, -1.0, 0.5], dtype=torch.float64)
+        layer.params.theta.copy_(torch.cat([-30 * w, w, torch.tensor([0.3], dtype=torch.float64)]))  # w^T u_hat -> -1
+        z = 20 * torch.randn(64, 3, dtype=torch.float64)
+        y, ladj = layer.inverse(z)
+        z_back, ladj_back = layer(y)
+    torch.testing.assert_close(z_back, z, atol=1e-8, rtol=1e-8)
+    torch.testing.assert_close(ladj_back, -ladj, atol=1e-8, rtol=1e-8)
+
+
+def test_radial_at_its_centre_is_finite() -> None:
+    layer = RadialLayer(2).double()
+    z0 = layer.params()["z0"]
+    y, ladj = layer(z0.detach().clone())
+    assert torch.isfinite(y).all() and torch.isfinite(ladj).all()
+
+
+def test_discretized_logistic_is_a_distribution() -> None:
+    levels = 5
+    out = torch.tensor([[0.3, -1.2]])  # location 0.3, log-scale -1.2
+    xs = torch.arange(levels, dtype=torch.float32) / (levels - 1)
+    total = sum(log_likelihood("logistic", out, x.view(1, 1), levels).exp() for x in xs)
+    assert float(total) == pytest.approx(1.0, abs=1e-6)
+    assert float(log_likelihood("bernoulli", torch.zeros(1, 3), torch.ones(1, 3))) == pytest.approx(3 * math.log(0.5))
+
+
+@pytest.mark.parametrize("posterior,layers", [("diagonal", 0), ("planar", 2), ("radial", 2), ("sylvester", 1), ("iaf", 2)])
+def test_vae_bounds(posterior: str, layers: int) -> None:
+    torch.manual_seed(0)
+    x = (torch.rand(12, 1, 4, 4) < 0.5).float()
+    model = VAE((1, 4, 4), latent=3, hidden=16, context=5, posterior=posterior, layers=layers)
+    train_vae(model, x, steps=3, batch_size=4)
+    with torch.no_grad():
+        for p in model.flow.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        torch.manual_seed(1)
+        z1, l1 = model.posterior(x, 4)
+        model._broadcast = False  # the flat path (every sample carries its own copy of the context)
+        torch.manual_seed(1)
+        z2, l2 = model.posterior(x, 4)
+    torch.testing.assert_close(z1, z2)
+    torch.testing.assert_close(l1, l2)
+    stats = evaluate_vae(model, x, k=64)
+    assert stats["iw_log_px"] >= stats["elbo"]
+    assert stats["iw_log_px"] <= 0.0  # a probability mass of binary data
+
+
+def test_fit_density_command(tmp_path) -> None:
+    code = cli(["fit-density", "--target", "u1", "--layers", "2", "--steps", "20", "--eval-samples", "500", "--out", str(tmp_path)])
+    assert code == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["kl"] == pytest.approx(summary["log_z_true"] - summary["elbo"])
+    assert (tmp_path / "density.png").stat().st_size > 0
+    with pytest.raises(SystemExit) as e:
+        cli(["fit-density", "--target", "nope", "--out", str(tmp_path)])
+    assert e.value.code == 2
+    assert cli(["fit-density", "--target", "u2", "--layers", "0", "--out", str(tmp_path / "bad")]) != 0
+
+
+def test_vae_command(tmp_path) -> None:
+    argv = ["vae", "--data", "digits", "--posterior", "planar", "--layers", "2", "--latent", "4", "--hidden", "16",
+            "--steps", "5", "--iw-samples", "8", "--test-size", "10", "--out", str(tmp_path)]
+    assert cli(argv) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["test_images"] == 10 and summary["test_iw_log_px"] >= summary["test_elbo"]
+    for name in ("reconstructions.png", "samples.png", "vae.safetensors", "config.json"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert cli(argv[:-2] + ["--iw-samples", "0", "--out", str(tmp_path / "bad")]) != 0
