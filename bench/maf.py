@@ -158,14 +158,19 @@ def speed(repeats: int) -> str:
 
 
 # ----------------------------------------------------------------------------- quality
-def quality(steps: int, batch: int, datasets: list[str], seed: int) -> str:
-    torch.set_num_threads(2)
-    builders = {
-        "invertible MAF": lambda: ours("maf", 2),
-        "zuko MAF": lambda: zuko_flow("maf", 2),
-        "invertible NSF": lambda: ours("nsf", 2),
-        "zuko NSF": lambda: zuko_flow("nsf", 2),
-    }
+QUALITY_MODELS = {
+    "invertible MAF": lambda: ours("maf", 2),
+    "zuko MAF": lambda: zuko_flow("maf", 2),
+    "invertible NSF": lambda: ours("nsf", 2),
+    "zuko NSF": lambda: zuko_flow("nsf", 2),
+}
+
+
+def quality(steps: int, batch: int, datasets: list[str], models: list[str], seed: int) -> str:
+    unknown = sorted(set(models) - set(QUALITY_MODELS))
+    if unknown:
+        raise ValueError(f"unknown quality models {unknown}; choose from {sorted(QUALITY_MODELS)}")
+    builders = {m: QUALITY_MODELS[m] for m in models}
     rows = []
     for ds in datasets:
         data = load(ds, seed=seed)
@@ -191,13 +196,17 @@ def main(argv: list[str]) -> int:
     p.add_argument("--steps", type=int, default=3000, help="training steps (quality)")
     p.add_argument("--batch-size", type=int, default=256, help="batch size (quality)")
     p.add_argument("--datasets", default="checkerboard,8gaussians", help="comma-separated 2-D datasets (quality)")
+    p.add_argument("--models", default=",".join(QUALITY_MODELS), help="comma-separated models (quality)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (quality; speed always uses 2)")
+    p.add_argument("--name", default=None, help="results file name (default maf_speed / maf_quality)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.part == "speed":
         text = header("MAF speed: invertible vs zuko, nflows and the bare networks") + speed(args.repeats)
     else:
+        torch.set_num_threads(args.threads)
         text = header("MAF/NSF quality: KL gap against zuko") + quality(
-            args.steps, args.batch_size, args.datasets.split(","), args.seed
+            args.steps, args.batch_size, args.datasets.split(","), args.models.split(","), args.seed
         )
-    write(f"maf_{args.part}", text)
+    write(args.name or f"maf_{args.part}", text)
     return 0

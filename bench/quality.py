@@ -3,8 +3,8 @@
 ``python -m bench quality [--models realnvp] [--peers zuko,nflows,normflows]
 [--data checkerboard,8gaussians] [--steps 5000] [--batch-size 256] [--seeds 0 1 2]``
 
-Each library's flow (same architecture, see ``bench/flows.py``) is trained
-with the same loop on the same batches (``bench/training.py``) and scored on
+Each library's flow (same architecture, see ``bench/_flows.py``) is trained
+with the same loop on the same batches (``bench/_training.py``) and scored on
 the same test split by the KL gap ``mean_test(log p(x) - log q(x)) = NLL(test) - H(p)``
 in nats (0 is perfect). The table gives the mean over seeds and the ratio of
 each library's gap to this project's (above 1: the peer is worse).
@@ -13,6 +13,7 @@ each library's gap to this project's (above 1: the peer is worse).
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 
 import torch
@@ -20,12 +21,17 @@ import torch
 from invertible.data import load
 
 from .common import header, table, write
-from .flows import MODELS, Spec, build, parameters
-from .training import fit, mean_log_prob
+from ._flows import MODELS, Spec, build, parameters
+from ._training import fit, mean_log_prob
 
 
 def _csv(text: str) -> list[str]:
     return [t for t in text.split(",") if t]
+
+
+def _mean(values: list[float]) -> float:
+    """Mean of the finite runs (NaN when every run diverged)."""
+    return statistics.mean(values) if values else math.nan
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -75,20 +81,22 @@ def main(argv: list[str]) -> int:
                     r = run_one(model, lib, spec, data, args, seed)
                     print(f"{name} {model} {lib} seed {seed}: KL gap {r['kl']:.4f} nats ({r['train_s']:.0f} s)", flush=True)
                     results[lib].append(r)
-            ours = statistics.mean(r["kl"] for r in results["invertible"])
+            ours = _mean([r["kl"] for r in results["invertible"]])
             for lib, rs in results.items():
-                kl = statistics.mean(r["kl"] for r in rs)
+                finite = [r for r in rs if math.isfinite(r["kl"])]
+                kl = _mean([r["kl"] for r in finite])
                 rows.append(
                     {
                         "data": name,
                         "model": model,
                         "library": lib,
                         "parameters": rs[0]["params"],
-                        "test NLL (nats)": statistics.mean(r["nll"] for r in rs),
-                        "H(p) (nats)": statistics.mean(r["entropy"] for r in rs),
+                        "test NLL (nats)": _mean([r["nll"] for r in finite]),
+                        "H(p) (nats)": rs[0]["entropy"],
                         "KL gap (nats)": kl,
-                        "KL gap sd": statistics.stdev(r["kl"] for r in rs) if len(rs) > 1 else "",
+                        "KL gap sd": statistics.stdev(r["kl"] for r in finite) if len(finite) > 1 else "",
                         "gap / invertible": kl / ours,
+                        "diverged (NaN)": f"{len(rs) - len(finite)} of {len(rs)}",
                     }
                 )
     budget = (
@@ -97,7 +105,7 @@ def main(argv: list[str]) -> int:
         "identical batches for every library (the defaults match `invertible train`); "
         f"{args.n_train} training samples; seeds {args.seeds}; device {args.device}. "
         "KL gap = mean over the 10k test samples of log p(x) - log q(x) (nats; 0 is perfect). "
-        "gap / invertible above 1 means the peer is worse.\n\n"
+        "gap / invertible above 1 means the peer is worse. Means and sd over the seeds whose training did not diverge.\n\n"
     )
     write(args.out, header("Quality: KL gap at equal architecture and budget") + budget + table(rows))
     return 0

@@ -14,6 +14,7 @@ the peer is slower.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from typing import Callable
@@ -21,7 +22,7 @@ from typing import Callable
 import torch
 
 from .common import header, table, write
-from .flows import MODELS, Spec, build, parameters
+from ._flows import MODELS, Spec, build, parameters
 
 
 def _csv(text: str) -> list[str]:
@@ -90,6 +91,7 @@ def _sampler(model, n: int) -> Callable[[], None]:
 def main(argv: list[str]) -> int:
     args = parse(argv)
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
     rows = []
     for model_name in args.models:
         libraries = ["invertible", *[p for p in args.peers if p in MODELS[model_name]]]
@@ -116,9 +118,11 @@ def main(argv: list[str]) -> int:
                 print(rows[-1], flush=True)
     notes = (
         f"Architecture: {args.layers} affine couplings with ReLU MLP conditioners of hidden widths {list(args.hidden)}, "
-        f"standard normal base, identical in every library (see `bench/flows.py`). Train step: batch {args.batch_size}, "
+        f"standard normal base, identical in every library (see `bench/_flows.py`). Train step: batch {args.batch_size}, "
         f"Adam. Sampling: {args.sample_size} samples. Device {args.device}, {args.threads} torch threads; "
-        f"median over {args.rounds} interleaved rounds of {args.calls} calls. Ratios above 1: the peer is slower.\n\n"
+        f"median over {args.rounds} interleaved rounds of {args.calls} calls. Ratios above 1: the peer is slower. "
+        f"Machine load average (1 min) {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end: "
+        "absolute times inflate with load, the ratios less so.\n\n"
     )
     write(args.out, header("Speed: training step and sampling at identical architecture") + notes + table(rows))
     return 0

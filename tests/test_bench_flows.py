@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.flows import MODELS, Spec, build, parameters
+from bench._flows import MODELS, Spec, build, parameters
 
 
 def _density_layers(library: str, model) -> list:

@@ -202,3 +202,17 @@ def test_thread_setting_is_restored(tmp_path):
     before = torch.get_num_threads()
     train(tiny_config(tmp_path, steps=2, eval_every=2, threads=before + 1))
     assert torch.get_num_threads() == before
+
+
+def test_metrics_reader_skips_a_torn_last_line(tmp_path):
+    from invertible.train.metrics import MetricsLog, read_metrics
+
+    log = MetricsLog(tmp_path)
+    for step in (1, 2, 3):
+        log.write({"step": step, "split": "train", "loss": 1.0 / step})
+    with open(log.path, "a") as f:
+        f.write('{"step": 4, "spl')  # an interruption in the middle of a write
+    assert [r["step"] for r in read_metrics(log.path)] == [1, 2, 3]
+    log.truncate(2)
+    assert [r["step"] for r in read_metrics(log.path)] == [1, 2]
+    assert log.path.read_text().endswith("\n")

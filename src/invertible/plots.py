@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .persistence import atomic_write
 
-__all__ = ["save_figure", "loss_curve", "density_grid", "density_2d"]
+__all__ = ["save_figure", "loss_curve", "density_grid", "density_2d", "image_grid"]
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> None:
@@ -88,4 +88,35 @@ def density_2d(flow: torch.nn.Module, data: Tensor, samples: Tensor | None = Non
         ax.set_aspect("equal")
         ax.set_xlim(*extent[:2])
         ax.set_ylim(*extent[2:])
+    return fig
+
+
+def image_grid(images: Tensor | np.ndarray, nrow: int | None = None, title: str = "", row_labels: Sequence[str] | None = None) -> Figure:
+    """Images ``(n, C, H, W)`` with values in ``[0, 1]`` tiled into one picture, ``nrow`` per row.
+
+    One channel is drawn in grey, three as RGB. ``row_labels`` name the rows
+    (class labels of conditional samples, interpolation pairs).
+    """
+    a = images.detach().cpu().numpy() if isinstance(images, Tensor) else np.asarray(images)
+    if a.ndim != 4 or a.shape[1] not in (1, 3):
+        raise ValueError(f"images must have shape (n, 1 or 3, H, W), got {a.shape}")
+    n, c, h, w = a.shape
+    nrow = nrow or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / nrow))
+    pad = 1
+    canvas = np.ones((rows * (h + pad) + pad, nrow * (w + pad) + pad, c))
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        canvas[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = a[i].transpose(1, 2, 0)
+    canvas = np.clip(canvas, 0.0, 1.0)
+    fig = Figure(figsize=(max(2.0, 0.6 * nrow * max(w, 8) / 8), max(2.0, 0.6 * rows * max(h, 8) / 8)))
+    ax = fig.add_subplot()
+    ax.imshow(canvas[..., 0] if c == 1 else canvas, cmap="gray" if c == 1 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    if row_labels is not None:
+        ax.set_yticks([pad + r * (h + pad) + h / 2 for r in range(len(row_labels))], list(row_labels))
+    else:
+        ax.set_yticks([])
+    if title:
+        ax.set_title(title)
     return fig

@@ -1,4 +1,9 @@
-"""``invertible sample RUN -n N --out FILE.npy``: draw samples from a trained flow."""
+"""``invertible sample RUN -n N --out FILE.npy``: draw samples from a trained flow.
+
+With ``--out FILE.png`` an image model writes a picture grid of its samples
+(pixels recovered through the run's dataset preprocessing); ``--label K``
+draws class-conditional samples of class ``K`` (one-hot context).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("sample", help="draw samples from a trained flow", description=__doc__.replace("``", ""))
     p.add_argument("run", metavar="RUN", help="run directory (or a directory written by flow.save)")
     p.add_argument("-n", "--num", type=int, default=1000, help="number of samples")
-    p.add_argument("--out", required=True, help="output file, .npy or .csv")
+    p.add_argument("--out", required=True, help="output file: .npy or .csv (values), .png (image grid)")
+    p.add_argument("--label", type=int, help="class index of a class-conditional flow (one-hot context)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="scale of the base noise: x = f^-1(T u); T < 1 trades diversity for typical samples")
@@ -52,10 +58,19 @@ def run(args: argparse.Namespace) -> int:
     run_dir = existing_run(args.run)
     device = resolve_device(args.device)
     flow = load(run_dir, map_location=device)
-    context = _context(args.context, args.num, flow.context_features, device)
+    if args.label is not None:
+        if args.context is not None:
+            raise ValueError("give --label or --context, not both")
+        if flow.context_features is None or not 0 <= args.label < flow.context_features:
+            raise ValueError(f"--label {args.label} needs a class-conditional flow with more than {args.label} classes")
+        context = torch.nn.functional.one_hot(torch.full((args.num,), args.label), flow.context_features).float().to(device)
+    else:
+        context = _context(args.context, args.num, flow.context_features, device)
     torch.manual_seed(args.seed)
     u = flow.base.sample((args.num,)) * args.temperature
     x, _ = flow.transform.inverse(u, context)
+    if args.out.lower().endswith(".png"):
+        return _write_grid(args, run_dir, x)
     if args.raw:
         config = run_config(run_dir)
         if "data" not in config:
@@ -65,4 +80,19 @@ def run(args: argparse.Namespace) -> int:
             x, _ = bundle.preprocess.to(device).inverse(x)
     save_array(args.out, x.cpu().numpy())
     print(f"wrote {args.num} samples of shape {tuple(flow.event_shape)} to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _write_grid(args: argparse.Namespace, run_dir, x: torch.Tensor) -> int:
+    from ..data.images import unit_pixels
+    from ..plots import image_grid, save_figure
+
+    config = run_config(run_dir)
+    if "data" not in config or len(x.shape) != 4:
+        raise ValueError(f"a .png grid needs an image model trained by `invertible train` (config.yaml with its dataset) in {run_dir}")
+    bundle = load_bundle(config["data"], config.get("seed", 0), config.get("data_options") or {})
+    pixels = unit_pixels(bundle, x.cpu())
+    label = "" if args.label is None else f", class {args.label}"
+    save_figure(image_grid(pixels, title=f"{config.get('model', 'flow')} samples, T = {args.temperature:g}{label}"), args.out)
+    print(f"wrote a grid of {args.num} samples to {args.out}", file=sys.stderr)
     return 0

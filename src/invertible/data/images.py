@@ -23,7 +23,7 @@ from ..core import Compose
 from ..transforms import Logit, UniformDequantization
 from .registry import DataBundle, register_dataset
 
-__all__ = ["image_bundle", "one_hot", "image_preprocess"]
+__all__ = ["image_bundle", "one_hot", "image_preprocess", "unit_pixels"]
 
 
 def one_hot(labels: np.ndarray | Tensor, classes: int) -> Tensor:
@@ -37,6 +37,15 @@ def one_hot(labels: np.ndarray | Tensor, classes: int) -> Tensor:
 def image_preprocess(levels: int, alpha: float = 0.05) -> Compose:
     """Uniform dequantization of ``levels``-level pixels, then RealNVP's logit with ``alpha``."""
     return Compose(UniformDequantization(levels), Logit(alpha))
+
+
+@torch.no_grad()
+def unit_pixels(bundle: DataBundle, y: Tensor) -> Tensor:
+    """Model-space images ``y`` of an image bundle back to pixels scaled to ``[0, 1]`` (for pictures)."""
+    if bundle.levels is None or len(bundle.event_shape) != 3:
+        raise ValueError(f"dataset {bundle.name!r} is not an image dataset with discrete levels")
+    x = y if bundle.preprocess is None else bundle.preprocess.to(y.device).inverse(y)[0]
+    return (x / (bundle.levels - 1)).clamp(0, 1)
 
 
 def image_bundle(
@@ -120,11 +129,25 @@ def digits(
     The test split is fixed by ``seed`` (0 by default); validation takes
     ``val_fraction`` of the 1,497 training images.
     """
-    from sklearn.datasets import load_digits
+    table = _digits_table()
+    images = table[:, :64].reshape(-1, 1, 8, 8).astype(np.float32)
+    return image_bundle("digits", images, table[:, 64].astype(np.int64), 17, seed, 300, val_fraction, conditional, alpha, 10, raw)
 
-    d = load_digits()
-    images = d.images.astype(np.float32)[:, None]
-    return image_bundle("digits", images, d.target, 17, seed, 300, val_fraction, conditional, alpha, 10, raw)
+
+def _digits_table() -> np.ndarray:
+    """``load_digits`` data as a (1797, 65) array (64 pixels + label), read from scikit-learn's
+    ``digits.csv.gz`` directly: importing scikit-learn itself costs seconds."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("sklearn")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz" if spec else None
+    if path is None or not path.is_file():
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        return np.concatenate([d.data, d.target[:, None]], axis=1)
+    return np.loadtxt(path, delimiter=",")
 
 
 @register_dataset("mnist")

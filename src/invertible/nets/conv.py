@@ -62,9 +62,9 @@ class GlowConvNet(nn.Module):
         self.context_features = context_features
         self.net = nn.Sequential(
             nn.Conv2d(in_channels + (context_features or 0), hidden, 3, padding=1),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             nn.Conv2d(hidden, hidden, 1),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             ZeroConv2d(hidden, out_channels),
         )
 

@@ -63,11 +63,10 @@ class TrainConfig:
         seed: seed of the weights, the data order and every random draw.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
         out: run directory.
-        threads: intra-op CPU threads of torch for this process. ``None``: one thread
-            when training a model of fewer than a million parameters on the CPU
-            (the matrix products of small flows gain nothing from intra-op threads,
-            and spinning threads slow down badly on a busy machine), torch's
-            default otherwise.
+        threads: intra-op CPU threads of torch for this process. ``None``: on the
+            CPU, one thread for a model of fewer than a million parameters or when
+            the load average is at least the number of cores (spinning threads
+            slow down badly on a busy machine), torch's default otherwise.
         progress: show a progress bar.
         plots: draw pictures at the end.
     """

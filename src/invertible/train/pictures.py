@@ -1,4 +1,5 @@
-"""The pictures of a run directory: ``loss.png`` always, ``density.png`` for unconditional 2-D data."""
+"""The pictures of a run directory: ``loss.png`` always, ``density.png`` for unconditional 2-D data,
+``samples.png`` (temperature 0.7; a row per class when conditional) for image data."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 
 from ..core import Flow
 from ..data import DataBundle
-from ..plots import density_2d, loss_curve, save_figure
+from ..plots import density_2d, image_grid, loss_curve, save_figure
 
 __all__ = ["draw_run"]
 
@@ -25,4 +26,25 @@ def draw_run(run_dir: str | Path, flow: Flow, bundle: DataBundle, records: Seque
             samples = flow.sample(min(len(bundle.test), 20000))
         paths.append(run_dir / "density.png")
         save_figure(density_2d(flow, bundle.test, samples), paths[-1])
+    if len(bundle.event_shape) == 3 and bundle.levels is not None:
+        paths.append(run_dir / "samples.png")
+        save_figure(_image_samples(flow, bundle, seed), paths[-1])
     return paths
+
+
+@torch.no_grad()
+def _image_samples(flow: Flow, bundle: DataBundle, seed: int, per_row: int = 8, temperature: float = 0.7):
+    from ..data.images import unit_pixels
+
+    classes = flow.context_features
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if classes is None:
+            x = flow.sample(per_row * per_row, temperature=temperature)
+            labels = None
+        else:
+            k = min(classes, 10)
+            context = torch.eye(classes)[:k].repeat_interleave(per_row, 0).to(next(flow.parameters()).device)
+            x = flow.sample(1, context, temperature=temperature)[0]
+            labels = (bundle.class_names or [str(i) for i in range(classes)])[:k]
+    return image_grid(unit_pixels(bundle, x.cpu()), nrow=per_row, title=f"samples, T = {temperature}", row_labels=labels)

@@ -27,8 +27,8 @@ from .linear import LULinear
 __all__ = ["Conv1x1", "LUConv1x1", "PeriodicConv"]
 
 
-def _conv1x1(x: Tensor, weight: Tensor) -> Tensor:
-    return F.conv2d(x, weight[:, :, None, None])
+def _conv1x1(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    return F.conv2d(x, weight[:, :, None, None], bias)
 
 
 class Conv1x1(InferenceCache, Transform):
@@ -77,7 +77,7 @@ class LUConv1x1(InferenceCache, LULinear):
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         pixels = x.shape[2] * x.shape[3]
-        z = _conv1x1(x, self.cached("weight", self.weight)) + self.bias[:, None, None]
+        z = _conv1x1(x, self.cached("weight", self.weight), self.bias)
         return z, (pixels * self.log_abs_s.sum()).expand(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -32,8 +32,8 @@ def soft_clamp(raw: Tensor, bound: float = 3.0) -> Tensor:
 
 
 def _sigmoid_log_scale(raw: Tensor) -> Tensor:
-    """Glow's code: ``scale = sigmoid(raw + 2)``, so ``log scale = -softplus(-(raw + 2))``."""
-    return -F.softplus(-(raw + 2.0))
+    """Glow's code: ``scale = sigmoid(raw + 2)``, so ``log scale = log sigmoid(raw + 2)`` (one fused op)."""
+    return F.logsigmoid(raw + 2.0)
 
 
 #: How an affine coupling turns the raw network output into a log-scale.

@@ -70,13 +70,14 @@ class _ImageCoupling(Transform):
         if mask == "channel":
             if c < 2:
                 raise ValueError("a channel-wise mask needs at least 2 channels; use mask='checkerboard'")
-            keep = channel_mask(c, parity)
-            self.register_buffer("keep_idx", keep.nonzero().squeeze(1))
-            self.register_buffer("change_idx", (~keep).nonzero().squeeze(1))
-            n_in, n_out = len(self.keep_idx), len(self.change_idx)
+            # the kept channels are a contiguous block: split and concatenate by slicing
+            self.parity = parity
+            n_in = int(channel_mask(c, parity).sum())
+            n_out = c - n_in
         else:
             self.register_buffer("mask", checkerboard_mask(h, w, parity).float())
             n_in, n_out = c, c
+        self.net_in_channels = n_in
         n_out *= self.params_per_element
         if net == "glow":
             self.net = GlowConvNet(n_in, n_out, hidden, context_features)
@@ -88,12 +89,14 @@ class _ImageCoupling(Transform):
 
     def _couple(self, x: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
         if self.mask_type == "channel":
-            x_a, x_b = x.index_select(1, self.keep_idx), x.index_select(1, self.change_idx)
+            n_keep = self.net_in_channels
+            if self.parity == 0:
+                x_a, x_b = x[:, :n_keep], x[:, n_keep:]
+            else:
+                x_b, x_a = x[:, : x.shape[1] - n_keep], x[:, x.shape[1] - n_keep :]
             params = self.net(x_a, context).unflatten(1, (self.params_per_element, -1))
             y_b, ladj = self._element(x_b, params, inverse)
-            out = torch.empty_like(x)
-            out[:, self.keep_idx] = x_a
-            out[:, self.change_idx] = y_b
+            out = torch.cat([x_a, y_b] if self.parity == 0 else [y_b, x_a], dim=1)
             return out, sum_except_batch(ladj)
         m = self.mask.to(x.dtype)
         params = self.net(x * m, context).unflatten(1, (self.params_per_element, -1))

@@ -78,11 +78,10 @@ def rational_quadratic_spline(
     knots_in = cum_h if inverse else cum_w
     idx = (xc.unsqueeze(-1) >= knots_in[..., 1:-1]).sum(-1, keepdim=True)
 
-    def pick(t: Tensor) -> Tensor:
-        return torch.gather(t, -1, idx).squeeze(-1)
-
-    xk, wk, yk, hk = pick(cum_w), pick(widths), pick(cum_h), pick(heights)
-    dk, dk1 = pick(derivs[..., :-1]), pick(derivs[..., 1:])
+    # one gather of every per-bin quantity (fewer kernels than one gather each)
+    table = torch.stack([cum_w[..., :-1], widths, cum_h[..., :-1], heights, derivs[..., :-1], derivs[..., 1:]], -1)
+    picked = torch.gather(table, -2, idx.unsqueeze(-1).expand(*idx.shape, 6)).squeeze(-2)
+    xk, wk, yk, hk, dk, dk1 = picked.unbind(-1)
     s = hk / wk
     if inverse:
         dy = xc - yk

@@ -14,7 +14,7 @@ import time
 import torch
 from torch import Tensor
 
-from .flows import Model
+from ._flows import Model
 
 
 def batches(n: int, batch_size: int, steps: int, seed: int):
