@@ -6,8 +6,9 @@
 A training step is ``loss = -log_prob(batch).mean(); loss.backward(); adam.step()``;
 sampling is ``sample(n)`` without gradients. The libraries are timed in
 interleaved rounds (every round times each library once, in turn), so a change
-of machine load hits all of them alike; each figure is the median over rounds
-of the mean time per call within a round. ``time / invertible`` above 1 means
+of machine load hits all of them alike; each figure is the best (minimum) over
+rounds of the mean time per call within a round — on a shared machine the
+least disturbed round is the best estimate of the cost itself. ``time / invertible`` above 1 means
 the peer is slower.
 """
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 from typing import Callable
 
@@ -52,7 +52,7 @@ def _sync(device: str) -> None:
 
 
 def interleaved(fns: dict[str, Callable[[], object]], rounds: int, calls: int, device: str) -> dict[str, float]:
-    """Median over ``rounds`` of the mean milliseconds per call of each function, libraries taking turns."""
+    """Minimum over ``rounds`` of the mean milliseconds per call of each function, libraries taking turns."""
     for fn in fns.values():  # warm-up: allocator, thread pool, lazy initialisation
         for _ in range(3):
             fn()
@@ -65,7 +65,7 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int, calls: int, d
                 fn()
             _sync(device)
             times[name].append((time.perf_counter() - t0) * 1e3 / calls)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: min(v) for k, v in times.items()}
 
 
 def _train_step(model, x: torch.Tensor) -> Callable[[], None]:
@@ -120,7 +120,7 @@ def main(argv: list[str]) -> int:
         f"Architecture: {args.layers} affine couplings with ReLU MLP conditioners of hidden widths {list(args.hidden)}, "
         f"standard normal base, identical in every library (see `bench/_flows.py`). Train step: batch {args.batch_size}, "
         f"Adam. Sampling: {args.sample_size} samples. Device {args.device}, {args.threads} torch threads; "
-        f"median over {args.rounds} interleaved rounds of {args.calls} calls. Ratios above 1: the peer is slower. "
+        f"best of {args.rounds} interleaved rounds of {args.calls} calls. Ratios above 1: the peer is slower. "
         f"Machine load average (1 min) {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end: "
         "absolute times inflate with load, the ratios less so.\n\n"
     )
