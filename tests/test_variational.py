@@ -149,7 +149,9 @@ def test_fit_density_command(tmp_path) -> None:
     with pytest.raises(SystemExit) as e:
         cli(["fit-density", "--target", "nope", "--out", str(tmp_path)])
     assert e.value.code == 2
-    assert cli(["fit-density", "--target", "u2", "--layers", "0", "--out", str(tmp_path / "bad")]) != 0
+    for flag in ("--layers", "--steps"):
+        assert cli(["fit-density", "--target", "u2", flag, "0", "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()
 
 
 def test_vae_command(tmp_path) -> None:
@@ -160,4 +162,5 @@ def test_vae_command(tmp_path) -> None:
     assert summary["test_images"] == 10 and summary["test_iw_log_px"] >= summary["test_elbo"]
     for name in ("reconstructions.png", "samples.png", "vae.safetensors", "config.json"):
         assert (tmp_path / name).stat().st_size > 0
-    assert cli(argv[:-2] + ["--iw-samples", "0", "--out", str(tmp_path / "bad")]) != 0
+    assert cli(argv[:-2] + ["--iw-samples", "0", "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()

@@ -51,8 +51,11 @@ def run(args: argparse.Namespace) -> int:
     from ..variational import fit, get_target
     from ..variational.pictures import plot_fit
 
-    if args.layers < 1:
-        raise ValueError(f"--layers must be positive, got {args.layers}")
+    for flag in ("layers", "steps", "batch_size", "eval_samples"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    if not args.lr > 0 or args.anneal < 0:
+        raise ValueError(f"--lr must be positive and --anneal >= 0, got {args.lr} and {args.anneal}")
     torch.manual_seed(args.seed)
     target = get_target(args.target)
     out = Path(args.out)

@@ -50,8 +50,11 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
     from ..variational.pictures import save_grid
     from ..variational.vae import VAE, evaluate_vae, train_vae
 
-    if args.iw_samples < 1 or args.test_size < 0:
-        raise ValueError("--iw-samples must be >= 1 and --test-size >= 0")
+    for flag in ("iw_samples", "steps", "batch_size", "latent", "hidden"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    if args.test_size < 0 or args.warmup < 0 or not args.lr > 0:
+        raise ValueError("--test-size and --warmup must be >= 0 and --lr positive")
     torch.manual_seed(args.seed)
     data = load_images(args.data, binarize=args.likelihood == "bernoulli", seed=args.seed)
     layers = 0 if args.posterior == "diagonal" else args.layers
