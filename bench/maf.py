@@ -30,8 +30,8 @@ from torch import nn
 from invertible.data import load
 
 from .common import header, table, write
-from .flows import Model
-from .training import fit, mean_log_prob
+from ._flows import Model
+from ._training import fit, mean_log_prob
 
 FEATURES, LAYERS, HIDDEN, BATCH = 16, 5, (128, 128), 1024
 
