@@ -83,3 +83,11 @@ def test_training_loss_is_the_dequantized_nll_of_the_pixels(tmp_path) -> None:
         assert math.isclose(r["bpd"], r["loss"] / (16 * math.log(2)), rel_tol=1e-9)
     assert 0 < summary["test_bpd"] < 2 * math.log2(8)
     assert math.isclose(summary["test_bpd"], summary["test_nll"] / (16 * math.log(2)), rel_tol=1e-9)
+
+
+def test_raw_bundle_needs_a_preprocess() -> None:
+    from invertible.data import DataBundle
+
+    x = torch.zeros(4, 1, 2, 2)
+    with pytest.raises(ValueError, match="raw=True needs a preprocess"):
+        DataBundle("pixels", x, x, x, levels=2, raw=True)
