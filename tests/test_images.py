@@ -52,16 +52,17 @@ def test_variational_dequantization_bound_trains_the_noise_flow() -> None:
 
 
 def test_digits_split_and_context() -> None:
-    b = load("digits", raw=True)
-    assert (len(b.train), len(b.val), len(b.test)) == (1347, 150, 300)
+    b = load("digits")
+    assert b.raw and (len(b.train), len(b.val), len(b.test)) == (1347, 150, 300)
     assert b.levels == 17 and tuple(b.event_shape) == (1, 8, 8)
     assert torch.equal(b.train, b.train.round()) and b.train.max() == 16 and b.train.min() == 0
     assert torch.equal(load("digits", seed=0, raw=True).test, b.test) and not torch.equal(load("digits", seed=1, raw=True).test, b.test)
-    # the default stores dequantized logits; the preprocess inverse recovers the pixels and the bound's term
-    y = load("digits")
+    # raw=False stores dequantized logits drawn once; the preprocess inverse recovers the pixels
+    y = load("digits", raw=False)
+    assert not y.raw
     pixels, ladj_inverse = y.preprocess.inverse(y.test)
     torch.testing.assert_close(pixels, b.test)
-    assert torch.equal(y.test, load("digits").test)
+    assert torch.equal(y.test, load("digits", raw=False).test)
     c = load("digits", conditional=True)
     assert c.context_features == 10 and torch.equal(c.test_context.sum(1), torch.ones(300))
 

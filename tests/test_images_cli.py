@@ -44,3 +44,18 @@ def test_sample_grid_with_label_and_interpolation(glow_run: Path, tmp_path: Path
 def test_nice_and_realnvp_train_on_digits(model: str, options: list[str], tmp_path: Path) -> None:
     assert main(["train", "--model", model, *FAST, "--no-plots", "--out", str(tmp_path / model), *options]) == 0
     assert json.loads((tmp_path / model / "summary.json").read_text())["test_bpd"] > 0
+
+
+def test_eval_repeats_the_fixed_noise_and_raw_samples_are_pixels(glow_run: Path, tmp_path: Path, capsys) -> None:
+    import numpy as np
+
+    summary = json.loads((glow_run / "summary.json").read_text())
+    assert main(["eval", str(glow_run)]) == 0
+    once = json.loads(capsys.readouterr().out)
+    assert abs(once["test_bpd"] - summary["test_bpd"]) < 1e-9  # the same seeded evaluation noise
+    assert main(["eval", str(glow_run), "--draws", "3"]) == 0
+    averaged = json.loads(capsys.readouterr().out)
+    assert averaged["test_bpd"] != once["test_bpd"] and abs(averaged["test_bpd"] - once["test_bpd"]) < 0.1
+    assert main(["sample", str(glow_run), "-n", "5", "--label", "1", "--raw", "--out", str(tmp_path / "s.npy")]) == 0
+    pixels = np.load(tmp_path / "s.npy")
+    assert pixels.shape == (5, 1, 8, 8) and np.array_equal(pixels, np.round(pixels)) and 0 <= pixels.min() and pixels.max() <= 16

@@ -18,9 +18,17 @@ class Interrupted(Exception):
     pass
 
 
-def config(tmp_path, name: str) -> TrainConfig:
+#: (data, model, model options): vectors, and images dequantized afresh every step.
+SETUPS = {
+    "vectors": ("engine-gauss", "realnvp", {"layers": 2, "hidden": [8], "actnorm": True}),
+    "images": ("engine-pixels", "glow", {"levels": 1, "steps": 1, "hidden": 4}),
+}
+
+
+def config(tmp_path, name: str, setup: str = "vectors") -> TrainConfig:
+    data, model, options = SETUPS[setup]
     return TrainConfig(
-        data="engine-gauss", model_options={"layers": 2, "hidden": [8], "actnorm": True}, steps=20, batch_size=64,
+        data=data, model=model, model_options=options, steps=20, batch_size=64 if setup == "vectors" else 24,
         lr=5e-3, warmup=3, ema=0.9, eval_every=4, patience=50, log_every=3, checkpoint_every=5,
         out=str(tmp_path / name), progress=False, plots=False,
     )
@@ -37,18 +45,19 @@ def recorder(draws: dict[int, tuple], stop_at: int | None = None):
     return callback
 
 
-def test_resumed_run_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("setup", sorted(SETUPS))
+def test_resumed_run_is_bit_identical(tmp_path, setup):
     whole: dict[int, tuple] = {}
-    train(config(tmp_path, "whole"), callbacks=[recorder(whole)])
+    train(config(tmp_path, "whole", setup), callbacks=[recorder(whole)])
 
     parts: dict[int, tuple] = {}
     with pytest.raises(Interrupted):
-        train(config(tmp_path, "parts"), callbacks=[recorder(parts, stop_at=13)])
+        train(config(tmp_path, "parts", setup), callbacks=[recorder(parts, stop_at=13)])
     run = tmp_path / "parts"
     assert load_checkpoint(run).step == 10
     assert not (run / "summary.json").exists() and not (run / "model.json").exists()
     torch.manual_seed(123)  # the resumed run must not depend on the state of this process
-    train(config(tmp_path, "parts"), resume=True, callbacks=[recorder(parts)])
+    train(config(tmp_path, "parts", setup), resume=True, callbacks=[recorder(parts)])
 
     a, b = load_checkpoint(tmp_path / "whole"), load_checkpoint(run)
     assert a.step == b.step == 20

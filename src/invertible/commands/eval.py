@@ -21,6 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split (default test)")
     p.add_argument("--seed", type=int, help="dataset seed (default: the run's)")
     p.add_argument("--batch-size", type=int, default=1024, help="evaluation batch size")
+    p.add_argument("--draws", type=int, default=1,
+                   help="dequantization noise draws to average over (image data; seeded, so the figure is reproducible)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--out", help="also write the results to this JSON file")
     p.set_defaults(command=run)
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     flow = load(run_dir, map_location=device)
     check_fits(flow, bundle)
-    result = {"data": data, "split": args.split, **evaluate_split(flow, bundle, args.split, args.batch_size, device)}
+    result = {"data": data, "split": args.split, **evaluate_split(flow, bundle, args.split, args.batch_size, device, args.draws)}
     print(json.dumps(result))
     if args.out:
         write_json(args.out, result)

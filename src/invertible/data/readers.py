@@ -108,13 +108,13 @@ def read_image_path(
     test_fraction: float = 0.1,
     limit: int | None = None,
     alpha: float = 0.05,
-    raw: bool = False,
+    raw: bool = True,
 ) -> DataBundle:
     """Images from an IDX file, an MNIST/Fashion-MNIST or CIFAR-10 directory, or a folder of PNGs.
 
     Where the files carry no test set, ``test_fraction`` of the images is held
     out by ``seed``. ``limit`` keeps the first ``limit`` training images;
-    ``raw`` keeps integer pixels (see :mod:`invertible.data.images`).
+    ``raw=False`` dequantizes once instead of per batch (see :mod:`invertible.data.images`).
     """
     path = Path(path)
     test: tuple[np.ndarray, np.ndarray | None] | None = None

@@ -27,7 +27,7 @@ class DataBundle:
     Attributes:
         name: dataset name.
         train, val, test: float tensors of shape ``(n, *event_shape)``, already
-            preprocessed into the space the model sees.
+            preprocessed into the space the model sees (unless ``raw``).
         train_context, val_context, test_context: conditioning tensors
             ``(n, context_features)`` (one-hot labels, features) or ``None``.
         log_prob: the exact log-density of the data distribution in the model's
@@ -39,6 +39,11 @@ class DataBundle:
         preprocess: the bijection from raw data to the model's space whose
             log-det must be added to report likelihoods of the raw data
             (standardisation, dequantisation + logit), or ``None``.
+        raw: the splits hold the raw data (integer pixels) and ``preprocess``
+            is stochastic (dequantisation noise): the model sees
+            ``y, ladj = preprocess(x)``, applied afresh to every batch, so
+            each step draws new noise (RealNVP, Glow, Flow++), and
+            ``log q(y) + ladj`` estimates the bound on ``log P(x)``.
         class_names: labels for class-conditional data.
     """
 
@@ -54,6 +59,11 @@ class DataBundle:
     levels: int | None = None
     preprocess: Transform | None = None
     class_names: list[str] | None = None
+    raw: bool = False
+
+    def __post_init__(self) -> None:
+        if self.raw and self.preprocess is None:
+            raise ValueError(f"dataset {self.name!r}: raw=True needs a preprocess to map the raw data to the model's space")
 
     @property
     def event_shape(self) -> torch.Size:

@@ -3,7 +3,9 @@
 Each epoch draws a permutation from a generator seeded with ``(seed, epoch)``,
 so a run resumed at any step sees exactly the batches an uninterrupted run
 sees. Under data parallelism every process draws the same global batch and
-keeps its own contiguous shard of it.
+keeps its own contiguous shard of it. Random preprocessing of a batch
+(dequantization noise) is drawn from :meth:`BatchPlan.noise_seed`, which
+depends only on the seed, the step and the process, for the same reason.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import torch
 from torch import Tensor
 
 __all__ = ["BatchPlan"]
+
+#: Keeps the noise seeds apart from the epoch permutations' seeds.
+_NOISE_TAG = 0x6E6F6973
 
 
 class BatchPlan:
@@ -47,3 +52,8 @@ class BatchPlan:
         batch = self._permutation(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
         shard = self.batch_size // self.world_size
         return batch[self.rank * shard : (self.rank + 1) * shard]
+
+    def noise_seed(self, step: int) -> int:
+        """Seed of the random preprocessing (dequantization noise) of this process's batch at ``step``."""
+        state = np.random.SeedSequence([self.seed, step, self.rank, _NOISE_TAG]).generate_state(2, dtype=np.uint32)
+        return int(state[0]) << 31 | int(state[1]) >> 1

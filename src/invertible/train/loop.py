@@ -1,8 +1,10 @@
 """The training loop: Adam, warm-up + cosine schedule, clipping, EMA, validation, early stopping.
 
 ``train(config)`` maximises the exact log-likelihood of the training split,
-``loss = -mean_i log q(x_i)`` (nats, in the model's space), and writes the run
-directory::
+``loss = -mean_i log q(x_i)`` (nats, in the model's space). For ``raw``
+bundles (images) every batch is mapped by ``y, ladj = preprocess(x)`` with
+fresh dequantization noise, and ``loss = -mean_i [log q(y_i) + ladj_i]`` is the
+dequantized NLL of the raw pixels. The loop writes the run directory::
 
     RUN/config.yaml          the resolved configuration
     RUN/metrics.jsonl        training and validation metrics, one JSON object a line
@@ -14,6 +16,7 @@ directory::
 
 Under ``torchrun`` the flow is wrapped in ``DistributedDataParallel`` and only
 rank 0 writes. The batch of every step depends only on the seed and the step,
+the dequantization noise only on the seed, the step and the rank,
 and checkpoints hold every random-generator state, so ``resume=True``
 continues a run exactly where its checkpoint left it.
 """
@@ -42,7 +45,7 @@ from .checkpoint import Checkpoint, has_checkpoint, load_checkpoint, rng_state, 
 from .config import TrainConfig
 from .distributed import Runtime, broadcast_flag, gather_objects, parameter_digest, setup, teardown
 from .ema import EMA
-from .evaluate import evaluate_split, preprocess_ladj
+from .evaluate import evaluate_split, preprocess_ladj, seeded_rng
 from .metrics import MetricsLog
 from .schedule import lr_factor
 
@@ -112,6 +115,8 @@ class _Trainer:
         self.ema = EMA(self.flow, config.ema) if config.ema is not None else None
         self.plan = BatchPlan(self.bundle.train.shape[0], config.batch_size, config.seed, runtime.rank, runtime.world_size)
         self.train_x = self.bundle.train.to(runtime.device)
+        if self.bundle.preprocess is not None:
+            self.bundle.preprocess.to(runtime.device)
         self.train_c = None if self.bundle.train_context is None else self.bundle.train_context.to(runtime.device)
         self.metrics = MetricsLog(self.run_dir, enabled=runtime.main)
         self.step = 0
@@ -188,7 +193,12 @@ class _Trainer:
         idx = self.plan.indices(self.step).to(self.rt.device)
         x = self.train_x[idx]
         c = None if self.train_c is None else self.train_c[idx]
-        loss = -self.model(x, c).mean()
+        if self.bundle.raw:
+            with seeded_rng(self.plan.noise_seed(self.step), self.rt.device):
+                y, ladj = self.bundle.preprocess(x)
+            loss = -(self.model(y, c) + ladj).mean()
+        else:
+            loss = -self.model(x, c).mean()
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"training diverged at step {self.step + 1}: the loss is {loss.item()}; lower lr, add warmup or set grad_clip"
@@ -203,7 +213,7 @@ class _Trainer:
         self.step += 1
         out = {"loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item()}
         if self.bundle.levels is not None:
-            raw = out["loss"] - preprocess_ladj(self.bundle, x).mean().item()
+            raw = out["loss"] if self.bundle.raw else out["loss"] - preprocess_ladj(self.bundle, x).mean().item()
             out["bpd"] = raw / (math.prod(self.bundle.event_shape) * math.log(2))
         return out
 

@@ -1,0 +1,93 @@
+"""Image training with fresh dequantization noise per batch: the noise, the reported bits/dim, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from invertible import Compose, Flow
+from invertible.data import load
+from invertible.distributions import StandardLogistic
+from invertible.models import build
+from invertible.train import TrainConfig, evaluate_split, train
+
+from . import engine_data  # noqa: F401  (registers engine-pixels)
+
+GLOW = {"levels": 1, "steps": 1, "hidden": 4}
+CPU = torch.device("cpu")
+
+
+def test_consecutive_batches_see_fresh_noise_for_the_same_image(tmp_path, monkeypatch) -> None:
+    seen: list[torch.Tensor] = []
+    forward = Flow.forward
+
+    def recording(self, x, context=None):
+        seen.append(x.detach().clone())
+        return forward(self, x, context)
+
+    monkeypatch.setattr(Flow, "forward", recording)
+    bundle = load("engine-pixels")
+    n = len(bundle.train)
+    config = TrainConfig(data="engine-pixels", model="glow", model_options=GLOW, steps=2, batch_size=n, eval_every=100,
+                         out=str(tmp_path / "run"), progress=False, plots=False)
+    train(config)
+    pre = bundle.preprocess
+    first, second = seen[0], seen[1]  # every step holds all training images, in a new order
+    pixels_1, pixels_2 = pre.inverse(first)[0], pre.inverse(second)[0]
+    key = lambda p: [tuple(row.tolist()) for row in p.flatten(1)]
+    index_2 = {k: i for i, k in enumerate(key(pixels_2))}
+    assert sorted(index_2) == sorted(key(bundle.train)) == sorted(key(pixels_1))
+    match = torch.tensor([index_2[k] for k in key(pixels_1)])
+    assert not torch.equal(match, torch.arange(n))  # a reshuffled batch, matched image by image
+    torch.testing.assert_close(pixels_2[match], pixels_1)
+    levels = bundle.levels
+    noise = lambda y: pre[1].inverse(y)[0] * levels - pre.inverse(y)[0]  # u in [0, 1): y = logit((x + u) / L)
+    u_1, u_2 = noise(first), noise(second)
+    assert ((u_1 >= 0) & (u_1 < 1)).all()
+    assert (u_2[match] != u_1).flatten(1).all(1).all(), "an image got the same dequantization noise in two steps"
+    assert not torch.allclose(u_1, u_2, atol=1e-3)  # nor does a batch position keep its noise
+
+
+def test_uniform_model_reports_log2_levels_and_untrained_glow_agrees_with_fixed_noise() -> None:
+    bundle = load("digits", alpha=0.0)
+    assert bundle.raw and bundle.levels == 17
+    uniform = Flow(Compose(), StandardLogistic((1, 8, 8)))  # uniform on (0, 1) after the logit
+    result = evaluate_split(uniform, bundle, "test", 128, CPU, draws=2)
+    assert math.isclose(result["test_bpd"], math.log2(17), abs_tol=1e-4)
+
+    torch.manual_seed(0)
+    glow = build("glow", event_shape=[1, 8, 8], levels=1, steps=2, hidden=8)
+    fresh = load("digits")
+    once = load("digits", raw=False)  # the same images dequantized once with another noise draw
+    glow(once.train[:256])  # ActNorm initialisation
+    a = evaluate_split(glow, fresh, "test", 128, CPU)
+    b = evaluate_split(glow, once, "test", 128, CPU)
+    assert a == evaluate_split(glow, fresh, "test", 64, CPU)  # fixed evaluation noise, whatever the batch size
+    assert math.isclose(a["test_bpd"], b["test_bpd"], abs_tol=0.02) and a["test_bpd"] != b["test_bpd"]
+    averaged = evaluate_split(glow, fresh, "test", 128, CPU, draws=3)["test_bpd"]
+    assert averaged != a["test_bpd"] and math.isclose(averaged, a["test_bpd"], abs_tol=0.02)
+    with pytest.raises(ValueError, match="draws"):
+        evaluate_split(glow, fresh, "test", 128, CPU, draws=0)
+
+
+def test_training_loss_is_the_dequantized_nll_of_the_pixels(tmp_path) -> None:
+    config = TrainConfig(data="engine-pixels", model="glow", model_options=GLOW, steps=4, batch_size=24, lr=1e-3,
+                         eval_every=2, log_every=1, out=str(tmp_path / "run"), progress=False, plots=False)
+    summary = train(config)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r["split"] == "train"]
+    for r in steps:
+        assert math.isclose(r["bpd"], r["loss"] / (16 * math.log(2)), rel_tol=1e-9)
+    assert 0 < summary["test_bpd"] < 2 * math.log2(8)
+    assert math.isclose(summary["test_bpd"], summary["test_nll"] / (16 * math.log(2)), rel_tol=1e-9)
+
+
+def test_raw_bundle_needs_a_preprocess() -> None:
+    from invertible.data import DataBundle
+
+    x = torch.zeros(4, 1, 2, 2)
+    with pytest.raises(ValueError, match="raw=True needs a preprocess"):
+        DataBundle("pixels", x, x, x, levels=2, raw=True)
