@@ -6,6 +6,13 @@ this project's Glow, normflows' Glow of the same levels/steps/width, and zuko's
 NSF on the flattened pixels, then reports test bits/dim (averaged over
 ``--eval-draws`` dequantization draws). ``--part speed`` times one training
 step (forward, backward, Adam) of both Glows at batch 128 on 2 threads.
+
+Every model is trained with the same optimiser recipe. The default is the recipe of
+``invertible train`` (its ``TrainConfig`` defaults): Adam, cosine decay of the
+learning rate from ``--lr`` to 0 over the step budget (Loshchilov & Hutter, SGDR,
+ICLR 2017; :func:`invertible.train.schedule.lr_factor`), global gradient norm
+clipped at 5. ``--schedule constant --clip 100`` gives the earlier protocol
+(``bench/results/glow_digits_rerun.md``).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from bench.common import header, table, time_ms, write
 from invertible.data import load
 from invertible.metrics import bits_per_dim
 from invertible.models import Glow
+from invertible.train.schedule import lr_factor
 
 
 def normflows_glow(levels: int, steps: int, hidden: int, shape=(1, 8, 8)):
@@ -86,6 +94,7 @@ def train_one(key: str, args) -> dict:
     pre = data.preprocess
     model, log_q = build_model(key, args)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, args.steps_budget, 0, args.schedule))
     g = torch.Generator().manual_seed(args.seed)
     t0 = time.perf_counter()
     for step in range(args.steps_budget):
@@ -96,8 +105,9 @@ def train_one(key: str, args) -> dict:
         loss = -(log_q(y) + ladj).mean()
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
         opt.step()
+        sched.step()
         if step % 200 == 0 or step == args.steps_budget - 1:
             print(f"{key} step {step}: batch bits/dim {loss.item() / (64 * math.log(2)):.3f}", flush=True)
     model.eval()
@@ -134,7 +144,7 @@ def quality(args, argv: list[str]) -> str:
     text = header("Glow on digits: test bits/dim")
     text += (
         f"digits (scikit-learn, 17 levels, 1x8x8): 1,497 train / 300 test (seed 0); {args.steps_budget} steps of batch "
-        f"{args.batch}, Adam lr {args.lr}, gradient norm clipped at 100, uniform dequantization + logit (alpha "
+        f"{args.batch}, Adam lr {args.lr} ({schedule_text(args)}), gradient norm clipped at {args.clip:g}, uniform dequantization + logit (alpha "
         f"{args.alpha}); every model sees the same batches and the same noise (one process each, run side by side). "
         f"Glow: {args.levels} levels, {args.steps} steps, {args.hidden} hidden channels, affine coupling with Glow's "
         f"sigmoid scale (the default) or the soft-clamped exponential scale; NSF: 5 transforms, 2x256 "
@@ -142,6 +152,13 @@ def quality(args, argv: list[str]) -> str:
         f"bits/dim). Training seconds were measured on a shared machine and are not a speed comparison (see glow_speed.md).\n\n"
     )
     return text + table(rows)
+
+
+def schedule_text(args) -> str:
+    """The learning-rate schedule in words, for the results header."""
+    if args.schedule == "constant":
+        return "constant"
+    return f"cosine decay to 0 over the {args.steps_budget} steps, as `invertible train`"
 
 
 def speed(args) -> str:
@@ -190,6 +207,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--steps-budget", type=int, default=2000)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--schedule",
+        choices=["cosine", "constant"],
+        default="cosine",
+        help="learning-rate schedule of every model (cosine: decay to 0 over the budget, as `invertible train`)",
+    )
+    p.add_argument("--clip", type=float, default=5.0, help="global gradient-norm clip of every model (`invertible train`: 5)")
     p.add_argument("--levels", type=int, default=2)
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--hidden", type=int, default=64)
@@ -200,6 +224,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", help="results file name under bench/results (default glow_digits / glow_speed)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if args.clip <= 0 or not math.isfinite(args.clip):
+        p.error(f"--clip must be a positive finite number, got {args.clip}")
     if args.part == "one":
         if not args.model or not args.json:
             p.error("--part one needs --model and --json")
