@@ -8,11 +8,12 @@ of steps.
 
 from __future__ import annotations
 
-import math
 import time
 
 import torch
 from torch import Tensor
+
+from invertible.train.schedule import lr_factor
 
 from ._flows import Model
 
@@ -28,14 +29,6 @@ def batches(n: int, batch_size: int, steps: int, seed: int):
         order = order[batch_size:]
 
 
-def schedule(step: int, steps: int, warmup: int) -> float:
-    """Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine decay to 0."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return 0.5 * (1 + math.cos(math.pi * progress))
-
-
 def fit(
     model: Model,
     train: Tensor,
@@ -48,7 +41,7 @@ def fit(
 ) -> dict[str, float]:
     """Minimise the mean negative log-likelihood of ``train``; returns the final loss and the wall time."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule(s, steps, warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, warmup, "cosine"))
     model.train()
     t0 = time.perf_counter()
     loss = torch.tensor(float("nan"))
