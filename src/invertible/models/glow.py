@@ -21,6 +21,7 @@ from ..transforms import (
     ReversePermutation,
     Squeeze,
 )
+from ..transforms.multiscale import PRIORS
 from .registry import register
 
 __all__ = ["Glow", "PERMUTATIONS", "COUPLINGS", "image_shape"]
@@ -78,7 +79,10 @@ class Glow(Flow):
         coupling: ``"affine"`` or ``"additive"``.
         permutation: ``"conv1x1_lu"``, ``"conv1x1"``, ``"reverse"`` or ``"shuffle"``.
         scale: log-scale function of affine couplings (``"sigmoid"`` is Glow's code).
-        learned_prior: learn the split and top priors (else fixed standard normal).
+        prior: the split and top priors: ``"conditional"`` (Glow's code: each
+            split prior a convolution of the kept half, a learned Gaussian per
+            element on top), ``"channel"`` (a learned Gaussian per channel for
+            every factored-out half and on top) or ``"fixed"`` (standard normal).
     """
 
     def __init__(
@@ -91,13 +95,15 @@ class Glow(Flow):
         coupling: str = "affine",
         permutation: str = "conv1x1_lu",
         scale: str = "sigmoid",
-        learned_prior: bool = True,
+        prior: str = "conditional",
     ):
         shape = image_shape(event_shape, levels)
         if coupling not in COUPLINGS:
             raise ValueError(f"unknown coupling {coupling!r}; choose from {COUPLINGS}")
         if permutation not in PERMUTATIONS:
             raise ValueError(f"unknown permutation {permutation!r}; choose from {PERMUTATIONS}")
+        if prior not in PRIORS:
+            raise ValueError(f"unknown prior {prior!r}; choose from {PRIORS}")
 
         def step(c: int, h: int, w: int, seed: int) -> list[Transform]:
             if coupling == "affine":
@@ -112,11 +118,11 @@ class Glow(Flow):
             for k in range(steps):
                 body += step(c, h, w, seed=1000 * i + k)
             if i == levels - 1:
-                if learned_prior:
-                    body.append(AffinePrior((c, h, w), context_features))
+                if prior != "fixed":
+                    body.append(AffinePrior((c, h, w) if prior == "conditional" else (c, 1, 1), context_features))
             else:
                 keep = c // 2
-                body.append(FactorOut(c, keep, level(i + 1, keep, h, w), learned_prior, context_features))
+                body.append(FactorOut(c, keep, level(i + 1, keep, h, w), prior, context_features))
             body.append(Inverse(Squeeze()))
             return Compose(body)
 
