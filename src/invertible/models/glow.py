@@ -59,8 +59,10 @@ class Glow(Flow):
 
     Each level squeezes the image (``C, H, W -> 4C, H/2, W/2``), runs
     ``steps`` flow steps, and factors out half of the channels with a learned
-    prior ``N(mu(z1), sigma(z1))`` (Glow's ``split2d``); the last level ends
-    in a learned prior on what is left (``learntop``). The whole model is a
+    prior (``prior``: a Gaussian per channel by default, or Glow's ``split2d``
+    ``N(mu(z1), sigma(z1))``); the last level ends in a learned prior on what
+    is left (``learntop``). Each coupling network is Glow's 3-layer CNN with
+    a zero-initialised output (:class:`~invertible.nets.GlowConvNet`). The whole model is a
     single bijection of the ``(C, H, W)`` image onto a ``(C, H, W)`` latent
     with a standard normal base (see :class:`~invertible.transforms.FactorOut`),
     so ``flow.sample(n, temperature=0.7)`` scales every latent at once, as the
@@ -79,10 +81,13 @@ class Glow(Flow):
         coupling: ``"affine"`` or ``"additive"``.
         permutation: ``"conv1x1_lu"``, ``"conv1x1"``, ``"reverse"`` or ``"shuffle"``.
         scale: log-scale function of affine couplings (``"sigmoid"`` is Glow's code).
-        prior: the split and top priors: ``"conditional"`` (Glow's code: each
-            split prior a convolution of the kept half, a learned Gaussian per
-            element on top), ``"channel"`` (a learned Gaussian per channel for
-            every factored-out half and on top) or ``"fixed"`` (standard normal).
+        prior: the split and top priors: ``"channel"`` (the default: a learned
+            Gaussian per channel for every factored-out half and on top, as
+            normflows' ``GlowBase``), ``"conditional"`` (Glow's code: each split
+            prior a convolution of the kept half, a learned Gaussian per element
+            on top) or ``"fixed"`` (standard normal). On small data sets the
+            conditional prior fits the training set better and the test set
+            worse (scikit-learn's digits: +0.012 bits/dim at test, ``docs/images.md``).
     """
 
     def __init__(
@@ -95,7 +100,7 @@ class Glow(Flow):
         coupling: str = "affine",
         permutation: str = "conv1x1_lu",
         scale: str = "sigmoid",
-        prior: str = "conditional",
+        prior: str = "channel",
     ):
         shape = image_shape(event_shape, levels)
         if coupling not in COUPLINGS:
