@@ -17,7 +17,15 @@ from invertible.data.images import image_preprocess
 from invertible.distributions import StandardLogistic
 from invertible.metrics import bits_per_dim
 from invertible.models import Glow, build
-from invertible.transforms import BatchNorm, Conv1x1, LUConv1x1, PeriodicConv, UniformDequantization, VariationalDequantization
+from invertible.transforms import (
+    AffineImageCoupling,
+    BatchNorm,
+    Conv1x1,
+    LUConv1x1,
+    PeriodicConv,
+    UniformDequantization,
+    VariationalDequantization,
+)
 
 
 @pytest.mark.parametrize("levels", [2, 8, 17, 256])
@@ -214,3 +222,9 @@ def test_glow_conditioner_output_gain_is_optional() -> None:
     assert sum(p.numel() for p in gained.parameters()) - sum(p.numel() for p in plain.parameters()) == 4
     x = torch.randn(2, 2, 4, 4)
     assert plain(x).abs().max() == 0 and gained(x).abs().max() == 0  # zero-initialised output either way
+    # Glow's option: one gain per output channel of every coupling network (2 levels x 1 step: 4 + 8 outputs)
+    glows = {g: Glow((1, 4, 4), levels=2, steps=1, hidden=8, output_gain=g) for g in (False, True)}
+    size = {g: sum(p.numel() for p in flow.parameters()) for g, flow in glows.items()}
+    assert size[True] - size[False] == 12
+    with pytest.raises(ValueError, match="output_gain"):
+        AffineImageCoupling((2, 4, 4), "channel", 0, hidden=4, net="resnet", output_gain=True)

@@ -88,6 +88,9 @@ class Glow(Flow):
             on top) or ``"fixed"`` (standard normal). On small data sets the
             conditional prior fits the training set better and the test set
             worse (scikit-learn's digits: +0.012 bits/dim at test, ``docs/images.md``).
+        output_gain: multiply each coupling network's output by a learned
+            ``exp(3 logs)`` as Glow's code does (off by default; on digits it
+            costs 0.016 bits/dim at test, see :class:`~invertible.nets.GlowConvNet`).
     """
 
     def __init__(
@@ -101,6 +104,7 @@ class Glow(Flow):
         permutation: str = "conv1x1_lu",
         scale: str = "sigmoid",
         prior: str = "channel",
+        output_gain: bool = False,
     ):
         shape = image_shape(event_shape, levels)
         if coupling not in COUPLINGS:
@@ -112,9 +116,13 @@ class Glow(Flow):
 
         def step(c: int, h: int, w: int, seed: int) -> list[Transform]:
             if coupling == "affine":
-                layer = AffineImageCoupling((c, h, w), "channel", 0, hidden, context_features=context_features, scale=scale)
+                layer = AffineImageCoupling(
+                    (c, h, w), "channel", 0, hidden, context_features=context_features, scale=scale, output_gain=output_gain
+                )
             else:
-                layer = AdditiveImageCoupling((c, h, w), "channel", 0, hidden, context_features=context_features)
+                layer = AdditiveImageCoupling(
+                    (c, h, w), "channel", 0, hidden, context_features=context_features, output_gain=output_gain
+                )
             return [ActNorm(c), _permutation(permutation, c, seed), layer]
 
         def level(i: int, c: int, h: int, w: int) -> Transform:
