@@ -74,6 +74,10 @@ class GlowConvNet(nn.Module):
     """Glow's coupling network: conv 3x3 -> ReLU -> conv 1x1 -> ReLU -> zero-initialised conv 3x3.
 
     Kingma & Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions", 2018, Section 3.3.
+    The hidden convolutions start as in Glow's code, weights drawn from
+    ``N(0, 0.05^2)`` and zero biases: smaller than PyTorch's default for these
+    few input channels, which slows the early fit and, on small data sets,
+    generalises better (digits: 0.02 bits/dim lower at test, ``docs/images.md``).
     Glow's code also multiplies the last layer's output by a learned gain
     ``exp(3 logs)`` (``output_gain=True``, see :class:`ZeroConv2d`). It is off
     by default: on small data sets it lets the couplings fit the training set
@@ -98,6 +102,9 @@ class GlowConvNet(nn.Module):
             nn.ReLU(inplace=True),
             ZeroConv2d(hidden, out_channels, gain=output_gain),
         )
+        for layer in (self.net[0], self.net[2]):
+            nn.init.normal_(layer.weight, 0.0, 0.05)
+            nn.init.zeros_(layer.bias)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         return self.net(with_context(x, context, self.context_features))
