@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ZeroConv2d", "Pointwise", "GlowConvNet", "ConvResNet", "with_context"]
+__all__ = ["ZeroConv2d", "GlowConvNet", "ConvResNet", "with_context"]
 
 
 def with_context(x: Tensor, context: Tensor | None, context_features: int | None) -> Tensor:
@@ -51,22 +51,6 @@ class ZeroConv2d(nn.Module):
         return self.conv(x) * torch.exp(3 * self.logs)
 
 
-class Pointwise(nn.Conv2d):
-    """A 1x1 convolution computed as a batched matrix product (same parameters as ``nn.Conv2d``).
-
-    On CPU the matrix product's backward pass costs a fraction of the
-    convolution's for the small images of flow steps.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__(in_channels, out_channels, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        w = self.weight.view(self.out_channels, self.in_channels)
-        z = torch.matmul(w, x.flatten(2)).view(x.shape[0], self.out_channels, *x.shape[2:])
-        return z + self.bias[:, None, None]
-
-
 class GlowConvNet(nn.Module):
     """Glow's coupling network: conv 3x3 -> ReLU -> conv 1x1 -> ReLU -> zero-initialised conv 3x3.
 
@@ -79,7 +63,7 @@ class GlowConvNet(nn.Module):
         self.net = nn.Sequential(
             nn.Conv2d(in_channels + (context_features or 0), hidden, 3, padding=1),
             nn.ReLU(inplace=True),
-            Pointwise(hidden, hidden),
+            nn.Conv2d(hidden, hidden, 1),
             nn.ReLU(inplace=True),
             ZeroConv2d(hidden, out_channels),
         )
