@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ZeroConv2d", "Pointwise", "GlowConvNet", "ConvResNet", "with_context"]
+__all__ = ["ZeroConv2d", "GlowConvNet", "ConvResNet", "with_context"]
 
 
 def with_context(x: Tensor, context: Tensor | None, context_features: int | None) -> Tensor:
@@ -31,6 +31,17 @@ def with_context(x: Tensor, context: Tensor | None, context_features: int | None
             f" or (batch, {context_features}, {x.shape[2]}, {x.shape[3]})"
         )
     return torch.cat([x, context.to(x.dtype)], dim=1)
+
+
+def channels_last_on_cpu(x: Tensor) -> Tensor:
+    """``x`` in channels-last layout when it lives on the CPU, as it is otherwise.
+
+    oneDNN's CPU convolutions run faster on channels-last inputs for the small
+    images inside flow steps: a Glow training step on 1x8x8 digits took 13-18 %
+    less time with it (``python -m bench glow --part speed``). The networks
+    return their outputs in the default layout again.
+    """
+    return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
 
 
 class ZeroConv2d(nn.Module):
@@ -52,22 +63,6 @@ class ZeroConv2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv(x)
         return h if self.logs is None else h * torch.exp(3 * self.logs)
-
-
-class Pointwise(nn.Conv2d):
-    """A 1x1 convolution computed as a batched matrix product (same parameters as ``nn.Conv2d``).
-
-    On CPU the matrix product's backward pass costs a fraction of the
-    convolution's for the small images of flow steps.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__(in_channels, out_channels, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        w = self.weight.view(self.out_channels, self.in_channels)
-        z = torch.matmul(w, x.flatten(2)).view(x.shape[0], self.out_channels, *x.shape[2:])
-        return z + self.bias[:, None, None]
 
 
 class GlowConvNet(nn.Module):
@@ -98,7 +93,7 @@ class GlowConvNet(nn.Module):
         self.net = nn.Sequential(
             nn.Conv2d(in_channels + (context_features or 0), hidden, 3, padding=1),
             nn.ReLU(inplace=True),
-            Pointwise(hidden, hidden),
+            nn.Conv2d(hidden, hidden, 1),
             nn.ReLU(inplace=True),
             ZeroConv2d(hidden, out_channels, gain=output_gain),
         )
@@ -107,7 +102,7 @@ class GlowConvNet(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        return self.net(with_context(x, context, self.context_features))
+        return self.net(channels_last_on_cpu(with_context(x, context, self.context_features))).contiguous()
 
 
 class _ResidualBlock(nn.Module):
@@ -143,5 +138,5 @@ class ConvResNet(nn.Module):
         self.out = ZeroConv2d(hidden, out_channels)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        h = self.blocks(self.head(with_context(x, context, self.context_features)))
-        return self.out(F.relu(h))
+        h = self.blocks(self.head(channels_last_on_cpu(with_context(x, context, self.context_features))))
+        return self.out(F.relu(h)).contiguous()
