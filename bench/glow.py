@@ -1,7 +1,8 @@
 """Glow on scikit-learn's digits against normflows' Glow and zuko's NSF; training-step speed.
 
-``python -m bench glow --part quality`` trains, one process per model side by side and
-on identical batches (same data order, same dequantization noise, same logit preprocessing),
+``python -m bench glow --part quality`` trains, one process per model (``--jobs`` of them at
+once; ``--jobs 1`` runs them one after another) and on identical batches (same data order,
+same dequantization noise, same logit preprocessing),
 this project's Glow, normflows' Glow of the same levels/steps/width, and zuko's
 NSF on the flattened pixels, then reports test bits/dim (averaged over
 ``--eval-draws`` dequantization draws). ``--part speed`` times one training
