@@ -87,10 +87,10 @@ class Glow(Flow):
             prior a convolution of the kept half, a learned Gaussian per element
             on top) or ``"fixed"`` (standard normal). On small data sets the
             conditional prior fits the training set better and the test set
-            worse (scikit-learn's digits: +0.012 bits/dim at test, ``docs/images.md``).
+            worse (scikit-learn's digits: +0.010 to 0.012 bits/dim at test, ``docs/images.md``).
         output_gain: multiply each coupling network's output by a learned
             ``exp(3 logs)`` as Glow's code does (off by default; on digits it
-            costs 0.016 bits/dim at test, see :class:`~invertible.nets.GlowConvNet`).
+            costs 0.010 to 0.016 bits/dim at test, see :class:`~invertible.nets.GlowConvNet`).
     """
 
     def __init__(
@@ -115,14 +115,11 @@ class Glow(Flow):
             raise ValueError(f"unknown prior {prior!r}; choose from {PRIORS}")
 
         def step(c: int, h: int, w: int, seed: int) -> list[Transform]:
+            net = {"context_features": context_features, "output_gain": output_gain}
             if coupling == "affine":
-                layer = AffineImageCoupling(
-                    (c, h, w), "channel", 0, hidden, context_features=context_features, scale=scale, output_gain=output_gain
-                )
+                layer = AffineImageCoupling((c, h, w), "channel", 0, hidden, scale=scale, **net)
             else:
-                layer = AdditiveImageCoupling(
-                    (c, h, w), "channel", 0, hidden, context_features=context_features, output_gain=output_gain
-                )
+                layer = AdditiveImageCoupling((c, h, w), "channel", 0, hidden, **net)
             return [ActNorm(c), _permutation(permutation, c, seed), layer]
 
         def level(i: int, c: int, h: int, w: int) -> Transform:

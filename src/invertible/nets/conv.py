@@ -77,7 +77,7 @@ class GlowConvNet(nn.Module):
     ``exp(3 logs)`` (``output_gain=True``, see :class:`ZeroConv2d`). It is off
     by default: on small data sets it lets the couplings fit the training set
     faster at the expense of test likelihood (on scikit-learn's digits the
-    gain costs 0.016 bits/dim at test, ``docs/images.md``).
+    gain costs 0.010 to 0.016 bits/dim at test, ``docs/images.md``).
     """
 
     def __init__(
