@@ -297,6 +297,7 @@ class _Trainer:
             best_step=self.state["best_step"],
             wall_time_s=self.state["wall_time_s"],
             parameters=count_parameters(flow),
+            preprocess_parameters=sum(p.numel() for p in self.preprocess_params),
             ema=cfg.ema is not None,
             world_size=self.rt.world_size,
             device=str(self.rt.device),
