@@ -9,7 +9,7 @@ and the "bare networks" are five plain ``16 -> 128 -> 128 -> 32`` MLPs run
 forward and backward alone — the floor any MAF implementation pays.
 
 Quality: 3,000 steps, batch 256, Adam 1e-3 with cosine decay (no warm-up;
-the shared loop of ``bench/training.py``, gradient-norm clipping at 10, the same
+the shared loop of ``bench/_training.py``, gradient-norm clipping at 5, the same
 batches for every model), 5 layers of 2x128; KL gap ``NLL(test) - H(p)`` on checkerboard and 8gaussians (exact
 log-densities) for invertible's MAF and NSF (autoregressive, 8 bins, bound 5)
 and zuko's MAF and NSF (same sizes; zuko's default bins and bound are 8 and 5).
