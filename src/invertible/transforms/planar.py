@@ -50,7 +50,8 @@ class Planar(Transform):
     The common alternative, ``u ~ U(-sqrt 2, sqrt 2)`` (normflows), starts a deep
     stack as a random composition of warps; fitting U1-U4 by reverse KL
     (``python -m bench variational energies``, ``docs/variational.md``) the
-    identity start reached a lower KL on average over seeds and did not drop a mode of U1.
+    identity start reached a lower KL on average over seeds and kept both modes of
+    U1, but was slower on U4.
 
     Args:
         features: dimension ``D`` of the vectors.
