@@ -1,7 +1,8 @@
 """Glow on scikit-learn's digits against normflows' Glow and zuko's NSF; training-step speed.
 
-``python -m bench glow --part quality`` trains, one process per model side by side and
-on identical batches (same data order, same dequantization noise, same logit preprocessing),
+``python -m bench glow --part quality`` trains, one process per model (``--jobs`` of them at
+once; ``--jobs 1`` runs them one after another) and on identical batches (same data order,
+same dequantization noise, same logit preprocessing),
 this project's Glow, normflows' Glow of the same levels/steps/width, and zuko's
 NSF on the flattened pixels, then reports test bits/dim (averaged over
 ``--eval-draws`` dequantization draws). ``--part speed`` times one training
@@ -75,7 +76,7 @@ def build_model(key: str, args):
     torch.manual_seed(args.seed)
     if key.startswith("glow"):
         scale = "softclamp" if key == "glow_softclamp" else "sigmoid"
-        m = Glow((1, 8, 8), levels=args.levels, steps=args.steps, hidden=args.hidden, scale=scale)
+        m = Glow((1, 8, 8), levels=args.levels, steps=args.steps, hidden=args.hidden, scale=scale, **glow_options(args))
         m.validate = False
         return m, m.log_prob
     if key == "normflows":
@@ -83,6 +84,20 @@ def build_model(key: str, args):
         return m, lambda y: m.log_prob(y, None)
     m = zuko_nsf(64)
     return m, lambda y: m().log_prob(y.flatten(1))
+
+
+def glow_options(args) -> dict:
+    """The ``--glow-option KEY=VALUE`` pairs as keyword arguments of our Glow (values read as JSON, else strings)."""
+    options = {}
+    for item in args.glow_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--glow-option takes KEY=VALUE, got {item!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
 
 
 def train_one(key: str, args) -> dict:
@@ -117,27 +132,32 @@ def train_one(key: str, args) -> dict:
         for _ in range(args.eval_draws):
             y, ladj = pre(data.test)
             draws.append(bits_per_dim(log_q(y) + ladj, (1, 8, 8)).mean())
+        y, ladj = pre(train)
+        train_bpd = bits_per_dim(log_q(y) + ladj, (1, 8, 8)).mean()
     return {
         "model": MODELS[key],
         "test bits/dim": torch.stack(draws).mean().item(),
+        "train bits/dim": train_bpd.item(),
         "parameters": sum(p.numel() for p in model.parameters()),
         "train s (shared CPU)": time.perf_counter() - t0,
     }
 
 
 def quality(args, argv: list[str]) -> str:
-    """Train the three models in parallel processes (identical batches), then tabulate."""
+    """Train the models in separate processes (identical batches), ``--jobs`` at a time, then tabulate."""
     with tempfile.TemporaryDirectory() as tmp:
-        procs = []
-        for key in MODELS:
-            out = os.path.join(tmp, f"{key}.json")
-            cmd = [sys.executable, "-m", "bench", "glow", *argv, "--part", "one", "--model", key, "--json", out]
-            procs.append((out, subprocess.Popen(cmd)))
+        pending = [(key, os.path.join(tmp, f"{key}.json")) for key in MODELS]
+        running: list[tuple[str, subprocess.Popen]] = []
         rows = []
-        for out, p in procs:
-            if p.wait() != 0:
-                raise RuntimeError(f"training run {p.args} failed")
-            rows.append(json.loads(open(out).read()))
+        while pending or running:
+            while pending and len(running) < args.jobs:
+                key, out = pending.pop(0)
+                cmd = [sys.executable, "-m", "bench", "glow", *argv, "--part", "one", "--model", key, "--json", out]
+                running.append((out, subprocess.Popen(cmd)))
+            out, proc = running.pop(0)
+            if proc.wait() != 0:
+                raise RuntimeError(f"training run {proc.args} failed")
+            rows.append(json.loads(Path(out).read_text()))
     ref = next(r["test bits/dim"] for r in rows if r["model"] == MODELS["normflows"])
     for r in rows:
         r["vs normflows"] = f"{r['test bits/dim'] - ref:+.3f}"
@@ -145,13 +165,21 @@ def quality(args, argv: list[str]) -> str:
     text += (
         f"digits (scikit-learn, 17 levels, 1x8x8): 1,497 train / 300 test (seed 0); {args.steps_budget} steps of batch "
         f"{args.batch}, Adam lr {args.lr} ({schedule_text(args)}), gradient norm clipped at {args.clip:g}, uniform dequantization + logit (alpha "
-        f"{args.alpha}); every model sees the same batches and the same noise (one process each, run side by side). "
+        f"{args.alpha}); training seed {args.seed}; every model sees the same batches and the same noise (one process each). "
         f"Glow: {args.levels} levels, {args.steps} steps, {args.hidden} hidden channels, affine coupling with Glow's "
-        f"sigmoid scale (the default) or the soft-clamped exponential scale; NSF: 5 transforms, 2x256 "
+        f"sigmoid scale (the default) or the soft-clamped exponential scale{options_text(args)}; NSF: 5 transforms, 2x256 "
         f"hidden. Test bits/dim averaged over {args.eval_draws} dequantization draws (an upper bound on the true "
-        f"bits/dim). Training seconds were measured on a shared machine and are not a speed comparison (see glow_speed.md).\n\n"
+        f"bits/dim); train bits/dim over the 1,497 training images, one draw. Training seconds were measured on a shared machine and are not a speed comparison (see glow_speed.md).\n\n"
     )
     return text + table(rows)
+
+
+def options_text(args) -> str:
+    """Our Glow's extra options in words, for the results header."""
+    options = glow_options(args)
+    if not options:
+        return ", preset defaults otherwise"
+    return ", and " + ", ".join(f"{k}={v}" for k, v in options.items())
 
 
 def schedule_text(args) -> str:
@@ -204,6 +232,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--model", choices=list(MODELS), help="with --part one: the model to train")
     p.add_argument("--json", help="with --part one: where to write its result")
     p.add_argument("--threads", type=int, default=1, help="torch threads of each training process")
+    p.add_argument("--jobs", type=int, default=len(MODELS), help="training processes run at once (1: one after another)")
     p.add_argument("--steps-budget", type=int, default=2000)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -223,9 +252,18 @@ def main(argv: list[str]) -> int:
     p.add_argument("--speed-threads", type=int, default=2, help="torch threads of the speed part")
     p.add_argument("--out", help="results file name under bench/results (default glow_digits / glow_speed)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--glow-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra option of our Glow (both rows), e.g. prior=conditional; repeatable",
+    )
     args = p.parse_args(argv)
     if args.clip <= 0 or not math.isfinite(args.clip):
         p.error(f"--clip must be a positive finite number, got {args.clip}")
+    if args.jobs < 1:
+        p.error(f"--jobs must be at least 1, got {args.jobs}")
     if args.part == "one":
         if not args.model or not args.json:
             p.error("--part one needs --model and --json")

@@ -61,10 +61,13 @@ def engine_discrete(seed: int = 0, n: int = 500, levels: int = 16, features: int
 
 
 @register_dataset("engine-pixels")
-def engine_pixels(seed: int = 0, n: int = 96, levels: int = 8, raw: bool = True, alpha: float = 0.05) -> DataBundle:
+def engine_pixels(
+    seed: int = 0, n: int = 96, levels: int = 8, raw: bool = True, alpha: float = 0.05, dequantization: str = "uniform"
+) -> DataBundle:
     """Random ``1x4x4`` images with ``levels`` grey levels: 16 test, 8 validation, 72 training images."""
     from invertible.data.images import image_bundle
 
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, levels, (n, 1, 4, 4), generator=g).float().numpy()
-    return image_bundle("engine-pixels", images, None, levels, seed, test=16, val_fraction=0.1, alpha=alpha, raw=raw)
+    return image_bundle("engine-pixels", images, None, levels, seed, test=16, val_fraction=0.1, alpha=alpha, raw=raw,
+                        dequantization=dequantization)

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from invertible import Compose, Flow
 from invertible.data import load
@@ -91,3 +92,31 @@ def test_raw_bundle_needs_a_preprocess() -> None:
     x = torch.zeros(4, 1, 2, 2)
     with pytest.raises(ValueError, match="raw=True needs a preprocess"):
         DataBundle("pixels", x, x, x, levels=2, raw=True)
+
+
+def test_learned_dequantization_trains_with_the_model_and_is_restored_by_eval(tmp_path, capsys) -> None:
+    from invertible.cli import main
+    from invertible.train.build import PREPROCESS_WEIGHTS
+
+    untrained = load("engine-pixels", dequantization="variational").preprocess.state_dict()
+    run = tmp_path / "run"
+    config = TrainConfig(data="engine-pixels", data_options={"dequantization": "variational"}, model="glow",
+                         model_options=GLOW, steps=6, batch_size=24, lr=1e-2, eval_every=3, out=str(run),
+                         progress=False, plots=False)
+    summary = train(config)
+    trained = load_file(str(run / PREPROCESS_WEIGHTS))
+    moved = [k for k, v in untrained.items() if k.endswith("weight") and not torch.equal(v, trained[k])]
+    assert moved, "the noise flow's weights did not train"
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 0
+    assert json.loads(capsys.readouterr().out)["test_nll"] == summary["test_nll"]  # the trained noise flow, same draws
+    (run / PREPROCESS_WEIGHTS).unlink()
+    assert main(["eval", str(run)]) == 2
+    assert "holds no preprocess.safetensors" in capsys.readouterr().err
+
+
+def test_learned_dequantization_needs_per_batch_noise() -> None:
+    with pytest.raises(ValueError, match="needs raw=true"):
+        load("digits", dequantization="variational", raw=False)
+    with pytest.raises(ValueError, match="unknown dequantization"):
+        load("digits", dequantization="gaussian")

@@ -17,7 +17,15 @@ from invertible.data.images import image_preprocess
 from invertible.distributions import StandardLogistic
 from invertible.metrics import bits_per_dim
 from invertible.models import Glow, build
-from invertible.transforms import BatchNorm, Conv1x1, LUConv1x1, PeriodicConv, UniformDequantization, VariationalDequantization
+from invertible.transforms import (
+    AffineImageCoupling,
+    BatchNorm,
+    Conv1x1,
+    LUConv1x1,
+    PeriodicConv,
+    UniformDequantization,
+    VariationalDequantization,
+)
 
 
 @pytest.mark.parametrize("levels", [2, 8, 17, 256])
@@ -185,3 +193,38 @@ def test_image_presets_reject_bad_shapes() -> None:
     with pytest.raises(ValueError, match="features"):
         build("nice")
     assert tuple(build("nice", event_shape=[1, 4, 4], hidden=[8]).sample(2).shape) == (2, 1, 4, 4)
+
+
+def test_glow_priors_invert_and_differ_in_size() -> None:
+    torch.manual_seed(0)
+    x, ctx = torch.rand(3, 1, 4, 4, dtype=torch.float64), torch.eye(3, dtype=torch.float64)
+    sizes = {}
+    for prior in ("fixed", "channel", "conditional"):
+        flow = Glow((1, 4, 4), context_features=3, levels=2, steps=1, hidden=8, prior=prior).double()
+        flow(x, ctx)  # ActNorm initialisation
+        with torch.no_grad():
+            for p in flow.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+        z, ladj = flow.transform(x, ctx)
+        back, ladj_inv = flow.transform.inverse(z, ctx)
+        torch.testing.assert_close(back, x)
+        torch.testing.assert_close(ladj + ladj_inv, torch.zeros(3, dtype=torch.float64))
+        sizes[prior] = sum(p.numel() for p in flow.parameters())
+    assert sizes["fixed"] < sizes["channel"] < sizes["conditional"]
+    with pytest.raises(ValueError, match="prior"):
+        Glow((1, 4, 4), prior="learned")
+
+
+def test_glow_conditioner_output_gain_is_optional() -> None:
+    from invertible.nets import GlowConvNet
+
+    plain, gained = GlowConvNet(2, 4, 8), GlowConvNet(2, 4, 8, output_gain=True)
+    assert sum(p.numel() for p in gained.parameters()) - sum(p.numel() for p in plain.parameters()) == 4
+    x = torch.randn(2, 2, 4, 4)
+    assert plain(x).abs().max() == 0 and gained(x).abs().max() == 0  # zero-initialised output either way
+    # Glow's option: one gain per output channel of every coupling network (2 levels x 1 step: 4 + 8 outputs)
+    glows = {g: Glow((1, 4, 4), levels=2, steps=1, hidden=8, output_gain=g) for g in (False, True)}
+    size = {g: sum(p.numel() for p in flow.parameters()) for g, flow in glows.items()}
+    assert size[True] - size[False] == 12
+    with pytest.raises(ValueError, match="output_gain"):
+        AffineImageCoupling((2, 4, 4), "channel", 0, hidden=4, net="resnet", output_gain=True)

@@ -18,17 +18,19 @@ class Interrupted(Exception):
     pass
 
 
-#: (data, model, model options): vectors, and images dequantized afresh every step.
+#: (data, data options, model, model options): vectors, images dequantized afresh every step, and images
+#: dequantized by a learned noise flow trained with the model.
 SETUPS = {
-    "vectors": ("engine-gauss", "realnvp", {"layers": 2, "hidden": [8], "actnorm": True}),
-    "images": ("engine-pixels", "glow", {"levels": 1, "steps": 1, "hidden": 4}),
+    "vectors": ("engine-gauss", {}, "realnvp", {"layers": 2, "hidden": [8], "actnorm": True}),
+    "images": ("engine-pixels", {}, "glow", {"levels": 1, "steps": 1, "hidden": 4}),
+    "learned_dequantization": ("engine-pixels", {"dequantization": "variational"}, "glow", {"levels": 1, "steps": 1, "hidden": 4}),
 }
 
 
 def config(tmp_path, name: str, setup: str = "vectors") -> TrainConfig:
-    data, model, options = SETUPS[setup]
+    data, data_options, model, options = SETUPS[setup]
     return TrainConfig(
-        data=data, model=model, model_options=options, steps=20, batch_size=64 if setup == "vectors" else 24,
+        data=data, data_options=data_options, model=model, model_options=options, steps=20, batch_size=64 if setup == "vectors" else 24,
         lr=5e-3, warmup=3, ema=0.9, eval_every=4, patience=50, log_every=3, checkpoint_every=5,
         out=str(tmp_path / name), progress=False, plots=False,
     )
@@ -61,8 +63,9 @@ def test_resumed_run_is_bit_identical(tmp_path, setup):
 
     a, b = load_checkpoint(tmp_path / "whole"), load_checkpoint(run)
     assert a.step == b.step == 20
-    for name in ("model", "ema", "best"):
-        sa, sb = getattr(a, name), getattr(b, name)
+    assert (a.preprocess is not None) == (setup == "learned_dequantization")
+    for name in ("model", "ema", "best", "preprocess"):
+        sa, sb = getattr(a, name) or {}, getattr(b, name) or {}
         assert sa.keys() == sb.keys()
         assert all(torch.equal(sa[k], sb[k]) for k in sa), name
     for i, entries in a.optimizer["state"].items():

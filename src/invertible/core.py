@@ -74,18 +74,18 @@ class Compose(Transform):
         return all(t.exact_logdet for t in self.transforms)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        total = x.new_zeros(x.shape[0])
+        total: Tensor | None = None
         for t in self.transforms:
             x, ladj = t(x, context)
-            total = total + ladj
-        return x, total
+            total = ladj if total is None else total + ladj
+        return x, x.new_zeros(x.shape[0]) if total is None else total
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        total = z.new_zeros(z.shape[0])
+        total: Tensor | None = None
         for t in reversed(self.transforms):
             z, ladj = t.inverse(z, context)
-            total = total + ladj
-        return z, total
+            total = ladj if total is None else total + ladj
+        return z, z.new_zeros(z.shape[0]) if total is None else total
 
     def __len__(self) -> int:
         return len(self.transforms)

@@ -38,10 +38,10 @@ def unit(shape, g):
     return torch.rand(shape, generator=g, dtype=torch.float64) * 0.98 + 0.01
 
 
-def _multiscale(c, learned: bool):
+def _multiscale(c, prior: str):
     # (2, 4, 4): keep 1 channel, squeeze it to (4, 2, 2), couple, unsqueeze back
     inner = Compose(Squeeze(), AffineImageCoupling((4, 2, 2), "channel", 1, hidden=4, context_features=c), Inverse(Squeeze()))
-    return FactorOut(2, 1, inner, learned_prior=learned, context_features=c)
+    return FactorOut(2, 1, inner, prior=prior, context_features=c)
 
 
 CASES = [
@@ -53,9 +53,11 @@ CASES = [
         lambda c: Compose(Reshape((2, 2, 2), (8,)), FullLinear(8), Inverse(Reshape((2, 2, 2), (8,)))),
         (2, 2, 2),
     ),
-    Case("factor_out_learned_prior", lambda c: _multiscale(c, True), (2, 4, 4), conditional=True),
-    Case("factor_out_fixed_split", lambda c: _multiscale(c, False), (2, 4, 4), conditional=True),
+    Case("factor_out_learned_prior", lambda c: _multiscale(c, "conditional"), (2, 4, 4), conditional=True),
+    Case("factor_out_channel_prior", lambda c: _multiscale(c, "channel"), (2, 4, 4), conditional=True),
+    Case("factor_out_fixed_split", lambda c: _multiscale(c, "fixed"), (2, 4, 4), conditional=True),
     Case("affine_prior", lambda c: AffinePrior((2, 2, 2), context_features=c), (2, 2, 2), conditional=True),
+    Case("affine_prior_per_channel", lambda c: AffinePrior((2, 1, 1), context_features=c), (2, 2, 2), conditional=True),
     *[
         Case(
             f"additive_image_coupling_{mask}_{parity}",

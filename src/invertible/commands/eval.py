@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..persistence import load, write_json
-from ..train.build import check_fits, load_bundle
+from ..train.build import check_fits, load_bundle, restore_preprocess
 from ..train.config import parse_options
 from ..train.distributed import resolve_device
 from ..train.evaluate import evaluate_split
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model_option:
         raise ValueError("eval takes no model options: the model is rebuilt from the run")
     seed = args.seed if args.seed is not None else int(config.get("seed", 0))
-    bundle = load_bundle(data, seed, options)
+    bundle = restore_preprocess(load_bundle(data, seed, options), run_dir)
     device = resolve_device(args.device)
     flow = load(run_dir, map_location=device)
     check_fits(flow, bundle)

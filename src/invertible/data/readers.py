@@ -109,12 +109,14 @@ def read_image_path(
     limit: int | None = None,
     alpha: float = 0.05,
     raw: bool = True,
+    dequantization: str = "uniform",
 ) -> DataBundle:
     """Images from an IDX file, an MNIST/Fashion-MNIST or CIFAR-10 directory, or a folder of PNGs.
 
     Where the files carry no test set, ``test_fraction`` of the images is held
     out by ``seed``. ``limit`` keeps the first ``limit`` training images;
-    ``raw=False`` dequantizes once instead of per batch (see :mod:`invertible.data.images`).
+    ``raw=False`` dequantizes once instead of per batch; ``dequantization`` is
+    ``"uniform"`` or ``"variational"`` (see :mod:`invertible.data.images`).
     """
     path = Path(path)
     test: tuple[np.ndarray, np.ndarray | None] | None = None
@@ -139,4 +141,4 @@ def read_image_path(
     split = test if test is not None else int(round(test_fraction * len(images)))
     if labels is not None:
         classes = classes or int(max(labels.max(), -1 if test is None or test[1] is None else test[1].max())) + 1
-    return image_bundle(path.name, images, labels, 256, seed, split, val_fraction, conditional, alpha, classes, raw)
+    return image_bundle(path.name, images, labels, 256, seed, split, val_fraction, conditional, alpha, classes, raw, dequantization)

@@ -21,6 +21,7 @@ from ..transforms import (
     ReversePermutation,
     Squeeze,
 )
+from ..transforms.multiscale import PRIORS
 from .registry import register
 
 __all__ = ["Glow", "PERMUTATIONS", "COUPLINGS", "image_shape"]
@@ -58,8 +59,10 @@ class Glow(Flow):
 
     Each level squeezes the image (``C, H, W -> 4C, H/2, W/2``), runs
     ``steps`` flow steps, and factors out half of the channels with a learned
-    prior ``N(mu(z1), sigma(z1))`` (Glow's ``split2d``); the last level ends
-    in a learned prior on what is left (``learntop``). The whole model is a
+    prior (``prior``: a Gaussian per channel by default, or Glow's ``split2d``
+    ``N(mu(z1), sigma(z1))``); the last level ends in a learned prior on what
+    is left (``learntop``). Each coupling network is Glow's 3-layer CNN with
+    a zero-initialised output (:class:`~invertible.nets.GlowConvNet`). The whole model is a
     single bijection of the ``(C, H, W)`` image onto a ``(C, H, W)`` latent
     with a standard normal base (see :class:`~invertible.transforms.FactorOut`),
     so ``flow.sample(n, temperature=0.7)`` scales every latent at once, as the
@@ -78,7 +81,16 @@ class Glow(Flow):
         coupling: ``"affine"`` or ``"additive"``.
         permutation: ``"conv1x1_lu"``, ``"conv1x1"``, ``"reverse"`` or ``"shuffle"``.
         scale: log-scale function of affine couplings (``"sigmoid"`` is Glow's code).
-        learned_prior: learn the split and top priors (else fixed standard normal).
+        prior: the split and top priors: ``"channel"`` (the default: a learned
+            Gaussian per channel for every factored-out half and on top, as
+            normflows' ``GlowBase``), ``"conditional"`` (Glow's code: each split
+            prior a convolution of the kept half, a learned Gaussian per element
+            on top) or ``"fixed"`` (standard normal). On small data sets the
+            conditional prior fits the training set better and the test set
+            worse (scikit-learn's digits: +0.010 to 0.012 bits/dim at test, ``docs/images.md``).
+        output_gain: multiply each coupling network's output by a learned
+            ``exp(3 logs)`` as Glow's code does (off by default; on digits it
+            costs 0.010 to 0.016 bits/dim at test, see :class:`~invertible.nets.GlowConvNet`).
     """
 
     def __init__(
@@ -91,19 +103,23 @@ class Glow(Flow):
         coupling: str = "affine",
         permutation: str = "conv1x1_lu",
         scale: str = "sigmoid",
-        learned_prior: bool = True,
+        prior: str = "channel",
+        output_gain: bool = False,
     ):
         shape = image_shape(event_shape, levels)
         if coupling not in COUPLINGS:
             raise ValueError(f"unknown coupling {coupling!r}; choose from {COUPLINGS}")
         if permutation not in PERMUTATIONS:
             raise ValueError(f"unknown permutation {permutation!r}; choose from {PERMUTATIONS}")
+        if prior not in PRIORS:
+            raise ValueError(f"unknown prior {prior!r}; choose from {PRIORS}")
 
         def step(c: int, h: int, w: int, seed: int) -> list[Transform]:
+            net = {"context_features": context_features, "output_gain": output_gain}
             if coupling == "affine":
-                layer = AffineImageCoupling((c, h, w), "channel", 0, hidden, context_features=context_features, scale=scale)
+                layer = AffineImageCoupling((c, h, w), "channel", 0, hidden, scale=scale, **net)
             else:
-                layer = AdditiveImageCoupling((c, h, w), "channel", 0, hidden, context_features=context_features)
+                layer = AdditiveImageCoupling((c, h, w), "channel", 0, hidden, **net)
             return [ActNorm(c), _permutation(permutation, c, seed), layer]
 
         def level(i: int, c: int, h: int, w: int) -> Transform:
@@ -112,11 +128,11 @@ class Glow(Flow):
             for k in range(steps):
                 body += step(c, h, w, seed=1000 * i + k)
             if i == levels - 1:
-                if learned_prior:
-                    body.append(AffinePrior((c, h, w), context_features))
+                if prior != "fixed":
+                    body.append(AffinePrior((c, h, w) if prior == "conditional" else (c, 1, 1), context_features))
             else:
                 keep = c // 2
-                body.append(FactorOut(c, keep, level(i + 1, keep, h, w), learned_prior, context_features))
+                body.append(FactorOut(c, keep, level(i + 1, keep, h, w), prior, context_features))
             body.append(Inverse(Squeeze()))
             return Compose(body)
 

@@ -89,7 +89,7 @@ def realnvp_image_transform(
         for k in range(3):
             body += coupling("channel", k % 2, c4, h2, w2)
         keep = c4 // 2
-        body.append(FactorOut(c4, keep, scale_(i + 1, keep, h2, w2), learned_prior=False))
+        body.append(FactorOut(c4, keep, scale_(i + 1, keep, h2, w2), prior="fixed"))
         body.append(Inverse(Squeeze()))
         return Compose(body)
 

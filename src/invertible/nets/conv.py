@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ZeroConv2d", "Pointwise", "GlowConvNet", "ConvResNet", "with_context"]
+__all__ = ["ZeroConv2d", "GlowConvNet", "ConvResNet", "with_context"]
 
 
 def with_context(x: Tensor, context: Tensor | None, context_features: int | None) -> Tensor:
@@ -33,59 +33,76 @@ def with_context(x: Tensor, context: Tensor | None, context_features: int | None
     return torch.cat([x, context.to(x.dtype)], dim=1)
 
 
-class ZeroConv2d(nn.Module):
-    """Glow's ``Conv2dZeros``: a 3x3 convolution whose weights start at zero, output times ``exp(3 * logs)``.
+def channels_last_on_cpu(x: Tensor) -> Tensor:
+    """``x`` in channels-last layout when it lives on the CPU, as it is otherwise.
 
-    The learned per-channel factor ``exp(3 logs)`` (``logs`` starts at 0) lets
-    the output scale grow quickly once training moves the weights off zero.
+    oneDNN's CPU convolutions run faster on channels-last inputs for the small
+    images inside flow steps: a Glow training step on 1x8x8 digits took 13-18 %
+    less time with it (``python -m bench glow --part speed``). The networks
+    return their outputs in the default layout again.
+    """
+    return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
+
+
+class ZeroConv2d(nn.Module):
+    """A 3x3 convolution whose weights start at zero; with ``gain``, Glow's ``Conv2dZeros``.
+
+    ``gain=True`` multiplies the output by a learned per-channel factor
+    ``exp(3 logs)`` (``logs`` starts at 0), as Glow's code does: the output
+    scale can then grow three times as fast as the weights move. ``gain=False``
+    is a plain zero-initialised convolution.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, gain: bool = True):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
         nn.init.zeros_(self.conv.weight)
         nn.init.zeros_(self.conv.bias)
-        self.logs = nn.Parameter(torch.zeros(out_channels, 1, 1))
+        self.logs = nn.Parameter(torch.zeros(out_channels, 1, 1)) if gain else None
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(x) * torch.exp(3 * self.logs)
-
-
-class Pointwise(nn.Conv2d):
-    """A 1x1 convolution computed as a batched matrix product (same parameters as ``nn.Conv2d``).
-
-    On CPU the matrix product's backward pass costs a fraction of the
-    convolution's for the small images of flow steps.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__(in_channels, out_channels, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        w = self.weight.view(self.out_channels, self.in_channels)
-        z = torch.matmul(w, x.flatten(2)).view(x.shape[0], self.out_channels, *x.shape[2:])
-        return z + self.bias[:, None, None]
+        h = self.conv(x)
+        return h if self.logs is None else h * torch.exp(3 * self.logs)
 
 
 class GlowConvNet(nn.Module):
     """Glow's coupling network: conv 3x3 -> ReLU -> conv 1x1 -> ReLU -> zero-initialised conv 3x3.
 
     Kingma & Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions", 2018, Section 3.3.
+    The hidden convolutions start as in Glow's code, weights drawn from
+    ``N(0, 0.05^2)`` and zero biases: smaller than PyTorch's default for these
+    few input channels, which slows the early fit and, on small data sets,
+    generalises better (digits: 0.02 bits/dim lower at test, ``docs/images.md``).
+    Glow's code also multiplies the last layer's output by a learned gain
+    ``exp(3 logs)`` (``output_gain=True``, see :class:`ZeroConv2d`). It is off
+    by default: on small data sets it lets the couplings fit the training set
+    faster at the expense of test likelihood (on scikit-learn's digits the
+    gain costs 0.010 to 0.016 bits/dim at test, ``docs/images.md``).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, hidden: int = 64, context_features: int | None = None):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        hidden: int = 64,
+        context_features: int | None = None,
+        output_gain: bool = False,
+    ):
         super().__init__()
         self.context_features = context_features
         self.net = nn.Sequential(
             nn.Conv2d(in_channels + (context_features or 0), hidden, 3, padding=1),
             nn.ReLU(inplace=True),
-            Pointwise(hidden, hidden),
+            nn.Conv2d(hidden, hidden, 1),
             nn.ReLU(inplace=True),
-            ZeroConv2d(hidden, out_channels),
+            ZeroConv2d(hidden, out_channels, gain=output_gain),
         )
+        for layer in (self.net[0], self.net[2]):
+            nn.init.normal_(layer.weight, 0.0, 0.05)
+            nn.init.zeros_(layer.bias)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        return self.net(with_context(x, context, self.context_features))
+        return self.net(channels_last_on_cpu(with_context(x, context, self.context_features))).contiguous()
 
 
 class _ResidualBlock(nn.Module):
@@ -121,5 +138,5 @@ class ConvResNet(nn.Module):
         self.out = ZeroConv2d(hidden, out_channels)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        h = self.blocks(self.head(with_context(x, context, self.context_features)))
-        return self.out(F.relu(h))
+        h = self.blocks(self.head(channels_last_on_cpu(with_context(x, context, self.context_features))))
+        return self.out(F.relu(h)).contiguous()

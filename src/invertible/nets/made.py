@@ -119,7 +119,7 @@ class MaskedMLP(nn.Module):
         self.features, self.params, self.hidden = features, params, hidden
         self.context_features = context_features
         self.random_degrees = random_degrees
-        self.activation = make_activation(activation)
+        self.activation = make_activation(activation, inplace=True)  # always applied to a fresh pre-activation
         sizes = [features, *hidden]
         self.layers = nn.ModuleList(MaskedLinear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.output = MaskedLinear(hidden[-1], params * features)

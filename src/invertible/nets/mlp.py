@@ -17,11 +17,19 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
-def make_activation(name: str) -> nn.Module:
-    """An activation module by name (one of :data:`ACTIVATIONS`)."""
+#: activations that can overwrite their input (saving an allocation and a copy per layer)
+_IN_PLACE = {"relu", "elu", "silu", "leaky_relu"}
+
+
+def make_activation(name: str, inplace: bool = False) -> nn.Module:
+    """An activation module by name (one of :data:`ACTIVATIONS`).
+
+    ``inplace=True`` overwrites the input where the activation allows it; use it only
+    on a fresh tensor nobody else reads (the output of a linear layer).
+    """
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name]()
+    return ACTIVATIONS[name](inplace=True) if inplace and name in _IN_PLACE else ACTIVATIONS[name]()
 
 
 class MLP(nn.Module):
@@ -47,7 +55,7 @@ class MLP(nn.Module):
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             if i > 0:
-                layers.append(make_activation(activation))
+                layers.append(make_activation(activation, inplace=True))
             layers.append(nn.Linear(a, b))
         if zero_init:
             nn.init.zeros_(layers[-1].weight)

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from torch import Tensor
 
 from .. import data as data_registry
 from .. import models
 from ..core import Flow
 from ..data import DataBundle
+from ..persistence import atomic_write, read_tensors, state_tensors
 
-__all__ = ["load_bundle", "check_bundle", "build_flow", "check_fits"]
+__all__ = ["load_bundle", "check_bundle", "build_flow", "check_fits", "trainable_preprocess", "save_preprocess",
+           "restore_preprocess", "PREPROCESS_WEIGHTS"]
+
+#: The trained preprocessing of a run (a learned dequantizer), beside ``model.safetensors``.
+PREPROCESS_WEIGHTS = "preprocess.safetensors"
 
 _SET_BY_DATA = ("features", "event_shape", "context_features")
 
@@ -83,3 +90,32 @@ def check_fits(flow: Flow, bundle: DataBundle) -> None:
             f"the model takes context_features={flow.context_features} but dataset {bundle.name!r} has "
             f"context_features={bundle.context_features}"
         )
+
+
+def trainable_preprocess(bundle: DataBundle) -> list[torch.nn.Parameter]:
+    """Parameters of a preprocessing that is applied to every batch and learns (Flow++'s variational dequantizer)."""
+    if not bundle.raw or bundle.preprocess is None:
+        return []
+    return [p for p in bundle.preprocess.parameters() if p.requires_grad]
+
+
+def save_preprocess(bundle: DataBundle, run_dir: str | Path) -> None:
+    """Write the trained preprocessing of ``bundle`` into ``run_dir`` (nothing when it has no parameters)."""
+    if trainable_preprocess(bundle):
+        tensors = state_tensors(bundle.preprocess)
+        atomic_write(Path(run_dir) / PREPROCESS_WEIGHTS, lambda tmp: save_file(tensors, tmp))
+
+
+def restore_preprocess(bundle: DataBundle, run_dir: str | Path) -> DataBundle:
+    """Load a run's trained preprocessing into ``bundle`` (the dataset must be built with the run's options)."""
+    path = Path(run_dir) / PREPROCESS_WEIGHTS
+    if not trainable_preprocess(bundle):
+        return bundle
+    if not path.is_file():
+        raise ValueError(f"dataset {bundle.name!r} has a trained preprocessing, but {run_dir} holds no {PREPROCESS_WEIGHTS}")
+    try:
+        bundle.preprocess.load_state_dict(read_tensors(path, "trained preprocessing"))
+    except RuntimeError as e:
+        raise ValueError(f"{path} does not fit the preprocessing of dataset {bundle.name!r}: {e}") from None
+    bundle.preprocess.eval()
+    return bundle

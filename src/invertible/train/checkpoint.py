@@ -2,7 +2,7 @@
 
 Layout of ``RUN/checkpoint/``::
 
-    state-00000500.safetensors   model.*, ema.*, best.*, optim.<param>.<key>, rng.torch, rng.cuda.<i>, rng.numpy
+    state-00000500.safetensors   model.*, ema.*, best.*, preprocess.*, optim.<param>.<key>, rng.torch, rng.cuda.<i>, rng.numpy
     checkpoint.json              step, tensor file name and its SHA-256, optimizer groups,
                                  scheduler position, RNG states (python, numpy), training state, config
 
@@ -44,6 +44,8 @@ class Checkpoint:
     optimizer: dict[str, Any]
     ema: dict[str, Tensor] | None = None
     best: dict[str, Tensor] | None = None
+    #: a trained data preprocessing (learned dequantization), when the run has one
+    preprocess: dict[str, Tensor] | None = None
     rng: dict[str, Any] = field(default_factory=dict)
     scheduler: dict[str, Any] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
@@ -99,7 +101,7 @@ def save_checkpoint(run_dir: str | Path, ckpt: Checkpoint) -> Path:
     directory = Path(run_dir) / CHECKPOINT_DIR
     directory.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, Tensor] = {}
-    for prefix, sd in (("model", ckpt.model), ("ema", ckpt.ema), ("best", ckpt.best)):
+    for prefix, sd in (("model", ckpt.model), ("ema", ckpt.ema), ("best", ckpt.best), ("preprocess", ckpt.preprocess)):
         for k, v in (sd or {}).items():
             tensors[f"{prefix}.{k}"] = _cpu(v)
     optim_state: dict[str, dict[str, Any]] = {}
@@ -125,6 +127,7 @@ def save_checkpoint(run_dir: str | Path, ckpt: Checkpoint) -> Path:
         "sha256": _sha256(directory / name),
         "has_ema": ckpt.ema is not None,
         "has_best": ckpt.best is not None,
+        "has_preprocess": ckpt.preprocess is not None,
         "optimizer": {"param_groups": ckpt.optimizer["param_groups"], "state": optim_state},
         "rng": {"numpy": numpy_state, "python": rng.pop("python")},
         "scheduler": ckpt.scheduler,
@@ -178,6 +181,7 @@ def load_checkpoint(run_dir: str | Path) -> Checkpoint:
         optimizer={"state": state, "param_groups": optimizer["param_groups"]},
         ema=section("ema") if record.get("has_ema") else None,
         best=section("best") if record.get("has_best") else None,
+        preprocess=section("preprocess") if record.get("has_preprocess") else None,
         rng={
             "torch": tensors["rng.torch"],
             "numpy": {**rng["numpy"], "keys": tensors["rng.numpy"]},

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from ..core import Flow
 from ..data import DataBundle
 from ..persistence import atomic_write, write_json
-from .build import build_flow, load_bundle
+from .build import build_flow, load_bundle, save_preprocess, trainable_preprocess
 from .batches import BatchPlan
 from .checkpoint import Checkpoint, has_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
@@ -111,7 +111,12 @@ class _Trainer:
         self.flow.train()
         if config.threads is None and runtime.device.type == "cpu" and single_thread_pays(count_parameters(self.flow)):
             torch.set_num_threads(1)
-        self.optimizer = torch.optim.Adam(self.flow.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        # a learned dequantizer (bundle preprocess with parameters) is optimised with the flow
+        self.preprocess_params = trainable_preprocess(self.bundle)
+        if self.preprocess_params and runtime.distributed:
+            raise TrainingError("a trained preprocessing (variational dequantization) is not supported in distributed runs yet")
+        self.parameters = [*self.flow.parameters(), *self.preprocess_params]
+        self.optimizer = torch.optim.Adam(self.parameters, lr=config.lr, weight_decay=config.weight_decay)
         self.ema = EMA(self.flow, config.ema) if config.ema is not None else None
         self.plan = BatchPlan(self.bundle.train.shape[0], config.batch_size, config.seed, runtime.rank, runtime.world_size)
         self.train_x = self.bundle.train.to(runtime.device)
@@ -141,6 +146,10 @@ class _Trainer:
                 raise TrainingError(f"cannot resume: {key} is {getattr(self.config, key)!r} but the checkpoint has {saved!r}")
         try:
             self.flow.load_state_dict(ckpt.model)
+            if self.preprocess_params:
+                if ckpt.preprocess is None:
+                    raise ValueError("the checkpoint holds no weights of the trained preprocessing")
+                self.bundle.preprocess.load_state_dict(ckpt.preprocess)
             self.optimizer.load_state_dict(ckpt.optimizer)
             if self.ema is not None:
                 if ckpt.ema is None:
@@ -171,6 +180,7 @@ class _Trainer:
                 optimizer=self.optimizer.state_dict(),
                 ema=None if self.ema is None else self.ema.model.state_dict(),
                 best=self.best,
+                preprocess=self.bundle.preprocess.state_dict() if self.preprocess_params else None,
                 rng=rng_state(),
                 scheduler={"schedule": self.config.schedule, "step": self.step,
                            "lr": self.optimizer.param_groups[0]["lr"]},
@@ -206,7 +216,7 @@ class _Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         max_norm = cfg.grad_clip if cfg.grad_clip is not None else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.flow.parameters(), max_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, max_norm)
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.flow)
@@ -287,6 +297,7 @@ class _Trainer:
             best_step=self.state["best_step"],
             wall_time_s=self.state["wall_time_s"],
             parameters=count_parameters(flow),
+            preprocess_parameters=sum(p.numel() for p in self.preprocess_params),
             ema=cfg.ema is not None,
             world_size=self.rt.world_size,
             device=str(self.rt.device),
@@ -294,6 +305,7 @@ class _Trainer:
         )
         if self.rt.main:
             flow.save(self.run_dir)
+            save_preprocess(self.bundle, self.run_dir)
             if cfg.plots:
                 from .pictures import draw_run
 

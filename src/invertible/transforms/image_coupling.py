@@ -44,7 +44,13 @@ def channel_mask(channels: int, parity: int = 0) -> Tensor:
 
 
 class _ImageCoupling(Transform):
-    """Shared split/merge and conditioner plumbing; subclasses define the elementwise map."""
+    """Shared split/merge and conditioner plumbing; subclasses define the elementwise map.
+
+    ``net`` picks the conditioner (``"glow"``: :class:`~invertible.nets.GlowConvNet`,
+    ``"resnet"``: :class:`~invertible.nets.ConvResNet` with ``blocks`` residual
+    blocks); ``output_gain`` gives the Glow network the learned output gain of
+    Glow's code (see :class:`~invertible.nets.ZeroConv2d`).
+    """
 
     params_per_element: int = 1
 
@@ -57,6 +63,7 @@ class _ImageCoupling(Transform):
         net: str = "glow",
         blocks: int = 2,
         context_features: int | None = None,
+        output_gain: bool = False,
     ):
         super().__init__()
         if len(event_shape) != 3:
@@ -80,8 +87,10 @@ class _ImageCoupling(Transform):
         self.net_in_channels = n_in
         n_out *= self.params_per_element
         if net == "glow":
-            self.net = GlowConvNet(n_in, n_out, hidden, context_features)
+            self.net = GlowConvNet(n_in, n_out, hidden, context_features, output_gain=output_gain)
         else:
+            if output_gain:
+                raise ValueError("output_gain applies to net='glow'; the ResNet conditioner always has its output gain")
             self.net = ConvResNet(n_in, n_out, hidden, blocks, context_features)
 
     def _element(self, x: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:

@@ -19,7 +19,10 @@ from torch import Tensor, nn
 from ..core import Transform, sum_except_batch
 from ..nets.conv import ZeroConv2d, with_context
 
-__all__ = ["FactorOut", "AffinePrior"]
+__all__ = ["FactorOut", "AffinePrior", "PRIORS"]
+
+#: Priors of a factored-out half: learned from the kept half, learned per channel, or fixed N(0, I).
+PRIORS = ("conditional", "channel", "fixed")
 
 
 class FactorOut(Transform):
@@ -34,17 +37,23 @@ class FactorOut(Transform):
 
     ``inner`` must keep the shape of ``x1`` (wrap a squeeze and its inverse
     around the next scale). The Jacobian is block triangular, so the log-det
-    is the inner one plus the prior's. With ``learned_prior=False`` this is
-    RealNVP's fixed standard-normal split (Dinh et al. 2017, Section 3.6);
-    with ``True`` Glow's learned prior (Kingma & Dhariwal 2018, code
-    ``split2d``), a zero-initialised 3x3 convolution of ``x1`` (and of the
-    context, which makes the prior class-conditional).
+    is the inner one plus the prior's. The prior of ``x2``:
+
+    - ``"conditional"``: Glow's learned prior (Kingma & Dhariwal 2018, code
+      ``split2d``), ``mu`` and ``log_sigma`` from a zero-initialised 3x3
+      convolution of ``x1`` (and of the context, which makes it class-conditional);
+    - ``"channel"``: a learned diagonal Gaussian with one ``mu`` and one
+      ``log_sigma`` per channel, independent of ``x1`` (an
+      :class:`AffinePrior` of shape ``(C2, 1, 1)``, shifted by a linear map of
+      the context); far fewer parameters, and the factored-out half cannot be
+      predicted from the kept half, which regularises small data sets;
+    - ``"fixed"``: RealNVP's standard-normal split (Dinh et al. 2017, Section 3.6).
 
     Args:
         channels: channels of the input ``x``.
         keep: channels of ``x1`` (the first ``keep`` channels); the rest are factored out.
         inner: the transform applied to ``x1``.
-        learned_prior: learn ``mu`` and ``log_sigma`` from ``x1`` (else a fixed ``N(0, I)``).
+        prior: ``"conditional"``, ``"channel"`` or ``"fixed"`` (see above).
         context_features: size of the conditioning vector of the prior.
     """
 
@@ -53,20 +62,31 @@ class FactorOut(Transform):
         channels: int,
         keep: int,
         inner: Transform,
-        learned_prior: bool = True,
+        prior: str = "conditional",
         context_features: int | None = None,
     ):
         super().__init__()
         if not 0 < keep < channels:
             raise ValueError(f"keep must lie strictly between 0 and channels={channels}, got {keep}")
+        if prior not in PRIORS:
+            raise ValueError(f"unknown split prior {prior!r}; choose from {PRIORS}")
         self.keep = keep
         self.inner = inner
-        self.context_features = context_features if learned_prior else None
-        self.prior = ZeroConv2d(keep + (self.context_features or 0), 2 * (channels - keep)) if learned_prior else None
+        self.prior_kind = prior
+        self.context_features = None if prior == "fixed" else context_features
+        if prior == "conditional":
+            self.prior = ZeroConv2d(keep + (self.context_features or 0), 2 * (channels - keep))
+        elif prior == "channel":
+            self.prior = AffinePrior((channels - keep, 1, 1), self.context_features)
+        else:
+            self.prior = None
 
     def _prior(self, x1: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor] | None:
         if self.prior is None:
             return None
+        if isinstance(self.prior, AffinePrior):
+            shape = (x1.shape[0], self.prior.event_shape[0], *x1.shape[2:])
+            return self.prior.params(shape, x1.dtype, context)
         h = self.prior(with_context(x1, context, self.context_features))
         return h[:, 0::2], h[:, 1::2]
 
@@ -95,10 +115,13 @@ class FactorOut(Transform):
 class AffinePrior(Transform):
     """The top-level learned prior ``N(mu(y), sigma(y)^2)`` of Glow as the map ``z = (x - mu) / sigma``.
 
-    ``mu`` and ``log_sigma`` are learned per element (Glow's ``learntop``) and,
-    with a context ``y`` (a one-hot label), shifted by a zero-initialised
-    linear function of it (Glow's ``ycond``): ``mu(y) = mu_0 + A y``,
-    ``log_sigma(y) = s_0 + B y``. ``log|det| = -sum log_sigma(y)``.
+    ``mu`` and ``log_sigma`` are learned per element of ``event_shape``
+    (Glow's ``learntop``) and, with a context ``y`` (a one-hot label), shifted
+    by a zero-initialised linear function of it (Glow's ``ycond``):
+    ``mu(y) = mu_0 + A y``, ``log_sigma(y) = s_0 + B y``.
+    ``log|det| = -sum log_sigma(y)`` over all elements of ``x``. Sizes of 1
+    in ``event_shape`` are shared by broadcasting: ``(C, 1, 1)`` learns one
+    Gaussian per channel for images of any size.
     """
 
     def __init__(self, event_shape: Sequence[int], context_features: int | None = None):
@@ -115,19 +138,21 @@ class AffinePrior(Transform):
             nn.init.zeros_(self.from_context.weight)
             nn.init.zeros_(self.from_context.bias)
 
-    def _params(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        loc, log_scale = self.loc.expand(x.shape), self.log_scale.expand(x.shape)
+    def params(self, shape: Sequence[int], dtype: torch.dtype, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``(mu, log_sigma)`` broadcast to ``shape`` (batch first), for the given context."""
+        shape = tuple(shape)
+        loc, log_scale = self.loc.expand(shape), self.log_scale.expand(shape)
         if self.context_features is not None:
             if context is None:
                 raise ValueError(f"this prior expects a context of {self.context_features} features")
-            h = self.from_context(context.to(x.dtype)).view(x.shape[0], 2, *self.event_shape)
+            h = self.from_context(context.to(dtype)).view(shape[0], 2, *self.event_shape)
             loc, log_scale = loc + h[:, 0], log_scale + h[:, 1]
         return loc, log_scale
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        loc, log_scale = self._params(x, context)
+        loc, log_scale = self.params(x.shape, x.dtype, context)
         return (x - loc) * torch.exp(-log_scale), -sum_except_batch(log_scale)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        loc, log_scale = self._params(z, context)
+        loc, log_scale = self.params(z.shape, z.dtype, context)
         return z * torch.exp(log_scale) + loc, sum_except_batch(log_scale)
