@@ -91,6 +91,17 @@ def test_sylvester_density_matches_its_samples() -> None:
     torch.testing.assert_close(flow.log_prob(x), log_q, atol=1e-9, rtol=0)
 
 
+def test_planar_layer_starts_as_the_identity() -> None:
+    torch.manual_seed(3)
+    layer = PlanarLayer(5).double()
+    z = 3 * torch.randn(32, 5, dtype=torch.float64)
+    y, ladj = layer.inverse(z)  # parameters initialised in float32: identity up to its rounding
+    torch.testing.assert_close(y, z, atol=1e-6, rtol=0)
+    torch.testing.assert_close(ladj, torch.zeros(32, dtype=torch.float64), atol=1e-6, rtol=0)
+    u_hat, w = (t.detach() for t in layer._coefficients(None)[:2])
+    assert float(u_hat.abs().max()) < 1e-6 and float(w.abs().min()) > 1e-4  # identity through u_hat, not a zero w
+
+
 def test_planar_inverse_near_the_invertibility_limit() -> None:
     layer = PlanarLayer(3).double()
     with torch.no_grad():

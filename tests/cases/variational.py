@@ -6,10 +6,11 @@ from invertible.transforms import Planar, Radial, Sylvester
 from . import Case, PresetCase
 
 CASES = [
-    Case("planar", lambda c: Planar(3, context_features=c), (3,), conditional=True),
+    # planar layers start as the identity (u_hat = 0): perturb enough to test a real warp
+    Case("planar", lambda c: Planar(3, context_features=c), (3,), conditional=True, perturb=0.5),
     Case("planar_1d", lambda c: Planar(1), (1,)),
     Case("planar_stack", lambda c: Compose(Planar(2, c), Planar(2, c), Planar(2, c)), (2,), conditional=True, perturb=0.5),
-    Case("planar_inverse", lambda c: Inverse(Planar(4, context_features=c)), (4,), conditional=True),
+    Case("planar_inverse", lambda c: Inverse(Planar(4, context_features=c)), (4,), conditional=True, perturb=0.5),
     Case("radial", lambda c: Radial(3, context_features=c), (3,), conditional=True),
     Case("radial_1d", lambda c: Radial(1), (1,)),
     Case("sylvester_orthogonal", lambda c: Sylvester(4, c, "orthogonal"), (4,), conditional=True),
