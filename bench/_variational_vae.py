@@ -29,9 +29,10 @@ def vae_bench(argv: list[str]) -> int:
     p.add_argument("--iw", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="/tmp/invertible-bench-vae", help="where the run directories go")
+    p.add_argument("--name", default="variational_vae", help="results files bench/results/NAME.{jsonl,md}")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
-    rows_path = RESULTS / "variational_vae.jsonl"
+    rows_path = RESULTS / f"{a.name}.jsonl"
     RESULTS.mkdir(parents=True, exist_ok=True)
     for spec in a.posteriors.split(","):
         kind, _, k = spec.partition("-")
@@ -54,7 +55,7 @@ def vae_bench(argv: list[str]) -> int:
             "(2 x 300 ELU), latent 32, Bernoulli decoder, Adam 1e-3, batch 100, no KL warm-up, same seed for every "
             "posterior. Flow layers are amortised by a 64-d linear summary of the encoder's last hidden layer. "
             "Nats per image on the test split; IW = importance-weighted bound with k samples (Burda et al. 2016). "
-            "Rows are appended per invocation (`bench/results/variational_vae.jsonl`).\n\n"
+            f"Rows are appended per invocation (`bench/results/{a.name}.jsonl`).\n\n"
         )
-        write("variational_vae", text + table(rows))
+        write(a.name, text + table(rows))
     return 0
