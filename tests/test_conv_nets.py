@@ -1,0 +1,51 @@
+"""Convolutional conditioners: the matrix form of small-image convolutions computes the convolution."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from invertible.nets import ConvResNet, GlowConvNet
+from invertible.nets.conv import conv_matrix, small_image_conv
+
+
+@pytest.mark.parametrize("height,width,kernel", [(1, 1, 3), (2, 2, 3), (2, 3, 3), (3, 3, 3), (4, 4, 3), (3, 5, 5)])
+@pytest.mark.parametrize("last_in,last_out", [(False, False), (True, False), (False, True), (True, True)])
+def test_conv_matrix_is_the_same_padded_convolution(height: int, width: int, kernel: int, last_in: bool, last_out: bool) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 5, kernel, padding=kernel // 2).double()
+    x = torch.randn(4, 3, height, width, dtype=torch.float64)
+    flat = (x.permute(0, 2, 3, 1) if last_in else x).reshape(4, -1)
+    out = small_image_conv(flat, conv, height, width, channels_last_in=last_in, channels_last_out=last_out)
+    expected = conv(x)
+    expected = (expected.permute(0, 2, 3, 1) if last_out else expected).reshape(4, -1)
+    torch.testing.assert_close(out, expected)
+    # the matrix carries the weight's gradient like the convolution does
+    (g,) = torch.autograd.grad(out.square().sum(), conv.weight)
+    (g_ref,) = torch.autograd.grad(conv(x).square().sum(), conv.weight)
+    torch.testing.assert_close(g, g_ref)
+    assert conv_matrix(conv.weight, height, width).shape == (5 * height * width, 3 * height * width)
+
+
+def _convolution_path(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The network's output computed by its convolution layers (the path taken for larger images)."""
+    if isinstance(net, GlowConvNet):
+        return net.net(x)
+    h = net.blocks(net.head(x))
+    return net.out(F.relu(h))
+
+
+@pytest.mark.parametrize("make", [lambda: GlowConvNet(3, 4, 6, output_gain=True), lambda: ConvResNet(3, 4, 6, blocks=2)])
+@pytest.mark.parametrize("size", [(1, 1), (2, 2), (3, 3), (2, 3)])
+def test_small_image_forward_matches_the_convolutions(make, size: tuple[int, int]) -> None:
+    torch.manual_seed(1)
+    net = make().double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.3 * torch.randn_like(p))  # the output layer starts at zero
+    x = torch.randn(5, 3, *size, dtype=torch.float64)
+    out = net(x)
+    assert out.shape == (5, 4, *size)
+    torch.testing.assert_close(out, _convolution_path(net, x))
