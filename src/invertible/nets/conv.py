@@ -125,7 +125,10 @@ class ZeroConv2d(nn.Module):
         self.logs = nn.Parameter(torch.zeros(out_channels, 1, 1)) if gain else None
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.conv(x)
+        return self.apply_gain(self.conv(x))
+
+    def apply_gain(self, h: Tensor) -> Tensor:
+        """The convolution's output ``h`` times the learned gain, if there is one."""
         return h if self.logs is None else h * torch.exp(3 * self.logs)
 
 
@@ -185,8 +188,7 @@ class GlowConvNet(nn.Module):
         h = small_image_conv(x.reshape(batch, -1), first, height, width, channels_last_out=True).relu_()
         h = F.linear(h.view(-1, middle.in_channels), middle.weight.view(middle.out_channels, -1), middle.bias).relu_()
         out = small_image_conv(h.view(batch, -1), last.conv, height, width, channels_last_in=True)
-        out = out.view(batch, -1, height, width)
-        return out if last.logs is None else out * torch.exp(3 * last.logs)
+        return last.apply_gain(out.view(batch, -1, height, width))
 
 
 class _ResidualBlock(nn.Module):
@@ -237,5 +239,5 @@ class ConvResNet(nn.Module):
         for block in self.blocks:
             r = small_image_conv(F.relu(h), block.conv1, **size, channels_last_in=True, channels_last_out=True)
             h = h + small_image_conv(F.relu(r), block.conv2, **size, channels_last_in=True, channels_last_out=True)
-        out = small_image_conv(F.relu(h), self.out.conv, **size, channels_last_in=True).view(batch, -1, height, width)
-        return out if self.out.logs is None else out * torch.exp(3 * self.out.logs)
+        out = small_image_conv(F.relu(h), self.out.conv, **size, channels_last_in=True)
+        return self.out.apply_gain(out.view(batch, -1, height, width))
