@@ -50,3 +50,9 @@ def test_small_image_forward_matches_the_convolutions(make, size: tuple[int, int
     assert out.shape == (5, 4, *size)
     torch.testing.assert_close(out, _convolution_path(net, x))
     torch.testing.assert_close(net(x), out)  # the path the network picks computes the same
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 2, 2), (2, 3, 3, 1)])
+def test_conv_matrix_refuses_kernels_without_a_centre(shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="square kernel of odd size"):
+        conv_matrix(torch.zeros(shape), 4, 4)

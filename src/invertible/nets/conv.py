@@ -85,7 +85,9 @@ def conv_matrix(
     built as one matrix product of the kernel with fixed 0/1 shift matrices, so
     it is cheap to form and to differentiate in ``weight``.
     """
-    out_channels, in_channels, k, _ = weight.shape
+    out_channels, in_channels, k, k_w = weight.shape
+    if k != k_w or k % 2 == 0:
+        raise ValueError(f"conv_matrix needs a square kernel of odd size, got {k}x{k_w}")
     pixels = height * width
     shifts = _shift_matrices(height, width, k, weight.device, weight.dtype)
     m = (weight.reshape(out_channels * in_channels, k * k) @ shifts).view(out_channels, in_channels, pixels, pixels)
