@@ -80,3 +80,25 @@ def test_maf_sampling_is_differentiable():
     x, _ = t.inverse(z)
     x.sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in t.parameters())
+
+
+def test_maf_layer_is_the_papers_affine_map_in_its_parameterisation():
+    # z = x exp(beta) + m is the paper's z = (x - mu) exp(-alpha) with alpha = -beta, mu = -m exp(-beta)
+    torch.manual_seed(0)
+    t = MaskedAffineAutoregressive(5, hidden=(16,), scale="exp").double()
+    _perturb(t)
+    x = torch.randn(7, 5, dtype=torch.float64)
+    raw, m = t.net(x).unbind(1)
+    alpha, mu = -raw, -m * torch.exp(-raw)
+    z, ladj = t(x)
+    torch.testing.assert_close(z, (x - mu) * torch.exp(-alpha))
+    torch.testing.assert_close(ladj, -alpha.sum(1))
+
+
+def test_soft_clamp_is_bound_tanh_over_bound_to_the_last_bits():
+    from invertible.transforms.coupling import soft_clamp
+
+    raw = torch.cat([torch.linspace(-50, 50, 2001, dtype=torch.float64), torch.tensor([0.0, 1e-12, -1e300, 1e300])])
+    for bound in (1.0, 3.0, 7.5):
+        torch.testing.assert_close(soft_clamp(raw, bound), bound * torch.tanh(raw / bound), rtol=0, atol=1e-14)
+    assert soft_clamp(torch.zeros(3)).eq(0).all()  # a zero-initialised layer is the identity

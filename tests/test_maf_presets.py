@@ -54,3 +54,21 @@ def test_maf_with_batch_norm_trains_and_round_trips_through_save(tmp_path):
     again = invertible.load(tmp_path / "m")
     torch.testing.assert_close(again.log_prob(data[:10]), flow.log_prob(data[:10]))
     assert math.isfinite(flow.sample(5).sum().item())
+
+
+def test_files_of_an_older_or_newer_format_are_refused_with_the_reason(tmp_path):
+    import json
+
+    import pytest
+
+    for name, options in (("maf", {"features": 2, "layers": 2, "hidden": [8]}), ("realnvp", {"features": 2, "layers": 2})):
+        build(name, **options).save(tmp_path / name)
+        config = json.loads((tmp_path / name / "model.json").read_text())
+        assert config["format"] == 2
+        (tmp_path / name / "model.json").write_text(json.dumps({**config, "format": 1}))
+    with pytest.raises(ValueError, match="saved in format 1.*retrain"):
+        invertible.load(tmp_path / "maf")
+    invertible.load(tmp_path / "realnvp")  # format 1 realnvp weights mean the same map
+    (tmp_path / "realnvp" / "model.json").write_text(json.dumps({**config, "format": 3}))
+    with pytest.raises(ValueError, match="format 3; this version of invertible reads up to 2"):
+        invertible.load(tmp_path / "realnvp")

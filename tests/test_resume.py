@@ -118,3 +118,17 @@ def test_failed_start_leaves_no_checkpoint_and_can_be_rerun(tmp_path):
     train(config(tmp_path, "run"))  # a fresh start replaces the lines of the failed attempt
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and len([s for s in steps if s == 3]) == 1
+
+
+def test_a_format_1_maf_checkpoint_is_refused(tmp_path):
+    cfg = config(tmp_path, "maf")
+    cfg.model, cfg.model_options = "maf", {"layers": 2, "hidden": [8]}
+    with pytest.raises(Interrupted):
+        train(cfg, callbacks=[recorder({}, stop_at=6)])
+    record_path = tmp_path / "maf" / CHECKPOINT_DIR / CHECKPOINT_JSON
+    record = json.loads(record_path.read_text())
+    assert record["format"] == 2
+    load_checkpoint(tmp_path / "maf")
+    record_path.write_text(json.dumps({**record, "format": 1}))
+    with pytest.raises(ValueError, match="'maf' model saved in format 1"):
+        train(cfg, resume=True)

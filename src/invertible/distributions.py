@@ -42,7 +42,7 @@ class StandardNormal(_Base):
     """``N(0, I)``: ``log p(z) = -1/2 (|z|^2 + d log 2 pi)``."""
 
     def log_prob(self, z: Tensor) -> Tensor:
-        return self._sum_event(-0.5 * (z.pow(2) + _LOG_2PI))
+        return -0.5 * (self._sum_event(z.square()) + self.event_shape.numel() * _LOG_2PI)
 
     def rsample(self, shape: Sequence[int] | int = ()) -> Tensor:
         a = self._anchor

@@ -18,11 +18,14 @@ from safetensors.torch import load_file, save_file
 
 from .core import Flow
 
-__all__ = ["save_flow", "load", "atomic_write", "MODEL_JSON", "MODEL_WEIGHTS"]
+__all__ = ["save_flow", "load", "atomic_write", "check_format", "MODEL_JSON", "MODEL_WEIGHTS"]
 
 MODEL_JSON = "model.json"
 MODEL_WEIGHTS = "model.safetensors"
-FORMAT_VERSION = 1
+#: 2: the MAF/IAF layer computes ``z = x exp(beta) + m`` (format 1: ``z = (x - mu) exp(-alpha)``).
+FORMAT_VERSION = 2
+#: Presets whose saved weights mean something else under format 1.
+_CHANGED_IN_2 = ("maf", "iaf", "made")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -96,6 +99,20 @@ def read_tensors(path: Path, what: str) -> dict[str, torch.Tensor]:
         raise ValueError(f"corrupt {what} {path}: {e}") from None
 
 
+def check_format(version: Any, model: Any, where: Path) -> None:
+    """Refuse a file written in a newer format, or a format-1 MAF/IAF/MADE whose weights now mean another map."""
+    if not isinstance(version, int) or version < 1:
+        raise ValueError(f"corrupt {where}: bad format {version!r}")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{where} was written in format {version}; this version of invertible reads up to {FORMAT_VERSION}")
+    if version == 1 and model in _CHANGED_IN_2:
+        raise ValueError(
+            f"{where} holds a {model!r} model saved in format 1, when its affine layers computed "
+            "z = (x - mu) exp(-alpha); they now compute z = x exp(beta) + m, so these weights would give "
+            "another density: retrain the model"
+        )
+
+
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Flow:
     """Load a flow saved by :meth:`Flow.save` or written by ``invertible train`` (a run directory)."""
     from .models import build
@@ -108,6 +125,7 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> F
     config = read_json(path / MODEL_JSON, "model config")
     if "model" not in config or not isinstance(config.get("options"), dict):
         raise ValueError(f"corrupt model config {path / MODEL_JSON}: needs 'model' and 'options'")
+    check_format(config.get("format", 1), config["model"], path / MODEL_JSON)
     flow = build(config["model"], **config["options"])
     tensors = read_tensors(path / MODEL_WEIGHTS, "model weights")
     try:

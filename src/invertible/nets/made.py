@@ -176,15 +176,19 @@ class MaskedMLP(nn.Module):
         return torch.argsort(self.degrees)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        h = self.layers[0](x)
+        # The layers are called through ``forward``, not ``__call__``: at MADE sizes the
+        # module-call machinery costs as much as the arithmetic of a small layer (hooks
+        # registered on the sub-layers therefore do not fire; hooks on the MADE do).
+        act = self.activation.forward
+        h = self.layers[0].forward(x)
         if self.context is not None:
             if context is None:
                 raise ValueError(f"this network expects a context of {self.context_features} features")
             h = h + self.context(context)
-        h = self.activation(h)
+        h = act(h)
         for layer in self.layers[1:]:
-            h = self.activation(layer(h))
-        return self.output(h).view(x.shape[0], self.params, self.features)
+            h = act(layer.forward(h))
+        return self.output.forward(h).view(x.shape[0], self.params, self.features)
 
     def sequential(self, step: Step, batch: int, context: Tensor | None = None, like: Tensor | None = None) -> Tensor:
         """Fill in the inputs one at a time in the order: ``x_i = step(i, out[:, :, i])``; returns ``x`` ``(batch, D)``.

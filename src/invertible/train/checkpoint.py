@@ -26,13 +26,12 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
-from ..persistence import atomic_write, read_json, read_tensors, write_json
+from ..persistence import FORMAT_VERSION, atomic_write, check_format, read_json, read_tensors, write_json
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "CHECKPOINT_DIR", "CHECKPOINT_JSON"]
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_JSON = "checkpoint.json"
-FORMAT_VERSION = 1
 
 
 @dataclass
@@ -154,6 +153,9 @@ def load_checkpoint(run_dir: str | Path) -> Checkpoint:
         optimizer, rng = record["optimizer"], record["rng"]
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"corrupt checkpoint record {directory / CHECKPOINT_JSON}: missing or bad field {e}") from None
+    config = record.get("config", {})
+    check_format(record.get("format", 1), config.get("model") if isinstance(config, dict) else None,
+                 directory / CHECKPOINT_JSON)
     path = directory / str(name)
     if not path.is_file():
         raise ValueError(f"corrupt checkpoint in {directory}: tensor file {name} is missing")

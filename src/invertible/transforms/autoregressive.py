@@ -97,16 +97,16 @@ class _Autoregressive(Transform):
 
 
 class _Affine:
-    """``z_i = (x_i - mu_i) exp(-alpha_i)`` with ``alpha_i = scale(raw_i)``; elementwise log-det ``-alpha_i``."""
+    """``z_i = x_i exp(beta_i) + m_i`` with ``beta_i = scale(raw_i)``; elementwise log-det ``beta_i``."""
 
     scale: str
 
     def _element(self, x: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        alpha = SCALE_FUNCTIONS[self.scale](params[:, 0])
-        mu = params[:, 1]
+        raw, shift = params.unbind(1)  # one backward node for both, not a zero-filled copy each
+        beta = SCALE_FUNCTIONS[self.scale](raw)
         if inverse:
-            return x * torch.exp(alpha) + mu, alpha
-        return (x - mu) * torch.exp(-alpha), -alpha
+            return (x - shift) * torch.exp(-beta), -beta
+        return torch.addcmul(shift, x, torch.exp(beta)), beta
 
 
 def _check_scale(scale: str) -> str:
@@ -116,14 +116,18 @@ def _check_scale(scale: str) -> str:
 
 
 class MaskedAffineAutoregressive(_Affine, _Autoregressive):
-    """The MAF layer: ``z_i = (x_i - mu_i(x_<i)) exp(-alpha_i(x_<i))``, ``log|det dz/dx| = -sum_i alpha_i``.
+    """The MAF layer: ``z_i = x_i exp(beta_i(x_<i)) + m_i(x_<i)``, ``log|det dz/dx| = sum_i beta_i``.
 
     Papamakarios, Pavlakou & Murray, "Masked Autoregressive Flow for Density
     Estimation", NeurIPS 2017 (Eq. 4-5); the network is a MADE (Germain et al. 2015).
+    The paper writes the layer as ``z_i = (x_i - mu_i) exp(-alpha_i)``; that is the
+    same family of maps with ``alpha = -beta`` and ``mu = -m exp(-beta)``. The
+    network outputs ``beta`` and ``m`` directly (as :class:`AffineCoupling` does),
+    so the density pass is one fused multiply-add per coordinate.
 
     **Fast direction: ``forward`` (data -> noise, i.e. ``log_prob``) in one network
     pass.** ``inverse`` (sampling) takes ``D`` sequential steps,
-    ``x_i = z_i exp(alpha_i) + mu_i``, with each hidden unit computed once (see
+    ``x_i = (z_i - m_i) exp(-beta_i)``, with each hidden unit computed once (see
     :meth:`MaskedMLP.sequential`).
 
     Args:
@@ -133,7 +137,7 @@ class MaskedAffineAutoregressive(_Affine, _Autoregressive):
         order: autoregressive order (``"default"``, ``"reverse"``, ``"random"`` or a permutation).
             Stacking layers with different orders replaces explicit permutation layers.
         random_degrees: random hidden degrees (MADE's connectivity sampling) instead of cycled ones.
-        scale: how the raw output becomes ``alpha``: ``"softclamp"`` (``3 tanh(raw/3)``, default),
+        scale: how the raw output becomes ``beta``: ``"softclamp"`` (``3 tanh(raw/3)``, default),
             ``"sigmoid"`` or ``"exp"`` (unbounded), as in :class:`AffineCoupling`.
         seed: seed of a random order or random degrees.
     """
@@ -151,9 +155,9 @@ class InverseAutoregressiveAffine(MaskedAffineAutoregressive):
     Kingma, Salimans, Jozefowicz, Chen, Sutskever & Welling, "Improved
     Variational Inference with Inverse Autoregressive Flow", NeurIPS 2016.
 
-    ``inverse`` (noise ``u`` -> data ``x``): ``x_i = (u_i - mu_i(u_<i)) exp(-alpha_i(u_<i))``,
-    ``log|det dx/du| = -sum_i alpha_i`` — the IAF update ``x = sigma(u) u + m(u)`` with
-    ``sigma = exp(-alpha)`` and ``m = -mu exp(-alpha)``.
+    ``inverse`` (noise ``u`` -> data ``x``): ``x_i = u_i exp(beta_i(u_<i)) + m_i(u_<i)``,
+    ``log|det dx/du| = sum_i beta_i`` — the IAF update ``x = sigma(u) u + m(u)`` with
+    ``sigma = exp(beta)``.
 
     **Fast direction: ``inverse`` (sampling) in one network pass**, together with the
     log-density of the samples: ``Flow.sample_and_log_prob`` and
