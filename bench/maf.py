@@ -7,10 +7,13 @@ samples from the same model. Each peer builds the same architecture: nflows
 with reversal permutations, zuko ``MAF(transforms=5, hidden_features=(128, 128))``,
 and the "bare networks" are five plain ``16 -> 128 -> 128 -> 32`` MLPs run
 forward and backward alone. The row "chained MADEs" is the least a MAF has to
-do beyond them: this library's five MADEs chained by the paper's affine map
-``z = (x - mu) exp(-alpha)`` with unbounded ``alpha`` and the Gaussian
-log-density, written out with no transform framework — unlike the bare
-networks, every MADE after the first must backpropagate into its input.
+do beyond them: this library's five MADEs chained by the affine map in its
+cheapest form, ``z = x exp(beta) + m`` (one fused multiply-add) with unbounded
+``beta``, and the Gaussian log-density, written out with no transform
+framework — unlike the bare networks, every MADE after the first must
+backpropagate into its input. ``--compile`` adds this library's and zuko's MAF
+with ``torch.compile(log_prob)`` (a compiled model is compared with the fastest
+compiled peer).
 
 Quality: 3,000 steps, batch 256, Adam 1e-3 with cosine decay (no warm-up;
 the shared loop of ``bench/_training.py``, gradient-norm clipping at 5, the same
@@ -110,22 +113,30 @@ def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: i
 
 
 def chained_mades_step(flow: Model, x: torch.Tensor) -> Callable[[], None]:
-    """A training step of the MADEs of ``flow`` chained by ``z = (x - mu) exp(-alpha)``, nothing else."""
+    """A training step of the MADEs of ``flow`` chained by ``z = x exp(beta) + m``, nothing else."""
     nets = [layer.net for layer in flow.net.transform]
 
     def step() -> None:
         flow.zero_grad(set_to_none=True)
         z, ladj = x, 0.0
         for net in nets:
-            alpha, mu = net(z).unbind(1)
-            z = (z - mu) * torch.exp(-alpha)
-            ladj = ladj - alpha.sum(1)
+            beta, m = net(z).unbind(1)
+            z = torch.addcmul(m, z, torch.exp(beta))
+            ladj = ladj + beta.sum(1)
         (-(ladj - 0.5 * z.square().sum(1)).mean()).backward()
 
     return step
 
 
-def speed(repeats: int) -> str:
+COMPILED = " (torch.compile)"
+
+
+def _compiled(model: Model) -> Model:
+    """The same model with its ``log_prob`` compiled by ``torch.compile`` (default mode)."""
+    return Model(model.net, torch.compile(model.log_prob), model.sample)
+
+
+def speed(repeats: int, compile_: bool = False) -> str:
     torch.set_num_threads(2)
     torch.manual_seed(0)
     x = torch.randn(BATCH, FEATURES)
@@ -135,6 +146,9 @@ def speed(repeats: int) -> str:
         "zuko MAF": zuko_flow("maf", FEATURES),
         "nflows MAF": nflows_maf(FEATURES),
     }
+    compiled = {}
+    if compile_:
+        compiled = {"invertible MAF" + COMPILED: ours("maf", FEATURES), "zuko MAF" + COMPILED: zuko_flow("maf", FEATURES)}
     nets = bare_networks(FEATURES)
 
     def bare_step() -> None:
@@ -155,30 +169,36 @@ def speed(repeats: int) -> str:
 
         return step
 
-    for model in (*entries.values(), chained):
+    for model in (*entries.values(), *compiled.values(), chained):
         _perturb(model)
+    compiled = {k: _compiled(m) for k, m in compiled.items()}
     train = interleaved_ms(
         {"bare networks": bare_step, "chained MADEs": chained_mades_step(chained, x),
-         **{k: train_step(m) for k, m in entries.items()}},
+         **{k: train_step(m) for k, m in {**entries, **compiled}.items()}},
         repeats,
     )
     sample = interleaved_ms({k: sample_step(m) for k, m in entries.items()}, max(repeats // 2, 5))
-    peers = [n for n in entries if not n.startswith("invertible")]
-    fastest_train = min(train[p] for p in peers)
-    fastest_sample = min(sample[p] for p in peers)
+
+    def fastest_peer(names) -> float:
+        return min(train[n] for n in names if not n.startswith("invertible"))
+
+    fastest_train, fastest_compiled = fastest_peer(entries), fastest_peer(compiled) if compiled else None
+    fastest_sample = min(sample[p] for p in entries if not p.startswith("invertible"))
     rows = []
     for name, ms in train.items():
         rows.append({
             "model": name,
             "train step ms": ms,
             "x bare networks": ms / train["bare networks"],
-            "fastest peer / this": fastest_train / ms,
+            "fastest peer / this": (fastest_compiled if name in compiled else fastest_train) / ms,
             "sample 1024 ms": sample.get(name, "-"),
             "fastest peer / this (sampling)": fastest_sample / sample[name] if name in sample else "-",
         })
     return (
         f"## Speed: batch {BATCH}, {FEATURES} features, {LAYERS} layers, MADE {HIDDEN[0]}x{len(HIDDEN)}, "
         f"CPU, {torch.get_num_threads()} threads (median of {repeats}, timed round-robin)\n\n" + table(rows)
+        + ("\nRows marked (torch.compile) run `torch.compile(log_prob)` (compiled before timing) and are "
+           "compared with the fastest compiled peer; the others with the fastest eager peer.\n" if compiled else "")
     )
 
 
@@ -225,6 +245,7 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench maf", description=__doc__.split("\n\n")[0])
     p.add_argument("part", choices=["speed", "quality"], help="which half to run")
     p.add_argument("--repeats", type=int, default=30, help="timed repetitions (speed)")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile'd MAFs of this library and zuko (speed)")
     p.add_argument("--steps", type=int, default=3000, help="training steps (quality)")
     p.add_argument("--batch-size", type=int, default=256, help="batch size (quality)")
     p.add_argument("--datasets", default="checkerboard,8gaussians", help="comma-separated 2-D datasets (quality)")
@@ -234,7 +255,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of data, weights and batches (quality)")
     args = p.parse_args(argv)
     if args.part == "speed":
-        text = header("MAF speed: invertible vs zuko, nflows and the bare networks") + speed(args.repeats)
+        text = header("MAF speed: invertible vs zuko, nflows and the bare networks") + speed(args.repeats, args.compile)
     else:
         torch.set_num_threads(args.threads)
         text = header("MAF/NSF quality: KL gap against zuko") + quality(
