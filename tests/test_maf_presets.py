@@ -1,7 +1,9 @@
 """MAF/IAF presets: MoG base, batch norm, one-pass IAF sampling with log-density, save/load."""
 
+import json
 import math
 
+import pytest
 import torch
 
 import invertible
@@ -57,10 +59,6 @@ def test_maf_with_batch_norm_trains_and_round_trips_through_save(tmp_path):
 
 
 def test_files_of_an_older_or_newer_format_are_refused_with_the_reason(tmp_path):
-    import json
-
-    import pytest
-
     for name, options in (("maf", {"features": 2, "layers": 2, "hidden": [8]}), ("realnvp", {"features": 2, "layers": 2})):
         build(name, **options).save(tmp_path / name)
         config = json.loads((tmp_path / name / "model.json").read_text())
