@@ -15,7 +15,8 @@ backpropagate into its input. ``--compile`` adds this library's and zuko's MAF
 with ``torch.compile(log_prob)`` (a compiled model is compared with the fastest
 compiled peer).
 
-Quality: 3,000 steps, batch 256, Adam 1e-3 with cosine decay (no warm-up;
+Quality ("invertible MAF (identity start)" is the MAF with ``init="identity"``):
+3,000 steps, batch 256, Adam 1e-3 with cosine decay (no warm-up;
 the shared loop of ``bench/_training.py``, gradient-norm clipping at 5, the same
 batches for every model), 5 layers of 2x128; KL gap ``NLL(test) - H(p)`` on checkerboard and 8gaussians (exact
 log-densities) for invertible's MAF and NSF (autoregressive, 8 bins, bound 5)
@@ -44,11 +45,11 @@ FEATURES, LAYERS, HIDDEN, BATCH = 16, 5, (128, 128), 1024
 
 
 # ----------------------------------------------------------------------------- models
-def ours(kind: str, features: int, hidden=HIDDEN, layers=LAYERS):
+def ours(kind: str, features: int, hidden=HIDDEN, layers=LAYERS, **options):
     from invertible.models import build
 
     if kind == "maf":
-        flow = build("maf", features=features, layers=layers, hidden=list(hidden))
+        flow = build("maf", features=features, layers=layers, hidden=list(hidden), **options)
     else:
         flow = build("nsf", features=features, layers=layers, hidden=list(hidden), bins=8, bound=5.0)
     flow.validate = False  # the peers do not check their inputs either
@@ -205,6 +206,7 @@ def speed(repeats: int, compile_: bool = False) -> str:
 # ----------------------------------------------------------------------------- quality
 QUALITY_MODELS = {
     "invertible MAF": lambda: ours("maf", 2),
+    "invertible MAF (identity start)": lambda: ours("maf", 2, init="identity"),
     "zuko MAF": lambda: zuko_flow("maf", 2),
     "invertible NSF": lambda: ours("nsf", 2),
     "zuko NSF": lambda: zuko_flow("nsf", 2),

@@ -70,3 +70,20 @@ def test_files_of_an_older_or_newer_format_are_refused_with_the_reason(tmp_path)
     (tmp_path / "realnvp" / "model.json").write_text(json.dumps({**config, "format": 3}))
     with pytest.raises(ValueError, match="format 3; this version of invertible reads up to 2"):
         invertible.load(tmp_path / "realnvp")
+
+
+def test_maf_starts_as_a_volume_preserving_shear_and_iaf_as_the_identity():
+    torch.manual_seed(0)
+    x = torch.randn(32, 3)
+    maf = build("maf", features=3, layers=2, hidden=[16])
+    z, ladj = maf.transform(x)
+    assert ladj.eq(0).all() and not torch.allclose(z, x)  # z_i = x_i + m_i(x_<i): log-det exactly 0
+    assert maf.config["options"]["init"] is None  # the preset's default is recorded as such
+    same = build("maf", features=3, layers=2, hidden=[16], init="identity")
+    z, ladj = same.transform(x)
+    assert torch.equal(z, x) and ladj.eq(0).all()
+    iaf = build("iaf", features=3, layers=2, hidden=[16])
+    u, ladj = iaf.transform.inverse(x)
+    assert torch.equal(u, x) and ladj.eq(0).all()
+    with pytest.raises(ValueError, match="unknown init 'random'"):
+        build("maf", features=3, init="random")

@@ -109,6 +109,10 @@ class _Affine:
         return torch.addcmul(shift, x, torch.exp(beta)), beta
 
 
+#: Starts of an affine autoregressive layer (see :class:`MaskedAffineAutoregressive`).
+INITS = ("identity", "shear")
+
+
 def _check_scale(scale: str) -> str:
     if scale not in SCALE_FUNCTIONS:
         raise ValueError(f"unknown scale function {scale!r}; choose from {sorted(SCALE_FUNCTIONS)}")
@@ -139,14 +143,28 @@ class MaskedAffineAutoregressive(_Affine, _Autoregressive):
         random_degrees: random hidden degrees (MADE's connectivity sampling) instead of cycled ones.
         scale: how the raw output becomes ``beta``: ``"softclamp"`` (``3 tanh(raw/3)``, default),
             ``"sigmoid"`` or ``"exp"`` (unbounded), as in :class:`AffineCoupling`.
+        init: the layer's start. ``"identity"`` (default): every MADE output is zero, so
+            ``z = x``. ``"shear"``: the ``beta`` outputs are zero and the ``m`` outputs
+            keep ``nn.Linear``'s default initialisation, so the layer starts as a random
+            volume-preserving map ``z_i = x_i + m_i(x_<i)`` (log-det exactly 0) whose
+            hidden units get gradients from the first step (with a zero output layer
+            they get none until its weights have grown).
         seed: seed of a random order or random degrees.
     """
 
     def __init__(self, features: int, hidden: Sequence[int] = (64, 64), context_features: int | None = None,
                  order: str | Sequence[int] | Tensor = "default", random_degrees: bool = False,
-                 activation: str = "relu", scale: str = "softclamp", seed: int = 0):
+                 activation: str = "relu", scale: str = "softclamp", init: str = "identity", seed: int = 0):
         self.scale = _check_scale(scale)
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; choose from {list(INITS)}")
         super().__init__(features, hidden, context_features, order, random_degrees, activation, seed)
+        if init == "shear":
+            output = self.net.output
+            output.reset_parameters()
+            with torch.no_grad():  # rows are (param, feature): param 0 is beta, param 1 is m
+                output.weight[:features].zero_()
+                output.bias[:features].zero_()
 
 
 class InverseAutoregressiveAffine(MaskedAffineAutoregressive):
