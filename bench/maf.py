@@ -180,11 +180,12 @@ def speed(repeats: int, compile_: bool = False) -> str:
     )
     sample = interleaved_ms({k: sample_step(m) for k, m in entries.items()}, max(repeats // 2, 5))
 
-    def fastest_peer(names) -> float:
-        return min(train[n] for n in names if not n.startswith("invertible"))
+    def fastest_peer(times: dict[str, float], names) -> float:
+        return min(times[n] for n in names if not n.startswith("invertible"))
 
-    fastest_train, fastest_compiled = fastest_peer(entries), fastest_peer(compiled) if compiled else None
-    fastest_sample = min(sample[p] for p in entries if not p.startswith("invertible"))
+    fastest_train = fastest_peer(train, entries)
+    fastest_compiled = fastest_peer(train, compiled) if compiled else None
+    fastest_sample = fastest_peer(sample, entries)
     rows = []
     for name, ms in train.items():
         rows.append({
