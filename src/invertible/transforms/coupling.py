@@ -107,7 +107,7 @@ class AdditiveCoupling(_MaskedCoupling):
     params_per_dim = 1
 
     def _element(self, x_b: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        shift = params[:, 0]
+        shift = params.squeeze(1)  # a view whose backward is a view too (``params[:, 0]`` would zero-fill a copy)
         y = x_b - shift if inverse else x_b + shift
         return y, x_b.new_zeros(x_b.shape[0])
 
@@ -135,9 +135,9 @@ class AffineCoupling(_MaskedCoupling):
         self.scale = scale
 
     def _element(self, x_b: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        log_scale = SCALE_FUNCTIONS[self.scale](params[:, 0])
-        shift = params[:, 1]
+        raw, shift = params.unbind(1)  # one backward node for both, not a zero-filled copy each
+        log_scale = SCALE_FUNCTIONS[self.scale](raw)
         ladj = log_scale.sum(1)
         if inverse:
             return (x_b - shift) * torch.exp(-log_scale), -ladj
-        return x_b * torch.exp(log_scale) + shift, ladj
+        return torch.addcmul(shift, x_b, torch.exp(log_scale)), ladj

@@ -125,7 +125,7 @@ class AdditiveImageCoupling(_ImageCoupling):
     params_per_element = 1
 
     def _element(self, x: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        shift = params[:, 0]
+        shift = params.squeeze(1)  # a view whose backward is a view too (``params[:, 0]`` would zero-fill a copy)
         return (x - shift if inverse else x + shift), torch.zeros_like(x)
 
 
@@ -147,8 +147,8 @@ class AffineImageCoupling(_ImageCoupling):
         self.scale = scale
 
     def _element(self, x: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        log_scale = SCALE_FUNCTIONS[self.scale](params[:, 0])
-        shift = params[:, 1]
+        raw, shift = params.unbind(1)  # one backward node for both, not a zero-filled copy each
+        log_scale = SCALE_FUNCTIONS[self.scale](raw)
         if inverse:
             return (x - shift) * torch.exp(-log_scale), -log_scale
-        return x * torch.exp(log_scale) + shift, log_scale
+        return torch.addcmul(shift, x, torch.exp(log_scale)), log_scale
