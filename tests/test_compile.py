@@ -1,5 +1,7 @@
 """Flows run under ``torch.compile``: the compiled density and its gradients equal the eager ones."""
 
+import json
+
 import pytest
 import torch
 
@@ -30,3 +32,41 @@ def test_compiled_maf_log_prob_and_gradients_match_eager():
     torch.testing.assert_close(checked(x), eager, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="non-finite"):
         checked(torch.full((8, 4), float("nan")))
+
+
+@pytest.mark.slow
+def test_train_compile_follows_the_eager_run(tmp_path):
+    from invertible.cli import main
+
+    train = ["train", "--data", "engine-gauss", "--model", "maf", "-m", "layers=2", "-m", "hidden=[16]", "--steps", "8",
+             "--batch-size", "32", "--eval-every", "4", "--log-every", "1", "--no-progress", "--no-plots"]
+    assert main([*train, "--out", str(tmp_path / "eager")]) == 0
+    assert main([*train, "--compile", "--out", str(tmp_path / "compiled")]) == 0
+
+    def losses(run):
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [r["loss"] for r in map(json.loads, lines) if r["split"] == "train"]
+
+    eager, compiled = losses("eager"), losses("compiled")
+    assert len(eager) == len(compiled) == 8
+    assert compiled == pytest.approx(eager, rel=1e-4)
+    summary = json.loads((tmp_path / "compiled" / "summary.json").read_text())
+    assert summary["test_nll"] == pytest.approx(json.loads((tmp_path / "eager" / "summary.json").read_text())["test_nll"], rel=1e-4)
+    assert "compile: true" in (tmp_path / "compiled" / "config.yaml").read_text()
+
+
+def test_train_compile_failure_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    from invertible.cli import main
+
+    def broken(model, **kwargs):
+        def call(*args, **kw):
+            raise torch._dynamo.exc.TorchDynamoException("no C++ compiler found")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    code = main(["train", "--data", "engine-gauss", "--model", "maf", "-m", "layers=1", "-m", "hidden=[8]", "--steps", "2",
+                 "--batch-size", "16", "--compile", "--no-progress", "--no-plots", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1] == ("error: torch.compile failed on this flow (TorchDynamoException: no C++ compiler found); "
+                       "train without compile")

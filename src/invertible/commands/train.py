@@ -63,6 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument(flag, dest=dest, type=kind, default=None, help=text)
     add_option_flags(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--compile", dest="compile", action="store_true", default=None,
+                   help="compile the training steps with torch.compile (slow first step, faster later ones)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
     p.add_argument("--no-plots", dest="plots", action="store_false", default=None, help="no pictures")
     p.set_defaults(command=run)
@@ -73,7 +75,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     from_file = read_config_file(args.config) if args.config else {}
     flags = {dest: getattr(args, dest) for dest, _, _ in _FLAGS.values() if getattr(args, dest) is not None}
     flags = {k: None if v is NULL else v for k, v in flags.items()}
-    for name in ("progress", "plots"):
+    for name in ("compile", "progress", "plots"):
         if getattr(args, name) is not None:
             flags[name] = getattr(args, name)
     for key, items in (("model_options", args.model_option), ("data_options", args.data_option)):

@@ -67,6 +67,10 @@ class TrainConfig:
             CPU, one thread for a model of fewer than a million parameters or when
             the load average is at least the number of cores (spinning threads
             slow down badly on a busy machine), torch's default otherwise.
+        compile: run the training steps' log-density through ``torch.compile``
+            (PyTorch 2's graph compiler: the first step takes seconds to compile,
+            the later ones skip most of eager PyTorch's per-operation overhead).
+            Validation, testing and sampling stay eager.
         progress: show a progress bar.
         plots: draw pictures at the end.
     """
@@ -94,6 +98,7 @@ class TrainConfig:
     device: str = "auto"
     out: str | None = None
     threads: int | None = None
+    compile: bool = False
     progress: bool = True
     plots: bool = True
 
@@ -173,7 +178,7 @@ class TrainConfig:
             raise ValueError(f"out must be a directory path, got {self.out!r}")
         if self.threads is not None:
             _int("threads", self.threads, minimum=1)
-        for name in ("progress", "plots"):
+        for name in ("compile", "progress", "plots"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
 

@@ -138,6 +138,8 @@ class _Trainer:
         if runtime.distributed:
             ids = [runtime.device.index] if runtime.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.flow, device_ids=ids)
+        if config.compile:  # compiled lazily, at the first step
+            self.model = torch.compile(self.model)
 
     # -- checkpoints ------------------------------------------------------------------
     def _restore(self) -> None:
@@ -197,6 +199,14 @@ class _Trainer:
         """The weights that are validated, tested and saved: the EMA when enabled."""
         return self.flow if self.ema is None else self.ema.model
 
+    def _log_prob(self, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        """The training log-density; with ``compile`` the first call compiles, and a compiler failure is a TrainingError."""
+        try:
+            return self.model(x, c)
+        except torch._dynamo.exc.TorchDynamoException as e:  # only torch.compile raises these (e.g. no C++ compiler)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise TrainingError(f"torch.compile failed on this flow ({type(e).__name__}: {first}); train without compile") from e
+
     def _step(self) -> dict[str, float]:
         cfg = self.config
         lr = cfg.lr * lr_factor(self.step, cfg.steps, cfg.warmup, cfg.schedule, cfg.min_lr_ratio)
@@ -208,9 +218,9 @@ class _Trainer:
         if self.bundle.raw:
             with seeded_rng(self.plan.noise_seed(self.step), self.rt.device):
                 y, ladj = self.bundle.preprocess(x)
-            loss = -(self.model(y, c) + ladj).mean()
+            loss = -(self._log_prob(y, c) + ladj).mean()
         else:
-            loss = -self.model(x, c).mean()
+            loss = -self._log_prob(x, c).mean()
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"training diverged at step {self.step + 1}: the loss is {loss.item()}; lower lr, add warmup or set grad_clip"
