@@ -33,8 +33,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-
-
 from invertible.data import load
 
 from .common import header, table, write
@@ -99,8 +97,8 @@ def _perturb(module: nn.Module) -> None:
             p.add_(0.01 * torch.randn_like(p))
 
 
-def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3) -> dict[str, float]:
-    """Median wall time (ms) of each function, timed round-robin so that load changes hit all of them alike."""
+def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3) -> dict[str, list[float]]:
+    """Wall times (ms) of each function over ``repeats`` rounds; each round runs every function once, in turn."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -110,7 +108,12 @@ def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: i
             t0 = time.perf_counter()
             fn()
             times[k].append((time.perf_counter() - t0) * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def paired_ratio(times: dict[str, list[float]], a: str, b: str) -> float:
+    """Median over rounds of ``time(a) / time(b)`` within the round: a load change between rounds hits both alike."""
+    return statistics.median(x / y for x, y in zip(times[a], times[b]))
 
 
 def chained_mades_step(flow: Model, x: torch.Tensor) -> Callable[[], None]:
@@ -180,25 +183,26 @@ def speed(repeats: int, compile_: bool = False) -> str:
     )
     sample = interleaved_ms({k: sample_step(m) for k, m in entries.items()}, max(repeats // 2, 5))
 
-    def fastest_peer(times: dict[str, float], names) -> float:
-        return min(times[n] for n in names if not n.startswith("invertible"))
+    def fastest_peer(times: dict[str, list[float]], names) -> str:
+        return min((n for n in names if not n.startswith("invertible")), key=lambda n: statistics.median(times[n]))
 
-    fastest_train = fastest_peer(train, entries)
-    fastest_compiled = fastest_peer(train, compiled) if compiled else None
-    fastest_sample = fastest_peer(sample, entries)
+    peer_train = fastest_peer(train, entries)
+    peer_compiled = fastest_peer(train, compiled) if compiled else None
+    peer_sample = fastest_peer(sample, entries)
     rows = []
-    for name, ms in train.items():
+    for name in train:
         rows.append({
             "model": name,
-            "train step ms": ms,
-            "x bare networks": ms / train["bare networks"],
-            "fastest peer / this": (fastest_compiled if name in compiled else fastest_train) / ms,
-            "sample 1024 ms": sample.get(name, "-"),
-            "fastest peer / this (sampling)": fastest_sample / sample[name] if name in sample else "-",
+            "train step ms": statistics.median(train[name]),
+            "x bare networks": paired_ratio(train, name, "bare networks"),
+            "fastest peer / this": paired_ratio(train, peer_compiled if name in compiled else peer_train, name),
+            "sample 1024 ms": statistics.median(sample[name]) if name in sample else "-",
+            "fastest peer / this (sampling)": paired_ratio(sample, peer_sample, name) if name in sample else "-",
         })
     return (
         f"## Speed: batch {BATCH}, {FEATURES} features, {LAYERS} layers, MADE {HIDDEN[0]}x{len(HIDDEN)}, "
-        f"CPU, {torch.get_num_threads()} threads (median of {repeats}, timed round-robin)\n\n" + table(rows)
+        f"CPU, {torch.get_num_threads()} threads ({repeats} rounds, each timing every model once in turn; times are "
+        "medians over the rounds, ratios medians of the per-round ratios)\n\n" + table(rows)
         + ("\nRows marked (torch.compile) run `torch.compile(log_prob)` (compiled before timing) and are "
            "compared with the fastest compiled peer; the others with the fastest eager peer.\n" if compiled else "")
     )
