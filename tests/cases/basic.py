@@ -56,6 +56,16 @@ CASES = [
         conditional=True,
     ),
     Case("inverse", lambda c: Inverse(AffineCoupling(alternating_mask(4), hidden=(8,), context_features=c)), (4,), conditional=True),
+    # masks of one leading and one trailing block split with views (the alternating ones above interleave)
+    *[
+        Case(
+            f"affine_coupling_blocks_{name}",
+            lambda c, mask=mask: AffineCoupling(torch.tensor(mask), hidden=(8,), context_features=c),
+            (len(mask),),
+            conditional=True,
+        )
+        for name, mask in (("identity_first", [True, True, False, False, False]), ("identity_last", [False, False, True]))
+    ],
 ]
 
 PRESETS = [

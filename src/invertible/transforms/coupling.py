@@ -49,6 +49,21 @@ SCALE_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
+def _layout(mask: Tensor) -> str | None:
+    """How a coupling mask splits the features: ``"interleaved"`` (even/odd positions, even ``D``),
+    ``"blocks"`` (a leading and a trailing block) or ``None`` (anything else: index gathers).
+
+    The first two split and merge with views, ``stack`` and ``cat``, whose backward
+    passes are views and one copy; general masks gather and scatter by index, and each
+    gather backpropagates through a zero-filled copy of the whole input.
+    """
+    d = len(mask)
+    if d % 2 == 0 and bool((mask[0::2] == mask[0]).all()) and bool((mask[1::2] != mask[0]).all()):
+        return "interleaved"
+    changes = int((mask[1:] != mask[:-1]).sum())
+    return "blocks" if changes == 1 else None
+
+
 class _MaskedCoupling(Transform):
     """Splits features by a fixed mask and asks a conditioner for ``params_per_dim`` numbers per transformed feature."""
 
@@ -69,6 +84,8 @@ class _MaskedCoupling(Transform):
         self.register_buffer("identity_idx", mask.nonzero().squeeze(1))
         self.register_buffer("transform_idx", (~mask).nonzero().squeeze(1))
         n_a, n_b = len(self.identity_idx), len(self.transform_idx)
+        self._layout = _layout(mask)
+        self._identity_first = bool(mask[0])  # whether x_a comes first in the split
         self.conditioner = conditioner or MLP(
             n_a, n_b * self.params_per_dim, hidden, context_features=context_features, activation=activation
         )
@@ -77,7 +94,27 @@ class _MaskedCoupling(Transform):
         h = self.conditioner(x_a, context)
         return h.view(x_a.shape[0], self.params_per_dim, -1)
 
+    def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(x_a, x_b)``: the identity and the transformed features, as views when the mask allows."""
+        if self._layout == "interleaved":  # x_a and x_b are the two columns of x viewed as (batch, D/2, 2)
+            first, second = x.unflatten(1, (-1, 2)).unbind(2)
+            return (first, second) if self._identity_first else (second, first)
+        if self._layout == "blocks":
+            n_a = len(self.identity_idx)
+            if self._identity_first:
+                x_a, x_b = x.split([n_a, x.shape[1] - n_a], 1)
+            else:
+                x_b, x_a = x.split([x.shape[1] - n_a, n_a], 1)
+            return x_a, x_b
+        return x[:, self.identity_idx], x[:, self.transform_idx]
+
     def _merge(self, x_a: Tensor, y_b: Tensor) -> Tensor:
+        """The inverse of :meth:`_split`: one ``stack`` or ``cat`` when the mask allows."""
+        parts = [x_a, y_b] if self._identity_first else [y_b, x_a]
+        if self._layout == "interleaved":
+            return torch.stack(parts, 2).flatten(1)
+        if self._layout == "blocks":
+            return torch.cat(parts, 1)
         out = x_a.new_empty(x_a.shape[0], x_a.shape[1] + y_b.shape[1])
         out[:, self.identity_idx] = x_a
         out[:, self.transform_idx] = y_b
@@ -87,7 +124,7 @@ class _MaskedCoupling(Transform):
         raise NotImplementedError
 
     def _couple(self, x: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
-        x_a, x_b = x[:, self.identity_idx], x[:, self.transform_idx]
+        x_a, x_b = self._split(x)
         y_b, ladj = self._element(x_b, self._params(x_a, context), inverse)
         return self._merge(x_a, y_b), ladj
 

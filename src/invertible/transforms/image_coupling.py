@@ -99,10 +99,11 @@ class _ImageCoupling(Transform):
     def _couple(self, x: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
         if self.mask_type == "channel":
             n_keep = self.net_in_channels
+            # split, not two slices: its backward is one cat, a slice's a zero-filled copy of x each
             if self.parity == 0:
-                x_a, x_b = x[:, :n_keep], x[:, n_keep:]
+                x_a, x_b = x.split([n_keep, x.shape[1] - n_keep], 1)
             else:
-                x_b, x_a = x[:, : x.shape[1] - n_keep], x[:, x.shape[1] - n_keep :]
+                x_b, x_a = x.split([x.shape[1] - n_keep, n_keep], 1)
             params = self.net(x_a, context).unflatten(1, (self.params_per_element, -1))
             y_b, ladj = self._element(x_b, params, inverse)
             out = torch.cat([x_a, y_b] if self.parity == 0 else [y_b, x_a], dim=1)
