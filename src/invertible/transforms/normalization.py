@@ -25,7 +25,10 @@ class ActNorm(Transform):
     ``torch.distributed`` the statistics are averaged over all ranks, so every
     replica starts identical. The ``initialized`` flag is a buffer: it is saved
     in ``state_dict`` and restored by ``load_state_dict``, so a reloaded model
-    is not initialised a second time.
+    is not initialised a second time. Once the layer has seen the flag set, it
+    remembers that in a Python attribute, so later passes read no tensor to decide
+    (no device synchronisation per layer and step on a GPU, no graph break under
+    ``torch.compile``); ``load_state_dict`` makes it read the flag again.
     """
 
     def __init__(self, channels: int, eps: float = 1e-6):
@@ -34,6 +37,7 @@ class ActNorm(Transform):
         self.loc = nn.Parameter(torch.zeros(channels))
         self.log_scale = nn.Parameter(torch.zeros(channels))
         self.register_buffer("initialized", torch.tensor(False))
+        self._known_initialized = False  # a Python copy of `initialized` once it is True
 
     def _view(self, p: Tensor, x: Tensor) -> Tensor:
         return p.view(1, -1, *([1] * (x.dim() - 2)))
@@ -56,9 +60,15 @@ class ActNorm(Transform):
         pixels = x[0, 0].numel()
         return (-pixels * self.log_scale.sum()).expand(x.shape[0])
 
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._known_initialized = False  # the loaded flag is read at the next training pass
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if self.training and not bool(self.initialized):
-            self._initialize(x)
+        if self.training and not self._known_initialized:
+            if not bool(self.initialized):
+                self._initialize(x)
+            self._known_initialized = True
         z = (x - self._view(self.loc, x)) * torch.exp(-self._view(self.log_scale, x))
         return z, self._ladj(x)
 
