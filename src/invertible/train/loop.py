@@ -204,7 +204,7 @@ class _Trainer:
         try:
             return self.model(x, c)
         except torch._dynamo.exc.TorchDynamoException as e:  # only torch.compile raises these (e.g. no C++ compiler)
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            first = (str(e).strip().splitlines() or [""])[0]
             raise TrainingError(f"torch.compile failed on this flow ({type(e).__name__}: {first}); train without compile") from e
 
     def _step(self) -> dict[str, float]:

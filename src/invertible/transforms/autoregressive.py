@@ -31,7 +31,7 @@ from torch import Tensor
 
 from ..core import Transform
 from ..nets.made import MaskedMLP
-from .coupling import SCALE_FUNCTIONS
+from .coupling import SCALE_FUNCTIONS, affine_element
 
 __all__ = ["MaskedAffineAutoregressive", "InverseAutoregressiveAffine"]
 
@@ -102,11 +102,7 @@ class _Affine:
     scale: str
 
     def _element(self, x: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        raw, shift = params.unbind(1)  # one backward node for both, not a zero-filled copy each
-        beta = SCALE_FUNCTIONS[self.scale](raw)
-        if inverse:
-            return (x - shift) * torch.exp(-beta), -beta
-        return torch.addcmul(shift, x, torch.exp(beta)), beta
+        return affine_element(x, params, self.scale, inverse)
 
 
 #: Starts of an affine autoregressive layer (see :class:`MaskedAffineAutoregressive`).

@@ -49,6 +49,21 @@ SCALE_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
+def affine_element(x: Tensor, params: Tensor, scale: str, inverse: bool) -> tuple[Tensor, Tensor]:
+    """The affine map shared by affine couplings and MAF/IAF layers, elementwise.
+
+    ``(raw, t) = params.unbind(1)`` and ``s = SCALE_FUNCTIONS[scale](raw)``; forward
+    ``y = x exp(s) + t`` (one ``addcmul``) with log-det ``s``, inverse
+    ``y = (x - t) exp(-s)`` with log-det ``-s``. ``unbind`` gives both halves one
+    backward node; ``params[:, i]`` would backpropagate through a zero-filled copy each.
+    """
+    raw, shift = params.unbind(1)
+    log_scale = SCALE_FUNCTIONS[scale](raw)
+    if inverse:
+        return (x - shift) * torch.exp(-log_scale), -log_scale
+    return torch.addcmul(shift, x, torch.exp(log_scale)), log_scale
+
+
 def _layout(mask: Tensor) -> str | None:
     """How a coupling mask splits the features: ``"interleaved"`` (even/odd positions, even ``D``),
     ``"blocks"`` (a leading and a trailing block) or ``None`` (anything else: index gathers).
@@ -86,6 +101,7 @@ class _MaskedCoupling(Transform):
         n_a, n_b = len(self.identity_idx), len(self.transform_idx)
         self._layout = _layout(mask)
         self._identity_first = bool(mask[0])  # whether x_a comes first in the split
+        self._block_sizes = [n_a, n_b] if self._identity_first else [n_b, n_a]
         self.conditioner = conditioner or MLP(
             n_a, n_b * self.params_per_dim, hidden, context_features=context_features, activation=activation
         )
@@ -96,17 +112,13 @@ class _MaskedCoupling(Transform):
 
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(x_a, x_b)``: the identity and the transformed features, as views when the mask allows."""
-        if self._layout == "interleaved":  # x_a and x_b are the two columns of x viewed as (batch, D/2, 2)
+        if self._layout is None:
+            return x[:, self.identity_idx], x[:, self.transform_idx]
+        if self._layout == "interleaved":  # the two columns of x viewed as (batch, D/2, 2)
             first, second = x.unflatten(1, (-1, 2)).unbind(2)
-            return (first, second) if self._identity_first else (second, first)
-        if self._layout == "blocks":
-            n_a = len(self.identity_idx)
-            if self._identity_first:
-                x_a, x_b = x.split([n_a, x.shape[1] - n_a], 1)
-            else:
-                x_b, x_a = x.split([x.shape[1] - n_a, n_a], 1)
-            return x_a, x_b
-        return x[:, self.identity_idx], x[:, self.transform_idx]
+        else:
+            first, second = x.split(self._block_sizes, 1)
+        return (first, second) if self._identity_first else (second, first)
 
     def _merge(self, x_a: Tensor, y_b: Tensor) -> Tensor:
         """The inverse of :meth:`_split`: one ``stack`` or ``cat`` when the mask allows."""
@@ -172,9 +184,5 @@ class AffineCoupling(_MaskedCoupling):
         self.scale = scale
 
     def _element(self, x_b: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        raw, shift = params.unbind(1)  # one backward node for both, not a zero-filled copy each
-        log_scale = SCALE_FUNCTIONS[self.scale](raw)
-        ladj = log_scale.sum(1)
-        if inverse:
-            return (x_b - shift) * torch.exp(-log_scale), -ladj
-        return torch.addcmul(shift, x_b, torch.exp(log_scale)), ladj
+        y_b, log_scale = affine_element(x_b, params, self.scale, inverse)
+        return y_b, log_scale.sum(1)

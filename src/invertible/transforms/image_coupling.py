@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ..core import Transform, sum_except_batch
 from ..nets import ConvResNet, GlowConvNet
-from .coupling import SCALE_FUNCTIONS
+from .coupling import SCALE_FUNCTIONS, affine_element
 
 __all__ = ["checkerboard_mask", "channel_mask", "AdditiveImageCoupling", "AffineImageCoupling", "MASKS", "NETS"]
 
@@ -148,8 +148,4 @@ class AffineImageCoupling(_ImageCoupling):
         self.scale = scale
 
     def _element(self, x: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        raw, shift = params.unbind(1)  # one backward node for both, not a zero-filled copy each
-        log_scale = SCALE_FUNCTIONS[self.scale](raw)
-        if inverse:
-            return (x - shift) * torch.exp(-log_scale), -log_scale
-        return torch.addcmul(shift, x, torch.exp(log_scale)), log_scale
+        return affine_element(x, params, self.scale, inverse)
