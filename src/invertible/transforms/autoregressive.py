@@ -31,7 +31,7 @@ from torch import Tensor
 
 from ..core import Transform
 from ..nets.made import MaskedMLP
-from .coupling import SCALE_FUNCTIONS, affine_element
+from .coupling import affine_element, check_scale
 
 __all__ = ["MaskedAffineAutoregressive", "InverseAutoregressiveAffine"]
 
@@ -109,12 +109,6 @@ class _Affine:
 INITS = ("identity", "shear")
 
 
-def _check_scale(scale: str) -> str:
-    if scale not in SCALE_FUNCTIONS:
-        raise ValueError(f"unknown scale function {scale!r}; choose from {sorted(SCALE_FUNCTIONS)}")
-    return scale
-
-
 class MaskedAffineAutoregressive(_Affine, _Autoregressive):
     """The MAF layer: ``z_i = x_i exp(beta_i(x_<i)) + m_i(x_<i)``, ``log|det dz/dx| = sum_i beta_i``.
 
@@ -151,7 +145,7 @@ class MaskedAffineAutoregressive(_Affine, _Autoregressive):
     def __init__(self, features: int, hidden: Sequence[int] = (64, 64), context_features: int | None = None,
                  order: str | Sequence[int] | Tensor = "default", random_degrees: bool = False,
                  activation: str = "relu", scale: str = "softclamp", init: str = "identity", seed: int = 0):
-        self.scale = _check_scale(scale)
+        self.scale = check_scale(scale)
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; choose from {list(INITS)}")
         super().__init__(features, hidden, context_features, order, random_degrees, activation, seed)

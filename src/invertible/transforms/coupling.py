@@ -49,6 +49,13 @@ SCALE_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
+def check_scale(scale: str) -> str:
+    """``scale`` if it names one of :data:`SCALE_FUNCTIONS`, else a ``ValueError`` listing them."""
+    if scale not in SCALE_FUNCTIONS:
+        raise ValueError(f"unknown scale function {scale!r}; choose from {sorted(SCALE_FUNCTIONS)}")
+    return scale
+
+
 def affine_element(x: Tensor, params: Tensor, scale: str, inverse: bool) -> tuple[Tensor, Tensor]:
     """The affine map shared by affine couplings and MAF/IAF layers, elementwise.
 
@@ -179,9 +186,7 @@ class AffineCoupling(_MaskedCoupling):
 
     def __init__(self, *args, scale: str = "softclamp", **kwargs):
         super().__init__(*args, **kwargs)
-        if scale not in SCALE_FUNCTIONS:
-            raise ValueError(f"unknown scale function {scale!r}; choose from {sorted(SCALE_FUNCTIONS)}")
-        self.scale = scale
+        self.scale = check_scale(scale)
 
     def _element(self, x_b: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         y_b, log_scale = affine_element(x_b, params, self.scale, inverse)

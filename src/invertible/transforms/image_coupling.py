@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ..core import Transform, sum_except_batch
 from ..nets import ConvResNet, GlowConvNet
-from .coupling import SCALE_FUNCTIONS, affine_element
+from .coupling import affine_element, check_scale
 
 __all__ = ["checkerboard_mask", "channel_mask", "AdditiveImageCoupling", "AffineImageCoupling", "MASKS", "NETS"]
 
@@ -143,9 +143,7 @@ class AffineImageCoupling(_ImageCoupling):
 
     def __init__(self, *args, scale: str = "sigmoid", **kwargs):
         super().__init__(*args, **kwargs)
-        if scale not in SCALE_FUNCTIONS:
-            raise ValueError(f"unknown scale function {scale!r}; choose from {sorted(SCALE_FUNCTIONS)}")
-        self.scale = scale
+        self.scale = check_scale(scale)
 
     def _element(self, x: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         return affine_element(x, params, self.scale, inverse)
