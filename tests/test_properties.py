@@ -162,3 +162,30 @@ def test_registry_is_complete() -> None:
     assert not missing, f"transforms without a property-suite case: {missing}"
     presets = {c.name for c in PRESET_CASES}
     assert set(available()) <= presets, f"presets without a case: {sorted(set(available()) - presets)}"
+
+
+@pytest.mark.parametrize("case", [c for c in PRESET_CASES if issubclass(get(c.name), invertible.Flow)], ids=lambda c: c.name)
+@pytest.mark.parametrize("context_features", [None, CONTEXT], ids=["plain", "context"])
+def test_preset_sampling(case: PresetCase, context_features: int | None) -> None:
+    """``sample`` with sample shapes, a context and a temperature; ``sample_and_log_prob`` agrees with ``log_prob``."""
+    flow = _preset(case, context_features, 0)
+    shape = tuple(flow.event_shape)
+    _prepare(Case(case.name, lambda c: flow.transform, shape, x=case.x, perturb=0.05), context_features, 0)
+    flow.eval()
+    ctx = torch.randn(4, context_features, dtype=torch.float64) if context_features else None
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        x = flow.sample(3, ctx)
+        torch.manual_seed(1)
+        cold = flow.sample(3, ctx, temperature=0.5)
+    expected = (3, *shape) if ctx is None else (3, 4, *shape)
+    assert x.shape == cold.shape == expected and torch.isfinite(x).all()
+    flat_ctx = None if ctx is None else ctx.repeat(3, 1)
+    with torch.no_grad():
+        u, _ = flow.transform(x.reshape(-1, *shape), flat_ctx)
+        u_cold, _ = flow.transform(cold.reshape(-1, *shape), flat_ctx)
+    torch.testing.assert_close(u_cold, 0.5 * u, atol=1e-6, rtol=1e-5)  # same noise, half the temperature
+    assert flow.sample((2, 5), ctx).shape == ((2, 5, *shape) if ctx is None else (2, 5, 4, *shape))
+    xs, log_p = flow.sample_and_log_prob(6, ctx)
+    full_ctx = None if ctx is None else ctx.expand(6, *ctx.shape)
+    torch.testing.assert_close(log_p, flow.log_prob(xs, full_ctx))

@@ -90,7 +90,7 @@ class _MaskPool:
 
         ``draw(idx)`` returns samples for the rows ``idx`` of the request.
         """
-        if self.training or self.ensemble == 1:
+        if self.training or self.ensemble == 1 or n == 0:
             return draw(torch.arange(n))
         current = int(self.mask_index)  # type: ignore[attr-defined]
         which = torch.randint(0, self.ensemble, (n,))
@@ -152,10 +152,25 @@ class MADE(_MaskPool, Flow):
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         return self._ensemble_log_prob(lambda: Flow.log_prob(self, x, context))
 
-    def rsample(self, n: int | Sequence[int] = 1, context: Tensor | None = None) -> Tensor:
-        if context is not None or not isinstance(n, int):
-            return Flow.rsample(self, n, context)
-        return self._ensemble_sample(n, lambda idx: Flow.rsample(self, len(idx)))
+    def rsample(
+        self, n: int | Sequence[int] = 1, context: Tensor | None = None, temperature: float = 1.0
+    ) -> Tensor:
+        """Reparameterised samples of the model's mixture: each from one mask set of the ensemble.
+
+        Shapes, ``context`` and ``temperature`` as in :meth:`Flow.rsample`.
+        """
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        shape, context = self._sample_shape(n, context)
+        m = math.prod(shape)
+        u = self.base.rsample((m,))
+        if temperature != 1.0:
+            u = u * temperature
+
+        def draw(idx: Tensor) -> Tensor:
+            return self.transform.inverse(u[idx], None if context is None else context[idx])[0]
+
+        return self._ensemble_sample(m, draw).reshape(*shape, *self.event_shape)
 
     def rsample_and_log_prob(self, n: int | Sequence[int] = 1, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x = self.rsample(n, context)
