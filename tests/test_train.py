@@ -91,7 +91,7 @@ def test_batches_depend_only_on_seed_and_step():
     assert torch.equal(torch.cat(shards), a.indices(5))
     with pytest.raises(ValueError, match="divisible"):
         BatchPlan(100, 15, seed=0, world_size=2)
-    with pytest.raises(ValueError, match="exceeds the 100 training examples"):
+    with pytest.raises(ValueError, match="exceeds the 100 training examples: use a batch size of at most 100"):
         BatchPlan(100, 128, seed=0)
 
 

@@ -28,7 +28,7 @@ class BatchPlan:
 
     def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
         if batch_size > n:
-            raise ValueError(f"batch_size ({batch_size}) exceeds the {n} training examples")
+            raise ValueError(f"batch_size ({batch_size}) exceeds the {n} training examples: use a batch size of at most {n}")
         if batch_size % world_size:
             raise ValueError(f"batch_size ({batch_size}) must be divisible by the number of processes ({world_size})")
         self.n, self.batch_size, self.seed = n, batch_size, seed
