@@ -55,12 +55,30 @@ def test_train_compile_follows_the_eager_run(tmp_path):
     assert "compile: true" in (tmp_path / "compiled" / "config.yaml").read_text()
 
 
-def test_train_compile_failure_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+class _FailingBackward(torch.autograd.Function):
+    """The identity whose backward fails as a compiler's lazy backward compilation does."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        def inductor():
+            pass
+
+        raise torch._dynamo.exc.BackendCompilerFailed(inductor, RuntimeError("C++ compile error"), None)
+
+
+@pytest.mark.parametrize("where", ["forward", "backward"])
+def test_train_compile_failure_is_a_one_line_error(tmp_path, monkeypatch, capsys, where):
     from invertible.cli import main
 
     def broken(model, **kwargs):
         def call(*args, **kw):
-            raise torch._dynamo.exc.TorchDynamoException("no C++ compiler found")
+            if where == "forward":
+                raise torch._dynamo.exc.TorchDynamoException("no C++ compiler found")
+            return _FailingBackward.apply(model(*args, **kw))
         return call
 
     monkeypatch.setattr(torch, "compile", broken)
@@ -68,5 +86,5 @@ def test_train_compile_failure_is_a_one_line_error(tmp_path, monkeypatch, capsys
                  "--batch-size", "16", "--compile", "--no-progress", "--no-plots", "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
-    assert err[-1] == ("error: torch.compile failed on this flow (TorchDynamoException: no C++ compiler found); "
-                       "train without compile")
+    cause = "TorchDynamoException: no C++ compiler found" if where == "forward" else "BackendCompilerFailed: backend='inductor' raised:"
+    assert err[-1] == f"error: torch.compile failed on this flow ({cause}); train without compile"

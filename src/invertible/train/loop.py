@@ -28,8 +28,9 @@ import math
 import os
 import random
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -83,6 +84,19 @@ def count_parameters(module: torch.nn.Module) -> int:
 
 class TrainingError(RuntimeError):
     """Training cannot go on (the loss diverged, the run directory is taken, nothing to resume)."""
+
+
+@contextmanager
+def _compiler_errors() -> Iterator[None]:
+    """A ``torch.compile`` failure (e.g. no C++ compiler) in the block, raised as a one-line :class:`TrainingError`.
+
+    With ``compile`` the first forward compiles the density and the first backward its gradient.
+    """
+    try:
+        yield
+    except torch._dynamo.exc.TorchDynamoException as e:  # only torch.compile raises these
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise TrainingError(f"torch.compile failed on this flow ({type(e).__name__}: {first}); train without compile") from e
 
 
 def seed_everything(seed: int) -> None:
@@ -199,14 +213,6 @@ class _Trainer:
         """The weights that are validated, tested and saved: the EMA when enabled."""
         return self.flow if self.ema is None else self.ema.model
 
-    def _log_prob(self, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
-        """The training log-density; with ``compile`` the first call compiles, and a compiler failure is a TrainingError."""
-        try:
-            return self.model(x, c)
-        except torch._dynamo.exc.TorchDynamoException as e:  # only torch.compile raises these (e.g. no C++ compiler)
-            first = (str(e).strip().splitlines() or [""])[0]
-            raise TrainingError(f"torch.compile failed on this flow ({type(e).__name__}: {first}); train without compile") from e
-
     def _step(self) -> dict[str, float]:
         cfg = self.config
         lr = cfg.lr * lr_factor(self.step, cfg.steps, cfg.warmup, cfg.schedule, cfg.min_lr_ratio)
@@ -218,15 +224,18 @@ class _Trainer:
         if self.bundle.raw:
             with seeded_rng(self.plan.noise_seed(self.step), self.rt.device):
                 y, ladj = self.bundle.preprocess(x)
-            loss = -(self._log_prob(y, c) + ladj).mean()
+            with _compiler_errors():
+                loss = -(self.model(y, c) + ladj).mean()
         else:
-            loss = -self._log_prob(x, c).mean()
+            with _compiler_errors():
+                loss = -self.model(x, c).mean()
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"training diverged at step {self.step + 1}: the loss is {loss.item()}; lower lr, add warmup or set grad_clip"
             )
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with _compiler_errors():  # with ``compile``, the first backward compiles the backward graph
+            loss.backward()
         max_norm = cfg.grad_clip if cfg.grad_clip is not None else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, max_norm)
         self.optimizer.step()
