@@ -144,7 +144,11 @@ class MaskedMLP(nn.Module):
 
     @torch.no_grad()
     def set_degrees(self, degrees: Tensor, generator: torch.Generator | None = None) -> None:
-        """Set the input degrees, draw/cycle the hidden degrees and rebuild every mask."""
+        """Set the input degrees, draw/cycle the hidden degrees and rebuild every mask.
+
+        The masks are new tensors, not overwritten in place: a graph built with the
+        previous masks (an ensemble's earlier mask sets) can still backpropagate.
+        """
         d = self.features
         self.degrees.copy_(degrees)
         low = self.min_hidden_degree
@@ -156,10 +160,9 @@ class MaskedMLP(nn.Module):
             if self.random_degrees and self.context_features:
                 deg[0] = low  # keep a context-only path to the first variable
             getattr(self, f"hidden_degrees_{i}").copy_(deg)
-            layer.mask.copy_((deg[:, None] >= prev[None, :]).to(layer.mask.dtype))
+            layer.mask = (deg[:, None] >= prev[None, :]).to(layer.mask)
             prev = deg
-        out = (degrees[:, None] > prev[None, :]).to(self.output.mask.dtype)
-        self.output.mask.copy_(out.repeat(self.params, 1))
+        self.output.mask = (degrees[:, None] > prev[None, :]).repeat(self.params, 1).to(self.output.mask)
 
     def resample(self, order: bool = True, connectivity: bool = True, generator: torch.Generator | None = None) -> None:
         """Draw a new random input order and/or new hidden degrees (order/connectivity-agnostic training)."""
