@@ -167,7 +167,8 @@ def test_registry_is_complete() -> None:
 @pytest.mark.parametrize("case", [c for c in PRESET_CASES if issubclass(get(c.name), invertible.Flow)], ids=lambda c: c.name)
 @pytest.mark.parametrize("context_features", [None, CONTEXT], ids=["plain", "context"])
 def test_preset_sampling(case: PresetCase, context_features: int | None) -> None:
-    """``sample`` with sample shapes, a context and a temperature; ``sample_and_log_prob`` agrees with ``log_prob``."""
+    """``sample`` with sample shapes, a context and a temperature; ``sample_and_log_prob`` agrees with ``log_prob``;
+    ``rsample_and_log_prob`` backpropagates to the parameters."""
     flow = _preset(case, context_features, 0)
     shape = tuple(flow.event_shape)
     _prepare(Case(case.name, lambda c: flow.transform, shape, x=case.x, perturb=0.05), context_features, 0)
@@ -189,3 +190,5 @@ def test_preset_sampling(case: PresetCase, context_features: int | None) -> None
     xs, log_p = flow.sample_and_log_prob(6, ctx)
     full_ctx = None if ctx is None else ctx.expand(6, *ctx.shape)
     torch.testing.assert_close(log_p, flow.log_prob(xs, full_ctx))
+    flow.rsample_and_log_prob(3, ctx)[1].sum().backward()  # reparameterised: gradients reach the parameters
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in flow.parameters())
