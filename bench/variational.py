@@ -23,8 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.common import header, table, write
-from invertible.models import build
-from invertible.variational import fit, get_target
+from invertible.variational import FAMILIES, approximation, fit, get_target
 
 
 class _Normflows(nn.Module):
@@ -60,16 +59,13 @@ def _model(spec: str) -> tuple[str, nn.Module]:
         return f"normflows planar K={layers}", _Normflows(layers)
     if kind == "zuko_nsf":
         return "zuko NSF (autoregressive, 3 x [64, 64])", _Zuko()
-    if kind == "nsf":
-        # autoregressive RQ splines on [-5, 5] like zuko's; sampling (what VI needs) is D = 2 MADE passes a layer
-        flow = build("nsf", features=2, layers=layers or 3, hidden=[64, 64], bound=5.0)
-        return f"invertible NSF (autoregressive, {layers or 3} x [64, 64], reference)", flow
-    if kind == "iaf":
-        # the fast direction for VI: one MADE pass a layer to sample and score
-        return f"invertible IAF ({layers or 5} x [64, 64])", build("iaf", features=2, layers=layers or 5, hidden=[64, 64])
-    if kind == "sylvester":
-        return f"invertible sylvester K={layers}", build("sylvester", features=2, layers=layers, base="diagonal_normal")
-    return f"invertible {kind} K={layers}", build(kind, features=2, layers=layers, base="diagonal_normal")
+    if kind in ("nsf", "iaf"):
+        # nsf: autoregressive RQ splines on [-5, 5] like zuko's, sampling (what VI needs) in D = 2 MADE passes a
+        # layer; iaf: the fast direction for VI, one MADE pass a layer to sample and score
+        flow = approximation(kind, layers or None)
+        label = "NSF (autoregressive, {} x [64, 64], reference)" if kind == "nsf" else "IAF ({} x [64, 64])"
+        return "invertible " + label.format(layers or FAMILIES[kind]), flow
+    return f"invertible {kind} K={layers}", approximation(kind, layers)
 
 
 def _run(target: str, spec: str, seed: int, a: argparse.Namespace) -> dict:

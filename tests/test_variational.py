@@ -8,11 +8,12 @@ import math
 import pytest
 import torch
 
+import invertible
 from invertible.cli import main as cli
 from invertible.models import Planar, Radial, Sylvester
 from invertible.transforms import Planar as PlanarLayer
 from invertible.transforms import Radial as RadialLayer
-from invertible.variational import TARGETS, Target, evaluate, fit, get_target
+from invertible.variational import FAMILIES, TARGETS, Target, approximation, evaluate, fit, get_target
 from invertible.variational.likelihoods import log_likelihood
 from invertible.variational.vae import VAE, evaluate_vae, train_vae
 
@@ -163,6 +164,19 @@ def test_fit_density_command(tmp_path) -> None:
     for flag in ("--layers", "--steps"):
         assert cli(["fit-density", "--target", "u2", flag, "0", "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("model", ["iaf", "nsf"])
+def test_fit_density_with_autoregressive_flows(tmp_path, model) -> None:
+    argv = ["fit-density", "--target", "u1", "--model", model, "--steps", "30", "--eval-samples", "500", "--out", str(tmp_path)]
+    assert cli(argv) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["model"] == model and summary["layers"] == FAMILIES[model]
+    assert summary["kl"] == pytest.approx(summary["log_z_true"] - summary["elbo"]) and summary["kl"] > 0
+    flow = invertible.load(tmp_path / "model")
+    assert len(flow.transform) == FAMILIES[model]
+    with pytest.raises(ValueError, match="unknown flow family 'maf'"):
+        approximation("maf")
 
 
 def test_vae_command(tmp_path) -> None:

@@ -17,15 +17,14 @@ import torch
 
 __all__ = ["register", "run"]
 
-MODELS = ("planar", "radial", "sylvester")
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..variational import ESTIMATORS, TARGETS
+    from ..variational import ESTIMATORS, FAMILIES, TARGETS
 
     p.add_argument("--target", required=True, choices=sorted(TARGETS), help="unnormalized 2-D target density")
-    p.add_argument("--model", default="planar", choices=MODELS, help="flow family")
-    p.add_argument("--layers", type=int, default=32, help="number of flow layers K")
+    p.add_argument("--model", default="planar", choices=list(FAMILIES), help="flow family")
+    defaults = ", ".join(f"{k} {v}" for k, v in FAMILIES.items())
+    p.add_argument("--layers", type=int, default=None, help=f"number of flow layers K (default: {defaults})")
     p.add_argument("--steps", type=int, default=10_000)
     p.add_argument("--batch-size", type=int, default=256, help="samples of q per step")
     p.add_argument("--lr", type=float, default=1e-3)
@@ -47,10 +46,11 @@ def _diverged_is_a_training_error():
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models import build
-    from ..variational import fit, get_target
+    from ..variational import FAMILIES, approximation, fit, get_target
     from ..variational.pictures import plot_fit
 
+    if args.layers is None:
+        args.layers = FAMILIES[args.model]
     for flag in ("layers", "steps", "batch_size", "eval_samples"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     target = get_target(args.target)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    flow = build(args.model, features=2, layers=args.layers, base="diagonal_normal")
+    flow = approximation(args.model, args.layers)
     with open(out / "metrics.jsonl", "w") as log, _diverged_is_a_training_error():
         result = fit(
             flow,
