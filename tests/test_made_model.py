@@ -117,6 +117,28 @@ def test_gaussian_made_ensemble_backpropagates():
     assert bias.grad[3] != 0
 
 
+def test_gaussian_made_pool_modes():
+    """Evaluation uses the first ``ensemble`` mask sets whichever set training left loaded; training uses one set."""
+    torch.manual_seed(0)
+    model = build("made", features=3, hidden=[16, 16], masks=3, ensemble=1).double()
+    _perturb(model, 0.3)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    model.train()
+    for _ in range(2):
+        model.log_prob(x)  # one minibatch each: sets 1, then 2
+    assert int(model.mask_index) == 2
+    samples, log_p = model.rsample_and_log_prob(4)  # training mode: both from the loaded set
+    torch.testing.assert_close(log_p, invertible.Flow.log_prob(model, samples))
+    assert int(model.mask_index) == 2
+    model.eval()
+    density = model.log_prob(x)
+    assert int(model.mask_index) == 2  # the loaded set is restored
+    model.use_masks(0)
+    torch.testing.assert_close(density, invertible.Flow.log_prob(model, x))
+    model.use_masks(2)
+    assert not torch.allclose(density, invertible.Flow.log_prob(model, x))
+
+
 def test_order_agnostic_training_cycles_masks_and_learns():
     torch.manual_seed(0)
     model = build("bernoulli_made", features=6, hidden=[32, 32], masks=4)

@@ -73,8 +73,11 @@ class _MaskPool:
             self.use_masks((int(self.mask_index) + 1) % self.masks)  # type: ignore[attr-defined]
 
     def _ensemble_log_prob(self, single) -> Tensor:
-        """``log (1/E) sum_k exp(single())`` over the first ``E`` mask sets, restoring the loaded set."""
-        if self.training or self.ensemble == 1:
+        """``log (1/E) sum_k exp(single())`` over the first ``E`` mask sets, restoring the loaded set.
+
+        In training mode: the next mask set of the pool alone (one per minibatch).
+        """
+        if self.training or self.masks == 1:
             self._next_masks()
             return single()
         current = int(self.mask_index)  # type: ignore[attr-defined]
@@ -88,9 +91,10 @@ class _MaskPool:
     def _ensemble_sample(self, n: int, draw) -> Tensor:
         """``n`` samples of the mixture over the ensemble: each from one mask set chosen uniformly.
 
-        ``draw(idx)`` returns samples for the rows ``idx`` of the request.
+        ``draw(idx)`` returns samples for the rows ``idx`` of the request. In training mode:
+        the loaded mask set alone.
         """
-        if self.training or self.ensemble == 1 or n == 0:
+        if self.training or self.masks == 1 or n == 0:
             return draw(torch.arange(n))
         current = int(self.mask_index)  # type: ignore[attr-defined]
         which = torch.randint(0, self.ensemble, (n,))
@@ -173,6 +177,9 @@ class MADE(_MaskPool, Flow):
         return self._ensemble_sample(m, draw).reshape(*shape, *self.event_shape)
 
     def rsample_and_log_prob(self, n: int | Sequence[int] = 1, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Samples and their log-density: of the loaded mask set in training mode, of the ensemble otherwise."""
+        if self.training or self.masks == 1:
+            return Flow.rsample_and_log_prob(self, n, context)
         x = self.rsample(n, context)
         if context is not None:
             context = context.expand(*x.shape[: x.dim() - 1], context.shape[-1])
