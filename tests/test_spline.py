@@ -59,3 +59,17 @@ def test_zero_parameters_give_the_identity():
 def test_bad_parameter_count_is_rejected():
     with pytest.raises(ValueError, match="3K - 1"):
         rqs(torch.zeros(3), torch.zeros(3, 7), B)
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_one_bin_is_the_identity_and_spline_layers_refuse_it(inverse):
+    """K = 1: one bin from (-B, -B) to (B, B) with unit end slopes, the identity for any parameters."""
+    x = torch.linspace(-5, 5, 101, dtype=torch.float64)
+    y, lad = rqs(x, 3.0 * torch.randn(101, 2, dtype=torch.float64), B, inverse=inverse)
+    torch.testing.assert_close(y, x)
+    torch.testing.assert_close(lad, torch.zeros_like(x))
+    from invertible.models import build
+
+    for kind in ("autoregressive", "coupling"):
+        with pytest.raises(ValueError, match=r"bins >= 2 \(one bin is the identity\)"):
+            build("nsf", features=3, bins=1, kind=kind)

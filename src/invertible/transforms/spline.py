@@ -70,7 +70,7 @@ def rational_quadratic_spline(
     # softplus shifted so that a zero raw value gives derivative exactly 1 (identity at init)
     shift = math.log(math.expm1(1.0 - min_derivative))
     inner = min_derivative + F.softplus(d_raw + shift)
-    ones = torch.ones_like(inner[..., :1])
+    ones = inner.new_ones((*inner.shape[:-1], 1))
     derivs = torch.cat([ones, inner, ones], -1)
 
     inside = (x >= -bound) & (x <= bound)
@@ -106,8 +106,9 @@ def rational_quadratic_spline(
 
 
 def _check(bins: int, bound: float) -> None:
-    if bins < 1 or not bound > 0:
-        raise ValueError(f"splines need bins >= 1 and bound > 0, got bins={bins}, bound={bound}")
+    if bins < 2 or not bound > 0:
+        # one bin from (-B, -B) to (B, B) with unit end slopes is the identity, whatever the network says
+        raise ValueError(f"spline layers need bins >= 2 (one bin is the identity) and bound > 0, got bins={bins}, bound={bound}")
 
 
 class RQSCoupling(_MaskedCoupling):
