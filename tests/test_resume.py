@@ -18,10 +18,11 @@ class Interrupted(Exception):
     pass
 
 
-#: (data, data options, model, model options): vectors, images dequantized afresh every step, and images
-#: dequantized by a learned noise flow trained with the model.
+#: (data, data options, model, model options): vectors, a MADE cycling through a pool of mask sets, images
+#: dequantized afresh every step, and images dequantized by a learned noise flow trained with the model.
 SETUPS = {
     "vectors": ("engine-gauss", {}, "realnvp", {"layers": 2, "hidden": [8], "actnorm": True}),
+    "mask_pool": ("engine-gauss", {}, "made", {"hidden": [8], "masks": 3}),  # the loaded mask set resumes too
     "images": ("engine-pixels", {}, "glow", {"levels": 1, "steps": 1, "hidden": 4}),
     "learned_dequantization": ("engine-pixels", {"dequantization": "variational"}, "glow", {"levels": 1, "steps": 1, "hidden": 4}),
 }
