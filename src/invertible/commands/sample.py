@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import torch
 
+from ..core import Flow
 from ..persistence import load
 from ..train.build import load_bundle
 from ..train.distributed import resolve_device
@@ -67,8 +68,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         context = _context(args.context, args.num, flow.context_features, device)
     torch.manual_seed(args.seed)
-    u = flow.base.sample((args.num,)) * args.temperature
-    x, _ = flow.transform.inverse(u, context)
+    x = _draw(flow, args.num, context, args.temperature)
     if args.out.lower().endswith(".png"):
         return _write_grid(args, run_dir, x)
     if args.raw:
@@ -81,6 +81,21 @@ def run(args: argparse.Namespace) -> int:
     save_array(args.out, x.cpu().numpy())
     print(f"wrote {args.num} samples of shape {tuple(flow.event_shape)} to {args.out}", file=sys.stderr)
     return 0
+
+
+def _draw(model: torch.nn.Module, n: int, context: torch.Tensor | None, temperature: float) -> torch.Tensor:
+    """``n`` samples (one per context row when conditional) from the model's own sampler.
+
+    The model's sampler, not ``f^{-1}`` of base noise: a MADE ensemble samples its mixture and
+    the Bernoulli MADE, a discrete model, has no base noise (nor a temperature).
+    """
+    if not isinstance(model, Flow):
+        if temperature != 1.0:
+            raise ValueError(f"--temperature scales a flow's base noise; a {type(model).__name__} has none")
+        return model.sample(n) if context is None else model.sample(1, context)[0]
+    if context is None:
+        return model.sample(n, temperature=temperature)
+    return model.sample(1, context, temperature=temperature)[0]
 
 
 def _write_grid(args: argparse.Namespace, run_dir, x: torch.Tensor) -> int:
