@@ -114,6 +114,8 @@ def test_bad_input_gives_one_line_and_exit_2(trained, tmp_path, capsys):
     assert_error(capsys, "unknown dataset 'nosuch'", *TRAIN, "--data", "nosuch", "--out", tmp_path / "a")
     assert_error(capsys, "model 'glow' takes images; dataset 'engine-gauss' holds vectors of shape (2,)",
                  *TRAIN, "--model", "glow", "--out", tmp_path / "a")
+    assert_error(capsys, "holds only 2 discrete values per dimension and is not dequantized",
+                 *TRAIN, "--data", "digits_vectors", "-d", "binarize=true", "--model", "maf", "--out", tmp_path / "a")
     assert_error(capsys, "lr must be > 0", *TRAIN, "--lr", "-1", "--out", tmp_path / "a")
     assert_error(capsys, "ema (the decay", *TRAIN, "--ema", "2", "--out", tmp_path / "a")
     assert_error(capsys, "must look like key=value", *TRAIN, "-m", "layers", "--out", tmp_path / "a")

@@ -216,3 +216,20 @@ def test_metrics_reader_skips_a_torn_last_line(tmp_path):
     log.truncate(2)
     assert [r["step"] for r in read_metrics(log.path)] == [1, 2]
     assert log.path.read_text().endswith("\n")
+
+
+def test_continuous_flows_refuse_data_on_a_lattice():
+    """Discrete values seen as they are (here a shifted, scaled lattice) give an unbounded continuous density."""
+    from invertible.data import DataBundle
+    from invertible.models import build
+    from invertible.train.build import check_fits
+
+    g = torch.Generator().manual_seed(0)
+    lattice = (torch.randint(0, 4, (300, 3), generator=g).float() - 1.5) / 1.1
+    splits = lattice[:200], lattice[200:250], lattice[250:]
+    flow = build("maf", features=3)
+    with pytest.raises(ValueError, match="holds only 4 discrete values per dimension and is not dequantized"):
+        check_fits(flow, DataBundle("lattice", *splits, levels=4))
+    noisy = [s + torch.rand(s.shape, generator=g) / 1.1 for s in splits]  # dequantized: fine
+    check_fits(flow, DataBundle("lattice", *noisy, levels=4))
+    check_fits(build("bernoulli_made", features=3), DataBundle("bits", *((s > 0).float() for s in splits), levels=2))

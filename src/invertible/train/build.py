@@ -86,17 +86,31 @@ def build_flow(model: str, options: dict[str, Any], bundle: DataBundle) -> Flow:
 
 
 def check_fits(flow: Flow, bundle: DataBundle) -> None:
-    """The flow's event shape and context size must match the data's."""
+    """The flow's event shape and context size must match the data's; a continuous flow needs continuous data."""
     if tuple(flow.event_shape) != tuple(bundle.event_shape):
         raise ValueError(
             f"the model expects events of shape {tuple(flow.event_shape)} but dataset {bundle.name!r} has "
             f"{tuple(bundle.event_shape)} (wrong feature count)"
+        )
+    if isinstance(flow, Flow) and _on_a_lattice(bundle):
+        raise ValueError(
+            f"dataset {bundle.name!r} holds only {bundle.levels} discrete values per dimension and is not dequantized: "
+            "a continuous flow's density on them grows without bound (negative bits/dim); use dequantized data or a "
+            "discrete model (bernoulli_made)"
         )
     if flow.context_features != bundle.context_features:
         raise ValueError(
             f"the model takes context_features={flow.context_features} but dataset {bundle.name!r} has "
             f"context_features={bundle.context_features}"
         )
+
+
+def _on_a_lattice(bundle: DataBundle) -> bool:
+    """Discrete data the model sees as they are: at most ``levels`` distinct values in every dimension, no noise
+    added per batch (standardised or scaled lattices included)."""
+    if bundle.levels is None or bundle.raw:
+        return False
+    return all(torch.unique(column).numel() <= bundle.levels for column in bundle.train.flatten(1).T)
 
 
 def trainable_preprocess(bundle: DataBundle) -> list[torch.nn.Parameter]:
