@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +74,11 @@ def build_flow(model: str, options: dict[str, Any], bundle: DataBundle) -> Flow:
         raise ValueError(f"model option(s) {', '.join(clash)} are set from the data and cannot be given")
     shape = tuple(bundle.event_shape)
     size = {"features": shape[0]} if len(shape) == 1 else {"event_shape": list(shape)}
+    key, kinds = next(iter(size)), {"features": "vectors", "event_shape": "images"}
     takes = inspect.signature(models.get(model)).parameters
-    if next(iter(size)) not in takes:
-        kinds = {"features": "vectors", "event_shape": "images"}
+    if key not in takes:
         accepted = " and ".join(kinds[k] for k in kinds if k in takes)
-        raise ValueError(f"model {model!r} takes {accepted}; dataset {bundle.name!r} holds {kinds[next(iter(size))]} of shape {shape}")
+        raise ValueError(f"model {model!r} takes {accepted}; dataset {bundle.name!r} holds {kinds[key]} of shape {shape}")
     flow = models.build(model, **size, context_features=bundle.context_features, **options)
     check_fits(flow, bundle)
     return flow
