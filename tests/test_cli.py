@@ -107,10 +107,19 @@ def test_listing_commands(capsys):
     assert code == 0 and {"nice", "realnvp"} <= {line.split()[0] for line in out.splitlines()}
     code, out, _ = run_cli(capsys, "datasets")
     assert code == 0 and "engine-gauss" in out
+    code, out, _ = run_cli(capsys, "models", "maf")  # one preset: its description and its -m options
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith("Masked Autoregressive Flow")
+    options = dict(line.split(None, 1) for line in lines[lines.index("options (-m key=value):") + 1 :])
+    assert options["features"] == "set from the data" and options["layers"] == "5" and options["permutation"] == "'reverse'"
+    assert ":class:" not in out
+    assert_error(capsys, "unknown model 'nosuch'", "models", "nosuch")
 
 
 def test_bad_input_gives_one_line_and_exit_2(trained, tmp_path, capsys):
     assert_error(capsys, "unknown model 'nosuch'", *TRAIN, "--model", "nosuch", "--out", tmp_path / "a")
+    assert_error(capsys, "unexpected keyword argument 'depth'; its options: features, context_features, layers",
+                 *TRAIN, "-m", "depth=3", "--out", tmp_path / "a")
     assert_error(capsys, "unknown dataset 'nosuch'", *TRAIN, "--data", "nosuch", "--out", tmp_path / "a")
     assert_error(capsys, "model 'glow' takes images; dataset 'engine-gauss' holds vectors of shape (2,)",
                  *TRAIN, "--model", "glow", "--out", tmp_path / "a")

@@ -13,7 +13,7 @@ from typing import Any, Callable, TypeVar
 
 from ..core import Flow
 
-__all__ = ["register", "available", "build", "get", "PRESETS"]
+__all__ = ["register", "available", "build", "get", "preset_options", "PRESETS"]
 
 PRESETS: dict[str, type[Flow]] = {}
 F = TypeVar("F", bound=type[Flow])
@@ -69,11 +69,16 @@ def get(name: str) -> type[Flow]:
     return PRESETS[key]
 
 
+def preset_options(name: str) -> dict[str, Any]:
+    """The options of preset ``name`` and their defaults (``inspect.Parameter.empty`` where required)."""
+    return {k: p.default for k, p in inspect.signature(get(name)).parameters.items()}
+
+
 def build(name: str, **options: Any) -> Flow:
     """Build a preset by name, e.g. ``build("realnvp", features=2, layers=8)``."""
     cls = get(name)
     try:
         inspect.signature(cls).bind(**options)
     except TypeError as e:
-        raise ValueError(f"bad options for model {name!r}: {e}") from None
+        raise ValueError(f"bad options for model {name!r}: {e}; its options: {', '.join(preset_options(name))}") from None
     return cls(**options)
