@@ -114,6 +114,12 @@ def test_listing_commands(capsys):
     assert options["features"] == "set from the data" and options["layers"] == "5" and options["permutation"] == "'reverse'"
     assert ":class:" not in out
     assert_error(capsys, "unknown model 'nosuch'", "models", "nosuch")
+    code, out, _ = run_cli(capsys, "datasets", "digits_vectors")  # one dataset: its -d options
+    options = dict(line.split(None, 1) for line in out.splitlines()[out.splitlines().index("options (-d key=value):") + 1 :])
+    assert code == 0 and options == {"seed": "set by --seed", "dequantize": "None", "binarize": "False"}
+    code, out, _ = run_cli(capsys, "datasets", ".csv")
+    assert code == 0 and "context_columns" in out and "path" not in out.split("options (-d key=value):")[1]
+    assert_error(capsys, "unknown dataset or file suffix 'nosuch'", "datasets", "nosuch")
 
 
 def test_bad_input_gives_one_line_and_exit_2(trained, tmp_path, capsys):
@@ -121,6 +127,8 @@ def test_bad_input_gives_one_line_and_exit_2(trained, tmp_path, capsys):
     assert_error(capsys, "unexpected keyword argument 'depth'; its options: features, context_features, layers",
                  *TRAIN, "-m", "depth=3", "--out", tmp_path / "a")
     assert_error(capsys, "unknown dataset 'nosuch'", *TRAIN, "--data", "nosuch", "--out", tmp_path / "a")
+    assert_error(capsys, "unexpected keyword argument 'binarize'; its options: n, features, nonfinite, conditional",
+                 *TRAIN, "-d", "binarize=true", "--out", tmp_path / "a")
     assert_error(capsys, "model 'glow' takes images; dataset 'engine-gauss' holds vectors of shape (2,)",
                  *TRAIN, "--model", "glow", "--out", tmp_path / "a")
     assert_error(capsys, "holds only 2 discrete values per dimension and is not dequantized",

@@ -1,8 +1,10 @@
-"""``invertible datasets``: the built-in datasets and the file types that can be read."""
+"""``invertible datasets [NAME]``: the built-in datasets and the file types that can be read; with ``NAME``
+(a dataset, or a file suffix such as ``.csv``), its description and its ``-d`` options with their defaults."""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 
 from .. import data
 from ..data.registry import DATASETS, READERS
@@ -10,13 +12,31 @@ from ..data.registry import DATASETS, READERS
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("datasets", help="list the built-in datasets and readable file types", description=__doc__.replace("``", ""))
+    p.add_argument("name", nargs="?", help="a dataset or a file suffix: show its description and options")
     p.set_defaults(command=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.name is not None:
+        return _describe(args.name)
     for name in data.available():
         doc = (DATASETS[name].__doc__ or "").strip().splitlines()
         print(f"{name:16s} {doc[0].replace('``', '') if doc else ''}")
     if READERS:
         print("files:           " + ", ".join(s or "(no suffix)" for s in sorted(READERS)))
+    return 0
+
+
+def _describe(name: str) -> int:
+    fn = DATASETS.get(name) or READERS.get(name.lower())
+    if fn is None:
+        raise ValueError(f"unknown dataset or file suffix {name!r}; datasets: {', '.join(data.available())}; "
+                         f"file suffixes: {', '.join(s for s in sorted(READERS) if s)}")
+    print(inspect.cleandoc(fn.__doc__ or name).replace("``", ""))
+    print("\noptions (-d key=value):")
+    for key, p in inspect.signature(fn).parameters.items():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or (name in READERS and key == "path"):
+            continue
+        shown = "set by --seed" if key == "seed" else ("required" if p.default is p.empty else repr(p.default))
+        print(f"  {key:20s} {shown}")
     return 0

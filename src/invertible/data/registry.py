@@ -123,5 +123,6 @@ def load(name_or_path: str, seed: int = 0, **options: Any) -> DataBundle:
     try:
         inspect.signature(fn).bind(seed=seed, **options)
     except TypeError as e:
-        raise ValueError(f"bad options for dataset {name_or_path!r}: {e}") from None
+        names = [k for k in inspect.signature(fn).parameters if k != "seed"]
+        raise ValueError(f"bad options for dataset {name_or_path!r}: {e}; its options: {', '.join(names) or 'none'}") from None
     return fn(seed=seed, **options)
