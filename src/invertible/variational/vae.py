@@ -45,7 +45,7 @@ def posterior_layers(kind: str, latent: int, context: int, layers: int) -> list[
     if kind == "diagonal":
         return []
     if layers < 1:
-        raise ValueError(f"a {kind} posterior needs layers >= 1, got {layers}")
+        raise ValueError(f"the {kind} posterior needs layers >= 1, got {layers}")
     if kind == "iaf":
         # MADE layers reading the noise and the encoder's context; alternating orders replace permutations
         return [
