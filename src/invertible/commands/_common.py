@@ -1,8 +1,10 @@
-"""Helpers shared by the subcommands: run directories and ``key=value`` option flags."""
+"""Helpers shared by the subcommands: run directories, ``key=value`` option flags, descriptions of presets and datasets."""
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ import yaml
 
 from ..persistence import MODEL_JSON, atomic_write
 
-__all__ = ["existing_run", "run_config", "add_option_flags", "save_array"]
+__all__ = ["existing_run", "run_config", "add_option_flags", "save_array", "describe", "default_text"]
 
 
 def existing_run(path: str) -> Path:
@@ -62,3 +64,17 @@ def save_array(path: str | Path, array: np.ndarray) -> None:
     else:
         raise ValueError(f"--out must end in .npy or .csv, got {path.name!r}")
     atomic_write(path, write)
+
+
+def default_text(default: Any) -> str:
+    """An option's default as shown by ``invertible models NAME`` / ``datasets NAME``: its repr, or ``required``."""
+    return "required" if default is inspect.Parameter.empty else repr(default)
+
+
+def describe(doc: str | None, name: str, flag: str, options: dict[str, str]) -> None:
+    """Print a docstring as plain text (no ``quotes``, Sphinx roles such as :class:`~x.Y` as names), then the options."""
+    text = inspect.cleandoc(doc or name).replace("``", "")
+    print(re.sub(r":\w+:`~?([^`]+)`", r"\1", text))
+    print(f"\noptions ({flag} key=value):")
+    for key, shown in options.items():
+        print(f"  {key:20s} {shown}")

@@ -8,6 +8,7 @@ import inspect
 
 from .. import data
 from ..data.registry import DATASETS, READERS
+from ._common import default_text, describe
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,11 +33,10 @@ def _describe(name: str) -> int:
     if fn is None:
         raise ValueError(f"unknown dataset or file suffix {name!r}; datasets: {', '.join(data.available())}; "
                          f"file suffixes: {', '.join(s for s in sorted(READERS) if s)}")
-    print(inspect.cleandoc(fn.__doc__ or name).replace("``", ""))
-    print("\noptions (-d key=value):")
-    for key, p in inspect.signature(fn).parameters.items():
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or (name in READERS and key == "path"):
-            continue
-        shown = "set by --seed" if key == "seed" else ("required" if p.default is p.empty else repr(p.default))
-        print(f"  {key:20s} {shown}")
+    options = {
+        key: "set by --seed" if key == "seed" else default_text(p.default)
+        for key, p in inspect.signature(fn).parameters.items()
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and not (name in READERS and key == "path")
+    }
+    describe(fn.__doc__, name, "-d", options)
     return 0

@@ -4,13 +4,9 @@ with ``NAME``, that preset's description and its ``-m`` options with their defau
 from __future__ import annotations
 
 import argparse
-import inspect
-import re
 
 from .. import models
-
-#: Options the training engine sets from the data (see ``invertible.train.build``).
-_FROM_DATA = ("features", "event_shape", "context_features")
+from ._common import default_text, describe
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,14 +21,9 @@ def run(args: argparse.Namespace) -> int:
             doc = (models.get(name).__doc__ or "").strip().splitlines()
             print(f"{name:16s} {doc[0].replace('``', '') if doc else ''}")
         return 0
-    cls = models.get(args.name)
-    doc = inspect.cleandoc(cls.__doc__ or args.name).replace("``", "")
-    print(re.sub(r":\w+:`~?([^`]+)`", r"\1", doc))  # Sphinx roles such as :class:`~x.Y` as plain names
-    print("\noptions (-m key=value):")
-    for key, default in models.preset_options(args.name).items():
-        if key in _FROM_DATA:
-            shown = "set from the data"
-        else:
-            shown = "required" if default is inspect.Parameter.empty else repr(default)
-        print(f"  {key:20s} {shown}")
+    from ..train.build import SET_BY_DATA  # only when describing one preset
+
+    options = {key: "set from the data" if key in SET_BY_DATA else default_text(default)
+               for key, default in models.preset_options(args.name).items()}
+    describe(models.get(args.name).__doc__, args.name, "-m", options)
     return 0

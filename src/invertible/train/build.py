@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,8 @@ __all__ = ["load_bundle", "check_bundle", "build_flow", "check_fits", "trainable
 #: The trained preprocessing of a run (a learned dequantizer), beside ``model.safetensors``.
 PREPROCESS_WEIGHTS = "preprocess.safetensors"
 
-_SET_BY_DATA = ("features", "event_shape", "context_features")
+#: Model options that the engine sets from the data and a user cannot give.
+SET_BY_DATA = ("features", "event_shape", "context_features")
 
 
 def _check_tensor(name: str, split: str, t: Tensor) -> None:
@@ -69,13 +69,13 @@ def load_bundle(name: str, seed: int = 0, options: dict[str, Any] | None = None)
 
 def build_flow(model: str, options: dict[str, Any], bundle: DataBundle) -> Flow:
     """Build preset ``model`` for the data: ``features=D`` for vectors, ``event_shape=(C, H, W)`` for images."""
-    clash = [k for k in _SET_BY_DATA if k in options]
+    clash = [k for k in SET_BY_DATA if k in options]
     if clash:
         raise ValueError(f"model option(s) {', '.join(clash)} are set from the data and cannot be given")
     shape = tuple(bundle.event_shape)
     size = {"features": shape[0]} if len(shape) == 1 else {"event_shape": list(shape)}
     key, kinds = next(iter(size)), {"features": "vectors", "event_shape": "images"}
-    takes = inspect.signature(models.get(model)).parameters
+    takes = models.preset_options(model)
     if key not in takes:
         accepted = " and ".join(kinds[k] for k in kinds if k in takes)
         raise ValueError(f"model {model!r} takes {accepted}; dataset {bundle.name!r} holds {kinds[key]} of shape {shape}")
