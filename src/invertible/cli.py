@@ -19,8 +19,16 @@ from .train import TrainingError
 
 __all__ = ["main", "build_parser"]
 
-#: Errors that mean bad input or a failed run, reported as one line rather than a traceback.
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError, TrainingError)
+#: Errors that mean bad input or a failed run, reported as one line rather than a traceback
+#: (``OSError``: a path that cannot be read or written — missing, not a directory, no permission, disk full).
+USER_ERRORS = (ValueError, TypeError, OSError, TrainingError)
+
+
+def _message(error: Exception) -> str:
+    """The one-line text of a user error; a directory that cannot be made because a file holds its name says so."""
+    if isinstance(error, FileExistsError) and error.filename:
+        return f"cannot make the directory {error.filename}: a file of that name exists"
+    return str(error)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as e:
         if args.traceback:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; continue a training run with --resume", file=sys.stderr)
