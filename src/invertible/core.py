@@ -27,7 +27,7 @@ __all__ = ["Transform", "Compose", "Inverse", "Flow", "FlowDistribution", "sum_e
 
 def sum_except_batch(x: Tensor) -> Tensor:
     """Sum every dimension but the first: per-element log-dets to a ``(batch,)`` vector."""
-    return x.reshape(x.shape[0], -1).sum(1)
+    return x.reshape(x.shape[0], math.prod(x.shape[1:])).sum(1)  # explicit width: an empty batch too
 
 
 class Transform(nn.Module):
@@ -169,9 +169,21 @@ class Flow(nn.Module):
                 f"{name} has shape {tuple(x.shape)}; expected (batch, {', '.join(map(str, self.event_shape))})"
                 f" — event shape {tuple(self.event_shape)} with at least one batch dimension"
             )
+        self._check_dtype(x, name)
         if not torch.isfinite(x).all():
             bad = (~torch.isfinite(x)).sum().item()
             raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
+
+    def _check_dtype(self, x: Tensor, name: str) -> None:
+        """``x`` is floating point, of the parameters' precision (torch would fail deep inside a layer otherwise)."""
+        if not x.is_floating_point():
+            raise TypeError(f"{name} has dtype {x.dtype}; a flow takes floating-point data ({name}.float())")
+        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), x.dtype)
+        if x.dtype != dtype:
+            raise TypeError(
+                f"{name} has dtype {x.dtype} but the flow's parameters are {dtype}; convert one to the other "
+                f"({name}.to({dtype}) or flow.to({x.dtype}))"
+            )
 
     def _check_context(self, context: Tensor | None, batch_shape: torch.Size | None) -> None:
         if self.context_features is None:
@@ -183,6 +195,7 @@ class Flow(nn.Module):
         if not isinstance(context, Tensor) or context.shape[-1] != self.context_features:
             shape = tuple(context.shape) if isinstance(context, Tensor) else type(context).__name__
             raise ValueError(f"context has shape {shape}; expected (..., {self.context_features})")
+        self._check_dtype(context, "context")
         if batch_shape is not None and tuple(context.shape[:-1]) != tuple(batch_shape):
             raise ValueError(
                 f"context batch shape {tuple(context.shape[:-1])} does not match the data batch shape {tuple(batch_shape)}"

@@ -1,0 +1,36 @@
+"""``Flow``'s checks at its public boundary: one clear error for inputs a layer deep inside would reject obscurely."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from invertible.models import build
+
+
+@pytest.fixture
+def flow():
+    torch.manual_seed(0)
+    return build("maf", features=3, layers=2, hidden=[8], context_features=2)
+
+
+def test_wrong_shape_and_non_finite_values(flow) -> None:
+    c = torch.zeros(4, 2)
+    with pytest.raises(ValueError, match=r"x has shape \(4, 2\); expected \(batch, 3\)"):
+        flow.log_prob(torch.zeros(4, 2), c)
+    with pytest.raises(ValueError, match="x contains 1 non-finite value"):
+        flow.log_prob(torch.tensor([[0.0, float("nan"), 0.0]] + [[0.0] * 3] * 3), c)
+    with pytest.raises(ValueError, match="context has shape"):
+        flow.log_prob(torch.zeros(4, 3), torch.zeros(4, 3))
+
+
+def test_integer_and_mismatched_precision_inputs(flow) -> None:
+    c = torch.zeros(4, 2)
+    with pytest.raises(TypeError, match=r"x has dtype torch.int64; a flow takes floating-point data"):
+        flow.log_prob(torch.zeros(4, 3, dtype=torch.long), c)
+    with pytest.raises(TypeError, match=r"x has dtype torch.float64 but the flow's parameters are torch.float32"):
+        flow.log_prob(torch.zeros(4, 3, dtype=torch.float64), c)
+    with pytest.raises(TypeError, match=r"context has dtype torch.float64"):
+        flow.sample(2, torch.zeros(4, 2, dtype=torch.float64))
+    flow.double()
+    assert flow.log_prob(torch.zeros(4, 3, dtype=torch.float64), c.double()).dtype == torch.float64
