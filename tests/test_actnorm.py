@@ -18,6 +18,15 @@ def test_first_training_pass_initialises_and_later_ones_do_not():
     torch.testing.assert_close(layer.loc.detach(), loc)
 
 
+def test_an_empty_batch_leaves_the_initialisation_to_the_next_one():
+    layer = ActNorm(3)
+    z, ladj = layer(torch.empty(0, 3))
+    assert z.shape == (0, 3) and ladj.shape == (0,) and not bool(layer.initialized)
+    x = 2.0 + 3.0 * torch.randn(256, 3)
+    layer(x)
+    torch.testing.assert_close(layer.loc.detach(), x.mean(0))
+
+
 def test_loaded_flag_decides_whether_the_next_pass_initialises():
     torch.manual_seed(0)
     x = torch.randn(64, 2) * 5

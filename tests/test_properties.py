@@ -3,7 +3,7 @@
 - ``inverse(forward(x)) == x`` and ``forward(inverse(z)) == z``;
 - the inverse's log-det is minus the forward's;
 - the log-det equals ``log|det J|`` of the autograd Jacobian (``torch.func.jacrev``);
-- with a context, the output depends on it; batch size 1 and many.
+- with a context, the output depends on it; batch size 1 and many; an empty batch stays empty.
 Hypothesis draws the batch size, the input scale and the random seed.
 """
 
@@ -118,6 +118,23 @@ def test_conditional_transform_properties(case: Case, batch: int, seed: int, sca
     assert not torch.allclose(y1, y2), "the output does not depend on the context"
 
 
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_empty_batch(case: Case) -> None:
+    """A batch of zero rows maps to zero rows both ways; in training mode it leaves every parameter and buffer
+    finite (a data-dependent initialisation must not average over nothing)."""
+    empty = torch.empty(0, *case.event_shape, dtype=torch.float64)
+    torch.manual_seed(0)
+    fresh = case.build(None).double().train()
+    y, ladj = fresh(empty)
+    assert y.shape == empty.shape and ladj.shape == (0,)
+    state = [*fresh.parameters(), *fresh.buffers()]
+    assert all(torch.isfinite(v).all() for v in state if v.is_floating_point()), "an empty batch left NaN or inf"
+    t = _prepare(case, None, 0)
+    for direction in (t, t.inverse):
+        y, ladj = direction(empty)
+        assert y.shape == empty.shape and ladj.shape == (0,)
+
+
 def _preset(case: PresetCase, context_features: int | None, seed: int) -> invertible.Flow:
     torch.manual_seed(seed)
     options = dict(case.options)
@@ -190,5 +207,8 @@ def test_preset_sampling(case: PresetCase, context_features: int | None) -> None
     xs, log_p = flow.sample_and_log_prob(6, ctx)
     full_ctx = None if ctx is None else ctx.expand(6, *ctx.shape)
     torch.testing.assert_close(log_p, flow.log_prob(xs, full_ctx))
+    assert flow.sample(0, ctx).shape == ((0, *shape) if ctx is None else (0, 4, *shape))  # an empty batch stays empty
+    empty_ctx = None if ctx is None else ctx[:0]
+    assert flow.log_prob(torch.empty(0, *shape, dtype=torch.float64), empty_ctx).shape == (0,)
     flow.rsample_and_log_prob(3, ctx)[1].sum().backward()  # reparameterised: gradients reach the parameters
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in flow.parameters())

@@ -187,10 +187,10 @@ class GlowConvNet(nn.Module):
         """
         batch, _, height, width = x.shape
         first, middle, last = self.net[0], self.net[2], self.net[4]
-        h = small_image_conv(x.reshape(batch, -1), first, height, width, channels_last_out=True).relu_()
+        h = small_image_conv(x.flatten(1), first, height, width, channels_last_out=True).relu_()
         h = F.linear(h.view(-1, middle.in_channels), middle.weight.view(middle.out_channels, -1), middle.bias).relu_()
-        out = small_image_conv(h.view(batch, -1), last.conv, height, width, channels_last_in=True)
-        return last.apply_gain(out.view(batch, -1, height, width))
+        out = small_image_conv(h.view(batch, height * width * middle.out_channels), last.conv, height, width, channels_last_in=True)
+        return last.apply_gain(out.unflatten(1, (-1, height, width)))
 
 
 class _ResidualBlock(nn.Module):
@@ -237,9 +237,9 @@ class ConvResNet(nn.Module):
         """The same network with every convolution as a matrix product (:func:`small_image_conv`)."""
         batch, _, height, width = x.shape
         size = dict(height=height, width=width)
-        h = small_image_conv(x.reshape(batch, -1), self.head, **size, channels_last_out=True)
+        h = small_image_conv(x.flatten(1), self.head, **size, channels_last_out=True)
         for block in self.blocks:
             r = small_image_conv(F.relu(h), block.conv1, **size, channels_last_in=True, channels_last_out=True)
             h = h + small_image_conv(F.relu(r), block.conv2, **size, channels_last_in=True, channels_last_out=True)
         out = small_image_conv(F.relu(h), self.out.conv, **size, channels_last_in=True)
-        return self.out.apply_gain(out.view(batch, -1, height, width))
+        return self.out.apply_gain(out.unflatten(1, (-1, height, width)))

@@ -88,6 +88,17 @@ class LUConv1x1(InferenceCache, LULinear):
         return x, (-pixels * self.log_abs_s.sum()).expand(z.shape[0])
 
 
+def _per_frequency(x: Tensor, matrices: Tensor) -> Tensor:
+    """``ifft2(M(f) fft2(x)(f))``: the ``C x C`` matrix ``M(f)`` (``matrices``: ``(H, W, C, C)``) at every frequency.
+
+    An empty batch is returned as it is (oneMKL's FFT rejects a zero-length batch).
+    """
+    if x.shape[0] == 0:
+        return x.clone()
+    x_hat = torch.fft.fft2(x).permute(0, 2, 3, 1).unsqueeze(-1)
+    return torch.fft.ifft2((matrices @ x_hat).squeeze(-1).permute(0, 3, 1, 2)).real
+
+
 class PeriodicConv(InferenceCache, Transform):
     """A ``k x k`` convolution with periodic (circular) boundaries over channels and pixels, inverted by FFT.
 
@@ -129,14 +140,10 @@ class PeriodicConv(InferenceCache, Transform):
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         h, w = x.shape[2:]
-        k_hat = self.cached(f"spectrum{h}x{w}", lambda: self._spectrum(h, w))
-        x_hat = torch.fft.fft2(x).permute(0, 2, 3, 1).unsqueeze(-1)
-        z = torch.fft.ifft2((k_hat @ x_hat).squeeze(-1).permute(0, 3, 1, 2)).real
+        z = _per_frequency(x, self.cached(f"spectrum{h}x{w}", lambda: self._spectrum(h, w)))
         return z, self.cached(f"logdet{h}x{w}", lambda: self._logdet(h, w)).expand(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         h, w = z.shape[2:]
-        k_inv = self.cached(f"inverse{h}x{w}", lambda: torch.linalg.inv(self._spectrum(h, w)))
-        z_hat = torch.fft.fft2(z).permute(0, 2, 3, 1).unsqueeze(-1)
-        x = torch.fft.ifft2((k_inv @ z_hat).squeeze(-1).permute(0, 3, 1, 2)).real
+        x = _per_frequency(z, self.cached(f"inverse{h}x{w}", lambda: torch.linalg.inv(self._spectrum(h, w))))
         return x, -self.cached(f"logdet{h}x{w}", lambda: self._logdet(h, w)).expand(z.shape[0])

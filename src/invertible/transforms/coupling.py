@@ -115,7 +115,7 @@ class _MaskedCoupling(Transform):
 
     def _params(self, x_a: Tensor, context: Tensor | None) -> Tensor:
         h = self.conditioner(x_a, context)
-        return h.view(x_a.shape[0], self.params_per_dim, -1)
+        return h.unflatten(1, (self.params_per_dim, -1))
 
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(x_a, x_b)``: the identity and the transformed features, as views when the mask allows."""

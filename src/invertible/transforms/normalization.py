@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -21,9 +23,9 @@ class ActNorm(Transform):
 
     On its first forward pass in training mode the layer sets ``loc`` and
     ``log_scale`` to the batch's per-channel mean and standard deviation, so
-    its output starts at zero mean and unit variance. Under
-    ``torch.distributed`` the statistics are averaged over all ranks, so every
-    replica starts identical. The ``initialized`` flag is a buffer: it is saved
+    its output starts at zero mean and unit variance (an empty batch leaves that
+    to the next one). Under ``torch.distributed`` the statistics are pooled over
+    all ranks, so every replica starts identical. The ``initialized`` flag is a buffer: it is saved
     in ``state_dict`` and restored by ``load_state_dict``, so a reloaded model
     is not initialised a second time. Once the layer has seen the flag set, it
     remembers that in a Python attribute, so later passes read no tensor to decide
@@ -43,21 +45,28 @@ class ActNorm(Transform):
         return p.view(1, -1, *([1] * (x.dim() - 2)))
 
     @torch.no_grad()
-    def _initialize(self, x: Tensor) -> None:
+    def _initialize(self, x: Tensor) -> bool:
+        """Set ``loc`` and ``log_scale`` from the per-channel mean and std of ``x`` (pooled over all ranks).
+
+        Returns whether it did: a batch with no values (on every rank) leaves the layer for the next one.
+        """
         dims = [d for d in range(x.dim()) if d != 1]
-        mean = x.mean(dim=dims)
-        sq = x.pow(2).mean(dim=dims)
+        count = x.new_full((1,), x.numel() / x.shape[1])
+        stats = torch.cat([x.sum(dim=dims), x.pow(2).sum(dim=dims), count])
         if dist.is_available() and dist.is_initialized():
-            stats = torch.stack([mean, sq])
             dist.all_reduce(stats)
-            mean, sq = stats / dist.get_world_size()
+        total = stats[-1]
+        if total == 0:
+            return False
+        mean, sq = stats[:-1].view(2, -1) / total
         std = (sq - mean.pow(2)).clamp_min(0).sqrt()
         self.loc.copy_(mean)
         self.log_scale.copy_(torch.log(std + self.eps))
         self.initialized.fill_(True)
+        return True
 
     def _ladj(self, x: Tensor) -> Tensor:
-        pixels = x[0, 0].numel()
+        pixels = math.prod(x.shape[2:])
         return (-pixels * self.log_scale.sum()).expand(x.shape[0])
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:
@@ -66,9 +75,7 @@ class ActNorm(Transform):
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if self.training and not self._known_initialized:
-            if not bool(self.initialized):
-                self._initialize(x)
-            self._known_initialized = True
+            self._known_initialized = bool(self.initialized) or self._initialize(x)
         z = (x - self._view(self.loc, x)) * torch.exp(-self._view(self.log_scale, x))
         return z, self._ladj(x)
 
@@ -108,7 +115,7 @@ class BatchNorm(Transform):
         return p.view(1, -1, *([1] * (x.dim() - 2)))
 
     def _ladj(self, var: Tensor, x: Tensor) -> Tensor:
-        pixels = x[0, 0].numel()
+        pixels = math.prod(x.shape[2:])
         return (pixels * (self.log_gamma - 0.5 * torch.log(var + self.eps)).sum()).expand(x.shape[0])
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
