@@ -7,8 +7,11 @@ so ``flow.save`` and :func:`invertible.load` can rebuild it exactly.
 
 from __future__ import annotations
 
+import collections.abc
 import functools
 import inspect
+import types
+import typing
 from typing import Any, Callable, TypeVar
 
 from ..core import Flow
@@ -74,11 +77,54 @@ def preset_options(name: str) -> dict[str, Any]:
     return {k: p.default for k, p in inspect.signature(get(name)).parameters.items()}
 
 
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` has the annotated type: plain types, ``X | None``, ``Literal`` and sequences of them."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint in (int, float):  # plain Python numbers: they are what a saved config holds
+        return isinstance(value, int if hint is int else (int, float)) and not isinstance(value, bool)
+    if origin in (collections.abc.Sequence, list, tuple):
+        item = args[0] if args else Any
+        return isinstance(value, (list, tuple)) and all(_fits(v, item) for v in value)
+    return not isinstance(hint, type) or isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    """``hint`` in words, for an error message."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if origin in (collections.abc.Sequence, list, tuple):
+        plural = {int: "integers", float: "numbers", str: "strings"}
+        return f"a list of {plural.get(args[0], 'values') if args else 'values'}, e.g. [64, 64]"
+    words = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "none"}
+    return words.get(hint, getattr(hint, "__name__", str(hint)))
+
+
 def build(name: str, **options: Any) -> Flow:
-    """Build a preset by name, e.g. ``build("realnvp", features=2, layers=8)``."""
+    """Build a preset by name, e.g. ``build("realnvp", features=2, layers=8)``.
+
+    Each option is checked against the preset's type annotation first, so ``hidden=64``
+    or ``batch_norm="yes"`` is a ``ValueError`` that names the option, not a failure deep inside.
+    """
     cls = get(name)
     try:
         inspect.signature(cls).bind(**options)
     except TypeError as e:
         raise ValueError(f"bad options for model {name!r}: {e}; its options: {', '.join(preset_options(name))}") from None
+    hints = typing.get_type_hints(inspect.unwrap(cls.__init__))
+    for key, value in options.items():
+        if key in hints and not _fits(value, hints[key]):
+            raise ValueError(f"model option {key} must be {_describe(hints[key])}, got {value!r}")
     return cls(**options)

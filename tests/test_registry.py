@@ -1,0 +1,40 @@
+"""The preset registry: options are checked against each preset's annotations before the preset is built."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+
+import numpy as np
+import pytest
+
+from invertible.models import available, build, get
+from invertible.models.registry import _fits
+
+
+@pytest.mark.parametrize("name", available())
+def test_every_default_fits_its_annotation(name: str) -> None:
+    init = inspect.unwrap(get(name).__init__)
+    hints = typing.get_type_hints(init)
+    for key, p in inspect.signature(init).parameters.items():
+        if p.default is not inspect.Parameter.empty and key in hints:
+            assert _fits(p.default, hints[key]), (name, key, p.default, hints[key])
+
+
+@pytest.mark.parametrize("options, words", [
+    (dict(hidden=64), "model option hidden must be a list of integers, e.g. [64, 64], got 64"),
+    (dict(hidden=[64, "a"]), "model option hidden must be a list of integers"),
+    (dict(batch_norm="yes"), "model option batch_norm must be true or false, got 'yes'"),
+    (dict(layers=2.5), "model option layers must be an integer, got 2.5"),
+    (dict(init=3), "model option init must be a string or none, got 3"),
+])
+def test_an_option_of_the_wrong_type_is_named(options: dict, words: str) -> None:
+    with pytest.raises(ValueError) as error:
+        build("maf", features=2, **options)
+    assert words in str(error.value)
+
+
+def test_tuples_pass_and_numpy_scalars_are_named() -> None:
+    assert build("maf", features=2, layers=2, hidden=(8, 8)).config["options"]["hidden"] == [8, 8]
+    with pytest.raises(ValueError, match="model option features must be an integer"):
+        build("maf", features=np.int64(2))
