@@ -72,7 +72,9 @@ def test_csv_header_context_columns_and_raw_mode(tmp_path: Path) -> None:
     [
         ("", "empty"),
         ("a,b\n", "no data rows"),
-        ("1,2\n3,x\n5,6\n", "not numeric"),
+        ("1,2\n3,x\n5,6\n", "not numeric: 'x' on line 2; only numeric columns"),
+        ("a,b\n1,2\n3,\n5,6\n", "the cell is empty \\(a missing value\\)"),
+        ("1;2\n3;4\n5;6\n", "looks ';'-delimited: pass -d delimiter=';'"),
         ("a,name\n1,foo\n2,bar\n", "'name'"),
         ("1,2\n3,nan\n5,6\n7,8\n", "non-finite"),
         ("1,2\n3,inf\n5,6\n7,8\n", "non-finite"),

@@ -197,11 +197,21 @@ def _parse_csv(path: Path, delimiter: str) -> tuple[np.ndarray, list[str] | None
                 col = f"{names[j]!r} " if names and j < len(names) else ""
                 raise ValueError(
                     f"{path}: column {col}(index {j}) is not numeric: {cell!r} on line {line}; "
-                    "only numeric columns can be modelled"
+                    + _why_not_numeric(cell, delimiter)
                 ) from None
     if names is not None and len(names) != width:
         raise ValueError(f"{path}: the header has {len(names)} names but the rows have {width} columns")
     return out, names
+
+
+def _why_not_numeric(cell: str, delimiter: str) -> str:
+    """The likely reason a cell is not a number: a missing value, another delimiter, or text."""
+    if not cell.strip():
+        return "the cell is empty (a missing value); fill or drop such rows first"
+    other = next((d for d in (";", "\t", ",", "|") if d != delimiter and d in cell), None)
+    if other is not None:
+        return f"the file looks {other!r}-delimited: pass -d delimiter={other!r} (in Python: delimiter={other!r})"
+    return "only numeric columns can be modelled"
 
 
 @register_reader(".csv")
