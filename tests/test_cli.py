@@ -148,6 +148,8 @@ def test_bad_input_gives_one_line_and_exit_2(trained, tmp_path, capsys):
     assert_error(capsys, "does not exist", "eval", tmp_path / "missing")
     assert_error(capsys, "-n must be >= 1", "sample", trained, "-n", 0, "--out", tmp_path / "s.npy")
     assert_error(capsys, "this flow is unconditional", "sample", trained, "--context", tmp_path / "c.npy", "--out", tmp_path / "s.npy")
+    assert_error(capsys, "this flow is unconditional; --label 0 needs a class-conditional flow", "sample", trained, "--label", 0,
+                 "--out", tmp_path / "s.npy")
     assert not (tmp_path / "s.npy").exists()
     (tmp_path / "file").write_text("")
     assert_error(capsys, "cannot make the directory", *TRAIN, "--out", tmp_path / "file")

@@ -62,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
     if args.label is not None:
         if args.context is not None:
             raise ValueError("give --label or --context, not both")
-        if flow.context_features is None or not 0 <= args.label < flow.context_features:
-            raise ValueError(f"--label {args.label} needs a class-conditional flow with more than {args.label} classes")
+        if flow.context_features is None:
+            raise ValueError(f"this flow is unconditional; --label {args.label} needs a class-conditional flow")
+        if not 0 <= args.label < flow.context_features:
+            raise ValueError(f"--label {args.label} is not a class of this flow: its labels are 0..{flow.context_features - 1}")
         context = torch.nn.functional.one_hot(torch.full((args.num,), args.label), flow.context_features).float().to(device)
     else:
         context = _context(args.context, args.num, flow.context_features, device)
