@@ -138,6 +138,8 @@ def test_bad_input_gives_one_line_and_exit_2(trained, tmp_path, capsys):
     assert_error(capsys, "must look like key=value", *TRAIN, "-m", "layers", "--out", tmp_path / "a")
     assert_error(capsys, "non-finite", *TRAIN, "-d", "nonfinite=true", "--out", tmp_path / "a")
     assert_error(capsys, "config file not found", *TRAIN, "--config", tmp_path / "none.yaml")
+    (tmp_path / "bad.yaml").write_text("model: [maf\n")
+    assert_error(capsys, "cannot parse config file", *TRAIN, "--config", tmp_path / "bad.yaml")  # one line, not YAML's picture
     assert_error(capsys, "nothing to resume", *TRAIN, "--resume", "--out", tmp_path / "a")
     assert not (tmp_path / "a").exists()
     if not torch.cuda.is_available():

@@ -197,6 +197,14 @@ def _float(name: str, value: Any, positive: bool = False) -> None:
         raise ValueError(f"{name} must be > 0, got {value}")
 
 
+def _parse_error(error: Exception) -> str:
+    """A parser's complaint on one line: YAML's spans several (the problem, then a picture of the spot)."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        return f"{error.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(error).split())
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read settings from a ``.yaml``/``.yml`` or ``.toml`` file (a ``[train]`` table is unwrapped)."""
     path = Path(path)
@@ -212,7 +220,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         else:
             raise ValueError(f"config file {path} must end in .yaml, .yml or .toml")
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as e:
-        raise ValueError(f"cannot parse config file {path}: {e}") from None
+        raise ValueError(f"cannot parse config file {path}: {_parse_error(e)}") from None
     if not isinstance(values, dict):
         raise ValueError(f"config file {path} must hold a mapping of settings")
     if set(values) == {"train"} and isinstance(values["train"], dict):
