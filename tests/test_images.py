@@ -174,8 +174,9 @@ def test_glow_temperature_conditioning_and_save(tmp_path) -> None:
     torch.manual_seed(1)
     u = flow.base.sample((2,))
     torch.testing.assert_close(cold.reshape(2, 1, 4, 4), flow.transform.inverse(0.5 * u, ctx)[0])
-    with pytest.raises(ValueError, match="temperature"):
-        flow.sample(2, ctx, temperature=0.0)
+    for bad in (0.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="temperature"):
+            flow.sample(2, ctx, temperature=bad)
     x = torch.rand(2, 1, 4, 4)
     assert not torch.allclose(flow.log_prob(x, ctx), flow.log_prob(x, ctx.flip(0)))
     flow.save(tmp_path / "glow")
