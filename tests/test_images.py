@@ -184,6 +184,20 @@ def test_glow_temperature_conditioning_and_save(tmp_path) -> None:
     torch.testing.assert_close(again.log_prob(x, ctx), flow.log_prob(x, ctx))
 
 
+def test_float64_glow_loads_back_in_float64(tmp_path) -> None:
+    torch.manual_seed(0)
+    flow = Glow((1, 4, 4), levels=1, steps=1, hidden=4).double()
+    x = torch.rand(3, 1, 4, 4, dtype=torch.float64)
+    flow(x)  # ActNorm initialisation
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(1e-9 * torch.randn_like(p))
+    flow.eval().save(tmp_path / "glow64")
+    again = invertible.load(str(tmp_path / "glow64"))
+    assert all(p.dtype == torch.float64 for p in again.parameters())
+    torch.testing.assert_close(again.log_prob(x), flow.log_prob(x), atol=1e-12, rtol=0)
+
+
 def test_image_presets_reject_bad_shapes() -> None:
     with pytest.raises(ValueError, match="divisible"):
         build("glow", event_shape=[1, 6, 6], levels=2)
