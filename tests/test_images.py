@@ -104,6 +104,18 @@ def test_idx_reader_rejects_garbage(tmp_path) -> None:
     short.write_bytes(bytes([0, 0, 8, 3]) + (5).to_bytes(4, "big") + (2).to_bytes(4, "big") * 2 + b"\x00" * 7)
     with pytest.raises(ValueError, match="promises"):
         load(str(short))
+    cut = tmp_path / "cut-idx3-ubyte"
+    cut.write_bytes(bytes([0, 0, 8, 3]) + (5).to_bytes(4, "big"))
+    with pytest.raises(ValueError, match="cut short"):
+        load(str(cut))
+    not_gzip = tmp_path / "images-idx3-ubyte.gz"
+    not_gzip.write_bytes(b"plain text")
+    with pytest.raises(ValueError, match="not a readable gzip file"):
+        load(str(not_gzip))
+    truncated = tmp_path / "t10k-images-idx3-ubyte.gz"
+    truncated.write_bytes(gzip.compress(bytes([0, 0, 8, 1]) + (400).to_bytes(4, "big") + bytes(range(200)) * 2)[:100])
+    with pytest.raises(ValueError, match="not a readable gzip file"):
+        load(str(truncated))
 
 
 def test_cifar_and_png_readers(tmp_path) -> None:
