@@ -93,6 +93,13 @@ def test_idx_directory_reader(tmp_path, gz: bool) -> None:
     assert b.levels == 256 and tuple(b.event_shape) == (1, 4, 4) and b.test_context.shape == (6, 10)
     single = load(str(tmp_path / f"train-images-idx3-ubyte{ext}"), test_fraction=0.25)
     assert len(single.test) == 5
+    assert len(load(str(tmp_path), limit=8).train) + len(load(str(tmp_path), limit=8).val) == 8
+    for bad in (0, -5):
+        with pytest.raises(ValueError, match="limit must be >= 1"):
+            load(str(tmp_path), limit=bad)
+    _write_idx(tmp_path / "none-images-idx3-ubyte", np.zeros((0, 4, 4), np.uint8), False)
+    with pytest.raises(ValueError, match="holds no images"):
+        load(str(tmp_path / "none-images-idx3-ubyte"))
 
 
 def test_idx_reader_rejects_garbage(tmp_path) -> None:

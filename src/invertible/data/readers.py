@@ -125,6 +125,8 @@ def read_image_path(
     ``raw=False`` dequantizes once instead of per batch; ``dequantization`` is
     ``"uniform"`` or ``"variational"`` (see :mod:`invertible.data.images`).
     """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
     path = Path(path)
     test: tuple[np.ndarray, np.ndarray | None] | None = None
     classes = None
