@@ -97,6 +97,12 @@ def test_idx_directory_reader(tmp_path, gz: bool) -> None:
     for bad in (0, -5):
         with pytest.raises(ValueError, match="limit must be >= 1"):
             load(str(tmp_path), limit=bad)
+    test_only = tmp_path / "test-only"
+    test_only.mkdir()
+    for kind in ("images-idx3", "labels-idx1"):
+        (test_only / f"t10k-{kind}-ubyte{ext}").write_bytes((tmp_path / f"t10k-{kind}-ubyte{ext}").read_bytes())
+    alone = load(str(test_only), conditional=True, test_fraction=0.5, val_fraction=0.0)
+    assert (len(alone.train), len(alone.test), tuple(alone.event_shape)) == (3, 3, (1, 4, 4)) and alone.test_context is not None
     _write_idx(tmp_path / "none-images-idx3-ubyte", np.zeros((0, 4, 4), np.uint8), False)
     with pytest.raises(ValueError, match="holds no images"):
         load(str(tmp_path / "none-images-idx3-ubyte"))

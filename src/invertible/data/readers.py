@@ -5,7 +5,8 @@ IDX file without suffix) goes to :func:`read_image_path`, which recognises
 
 - IDX files (``*-images-idx3-ubyte[.gz]`` with their ``*-labels-idx1-ubyte[.gz]``
   beside them; in a directory, ``train-*`` is the training set and ``t10k-*``
-  the test set), as published for MNIST and Fashion-MNIST;
+  the test set, and a directory of one set alone is read as that file), as
+  published for MNIST and Fashion-MNIST;
 - CIFAR-10's ``cifar-10-batches-py`` directory (``data_batch_*``, ``test_batch``);
 - a folder of 8-bit PNG images, with one sub-folder per class for labels.
 
@@ -132,10 +133,10 @@ def read_image_path(
     classes = None
     if path.is_file():
         images, labels = _idx_pair(path)
-    elif _find(path, "*train*images*idx3*") is not None:
-        images, labels = _idx_pair(_find(path, "*train*images*idx3*"))  # type: ignore[arg-type]
+    elif (idx := _find(path, "*train*images*idx3*") or _find(path, "*images*idx3*")) is not None:
+        images, labels = _idx_pair(idx)
         t10k = _find(path, "*t10k*images*idx3*")
-        test = _idx_pair(t10k) if t10k is not None else None
+        test = _idx_pair(t10k) if t10k is not None and t10k != idx else None
     elif _find(path, "data_batch_*") is not None:
         (images, labels), test = _cifar(path)
     elif _find(path, "**/*.png") is not None:
