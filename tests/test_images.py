@@ -232,6 +232,14 @@ def test_image_presets_reject_bad_shapes() -> None:
         build("realnvp", event_shape=[1, 6, 6], levels=3)
     with pytest.raises(ValueError, match="features"):
         build("nice")
+    with pytest.raises(ValueError, match="hidden channels must be >= 1"):
+        build("glow", event_shape=[1, 4, 4], levels=1, hidden=-3)
+    with pytest.raises(ValueError, match="hidden channels >= 1 and blocks >= 0"):
+        build("realnvp", event_shape=[1, 4, 4], hidden_channels=0)
+    with pytest.raises(ValueError, match="hidden channels >= 1 and blocks >= 0"):
+        build("realnvp", event_shape=[1, 4, 4], blocks=-1)
+    with pytest.raises(ValueError, match="hidden widths must be >= 1"):
+        build("nice", event_shape=[1, 4, 4], hidden=[-3])
     assert tuple(build("nice", event_shape=[1, 4, 4], hidden=[8]).sample(2).shape) == (2, 1, 4, 4)
 
 
