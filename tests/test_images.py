@@ -240,6 +240,11 @@ def test_image_presets_reject_bad_shapes() -> None:
         build("realnvp", event_shape=[1, 4, 4], blocks=-1)
     with pytest.raises(ValueError, match="hidden widths must be >= 1"):
         build("nice", event_shape=[1, 4, 4], hidden=[-3])
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        build("glow", event_shape=[1, 4, 4], levels=1, steps=-1)
+    for model in ("nice", "realnvp"):
+        with pytest.raises(ValueError, match="layers must be >= 1"):
+            build(model, features=4, layers=0)
     assert tuple(build("nice", event_shape=[1, 4, 4], hidden=[8]).sample(2).shape) == (2, 1, 4, 4)
 
 
