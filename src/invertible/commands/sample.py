@@ -63,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     if args.label is not None:
         if args.context is not None:
             raise ValueError("give --label or --context, not both")
-        if flow.context_features is None or not 0 <= args.label < flow.context_features:
+        if args.label < 0:
+            raise ValueError(f"--label must be a class index >= 0, got {args.label}")
+        if flow.context_features is None or args.label >= flow.context_features:
             raise ValueError(f"--label {args.label} needs a class-conditional flow with more than {args.label} classes")
         context = torch.nn.functional.one_hot(torch.full((args.num,), args.label), flow.context_features).float().to(device)
     else:
