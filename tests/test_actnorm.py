@@ -42,6 +42,28 @@ def test_loaded_flag_decides_whether_the_next_pass_initialises():
     torch.testing.assert_close(trained.loc.detach(), (x + 100.0).mean(0), rtol=1e-5, atol=1e-4)
 
 
+def test_a_channel_without_spread_is_centred_not_scaled_by_one_over_eps():
+    x = torch.tensor([[[[0.3]], [[-1.2]]]])  # one image of 2 channels and 1x1 pixels
+    layer = ActNorm(2)
+    z, ladj = layer(x)
+    torch.testing.assert_close(layer.loc.detach(), x.flatten())
+    torch.testing.assert_close(layer.log_scale.detach(), torch.zeros(2))
+    assert torch.equal(ladj, torch.zeros(1))
+    torch.testing.assert_close(layer(x + 1.0)[0], torch.ones(1, 2, 1, 1))
+    constant = ActNorm(2)
+    constant(torch.stack([torch.full((8,), 2.0), torch.randn(8)], 1))
+    assert constant.log_scale[0] == 0 and constant.log_scale[1] != 0
+
+
+def test_glow_trained_on_batches_of_one_image_keeps_a_finite_scale():
+    from invertible.models import build
+
+    torch.manual_seed(0)
+    glow = build("glow", event_shape=(1, 8, 8), levels=3, steps=1, hidden=4)  # the third level works on 1x1 images
+    glow(torch.randn(1, 1, 8, 8))
+    assert -glow.log_prob(torch.randn(16, 1, 8, 8)).mean() < 1e3
+
+
 @pytest.mark.slow
 def test_initialised_actnorm_compiles_without_a_graph_break():
     layer = ActNorm(3)

@@ -115,6 +115,21 @@ def test_learned_dequantization_trains_with_the_model_and_is_restored_by_eval(tm
     assert "holds no preprocess.safetensors" in capsys.readouterr().err
 
 
+def test_early_stopping_keeps_the_learned_dequantizer_of_the_best_step(tmp_path, capsys) -> None:
+    from invertible.cli import main
+
+    run = tmp_path / "run"
+    # min_delta so large that only the first validation (step 3) counts as the best
+    config = TrainConfig(data="engine-pixels", data_options={"dequantization": "variational"}, model="glow",
+                         model_options=GLOW, steps=9, batch_size=24, lr=1e-2, eval_every=3, patience=10,
+                         min_delta=1e9, out=str(run), progress=False, plots=False)
+    summary = train(config)
+    assert summary["best_step"] == 3
+    capsys.readouterr()
+    assert main(["eval", str(run), "--split", "val"]) == 0
+    assert json.loads(capsys.readouterr().out)["val_nll"] == pytest.approx(summary["best_val_nll"], abs=1e-9)
+
+
 def test_learned_dequantization_needs_per_batch_noise() -> None:
     with pytest.raises(ValueError, match="needs raw=true"):
         load("digits", dequantization="variational", raw=False)

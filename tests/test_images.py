@@ -93,6 +93,19 @@ def test_idx_directory_reader(tmp_path, gz: bool) -> None:
     assert b.levels == 256 and tuple(b.event_shape) == (1, 4, 4) and b.test_context.shape == (6, 10)
     single = load(str(tmp_path / f"train-images-idx3-ubyte{ext}"), test_fraction=0.25)
     assert len(single.test) == 5
+    assert len(load(str(tmp_path), limit=8).train) + len(load(str(tmp_path), limit=8).val) == 8
+    for bad in (0, -5):
+        with pytest.raises(ValueError, match="limit must be >= 1"):
+            load(str(tmp_path), limit=bad)
+    test_only = tmp_path / "test-only"
+    test_only.mkdir()
+    for kind in ("images-idx3", "labels-idx1"):
+        (test_only / f"t10k-{kind}-ubyte{ext}").write_bytes((tmp_path / f"t10k-{kind}-ubyte{ext}").read_bytes())
+    alone = load(str(test_only), conditional=True, test_fraction=0.5, val_fraction=0.0)
+    assert (len(alone.train), len(alone.test), tuple(alone.event_shape)) == (3, 3, (1, 4, 4)) and alone.test_context is not None
+    _write_idx(tmp_path / "none-images-idx3-ubyte", np.zeros((0, 4, 4), np.uint8), False)
+    with pytest.raises(ValueError, match="holds no images"):
+        load(str(tmp_path / "none-images-idx3-ubyte"))
 
 
 def test_idx_reader_rejects_garbage(tmp_path) -> None:
@@ -104,6 +117,18 @@ def test_idx_reader_rejects_garbage(tmp_path) -> None:
     short.write_bytes(bytes([0, 0, 8, 3]) + (5).to_bytes(4, "big") + (2).to_bytes(4, "big") * 2 + b"\x00" * 7)
     with pytest.raises(ValueError, match="promises"):
         load(str(short))
+    cut = tmp_path / "cut-idx3-ubyte"
+    cut.write_bytes(bytes([0, 0, 8, 3]) + (5).to_bytes(4, "big"))
+    with pytest.raises(ValueError, match="cut short"):
+        load(str(cut))
+    not_gzip = tmp_path / "images-idx3-ubyte.gz"
+    not_gzip.write_bytes(b"plain text")
+    with pytest.raises(ValueError, match="not a readable gzip file"):
+        load(str(not_gzip))
+    truncated = tmp_path / "t10k-images-idx3-ubyte.gz"
+    truncated.write_bytes(gzip.compress(bytes([0, 0, 8, 1]) + (400).to_bytes(4, "big") + bytes(range(200)) * 2)[:100])
+    with pytest.raises(ValueError, match="not a readable gzip file"):
+        load(str(truncated))
 
 
 def test_cifar_and_png_readers(tmp_path) -> None:
@@ -174,13 +199,28 @@ def test_glow_temperature_conditioning_and_save(tmp_path) -> None:
     torch.manual_seed(1)
     u = flow.base.sample((2,))
     torch.testing.assert_close(cold.reshape(2, 1, 4, 4), flow.transform.inverse(0.5 * u, ctx)[0])
-    with pytest.raises(ValueError, match="temperature"):
-        flow.sample(2, ctx, temperature=0.0)
+    for bad in (0.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="temperature"):
+            flow.sample(2, ctx, temperature=bad)
     x = torch.rand(2, 1, 4, 4)
     assert not torch.allclose(flow.log_prob(x, ctx), flow.log_prob(x, ctx.flip(0)))
     flow.save(tmp_path / "glow")
     again = invertible.load(str(tmp_path / "glow"))
     torch.testing.assert_close(again.log_prob(x, ctx), flow.log_prob(x, ctx))
+
+
+def test_float64_glow_loads_back_in_float64(tmp_path) -> None:
+    torch.manual_seed(0)
+    flow = Glow((1, 4, 4), levels=1, steps=1, hidden=4).double()
+    x = torch.rand(3, 1, 4, 4, dtype=torch.float64)
+    flow(x)  # ActNorm initialisation
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(1e-9 * torch.randn_like(p))
+    flow.eval().save(tmp_path / "glow64")
+    again = invertible.load(str(tmp_path / "glow64"))
+    assert all(p.dtype == torch.float64 for p in again.parameters())
+    torch.testing.assert_close(again.log_prob(x), flow.log_prob(x), atol=1e-12, rtol=0)
 
 
 def test_image_presets_reject_bad_shapes() -> None:
@@ -192,6 +232,19 @@ def test_image_presets_reject_bad_shapes() -> None:
         build("realnvp", event_shape=[1, 6, 6], levels=3)
     with pytest.raises(ValueError, match="features"):
         build("nice")
+    with pytest.raises(ValueError, match="hidden channels must be >= 1"):
+        build("glow", event_shape=[1, 4, 4], levels=1, hidden=-3)
+    with pytest.raises(ValueError, match="hidden channels >= 1 and blocks >= 0"):
+        build("realnvp", event_shape=[1, 4, 4], hidden_channels=0)
+    with pytest.raises(ValueError, match="hidden channels >= 1 and blocks >= 0"):
+        build("realnvp", event_shape=[1, 4, 4], blocks=-1)
+    with pytest.raises(ValueError, match="hidden widths must be >= 1"):
+        build("nice", event_shape=[1, 4, 4], hidden=[-3])
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        build("glow", event_shape=[1, 4, 4], levels=1, steps=-1)
+    for model in ("nice", "realnvp"):
+        with pytest.raises(ValueError, match="layers must be >= 1"):
+            build(model, features=4, layers=0)
     assert tuple(build("nice", event_shape=[1, 4, 4], hidden=[8]).sample(2).shape) == (2, 1, 4, 4)
 
 

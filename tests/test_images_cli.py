@@ -35,8 +35,11 @@ def test_sample_grid_with_label_and_interpolation(glow_run: Path, tmp_path: Path
     assert inter.read_bytes()[:4] == b"\x89PNG"
     assert main(["sample", str(glow_run), "--label", "12", "--out", str(grid)]) == 2
     assert main(["interpolate", str(glow_run), "--out", str(tmp_path / "x.jpg")]) == 2
+    assert main(["sample", str(glow_run), "--label", "3", "--temperature", "inf", "--out", str(grid)]) == 2
+    assert main(["sample", str(glow_run), "--label", "-1", "--out", str(grid)]) == 2
     err = capsys.readouterr().err
     assert "--label 12 is not a class of this flow: its labels are 0..9" in err and "must end in .png" in err
+    assert "--temperature must be a finite number" in err and "--label -1 is not a class of this flow" in err
 
 
 @pytest.mark.parametrize("model,options", [("nice", ["-m", "hidden=[8]", "-m", "layers=2"]),

@@ -263,10 +263,10 @@ class Flow(nn.Module):
         ``temperature`` ``T`` scales the base noise, ``x = f^{-1}(T u)``: for a
         standard normal base this samples the base at variance ``T^2`` (Glow's
         reduced-temperature samples, Kingma & Dhariwal 2018, Section 5.3);
-        ``T < 1`` trades diversity for fidelity.
+        ``T < 1`` trades diversity for fidelity; ``T`` must be finite and positive.
         """
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0 < temperature < math.inf:
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
         shape, context = self._sample_shape(n, context)
         u = self.base.rsample((math.prod(shape),))
         if temperature != 1.0:

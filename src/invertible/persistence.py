@@ -114,7 +114,11 @@ def check_format(version: Any, model: Any, where: Path) -> None:
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Flow:
-    """Load a flow saved by :meth:`Flow.save` or written by ``invertible train`` (a run directory)."""
+    """Load a flow saved by :meth:`Flow.save` or written by ``invertible train`` (a run directory).
+
+    The flow comes back in the floating dtype its weights were saved in (a
+    ``flow.double()`` saved is a float64 flow loaded).
+    """
     from .models import build
 
     path = Path(path)
@@ -128,6 +132,9 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> F
     check_format(config.get("format", 1), config["model"], path / MODEL_JSON)
     flow = build(config["model"], **config["options"])
     tensors = read_tensors(path / MODEL_WEIGHTS, "model weights")
+    dtypes = {t.dtype for t in tensors.values() if t.is_floating_point()}
+    if len(dtypes) == 1:
+        flow = flow.to(dtypes.pop())
     try:
         flow.load_state_dict(tensors, strict=True)
     except RuntimeError as e:

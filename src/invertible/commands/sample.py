@@ -8,6 +8,7 @@ draws class-conditional samples of class ``K`` (one-hot context).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 import numpy as np
@@ -54,8 +55,8 @@ def _context(path: str | None, n: int, features: int | None, device: torch.devic
 def run(args: argparse.Namespace) -> int:
     if args.num < 1:
         raise ValueError(f"-n must be >= 1, got {args.num}")
-    if not args.temperature > 0:
-        raise ValueError(f"--temperature must be > 0, got {args.temperature}")
+    if not 0 < args.temperature < math.inf:
+        raise ValueError(f"--temperature must be a finite number > 0, got {args.temperature}")
     run_dir = existing_run(args.run)
     device = resolve_device(args.device)
     flow = load(run_dir, map_location=device)

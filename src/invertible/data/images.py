@@ -93,6 +93,8 @@ def image_bundle(
     images = np.asarray(images)
     if images.ndim != 4:
         raise ValueError(f"images must have shape (n, C, H, W), got {images.shape}")
+    if len(images) == 0:
+        raise ValueError(f"dataset {name!r} holds no images")
     if images.min() < 0 or images.max() > levels - 1 or not np.array_equal(images, np.round(images)):
         raise ValueError(f"pixel values must be integers in [0, {levels - 1}]")
     if not 0 <= val_fraction < 1:

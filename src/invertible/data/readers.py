@@ -5,7 +5,8 @@ IDX file without suffix) goes to :func:`read_image_path`, which recognises
 
 - IDX files (``*-images-idx3-ubyte[.gz]`` with their ``*-labels-idx1-ubyte[.gz]``
   beside them; in a directory, ``train-*`` is the training set and ``t10k-*``
-  the test set), as published for MNIST and Fashion-MNIST;
+  the test set, and a directory of one set alone is read as that file), as
+  published for MNIST and Fashion-MNIST;
 - CIFAR-10's ``cifar-10-batches-py`` directory (``data_batch_*``, ``test_batch``);
 - a folder of 8-bit PNG images, with one sub-folder per class for labels.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +33,19 @@ _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f
 def read_idx(path: str | Path) -> np.ndarray:
     """An IDX file (optionally gzipped) as an array: magic ``00 00 type ndim``, big-endian sizes, data."""
     path = Path(path)
-    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            raw = f.read()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise ValueError(f"{path} is not a readable gzip file: {e}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
         raise ValueError(f"{path} is not an IDX file (bad magic number)")
     ndim = raw[3]
+    start = 4 + 4 * ndim
+    if len(raw) < start:
+        raise ValueError(f"{path}: IDX header of {ndim} sizes is cut short ({len(raw)} bytes)")
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     dtype = np.dtype(_IDX_TYPES[raw[2]])
-    start = 4 + 4 * ndim
     count = int(np.prod(dims))
     if len(raw) - start != count * dtype.itemsize:
         raise ValueError(f"{path}: IDX header promises {dims} values, the file holds {(len(raw) - start) // dtype.itemsize}")
@@ -118,15 +126,17 @@ def read_image_path(
     ``raw=False`` dequantizes once instead of per batch; ``dequantization`` is
     ``"uniform"`` or ``"variational"`` (see :mod:`invertible.data.images`).
     """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
     path = Path(path)
     test: tuple[np.ndarray, np.ndarray | None] | None = None
     classes = None
     if path.is_file():
         images, labels = _idx_pair(path)
-    elif _find(path, "*train*images*idx3*") is not None:
-        images, labels = _idx_pair(_find(path, "*train*images*idx3*"))  # type: ignore[arg-type]
+    elif (idx := _find(path, "*train*images*idx3*") or _find(path, "*images*idx3*")) is not None:
+        images, labels = _idx_pair(idx)
         t10k = _find(path, "*t10k*images*idx3*")
-        test = _idx_pair(t10k) if t10k is not None else None
+        test = _idx_pair(t10k) if t10k is not None and t10k != idx else None
     elif _find(path, "data_batch_*") is not None:
         (images, labels), test = _cifar(path)
     elif _find(path, "**/*.png") is not None:

@@ -107,6 +107,8 @@ class Glow(Flow):
         output_gain: bool = False,
     ):
         shape = image_shape(event_shape, levels)
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
         if coupling not in COUPLINGS:
             raise ValueError(f"unknown coupling {coupling!r}; choose from {COUPLINGS}")
         if permutation not in PERMUTATIONS:

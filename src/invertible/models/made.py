@@ -163,8 +163,8 @@ class MADE(_MaskPool, Flow):
 
         Shapes, ``context`` and ``temperature`` as in :meth:`Flow.rsample`.
         """
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0 < temperature < math.inf:
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
         shape, context = self._sample_shape(n, context)
         m = math.prod(shape)
         u = self.base.rsample((m,))

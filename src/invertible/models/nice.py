@@ -42,6 +42,8 @@ class NICE(Flow):
         base: str = "logistic",
         event_shape: Sequence[int] | None = None,
     ):
+        if layers < 1:
+            raise ValueError(f"layers must be >= 1, got {layers}")
         shape = event_shape_of(features, event_shape)
         if len(shape) == 3:
             transform = nice_image_transform(shape, layers, hidden, context_features, activation)  # type: ignore[arg-type]

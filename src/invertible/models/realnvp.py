@@ -51,6 +51,8 @@ class RealNVP(Flow):
         hidden_channels: int = 64,
         blocks: int = 2,
     ):
+        if layers < 1:
+            raise ValueError(f"layers must be >= 1, got {layers}")
         shape = event_shape_of(features, event_shape)
         if len(shape) == 3:
             transform = realnvp_image_transform(

@@ -158,6 +158,8 @@ class GlowConvNet(nn.Module):
         output_gain: bool = False,
     ):
         super().__init__()
+        if hidden < 1:
+            raise ValueError(f"hidden channels must be >= 1, got {hidden}")
         self.context_features = context_features
         self.net = nn.Sequential(
             nn.Conv2d(in_channels + (context_features or 0), hidden, 3, padding=1),
@@ -220,6 +222,8 @@ class ConvResNet(nn.Module):
         self, in_channels: int, out_channels: int, hidden: int = 64, blocks: int = 2, context_features: int | None = None
     ):
         super().__init__()
+        if hidden < 1 or blocks < 0:
+            raise ValueError(f"need hidden channels >= 1 and blocks >= 0, got hidden={hidden}, blocks={blocks}")
         self.context_features = context_features
         self.head = nn.Conv2d(in_channels + (context_features or 0), hidden, 3, padding=1)
         self.blocks = nn.Sequential(*[_ResidualBlock(hidden) for _ in range(blocks)])

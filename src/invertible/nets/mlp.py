@@ -50,6 +50,8 @@ class MLP(nn.Module):
         zero_init: bool = True,
     ):
         super().__init__()
+        if any(width < 1 for width in hidden):
+            raise ValueError(f"hidden widths must be >= 1, got {list(hidden)}")
         self.context_features = context_features
         sizes = [in_features + (context_features or 0), *hidden, out_features]
         layers: list[nn.Module] = []

@@ -144,6 +144,7 @@ class _Trainer:
         self.state: dict[str, Any] = {"best_val": None, "best_step": 0, "bad_evals": 0, "stopped": False,
                                       "wall_time_s": 0.0, "loss_sum": 0.0, "loss_count": 0}
         self.best: dict[str, torch.Tensor] | None = None
+        self.best_preprocess: dict[str, torch.Tensor] | None = None  # the trained preprocessing validated with `best`
         if resume:
             self._restore()
         else:
@@ -181,6 +182,7 @@ class _Trainer:
         if self.ema is not None:
             self.ema.updates = int(self.state.get("ema_updates", self.step))
         self.best = ckpt.best
+        self.best_preprocess = ckpt.best_preprocess
         set_rng_state(ckpt.rng)
         self.metrics.truncate(self.step)
 
@@ -199,6 +201,7 @@ class _Trainer:
                 ema=None if self.ema is None else self.ema.model.state_dict(),
                 best=self.best,
                 preprocess=self.bundle.preprocess.state_dict() if self.preprocess_params else None,
+                best_preprocess=self.best_preprocess,
                 rng=rng_state(),
                 scheduler={"schedule": self.config.schedule, "step": self.step,
                            "lr": self.optimizer.param_groups[0]["lr"]},
@@ -257,6 +260,8 @@ class _Trainer:
             self.state.update(best_val=result["val_nll"], best_step=self.step, bad_evals=0)
             if cfg.patience is not None:
                 self.best = {k: v.detach().clone() for k, v in self.eval_flow.state_dict().items()}
+                if self.preprocess_params:
+                    self.best_preprocess = {k: v.detach().clone() for k, v in self.bundle.preprocess.state_dict().items()}
         else:
             self.state["bad_evals"] += 1
         stop = cfg.patience is not None and self.state["bad_evals"] >= cfg.patience
@@ -298,7 +303,13 @@ class _Trainer:
 
     # -- the end ------------------------------------------------------------------------
     def final_flow(self) -> Flow:
-        """The EMA or last weights, or the best ones on validation when early stopping is on."""
+        """The EMA or last weights, or the best ones on validation when early stopping is on.
+
+        A trained preprocessing (learned dequantizer) is set to its weights of that same step, so
+        the flow is tested and saved with the noise flow it was validated with.
+        """
+        if self.best_preprocess is not None:
+            self.bundle.preprocess.load_state_dict(self.best_preprocess)
         if self.best is None:
             return self.eval_flow
         flow = copy.deepcopy(self.eval_flow)

@@ -31,6 +31,11 @@ class ActNorm(Transform):
     remembers that in a Python attribute, so later passes read no tensor to decide
     (no device synchronisation per layer and step on a GPU, no graph break under
     ``torch.compile``); ``load_state_dict`` makes it read the flag again.
+
+    A channel with no spread in that first batch (a single value per channel:
+    a batch of one image at a level of 1x1 pixels; or a constant channel) is
+    centred and keeps ``log_scale = 0``: dividing by its standard deviation of
+    0 (plus ``eps``) would scale every later input by ``1 / eps``.
     """
 
     def __init__(self, channels: int, eps: float = 1e-6):
@@ -61,7 +66,7 @@ class ActNorm(Transform):
         mean, sq = stats[:-1].view(2, -1) / total
         std = (sq - mean.pow(2)).clamp_min(0).sqrt()
         self.loc.copy_(mean)
-        self.log_scale.copy_(torch.log(std + self.eps))
+        self.log_scale.copy_(torch.where(std > 0, torch.log(std + self.eps), 0.0))
         self.initialized.fill_(True)
         return True
 
