@@ -189,3 +189,11 @@ def test_vae_command(tmp_path) -> None:
         assert (tmp_path / name).stat().st_size > 0
     assert cli(argv[:-2] + ["--iw-samples", "0", "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("command", [["fit-density", "--target", "u1", "--steps", "1"], ["vae", "--data", "digits", "--steps", "1"]])
+def test_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys, command) -> None:
+    path = tmp_path / "taken"
+    path.write_text("")
+    assert cli([*command, "--out", str(path)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --out {path} is a file, not a directory"

@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import torch
 
+from ._common import output_dir
 from .fit_density import _diverged_is_a_training_error
 
 __all__ = ["register", "run", "train_and_evaluate"]
@@ -62,8 +62,7 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
               "latent": args.latent, "hidden": args.hidden, "levels": data.levels}
     model = VAE(data.event_shape, latent=args.latent, hidden=args.hidden, posterior=args.posterior, layers=layers,
                 likelihood=args.likelihood, levels=data.levels)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(args.out)
     t0 = time.perf_counter()
     with open(out / "metrics.jsonl", "w") as log, _diverged_is_a_training_error():
         history = train_vae(model, data.train, args.steps, args.batch_size, args.lr, args.warmup,
