@@ -73,6 +73,13 @@ def test_fit_bad_input() -> None:
         fit(q, lambda z: z, steps=1)
 
 
+def test_reinforce_divergence_is_reported_as_a_non_finite_elbo() -> None:
+    torch.manual_seed(0)
+    q = approximation("planar", 2)
+    with pytest.raises(FloatingPointError, match="ELBO became non-finite at step 2"):
+        fit(q, get_target("u1"), steps=30, lr=1e2, estimator="reinforce", eval_samples=100)
+
+
 def test_planar_flow_density_integrates_to_one() -> None:
     torch.manual_seed(1)
     flow = Planar(2, layers=3).double()

@@ -71,6 +71,10 @@ def _log_target(log_density: Callable[[Tensor], Tensor], z: Tensor) -> Tensor:
     return out
 
 
+def _diverged(step: int) -> FloatingPointError:
+    return FloatingPointError(f"the ELBO became non-finite at step {step}; lower the learning rate or clip gradients")
+
+
 @torch.no_grad()
 def evaluate(q: Approximation, log_density: Callable[[Tensor], Tensor], samples: int = 100_000, chunk: int = 10_000) -> dict:
     """ELBO, importance-sampling ``log Z`` and effective sample size fraction from ``samples`` draws of ``q``."""
@@ -144,13 +148,15 @@ def fit(
         else:
             with torch.no_grad():
                 z = q.sample(batch_size)
+            if not torch.isfinite(z).all():
+                raise _diverged(step)
             log_q = q.log_prob(z)
             f = (beta * _log_target(log_density, z) - log_q).detach()
             baseline = (f.sum() - f) / (batch_size - 1)
             loss = -((f - baseline) * log_q).mean()
             elbo = float((_log_target(log_density, z) - log_q).detach().mean())
         if not math.isfinite(elbo):
-            raise FloatingPointError(f"the ELBO became non-finite at step {step}; lower the learning rate or clip gradients")
+            raise _diverged(step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if clip_grad is not None:
