@@ -80,6 +80,19 @@ def test_reinforce_divergence_is_reported_as_a_non_finite_elbo() -> None:
         fit(q, get_target("u1"), steps=30, lr=1e2, estimator="reinforce", eval_samples=100)
 
 
+def test_evaluate_refuses_non_finite_log_weights() -> None:
+    q = Planar(2, layers=1)
+    with pytest.raises(FloatingPointError, match="not finite for 100 of 100 samples"):
+        evaluate(q, lambda z: torch.full(z.shape[:1], -math.inf), samples=100)
+
+
+def test_fit_density_command_stops_when_the_last_step_diverges(tmp_path, capsys) -> None:
+    argv = ["fit-density", "--target", "u1", "--model", "iaf", "--steps", "1", "--lr", "1e6", "--eval-samples", "100"]
+    assert cli([*argv, "--out", str(tmp_path)]) == 2
+    assert "not finite" in capsys.readouterr().err
+    assert not (tmp_path / "summary.json").exists()
+
+
 def test_planar_flow_density_integrates_to_one() -> None:
     torch.manual_seed(1)
     flow = Planar(2, layers=3).double()

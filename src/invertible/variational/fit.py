@@ -77,14 +77,19 @@ def _diverged(step: int) -> FloatingPointError:
 
 @torch.no_grad()
 def evaluate(q: Approximation, log_density: Callable[[Tensor], Tensor], samples: int = 100_000, chunk: int = 10_000) -> dict:
-    """ELBO, importance-sampling ``log Z`` and effective sample size fraction from ``samples`` draws of ``q``."""
+    """ELBO, importance-sampling ``log Z`` and effective sample size fraction from ``samples`` draws of ``q``.
+
+    Raises ``FloatingPointError`` when a log-weight ``log p~(z) - log q(z)`` is not finite (a diverged ``q``):
+    the ELBO, ``log Z`` and ESS would be infinite or NaN.
+    """
     log_w = []
     for start in range(0, samples, chunk):
         z, log_q = q.rsample_and_log_prob(min(chunk, samples - start))
         log_w.append(_log_target(log_density, z).double() - log_q.double())
     lw = torch.cat(log_w)
-    if torch.isnan(lw).any():
-        raise FloatingPointError("log p~(z) - log q(z) is NaN for some samples of q")
+    bad = int((~torch.isfinite(lw)).sum())
+    if bad:
+        raise FloatingPointError(f"log p~(z) - log q(z) is not finite for {bad} of {lw.numel()} samples of q")
     lse = torch.logsumexp(lw, 0)
     return {
         "elbo": float(lw.mean()),
