@@ -217,3 +217,11 @@ def test_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys, command) -> No
     path.write_text("")
     assert cli([*command, "--out", str(path)]) == 2
     assert capsys.readouterr().err.strip() == f"error: --out {path} is a file, not a directory"
+
+
+def test_vae_command_stops_when_the_last_step_diverges(tmp_path, capsys) -> None:
+    argv = ["vae", "--data", "digits", "--latent", "3", "--hidden", "16", "--steps", "1", "--lr", "1e6",
+            "--iw-samples", "2", "--test-size", "20", "--out", str(tmp_path)]
+    assert cli(argv) == 2
+    assert "the model diverged" in capsys.readouterr().err
+    assert not (tmp_path / "summary.json").exists()

@@ -71,7 +71,8 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
     train_time = time.perf_counter() - t0
     model.eval()
     test = data.test[: args.test_size] if args.test_size else data.test
-    stats = evaluate_vae(model, test, k=args.iw_samples)
+    with _diverged_is_a_training_error():
+        stats = evaluate_vae(model, test, k=args.iw_samples)
     save_file(model.state_dict(), str(out / "vae.safetensors"))
     (out / "config.json").write_text(json.dumps(config, indent=2))
     ncol = min(10, len(test))

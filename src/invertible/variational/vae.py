@@ -184,7 +184,10 @@ def train_vae(
 
 @torch.no_grad()
 def evaluate_vae(model: VAE, x: Tensor, k: int = 500, chunk: int = 20) -> dict:
-    """Mean ELBO and importance-weighted ``log p(x)`` (``k`` samples per image) over ``x``, in nats per image."""
+    """Mean ELBO and importance-weighted ``log p(x)`` (``k`` samples per image) over ``x``, in nats per image.
+
+    Raises ``FloatingPointError`` when either is not finite (a diverged model).
+    """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     elbos, iw = [], []
@@ -193,4 +196,7 @@ def evaluate_vae(model: VAE, x: Tensor, k: int = 500, chunk: int = 20) -> dict:
         lw = (log_px + log_pz - log_q).double()
         elbos.append(lw.mean(0))
         iw.append(torch.logsumexp(lw, 0) - math.log(k))
-    return {"elbo": float(torch.cat(elbos).mean()), "iw_log_px": float(torch.cat(iw).mean()), "iw_samples": k}
+    elbo, iw_log_px = float(torch.cat(elbos).mean()), float(torch.cat(iw).mean())
+    if not (math.isfinite(elbo) and math.isfinite(iw_log_px)):
+        raise FloatingPointError(f"the test ELBO is {elbo} and the IW log p(x) {iw_log_px}: the model diverged; lower the learning rate")
+    return {"elbo": elbo, "iw_log_px": iw_log_px, "iw_samples": k}
