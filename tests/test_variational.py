@@ -71,6 +71,12 @@ def test_fit_bad_input() -> None:
         fit(q, _gaussian_target(), steps=0)
     with pytest.raises(ValueError, match="returned shape"):
         fit(q, lambda z: z, steps=1)
+    for option in ("eval_samples", "log_every"):
+        with pytest.raises(ValueError, match=f"{option} must be a positive integer, got 0"):
+            fit(q, _gaussian_target(), steps=1, **{option: 0})
+    for option in ("samples", "chunk"):
+        with pytest.raises(ValueError, match=f"{option} must be a positive integer, got 0"):
+            evaluate(q, _gaussian_target(), **{option: 0})
 
 
 def test_reinforce_divergence_is_reported_as_a_non_finite_elbo() -> None:

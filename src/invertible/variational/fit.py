@@ -71,6 +71,12 @@ def _log_target(log_density: Callable[[Tensor], Tensor], z: Tensor) -> Tensor:
     return out
 
 
+def _check_positive(**values: int) -> None:
+    for name, v in values.items():
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+
 def _diverged(step: int) -> FloatingPointError:
     return FloatingPointError(f"the ELBO became non-finite at step {step}; lower the learning rate or clip gradients")
 
@@ -82,6 +88,7 @@ def evaluate(q: Approximation, log_density: Callable[[Tensor], Tensor], samples:
     Raises ``FloatingPointError`` when a log-weight ``log p~(z) - log q(z)`` is not finite (a diverged ``q``):
     the ELBO, ``log Z`` and ESS would be infinite or NaN.
     """
+    _check_positive(samples=samples, chunk=chunk)
     log_w = []
     for start in range(0, samples, chunk):
         z, log_q = q.rsample_and_log_prob(min(chunk, samples - start))
@@ -127,9 +134,7 @@ def fit(
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; choose from {list(ESTIMATORS)}")
-    for name, v in (("steps", steps), ("batch_size", batch_size)):
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    _check_positive(steps=steps, batch_size=batch_size, eval_samples=eval_samples, log_every=log_every)
     if batch_size < 2 and estimator == "reinforce":
         raise ValueError("the REINFORCE baseline needs batch_size >= 2")
     if not lr > 0:
