@@ -178,6 +178,14 @@ def test_vae_bounds(posterior: str, layers: int) -> None:
     assert stats["iw_log_px"] <= 0.0  # a probability mass of binary data
 
 
+def test_vae_in_float64() -> None:
+    torch.manual_seed(0)
+    model = VAE((1, 4, 4), latent=3, hidden=16, context=5, posterior="sylvester", layers=1).double()
+    x = (torch.rand(6, 1, 4, 4) < 0.5).double()
+    assert model.reconstruct(x).dtype == torch.float64
+    assert model.sample(3).shape == (3, 1, 4, 4) and model.sample(3).dtype == torch.float64
+
+
 def test_fit_density_command(tmp_path) -> None:
     code = cli(["fit-density", "--target", "u1", "--layers", "2", "--steps", "20", "--eval-samples", "500", "--out", str(tmp_path)])
     assert code == 0

@@ -133,7 +133,7 @@ class VAE(nn.Module):
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
         """Mean images of the decoder at ``z ~ p(z)``: ``(n, *event_shape)``."""
-        z = torch.randn(n, self.latent, device=self.loc.weight.device)
+        z = torch.randn(n, self.latent, dtype=self.loc.weight.dtype, device=self.loc.weight.device)
         return likelihoods.mean(self.likelihood, self.decoder(z)).reshape(n, *self.event_shape)
 
     @torch.no_grad()
