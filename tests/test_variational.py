@@ -178,6 +178,19 @@ def test_vae_bounds(posterior: str, layers: int) -> None:
     assert stats["iw_log_px"] <= 0.0  # a probability mass of binary data
 
 
+def test_train_vae_bad_input(tmp_path, capsys) -> None:
+    model = VAE((1, 4, 4), latent=3, hidden=16, context=5)
+    x = (torch.rand(12, 1, 4, 4) < 0.5).float()
+    with pytest.raises(ValueError, match="log_every >= 1"):
+        train_vae(model, x, steps=2, batch_size=4, log_every=0)
+    with pytest.raises(ValueError, match="the batch size 13 exceeds the 12 training images"):
+        train_vae(model, x, steps=2, batch_size=13)
+    argv = ["vae", "--data", "digits", "--latent", "3", "--hidden", "16", "--steps", "1", "--batch-size", "5000"]
+    assert cli([*argv, "--out", str(tmp_path / "bad")]) == 2
+    assert capsys.readouterr().err.strip() == "error: --batch-size 5000 exceeds the 1438 training images of digits"
+    assert not (tmp_path / "bad").exists()
+
+
 def test_vae_in_float64() -> None:
     torch.manual_seed(0)
     model = VAE((1, 4, 4), latent=3, hidden=16, context=5, posterior="sylvester", layers=1).double()

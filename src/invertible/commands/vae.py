@@ -57,6 +57,8 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
         raise ValueError("--test-size and --warmup must be >= 0 and --lr positive")
     torch.manual_seed(args.seed)
     data = load_images(args.data, binarize=args.likelihood == "bernoulli", seed=args.seed)
+    if args.batch_size > len(data.train):
+        raise ValueError(f"--batch-size {args.batch_size} exceeds the {len(data.train)} training images of {args.data}")
     layers = 0 if args.posterior == "diagonal" else args.layers
     config = {"data": args.data, "posterior": args.posterior, "layers": layers, "likelihood": args.likelihood,
               "latent": args.latent, "hidden": args.hidden, "levels": data.levels}

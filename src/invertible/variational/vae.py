@@ -154,8 +154,11 @@ def train_vae(
     callback: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Adam on the negative ELBO with minibatches drawn by reshuffled epochs; KL weight ramps 0 -> 1 over ``warmup`` steps."""
-    if steps < 1 or batch_size < 1 or not lr > 0 or warmup < 0:
-        raise ValueError(f"need steps >= 1, batch_size >= 1, lr > 0, warmup >= 0; got {steps}, {batch_size}, {lr}, {warmup}")
+    if steps < 1 or batch_size < 1 or not lr > 0 or warmup < 0 or log_every < 1:
+        raise ValueError(f"need steps >= 1, batch_size >= 1, lr > 0, warmup >= 0, log_every >= 1; "
+                         f"got {steps}, {batch_size}, {lr}, {warmup}, {log_every}")
+    if batch_size > len(train):
+        raise ValueError(f"the batch size {batch_size} exceeds the {len(train)} training images")
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     history, running, order, pos = [], 0.0, torch.randperm(len(train)), 0
     t0 = time.perf_counter()
