@@ -25,10 +25,10 @@ def _gaussian_target() -> Target:
     return Target("gauss", log_p, ((-4, 6), (-10, 8)), (300, 300), closed_log_z=math.log(2 * math.pi * 0.75))
 
 
-@pytest.mark.parametrize("name", ["banana", "mog"])
+@pytest.mark.parametrize("name", ["banana", "mog", "funnel"])
 def test_quadrature_matches_closed_form(name: str) -> None:
     t = get_target(name)
-    assert t.log_z() == pytest.approx(t.closed_log_z, abs=1e-5)
+    assert t.log_z() == pytest.approx(t.closed_log_z, abs=1e-10)  # docs/variational.md: converged to ~1e-10
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
