@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -189,6 +190,16 @@ def test_train_vae_bad_input(tmp_path, capsys) -> None:
     assert cli([*argv, "--out", str(tmp_path / "bad")]) == 2
     assert capsys.readouterr().err.strip() == "error: --batch-size 5000 exceeds the 1438 training images of digits"
     assert not (tmp_path / "bad").exists()
+
+
+def test_train_vae_records_the_elbo_during_warmup() -> None:
+    x = (torch.rand(12, 1, 4, 4) < 0.5).float()
+    model = VAE((1, 4, 4), latent=3, hidden=16, context=5, posterior="planar", layers=1)
+    elbos = []
+    for warmup in (0, 1000):
+        torch.manual_seed(0)
+        elbos.append(train_vae(copy.deepcopy(model), x, steps=1, batch_size=12, warmup=warmup)[0]["train_elbo"])
+    assert elbos[1] == pytest.approx(elbos[0], abs=1e-5)
 
 
 def test_vae_in_float64() -> None:

@@ -153,7 +153,11 @@ def train_vae(
     log_every: int = 200,
     callback: Callable[[dict], None] | None = None,
 ) -> list[dict]:
-    """Adam on the negative ELBO with minibatches drawn by reshuffled epochs; KL weight ramps 0 -> 1 over ``warmup`` steps."""
+    """Adam on the negative ELBO with minibatches drawn by reshuffled epochs; KL weight ramps 0 -> 1 over ``warmup`` steps.
+
+    The loss during warm-up is ``-(log p(x|z) + w (log p(z) - log q(z|x)))``; the recorded ``train_elbo`` is the
+    ELBO itself (``w = 1``) of the same samples.
+    """
     if steps < 1 or batch_size < 1 or not lr > 0 or warmup < 0 or log_every < 1:
         raise ValueError(f"need steps >= 1, batch_size >= 1, lr > 0, warmup >= 0, log_every >= 1; "
                          f"got {steps}, {batch_size}, {lr}, {warmup}, {log_every}")
@@ -168,13 +172,15 @@ def train_vae(
         x = train[order[pos : pos + batch_size]]
         pos += batch_size
         w = min(1.0, step / warmup) if warmup else 1.0
-        loss = -model.elbo(x, w).mean()
-        if not torch.isfinite(loss):
+        log_px, log_pz, log_q = model.log_weights(x)
+        loss = -(log_px + w * (log_pz - log_q)).mean()
+        elbo = float((log_px + log_pz - log_q).detach().mean())
+        if not math.isfinite(elbo):
             raise FloatingPointError(f"the ELBO became non-finite at step {step}; lower the learning rate")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        running += -float(loss.detach())
+        running += elbo
         if step % log_every == 0 or step == steps:
             record = {"step": step, "train_elbo": running / (step % log_every or log_every), "kl_weight": w,
                       "wall_time_s": time.perf_counter() - t0}
