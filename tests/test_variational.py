@@ -14,6 +14,7 @@ from invertible.cli import main as cli
 from invertible.models import Planar, Radial, Sylvester
 from invertible.transforms import Planar as PlanarLayer
 from invertible.transforms import Radial as RadialLayer
+from invertible.transforms.roots import bracketed_newton, log_sech2
 from invertible.variational import FAMILIES, TARGETS, Target, approximation, evaluate, fit, get_target
 from invertible.variational.likelihoods import log_likelihood
 from invertible.variational.vae import VAE, evaluate_vae, train_vae
@@ -140,6 +141,31 @@ def test_planar_inverse_near_the_invertibility_limit() -> None:
         z_back, ladj_back = layer(y)
     torch.testing.assert_close(z_back, z, atol=1e-8, rtol=1e-8)
     torch.testing.assert_close(ladj_back, -ladj, atol=1e-8, rtol=1e-8)
+
+
+def test_planar_inverse_where_plain_newton_cycles() -> None:
+    layer = PlanarLayer(1).double()
+    with torch.no_grad():
+        layer.params.theta.copy_(torch.tensor([15.0, 1.0, 0.0], dtype=torch.float64))  # w^T u_hat = 14
+    z = torch.linspace(-3, 3, 601, dtype=torch.float64).unsqueeze(-1)
+    y, ladj = layer.inverse(z)
+    z_back, ladj_back = layer(y)
+    torch.testing.assert_close(z_back, z, atol=1e-10, rtol=0)
+    torch.testing.assert_close(ladj_back, -ladj, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bracketed_newton_solves_every_planar_equation(dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(0)
+    c = torch.cat([torch.rand(5000, generator=g) * 1.998 - 0.999, torch.exp(9 * torch.rand(5000, generator=g))]).to(dtype)
+    t = 2 * c.abs().clamp_min(1) * torch.randn(10_000, generator=g).to(dtype)
+
+    def equation(a):
+        return a + c * torch.tanh(a) - t, 1.0 + c * log_sech2(a).exp()
+
+    a = bracketed_newton(equation, t - c.abs(), t + c.abs())
+    residual = equation(a)[0].abs() / (1 + t.abs() + c.abs())
+    assert float(residual.max()) < 10 * torch.finfo(dtype).eps
 
 
 def test_radial_at_its_centre_is_finite() -> None:
