@@ -13,7 +13,7 @@ import yaml
 
 from ..persistence import MODEL_JSON, atomic_write
 
-__all__ = ["existing_run", "run_config", "add_option_flags", "save_array", "describe", "default_text"]
+__all__ = ["existing_run", "output_dir", "run_config", "add_option_flags", "save_array", "describe", "default_text"]
 
 
 def existing_run(path: str) -> Path:
@@ -26,6 +26,15 @@ def existing_run(path: str) -> Path:
     if not (run / MODEL_JSON).is_file():
         raise FileNotFoundError(f"{run} holds no trained model ({MODEL_JSON} missing): the run did not finish")
     return run
+
+
+def output_dir(path: str) -> Path:
+    """``path`` as a new or existing output directory (created with its parents), or ``NotADirectoryError``."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file, not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def run_config(run: Path) -> dict[str, Any]:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-from pathlib import Path
 
 import torch
+
+from ._common import output_dir
 
 __all__ = ["register", "run"]
 
@@ -58,8 +59,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--lr must be positive and --anneal >= 0, got {args.lr} and {args.anneal}")
     torch.manual_seed(args.seed)
     target = get_target(args.target)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(args.out)
     flow = approximation(args.model, args.layers)
     with open(out / "metrics.jsonl", "w") as log, _diverged_is_a_training_error():
         result = fit(

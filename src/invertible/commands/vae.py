@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import torch
 
+from ._common import output_dir
 from .fit_density import _diverged_is_a_training_error
 
 __all__ = ["register", "run", "train_and_evaluate"]
@@ -57,13 +57,14 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
         raise ValueError("--test-size and --warmup must be >= 0 and --lr positive")
     torch.manual_seed(args.seed)
     data = load_images(args.data, binarize=args.likelihood == "bernoulli", seed=args.seed)
+    if args.batch_size > len(data.train):
+        raise ValueError(f"--batch-size {args.batch_size} exceeds the {len(data.train)} training images of {args.data}")
     layers = 0 if args.posterior == "diagonal" else args.layers
     config = {"data": args.data, "posterior": args.posterior, "layers": layers, "likelihood": args.likelihood,
               "latent": args.latent, "hidden": args.hidden, "levels": data.levels}
     model = VAE(data.event_shape, latent=args.latent, hidden=args.hidden, posterior=args.posterior, layers=layers,
                 likelihood=args.likelihood, levels=data.levels)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(args.out)
     t0 = time.perf_counter()
     with open(out / "metrics.jsonl", "w") as log, _diverged_is_a_training_error():
         history = train_vae(model, data.train, args.steps, args.batch_size, args.lr, args.warmup,
@@ -72,7 +73,8 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
     train_time = time.perf_counter() - t0
     model.eval()
     test = data.test[: args.test_size] if args.test_size else data.test
-    stats = evaluate_vae(model, test, k=args.iw_samples)
+    with _diverged_is_a_training_error():
+        stats = evaluate_vae(model, test, k=args.iw_samples)
     save_file(model.state_dict(), str(out / "vae.safetensors"))
     (out / "config.json").write_text(json.dumps(config, indent=2))
     ncol = min(10, len(test))

@@ -23,22 +23,28 @@ def bracketed_newton(
 ) -> Tensor:
     """Root of a non-decreasing function in ``[lo, hi]``, elementwise, to float precision.
 
-    ``fn(a)`` returns ``(f(a), f'(a))``. Newton steps that leave the current
-    bracket are replaced by bisection, so the iteration always converges
-    (quadratically near a simple root). Runs without gradients; differentiate
-    the result by one Newton step from the detached root (implicit function theorem).
+    ``fn(a)`` returns ``(f(a), f'(a))``. A Newton step is replaced by bisection
+    when it leaves the current bracket or is longer than half the previous step
+    (the safeguard of ``rtsafe``, Press et al., Numerical Recipes, Sec. 9.4),
+    so the iteration always converges, quadratically near a simple root; without
+    the second test Newton can cycle between the two flat tails of ``a + c tanh(a)``.
+    Runs without gradients; differentiate the result by one Newton step from the
+    detached root (implicit function theorem).
     """
     with torch.no_grad():
         lo, hi = torch.minimum(lo, hi), torch.maximum(lo, hi)
         a = 0.5 * (lo + hi)
+        last = hi - lo
         eps = torch.finfo(a.dtype).eps
         for _ in range(max_iter):
             f, df = fn(a)
             lo = torch.where(f < 0, a, lo)
             hi = torch.where(f > 0, a, hi)
-            step = a - f / df
-            ok = torch.isfinite(step) & (step >= lo) & (step <= hi)
+            dx = f / df
+            step = a - dx
+            ok = torch.isfinite(step) & (step >= lo) & (step <= hi) & (2 * dx.abs() <= last.abs())
             new = torch.where(ok, step, 0.5 * (lo + hi))
+            last = new - a
             done = ((new - a).abs() <= 2 * eps * (1 + a.abs())) | (hi - lo <= 2 * eps * (1 + a.abs()))
             a = new
             if bool(done.all()):

@@ -71,16 +71,32 @@ def _log_target(log_density: Callable[[Tensor], Tensor], z: Tensor) -> Tensor:
     return out
 
 
+def _check_positive(**values: int) -> None:
+    for name, v in values.items():
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+
+def _diverged(step: int) -> FloatingPointError:
+    return FloatingPointError(f"the ELBO became non-finite at step {step}; lower the learning rate or clip gradients")
+
+
 @torch.no_grad()
 def evaluate(q: Approximation, log_density: Callable[[Tensor], Tensor], samples: int = 100_000, chunk: int = 10_000) -> dict:
-    """ELBO, importance-sampling ``log Z`` and effective sample size fraction from ``samples`` draws of ``q``."""
+    """ELBO, importance-sampling ``log Z`` and effective sample size fraction from ``samples`` draws of ``q``.
+
+    Raises ``FloatingPointError`` when a log-weight ``log p~(z) - log q(z)`` is not finite (a diverged ``q``):
+    the ELBO, ``log Z`` and ESS would be infinite or NaN.
+    """
+    _check_positive(samples=samples, chunk=chunk)
     log_w = []
     for start in range(0, samples, chunk):
         z, log_q = q.rsample_and_log_prob(min(chunk, samples - start))
         log_w.append(_log_target(log_density, z).double() - log_q.double())
     lw = torch.cat(log_w)
-    if torch.isnan(lw).any():
-        raise FloatingPointError("log p~(z) - log q(z) is NaN for some samples of q")
+    bad = int((~torch.isfinite(lw)).sum())
+    if bad:
+        raise FloatingPointError(f"log p~(z) - log q(z) is not finite for {bad} of {lw.numel()} samples of q")
     lse = torch.logsumexp(lw, 0)
     return {
         "elbo": float(lw.mean()),
@@ -118,9 +134,7 @@ def fit(
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; choose from {list(ESTIMATORS)}")
-    for name, v in (("steps", steps), ("batch_size", batch_size)):
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    _check_positive(steps=steps, batch_size=batch_size, eval_samples=eval_samples, log_every=log_every)
     if batch_size < 2 and estimator == "reinforce":
         raise ValueError("the REINFORCE baseline needs batch_size >= 2")
     if not lr > 0:
@@ -144,13 +158,15 @@ def fit(
         else:
             with torch.no_grad():
                 z = q.sample(batch_size)
+            if not torch.isfinite(z).all():
+                raise _diverged(step)
             log_q = q.log_prob(z)
             f = (beta * _log_target(log_density, z) - log_q).detach()
             baseline = (f.sum() - f) / (batch_size - 1)
             loss = -((f - baseline) * log_q).mean()
             elbo = float((_log_target(log_density, z) - log_q).detach().mean())
         if not math.isfinite(elbo):
-            raise FloatingPointError(f"the ELBO became non-finite at step {step}; lower the learning rate or clip gradients")
+            raise _diverged(step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if clip_grad is not None:

@@ -147,9 +147,9 @@ TARGETS: dict[str, Target] = {
         Target("u2", u2, ((-8, 8), (-6, 6)), (800, 600)),
         Target("u3", u3, ((-8, 8), (-8, 6)), (800, 700)),
         Target("u4", u4, ((-8, 8), (-8, 6)), (800, 700)),
-        Target("banana", banana, ((-8, 8), (-4, 20)), (800, 1200), ((-4, 4), (-3, 5)), math.log(2 * math.pi * 1.2 * 0.35)),
+        Target("banana", banana, ((-9, 9), (-4, 40)), (900, 2200), ((-4, 4), (-3, 5)), math.log(2 * math.pi * 1.2 * 0.35)),
         Target("mog", mog, ((-6, 6), (-6, 6)), (600, 600), ((-4.5, 4.5), (-4.5, 4.5)), math.log(10 * 2 * math.pi * 0.16)),
-        Target("funnel", funnel, ((-7, 7), (-40, 40)), (700, 4000), ((-4, 4), (-6, 6)), math.log(2 * math.pi)),
+        Target("funnel", funnel, ((-8, 8), (-60, 60)), (800, 6000), ((-4, 4), (-6, 6)), math.log(2 * math.pi)),
     ]
 }
 

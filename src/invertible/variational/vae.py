@@ -133,7 +133,7 @@ class VAE(nn.Module):
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
         """Mean images of the decoder at ``z ~ p(z)``: ``(n, *event_shape)``."""
-        z = torch.randn(n, self.latent, device=self.loc.weight.device)
+        z = torch.randn(n, self.latent, dtype=self.loc.weight.dtype, device=self.loc.weight.device)
         return likelihoods.mean(self.likelihood, self.decoder(z)).reshape(n, *self.event_shape)
 
     @torch.no_grad()
@@ -153,9 +153,16 @@ def train_vae(
     log_every: int = 200,
     callback: Callable[[dict], None] | None = None,
 ) -> list[dict]:
-    """Adam on the negative ELBO with minibatches drawn by reshuffled epochs; KL weight ramps 0 -> 1 over ``warmup`` steps."""
-    if steps < 1 or batch_size < 1 or not lr > 0 or warmup < 0:
-        raise ValueError(f"need steps >= 1, batch_size >= 1, lr > 0, warmup >= 0; got {steps}, {batch_size}, {lr}, {warmup}")
+    """Adam on the negative ELBO with minibatches drawn by reshuffled epochs; KL weight ramps 0 -> 1 over ``warmup`` steps.
+
+    The loss during warm-up is ``-(log p(x|z) + w (log p(z) - log q(z|x)))``; the recorded ``train_elbo`` is the
+    ELBO itself (``w = 1``) of the same samples.
+    """
+    if steps < 1 or batch_size < 1 or not lr > 0 or warmup < 0 or log_every < 1:
+        raise ValueError(f"need steps >= 1, batch_size >= 1, lr > 0, warmup >= 0, log_every >= 1; "
+                         f"got {steps}, {batch_size}, {lr}, {warmup}, {log_every}")
+    if batch_size > len(train):
+        raise ValueError(f"the batch size {batch_size} exceeds the {len(train)} training images")
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     history, running, order, pos = [], 0.0, torch.randperm(len(train)), 0
     t0 = time.perf_counter()
@@ -165,13 +172,15 @@ def train_vae(
         x = train[order[pos : pos + batch_size]]
         pos += batch_size
         w = min(1.0, step / warmup) if warmup else 1.0
-        loss = -model.elbo(x, w).mean()
-        if not torch.isfinite(loss):
+        log_px, log_pz, log_q = model.log_weights(x)
+        loss = -(log_px + w * (log_pz - log_q)).mean()
+        elbo = float((log_px + log_pz - log_q).detach().mean())
+        if not math.isfinite(elbo):
             raise FloatingPointError(f"the ELBO became non-finite at step {step}; lower the learning rate")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        running += -float(loss.detach())
+        running += elbo
         if step % log_every == 0 or step == steps:
             record = {"step": step, "train_elbo": running / (step % log_every or log_every), "kl_weight": w,
                       "wall_time_s": time.perf_counter() - t0}
@@ -184,7 +193,10 @@ def train_vae(
 
 @torch.no_grad()
 def evaluate_vae(model: VAE, x: Tensor, k: int = 500, chunk: int = 20) -> dict:
-    """Mean ELBO and importance-weighted ``log p(x)`` (``k`` samples per image) over ``x``, in nats per image."""
+    """Mean ELBO and importance-weighted ``log p(x)`` (``k`` samples per image) over ``x``, in nats per image.
+
+    Raises ``FloatingPointError`` when either is not finite (a diverged model).
+    """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     elbos, iw = [], []
@@ -193,4 +205,7 @@ def evaluate_vae(model: VAE, x: Tensor, k: int = 500, chunk: int = 20) -> dict:
         lw = (log_px + log_pz - log_q).double()
         elbos.append(lw.mean(0))
         iw.append(torch.logsumexp(lw, 0) - math.log(k))
-    return {"elbo": float(torch.cat(elbos).mean()), "iw_log_px": float(torch.cat(iw).mean()), "iw_samples": k}
+    elbo, iw_log_px = float(torch.cat(elbos).mean()), float(torch.cat(iw).mean())
+    if not (math.isfinite(elbo) and math.isfinite(iw_log_px)):
+        raise FloatingPointError(f"the test ELBO is {elbo} and the IW log p(x) {iw_log_px}: the model diverged; lower the learning rate")
+    return {"elbo": elbo, "iw_log_px": iw_log_px, "iw_samples": k}
