@@ -236,12 +236,16 @@ def test_vae_in_float64() -> None:
     assert model.sample(3).shape == (3, 1, 4, 4) and model.sample(3).dtype == torch.float64
 
 
-def test_fit_density_command(tmp_path) -> None:
+def test_fit_density_command(tmp_path, capsys) -> None:
     code = cli(["fit-density", "--target", "u1", "--layers", "2", "--steps", "20", "--eval-samples", "500", "--out", str(tmp_path)])
     assert code == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["kl"] == pytest.approx(summary["log_z_true"] - summary["elbo"])
     assert (tmp_path / "density.png").stat().st_size > 0
+    samples = tmp_path / "s.npy"
+    assert cli(["sample", str(tmp_path), "-n", "4", "--out", str(samples)]) == 2
+    assert f"holds its model in {tmp_path / 'model'}" in capsys.readouterr().err
+    assert cli(["sample", str(tmp_path / "model"), "-n", "4", "--out", str(samples)]) == 0
     with pytest.raises(SystemExit) as e:
         cli(["fit-density", "--target", "nope", "--out", str(tmp_path)])
     assert e.value.code == 2
