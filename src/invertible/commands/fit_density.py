@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             anneal_steps=args.anneal,
             eval_samples=args.eval_samples,
             log_every=max(1, min(500, args.steps // 20)),
-            callback=lambda r: log.write(json.dumps(r) + "\n"),
+            callback=lambda r: (log.write(json.dumps(r) + "\n"), log.flush()),  # readable while it runs, as vae's
         )
     flow.save(str(out / "model"))
     title = f"{args.model} K={args.layers}, KL={result.kl:.3f}"
