@@ -92,6 +92,7 @@ def test_resume_from_the_command_line(tmp_path, capsys):
     # resuming reads the run's settings; more steps continue the same run
     code, out, _ = run_cli(capsys, "train", "--resume", "--out", run, "--steps", 14, "--no-progress")
     assert code == 0 and json.loads(out)["steps"] == 14
+    assert_error(capsys, "cannot resume: steps is 5 but the run has done 14", "train", "--resume", "--out", run, "--steps", 5)
 
 
 def test_every_subcommand_is_runnable():

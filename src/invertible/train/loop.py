@@ -163,6 +163,8 @@ class _Trainer:
             saved = ckpt.config.get(key)
             if saved != getattr(self.config, key):
                 raise TrainingError(f"cannot resume: {key} is {getattr(self.config, key)!r} but the checkpoint has {saved!r}")
+        if self.config.steps < ckpt.step:
+            raise TrainingError(f"cannot resume: steps is {self.config.steps} but the run has done {ckpt.step}")
         try:
             self.flow.load_state_dict(ckpt.model)
             if self.preprocess_params:
