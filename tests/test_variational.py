@@ -122,6 +122,18 @@ def test_radial_at_its_centre_is_finite() -> None:
     assert torch.isfinite(y).all() and torch.isfinite(ladj).all()
 
 
+def test_radial_far_from_its_centre_has_finite_gradients() -> None:
+    # |y - z0| = 1e8 in float32: p^2 + 4 alpha |y - z0| rounds to p^2, so p + sqrt(...) is 0 for p < 0
+    torch.manual_seed(0)
+    layer = RadialLayer(3)
+    y = (1e8 * torch.randn(4, 3)).requires_grad_(True)
+    z, ladj = layer(y)
+    log_p = -0.5 * z.pow(2).sum(1) + ladj
+    assert torch.isfinite(log_p).all()
+    log_p.mean().backward()
+    assert torch.isfinite(y.grad).all() and all(torch.isfinite(p.grad).all() for p in layer.parameters())
+
+
 def test_discretized_logistic_is_a_distribution() -> None:
     levels = 5
     out = torch.tensor([[0.3, -1.2]])  # location 0.3, log-scale -1.2
