@@ -55,6 +55,15 @@ def test_a_channel_without_spread_is_centred_not_scaled_by_one_over_eps():
     assert constant.log_scale[0] == 0 and constant.log_scale[1] != 0
 
 
+def test_initialisation_standardises_data_far_from_zero():
+    # float32 at 1e4 with unit spread: E[x^2] - E[x]^2 loses all but a few bits of the variance
+    torch.manual_seed(0)
+    x = 1e4 + torch.randn(4096, 3)
+    z, _ = ActNorm(3)(x)
+    torch.testing.assert_close(z.std(0), torch.ones(3), rtol=1e-2, atol=0)
+    torch.testing.assert_close(z.mean(0), torch.zeros(3), rtol=0, atol=1e-2)
+
+
 def test_glow_trained_on_batches_of_one_image_keeps_a_finite_scale():
     from invertible.models import build
 

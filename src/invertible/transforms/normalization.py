@@ -53,18 +53,24 @@ class ActNorm(Transform):
     def _initialize(self, x: Tensor) -> bool:
         """Set ``loc`` and ``log_scale`` from the per-channel mean and std of ``x`` (pooled over all ranks).
 
+        Two passes: the mean, then the mean squared deviation from it (the one-pass
+        ``E[x^2] - E[x]^2`` cancels where ``|mean| >> std``).
         Returns whether it did: a batch with no values (on every rank) leaves the layer for the next one.
         """
         dims = [d for d in range(x.dim()) if d != 1]
+        pooled = dist.is_available() and dist.is_initialized()
         count = x.new_full((1,), x.numel() / x.shape[1])
-        stats = torch.cat([x.sum(dim=dims), x.pow(2).sum(dim=dims), count])
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(stats)
-        total = stats[-1]
+        sums = torch.cat([x.sum(dim=dims), count])
+        if pooled:
+            dist.all_reduce(sums)
+        total = sums[-1]
         if total == 0:
             return False
-        mean, sq = stats[:-1].view(2, -1) / total
-        std = (sq - mean.pow(2)).clamp_min(0).sqrt()
+        mean = sums[:-1] / total
+        sq = (x - self._view(mean, x)).pow(2).sum(dim=dims)
+        if pooled:
+            dist.all_reduce(sq)
+        std = (sq / total).sqrt()
         self.loc.copy_(mean)
         self.log_scale.copy_(torch.where(std > 0, torch.log(std + self.eps), 0.0))
         self.initialized.fill_(True)
