@@ -115,6 +115,20 @@ def test_planar_inverse_near_the_invertibility_limit() -> None:
     torch.testing.assert_close(ladj_back, -ladj, atol=1e-8, rtol=1e-8)
 
 
+def test_planar_log_det_when_w_u_is_very_negative() -> None:
+    # w^T u = -60: w^T u_hat = softplus(-60) - 1 rounds to -1 (or below), so 1 + w^T u_hat sech^2(a) cancels
+    layer = PlanarLayer(3).double()
+    w = torch.tensor([2.0, -1.0, 0.5], dtype=torch.float64)
+    u = -60.0 * w / (w @ w)
+    with torch.no_grad():
+        layer.params.theta.copy_(torch.cat([u, w, torch.zeros(1, dtype=torch.float64)]))
+    z = torch.tensor([[1.0, 2.0, 0.0], [0.3, 0.1, -0.2]], dtype=torch.float64)  # a = w^T z = 0 and 0.3
+    _, ladj = layer.inverse(z)
+    jac = torch.func.vmap(torch.func.jacrev(lambda v: layer.inverse(v.unsqueeze(0))[0].squeeze(0)))(z)
+    torch.testing.assert_close(ladj[0], torch.tensor(-60.0, dtype=torch.float64))
+    torch.testing.assert_close(ladj[1], torch.linalg.slogdet(jac)[1][1])
+
+
 def test_radial_at_its_centre_is_finite() -> None:
     layer = RadialLayer(2).double()
     z0 = layer.params()["z0"]
