@@ -53,6 +53,20 @@ def test_a_channel_without_spread_is_centred_not_scaled_by_one_over_eps():
     constant = ActNorm(2)
     constant(torch.stack([torch.full((8,), 2.0), torch.randn(8)], 1))
     assert constant.log_scale[0] == 0 and constant.log_scale[1] != 0
+    # constants whose rounded mean is not the constant itself: the deviations are rounding, not spread
+    for value, n in ((0.1, 100), (1 / 3, 7), (10000.1, 1000)):
+        constant = ActNorm(1)
+        constant(torch.full((n, 1), value))
+        assert constant.log_scale == 0, (value, n)
+
+
+def test_initialisation_standardises_data_far_from_zero():
+    # float32 at 1e4 with unit spread: E[x^2] - E[x]^2 loses all but a few bits of the variance
+    torch.manual_seed(0)
+    x = 1e4 + torch.randn(4096, 3)
+    z, _ = ActNorm(3)(x)
+    torch.testing.assert_close(z.std(0), torch.ones(3), rtol=1e-2, atol=0)
+    torch.testing.assert_close(z.mean(0), torch.zeros(3), rtol=0, atol=1e-2)
 
 
 def test_glow_trained_on_batches_of_one_image_keeps_a_finite_scale():

@@ -174,6 +174,22 @@ def test_inference_cache_follows_parameters(layer) -> None:
     assert not torch.allclose(z1, z2)
 
 
+def test_checkerboard_coupling_keeps_identity_pixels_whatever_the_unused_parameters() -> None:
+    class Conditioner(torch.nn.Module):
+        def forward(self, x, context):  # log-scale 200 at the identity pixels (exp(200) overflows float32), 0.5 elsewhere
+            return torch.cat([torch.where(keep, 200.0, 0.5), torch.zeros(1, 2, 2)]).expand(x.shape[0], 2, 2, 2)
+
+    layer = AffineImageCoupling((1, 2, 2), "checkerboard", 0, hidden=4, scale="exp")
+    keep = layer.mask.bool()
+    layer.net = Conditioner()
+    x = torch.tensor([[[[0.0, 1.5], [-2.0, 3.0]]]])
+    for inverse in (False, True):
+        y, ladj = layer.inverse(x) if inverse else layer(x)
+        expected = x * torch.where(keep, 1.0, math.exp(-0.5 if inverse else 0.5))
+        torch.testing.assert_close(y, expected)
+        torch.testing.assert_close(ladj, torch.tensor([-1.0 if inverse else 1.0]))
+
+
 def test_batchnorm_uses_batch_then_running_statistics() -> None:
     bn = BatchNorm(2, momentum=1.0)
     x = torch.randn(64, 2, 3, 3) * 3 + 1

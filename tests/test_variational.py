@@ -168,11 +168,37 @@ def test_bracketed_newton_solves_every_planar_equation(dtype: torch.dtype) -> No
     assert float(residual.max()) < 10 * torch.finfo(dtype).eps
 
 
+def test_planar_log_det_when_w_u_is_very_negative() -> None:
+    # w^T u = -60: w^T u_hat = softplus(-60) - 1 rounds to -1 (or below), so 1 + w^T u_hat sech^2(a) cancels
+    layer = PlanarLayer(3).double()
+    w = torch.tensor([2.0, -1.0, 0.5], dtype=torch.float64)
+    u = -60.0 * w / (w @ w)
+    with torch.no_grad():
+        layer.params.theta.copy_(torch.cat([u, w, torch.zeros(1, dtype=torch.float64)]))
+    z = torch.tensor([[1.0, 2.0, 0.0], [0.3, 0.1, -0.2]], dtype=torch.float64)  # a = w^T z = 0 and 0.3
+    _, ladj = layer.inverse(z)
+    jac = torch.func.vmap(torch.func.jacrev(lambda v: layer.inverse(v.unsqueeze(0))[0].squeeze(0)))(z)
+    torch.testing.assert_close(ladj[0], torch.tensor(-60.0, dtype=torch.float64))
+    torch.testing.assert_close(ladj[1], torch.linalg.slogdet(jac)[1][1])
+
+
 def test_radial_at_its_centre_is_finite() -> None:
     layer = RadialLayer(2).double()
     z0 = layer.params()["z0"]
     y, ladj = layer(z0.detach().clone())
     assert torch.isfinite(y).all() and torch.isfinite(ladj).all()
+
+
+def test_radial_far_from_its_centre_has_finite_gradients() -> None:
+    # |y - z0| = 1e8 in float32: p^2 + 4 alpha |y - z0| rounds to p^2, so p + sqrt(...) is 0 for p < 0
+    torch.manual_seed(0)
+    layer = RadialLayer(3)
+    y = (1e8 * torch.randn(4, 3)).requires_grad_(True)
+    z, ladj = layer(y)
+    log_p = -0.5 * z.pow(2).sum(1) + ladj
+    assert torch.isfinite(log_p).all()
+    log_p.mean().backward()
+    assert torch.isfinite(y.grad).all() and all(torch.isfinite(p.grad).all() for p in layer.parameters())
 
 
 def test_discretized_logistic_is_a_distribution() -> None:

@@ -111,7 +111,9 @@ class _ImageCoupling(Transform):
         m = self.mask.to(x.dtype)
         params = self.net(x * m, context).unflatten(1, (self.params_per_element, -1))
         y, ladj = self._element(x, params, inverse)
-        return x * m + y * (1 - m), sum_except_batch(ladj * (1 - m))
+        # selected, not blended: an inf of the unused map at an identity pixel would make inf * 0 = NaN
+        keep = self.mask.bool()
+        return torch.where(keep, x, y), sum_except_batch(torch.where(keep, 0.0, ladj))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self._couple(x, context, inverse=False)

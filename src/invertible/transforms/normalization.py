@@ -53,20 +53,34 @@ class ActNorm(Transform):
     def _initialize(self, x: Tensor) -> bool:
         """Set ``loc`` and ``log_scale`` from the per-channel mean and std of ``x`` (pooled over all ranks).
 
+        Two passes: the mean, then the mean squared deviation from it (the one-pass
+        ``E[x^2] - E[x]^2`` cancels where ``|mean| >> std``). A channel has no spread when
+        its largest and smallest values are equal: its deviations from the rounded mean
+        are not exactly zero.
         Returns whether it did: a batch with no values (on every rank) leaves the layer for the next one.
         """
         dims = [d for d in range(x.dim()) if d != 1]
+        pooled = dist.is_available() and dist.is_initialized()
         count = x.new_full((1,), x.numel() / x.shape[1])
-        stats = torch.cat([x.sum(dim=dims), x.pow(2).sum(dim=dims), count])
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(stats)
-        total = stats[-1]
+        sums = torch.cat([x.sum(dim=dims), count])
+        if x.numel():
+            extremes = torch.cat([x.amax(dim=dims), -x.amin(dim=dims)])
+        else:
+            extremes = x.new_full((2 * x.shape[1],), -math.inf)
+        if pooled:
+            dist.all_reduce(sums)
+            dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
+        total = sums[-1]
         if total == 0:
             return False
-        mean, sq = stats[:-1].view(2, -1) / total
-        std = (sq - mean.pow(2)).clamp_min(0).sqrt()
+        mean = sums[:-1] / total
+        sq = (x - self._view(mean, x)).pow(2).sum(dim=dims)
+        if pooled:
+            dist.all_reduce(sq)
+        std = (sq / total).sqrt()
+        high, neg_low = extremes.view(2, -1)
         self.loc.copy_(mean)
-        self.log_scale.copy_(torch.where(std > 0, torch.log(std + self.eps), 0.0))
+        self.log_scale.copy_(torch.where(high > -neg_low, torch.log(std + self.eps), 0.0))
         self.initialized.fill_(True)
         return True
 

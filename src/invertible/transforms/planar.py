@@ -34,7 +34,10 @@ class Planar(Transform):
     ``g(z) = z + u_hat tanh(w^T z + b)`` with ``log|det dg/dz| = log(1 + w^T u_hat sech^2(w^T z + b))``.
     Invertibility needs ``w^T u_hat >= -1``; the paper's reparameterisation
     ``u_hat = u + (m(w^T u) - w^T u) w / |w|^2`` with ``m(x) = -1 + softplus(x)``
-    gives ``w^T u_hat = m(w^T u) > -1``.
+    gives ``w^T u_hat = m(w^T u) > -1``. The log-det is evaluated as
+    ``log(tanh^2(a) + softplus(w^T u) sech^2(a))`` (the same number, as
+    ``1 + w^T u_hat = softplus(w^T u)``): both terms are non-negative, where
+    ``1 + (w^T u_hat) sech^2(a)`` cancels to 0 or below once ``w^T u_hat`` rounds to -1.
 
     ``inverse(z)`` is ``g`` (closed form). ``forward(y)`` is ``g^{-1}``: with
     ``a = w^T z + b``, ``w^T y + b = a + (w^T u_hat) tanh(a)``, an increasing
@@ -69,32 +72,36 @@ class Planar(Transform):
         u = math.log(math.e - 1.0) * w / (w * w).sum().clamp_min(torch.finfo(w.dtype).tiny)
         self.params = ContextParameters({"u": u, "w": w, "b": torch.zeros(1)}, context_features)
 
-    def _coefficients(self, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    def _coefficients(self, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(u_hat, w, b, q)`` with ``q = 1 + w^T u_hat = softplus(w^T u) > 0``."""
         p = self.params(context)
         u, w, b = p["u"], p["w"], p["b"]
         wu = (w * u).sum(-1, keepdim=True)
         w2 = (w * w).sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
-        u_hat = u + (F.softplus(wu) - 1.0 - wu) * w / w2
-        return u_hat, w, b
+        q = F.softplus(wu)
+        u_hat = u + (q - 1.0 - wu) * w / w2
+        return u_hat, w, b, q
+
+    @staticmethod
+    def _slope(a: Tensor, q: Tensor) -> Tensor:
+        """``dg/dz`` along ``w``: ``1 + (w^T u_hat) sech^2(a) = tanh^2(a) + q sech^2(a)``."""
+        return torch.tanh(a).square() + q * log_sech2(a).exp()
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        u_hat, w, b = self._coefficients(context)
+        u_hat, w, b, q = self._coefficients(context)
         a = (z * w).sum(-1, keepdim=True) + b
-        c = (w * u_hat).sum(-1, keepdim=True)
-        h = torch.tanh(a)
-        # 1 - tanh^2 loses relative precision only where it is tiny, and there the log-det is ~0 anyway
-        return z + u_hat * h, torch.log1p(c * (1.0 - h * h)).squeeze(-1)
+        return z + u_hat * torch.tanh(a), torch.log(self._slope(a, q)).squeeze(-1)
 
     def forward(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        u_hat, w, b = self._coefficients(context)
+        u_hat, w, b, q = self._coefficients(context)
         t = (y * w).sum(-1, keepdim=True) + b
-        c = (w * u_hat).sum(-1, keepdim=True)
+        c = q - 1.0
 
         def equation(a: Tensor) -> tuple[Tensor, Tensor]:
-            return a + c * torch.tanh(a) - t, 1.0 + c * log_sech2(a).exp()
+            return a + c * torch.tanh(a) - t, self._slope(a, q)
 
         a0 = bracketed_newton(equation, t - c.abs(), t + c.abs())
         f, df = equation(a0)
         a = a0 - f / df  # one Newton step from the detached root: exact implicit gradients
         z = y - u_hat * torch.tanh(a)
-        return z, -torch.log1p(c * log_sech2(a).exp()).squeeze(-1)
+        return z, -torch.log(self._slope(a, q)).squeeze(-1)

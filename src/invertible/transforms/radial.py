@@ -27,8 +27,10 @@ class Radial(Transform):
     ``beta = -alpha + softplus(b)``.
 
     ``forward(y)`` inverts ``g`` by solving for the radius: ``|y - z0| = r (1 + beta / (alpha + r))``
-    is the quadratic ``r^2 + (alpha + beta - |y - z0|) r - alpha |y - z0| = 0`` whose
-    non-negative root is taken in its cancellation-free form; then
+    is the quadratic ``r^2 + p r - alpha |y - z0| = 0``, ``p = alpha + beta - |y - z0|``, whose
+    non-negative root is taken in its cancellation-free form, ``r = 2 alpha |y - z0| / q`` for
+    ``p >= 0`` and ``r = q / 2`` otherwise, with ``q = |p| + sqrt(p^2 + 4 alpha |y - z0|) > 0``
+    (both branches finite, so neither puts a NaN into the other's gradient); then
     ``z = z0 + (y - z0) / (1 + beta / (alpha + r))``.
 
     Args:
@@ -68,7 +70,7 @@ class Radial(Transform):
         d = y - z0
         ry = d.norm(dim=-1, keepdim=True)
         p = alpha + beta - ry
-        root = torch.sqrt(p * p + 4.0 * alpha * ry)
-        r = torch.where(p >= 0, 2.0 * alpha * ry / (p + root), 0.5 * (root - p))
+        q = p.abs() + torch.sqrt(p * p + 4.0 * alpha * ry)
+        r = torch.where(p >= 0, 2.0 * alpha * ry / q, 0.5 * q)
         z = z0 + d / (1.0 + beta / (alpha + r))
         return z, -self._logdet(r, alpha, beta)
