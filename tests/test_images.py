@@ -41,6 +41,27 @@ def test_uniform_model_scores_log2_levels(levels: int) -> None:
     torch.testing.assert_close(bits_per_dim(uniform.log_prob(y) + ladj, (1, 3, 3)), torch.full((5,), math.log2(levels), dtype=torch.float64))
 
 
+class _EdgeNoise(UniformDequantization):
+    """Uniform dequantization whose noise sits at the edges of the bin: 0, and the largest floats below 1."""
+
+    def _noise(self, x, context):
+        below_one = torch.nextafter(torch.ones_like(x), torch.zeros_like(x))
+        edges = torch.stack([torch.zeros_like(x), below_one, torch.nextafter(below_one, torch.zeros_like(x))])
+        which = (torch.arange(x.numel()).view_as(x) % 3).unsqueeze(0)
+        return edges.gather(0, which).squeeze(0), x.new_zeros(x.shape[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dequantized_values_stay_in_their_bin_in_floating_point(dtype: torch.dtype) -> None:
+    """``floor(L y) == x`` at both edges of every bin, for levels that are powers of two and levels that are not."""
+    for levels in (2, 3, 7, 17, 100, 255, 256):
+        x = torch.arange(levels, dtype=dtype).repeat_interleave(3).view(1, 1, 3, levels)
+        layer = _EdgeNoise(levels)
+        y, _ = layer(x)
+        assert ((y >= 0) & (y < 1)).all()
+        assert torch.equal(layer.inverse(y)[0], x), levels
+
+
 def test_dequantization_rejects_non_pixels() -> None:
     with pytest.raises(ValueError, match="integer values"):
         UniformDequantization(4)(torch.tensor([[0.5, 1.0]]))

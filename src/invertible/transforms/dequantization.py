@@ -17,7 +17,7 @@ scores exactly ``log2 L`` bits/dim.
 
 These maps are surjections, not bijections: ``forward`` draws fresh noise, and
 ``inverse`` quantises, ``x = floor(L y)``, returning the negated term for that
-``y`` (so ``inverse(forward(x)) == (x, -ladj)`` holds exactly). ``exact_logdet``
+``y`` (so ``inverse(forward(x)) == (x, -ladj)`` holds exactly, in floating point too). ``exact_logdet``
 is False because the value is a stochastic bound, not a Jacobian.
 """
 
@@ -36,6 +36,26 @@ from .normalization import ActNorm
 __all__ = ["UniformDequantization", "VariationalDequantization"]
 
 _LOG_2PI = math.log(2 * math.pi)
+
+
+def _in_bin(x: Tensor, u: Tensor, levels: int) -> Tensor:
+    """``y = (x + u) / L``, placed so that ``floor(L y) == x`` holds in floating point too.
+
+    In exact arithmetic ``u < 1`` keeps ``y`` in ``x``'s bin; in floating point ``x + u``
+    rounds up to ``x + 1`` when ``u`` is within half an ulp of 1 (or a sigmoid saturates),
+    and ``L ((x + u) / L)`` can round across a bin edge when ``L`` is not a power of two.
+    So ``u`` is capped at the float below ``x + 1`` minus ``x``, and a ``y`` that still
+    quantises to a neighbour moves one ulp inward (two passes: enough at both edges of
+    every bin for every ``L <= 256``, float32 and float64). Gradients pass through ``u``.
+    """
+    y = (x + torch.minimum(u, torch.nextafter(x + 1, x) - x)) / levels
+    with torch.no_grad():
+        placed = y.clone()
+        for _ in range(2):
+            bins = torch.floor(placed * levels)
+            placed = torch.where(bins > x, torch.nextafter(placed, torch.zeros_like(placed)), placed)
+            placed = torch.where(bins < x, torch.nextafter(placed, torch.ones_like(placed)), placed)
+    return y + (placed - y)  # the same value as ``placed``; the one-ulp moves carry no gradient
 
 
 class _Dequantization(Transform):
@@ -62,7 +82,7 @@ class _Dequantization(Transform):
         self._check(x)
         u, log_r = self._noise(x, context)
         d = math.prod(x.shape[1:])
-        return (x + u) / self.levels, -d * math.log(self.levels) - log_r
+        return _in_bin(x, u, self.levels), -d * math.log(self.levels) - log_r
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         scaled = z * self.levels
