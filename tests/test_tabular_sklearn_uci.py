@@ -72,6 +72,28 @@ def test_uci_readers_follow_the_maf_preprocessing(tmp_path):
     assert load("bsds300", root=str(tmp_path)).event_shape == (63,)
 
 
+def test_power_has_the_maf_codes_noise_and_splits(tmp_path):
+    """The MAF code (datasets/power.py) draws the voltage noise before the active-power noise."""
+    raw = np.random.default_rng(1).normal(size=(200, 8))
+    (tmp_path / "power").mkdir()
+    np.save(tmp_path / "power/data.npy", raw)
+    rng = np.random.RandomState(42)
+    data = raw.copy()
+    rng.shuffle(data)
+    n = len(data)
+    data = np.delete(np.delete(data, 3, axis=1), 1, axis=1)
+    voltage_noise = 0.01 * rng.rand(n, 1)
+    gap_noise = 0.001 * rng.rand(n, 1)
+    data = data + np.hstack((gap_noise, voltage_noise, rng.rand(n, 3), np.zeros((n, 1))))
+    test, data = data[-20:], data[:-20]
+    val, train = data[-18:], data[:-18]
+    both = np.vstack((train, val))
+    mu, s = both.mean(0), both.std(0)
+    p = load("power", root=str(tmp_path))
+    for ours, theirs in ((p.train, train), (p.val, val), (p.test, test)):
+        torch.testing.assert_close(ours, torch.as_tensor((theirs - mu) / s, dtype=torch.float32))
+
+
 def test_uci_missing_files_say_where_to_put_them(tmp_path):
     with pytest.raises(ValueError, match="INVERTIBLE_DATA"):
         load("power", root=str(tmp_path))

@@ -61,7 +61,13 @@ def _normalise_by_train_and_val(train, val, test):
 
 @register_dataset("power")
 def power(seed: int = 0, root: str | None = None) -> DataBundle:
-    """UCI household electric power: 8 columns in data.npy, 6 features after dropping 2, with the paper's dithering noise (seed 42)."""
+    """UCI household electric power: 8 columns in data.npy, 6 features after dropping 2, with the paper's dithering noise (seed 42).
+
+    The columns kept are global active power, voltage, the three sub-meterings and
+    the time; the noise is ``U[0, 0.001)``, ``U[0, 0.01)``, ``U[0, 1)`` (x3) and none,
+    drawn from ``RandomState(42)`` after the shuffle, voltage first, so the splits
+    are the MAF code's numbers.
+    """
     data = np.load(_root(root, "power/data.npy"))
     if data.ndim != 2 or data.shape[1] != 8:
         raise ValueError(f"power/data.npy should be (N, 8), got {data.shape}")
@@ -69,7 +75,9 @@ def power(seed: int = 0, root: str | None = None) -> DataBundle:
     rng.shuffle(data)
     n = data.shape[0]
     data = np.delete(np.delete(data, 3, axis=1), 1, axis=1)
-    noise = np.hstack((0.001 * rng.rand(n, 1), 0.01 * rng.rand(n, 1), rng.rand(n, 3), np.zeros((n, 1))))
+    voltage = 0.01 * rng.rand(n, 1)
+    active_power = 0.001 * rng.rand(n, 1)
+    noise = np.hstack((active_power, voltage, rng.rand(n, 3), np.zeros((n, 1))))
     return _bundle("power", *_normalise_by_train_and_val(*_tail_split(data + noise)))
 
 
