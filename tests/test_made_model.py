@@ -157,6 +157,27 @@ def test_order_agnostic_training_cycles_masks_and_learns():
     assert -model.log_prob(data).mean() < 6 * 0.6931 - 1.0  # well below independent fair coins
 
 
+def test_bernoulli_made_rejects_bad_dtypes_contexts_and_counts_with_clear_errors():
+    model = build("bernoulli_made", features=3, hidden=[8])
+    for x in (torch.tensor([[0, 1, 1]]), torch.tensor([[False, True, True]])):
+        with pytest.raises(TypeError, match="floating-point"):
+            model.log_prob(x)
+    with pytest.raises(TypeError, match="float64 but the flow's parameters are torch.float32"):
+        model.log_prob(torch.zeros(2, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="unconditional"):
+        model.sample(2, torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="non-negative integer"):
+        model.sample(-1)
+    conditional = build("bernoulli_made", features=3, hidden=[8], context_features=2)
+    with pytest.raises(ValueError, match="does not match the data batch shape"):
+        conditional.log_prob(torch.zeros(2, 3), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match=r"expected \(\.\.\., 2\)"):
+        conditional.log_prob(torch.zeros(2, 3), torch.zeros(2, 5))
+    with pytest.raises(ValueError, match=r"expected \(\.\.\., 2\)"):
+        conditional.sample(2, torch.zeros(1, 5))
+    assert conditional.sample(2, torch.zeros(4, 2)).shape == (2, 4, 3)
+
+
 def test_bernoulli_made_rejects_non_binary_data_and_round_trips(tmp_path):
     model = build("bernoulli_made", features=3, hidden=[8], masks=2)
     with pytest.raises(ValueError, match="binary"):

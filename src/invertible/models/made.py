@@ -225,14 +225,17 @@ class BernoulliMADE(_MaskPool, nn.Module):
         self.config: dict | None = None
         self._init_pool(masks, ensemble, order_agnostic, connectivity_agnostic, order, seed)
 
+    _check_dtype = Flow._check_dtype
+    _check_context = Flow._check_context
+
     def _check(self, x: Tensor, context: Tensor | None) -> None:
         if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.event_shape[0]:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"x has shape {shape}; expected (batch, {self.event_shape[0]})")
+        self._check_dtype(x, "x")
         if not ((x == 0) | (x == 1)).all():
             raise ValueError("BernoulliMADE models binary data: x must contain only 0 and 1")
-        if (context is None) != (self.context_features is None):
-            raise ValueError(f"context_features={self.context_features}; pass a context exactly when it is set")
+        self._check_context(context, x.shape[:1])
 
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Exact ``log p(x)`` in nats for ``x`` of shape ``(batch, D)`` with entries in {0, 1}."""
@@ -250,6 +253,9 @@ class BernoulliMADE(_MaskPool, nn.Module):
     @torch.no_grad()
     def sample(self, n: int = 1, context: Tensor | None = None) -> Tensor:
         """``n`` binary samples ``(n, D)``; with a context of batch ``B``, ``(n, B, D)``."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        self._check_context(context, None)
         if context is None:
             return self._ensemble_sample(n, lambda idx: self._draw(len(idx), None))
         flat = context.reshape(-1, context.shape[-1]).repeat(n, 1)
