@@ -139,6 +139,19 @@ def test_gaussian_made_pool_modes():
     assert not torch.allclose(density, invertible.Flow.log_prob(model, x))
 
 
+@pytest.mark.parametrize("order", ["random", "reverse"])
+def test_without_order_agnostic_training_every_mask_set_keeps_the_one_order(order):
+    model = build("made", features=5, hidden=[16], masks=4, order=order, order_agnostic=False)
+    orders, degrees = set(), set()
+    for k in range(4):
+        model.use_masks(k)
+        orders.add(tuple(model.net.order().tolist()))
+        degrees.add(tuple(model.net.hidden_degrees_0.tolist()))
+    assert len(orders) == 1 and len(degrees) == 4  # connectivity-agnostic only
+    single = build("made", features=5, hidden=[16], order=order)
+    assert orders == {tuple(single.net.order().tolist())}  # the order of the one-mask MADE
+
+
 def test_order_agnostic_training_cycles_masks_and_learns():
     torch.manual_seed(0)
     model = build("bernoulli_made", features=6, hidden=[32, 32], masks=4)

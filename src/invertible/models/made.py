@@ -56,10 +56,17 @@ class _MaskPool:
         self.use_masks(0)
 
     def use_masks(self, k: int) -> None:
-        """Load mask set ``k`` of the pool (set 0 with ``masks=1`` is the plain MADE in the given order)."""
+        """Load mask set ``k`` of the pool (set 0 with ``masks=1`` is the plain MADE in the given order).
+
+        Without order-agnostic training every set has the input order ``order`` (one
+        draw of it, from ``seed``, when it is ``"random"``); only their hidden degrees differ.
+        """
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
-        random_order = self.order_agnostic and self.masks > 1
-        degrees = input_degrees(self.net.features, "random" if random_order else self.base_order, g)
+        if self.order_agnostic and self.masks > 1:
+            degrees = input_degrees(self.net.features, "random", g)
+        else:
+            fixed = torch.Generator().manual_seed(self.seed * 1_000_003)
+            degrees = input_degrees(self.net.features, self.base_order, fixed)
         random_degrees = self.net.random_degrees
         self.net.random_degrees = random_degrees or (self.connectivity_agnostic and self.masks > 1)
         try:
@@ -127,7 +134,7 @@ class MADE(_MaskPool, Flow):
         context_features: conditioning size (the context feeds every hidden unit).
         hidden: hidden widths.
         activation: hidden nonlinearity.
-        order: input order of mask set 0 when ``masks=1``.
+        order: input order of every mask set, unless ``order_agnostic`` and ``masks > 1``.
         masks: size of the mask pool (1: a single fixed MADE).
         ensemble: mask sets averaged at evaluation (default: all ``masks``).
         order_agnostic: mask sets draw random input orders.
