@@ -121,6 +121,10 @@ class _MaskPool:
 class MADE(_MaskPool, Flow):
     """Gaussian MADE: ``x_i | x_<i ~ N(mu_i, exp(alpha_i)^2)``, exact ``log p(x)`` in one pass.
 
+    ``alpha_i`` is the network's raw output through the MAF layer's soft clamp
+    ``3 tanh(raw / 3)``, so every conditional standard deviation lies in
+    ``(e^-3, e^3)``, about ``(0.05, 20)``, on the (standardised) data.
+
     This model is a one-layer MAF: ``z_i = (x_i - mu_i) exp(-alpha_i)`` with a
     standard normal base gives exactly the Gaussian conditionals, so it is a
     :class:`~invertible.Flow` and works wherever flows do (``transform`` is the

@@ -138,7 +138,9 @@ class MaskedAffineAutoregressive(_Affine, _Autoregressive):
             keep ``nn.Linear``'s default initialisation, so the layer starts as a random
             volume-preserving map ``z_i = x_i + m_i(x_<i)`` (log-det exactly 0) whose
             hidden units get gradients from the first step (with a zero output layer
-            they get none until its weights have grown).
+            they get none until its weights have grown). Both hold for the ``"softclamp"``
+            and ``"exp"`` scales, which map a zero output to ``beta = 0``; ``"sigmoid"``
+            maps it to ``beta = log sigmoid(2)``, a uniform contraction by 0.88.
         seed: seed of a random order or random degrees.
     """
 
