@@ -218,6 +218,20 @@ def test_metrics_reader_skips_a_torn_last_line(tmp_path):
     assert log.path.read_text().endswith("\n")
 
 
+def test_metrics_reader_skips_lines_that_are_not_records(tmp_path):
+    """A metrics file edited by hand: bytes that are not UTF-8, and lines without an integer step, are skipped."""
+    from invertible.train.metrics import MetricsLog, read_metrics
+
+    log = MetricsLog(tmp_path)
+    log.write({"step": 1, "split": "train", "loss": 1.0})
+    with open(log.path, "ab") as f:
+        f.write(b'\xff\xfe\n[1, 2]\n{"split": "train", "loss": 2.0}\n{"step": "x", "split": "val"}\n{"step": true}\n')
+    log.write({"step": 2, "split": "val", "val_nll": 0.5})
+    assert read_metrics(log.path) == [{"step": 1, "split": "train", "loss": 1.0}, {"step": 2, "split": "val", "val_nll": 0.5}]
+    log.truncate(1)
+    assert [r["step"] for r in read_metrics(log.path)] == [1]
+
+
 def test_continuous_flows_refuse_data_on_a_lattice():
     """Discrete values seen as they are (here a shifted, scaled lattice) give an unbounded continuous density."""
     from invertible.data import DataBundle
