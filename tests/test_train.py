@@ -163,6 +163,20 @@ def test_bits_per_dim_include_the_preprocessing(tmp_path):
     assert "bpd" in records[0] and "val_bpd" in [r for r in records if r["split"] == "val"][0]
 
 
+@pytest.mark.parametrize("data, model, options", [("engine-discrete", "realnvp", TINY),
+                                                  ("engine-pixels", "glow", {"levels": 1, "steps": 1, "hidden": 4})])
+def test_training_bits_per_dim_average_the_same_steps_as_the_loss(tmp_path, data, model, options):
+    """A training line's ``bpd`` is its ``loss`` in bits/dim: both the mean over the steps since the last line."""
+    train(tiny_config(tmp_path, data=data, model=model, model_options=options, steps=9, batch_size=24, log_every=3))
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    records = [r for r in lines if r["split"] == "train"]
+    assert [r["step"] for r in records] == [3, 6, 9]
+    offset = -3 * math.log(16) if data == "engine-discrete" else 0.0  # log|det dy/dx|: the loss is in model space there
+    dims = 3 if data == "engine-discrete" else 16
+    for r in records:
+        assert r["bpd"] == pytest.approx((r["loss"] - offset) / (dims * math.log(2)), rel=1e-6)
+
+
 def test_conditional_data_trains_a_conditional_flow(tmp_path):
     summary = train(tiny_config(tmp_path, data_options={"conditional": True}, steps=10))
     flow = invertible.load(tmp_path / "run")

@@ -142,7 +142,7 @@ class _Trainer:
         self.metrics = MetricsLog(self.run_dir, enabled=runtime.main)
         self.step = 0
         self.state: dict[str, Any] = {"best_val": None, "best_step": 0, "bad_evals": 0, "stopped": False,
-                                      "wall_time_s": 0.0, "loss_sum": 0.0, "loss_count": 0}
+                                      "wall_time_s": 0.0, "loss_sum": 0.0, "bpd_sum": 0.0, "loss_count": 0}
         self.best: dict[str, torch.Tensor] | None = None
         self.best_preprocess: dict[str, torch.Tensor] | None = None  # the trained preprocessing validated with `best`
         if resume:
@@ -282,6 +282,7 @@ class _Trainer:
             while self.step < cfg.steps and not self.state["stopped"]:
                 out = self._step()
                 self.state["loss_sum"] += out["loss"]
+                self.state["bpd_sum"] += out.get("bpd", 0.0)
                 self.state["loss_count"] += 1
                 bar.update(1)
                 bar.set_postfix({k: f"{out[k]:.3f}" for k in ("loss", "bpd") if k in out}, refresh=False)
@@ -289,8 +290,10 @@ class _Trainer:
                 if self.step % cfg.log_every == 0 or last:
                     record = {"step": self.step, "split": "train", **out,
                               "loss": self.state["loss_sum"] / self.state["loss_count"]}
+                    if "bpd" in out:
+                        record["bpd"] = self.state["bpd_sum"] / self.state["loss_count"]
                     self.metrics.write(record)
-                    self.state.update(loss_sum=0.0, loss_count=0)
+                    self.state.update(loss_sum=0.0, bpd_sum=0.0, loss_count=0)
                 if self.step % cfg.eval_every == 0 or last:
                     self._validate()
                 for callback in callbacks:

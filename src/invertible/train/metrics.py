@@ -1,6 +1,7 @@
 """Metrics as JSON lines: one object per line in ``RUN/metrics.jsonl``.
 
-Training lines: ``{"step", "split": "train", "loss", "lr", "grad_norm"[, "bpd"]}``;
+Training lines: ``{"step", "split": "train", "loss", "lr", "grad_norm"[, "bpd"]}`` (``loss`` and ``bpd``
+averaged over the steps since the previous line, ``lr`` and ``grad_norm`` those of the last step);
 validation lines: ``{"step", "split": "val", "val_nll"[, "kl_gap", "val_bpd"]}``.
 Each line is appended with a single write and flushed, so an interruption can at
 worst tear the last line, which :func:`read_metrics` skips. A resumed run first
