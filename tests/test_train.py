@@ -261,3 +261,14 @@ def test_continuous_flows_refuse_data_on_a_lattice():
     noisy = [s + torch.rand(s.shape, generator=g) / 1.1 for s in splits]  # dequantized: fine
     check_fits(flow, DataBundle("lattice", *noisy, levels=4))
     check_fits(build("bernoulli_made", features=3), DataBundle("bits", *((s > 0).float() for s in splits), levels=2))
+
+
+def test_loss_curve_of_a_one_step_run_shows_both_points():
+    """A line through one point draws nothing: the single training loss gets a marker, like the validation NLL."""
+    from invertible.plots import loss_curve
+
+    fig = loss_curve([{"step": 1, "split": "train", "loss": 2.0}, {"step": 1, "split": "val", "val_nll": 2.1}])
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 2 and all(line.get_marker() not in ("None", "", None) for line in lines)
+    fig = loss_curve([{"step": s, "split": "train", "loss": 1.0 / s} for s in (1, 2, 3)])
+    assert fig.axes[0].get_lines()[0].get_marker() in ("None", "", None)  # a curve stays a plain line
