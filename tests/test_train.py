@@ -216,6 +216,9 @@ def test_thread_setting_is_restored(tmp_path):
     before = torch.get_num_threads()
     train(tiny_config(tmp_path, steps=2, eval_every=2, threads=before + 1))
     assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="cuda:99"):  # a run that fails at its device, before the process group
+        train(tiny_config(tmp_path, out=str(tmp_path / "other"), device="cuda:99", threads=before + 1))
+    assert torch.get_num_threads() == before
 
 
 def test_metrics_reader_skips_a_torn_last_line(tmp_path):

@@ -360,10 +360,10 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
     and restored afterwards.
     """
     config.validate()
+    runtime = setup(config.device)
     threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    runtime = setup(config.device)
     try:
         trainer = _Trainer(config, runtime, resume)
         trainer.fit(callbacks)
