@@ -44,7 +44,7 @@ from .build import build_flow, load_bundle, save_preprocess, trainable_preproces
 from .batches import BatchPlan
 from .checkpoint import Checkpoint, has_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
-from .distributed import Runtime, broadcast_flag, gather_objects, parameter_digest, setup, teardown
+from .distributed import Runtime, broadcast_flag, gather_objects, mean_over_ranks, parameter_digest, setup, teardown
 from .ema import EMA
 from .evaluate import evaluate_split, preprocess_ladj, seeded_rng
 from .metrics import MetricsLog
@@ -234,9 +234,10 @@ class _Trainer:
         else:
             with _compiler_errors():
                 loss = -self.model(x, c).mean()
-        if not torch.isfinite(loss):
+        global_loss = mean_over_ranks(self.rt, loss).item()  # the loss of the whole batch, the same on every rank
+        if not math.isfinite(global_loss):
             raise TrainingError(
-                f"training diverged at step {self.step + 1}: the loss is {loss.item()}; lower lr, add warmup or set grad_clip"
+                f"training diverged at step {self.step + 1}: the loss is {global_loss}; lower lr, add warmup or set grad_clip"
             )
         self.optimizer.zero_grad(set_to_none=True)
         with _compiler_errors():  # with ``compile``, the first backward compiles the backward graph
@@ -247,9 +248,10 @@ class _Trainer:
         if self.ema is not None:
             self.ema.update(self.flow)
         self.step += 1
-        out = {"loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item()}
+        out = {"loss": global_loss, "lr": lr, "grad_norm": grad_norm.item()}
         if self.bundle.levels is not None:
-            raw = out["loss"] if self.bundle.raw else out["loss"] - preprocess_ladj(self.bundle, x).mean().item()
+            ladj = 0.0 if self.bundle.raw else mean_over_ranks(self.rt, preprocess_ladj(self.bundle, x).mean()).item()
+            raw = out["loss"] - ladj
             out["bpd"] = raw / (math.prod(self.bundle.event_shape) * math.log(2))
         return out
 
