@@ -183,6 +183,15 @@ def test_corrupt_run_files(trained, tmp_path, capsys):
     run = tmp_path / "r"
     assert main([*TRAIN, "--out", str(run)]) == 0
     capsys.readouterr()
+    config = (run / "config.yaml").read_bytes()
+    (run / "config.yaml").write_bytes(config[:30])  # cut inside a key: YAML's complaint spans several lines
+    assert_error(capsys, "corrupt run config", "eval", run)
+    assert_error(capsys, "corrupt run config", "train", "--resume", "--out", run, "--steps", 12, "--no-progress")
+    (run / "config.yaml").write_bytes(b"\xff" + config)
+    assert_error(capsys, f"corrupt run config {run / 'config.yaml'}", "eval", run)
+    (tmp_path / "latin.yaml").write_bytes(b"model: \xe9\n")
+    assert_error(capsys, "cannot parse config file", *TRAIN, "--config", tmp_path / "latin.yaml", "--out", tmp_path / "l")
+    (run / "config.yaml").write_bytes(config)
     (run / "checkpoint" / "checkpoint.json").write_text("[]")
     assert_error(capsys, "corrupt checkpoint record", "train", "--resume", "--out", run, "--steps", 12, "--no-progress")
 

@@ -89,6 +89,18 @@ def test_checkpoint_files_are_consistent_after_interruption(tmp_path):
     assert sorted(p.name for p in directory.iterdir()) == [CHECKPOINT_JSON, "state-00000010.safetensors"]
 
 
+def test_a_write_killed_midway_leaves_no_file_behind_once_resumed(tmp_path):
+    """kill -9 while a checkpoint is written leaves its temporary files; the next checkpoint clears them."""
+    with pytest.raises(Interrupted):
+        train(config(tmp_path, "run"), callbacks=[recorder({}, stop_at=12)])
+    directory = tmp_path / "run" / CHECKPOINT_DIR
+    (directory / ".state-00000015.safetensors.k9x2ab.tmp").write_bytes(b"half a tensor file")
+    (directory / f".{CHECKPOINT_JSON}.q1w2e3.tmp").write_text('{"step": 1')
+    assert load_checkpoint(tmp_path / "run").step == 10  # the committed checkpoint is untouched
+    train(config(tmp_path, "run"), resume=True)
+    assert sorted(p.name for p in directory.iterdir()) == [CHECKPOINT_JSON, "state-00000020.safetensors"]
+
+
 def test_resume_errors(tmp_path):
     with pytest.raises(TrainingError, match="nothing to resume"):
         train(config(tmp_path, "empty"), resume=True)

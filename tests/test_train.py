@@ -163,6 +163,20 @@ def test_bits_per_dim_include_the_preprocessing(tmp_path):
     assert "bpd" in records[0] and "val_bpd" in [r for r in records if r["split"] == "val"][0]
 
 
+@pytest.mark.parametrize("data, model, options", [("engine-discrete", "realnvp", TINY),
+                                                  ("engine-pixels", "glow", {"levels": 1, "steps": 1, "hidden": 4})])
+def test_training_bits_per_dim_average_the_same_steps_as_the_loss(tmp_path, data, model, options):
+    """A training line's ``bpd`` is its ``loss`` in bits/dim: both the mean over the steps since the last line."""
+    train(tiny_config(tmp_path, data=data, model=model, model_options=options, steps=9, batch_size=24, log_every=3))
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    records = [r for r in lines if r["split"] == "train"]
+    assert [r["step"] for r in records] == [3, 6, 9]
+    offset = -3 * math.log(16) if data == "engine-discrete" else 0.0  # log|det dy/dx|: the loss is in model space there
+    dims = 3 if data == "engine-discrete" else 16
+    for r in records:
+        assert r["bpd"] == pytest.approx((r["loss"] - offset) / (dims * math.log(2)), rel=1e-6)
+
+
 def test_conditional_data_trains_a_conditional_flow(tmp_path):
     summary = train(tiny_config(tmp_path, data_options={"conditional": True}, steps=10))
     flow = invertible.load(tmp_path / "run")
@@ -202,6 +216,9 @@ def test_thread_setting_is_restored(tmp_path):
     before = torch.get_num_threads()
     train(tiny_config(tmp_path, steps=2, eval_every=2, threads=before + 1))
     assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="cuda:99"):  # a run that fails at its device, before the process group
+        train(tiny_config(tmp_path, out=str(tmp_path / "other"), device="cuda:99", threads=before + 1))
+    assert torch.get_num_threads() == before
 
 
 def test_metrics_reader_skips_a_torn_last_line(tmp_path):
@@ -216,6 +233,20 @@ def test_metrics_reader_skips_a_torn_last_line(tmp_path):
     log.truncate(2)
     assert [r["step"] for r in read_metrics(log.path)] == [1, 2]
     assert log.path.read_text().endswith("\n")
+
+
+def test_metrics_reader_skips_lines_that_are_not_records(tmp_path):
+    """A metrics file edited by hand: bytes that are not UTF-8, and lines without an integer step, are skipped."""
+    from invertible.train.metrics import MetricsLog, read_metrics
+
+    log = MetricsLog(tmp_path)
+    log.write({"step": 1, "split": "train", "loss": 1.0})
+    with open(log.path, "ab") as f:
+        f.write(b'\xff\xfe\n[1, 2]\n{"split": "train", "loss": 2.0}\n{"step": "x", "split": "val"}\n{"step": true}\n')
+    log.write({"step": 2, "split": "val", "val_nll": 0.5})
+    assert read_metrics(log.path) == [{"step": 1, "split": "train", "loss": 1.0}, {"step": 2, "split": "val", "val_nll": 0.5}]
+    log.truncate(1)
+    assert [r["step"] for r in read_metrics(log.path)] == [1]
 
 
 def test_continuous_flows_refuse_data_on_a_lattice():
@@ -233,3 +264,14 @@ def test_continuous_flows_refuse_data_on_a_lattice():
     noisy = [s + torch.rand(s.shape, generator=g) / 1.1 for s in splits]  # dequantized: fine
     check_fits(flow, DataBundle("lattice", *noisy, levels=4))
     check_fits(build("bernoulli_made", features=3), DataBundle("bits", *((s > 0).float() for s in splits), levels=2))
+
+
+def test_loss_curve_of_a_one_step_run_shows_both_points():
+    """A line through one point draws nothing: the single training loss gets a marker, like the validation NLL."""
+    from invertible.plots import loss_curve
+
+    fig = loss_curve([{"step": 1, "split": "train", "loss": 2.0}, {"step": 1, "split": "val", "val_nll": 2.1}])
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 2 and all(line.get_marker() not in ("None", "", None) for line in lines)
+    fig = loss_curve([{"step": s, "split": "train", "loss": 1.0 / s} for s in (1, 2, 3)])
+    assert fig.axes[0].get_lines()[0].get_marker() in ("None", "", None)  # a curve stays a plain line

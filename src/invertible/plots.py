@@ -35,7 +35,7 @@ def loss_curve(records: Sequence[dict[str, Any]], title: str = "") -> Figure:
     train = [(r["step"], r["loss"]) for r in records if r.get("split") == "train" and "loss" in r]
     val = [(r["step"], r["val_nll"]) for r in records if r.get("split") == "val" and "val_nll" in r]
     if train:
-        ax.plot(*zip(*train), label="train loss (model space)", lw=1)
+        ax.plot(*zip(*train), "o-" if len(train) == 1 else "-", label="train loss (model space)", lw=1, ms=3)
     if val:
         ax.plot(*zip(*val), "o-", label="validation NLL (data space)", ms=3)
     ax.set_xlabel("step")

@@ -12,6 +12,7 @@ import numpy as np
 import yaml
 
 from ..persistence import MODEL_JSON, atomic_write
+from ..train.config import parse_error
 
 __all__ = ["existing_run", "output_dir", "run_config", "add_option_flags", "save_array", "describe", "default_text"]
 
@@ -47,8 +48,8 @@ def run_config(run: Path) -> dict[str, Any]:
         return {}
     try:
         values = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"corrupt run config {path}: {e}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"corrupt run config {path}: {parse_error(e)}") from None
     if not isinstance(values, dict):
         raise ValueError(f"corrupt run config {path}: expected a mapping")
     return values

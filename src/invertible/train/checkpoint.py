@@ -99,7 +99,8 @@ def _cpu(t: Tensor) -> Tensor:
 
 
 def save_checkpoint(run_dir: str | Path, ckpt: Checkpoint) -> Path:
-    """Write ``ckpt`` into ``run_dir/checkpoint/`` atomically and delete older tensor files."""
+    """Write ``ckpt`` into ``run_dir/checkpoint/`` atomically; delete older tensor files and the temporary
+    files that an interrupted write (``kill -9``) left behind."""
     directory = Path(run_dir) / CHECKPOINT_DIR
     directory.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, Tensor] = {}
@@ -140,7 +141,9 @@ def save_checkpoint(run_dir: str | Path, ckpt: Checkpoint) -> Path:
         "config": ckpt.config,
     }
     write_json(directory / CHECKPOINT_JSON, record)
-    for old in directory.glob("state-*.safetensors"):
+    leftovers = [*directory.glob("state-*.safetensors"), *directory.glob(".state-*.tmp"),
+                 *directory.glob(f".{CHECKPOINT_JSON}.*.tmp")]
+    for old in leftovers:
         if old.name != name:
             old.unlink()
     return directory

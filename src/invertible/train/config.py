@@ -21,7 +21,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["TrainConfig", "read_config_file", "merge_settings", "parse_option", "parse_options"]
+__all__ = ["TrainConfig", "read_config_file", "merge_settings", "parse_option", "parse_options", "parse_error"]
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
 _FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -197,7 +197,7 @@ def _float(name: str, value: Any, positive: bool = False) -> None:
         raise ValueError(f"{name} must be > 0, got {value}")
 
 
-def _parse_error(error: Exception) -> str:
+def parse_error(error: Exception) -> str:
     """A parser's complaint on one line: YAML's spans several (the problem, then a picture of the spot)."""
     if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
         mark = error.problem_mark
@@ -210,17 +210,17 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"config file not found: {path}")
-    text = path.read_text()
     suffix = path.suffix.lower()
     try:
+        text = path.read_text()
         if suffix in (".yaml", ".yml"):
             values = yaml.safe_load(text) or {}
         elif suffix == ".toml":
             values = tomllib.loads(text)
         else:
             raise ValueError(f"config file {path} must end in .yaml, .yml or .toml")
-    except (yaml.YAMLError, tomllib.TOMLDecodeError) as e:
-        raise ValueError(f"cannot parse config file {path}: {_parse_error(e)}") from None
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot parse config file {path}: {parse_error(e)}") from None
     if not isinstance(values, dict):
         raise ValueError(f"config file {path} must hold a mapping of settings")
     if set(values) == {"train"} and isinstance(values["train"], dict):

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["Runtime", "setup", "teardown", "resolve_device", "parameter_digest", "gather_objects", "broadcast_flag"]
+__all__ = ["Runtime", "setup", "teardown", "resolve_device", "parameter_digest", "gather_objects", "broadcast_flag",
+           "mean_over_ranks"]
 
 
 @dataclass
@@ -97,3 +98,12 @@ def broadcast_flag(runtime: Runtime, flag: bool) -> bool:
     t = torch.tensor([int(flag)], device=runtime.device if dist.get_backend() == "nccl" else "cpu")
     dist.broadcast(t, src=0)
     return bool(t.item())
+
+
+def mean_over_ranks(runtime: Runtime, value: torch.Tensor) -> torch.Tensor:
+    """The mean of a detached ``value`` over every process (``value`` itself without a process group)."""
+    if not runtime.distributed:
+        return value.detach()
+    t = value.detach().clone()
+    dist.all_reduce(t)
+    return t / runtime.world_size

@@ -44,7 +44,7 @@ from .build import build_flow, load_bundle, save_preprocess, trainable_preproces
 from .batches import BatchPlan
 from .checkpoint import Checkpoint, has_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
-from .distributed import Runtime, broadcast_flag, gather_objects, parameter_digest, setup, teardown
+from .distributed import Runtime, broadcast_flag, gather_objects, mean_over_ranks, parameter_digest, setup, teardown
 from .ema import EMA
 from .evaluate import evaluate_split, preprocess_ladj, seeded_rng
 from .metrics import MetricsLog
@@ -142,7 +142,7 @@ class _Trainer:
         self.metrics = MetricsLog(self.run_dir, enabled=runtime.main)
         self.step = 0
         self.state: dict[str, Any] = {"best_val": None, "best_step": 0, "bad_evals": 0, "stopped": False,
-                                      "wall_time_s": 0.0, "loss_sum": 0.0, "loss_count": 0}
+                                      "wall_time_s": 0.0, "loss_sum": 0.0, "bpd_sum": 0.0, "loss_count": 0}
         self.best: dict[str, torch.Tensor] | None = None
         self.best_preprocess: dict[str, torch.Tensor] | None = None  # the trained preprocessing validated with `best`
         if resume:
@@ -234,9 +234,10 @@ class _Trainer:
         else:
             with _compiler_errors():
                 loss = -self.model(x, c).mean()
-        if not torch.isfinite(loss):
+        global_loss = mean_over_ranks(self.rt, loss).item()  # the loss of the whole batch, the same on every rank
+        if not math.isfinite(global_loss):
             raise TrainingError(
-                f"training diverged at step {self.step + 1}: the loss is {loss.item()}; lower lr, add warmup or set grad_clip"
+                f"training diverged at step {self.step + 1}: the loss is {global_loss}; lower lr, add warmup or set grad_clip"
             )
         self.optimizer.zero_grad(set_to_none=True)
         with _compiler_errors():  # with ``compile``, the first backward compiles the backward graph
@@ -247,9 +248,10 @@ class _Trainer:
         if self.ema is not None:
             self.ema.update(self.flow)
         self.step += 1
-        out = {"loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item()}
+        out = {"loss": global_loss, "lr": lr, "grad_norm": grad_norm.item()}
         if self.bundle.levels is not None:
-            raw = out["loss"] if self.bundle.raw else out["loss"] - preprocess_ladj(self.bundle, x).mean().item()
+            ladj = 0.0 if self.bundle.raw else mean_over_ranks(self.rt, preprocess_ladj(self.bundle, x).mean()).item()
+            raw = out["loss"] - ladj
             out["bpd"] = raw / (math.prod(self.bundle.event_shape) * math.log(2))
         return out
 
@@ -282,6 +284,7 @@ class _Trainer:
             while self.step < cfg.steps and not self.state["stopped"]:
                 out = self._step()
                 self.state["loss_sum"] += out["loss"]
+                self.state["bpd_sum"] += out.get("bpd", 0.0)
                 self.state["loss_count"] += 1
                 bar.update(1)
                 bar.set_postfix({k: f"{out[k]:.3f}" for k in ("loss", "bpd") if k in out}, refresh=False)
@@ -289,8 +292,10 @@ class _Trainer:
                 if self.step % cfg.log_every == 0 or last:
                     record = {"step": self.step, "split": "train", **out,
                               "loss": self.state["loss_sum"] / self.state["loss_count"]}
+                    if "bpd" in out:
+                        record["bpd"] = self.state["bpd_sum"] / self.state["loss_count"]
                     self.metrics.write(record)
-                    self.state.update(loss_sum=0.0, loss_count=0)
+                    self.state.update(loss_sum=0.0, bpd_sum=0.0, loss_count=0)
                 if self.step % cfg.eval_every == 0 or last:
                     self._validate()
                 for callback in callbacks:
@@ -357,10 +362,10 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
     and restored afterwards.
     """
     config.validate()
+    runtime = setup(config.device)
     threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    runtime = setup(config.device)
     try:
         trainer = _Trainer(config, runtime, resume)
         trainer.fit(callbacks)

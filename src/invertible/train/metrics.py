@@ -1,6 +1,7 @@
 """Metrics as JSON lines: one object per line in ``RUN/metrics.jsonl``.
 
-Training lines: ``{"step", "split": "train", "loss", "lr", "grad_norm"[, "bpd"]}``;
+Training lines: ``{"step", "split": "train", "loss", "lr", "grad_norm"[, "bpd"]}`` (``loss`` and ``bpd``
+averaged over the steps since the previous line, ``lr`` and ``grad_norm`` those of the last step);
 validation lines: ``{"step", "split": "val", "val_nll"[, "kl_gap", "val_bpd"]}``.
 Each line is appended with a single write and flushed, so an interruption can at
 worst tear the last line, which :func:`read_metrics` skips. A resumed run first
@@ -22,17 +23,20 @@ METRICS_FILE = "metrics.jsonl"
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a metrics file, skipping a torn last line; ``[]`` if there is no file."""
+    """The records of a metrics file, skipping a torn last line; ``[]`` if there is no file.
+
+    A record is a JSON object with an integer ``step``; any other line (torn, or garbled by hand) is skipped.
+    """
     path = Path(path)
     if not path.is_file():
         return []
     records = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(record, dict):
+        if isinstance(record, dict) and type(record.get("step")) is int:
             records.append(record)
     return records
 
@@ -48,7 +52,7 @@ class MetricsLog:
         """Keep only the records up to and including ``step`` (before resuming from it)."""
         if not self.enabled or not self.path.exists():
             return
-        kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
+        kept = [r for r in read_metrics(self.path) if r["step"] <= step]
         text = "".join(json.dumps(r) + "\n" for r in kept)
         atomic_write(self.path, lambda tmp: Path(tmp).write_text(text))
 
