@@ -56,7 +56,8 @@ class TrainConfig:
         eval_every: steps between validation passes.
         eval_batch_size: batch size of validation and test passes.
         patience: stop after this many validation passes without improvement
-            (``None``: never); the saved model is then the one of the last improvement (the best on validation up to ``min_delta``).
+            (``None``: never); the saved model is then the one of the last improvement
+            (the best on validation up to ``min_delta``).
         min_delta: a validation NLL counts as an improvement when it beats the best by more than this.
         log_every: steps between lines of training metrics.
         checkpoint_every: steps between checkpoints (0: only at the end).
