@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..train import TrainConfig, parse_options, read_config_file, train
+from ..train.checkpoint import checkpoint_settings, has_checkpoint
 from ..train.config import merge_settings
 from ..train.loop import run_directory
 from ._common import add_option_flags, run_config
@@ -87,6 +88,8 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         if out is None:
             raise ValueError("--resume needs the run directory: pass --out RUN")
         saved = run_config(Path(out))
+        if not saved and has_checkpoint(out):  # config.yaml lost: the checkpoint records the same settings
+            saved = checkpoint_settings(out)
     return TrainConfig.from_dict(merge_settings(saved, from_file, flags), source=args.config or "settings")
 
 

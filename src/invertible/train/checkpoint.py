@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..persistence import FORMAT_VERSION, atomic_write, check_format, read_json, read_tensors, write_json
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "CHECKPOINT_DIR", "CHECKPOINT_JSON"]
+__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "checkpoint_settings", "has_checkpoint", "CHECKPOINT_DIR", "CHECKPOINT_JSON"]
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_JSON = "checkpoint.json"
@@ -151,6 +151,13 @@ def save_checkpoint(run_dir: str | Path, ckpt: Checkpoint) -> Path:
 
 def has_checkpoint(run_dir: str | Path) -> bool:
     return (Path(run_dir) / CHECKPOINT_DIR / CHECKPOINT_JSON).is_file()
+
+
+def checkpoint_settings(run_dir: str | Path) -> dict[str, Any]:
+    """The training settings recorded in the checkpoint of ``run_dir`` (``{}`` when it records none)."""
+    record = read_json(Path(run_dir) / CHECKPOINT_DIR / CHECKPOINT_JSON, "checkpoint record")
+    config = record.get("config") if isinstance(record, dict) else None
+    return config if isinstance(config, dict) else {}
 
 
 def load_checkpoint(run_dir: str | Path) -> Checkpoint:
