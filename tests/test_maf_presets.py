@@ -9,6 +9,7 @@ import torch
 import invertible
 from invertible.distributions import MixtureOfGaussians
 from invertible.models import build
+from invertible.transforms import BatchNorm
 
 
 def test_mog_base_integrates_to_one_and_samples():
@@ -87,3 +88,19 @@ def test_maf_starts_as_a_volume_preserving_shear_and_iaf_as_the_identity():
     assert torch.equal(u, x) and ladj.eq(0).all()
     with pytest.raises(ValueError, match="unknown init 'random'"):
         build("maf", features=3, init="random")
+
+
+def test_iaf_batch_norm_follows_the_samples_it_is_trained_on():
+    """IAF's batch-norm sits on the sampling side: training-mode samples move its running statistics."""
+    torch.manual_seed(0)
+    flow = build("iaf", features=3, layers=3, hidden=[16], batch_norm=True)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.normal_(0.0, 0.3)
+    norms = [m for m in flow.modules() if isinstance(m, BatchNorm)]
+    flow.train()
+    x, _ = flow.rsample_and_log_prob(256)
+    assert all(not torch.equal(n.running_mean, torch.zeros(3)) for n in norms)
+    flow.eval()
+    x, log_p = flow.sample_and_log_prob(8)
+    torch.testing.assert_close(flow.log_prob(x), log_p, atol=1e-5, rtol=1e-5)

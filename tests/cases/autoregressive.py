@@ -56,4 +56,5 @@ PRESETS = [
     PresetCase("nsf", {"features": 4, "layers": 2, "hidden": [12], "bins": 3, "kind": "coupling", "permutation": "random"}),
     PresetCase("maf", {"features": 3, "layers": 2, "hidden": [12], "batch_norm": True}),
     PresetCase("iaf", {"features": 3, "layers": 2, "hidden": [12], "permutation": "random", "base": "mog", "components": 3}),
+    PresetCase("iaf", {"features": 3, "layers": 2, "hidden": [12], "batch_norm": True}),
 ]

@@ -10,7 +10,7 @@ from typing import Sequence
 
 from torch import nn
 
-from ..core import Compose, Flow, Transform
+from ..core import Compose, Flow, Inverse, Transform
 from ..distributions import MixtureOfGaussians, build_base
 from ..transforms.autoregressive import InverseAutoregressiveAffine, MaskedAffineAutoregressive
 from ..transforms.normalization import BatchNorm
@@ -46,9 +46,11 @@ def _stack(layer_cls: type, features: int, context_features: int | None, layers:
     if features < 1 or layers < 1:
         raise ValueError(f"need features >= 1 and layers >= 1, got features={features}, layers={layers}")
     transforms: list[Transform] = []
+    # batch statistics come from the side the layers read: the data (MAF) or the noise (IAF, whose samples train it)
+    sampling_side = issubclass(layer_cls, InverseAutoregressiveAffine)
     for i, order in enumerate(layer_orders(layers, permutation)):
         if batch_norm and i > 0:
-            transforms.append(BatchNorm(features))
+            transforms.append(Inverse(BatchNorm(features)) if sampling_side else BatchNorm(features))
         transforms.append(
             layer_cls(features, hidden, context_features, order=order, random_degrees=random_degrees,
                       activation=activation, scale=scale, init=init, seed=seed + i)
@@ -115,7 +117,10 @@ class IAF(MAF):
 
     Sampling and ``sample_and_log_prob``/``rsample_and_log_prob`` are one MADE pass
     per layer (the variational-posterior use); ``log_prob`` of outside data takes
-    ``D`` sequential steps per layer. Same options as :class:`MAF`.
+    ``D`` sequential steps per layer. Same options as :class:`MAF`; with
+    ``batch_norm`` each :class:`BatchNorm` is mirrored too (``Inverse(BatchNorm)``), so in
+    training mode it normalises the samples on their way out and its running
+    statistics follow them (the MAF's batch-norm normalises the data on their way in).
     """
 
     layer_class = InverseAutoregressiveAffine
