@@ -121,6 +121,9 @@ class IAF(MAF):
     ``batch_norm`` each :class:`BatchNorm` is mirrored too (``Inverse(BatchNorm)``), so in
     training mode it normalises the samples on their way out and its running
     statistics follow them (the MAF's batch-norm normalises the data on their way in).
+    An IAF fitted by maximum likelihood runs the other way, so there its batch-norm
+    layers keep their starting statistics and act as learned affine maps; a MAF is
+    the model for that use.
     """
 
     layer_class = InverseAutoregressiveAffine
