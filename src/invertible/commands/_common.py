@@ -60,7 +60,7 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-m", "--model-option", action="append", metavar="KEY=VALUE", dest="model_option",
                         help="model option, e.g. -m layers=8 -m hidden=[128,128] (repeatable)")
     parser.add_argument("-d", "--data-option", action="append", metavar="KEY=VALUE", dest="data_option",
-                        help="dataset option, e.g. -d n=50000 (repeatable)")
+                        help="dataset option, e.g. -d n_train=50000 (repeatable)")
 
 
 def save_array(path: str | Path, array: np.ndarray) -> None:
