@@ -26,7 +26,7 @@ def existing_run(path: str) -> Path:
         raise NotADirectoryError(f"{run} is not a run directory")
     if not (run / MODEL_JSON).is_file():
         inner = run / "model"
-        if (inner / MODEL_JSON).is_file():  # fit-density and vae runs keep their model in a subdirectory
+        if (inner / MODEL_JSON).is_file():  # fit-density runs keep their flow in a subdirectory (model/)
             raise FileNotFoundError(f"{run} holds its model in {inner}: pass that directory")
         raise FileNotFoundError(f"{run} holds no trained model ({MODEL_JSON} missing): the run did not finish")
     return run
