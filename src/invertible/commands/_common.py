@@ -26,7 +26,7 @@ def existing_run(path: str) -> Path:
         raise NotADirectoryError(f"{run} is not a run directory")
     if not (run / MODEL_JSON).is_file():
         inner = run / "model"
-        if (inner / MODEL_JSON).is_file():  # fit-density and vae runs keep their model in a subdirectory
+        if (inner / MODEL_JSON).is_file():  # fit-density runs keep their flow in a subdirectory (model/)
             raise FileNotFoundError(f"{run} holds its model in {inner}: pass that directory")
         raise FileNotFoundError(f"{run} holds no trained model ({MODEL_JSON} missing): the run did not finish")
     return run
@@ -60,7 +60,7 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-m", "--model-option", action="append", metavar="KEY=VALUE", dest="model_option",
                         help="model option, e.g. -m layers=8 -m hidden=[128,128] (repeatable)")
     parser.add_argument("-d", "--data-option", action="append", metavar="KEY=VALUE", dest="data_option",
-                        help="dataset option, e.g. -d n=50000 (repeatable)")
+                        help="dataset option, e.g. -d n_train=50000 (repeatable)")
 
 
 def save_array(path: str | Path, array: np.ndarray) -> None:

@@ -34,7 +34,8 @@ def _nullable(kind: Callable[[str], Any]) -> Callable[[str], Any]:
 # flag -> (TrainConfig field, type, help)
 _FLAGS: dict[str, tuple[str, Any, str]] = {
     "--model": ("model", str, "preset name (see `invertible models`)"),
-    "--data": ("data", str, "built-in dataset name (see `invertible datasets`) or a .npy/.csv file"),
+    "--data": ("data", str, "built-in dataset name (see `invertible datasets`), or a file or directory to read "
+               "(.npy, .csv, IDX files, image folders)"),
     "--steps": ("steps", int, "optimisation steps"),
     "--batch-size": ("batch_size", int, "examples per step (over all processes)"),
     "--lr": ("lr", float, "peak learning rate of Adam"),

@@ -1,4 +1,4 @@
-"""``invertible vae``: train a VAE with a flow posterior on binarized digits or MNIST-5k.
+"""``invertible vae``: train a VAE with a flow posterior on digits or MNIST-5k (binarized for the Bernoulli decoder).
 
 Writes ``OUT/summary.json`` (test ELBO and importance-weighted ``log p(x)`` in
 nats per image, train ELBO, steps, wall time, parameters), ``OUT/metrics.jsonl``,
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``vae`` subcommand."""
     p = subparsers.add_parser(
-        "vae", help="train a VAE with a flow posterior on binarized digits or MNIST-5k", description=__doc__.replace("``", "")
+        "vae", help="train a VAE with a flow posterior on digits or MNIST-5k", description=__doc__.replace("``", "")
     )
     add_arguments(p)
     p.set_defaults(command=run)

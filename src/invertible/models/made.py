@@ -121,12 +121,12 @@ class _MaskPool:
 class MADE(_MaskPool, Flow):
     """Gaussian MADE: ``x_i | x_<i ~ N(mu_i, exp(alpha_i)^2)``, exact ``log p(x)`` in one pass.
 
-    ``alpha_i`` is the network's raw output through the MAF layer's soft clamp
-    ``3 tanh(raw / 3)``, so every conditional standard deviation lies in
-    ``(e^-3, e^3)``, about ``(0.05, 20)``, on the (standardised) data.
-
-    This model is a one-layer MAF: ``z_i = (x_i - mu_i) exp(-alpha_i)`` with a
-    standard normal base gives exactly the Gaussian conditionals, so it is a
+    This model is a one-layer MAF: the layer ``z_i = x_i exp(beta_i) + m_i``
+    (``beta_i = 3 tanh(raw_i / 3)``, the soft-clamped network output) with a
+    standard normal base gives exactly these Gaussian conditionals, with
+    ``alpha_i = -beta_i`` and ``mu_i = -m_i exp(-beta_i)`` (the paper's
+    ``z_i = (x_i - mu_i) exp(-alpha_i)``), so every conditional standard deviation
+    lies in ``(e^-3, e^3)``, about ``(0.05, 20)``, on the (standardised) data, and it is a
     :class:`~invertible.Flow` and works wherever flows do (``transform`` is the
     :class:`MaskedAffineAutoregressive` layer for the loaded mask set).
     With ``masks > 1`` it trains order/connectivity-agnostically and evaluates as

@@ -12,7 +12,8 @@ dequantized NLL of the raw pixels. The loop writes the run directory::
     RUN/model.json           the final model (``invertible.load(RUN)``)
     RUN/model.safetensors
     RUN/summary.json         test_nll, kl_gap, test_bpd, steps, wall_time_s, parameters, ...
-    RUN/loss.png, RUN/density.png (2-D data)
+    RUN/preprocess.safetensors  a learned (variational) dequantizer, when there is one
+    RUN/loss.png, RUN/density.png (unconditional 2-D data), RUN/samples.png (images)
 
 Under ``torchrun`` the flow is wrapped in ``DistributedDataParallel`` and only
 rank 0 writes. The batch of every step depends only on the seed and the step,
