@@ -73,7 +73,7 @@ class MAF(Flow):
         hidden: hidden widths of each MADE.
         activation: hidden nonlinearity.
         permutation: ``"reverse"`` (orders alternate) or ``"random"`` (a random order per layer).
-        batch_norm: a :class:`BatchNorm` between consecutive layers (MAF paper, Sec. 3.3).
+        batch_norm: a :class:`BatchNorm` between consecutive layers (as in the MAF paper).
         base: ``"normal"``, ``"diagonal_normal"``, ``"logistic"`` or ``"mog"``
             (per-dimension mixture of ``components`` Gaussians, the MAF MoG option).
         components: mixture components when ``base="mog"``.

@@ -39,8 +39,8 @@ def channels_last_on_cpu(x: Tensor) -> Tensor:
     """``x`` in channels-last layout when it lives on the CPU, as it is otherwise.
 
     oneDNN's CPU convolutions run faster on channels-last inputs for the small
-    images inside flow steps: a Glow training step on 1x8x8 digits took 13-18 %
-    less time with it (``python -m bench glow --part speed``). The networks
+    images inside flow steps (docs/images.md gives the Glow step's ratios to
+    normflows' before and after, from ``python -m bench glow --part speed``). The networks
     also store their convolution weights channels-last (so oneDNN need not
     reorder them at every call, another 2-4 %) and return their outputs in the
     default layout again.

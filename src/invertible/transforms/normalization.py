@@ -107,7 +107,7 @@ class BatchNorm(Transform):
     """Batch normalisation as a flow layer: ``z = (x - m) / sqrt(v + eps) * exp(log_gamma) + beta``.
 
     Dinh et al. 2017 (RealNVP, Section 3.7) and Papamakarios et al. 2017 (MAF,
-    Section 3.4). Statistics are per channel (dimension 1), over the batch and
+    which puts it between the MADEs). Statistics are per channel (dimension 1), over the batch and
     the pixels. In training mode ``(m, v)`` are the batch mean and (biased)
     variance and the running averages are updated; in evaluation mode the
     running averages are used. In both modes the log-det treats ``(m, v)`` as
