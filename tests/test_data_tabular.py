@@ -54,6 +54,21 @@ def test_standardize_logdet_converts_likelihoods(tmp_path: Path) -> None:
     assert math.isclose(float(b.preprocess(x)[1][0]), -float(std.log().sum()), rel_tol=1e-9)
 
 
+def test_standardisation_keeps_the_precision_of_features_far_from_zero(tmp_path: Path) -> None:
+    """A feature of mean 3e6 and std 1 is standardised before the float32 cast (whose spacing there is 0.25)."""
+    raw = _table(400)
+    raw[:, 0] += 3e6
+    np.save(tmp_path / "t.npy", raw)
+    b = load(str(tmp_path / "t.npy"))
+    assert b.train.dtype == b.preprocess.std.dtype == torch.float32
+    assert b.train[:, 0].unique().numel() == len(b.train)
+    # every row is mapped by the one affine z = (x - mean) / std: sorted, z is a line in x up to float32 rounding
+    x, z = np.sort(raw[:, 0]), np.sort(torch.cat([b.train, b.val, b.test])[:, 0].double().numpy())
+    slope, intercept = np.polyfit(x - 3e6, z, 1)
+    assert np.abs(z - (slope * (x - 3e6) + intercept)).max() < 1e-5
+    assert math.isclose(slope, 1 / float(b.preprocess.std[0]), rel_tol=1e-5)
+
+
 def test_csv_header_context_columns_and_raw_mode(tmp_path: Path) -> None:
     raw = _table(50)
     path = _write_csv(tmp_path / "t.csv", raw, ["a", "b", "label"])

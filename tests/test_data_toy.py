@@ -78,6 +78,16 @@ def test_known_values() -> None:
     assert torch.allclose(TOY_LOG_PROBS["8gaussians"](centre), torch.tensor([-math.log(8 * 2 * math.pi * sd**2)], dtype=torch.float64))
 
 
+def test_checkerboard_samples_rounded_onto_an_edge_stay_on_the_support() -> None:
+    """The float32 splits are drawn in float64: a point within half an ulp of its square's edge lands on it."""
+    cb = TOY_LOG_PROBS["checkerboard"]
+    edges = torch.tensor([[4.0, 3.080374240875244], [2.0, 0.5], [0.0, 0.0], [-4.0, -4.0], [4.0, 1.0], [0.0, 4.5]])
+    expected = torch.tensor([-math.log(32)] * 4 + [-math.inf] * 2)
+    assert torch.equal(cb(edges), expected)
+    b = load("checkerboard", seed=1956)  # its test split holds (4.0, 3.0803742)
+    assert all(torch.isfinite(b.log_prob(getattr(b, s))).all() for s in ("train", "val", "test"))
+
+
 @pytest.mark.parametrize("options", [{"n_train": 0}, {"n_test": -1}, {"n_val": 2.5}, {"size": 10}])
 def test_bad_options(options: dict) -> None:
     with pytest.raises(ValueError):

@@ -111,7 +111,12 @@ def table_bundle(
     context_columns: Sequence[int | str] | None = None,
     column_names: list[str] | None = None,
 ) -> DataBundle:
-    """Validate a numeric ``(rows, columns)`` table, split it by ``seed`` and standardise the features."""
+    """Validate a numeric ``(rows, columns)`` table, split it by ``seed`` and standardise the features.
+
+    The statistics are fitted and applied in float64, then the splits and the
+    :class:`Standardize` are cast to float32, so a feature whose mean is large
+    against its spread keeps its precision.
+    """
     if table.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D table (rows, features), got an array of shape {table.shape}")
     if table.shape[0] == 0 or table.shape[1] == 0:
@@ -127,19 +132,20 @@ def table_bundle(
     feat_idx = [i for i in range(values.shape[1]) if i not in ctx_idx]
     sizes = _split_sizes(values.shape[0], val_fraction, test_fraction)
     perm = torch.randperm(values.shape[0], generator=torch.Generator().manual_seed(int(seed)))
-    data = torch.from_numpy(values)[perm].float()
-    x_train, x_val, x_test = (s.contiguous() for s in data[:, feat_idx].split(sizes))
-    contexts = [s.contiguous() for s in data[:, ctx_idx].split(sizes)] if ctx_idx else [None, None, None]
+    data = torch.from_numpy(values)[perm]
+    x_train, x_val, x_test = data[:, feat_idx].split(sizes)
+    contexts = [s.float().contiguous() for s in data[:, ctx_idx].split(sizes)] if ctx_idx else [None, None, None]
     preprocess = None
     if standardize:
         preprocess = Standardize.fit(x_train)
         with torch.no_grad():
             x_train, x_val, x_test = (preprocess(s)[0] for s in (x_train, x_val, x_test))
+        preprocess = preprocess.float()
     return DataBundle(
         name=name,
-        train=x_train,
-        val=x_val,
-        test=x_test,
+        train=x_train.float().contiguous(),
+        val=x_val.float().contiguous(),
+        test=x_test.float().contiguous(),
         train_context=contexts[0],
         val_context=contexts[1],
         test_context=contexts[2],

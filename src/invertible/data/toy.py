@@ -11,7 +11,7 @@ then a proper continuous function.
 Exact log-densities (in nats) are given for
 
 - ``checkerboard``: uniform on 8 of the 16 squares of side 2 in ``[-4, 4]^2``,
-  ``log p = -log 32`` on the support, ``-inf`` off it;
+  ``log p = -log 32`` on the (closed) support, ``-inf`` off it;
 - ``8gaussians``: ``(1/8) sum_k N(x; 4 c_k / 1.414, (0.5 / 1.414)^2 I)`` with
   ``c_k`` the 8 unit vectors at multiples of 45 degrees;
 - ``rings`` and ``circles``: mixtures of rings of radius ``r`` blurred by
@@ -61,9 +61,19 @@ def _checkerboard(n: int, g: torch.Generator) -> Tensor:
 
 
 def _checkerboard_log_prob(x: Tensor) -> Tensor:
+    """``-log 32`` on the closed squares ``[2i, 2i + 2] x [2j, 2j + 2]`` with ``i + j`` even, ``-inf`` off them.
+
+    The squares are closed so that a sample rounded onto an edge of its square (the float32
+    splits are drawn in float64) stays on the support; the edges have no mass.
+    """
     u = x / 2
     inside = (u.abs() <= 2).all(-1)
-    on = (torch.floor(u[..., 0]) + torch.floor(u[..., 1])) % 2 == 0
+    below = (torch.ceil(u) - 1).clamp(-2, 1)  # the squares i <= u <= i + 1 that hold u: i = ceil(u) - 1 and floor(u)
+    above = torch.floor(u).clamp(-2, 1)
+    on = torch.zeros_like(inside)
+    for i in (below[..., 0], above[..., 0]):
+        for j in (below[..., 1], above[..., 1]):
+            on = on | ((i + j) % 2 == 0)
     value = torch.full(x.shape[:-1], -math.log(32.0), dtype=x.dtype, device=x.device)
     return torch.where(inside & on, value, torch.full_like(value, -math.inf))
 
