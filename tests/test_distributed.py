@@ -45,9 +45,10 @@ def test_torchrun_two_processes(tmp_path):
     assert sorted(p.name for p in (run / "checkpoint").iterdir()) == ["checkpoint.json", "state-00000012.safetensors"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "table.npy"]
 
-    # Two shards of 16 average to the gradient of the whole batch of 32: one process gives the same run.
+    # Two shards of 16 average to the gradient of the whole batch of 32: one process gives the same run, up to
+    # float summation order (Adam's first steps amplify it to ~1e-4 of the NLL; a shard's gradient alone is ~5 %)
     single = train(TrainConfig(**settings, progress=False, plots=False, out=str(tmp_path / "single")))
-    assert summary["test_nll"] == pytest.approx(single["test_nll"], rel=1e-4)
+    assert summary["test_nll"] == pytest.approx(single["test_nll"], rel=1e-3)
     alone = [json.loads(line) for line in (tmp_path / "single" / "metrics.jsonl").read_text().splitlines()]
     train_loss = lambda lines: [r["loss"] for r in lines if r["split"] == "train"]
     assert train_loss(records) == pytest.approx(train_loss(alone), rel=1e-3)  # the whole batch's loss, not rank 0's shard
