@@ -34,3 +34,23 @@ def test_integer_and_mismatched_precision_inputs(flow) -> None:
         flow.sample(2, torch.zeros(4, 2, dtype=torch.float64))
     flow.double()
     assert flow.log_prob(torch.zeros(4, 3, dtype=torch.float64), c.double()).dtype == torch.float64
+
+
+def test_distribution_log_prob_broadcasts_over_the_batch_shape() -> None:
+    """As in ``torch.distributions``: ``log_prob(sample())`` of an unconditional flow, a value broadcast against the
+    context's batch shape, and ``MixtureSameFamily`` over the components a context of ``K`` rows makes."""
+    torch.manual_seed(0)
+    plain = build("realnvp", features=2, layers=2, hidden=[8]).double().as_distribution()
+    assert plain.log_prob(plain.sample()).shape == ()
+    flow = build("realnvp", features=2, layers=2, hidden=[8], context_features=3).double()
+    ctx = torch.randn(5, 3, dtype=torch.float64)
+    d = flow.as_distribution(ctx)
+    x = torch.randn(4, 1, 2, dtype=torch.float64)
+    expected = flow.log_prob(x.expand(4, 5, 2), ctx.expand(4, 5, 3))
+    torch.testing.assert_close(d.log_prob(x), expected)
+    torch.testing.assert_close(d.log_prob(x[0, 0]), expected[0])
+    logits = torch.randn(5, dtype=torch.float64)
+    mixture = torch.distributions.MixtureSameFamily(torch.distributions.Categorical(logits=logits), d)
+    torch.testing.assert_close(mixture.log_prob(x[:, 0]), torch.logsumexp(expected + logits.log_softmax(0), 1))
+    with pytest.raises(ValueError, match=r"value has shape \(4, 3\); expected \(\.\.\., 2\)"):
+        d.log_prob(torch.zeros(4, 3, dtype=torch.float64))

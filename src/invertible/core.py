@@ -298,7 +298,11 @@ class FlowDistribution(torch.distributions.Distribution):
 
     ``batch_shape`` is the context's batch shape (empty for unconditional flows),
     so the object plugs into code written for ``torch.distributions`` (Pyro,
-    ``torch.distributions.kl``-style estimators, ``Independent`` wrappers).
+    ``torch.distributions.kl``-style estimators, ``Independent``,
+    ``MixtureSameFamily`` and ``TransformedDistribution`` wrappers).
+    As there, ``log_prob(value)`` broadcasts the batch dimensions of ``value``
+    against ``batch_shape``, and ``sample(sample_shape)`` has shape
+    ``(*sample_shape, *batch_shape, *event_shape)``.
     """
 
     arg_constraints: dict = {}
@@ -319,11 +323,16 @@ class FlowDistribution(torch.distributions.Distribution):
         )
 
     def log_prob(self, value: Tensor) -> Tensor:
+        k = len(self.event_shape)
+        if not isinstance(value, Tensor) or tuple(value.shape[value.dim() - k :]) != tuple(self.event_shape):
+            got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"value has shape {got}; expected (..., {', '.join(map(str, self.event_shape))})")
+        shape = torch.broadcast_shapes(value.shape[: value.dim() - k], self.batch_shape)
+        value = value.expand(*shape, *self.event_shape).reshape(-1, *self.event_shape)
         context = self.context
         if context is not None:
-            k = len(self.event_shape)
-            context = context.expand(*value.shape[: value.dim() - k], context.shape[-1])
-        return self.flow.log_prob(value, context)
+            context = context.expand(*shape, context.shape[-1]).reshape(-1, context.shape[-1])
+        return self.flow.log_prob(value, context).reshape(shape)
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
         return self.flow.rsample(tuple(sample_shape), self.context)
