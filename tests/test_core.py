@@ -54,3 +54,19 @@ def test_distribution_log_prob_broadcasts_over_the_batch_shape() -> None:
     torch.testing.assert_close(mixture.log_prob(x[:, 0]), torch.logsumexp(expected + logits.log_softmax(0), 1))
     with pytest.raises(ValueError, match=r"value has shape \(4, 3\); expected \(\.\.\., 2\)"):
         d.log_prob(torch.zeros(4, 3, dtype=torch.float64))
+
+
+def test_distribution_expand() -> None:
+    """``expand`` gives the batch shape asked for, for samples and densities, with and without a context."""
+    torch.manual_seed(0)
+    plain = build("realnvp", features=2, layers=2, hidden=[8]).double()
+    d = plain.as_distribution().expand((3,))
+    assert d.batch_shape == (3,) and d.sample((4,)).shape == (4, 3, 2)
+    x = torch.randn(4, 3, 2, dtype=torch.float64)
+    torch.testing.assert_close(d.log_prob(x), plain.log_prob(x))
+    assert d.log_prob(x[0, 0]).shape == (3,)
+    flow = build("realnvp", features=2, layers=2, hidden=[8], context_features=3).double()
+    ctx = torch.randn(5, 3, dtype=torch.float64)
+    e = flow.as_distribution(ctx).expand((2, 5))
+    assert e.batch_shape == (2, 5) and e.sample((4,)).shape == (4, 2, 5, 2)
+    torch.testing.assert_close(e.log_prob(x[:2, :1]), flow.log_prob(x[:2, :1].expand(2, 5, 2), ctx.expand(2, 5, 3)))

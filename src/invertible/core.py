@@ -299,7 +299,7 @@ class FlowDistribution(torch.distributions.Distribution):
     ``batch_shape`` is the context's batch shape (empty for unconditional flows),
     so the object plugs into code written for ``torch.distributions`` (Pyro,
     ``torch.distributions.kl``-style estimators, ``Independent``,
-    ``MixtureSameFamily`` and ``TransformedDistribution`` wrappers).
+    ``MixtureSameFamily`` and ``TransformedDistribution`` wrappers, :meth:`expand`).
     As there, ``log_prob(value)`` broadcasts the batch dimensions of ``value``
     against ``batch_shape``, and ``sample(sample_shape)`` has shape
     ``(*sample_shape, *batch_shape, *event_shape)``.
@@ -322,6 +322,15 @@ class FlowDistribution(torch.distributions.Distribution):
             torch.distributions.constraints.real, len(self.event_shape)
         )
 
+    def expand(self, batch_shape: Sequence[int], _instance: "FlowDistribution | None" = None) -> "FlowDistribution":
+        """The same flow with batch shape ``batch_shape`` (the context expanded to it, without copying)."""
+        new = self._get_checked_instance(FlowDistribution, _instance)
+        batch_shape = torch.Size(batch_shape)
+        new.flow = self.flow
+        new.context = None if self.context is None else self.context.expand(*batch_shape, self.context.shape[-1])
+        super(FlowDistribution, new).__init__(batch_shape, self.event_shape, validate_args=False)
+        return new
+
     def log_prob(self, value: Tensor) -> Tensor:
         k = len(self.event_shape)
         if not isinstance(value, Tensor) or tuple(value.shape[value.dim() - k :]) != tuple(self.event_shape):
@@ -335,6 +344,8 @@ class FlowDistribution(torch.distributions.Distribution):
         return self.flow.log_prob(value, context).reshape(shape)
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        if self.context is None:
+            return self.flow.rsample((*sample_shape, *self.batch_shape))
         return self.flow.rsample(tuple(sample_shape), self.context)
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
