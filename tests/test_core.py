@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from invertible import Compose
 from invertible.models import build
 
 
@@ -70,3 +71,17 @@ def test_distribution_expand() -> None:
     e = flow.as_distribution(ctx).expand((2, 5))
     assert e.batch_shape == (2, 5) and e.sample((4,)).shape == (4, 2, 5, 2)
     torch.testing.assert_close(e.log_prob(x[:2, :1]), flow.log_prob(x[:2, :1].expand(2, 5, 2), ctx.expand(2, 5, 3)))
+
+
+def test_compose_takes_any_iterable_of_transforms() -> None:
+    """A list, a generator or an ``nn.ModuleList`` (another composition's ``transforms``) of transforms."""
+    torch.manual_seed(0)
+    flow = build("realnvp", features=3, layers=3, hidden=[8]).double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    z, ladj = flow.transform(x)
+    for parts in (list(flow.transform.transforms), flow.transform.transforms, (t for t in flow.transform.transforms)):
+        z2, ladj2 = Compose(parts)(x)
+        torch.testing.assert_close(z2, z)
+        torch.testing.assert_close(ladj2, ladj)
+    with pytest.raises(TypeError, match="Compose takes Transform instances, got Linear"):
+        Compose(torch.nn.Linear(3, 3))

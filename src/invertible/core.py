@@ -62,7 +62,7 @@ class Compose(Transform):
 
     def __init__(self, *transforms: Transform | Iterable[Transform]):
         super().__init__()
-        if len(transforms) == 1 and not isinstance(transforms[0], nn.Module):
+        if len(transforms) == 1 and not isinstance(transforms[0], Transform) and isinstance(transforms[0], Iterable):
             transforms = tuple(transforms[0])
         for t in transforms:
             if not isinstance(t, Transform):
