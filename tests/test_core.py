@@ -23,6 +23,8 @@ def test_wrong_shape_and_non_finite_values(flow) -> None:
         flow.log_prob(torch.tensor([[0.0, float("nan"), 0.0]] + [[0.0] * 3] * 3), c)
     with pytest.raises(ValueError, match="context has shape"):
         flow.log_prob(torch.zeros(4, 3), torch.zeros(4, 3))
+    with pytest.raises(ValueError, match=r"context has shape \(\); expected \(\.\.\., 2\)"):
+        flow.sample(2, torch.tensor(1.0))
 
 
 def test_integer_and_mismatched_precision_inputs(flow) -> None:

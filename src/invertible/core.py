@@ -192,7 +192,7 @@ class Flow(nn.Module):
             return
         if context is None:
             raise ValueError(f"this flow is conditional: pass context of shape (batch, {self.context_features})")
-        if not isinstance(context, Tensor) or context.shape[-1] != self.context_features:
+        if not isinstance(context, Tensor) or context.dim() == 0 or context.shape[-1] != self.context_features:
             shape = tuple(context.shape) if isinstance(context, Tensor) else type(context).__name__
             raise ValueError(f"context has shape {shape}; expected (..., {self.context_features})")
         self._check_dtype(context, "context")
