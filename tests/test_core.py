@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -87,3 +88,14 @@ def test_compose_takes_any_iterable_of_transforms() -> None:
         torch.testing.assert_close(ladj2, ladj)
     with pytest.raises(TypeError, match="Compose takes Transform instances, got Linear"):
         Compose(torch.nn.Linear(3, 3))
+
+
+def test_sample_shape_from_any_integer() -> None:
+    """``n`` may be a NumPy integer or a 0-d integer tensor; a float is refused with a clear error."""
+    torch.manual_seed(0)
+    flow = build("realnvp", features=2, layers=2, hidden=[8])
+    assert flow.sample(np.int64(3)).shape == (3, 2)
+    assert flow.sample(torch.tensor(3)).shape == (3, 2)
+    assert flow.sample((np.int64(2), 3)).shape == (2, 3, 2)
+    with pytest.raises(TypeError, match="sample shape must be an integer or a sequence of integers, got 2.0"):
+        flow.sample(2.0)

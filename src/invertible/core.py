@@ -17,6 +17,7 @@ dimensions and flattens them before calling its transform. ``context`` has shape
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -120,7 +121,15 @@ class Inverse(Transform):
 
 
 def _as_shape(shape: int | Sequence[int] | torch.Size) -> torch.Size:
-    return torch.Size((shape,)) if isinstance(shape, int) else torch.Size(shape)
+    """A sample shape from an integer (Python, NumPy or a 0-d integer tensor) or a sequence of them."""
+    try:
+        return torch.Size((operator.index(shape),))
+    except TypeError:
+        pass
+    try:
+        return torch.Size(shape)
+    except TypeError:
+        raise TypeError(f"sample shape must be an integer or a sequence of integers, got {shape!r}") from None
 
 
 class Flow(nn.Module):
