@@ -80,6 +80,20 @@ def test_variational_dequantization_bound_trains_the_noise_flow() -> None:
     assert grads and any(g.abs().sum() > 0 for g in grads)
 
 
+
+def test_variational_dequantization_inverse_in_training_mode_keeps_its_parameters() -> None:
+    """Quantising in training mode (a sample drawn mid-training) neither re-initialises the noise flow's ActNorm
+    layers nor breaks ``inverse(forward(x)) == (x, -ladj)``."""
+    torch.manual_seed(0)
+    deq = VariationalDequantization(5, (1, 2, 2), steps=2, hidden=4).double().train()
+    x = torch.randint(0, 5, (8, 1, 2, 2)).double()
+    y, term = deq(x)
+    state = {k: v.clone() for k, v in deq.state_dict().items()}
+    back, term_back = deq.inverse(y)
+    assert torch.equal(back, x)
+    torch.testing.assert_close(term_back, -term)
+    assert all(torch.equal(v, state[k]) for k, v in deq.state_dict().items())
+
 def test_digits_split_and_context() -> None:
     b = load("digits")
     assert b.raw and (len(b.train), len(b.val), len(b.test)) == (1347, 150, 300)

@@ -14,6 +14,7 @@ from invertible.cli import main as cli
 from invertible.models import Planar, Radial, Sylvester
 from invertible.transforms import Planar as PlanarLayer
 from invertible.transforms import Radial as RadialLayer
+from invertible.transforms import Sylvester as SylvesterLayer
 from invertible.transforms.roots import bracketed_newton, log_sech2
 from invertible.variational import FAMILIES, TARGETS, Target, approximation, evaluate, fit, get_target
 from invertible.variational.likelihoods import log_likelihood
@@ -119,6 +120,31 @@ def test_sylvester_density_matches_its_samples() -> None:
     x, log_q = flow.sample_and_log_prob(50)
     torch.testing.assert_close(flow.log_prob(x), log_q, atol=1e-9, rtol=0)
 
+
+
+@pytest.mark.parametrize("layer", [
+    lambda c: PlanarLayer(3, context_features=c),
+    lambda c: RadialLayer(3, context_features=c),
+    lambda c: SylvesterLayer(3, context_features=c),
+    lambda c: SylvesterLayer(3, context_features=c, variant="householder", reflections=2),
+], ids=["planar", "radial", "sylvester", "householder"])
+@pytest.mark.parametrize("context_features", [None, 2], ids=["free", "amortised"])
+def test_layers_broadcast_over_leading_sample_dimensions(layer, context_features) -> None:
+    """Both directions take ``(k, batch, D)`` with a context of ``(batch, C)``, as the flat ``(k batch, D)`` does."""
+    torch.manual_seed(0)
+    t = layer(context_features).double()
+    with torch.no_grad():
+        for p in t.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    z = torch.randn(4, 5, 3, dtype=torch.float64)
+    c = None if context_features is None else torch.randn(5, context_features, dtype=torch.float64)
+    flat_c = None if c is None else c.repeat(4, 1)
+    for direction in (t.inverse, t.forward):
+        y, ladj = direction(z, c)
+        y_flat, ladj_flat = direction(z.reshape(20, 3), flat_c)
+        assert y.shape == z.shape and ladj.shape == (4, 5)
+        torch.testing.assert_close(y.reshape(20, 3), y_flat)
+        torch.testing.assert_close(ladj.reshape(20), ladj_flat)
 
 def test_planar_layer_starts_as_the_identity() -> None:
     torch.manual_seed(3)

@@ -17,6 +17,7 @@ dimensions and flattens them before calling its transform. ``context`` has shape
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -62,7 +63,7 @@ class Compose(Transform):
 
     def __init__(self, *transforms: Transform | Iterable[Transform]):
         super().__init__()
-        if len(transforms) == 1 and not isinstance(transforms[0], nn.Module):
+        if len(transforms) == 1 and not isinstance(transforms[0], Transform) and isinstance(transforms[0], Iterable):
             transforms = tuple(transforms[0])
         for t in transforms:
             if not isinstance(t, Transform):
@@ -120,7 +121,15 @@ class Inverse(Transform):
 
 
 def _as_shape(shape: int | Sequence[int] | torch.Size) -> torch.Size:
-    return torch.Size((shape,)) if isinstance(shape, int) else torch.Size(shape)
+    """A sample shape from an integer (Python, NumPy or a 0-d integer tensor) or a sequence of them."""
+    try:
+        return torch.Size((operator.index(shape),))
+    except TypeError:
+        pass
+    try:
+        return torch.Size(shape)
+    except TypeError:
+        raise TypeError(f"sample shape must be an integer or a sequence of integers, got {shape!r}") from None
 
 
 class Flow(nn.Module):
@@ -192,7 +201,7 @@ class Flow(nn.Module):
             return
         if context is None:
             raise ValueError(f"this flow is conditional: pass context of shape (batch, {self.context_features})")
-        if not isinstance(context, Tensor) or context.shape[-1] != self.context_features:
+        if not isinstance(context, Tensor) or context.dim() == 0 or context.shape[-1] != self.context_features:
             shape = tuple(context.shape) if isinstance(context, Tensor) else type(context).__name__
             raise ValueError(f"context has shape {shape}; expected (..., {self.context_features})")
         self._check_dtype(context, "context")
@@ -298,7 +307,11 @@ class FlowDistribution(torch.distributions.Distribution):
 
     ``batch_shape`` is the context's batch shape (empty for unconditional flows),
     so the object plugs into code written for ``torch.distributions`` (Pyro,
-    ``torch.distributions.kl``-style estimators, ``Independent`` wrappers).
+    ``torch.distributions.kl``-style estimators, ``Independent``,
+    ``MixtureSameFamily`` and ``TransformedDistribution`` wrappers, :meth:`expand`).
+    As there, ``log_prob(value)`` broadcasts the batch dimensions of ``value``
+    against ``batch_shape``, and ``sample(sample_shape)`` has shape
+    ``(*sample_shape, *batch_shape, *event_shape)``.
     """
 
     arg_constraints: dict = {}
@@ -318,14 +331,30 @@ class FlowDistribution(torch.distributions.Distribution):
             torch.distributions.constraints.real, len(self.event_shape)
         )
 
+    def expand(self, batch_shape: Sequence[int], _instance: "FlowDistribution | None" = None) -> "FlowDistribution":
+        """The same flow with batch shape ``batch_shape`` (the context expanded to it, without copying)."""
+        new = self._get_checked_instance(FlowDistribution, _instance)
+        batch_shape = torch.Size(batch_shape)
+        new.flow = self.flow
+        new.context = None if self.context is None else self.context.expand(*batch_shape, self.context.shape[-1])
+        super(FlowDistribution, new).__init__(batch_shape, self.event_shape, validate_args=False)
+        return new
+
     def log_prob(self, value: Tensor) -> Tensor:
+        k = len(self.event_shape)
+        if not isinstance(value, Tensor) or tuple(value.shape[value.dim() - k :]) != tuple(self.event_shape):
+            got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"value has shape {got}; expected (..., {', '.join(map(str, self.event_shape))})")
+        shape = torch.broadcast_shapes(value.shape[: value.dim() - k], self.batch_shape)
+        value = value.expand(*shape, *self.event_shape).reshape(-1, *self.event_shape)
         context = self.context
         if context is not None:
-            k = len(self.event_shape)
-            context = context.expand(*value.shape[: value.dim() - k], context.shape[-1])
-        return self.flow.log_prob(value, context)
+            context = context.expand(*shape, context.shape[-1]).reshape(-1, context.shape[-1])
+        return self.flow.log_prob(value, context).reshape(shape)
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        if self.context is None:
+            return self.flow.rsample((*sample_shape, *self.batch_shape))
         return self.flow.rsample(tuple(sample_shape), self.context)
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:

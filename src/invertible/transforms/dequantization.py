@@ -116,6 +116,11 @@ class VariationalDequantization(_Dequantization):
     noise where the model's density is high, which tightens the bound; the
     reported bits/dim stay an upper bound on the truth.
 
+    The noise flow runs in its inverse direction while the model trains, so its
+    ActNorm layers start at the identity (on standard normal ``e``) and are
+    marked initialised: a training-mode ``inverse`` (quantising a sample) does
+    not reset them to the statistics of the residuals it sees.
+
     Args:
         levels: number of discrete values per dimension.
         event_shape: ``(C, H, W)`` of the images.
@@ -128,7 +133,9 @@ class VariationalDequantization(_Dequantization):
         c = event_shape[0]
         layers: list[Transform] = []
         for i in range(steps):
-            layers.append(ActNorm(c))
+            norm = ActNorm(c)
+            norm.initialized.fill_(True)
+            layers.append(norm)
             layers.append(AffineImageCoupling(event_shape, "checkerboard", i % 2, hidden, context_features=c, scale="softclamp"))
         self.noise_flow = Compose(layers)
 

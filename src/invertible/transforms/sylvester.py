@@ -128,6 +128,16 @@ class Sylvester(Transform):
 
     def forward(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         q, r1, r2, b = self._coefficients(context)
+        if y.dim() == 2:
+            return self._solve(y, q, r1, r2, b)
+        # extra leading sample dimensions (..., batch, D): one row per sample, with its element's coefficients
+        lead = y.shape[:-1]
+        q, r1, r2, b = (c.expand(*lead, *c.shape[1:]).reshape(-1, *c.shape[1:]) for c in (q, r1, r2, b))
+        z, ladj = self._solve(y.reshape(-1, self.features), q, r1, r2, b)
+        return z.reshape(y.shape), ladj.reshape(lead)
+
+    def _solve(self, y: Tensor, q: Tensor, r1: Tensor, r2: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+        """``g^{-1}(y)`` and its log-det for ``y`` of shape ``(batch, D)`` (coefficients of batch 1 or ``batch``)."""
         vy = self._qt(q, y)
         n = vy.shape[0]
         r1e, r2e, be = r1.expand(n, -1, -1), r2.expand(n, -1, -1), b.expand(n, -1)
