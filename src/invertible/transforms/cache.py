@@ -15,8 +15,10 @@ class InferenceCache:
 
     The value is reused only in evaluation mode with gradients off; it is
     keyed on the identity and version counter of every parameter and buffer
-    of the module, so any in-place update (an optimiser step, ``load_state_dict``,
-    ``.to(dtype)``) recomputes it. In training mode, or with gradients on, it is
+    of the module, so an in-place update of a parameter (an optimiser step,
+    ``load_state_dict``, ``.to(dtype)``) recomputes it. Writes through ``p.data``
+    bypass the version counter and are not seen: update parameters under
+    ``torch.no_grad()`` instead. In training mode, or with gradients on, it is
     computed afresh every call so gradients reach the parameters.
     """
 
