@@ -103,7 +103,7 @@ def main(argv: list[str]) -> int:
                     r = run_one(model, lib, spec, data, args, seed)
                     print(f"{name} {model} {lib} seed {seed}: KL gap {r['kl']:.4f} nats ({r['train_s']:.0f} s)", flush=True)
                     results[lib].append(r)
-            ours = _mean([r["kl"] for r in results["invertible"]])
+            ours = summary_row(name, model, "invertible", results["invertible"], math.nan)["KL gap (nats)"]
             rows += [summary_row(name, model, lib, rs, ours) for lib, rs in results.items()]
             n_test = len(data.test)
     budget = (

@@ -49,3 +49,20 @@ def test_quality_table_is_consistent(tmp_path) -> None:
         cells = [c.strip() for c in line.strip("|").split("|")]
         nll, h, kl = float(cells[4]), float(cells[5]), float(cells[6])
         assert nll - h == pytest.approx(kl, abs=2e-3)
+
+
+def test_quality_ratio_survives_a_diverged_invertible_seed(monkeypatch, tmp_path) -> None:
+    """``gap / invertible`` divides by the invertible row's own gap (finite seeds), not by a NaN."""
+    import bench.quality as q
+
+    def fake_run(model, library, spec, data, args, seed):
+        kl = float("nan") if (library, seed) == ("invertible", 1) else 0.1 * (2 if library == "zuko" else 1)
+        return {"nll": 3.0 + kl, "entropy": 3.0, "kl": kl, "train_s": 0.0, "params": 1}
+
+    monkeypatch.setattr(q, "run_one", fake_run)
+    rows = []
+    monkeypatch.setattr(q, "table", lambda r: rows.extend(r) or "")
+    assert q.main(["--data", "checkerboard", "--peers", "zuko", "--seeds", "0", "1", "--n-train", "64",
+                   "--out", str(tmp_path / "q")]) == 0
+    ratio = {r["library"]: r["gap / invertible"] for r in rows}
+    assert ratio["invertible"] == pytest.approx(1.0) and ratio["zuko"] == pytest.approx(2.0)
