@@ -159,6 +159,7 @@ def quality(args, argv: list[str]) -> str:
                 raise RuntimeError(f"training run {proc.args} failed")
             rows.append(json.loads(Path(out).read_text()))
     ref = next(r["test bits/dim"] for r in rows if r["model"] == MODELS["normflows"])
+    torch.set_num_threads(args.threads)  # header() records the threads of the training processes
     for r in rows:
         r["vs normflows"] = f"{r['test bits/dim'] - ref:+.3f}"
     text = header("Glow on digits: test bits/dim")

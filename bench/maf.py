@@ -261,10 +261,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--name", default=None, help="results file name (default maf_speed / maf_quality)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of data, weights and batches (quality)")
     args = p.parse_args(argv)
+    torch.set_num_threads(2 if args.part == "speed" else args.threads)  # before header(), which records it
     if args.part == "speed":
         text = header("MAF speed: invertible vs zuko, nflows and the bare networks") + speed(args.repeats, args.compile)
     else:
-        torch.set_num_threads(args.threads)
         text = header("MAF/NSF quality: KL gap against zuko") + quality(
             args.steps, args.batch_size, args.datasets.split(","), args.models.split(","), args.seeds
         )

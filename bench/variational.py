@@ -110,6 +110,7 @@ def energies(argv: list[str]) -> int:
     a = p.parse_args(argv)
     targets, specs = a.targets.split(","), a.models.split(",")
     seeds = [int(x) for x in a.seeds.split(",")]
+    torch.set_num_threads(1)  # as every worker (_run); header() records it
     top = header("Reverse-KL fits of U1-U4 (Rezende & Mohamed 2015, Table 1)", ("invertible", "torch", "normflows", "zuko"))
     top += (
         f"Budget: {a.steps} Adam steps of {a.batch} samples, lr {a.lr}, annealing {a.anneal or 'off'}, seeds {a.seeds}; "

@@ -66,3 +66,21 @@ def test_quality_ratio_survives_a_diverged_invertible_seed(monkeypatch, tmp_path
                    "--out", str(tmp_path / "q")]) == 0
     ratio = {r["library"]: r["gap / invertible"] for r in rows}
     assert ratio["invertible"] == pytest.approx(1.0) and ratio["zuko"] == pytest.approx(2.0)
+
+
+def test_maf_speed_header_records_the_threads_it_times_with(monkeypatch) -> None:
+    """The results header states the torch threads of the timing (always 2), not the process default."""
+    import torch
+
+    import bench.maf as maf
+
+    written = {}
+    monkeypatch.setattr(maf, "speed", lambda repeats, compile_=False: "")
+    monkeypatch.setattr(maf, "write", lambda name, text: written.setdefault(name, text))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert maf.main(["speed", "--name", "x"]) == 0
+    finally:
+        torch.set_num_threads(before)
+    assert "torch threads 2" in written["x"]
