@@ -18,6 +18,17 @@ def test_first_training_pass_initialises_and_later_ones_do_not():
     torch.testing.assert_close(layer.loc.detach(), loc)
 
 
+def test_image_initialisation_pools_each_channel_over_the_batch_and_the_pixels():
+    torch.manual_seed(0)
+    layer = ActNorm(2)
+    x = torch.randn(32, 2, 5, 4) * torch.tensor([0.5, 4.0]).view(1, 2, 1, 1) + torch.tensor([3.0, -1.0]).view(1, 2, 1, 1)
+    z, ladj = layer(x)
+    torch.testing.assert_close(z.mean((0, 2, 3)), torch.zeros(2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.std((0, 2, 3), unbiased=False), torch.ones(2), atol=1e-4, rtol=0)
+    std = x.std((0, 2, 3), unbiased=False)
+    torch.testing.assert_close(ladj, torch.full((32,), -20 * std.log().sum().item()), rtol=1e-5, atol=1e-5)
+
+
 def test_an_empty_batch_leaves_the_initialisation_to_the_next_one():
     layer = ActNorm(3)
     z, ladj = layer(torch.empty(0, 3))

@@ -31,6 +31,15 @@ def test_made_is_autoregressive_in_its_order(hidden, random_degrees, context):
     assert (jac.abs().sum(0)[~allowed] == 0).all()
     # and it does use every earlier input with a generic network
     assert (jac.abs().sum(0)[allowed] > 0).float().mean() > 0.5
+    # the masks give a path from every earlier input to every output: exactly the allowed pairs with cycled
+    # degrees (the Jacobian at one point misses paths through ReLUs that are off there)
+    paths = net.layers[0].mask
+    for layer in net.layers[1:]:
+        paths = layer.mask @ paths
+    paths = (net.output.mask.view(3, d, -1) @ paths) > 0
+    assert not paths[:, ~allowed].any()
+    if not random_degrees:
+        assert paths[:, allowed].all(), "an output cannot see some earlier input"
 
 
 def test_resample_draws_a_new_order_and_stays_autoregressive():

@@ -30,15 +30,16 @@ from invertible.transforms import (
 
 @pytest.mark.parametrize("levels", [2, 8, 17, 256])
 def test_uniform_model_scores_log2_levels(levels: int) -> None:
-    x = torch.randint(0, levels, (5, 1, 3, 3)).double()
+    # several channels: the bound's -d log L counts every channel and pixel
+    x = torch.randint(0, levels, (5, 3, 2, 3)).double()
     y, ladj = UniformDequantization(levels)(x)
     assert ((y >= 0) & (y < 1)).all()
-    torch.testing.assert_close(bits_per_dim(ladj, (1, 3, 3)), torch.full((5,), math.log2(levels), dtype=torch.float64))
+    torch.testing.assert_close(bits_per_dim(ladj, (3, 2, 3)), torch.full((5,), math.log2(levels), dtype=torch.float64))
     # through the logit: a standard logistic density in logit space is uniform on (0, 1)
     pre = image_preprocess(levels, alpha=0.0).double()
-    uniform = Flow(Compose(), StandardLogistic((1, 3, 3))).double()
+    uniform = Flow(Compose(), StandardLogistic((3, 2, 3))).double()
     y, ladj = pre(x)
-    torch.testing.assert_close(bits_per_dim(uniform.log_prob(y) + ladj, (1, 3, 3)), torch.full((5,), math.log2(levels), dtype=torch.float64))
+    torch.testing.assert_close(bits_per_dim(uniform.log_prob(y) + ladj, (3, 2, 3)), torch.full((5,), math.log2(levels), dtype=torch.float64))
 
 
 class _EdgeNoise(UniformDequantization):
@@ -79,6 +80,33 @@ def test_variational_dequantization_bound_trains_the_noise_flow() -> None:
     grads = [p.grad for p in deq.noise_flow.parameters() if p.grad is not None]
     assert grads and any(g.abs().sum() > 0 for g in grads)
 
+
+
+def test_variational_dequantization_term_is_minus_log_levels_and_the_noise_density() -> None:
+    """The bound's term is ``-d log L - log r(u | x)``, with ``r`` the density of ``u = sigmoid(g^{-1}(e; x))`` for
+    ``e ~ N(0, I)``: checked by the change of variables with the autograd Jacobian of ``e -> u``."""
+    torch.manual_seed(0)
+    levels, shape, d = 5, (2, 2, 2), 8
+    deq = VariationalDequantization(levels, shape, steps=2, hidden=4).double().eval()
+    with torch.no_grad():
+        for p in deq.noise_flow.parameters():
+            p.add_(0.3 * torch.randn_like(p))  # the conditioners start at zero: make the noise flow a real warp
+    x = torch.randint(0, levels, (3, *shape)).double()
+    torch.manual_seed(1)
+    y, term = deq(x)
+    torch.manual_seed(1)
+    e = torch.randn_like(x)  # the draw forward made
+    cond = deq._condition(x)
+    normal = torch.distributions.Normal(0.0, 1.0)
+    for i in range(len(x)):
+        def u_of(ei, i=i):
+            return torch.sigmoid(deq.noise_flow.inverse(ei.unsqueeze(0), cond[i : i + 1])[0][0])
+
+        u = u_of(e[i])
+        assert ((u > 0) & (u < 1)).all() and (u - 0.5).abs().max() > 0.1  # not the identity-like start
+        torch.testing.assert_close(y[i], (x[i] + u) / levels)
+        log_r = normal.log_prob(e[i]).sum() - torch.linalg.slogdet(torch.func.jacrev(u_of)(e[i]).reshape(d, d))[1]
+        torch.testing.assert_close(term[i], -d * math.log(levels) - log_r)
 
 
 def test_variational_dequantization_inverse_in_training_mode_keeps_its_parameters() -> None:

@@ -120,12 +120,34 @@ def test_train_writes_a_complete_run(tmp_path):
     assert on_disk["kl_gap"] == pytest.approx(gap, abs=1e-5)
     ckpt = load_checkpoint(run)
     assert all(torch.equal(flow.state_dict()[k], v) for k, v in ckpt.ema.items())
+    assert any(not torch.equal(ckpt.model[k], v) for k, v in ckpt.ema.items())  # an average, not the last weights
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     train_steps = [r["step"] for r in records if r["split"] == "train"]
     assert train_steps == list(range(10, 41, 10))
     assert [r["step"] for r in records if r["split"] == "val"] == [10, 20, 30, 40]
     val = [r["val_nll"] for r in records if r["split"] == "val"]
     assert val[-1] < val[0]
+
+
+def test_ema_averages_the_weights_after_a_warm_up_and_copies_the_buffers():
+    """``theta_ema <- d_t theta_ema + (1 - d_t) theta`` with ``d_t = min(decay, (1 + t) / (10 + t))``."""
+    from invertible.train.ema import EMA
+
+    model = torch.nn.BatchNorm1d(1)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = EMA(model, 0.3)
+    expected = 0.0
+    for t, value in enumerate([1.0, 2.0, 4.0, -3.0, 8.0, 0.5]):  # d_t: 0.1, 0.18, 0.25, 0.3 (the cap), 0.3, 0.3
+        with torch.no_grad():
+            model.weight.fill_(value)
+            model.running_mean.fill_(10 * value)
+        ema.update(model)
+        d = min(0.3, (1 + t) / (10 + t))
+        expected = d * expected + (1 - d) * value
+        assert ema.model.weight.item() == pytest.approx(expected, rel=1e-6)
+        assert ema.model.running_mean.item() == 10 * value
+    assert not model.weight.item() == pytest.approx(ema.model.weight.item())
 
 
 def test_training_lowers_the_nll(tmp_path):

@@ -60,6 +60,17 @@ def test_fit_reduces_kl_to_a_gaussian(estimator: str) -> None:
     assert [h["step"] for h in r.history] == [100, 200, 300]
 
 
+def test_evaluate_matches_the_closed_form_elbo_log_z_and_ess() -> None:
+    """q = N(0, I) (an untrained planar flow is the identity), p~(z) = exp(-|z|^2 / (2 s^2)) in 2-D: the ELBO is
+    1 + log 2 pi - 1 / s^2, log Z = log(2 pi s^2), and the ESS fraction 1 / E_q[w^2] = (s sqrt(2 - s^2))^2."""
+    torch.manual_seed(0)
+    s2 = 1.44
+    stats = evaluate(Planar(2, layers=1), lambda z: -0.5 * (z**2).sum(-1) / s2, samples=200_000, chunk=50_000)
+    assert stats["elbo"] == pytest.approx(1 + math.log(2 * math.pi) - 1 / s2, abs=0.01)
+    assert stats["log_z_is"] == pytest.approx(math.log(2 * math.pi * s2), abs=0.01)
+    assert stats["ess"] == pytest.approx(s2 * (2 - s2), abs=0.01)
+
+
 def test_fit_with_annealing_reports_beta() -> None:
     torch.manual_seed(0)
     r = fit(Radial(2, layers=2), _gaussian_target(), steps=20, batch_size=16, anneal_steps=40, eval_samples=500, log_every=10)
@@ -255,6 +266,34 @@ def test_vae_bounds(posterior: str, layers: int) -> None:
     stats = evaluate_vae(model, x, k=64)
     assert stats["iw_log_px"] >= stats["elbo"]
     assert stats["iw_log_px"] <= 0.0  # a probability mass of binary data
+
+
+@pytest.mark.parametrize("posterior,layers", [("diagonal", 0), ("planar", 2), ("iaf", 1)])
+def test_vae_log_q_and_importance_weighted_log_px_match_the_change_of_variables_and_quadrature(posterior, layers) -> None:
+    """With one latent: ``log q(z | x)`` of the posterior samples is ``log N(z0; loc, scale) + log|dz0/dz|`` (the
+    flow's forward pass), and the importance-weighted ``log p(x)`` converges to ``log int p(x | z) p(z) dz`` by
+    quadrature, with the ELBO below it."""
+    torch.manual_seed(0)
+    x = (torch.rand(3, 1, 2, 2) < 0.5).double()
+    model = VAE((1, 2, 2), latent=1, hidden=8, context=3, posterior=posterior, layers=layers).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+        z, log_q = model.posterior(x, 5)
+        h = model.act(model.encoder(x.reshape(3, -1)))
+        z0, ladj = model.flow(z.reshape(-1, 1), model.context(h).repeat(5, 1))
+        base = torch.distributions.Normal(model.loc(h), model.log_scale(h).exp())
+        torch.testing.assert_close(log_q, base.log_prob(z0.reshape(5, 3, 1)).sum(-1) + ladj.reshape(5, 3))
+
+        grid = torch.linspace(-10, 10, 4001, dtype=torch.float64).unsqueeze(1)
+        log_joint = log_likelihood("bernoulli", model.decoder(grid).unsqueeze(1).expand(-1, 3, -1), x.reshape(1, 3, -1)) + (
+            -0.5 * (grid**2 + math.log(2 * math.pi))
+        )
+        exact = float((torch.logsumexp(log_joint, 0) + math.log(20 / 4000)).mean())
+        torch.manual_seed(1)
+        stats = evaluate_vae(model, x, k=20_000)
+    assert stats["iw_log_px"] == pytest.approx(exact, abs=0.06)  # 3 standard errors at an ESS of 5 %; a log k off is 10
+    assert stats["elbo"] < exact
 
 
 def test_train_vae_bad_input(tmp_path, capsys) -> None:
