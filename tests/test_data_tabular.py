@@ -82,6 +82,17 @@ def test_csv_header_context_columns_and_raw_mode(tmp_path: Path) -> None:
     assert headless.event_shape == (2,) and headless.context_features == 1
 
 
+@pytest.mark.parametrize("column", ["label", 2, -1])
+def test_a_single_context_column_needs_no_list(tmp_path: Path, column: str | int) -> None:
+    raw = _table(20)
+    path = _write_csv(tmp_path / "t.csv", raw, ["a", "b", "label"])
+    b = load(str(path), context_columns=column, val_fraction=0.0, test_fraction=0.0, standardize=False)
+    listed = load(str(path), context_columns=[column], val_fraction=0.0, test_fraction=0.0, standardize=False)
+    assert b.event_shape == (2,) and b.context_features == 1
+    assert torch.equal(b.train, listed.train) and torch.equal(b.train_context, listed.train_context)
+    assert np.isin(b.train_context.numpy(), raw[:, 2].astype(np.float32)).all()
+
+
 @pytest.mark.parametrize(
     "content, message",
     [

@@ -8,8 +8,9 @@ standardised with the *training* mean and standard deviation by the bijection
 
     log p_raw(x) = log q(standardize(x)) - sum_i log std_i.
 
-``context_columns`` moves columns out of the features into the conditioning
-input of a conditional flow (they are left unstandardised).
+``context_columns`` (a column name or index, or a list of them) moves columns
+out of the features into the conditioning input of a conditional flow (they
+are left unstandardised).
 """
 
 from __future__ import annotations
@@ -80,7 +81,10 @@ def _split_sizes(n: int, val_fraction: float, test_fraction: float) -> tuple[int
     return n_train, n_val, n_test
 
 
-def _context_indices(columns: Sequence[int | str] | None, names: list[str] | None, width: int) -> list[int]:
+def _context_indices(columns: int | str | Sequence[int | str] | None, names: list[str] | None, width: int) -> list[int]:
+    """Column indices of ``columns``: one name or index, or a sequence of them."""
+    if isinstance(columns, (int, str)):
+        columns = [columns]
     if not columns:
         return []
     out = []
@@ -108,7 +112,7 @@ def table_bundle(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     standardize: bool = True,
-    context_columns: Sequence[int | str] | None = None,
+    context_columns: int | str | Sequence[int | str] | None = None,
     column_names: list[str] | None = None,
 ) -> DataBundle:
     """Validate a numeric ``(rows, columns)`` table, split it by ``seed`` and standardise the features.
@@ -160,7 +164,7 @@ def read_npy(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     standardize: bool = True,
-    context_columns: Sequence[int] | None = None,
+    context_columns: int | Sequence[int] | None = None,
 ) -> DataBundle:
     """A 2-D numeric ``.npy`` array, one row per sample (no pickled objects)."""
     path = Path(path)
@@ -227,7 +231,7 @@ def read_csv(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     standardize: bool = True,
-    context_columns: Sequence[int | str] | None = None,
+    context_columns: int | str | Sequence[int | str] | None = None,
     delimiter: str = ",",
 ) -> DataBundle:
     """A ``.csv`` file of numeric columns, with an optional header row of column names."""
