@@ -227,6 +227,20 @@ def test_table_files_and_built_in_toys(tmp_path, capsys):
     assert code == 0 and "kl_gap" in json.loads(out)
 
 
+def test_sample_label_needs_one_hot_contexts(tmp_path, capsys):
+    """--label is a one-hot context: refused for a flow trained on real-valued contexts, which take --context."""
+    run = tmp_path / "cond"
+    code, _, err = run_cli(capsys, *TRAIN, "-d", "conditional=true", "--out", run)
+    assert code == 0, err
+    assert_error(capsys, "not one-hot class labels: pass --context FILE.npy", "sample", run, "--label", 1,
+                 "--out", tmp_path / "s.npy")
+    assert not (tmp_path / "s.npy").exists()
+    np.save(tmp_path / "c.npy", np.array([0.0, 1.0, 0.0]))
+    code, _, err = run_cli(capsys, "sample", run, "-n", 4, "--context", tmp_path / "c.npy", "--out", tmp_path / "s.npy")
+    assert code == 0, err
+    assert np.load(tmp_path / "s.npy").shape == (4, 2)
+
+
 def test_sample_draws_from_the_models_own_sampler(tmp_path, capsys):
     """A MADE ensemble samples its mixture; the Bernoulli MADE (no base noise) samples and refuses a temperature."""
     quick = ["--steps", "4", "--batch-size", "32", "--no-progress", "--no-plots"]

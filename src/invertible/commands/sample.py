@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"this flow is unconditional; --label {args.label} needs a class-conditional flow")
         if not 0 <= args.label < flow.context_features:
             raise ValueError(f"--label {args.label} is not a class of this flow: its labels are 0..{flow.context_features - 1}")
+        _check_one_hot(run_dir)
         context = torch.nn.functional.one_hot(torch.full((args.num,), args.label), flow.context_features).float().to(device)
     else:
         context = _context(args.context, args.num, flow.context_features, device)
@@ -84,6 +86,20 @@ def run(args: argparse.Namespace) -> int:
     save_array(args.out, x.cpu().numpy())
     print(f"wrote {args.num} samples of shape {tuple(flow.event_shape)} to {args.out}", file=sys.stderr)
     return 0
+
+
+def _check_one_hot(run_dir: Path) -> None:
+    """``ValueError`` unless the run's training contexts are one-hot class labels (unchecked for a bare saved model)."""
+    config = run_config(run_dir)
+    if "data" not in config:
+        return
+    bundle = load_bundle(config["data"], config.get("seed", 0), config.get("data_options") or {})
+    c = bundle.train_context
+    if not (((c == 0) | (c == 1)).all() and (c.sum(1) == 1).all()):
+        raise ValueError(
+            f"--label gives a one-hot context, but this flow was trained on contexts of dataset {bundle.name!r} "
+            "that are not one-hot class labels: pass --context FILE.npy"
+        )
 
 
 def _draw(model: torch.nn.Module, n: int, context: torch.Tensor | None, temperature: float) -> torch.Tensor:
