@@ -166,6 +166,13 @@ def test_idx_directory_reader(tmp_path, gz: bool) -> None:
         (test_only / f"t10k-{kind}-ubyte{ext}").write_bytes((tmp_path / f"t10k-{kind}-ubyte{ext}").read_bytes())
     alone = load(str(test_only), conditional=True, test_fraction=0.5, val_fraction=0.0)
     assert (len(alone.train), len(alone.test), tuple(alone.event_shape)) == (3, 3, (1, 4, 4)) and alone.test_context is not None
+    unlabelled_test = tmp_path / "unlabelled-test"
+    unlabelled_test.mkdir()
+    for name in (f"train-images-idx3-ubyte{ext}", f"train-labels-idx1-ubyte{ext}", f"t10k-images-idx3-ubyte{ext}"):
+        (unlabelled_test / name).write_bytes((tmp_path / name).read_bytes())
+    assert load(str(unlabelled_test)).test.shape == (6, 1, 4, 4)
+    with pytest.raises(ValueError, match="its test images have no labels, so it cannot be class-conditional"):
+        load(str(unlabelled_test), conditional=True)
     _write_idx(tmp_path / "none-images-idx3-ubyte", np.zeros((0, 4, 4), np.uint8), False)
     with pytest.raises(ValueError, match="holds no images"):
         load(str(tmp_path / "none-images-idx3-ubyte"))

@@ -101,6 +101,8 @@ def image_bundle(
         raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
     if conditional and labels is None:
         raise ValueError(f"dataset {name!r} has no labels, so it cannot be class-conditional")
+    if conditional and isinstance(test, tuple) and test[1] is None:
+        raise ValueError(f"dataset {name!r}: its test images have no labels, so it cannot be class-conditional")
     perm = np.random.default_rng(seed).permutation(len(images))
     if isinstance(test, tuple):
         test_x, test_y = np.asarray(test[0]), test[1]
