@@ -227,8 +227,9 @@ def test_table_files_and_built_in_toys(tmp_path, capsys):
     assert code == 0 and "kl_gap" in json.loads(out)
 
 
-def test_sample_label_needs_one_hot_contexts(tmp_path, capsys):
-    """--label is a one-hot context: refused for a flow trained on real-valued contexts, which take --context."""
+def test_sample_contexts_of_a_flow_on_real_valued_contexts(tmp_path, capsys):
+    """--label is a one-hot context: refused for a flow trained on real-valued contexts, which take --context
+    (one row for every sample, or one row per sample); a bad --context file is named by its own shape."""
     run = tmp_path / "cond"
     code, _, err = run_cli(capsys, *TRAIN, "-d", "conditional=true", "--out", run)
     assert code == 0, err
@@ -239,6 +240,11 @@ def test_sample_label_needs_one_hot_contexts(tmp_path, capsys):
     code, _, err = run_cli(capsys, "sample", run, "-n", 4, "--context", tmp_path / "c.npy", "--out", tmp_path / "s.npy")
     assert code == 0, err
     assert np.load(tmp_path / "s.npy").shape == (4, 2)
+    for values, words in [(np.zeros(5), "--context has shape (5,); expected (3,) or (4, 3)"),
+                          (np.zeros((1, 3)), "--context has shape (1, 3); expected (3,) or (4, 3)"),
+                          (np.array(["a", "b", "c"]), "holds values of dtype <U1; expected real numbers")]:
+        np.save(tmp_path / "bad.npy", values)
+        assert_error(capsys, words, "sample", run, "-n", 4, "--context", tmp_path / "bad.npy", "--out", tmp_path / "b.npy")
 
 
 def test_sample_draws_from_the_models_own_sampler(tmp_path, capsys):

@@ -44,12 +44,12 @@ def _context(path: str | None, n: int, features: int | None, device: torch.devic
         return None
     if path is None:
         raise ValueError(f"this flow is conditional: pass --context FILE.npy with {features} values per sample")
-    c = torch.as_tensor(np.load(path), dtype=torch.float32)
-    if c.dim() == 1:
-        c = c.expand(n, -1)
-    if c.shape != (n, features):
-        raise ValueError(f"--context has shape {tuple(c.shape)}; expected ({features},) or ({n}, {features})")
-    return c.to(device)
+    values = np.load(path)
+    if not (np.issubdtype(values.dtype, np.number) or values.dtype == np.bool_) or np.iscomplexobj(values):
+        raise ValueError(f"--context {path} holds values of dtype {values.dtype}; expected real numbers")
+    if values.shape not in ((features,), (n, features)):
+        raise ValueError(f"--context has shape {values.shape}; expected ({features},) or ({n}, {features})")
+    return torch.as_tensor(values, dtype=torch.float32).expand(n, features).to(device)
 
 
 @torch.no_grad()
