@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..core import Flow
-from ..persistence import load
+from ..persistence import load, read_json
 from ..train.build import load_bundle
 from ..train.distributed import resolve_device
 from ._common import existing_run, run_config, save_array
@@ -89,15 +89,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_one_hot(run_dir: Path) -> None:
-    """``ValueError`` unless the run's training contexts are one-hot class labels (unchecked for a bare saved model)."""
-    config = run_config(run_dir)
-    if "data" not in config:
-        return
-    bundle = load_bundle(config["data"], config.get("seed", 0), config.get("data_options") or {})
-    c = bundle.train_context
-    if not (((c == 0) | (c == 1)).all() and (c.sum(1) == 1).all()):
+    """``ValueError`` when the run's summary says its training contexts were not one-hot class labels.
+
+    Runs that do not record it (a bare saved model, runs written before) are not checked.
+    """
+    path = run_dir / "summary.json"
+    summary = read_json(path, "run summary") if path.is_file() else {}
+    if isinstance(summary, dict) and summary.get("one_hot_context") is False:
         raise ValueError(
-            f"--label gives a one-hot context, but this flow was trained on contexts of dataset {bundle.name!r} "
+            f"--label gives a one-hot context, but this flow was trained on contexts of dataset {summary.get('data')!r} "
             "that are not one-hot class labels: pass --context FILE.npy"
         )
 

@@ -339,6 +339,7 @@ class _Trainer:
             parameters=count_parameters(flow),
             preprocess_parameters=sum(p.numel() for p in self.preprocess_params),
             ema=cfg.ema is not None,
+            one_hot_context=one_hot(self.bundle.train_context),
             world_size=self.rt.world_size,
             device=str(self.rt.device),
             param_sha256_by_rank=digests,
@@ -352,6 +353,13 @@ class _Trainer:
                 draw_run(self.run_dir, flow, self.bundle, self.metrics.records(), cfg.seed)
             write_json(self.run_dir / "summary.json", summary)
         return summary
+
+
+def one_hot(context: torch.Tensor | None) -> bool | None:
+    """Whether every context row is a one-hot class label (``None`` without a context): what ``sample --label`` builds."""
+    if context is None:
+        return None
+    return bool((((context == 0) | (context == 1)).all() & (context.sum(1) == 1).all()).item())
 
 
 def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
