@@ -286,6 +286,10 @@ def test_continuous_flows_refuse_data_on_a_lattice():
     noisy = [s + torch.rand(s.shape, generator=g) / 1.1 for s in splits]  # dequantized: fine
     check_fits(flow, DataBundle("lattice", *noisy, levels=4))
     check_fits(build("bernoulli_made", features=3), DataBundle("bits", *((s > 0).float() for s in splits), levels=2))
+    constant = [torch.cat([s[:, :2], torch.full((len(s), 1), 7.0)], 1) for s in noisy]  # an unstandardised table
+    with pytest.raises(ValueError, match=r"feature\(s\) \[2\] of dataset 'table' are constant in the training split"):
+        check_fits(flow, DataBundle("table", *constant))
+    check_fits(build("bernoulli_made", features=3), DataBundle("bits", *(torch.zeros(len(s), 3) for s in splits), levels=2))
 
 
 def test_loss_curve_of_a_one_step_run_shows_both_points():

@@ -97,6 +97,12 @@ def check_fits(flow: Flow, bundle: DataBundle) -> None:
             "a continuous flow's density on them grows without bound (negative bits/dim); use dequantized data or a "
             "discrete model (bernoulli_made)"
         )
+    constant = _constant_features(bundle) if isinstance(flow, Flow) else []
+    if constant:
+        raise ValueError(
+            f"feature(s) {constant} of dataset {bundle.name!r} are constant in the training split: a continuous "
+            "flow's density on them grows without bound; drop them before fitting a density"
+        )
     if flow.context_features != bundle.context_features:
         raise ValueError(
             f"the model takes context_features={flow.context_features} but dataset {bundle.name!r} has "
@@ -110,6 +116,14 @@ def _on_a_lattice(bundle: DataBundle) -> bool:
     if bundle.levels is None or bundle.raw:
         return False
     return all(torch.unique(column).numel() <= bundle.levels for column in bundle.train.flatten(1).T)
+
+
+def _constant_features(bundle: DataBundle) -> list[int]:
+    """Features of vector data with one value in the whole training split (standardising refuses them already;
+    unstandardised tables reach here). Pixels with per-batch noise still to come are not features of this kind."""
+    if bundle.raw or bundle.train.dim() != 2 or bundle.train.shape[0] < 2:
+        return []
+    return (bundle.train.amin(0) == bundle.train.amax(0)).nonzero().flatten().tolist()
 
 
 def trainable_preprocess(bundle: DataBundle) -> list[torch.nn.Parameter]:
