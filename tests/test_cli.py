@@ -154,6 +154,8 @@ def test_bad_input_gives_one_line_and_exit_2(trained, tmp_path, capsys):
     assert_error(capsys, "does not exist", "eval", tmp_path / "missing")
     assert_error(capsys, "-n must be >= 1", "sample", trained, "-n", 0, "--out", tmp_path / "s.npy")
     assert_error(capsys, "this flow is unconditional", "sample", trained, "--context", tmp_path / "c.npy", "--out", tmp_path / "s.npy")
+    assert_error(capsys, "a .png grid needs an image model; this one draws vectors of shape (2,)", "sample", trained,
+                 "--out", tmp_path / "s.png")
     assert_error(capsys, "this flow is unconditional; --label 0 needs a class-conditional flow", "sample", trained, "--label", 0,
                  "--out", tmp_path / "s.npy")
     assert not (tmp_path / "s.npy").exists()

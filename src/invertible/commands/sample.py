@@ -121,9 +121,11 @@ def _write_grid(args: argparse.Namespace, run_dir, x: torch.Tensor) -> int:
     from ..data.images import unit_pixels
     from ..plots import image_grid, save_figure
 
+    if x.dim() != 4:
+        raise ValueError(f"a .png grid needs an image model; this one draws vectors of shape {tuple(x.shape[1:])} (use .npy or .csv)")
     config = run_config(run_dir)
-    if "data" not in config or len(x.shape) != 4:
-        raise ValueError(f"a .png grid needs an image model trained by `invertible train` (config.yaml with its dataset) in {run_dir}")
+    if "data" not in config:
+        raise ValueError(f"a .png grid needs the run's dataset to recover pixels: {run_dir} has no config.yaml naming it")
     bundle = load_bundle(config["data"], config.get("seed", 0), config.get("data_options") or {})
     pixels = unit_pixels(bundle, x.cpu())
     label = "" if args.label is None else f", class {args.label}"
