@@ -164,6 +164,16 @@ def test_bad_input_gives_one_line_and_exit_2(trained, tmp_path, capsys):
     assert_error(capsys, "cannot make the directory", "sample", trained, "-n", 5, "--out", tmp_path / "file" / "s.npy")
 
 
+def test_eval_on_other_data_names_the_run_options_it_drops(tmp_path, capsys):
+    run = tmp_path / "cond"
+    assert main([*TRAIN, "-d", "conditional=true", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert_error(capsys, "(the run was trained with -d conditional, which --data does not carry over)",
+                 "eval", run, "--data", "engine-gauss")
+    code, out, _ = run_cli(capsys, "eval", run, "--data", "engine-gauss", "-d", "conditional=true")
+    assert code == 0 and "test_nll" in json.loads(out)
+
+
 def test_usage_errors_are_one_line(capsys):
     for argv in (["train", "--steps", "x"], ["train", "--no-such-flag"], ["nosuchcommand"], ["eval"]):
         with pytest.raises(SystemExit) as stop:

@@ -44,7 +44,13 @@ def run(args: argparse.Namespace) -> int:
     bundle = restore_preprocess(load_bundle(data, seed, options), run_dir)
     device = resolve_device(args.device)
     flow = load(run_dir, map_location=device)
-    check_fits(flow, bundle)
+    try:
+        check_fits(flow, bundle)
+    except ValueError as e:
+        dropped = sorted(set(config.get("data_options") or {}) - set(options)) if args.data else []
+        if dropped:  # --data starts from no options: say which of the run's the new data set may need
+            raise ValueError(f"{e} (the run was trained with -d {', '.join(dropped)}, which --data does not carry over)") from None
+        raise
     result = {"data": data, "split": args.split, **evaluate_split(flow, bundle, args.split, args.batch_size, device, args.draws)}
     print(json.dumps(result))
     if args.out:
