@@ -18,6 +18,7 @@ from invertible.distributions import StandardLogistic
 from invertible.metrics import bits_per_dim
 from invertible.models import Glow, build
 from invertible.transforms import (
+    AdditiveImageCoupling,
     AffineImageCoupling,
     BatchNorm,
     Conv1x1,
@@ -25,6 +26,7 @@ from invertible.transforms import (
     PeriodicConv,
     UniformDequantization,
     VariationalDequantization,
+    channel_mask,
 )
 
 
@@ -258,6 +260,31 @@ def test_checkerboard_coupling_keeps_identity_pixels_whatever_the_unused_paramet
         expected = x * torch.where(keep, 1.0, math.exp(-0.5 if inverse else 0.5))
         torch.testing.assert_close(y, expected)
         torch.testing.assert_close(ladj, torch.tensor([-1.0 if inverse else 1.0]))
+
+
+@pytest.mark.parametrize("channels", [2, 3, 5])
+def test_alternating_channel_masks_transform_every_channel(channels: int) -> None:
+    # parity 1 must transform exactly the channels parity 0 keeps, also for an odd count
+    # (a flipped ceil(C/2) mask kept the middle channel in both and never transformed it)
+    assert torch.equal(channel_mask(channels, 1), ~channel_mask(channels, 0))
+    torch.manual_seed(0)
+    x = torch.randn(2, channels, 2, 2, dtype=torch.float64)
+    changed = torch.zeros(channels, dtype=torch.bool)
+    for parity in (0, 1):
+        for layer in (
+            AffineImageCoupling((channels, 2, 2), "channel", parity, hidden=4),
+            AdditiveImageCoupling((channels, 2, 2), "channel", parity, hidden=4),
+        ):
+            layer.double()
+            with torch.no_grad():
+                for p in layer.parameters():
+                    p.add_(0.5 * torch.randn_like(p))
+            y, _ = layer(x)
+            moved = (y != x).flatten(2).any(2).any(0)
+            assert torch.equal(moved, ~channel_mask(channels, parity))
+            torch.testing.assert_close(layer.inverse(y)[0], x)
+            changed |= moved
+    assert changed.all()
 
 
 def test_batchnorm_uses_batch_then_running_statistics() -> None:

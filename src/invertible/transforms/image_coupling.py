@@ -5,8 +5,8 @@ and a transformed part (Dinh et al. 2017, Section 3.4):
 
 - ``"checkerboard"``: pixels whose ``(i + j + parity)`` is even stay; the
   conditioner sees the image with the transformed pixels zeroed.
-- ``"channel"``: the first half of the channels stays (``parity=0``) or the
-  second half (``parity=1``); the conditioner sees the kept channels.
+- ``"channel"``: the first ``ceil(C/2)`` channels stay (``parity=0``) or the
+  other ``floor(C/2)`` (``parity=1``); the conditioner sees the kept channels.
 
 The conditioner (:class:`~invertible.nets.GlowConvNet` or
 :class:`~invertible.nets.ConvResNet`, last convolution at zero) returns the
@@ -38,9 +38,10 @@ def checkerboard_mask(height: int, width: int, parity: int = 0) -> Tensor:
 
 
 def channel_mask(channels: int, parity: int = 0) -> Tensor:
-    """``(C,)`` boolean mask: True on the first ``ceil(C/2)`` channels (``parity=0``) or the last (``parity=1``)."""
+    """``(C,)`` boolean mask: True on the first ``ceil(C/2)`` channels (``parity=0``) or on the
+    other ``floor(C/2)`` (``parity=1``, the complement), so alternating parities transform every channel."""
     keep = torch.arange(channels) < (channels + 1) // 2
-    return keep if parity == 0 else keep.flip(0)
+    return keep if parity == 0 else ~keep
 
 
 class _ImageCoupling(Transform):
