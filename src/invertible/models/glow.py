@@ -70,7 +70,8 @@ class Glow(Flow):
 
     With ``context_features`` (a one-hot class label) the model is
     class-conditional: the label feeds every coupling conditioner, every
-    split prior and the top prior (the paper's ``ycond``).
+    split prior and the top prior. (Glow's code, ``ycond``, feeds it to the
+    top prior only, as a per-channel shift of its mean and log-scale.)
 
     Args:
         event_shape: ``(C, H, W)``; ``H`` and ``W`` divisible by ``2**levels``.

@@ -117,7 +117,8 @@ class AffinePrior(Transform):
 
     ``mu`` and ``log_sigma`` are learned per element of ``event_shape``
     (Glow's ``learntop``) and, with a context ``y`` (a one-hot label), shifted
-    by a zero-initialised linear function of it (Glow's ``ycond``):
+    by a zero-initialised linear function of it, per element of ``event_shape``
+    (Glow's ``ycond`` shifts per channel, as the shape ``(C, 1, 1)`` does):
     ``mu(y) = mu_0 + A y``, ``log_sigma(y) = s_0 + B y``.
     ``log|det| = -sum log_sigma(y)`` over all elements of ``x``. Sizes of 1
     in ``event_shape`` are shared by broadcasting: ``(C, 1, 1)`` learns one
