@@ -301,3 +301,18 @@ def test_loss_curve_of_a_one_step_run_shows_both_points():
     assert len(lines) == 2 and all(line.get_marker() not in ("None", "", None) for line in lines)
     fig = loss_curve([{"step": s, "split": "train", "loss": 1.0 / s} for s in (1, 2, 3)])
     assert fig.axes[0].get_lines()[0].get_marker() in ("None", "", None)  # a curve stays a plain line
+
+
+def test_pictures_of_a_discrete_model_on_2d_data_skip_the_density(tmp_path):
+    """A Bernoulli MADE on 2-D binary data has no density on a continuous grid: ``draw_run`` used to evaluate
+    its ``log_prob`` there, which raised, so the run failed after training without a summary."""
+    from invertible.data import DataBundle
+    from invertible.models import build
+    from invertible.train.pictures import draw_run
+
+    g = torch.Generator().manual_seed(0)
+    bits = (torch.rand(300, 2, generator=g) < 0.4).float()
+    bundle = DataBundle("bits", bits[:200], bits[200:250], bits[250:], levels=2)
+    model = build("bernoulli_made", features=2, hidden=[8])
+    paths = draw_run(tmp_path, model, bundle, [{"step": 1, "split": "train", "loss": 1.0}], seed=0)
+    assert [p.name for p in paths] == ["loss.png"] and (tmp_path / "loss.png").is_file()

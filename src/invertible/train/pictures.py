@@ -1,5 +1,5 @@
-"""The pictures of a run directory: ``loss.png`` always, ``density.png`` for unconditional 2-D data,
-``samples.png`` (temperature 0.7; a row per class when conditional) for image data."""
+"""The pictures of a run directory: ``loss.png`` always, ``density.png`` for unconditional 2-D data
+(continuous models: a discrete one has no density on a grid), ``samples.png`` (temperature 0.7; a row per class when conditional) for image data."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def draw_run(run_dir: str | Path, flow: Flow, bundle: DataBundle, records: Seque
     run_dir = Path(run_dir)
     paths = [run_dir / "loss.png"]
     save_figure(loss_curve(records, title=f"{flow.config['model'] if flow.config else 'flow'} on {bundle.name}"), paths[0])
-    if tuple(bundle.event_shape) == (2,) and bundle.context_features is None:
+    if tuple(bundle.event_shape) == (2,) and bundle.context_features is None and isinstance(flow, Flow):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             samples = flow.sample(min(len(bundle.test), 20000))
