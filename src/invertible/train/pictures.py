@@ -25,7 +25,8 @@ def draw_run(run_dir: str | Path, flow: Flow, bundle: DataBundle, records: Seque
             torch.manual_seed(seed)
             samples = flow.sample(min(len(bundle.test), 20000))
         paths.append(run_dir / "density.png")
-        save_figure(density_2d(flow, bundle.test, samples), paths[-1])
+        preprocess = None if bundle.raw else bundle.preprocess  # drawn in raw data space, as test_nll is reported
+        save_figure(density_2d(flow, bundle.test, samples, preprocess=preprocess), paths[-1])
     if len(bundle.event_shape) == 3 and bundle.levels is not None:
         paths.append(run_dir / "samples.png")
         save_figure(_image_samples(flow, bundle, seed), paths[-1])
