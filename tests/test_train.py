@@ -301,3 +301,47 @@ def test_loss_curve_of_a_one_step_run_shows_both_points():
     assert len(lines) == 2 and all(line.get_marker() not in ("None", "", None) for line in lines)
     fig = loss_curve([{"step": s, "split": "train", "loss": 1.0 / s} for s in (1, 2, 3)])
     assert fig.axes[0].get_lines()[0].get_marker() in ("None", "", None)  # a curve stays a plain line
+
+
+def test_pictures_of_a_discrete_model_on_2d_data_skip_the_density(tmp_path):
+    """A Bernoulli MADE on 2-D binary data has no density on a continuous grid: ``draw_run`` used to evaluate
+    its ``log_prob`` there, which raised, so the run failed after training without a summary."""
+    from invertible.data import DataBundle
+    from invertible.models import build
+    from invertible.train.pictures import draw_run
+
+    g = torch.Generator().manual_seed(0)
+    bits = (torch.rand(300, 2, generator=g) < 0.4).float()
+    bundle = DataBundle("bits", bits[:200], bits[200:250], bits[250:], levels=2)
+    model = build("bernoulli_made", features=2, hidden=[8])
+    paths = draw_run(tmp_path, model, bundle, [{"step": 1, "split": "train", "loss": 1.0}], seed=0)
+    assert [p.name for p in paths] == ["loss.png"] and (tmp_path / "loss.png").is_file()
+
+
+def test_density_picture_of_a_standardised_table_is_drawn_in_raw_data_space(tmp_path, monkeypatch):
+    """``density.png`` used to show a standardised table in standardised units (data near 0 for a feature near 100),
+    unlike ``test_nll``, which is in raw data space; all three panels now share the raw space, where the density
+    integrates to ~1 over the drawn grid."""
+    import numpy as np
+
+    import invertible.train.pictures as pictures
+    from invertible.data.tabular import table_bundle
+    from invertible.models import build
+
+    rng = np.random.default_rng(0)
+    table = np.stack([rng.normal(100.0, 20.0, 2000), rng.normal(-5.0, 0.5, 2000)], 1).astype(np.float32)
+    bundle = table_bundle("table.csv", table, 0, 0.1, 0.5, True, None)
+    torch.manual_seed(0)
+    flow = build("realnvp", features=2, layers=2, hidden=[8])  # near the identity: q ~ N(0, I) in standardised space
+    figures = {}
+    monkeypatch.setattr(pictures, "save_figure", lambda fig, path: figures.__setitem__(path.name, fig))
+    pictures.draw_run(tmp_path, flow, bundle, [], seed=0)
+    density, data, samples = figures["density.png"].axes
+    (x0, x1), (y0, y1) = density.get_xlim(), density.get_ylim()
+    assert 40 < x0 < 80 < 120 < x1 < 160 and -7 < y0 < -6 < -4 < y1 < -3
+    assert all(ax.get_xlim() == (x0, x1) and ax.get_ylim() == (y0, y1) for ax in (data, samples))
+    assert data.collections[0].get_array().sum() > 0.98 * len(bundle.test)  # the data lie in view
+    assert samples.collections[0].get_array().sum() > 0.9 * len(bundle.test)
+    dens = np.asarray(density.collections[0].get_array())
+    cell = (x1 - x0) / 199 * (y1 - y0) / 199  # spacing of the 200 x 200 grid points, ends included
+    assert 0.95 < dens.sum() * cell < 1.02

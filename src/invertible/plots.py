@@ -55,26 +55,59 @@ def _extent(points: np.ndarray, margin: float = 0.05) -> tuple[float, float, flo
 
 @torch.no_grad()
 def density_grid(
-    flow: torch.nn.Module, extent: Sequence[float], resolution: int = 200, batch_size: int = 8192
+    flow: torch.nn.Module,
+    extent: Sequence[float],
+    resolution: int = 200,
+    batch_size: int = 8192,
+    preprocess: torch.nn.Module | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``exp(log q(x))`` of a 2-D flow on a ``resolution x resolution`` grid: ``(xs, ys, density)``."""
+    """``exp(log q(x))`` of a 2-D flow on a ``resolution x resolution`` grid: ``(xs, ys, density)``.
+
+    With ``preprocess`` (the bijection ``y, ladj = preprocess(x)`` from raw data to the flow's
+    space, e.g. standardisation) the grid lies in raw data space and the density is
+    ``exp(log q(preprocess(x)) + ladj)``.
+    """
     x0, x1, y0, y1 = extent
     xs, ys = np.linspace(x0, x1, resolution), np.linspace(y0, y1, resolution)
     grid = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
     param = next(iter(flow.parameters()), torch.zeros(()))
     points = torch.as_tensor(grid, dtype=param.dtype, device=param.device)
-    log_q = torch.cat([flow.log_prob(points[i : i + batch_size]) for i in range(0, len(points), batch_size)])
+
+    def log_p(x: Tensor) -> Tensor:
+        if preprocess is None:
+            return flow.log_prob(x)
+        y, ladj = preprocess.to(x.device)(x)
+        return flow.log_prob(y) + ladj
+
+    log_q = torch.cat([log_p(points[i : i + batch_size]) for i in range(0, len(points), batch_size)])
     return xs, ys, log_q.exp().cpu().numpy().reshape(resolution, resolution)
 
 
-def density_2d(flow: torch.nn.Module, data: Tensor, samples: Tensor | None = None, resolution: int = 200) -> Figure:
-    """The learned density ``exp(log q)`` on a grid, the data, and the flow's samples, side by side."""
+@torch.no_grad()
+def density_2d(
+    flow: torch.nn.Module,
+    data: Tensor,
+    samples: Tensor | None = None,
+    resolution: int = 200,
+    preprocess: torch.nn.Module | None = None,
+) -> Figure:
+    """The learned density ``exp(log q)`` on a grid, the data, and the flow's samples, side by side.
+
+    ``data`` and ``samples`` are in the flow's space. With ``preprocess`` (the bijection from raw
+    data to that space, a bundle's ``preprocess``) all three panels are drawn in raw data space:
+    the data and samples mapped back by ``preprocess.inverse``, the density with its log-det.
+    """
+    if preprocess is not None:
+        device = next(iter(flow.parameters()), data).device
+        preprocess = preprocess.to(device)
+        data = preprocess.inverse(data.to(device))[0]
+        samples = None if samples is None else preprocess.inverse(samples.to(device))[0]
     data_np = data.detach().cpu().numpy()
     extent = _extent(data_np)
     panels = 2 if samples is None else 3
     fig = Figure(figsize=(4 * panels, 4))
     axes = fig.subplots(1, panels)
-    xs, ys, dens = density_grid(flow, extent, resolution)
+    xs, ys, dens = density_grid(flow, extent, resolution, preprocess=preprocess)
     axes[0].pcolormesh(xs, ys, dens, shading="auto", cmap="viridis")
     axes[0].set_title("learned density")
     hist = dict(bins=resolution // 2, range=[extent[:2], extent[2:]], cmap="viridis")
@@ -85,7 +118,10 @@ def density_2d(flow: torch.nn.Module, data: Tensor, samples: Tensor | None = Non
         axes[2].hist2d(s[:, 0], s[:, 1], **hist)
         axes[2].set_title(f"samples ({len(s)})")
     for ax in axes:
-        ax.set_aspect("equal")
+        if preprocess is None:
+            ax.set_aspect("equal")
+        else:  # raw features have their own units: square panels instead of equal scales
+            ax.set_box_aspect(1)
         ax.set_xlim(*extent[:2])
         ax.set_ylim(*extent[2:])
     return fig

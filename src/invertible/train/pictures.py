@@ -1,5 +1,5 @@
-"""The pictures of a run directory: ``loss.png`` always, ``density.png`` for unconditional 2-D data,
-``samples.png`` (temperature 0.7; a row per class when conditional) for image data."""
+"""The pictures of a run directory: ``loss.png`` always, ``density.png`` for unconditional 2-D data
+(continuous models: a discrete one has no density on a grid), ``samples.png`` (temperature 0.7; a row per class when conditional) for image data."""
 
 from __future__ import annotations
 
@@ -20,12 +20,13 @@ def draw_run(run_dir: str | Path, flow: Flow, bundle: DataBundle, records: Seque
     run_dir = Path(run_dir)
     paths = [run_dir / "loss.png"]
     save_figure(loss_curve(records, title=f"{flow.config['model'] if flow.config else 'flow'} on {bundle.name}"), paths[0])
-    if tuple(bundle.event_shape) == (2,) and bundle.context_features is None:
+    if tuple(bundle.event_shape) == (2,) and bundle.context_features is None and isinstance(flow, Flow):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             samples = flow.sample(min(len(bundle.test), 20000))
         paths.append(run_dir / "density.png")
-        save_figure(density_2d(flow, bundle.test, samples), paths[-1])
+        preprocess = None if bundle.raw else bundle.preprocess  # drawn in raw data space, as test_nll is reported
+        save_figure(density_2d(flow, bundle.test, samples, preprocess=preprocess), paths[-1])
     if len(bundle.event_shape) == 3 and bundle.levels is not None:
         paths.append(run_dir / "samples.png")
         save_figure(_image_samples(flow, bundle, seed), paths[-1])
