@@ -274,14 +274,19 @@ class Flow(nn.Module):
         reduced-temperature samples, Kingma & Dhariwal 2018, Section 5.3);
         ``T < 1`` trades diversity for fidelity; ``T`` must be finite and positive.
         """
+        shape, context, u = self._base_noise(n, context, temperature)
+        x, _ = self.transform.inverse(u, context)
+        return x.reshape(*shape, *self.event_shape)
+
+    def _base_noise(
+        self, n: int | Sequence[int], context: Tensor | None, temperature: float
+    ) -> tuple[torch.Size, Tensor | None, Tensor]:
+        """``(sample shape, flat context, T u)``: one row of base noise ``u`` per sample, scaled by ``T``."""
         if not 0 < temperature < math.inf:
             raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
         shape, context = self._sample_shape(n, context)
         u = self.base.rsample((math.prod(shape),))
-        if temperature != 1.0:
-            u = u * temperature
-        x, _ = self.transform.inverse(u, context)
-        return x.reshape(*shape, *self.event_shape)
+        return shape, context, u * temperature if temperature != 1.0 else u
 
     def sample(
         self, n: int | Sequence[int] = 1, context: Tensor | None = None, temperature: float = 1.0

@@ -174,18 +174,12 @@ class MADE(_MaskPool, Flow):
 
         Shapes, ``context`` and ``temperature`` as in :meth:`Flow.rsample`.
         """
-        if not 0 < temperature < math.inf:
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
-        shape, context = self._sample_shape(n, context)
-        m = math.prod(shape)
-        u = self.base.rsample((m,))
-        if temperature != 1.0:
-            u = u * temperature
+        shape, context, u = self._base_noise(n, context, temperature)
 
         def draw(idx: Tensor) -> Tensor:
             return self.transform.inverse(u[idx], None if context is None else context[idx])[0]
 
-        return self._ensemble_sample(m, draw).reshape(*shape, *self.event_shape)
+        return self._ensemble_sample(len(u), draw).reshape(*shape, *self.event_shape)
 
     def rsample_and_log_prob(self, n: int | Sequence[int] = 1, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Samples and their log-density: of the loaded mask set in training mode, of the ensemble otherwise."""
