@@ -108,13 +108,10 @@ def _draw(model: torch.nn.Module, n: int, context: torch.Tensor | None, temperat
     The model's sampler, not ``f^{-1}`` of base noise: a MADE ensemble samples its mixture and
     the Bernoulli MADE, a discrete model, has no base noise (nor a temperature).
     """
-    if not isinstance(model, Flow):
-        if temperature != 1.0:
-            raise ValueError(f"--temperature scales a flow's base noise; a {type(model).__name__} has none")
-        return model.sample(n) if context is None else model.sample(1, context)[0]
-    if context is None:
-        return model.sample(n, temperature=temperature)
-    return model.sample(1, context, temperature=temperature)[0]
+    if not isinstance(model, Flow) and temperature != 1.0:
+        raise ValueError(f"--temperature scales a flow's base noise; a {type(model).__name__} has none")
+    options = {"temperature": temperature} if isinstance(model, Flow) else {}
+    return model.sample(n, **options) if context is None else model.sample(1, context, **options)[0]
 
 
 def _write_grid(args: argparse.Namespace, run_dir, x: torch.Tensor) -> int:
