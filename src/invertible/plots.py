@@ -72,11 +72,12 @@ def density_grid(
     grid = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
     param = next(iter(flow.parameters()), torch.zeros(()))
     points = torch.as_tensor(grid, dtype=param.dtype, device=param.device)
+    preprocess = None if preprocess is None else preprocess.to(points.device)
 
     def log_p(x: Tensor) -> Tensor:
         if preprocess is None:
             return flow.log_prob(x)
-        y, ladj = preprocess.to(x.device)(x)
+        y, ladj = preprocess(x)
         return flow.log_prob(y) + ladj
 
     log_q = torch.cat([log_p(points[i : i + batch_size]) for i in range(0, len(points), batch_size)])
