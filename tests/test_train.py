@@ -345,3 +345,20 @@ def test_density_picture_of_a_standardised_table_is_drawn_in_raw_data_space(tmp_
     dens = np.asarray(density.collections[0].get_array())
     cell = (x1 - x0) / 199 * (y1 - y0) / 199  # spacing of the 200 x 200 grid points, ends included
     assert 0.95 < dens.sum() * cell < 1.02
+
+
+def test_density_picture_counts_only_the_finite_samples_it_draws():
+    """Non-finite samples cannot be drawn: the samples panel says how many of them were finite."""
+    from invertible.models import build
+    from invertible.plots import density_2d
+
+    flow = build("realnvp", features=2, layers=2, hidden=[8])
+    data = torch.randn(50, 2)
+    samples = torch.randn(10, 2)
+    fig = density_2d(flow, data, samples, resolution=20)
+    assert fig.axes[2].get_title() == "samples (10)"
+    samples[:3, 0] = float("nan")
+    samples[3, 1] = float("inf")
+    fig = density_2d(flow, data, samples, resolution=20)
+    assert fig.axes[2].get_title() == "samples (6 of 10 finite)"
+    assert fig.axes[2].collections[0].get_array().sum() == 6  # the histogram holds the finite ones

@@ -116,8 +116,9 @@ def density_2d(
     axes[1].set_title(f"data ({len(data_np)} points)")
     if samples is not None:
         s = samples.detach().cpu().numpy()
-        axes[2].hist2d(s[:, 0], s[:, 1], **hist)
-        axes[2].set_title(f"samples ({len(s)})")
+        finite = np.isfinite(s).all(axis=1)
+        axes[2].hist2d(s[finite, 0], s[finite, 1], **hist)
+        axes[2].set_title(f"samples ({len(s)})" if finite.all() else f"samples ({int(finite.sum())} of {len(s)} finite)")
     for ax in axes:
         if preprocess is None:
             ax.set_aspect("equal")
