@@ -345,3 +345,11 @@ def test_density_picture_of_a_standardised_table_is_drawn_in_raw_data_space(tmp_
     dens = np.asarray(density.collections[0].get_array())
     cell = (x1 - x0) / 199 * (y1 - y0) / 199  # spacing of the 200 x 200 grid points, ends included
     assert 0.95 < dens.sum() * cell < 1.02
+
+
+def test_patience_running_out_at_the_last_step_is_no_early_stop(tmp_path):
+    """Validations at 5 (the best), 10 and 15 (no improvement of 10 nats): patience 2 is used up exactly at the end."""
+    summary = train(tiny_config(tmp_path, steps=15, eval_every=5, patience=2, min_delta=10.0, lr=1e-2))
+    assert summary["steps"] == 15 and summary["best_step"] == 5
+    assert summary["stopped_early"] is False
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["stopped_early"] is False

@@ -269,8 +269,15 @@ class _Trainer:
                     self.best_preprocess = {k: v.detach().clone() for k, v in self.bundle.preprocess.state_dict().items()}
         else:
             self.state["bad_evals"] += 1
-        stop = cfg.patience is not None and self.state["bad_evals"] >= cfg.patience
-        self.state["stopped"] = broadcast_flag(self.rt, stop)
+        self.state["stopped"] = broadcast_flag(self.rt, self._patience_ran_out())
+
+    def _patience_ran_out(self) -> bool:
+        """Whether early stopping ends the run before its last step (patience used up with steps still to do).
+
+        Patience that runs out at the last step stops nothing: the run did all its steps.
+        """
+        patience = self.config.patience
+        return patience is not None and self.state["bad_evals"] >= patience and self.step < self.config.steps
 
     def fit(self, callbacks: Sequence[Callback]) -> None:
         cfg = self.config
