@@ -99,6 +99,21 @@ def test_resume_from_the_command_line(tmp_path, capsys):
     assert code == 0 and json.loads(out)["steps"] == 16
 
 
+def test_plots_and_progress_can_be_turned_back_on_at_a_resume(tmp_path, capsys):
+    """The resumed run's config.yaml says no pictures and no bar; --plots and --progress override it."""
+    run = tmp_path / "r"
+    assert main([*TRAIN, "--out", str(run)]) == 0
+    assert not (run / "loss.png").exists() and "plots: false" in (run / "config.yaml").read_text()
+    capsys.readouterr()
+    code, _, err = run_cli(capsys, "train", "--resume", "--out", run, "--steps", 12, "--plots", "--progress")
+    assert code == 0 and "train: 100%" in err
+    assert (run / "loss.png").stat().st_size > 0 and (run / "density.png").stat().st_size > 0
+    resolved = (run / "config.yaml").read_text()
+    assert "plots: true" in resolved and "progress: true" in resolved
+    code, _, _ = run_cli(capsys, "train", "--resume", "--out", run, "--steps", 14, "--no-plots", "--no-compile")
+    assert code == 0 and "plots: false" in (run / "config.yaml").read_text()
+
+
 def test_every_subcommand_is_runnable():
     parser = build_parser()
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

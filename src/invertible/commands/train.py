@@ -66,11 +66,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for flag, (dest, kind, text) in _FLAGS.items():
         p.add_argument(flag, dest=dest, type=kind, default=None, help=text)
     add_option_flags(p)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--compile", dest="compile", action="store_true", default=None,
-                   help="compile the training steps with torch.compile (slow first step, faster later ones)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
-    p.add_argument("--no-plots", dest="plots", action="store_false", default=None, help="no pictures")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint, with its settings under --config and flags "
+                        "(model, data, their options, batch size, seed and ema cannot change)")
+    # both directions of each switch, so a flag overrides a config file or the resumed run's settings either way
+    p.add_argument("--compile", dest="compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="compile the training steps with torch.compile (slow first step, faster later ones; "
+                        "default off)")
+    p.add_argument("--progress", dest="progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default on)")
+    p.add_argument("--plots", dest="plots", action=argparse.BooleanOptionalAction, default=None,
+                   help="pictures: loss.png, density.png or samples.png (default on)")
     p.set_defaults(command=run)
 
 
