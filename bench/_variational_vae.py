@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 import torch
@@ -28,9 +29,11 @@ def vae_bench(argv: list[str]) -> int:
     p.add_argument("--posteriors", default="diagonal,planar-16,sylvester-4")
     p.add_argument("--iw", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="/tmp/invertible-bench-vae", help="where the run directories go")
+    p.add_argument("--out", default=None,
+                   help="where the run directories go (default: a new temporary directory; an existing run is refused)")
     p.add_argument("--name", default="variational_vae", help="results files bench/results/NAME.{jsonl,md}")
     a = p.parse_args(argv)
+    out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="invertible-bench-vae-"))
     torch.set_num_threads(1)
     rows_path = RESULTS / f"{a.name}.jsonl"
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -39,7 +42,7 @@ def vae_bench(argv: list[str]) -> int:
         args = argparse.Namespace(
             data=a.data, posterior=kind, layers=int(k or 0), likelihood="bernoulli", latent=32, hidden=300,
             steps=a.steps, batch_size=a.batch_size, lr=1e-3, warmup=0, iw_samples=a.iw, test_size=0, seed=a.seed,
-            out=str(Path(a.out) / spec),
+            out=str(out / spec),
         )
         s = train_and_evaluate(args)
         row = {"posterior": f"{kind} K={s['layers']}" if s["layers"] else kind, "test IW log p(x) (k)": s["test_iw_log_px"],

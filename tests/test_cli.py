@@ -93,9 +93,25 @@ def test_resume_from_the_command_line(tmp_path, capsys):
     code, out, _ = run_cli(capsys, "train", "--resume", "--out", run, "--steps", 14, "--no-progress")
     assert code == 0 and json.loads(out)["steps"] == 14
     assert_error(capsys, "cannot resume: steps is 5 but the run has done 14", "train", "--resume", "--out", run, "--steps", 5)
+    assert_error(capsys, "cannot resume: ema is 0.5 but the checkpoint has None", "train", "--resume", "--out", run, "--ema", 0.5)
     (run / "config.yaml").unlink()  # the checkpoint records the settings too
     code, out, _ = run_cli(capsys, "train", "--resume", "--out", run, "--steps", 16, "--no-progress")
     assert code == 0 and json.loads(out)["steps"] == 16
+
+
+def test_plots_and_progress_can_be_turned_back_on_at_a_resume(tmp_path, capsys):
+    """The resumed run's config.yaml says no pictures and no bar; --plots and --progress override it."""
+    run = tmp_path / "r"
+    assert main([*TRAIN, "--out", str(run)]) == 0
+    assert not (run / "loss.png").exists() and "plots: false" in (run / "config.yaml").read_text()
+    capsys.readouterr()
+    code, _, err = run_cli(capsys, "train", "--resume", "--out", run, "--steps", 12, "--plots", "--progress")
+    assert code == 0 and "train: 100%" in err
+    assert (run / "loss.png").stat().st_size > 0 and (run / "density.png").stat().st_size > 0
+    resolved = (run / "config.yaml").read_text()
+    assert "plots: true" in resolved and "progress: true" in resolved
+    code, _, _ = run_cli(capsys, "train", "--resume", "--out", run, "--steps", 14, "--no-plots", "--no-compile")
+    assert code == 0 and "plots: false" in (run / "config.yaml").read_text()
 
 
 def test_every_subcommand_is_runnable():

@@ -182,3 +182,57 @@ def test_a_format_1_maf_checkpoint_is_refused(tmp_path):
     record_path.write_text(json.dumps({**record, "format": 1}))
     with pytest.raises(ValueError, match="'maf' model saved in format 1"):
         train(cfg, resume=True)
+
+
+@pytest.mark.parametrize("ema, words", [(0.99, "ema is 0.99 but the checkpoint has 0.9"),
+                                        (None, "ema is None but the checkpoint has 0.9")])
+def test_resume_refuses_another_ema(tmp_path, ema, words):
+    """A new decay would average two averages; dropping the average would throw the kept one away."""
+    with pytest.raises(Interrupted):
+        train(config(tmp_path, "run"), callbacks=[recorder({}, stop_at=6)])
+    changed = config(tmp_path, "run")
+    changed.ema = ema
+    with pytest.raises(TrainingError, match=f"cannot resume: {words}"):
+        train(changed, resume=True)
+    assert load_checkpoint(tmp_path / "run").step == 5  # the checkpoint is left as it was
+
+
+def test_resume_refuses_to_add_an_ema(tmp_path):
+    plain = config(tmp_path, "run")
+    plain.ema = None
+    with pytest.raises(Interrupted):
+        train(plain, callbacks=[recorder({}, stop_at=6)])
+    with pytest.raises(TrainingError, match="cannot resume: ema is 0.9 but the checkpoint has None"):
+        train(config(tmp_path, "run"), resume=True)
+
+
+def early_stopping(tmp_path) -> TrainConfig:
+    """Validations every 4 steps that never improve by 10 nats: patience 2 stops the run at step 12 of 40."""
+    cfg = config(tmp_path, "run")
+    cfg.steps, cfg.patience, cfg.min_delta = 40, 2, 10.0
+    return cfg
+
+
+def test_a_larger_patience_continues_a_run_that_stopped_early(tmp_path):
+    summary = train(early_stopping(tmp_path))
+    assert summary["stopped_early"] and summary["steps"] == 12 and summary["best_step"] == 4
+    patient = early_stopping(tmp_path)
+    patient.patience = 4  # two more validations without improvement: 16 and 20
+    summary = train(patient, resume=True)
+    assert summary["stopped_early"] and summary["steps"] == 20 and summary["best_step"] == 4
+    saved = invertible.load(tmp_path / "run").state_dict()
+    best = load_checkpoint(tmp_path / "run").best
+    assert best is not None and all(torch.equal(saved[k], v) for k, v in best.items())  # still the step-4 weights
+
+
+def test_resuming_without_patience_ends_on_the_last_weights(tmp_path):
+    """The best weights kept under patience 50 are not the model of a run resumed with early stopping off."""
+    train(config(tmp_path, "run"))
+    assert load_checkpoint(tmp_path / "run").best is not None
+    unlimited = config(tmp_path, "run")
+    unlimited.steps, unlimited.patience = 30, None
+    summary = train(unlimited, resume=True)
+    assert not summary["stopped_early"] and summary["steps"] == 30
+    ckpt = load_checkpoint(tmp_path / "run")
+    saved = invertible.load(tmp_path / "run").state_dict()
+    assert ckpt.best is None and all(torch.equal(saved[k], v) for k, v in ckpt.ema.items())  # the EMA of step 30

@@ -362,3 +362,11 @@ def test_density_picture_counts_only_the_finite_samples_it_draws():
     fig = density_2d(flow, data, samples, resolution=20)
     assert fig.axes[2].get_title() == "samples (6 of 10 finite)"
     assert fig.axes[2].collections[0].get_array().sum() == 6  # the histogram holds the finite ones
+
+
+def test_patience_running_out_at_the_last_step_is_no_early_stop(tmp_path):
+    """Validations at 5 (the best), 10 and 15 (no improvement of 10 nats): patience 2 is used up exactly at the end."""
+    summary = train(tiny_config(tmp_path, steps=15, eval_every=5, patience=2, min_delta=10.0, lr=1e-2))
+    assert summary["steps"] == 15 and summary["best_step"] == 5
+    assert summary["stopped_early"] is False
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["stopped_early"] is False

@@ -384,3 +384,26 @@ def test_vae_command_stops_when_the_last_step_diverges(tmp_path, capsys) -> None
     assert cli(argv) == 2
     assert "the model diverged" in capsys.readouterr().err
     assert not (tmp_path / "summary.json").exists()
+
+
+@pytest.mark.parametrize("command, results", [
+    (["fit-density", "--target", "u1", "--layers", "2", "--steps", "5", "--eval-samples", "100"], "model, summary.json, metrics.jsonl, density.png"),
+    (["vae", "--data", "digits", "--latent", "3", "--hidden", "16", "--steps", "2", "--iw-samples", "2", "--test-size", "10"],
+     "summary.json, metrics.jsonl, vae.safetensors, config.json, reconstructions.png, samples.png"),
+])
+def test_an_out_holding_results_is_refused_and_kept(tmp_path, capsys, command, results) -> None:
+    """A second run into the same --out stops before writing anything; an empty existing directory is used."""
+    out = tmp_path / "run"
+    out.mkdir()
+    assert cli([*command, "--out", str(out)]) == 0
+    capsys.readouterr()
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert cli([*command, "--seed", "1", "--out", str(out)]) == 2
+    message = f"error: --out {out} already holds results ({results}); choose another --out or remove it"
+    assert capsys.readouterr().err.strip() == message
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    (tmp_path / "attempt").mkdir()
+    (tmp_path / "attempt" / "metrics.jsonl").write_text('{"step": 1}\n')  # a log is a result too: never truncated
+    assert cli([*command, "--out", str(tmp_path / "attempt")]) == 2
+    assert "already holds results (metrics.jsonl)" in capsys.readouterr().err
+    assert (tmp_path / "attempt" / "metrics.jsonl").read_text() == '{"step": 1}\n'

@@ -6,7 +6,7 @@ import argparse
 import inspect
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import yaml
@@ -32,11 +32,21 @@ def existing_run(path: str) -> Path:
     return run
 
 
-def output_dir(path: str) -> Path:
-    """``path`` as a new or existing output directory (created with its parents), or ``NotADirectoryError``."""
+def output_dir(path: str, results: Sequence[str] = ()) -> Path:
+    """``path`` as a new or existing output directory (created with its parents) that holds none of ``results``.
+
+    ``results`` names the files and directories the command writes there; an existing
+    one means an earlier run's results, which are kept: ``FileExistsError`` names them.
+    A file at ``path`` is a ``NotADirectoryError``.
+    """
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file, not a directory")
+    taken = [name for name in results if (out / name).exists()]
+    if taken:
+        raise FileExistsError(
+            f"--out {out} already holds results ({', '.join(taken)}); choose another --out or remove it"
+        )
     out.mkdir(parents=True, exist_ok=True)
     return out
 

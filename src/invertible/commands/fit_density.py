@@ -4,6 +4,7 @@ Writes ``OUT/density.png`` (true density beside the learned one, as in Figure 3
 of Rezende & Mohamed 2015), ``OUT/summary.json`` (ELBO, importance-sampling
 ``log Z``, true ``log Z`` by quadrature, ``KL = log Z - ELBO``, ESS) and
 ``OUT/metrics.jsonl`` (the ELBO curve), and saves the flow to ``OUT/model``.
+An ``OUT`` that already holds any of these is refused: results are never overwritten.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import torch
 from ._common import output_dir
 
 __all__ = ["register", "run"]
+
+#: What a fit writes to ``--out``; a directory holding any of them is refused (an earlier fit's results).
+RESULTS = ("model", "summary.json", "metrics.jsonl", "density.png")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--anneal", type=int, default=0, help="steps of linear annealing of the target from 0.01 to 1 (0: off)")
     p.add_argument("--eval-samples", type=int, default=100_000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", required=True, help="output directory; one that holds an earlier fit's results is refused")
 
 
 @contextlib.contextmanager
@@ -59,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--lr must be positive and --anneal >= 0, got {args.lr} and {args.anneal}")
     torch.manual_seed(args.seed)
     target = get_target(args.target)
-    out = output_dir(args.out)
+    out = output_dir(args.out, RESULTS)
     flow = approximation(args.model, args.layers)
     with open(out / "metrics.jsonl", "w") as log, _diverged_is_a_training_error():
         result = fit(

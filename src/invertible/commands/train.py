@@ -44,10 +44,12 @@ _FLAGS: dict[str, tuple[str, Any, str]] = {
     "--min-lr-ratio": ("min_lr_ratio", float, "final learning rate of the cosine, as a fraction of --lr"),
     "--grad-clip": ("grad_clip", _nullable(float), "maximum gradient norm, or none"),
     "--weight-decay": ("weight_decay", float, "L2 penalty"),
-    "--ema": ("ema", _nullable(float), "decay of an exponential moving average of the weights, e.g. 0.999, or none"),
+    "--ema": ("ema", _nullable(float), "decay of an exponential moving average of the weights, e.g. 0.999, or none; "
+              "fixed for the run (--resume refuses another)"),
     "--eval-every": ("eval_every", int, "steps between validation passes"),
     "--eval-batch-size": ("eval_batch_size", int, "batch size of validation and test"),
-    "--patience": ("patience", _nullable(int), "stop after this many validations without improvement, or none"),
+    "--patience": ("patience", _nullable(int), "stop after this many validations without improvement, or none; "
+                   "may change on --resume (a larger one continues a run that stopped early)"),
     "--min-delta": ("min_delta", float, "smallest validation improvement that resets --patience"),
     "--log-every": ("log_every", int, "steps between metric lines"),
     "--checkpoint-every": ("checkpoint_every", int, "steps between checkpoints (0: only at the end)"),
@@ -64,11 +66,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for flag, (dest, kind, text) in _FLAGS.items():
         p.add_argument(flag, dest=dest, type=kind, default=None, help=text)
     add_option_flags(p)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--compile", dest="compile", action="store_true", default=None,
-                   help="compile the training steps with torch.compile (slow first step, faster later ones)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
-    p.add_argument("--no-plots", dest="plots", action="store_false", default=None, help="no pictures")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint, with its settings under --config and flags "
+                        "(model, data, their options, batch size, seed and ema cannot change)")
+    # both directions of each switch, so a flag overrides a config file or the resumed run's settings either way
+    p.add_argument("--compile", dest="compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="compile the training steps with torch.compile (slow first step, faster later ones; "
+                        "default off)")
+    p.add_argument("--progress", dest="progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default on)")
+    p.add_argument("--plots", dest="plots", action=argparse.BooleanOptionalAction, default=None,
+                   help="pictures: loss.png, density.png or samples.png (default on)")
     p.set_defaults(command=run)
 
 

@@ -4,7 +4,8 @@ Writes ``OUT/summary.json`` (test ELBO and importance-weighted ``log p(x)`` in
 nats per image, train ELBO, steps, wall time, parameters), ``OUT/metrics.jsonl``,
 ``OUT/reconstructions.png`` (test images, odd rows, above their reconstructions),
 ``OUT/samples.png`` (decoder means at prior samples) and the weights
-``OUT/vae.safetensors`` with ``OUT/config.json``.
+``OUT/vae.safetensors`` with ``OUT/config.json``. An ``OUT`` that already holds
+any of these is refused: results are never overwritten.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from ._common import output_dir
 from .fit_density import _diverged_is_a_training_error
 
 __all__ = ["register", "run", "train_and_evaluate"]
+
+#: What a run writes to ``--out``; a directory holding any of them is refused (an earlier run's results).
+RESULTS = ("summary.json", "metrics.jsonl", "vae.safetensors", "config.json", "reconstructions.png", "samples.png")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iw-samples", type=int, default=500, help="k of the importance-weighted log p(x)")
     p.add_argument("--test-size", type=int, default=0, help="evaluate on the first N test images (0: all)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", required=True, help="output directory; one that holds an earlier run's results is refused")
 
 
 def train_and_evaluate(args: argparse.Namespace) -> dict:
@@ -64,7 +68,7 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
               "latent": args.latent, "hidden": args.hidden, "levels": data.levels}
     model = VAE(data.event_shape, latent=args.latent, hidden=args.hidden, posterior=args.posterior, layers=layers,
                 likelihood=args.likelihood, levels=data.levels)
-    out = output_dir(args.out)
+    out = output_dir(args.out, RESULTS)
     t0 = time.perf_counter()
     with open(out / "metrics.jsonl", "w") as log, _diverged_is_a_training_error():
         history = train_vae(model, data.train, args.steps, args.batch_size, args.lr, args.warmup,

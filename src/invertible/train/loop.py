@@ -55,8 +55,10 @@ __all__ = ["train", "TrainingError", "Callback"]
 
 #: Called after every optimisation step with the number of steps done and that step's metrics.
 Callback = Callable[[int, dict[str, float]], None]
-#: Settings that must not change when a run is resumed.
-_FIXED_ON_RESUME = ("model", "model_options", "data", "data_options", "batch_size", "seed")
+#: Settings that must not change when a run is resumed (``ema``: a new decay, or adding or dropping the
+#: average, would mix two averages or throw the kept one away). Early stopping (``patience``,
+#: ``min_delta``) may change: :meth:`_Trainer._restore` applies the new values.
+_FIXED_ON_RESUME = ("model", "model_options", "data", "data_options", "batch_size", "seed", "ema")
 
 
 #: Below this many parameters a CPU run uses one intra-op thread unless ``threads`` says otherwise.
@@ -184,8 +186,10 @@ class _Trainer:
         self.state.update(ckpt.state)
         if self.ema is not None:
             self.ema.updates = int(self.state.get("ema_updates", self.step))
-        self.best = ckpt.best
-        self.best_preprocess = ckpt.best_preprocess
+        # with early stopping off the run ends on its last (or EMA) weights, not on a best kept before
+        self.best = ckpt.best if self.config.patience is not None else None
+        self.best_preprocess = ckpt.best_preprocess if self.config.patience is not None else None
+        self.state["stopped"] = self._patience_ran_out()  # a larger patience (or none) continues a stopped run
         set_rng_state(ckpt.rng)
         self.metrics.truncate(self.step)
 
@@ -269,8 +273,15 @@ class _Trainer:
                     self.best_preprocess = {k: v.detach().clone() for k, v in self.bundle.preprocess.state_dict().items()}
         else:
             self.state["bad_evals"] += 1
-        stop = cfg.patience is not None and self.state["bad_evals"] >= cfg.patience
-        self.state["stopped"] = broadcast_flag(self.rt, stop)
+        self.state["stopped"] = broadcast_flag(self.rt, self._patience_ran_out())
+
+    def _patience_ran_out(self) -> bool:
+        """Whether early stopping ends the run before its last step (patience used up with steps still to do).
+
+        Patience that runs out at the last step stops nothing: the run did all its steps.
+        """
+        patience = self.config.patience
+        return patience is not None and self.state["bad_evals"] >= patience and self.step < self.config.steps
 
     def fit(self, callbacks: Sequence[Callback]) -> None:
         cfg = self.config
