@@ -78,6 +78,22 @@ def test_eval_on_another_split_seed_uses_the_runs_statistics(table_run, capsys) 
     assert _nll(capsys, run, "--seed", 5) == pytest.approx(expected, rel=1e-5)
 
 
+def test_raw_samples_use_the_runs_statistics_when_the_file_changed(table_run, tmp_path, capsys) -> None:
+    run, table, _ = table_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    moved = tmp_path / "t.npy"
+    np.save(moved, _table() * [1.0, 5.0] + [100.0, 0.0])  # the file the run names now holds other data
+    config = (copy / "config.yaml").read_text().replace(str(table), str(moved))
+    (copy / "config.yaml").write_text(config)
+    assert _cli(capsys, "sample", copy, "-n", 50, "--seed", 3, "--out", tmp_path / "z.npy")[0] == 0
+    assert _cli(capsys, "sample", copy, "-n", 50, "--seed", 3, "--raw", "--out", tmp_path / "x.npy")[0] == 0
+    trained = load(str(table), seed=1).preprocess  # the statistics of the run's training split
+    z = torch.from_numpy(np.load(tmp_path / "z.npy"))
+    expected = trained.inverse(z)[0].numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "x.npy"), expected, rtol=1e-6)
+
+
 def test_a_run_without_statistics_falls_back_with_a_note(table_run, tmp_path, capsys) -> None:
     run, table, summary = table_run
     old = tmp_path / "old"
