@@ -69,6 +69,17 @@ def test_standardisation_keeps_the_precision_of_features_far_from_zero(tmp_path:
     assert math.isclose(slope, 1 / float(b.preprocess.std[0]), rel_tol=1e-5)
 
 
+def test_the_carried_standardisation_is_the_map_the_splits_went_through(tmp_path: Path) -> None:
+    """The float32 statistics of ``preprocess`` (what a run saves) standardise the rows exactly, even at a mean of 3e6."""
+    raw = _table(400)
+    raw[:, 0] += 3e6
+    np.save(tmp_path / "t.npy", raw)
+    b = load(str(tmp_path / "t.npy"), seed=4)
+    rows = raw[torch.randperm(400, generator=torch.Generator().manual_seed(4)).numpy()]
+    mapped = Standardize(b.preprocess.mean.double(), b.preprocess.std.double())(torch.from_numpy(rows))[0].float()
+    assert torch.equal(mapped, torch.cat([b.train, b.val, b.test]))
+
+
 def test_csv_header_context_columns_and_raw_mode(tmp_path: Path) -> None:
     raw = _table(50)
     path = _write_csv(tmp_path / "t.csv", raw, ["a", "b", "label"])

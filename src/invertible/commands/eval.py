@@ -1,12 +1,18 @@
-"""``invertible eval RUN``: exact NLL (nats), KL gap and bits/dim of a trained flow on a dataset split."""
+"""``invertible eval RUN``: exact NLL (nats), KL gap and bits/dim of a trained flow on a dataset split.
+
+The data are mapped into the model's space by the run's own preprocessing: a
+table given by --data, or split by another --seed, is standardised with the
+statistics of the run's training split, so a shifted table scores worse.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ..persistence import load, write_json
-from ..train.build import check_fits, load_bundle, restore_preprocess
+from ..train.build import check_fits, load_bundle, restore_preprocess, unsaved_preprocess
 from ..train.config import parse_options
 from ..train.distributed import resolve_device
 from ..train.evaluate import evaluate_split
@@ -41,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model_option:
         raise ValueError("eval takes no model options: the model is rebuilt from the run")
     seed = args.seed if args.seed is not None else int(config.get("seed", 0))
-    bundle = restore_preprocess(load_bundle(data, seed, options), run_dir)
+    bundle = load_bundle(data, seed, options)
     device = resolve_device(args.device)
     flow = load(run_dir, map_location=device)
     try:
@@ -51,6 +57,11 @@ def run(args: argparse.Namespace) -> int:
         if dropped:  # --data starts from no options: say which of the run's the new data set may need
             raise ValueError(f"{e} (the run was trained with -d {', '.join(dropped)}, which --data does not carry over)") from None
         raise
+    if unsaved_preprocess(bundle, run_dir) and (data != config.get("data") or seed != int(config.get("seed", 0))):
+        print(f"note: {run_dir} keeps no preprocessing statistics (an older run, or a bare saved model): {data} with "
+              f"seed {seed} is standardised by its own training split, so this NLL does not compare with the run's",
+              file=sys.stderr)
+    restore_preprocess(bundle, run_dir)
     result = {"data": data, "split": args.split, **evaluate_split(flow, bundle, args.split, args.batch_size, device, args.draws)}
     print(json.dumps(result))
     if args.out:

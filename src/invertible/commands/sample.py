@@ -2,7 +2,9 @@
 
 With ``--out FILE.png`` an image model writes a picture grid of its samples
 (pixels recovered through the run's dataset preprocessing); ``--label K``
-draws class-conditional samples of class ``K`` (one-hot context).
+draws class-conditional samples of class ``K`` (one-hot context). ``--raw``
+maps samples back to the raw data's units by the run's own preprocessing (the
+standardisation statistics of its training split).
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..core import Flow
+from ..data import DataBundle
 from ..persistence import load, read_json
-from ..train.build import load_bundle
+from ..train.build import load_bundle, restore_preprocess
 from ..train.distributed import resolve_device
 from ._common import existing_run, run_config, save_array
 
@@ -80,12 +84,18 @@ def run(args: argparse.Namespace) -> int:
         config = run_config(run_dir)
         if "data" not in config:
             raise ValueError(f"--raw needs the run's dataset, but {run_dir} has no config.yaml")
-        bundle = load_bundle(config["data"], config.get("seed", 0), config.get("data_options") or {})
+        bundle = _run_bundle(run_dir, config)
         if bundle.preprocess is not None:
             x, _ = bundle.preprocess.to(device).inverse(x)
     save_array(args.out, x.cpu().numpy())
     print(f"wrote {args.num} samples of shape {tuple(flow.event_shape)} to {args.out}", file=sys.stderr)
     return 0
+
+
+def _run_bundle(run_dir: Path, config: dict[str, Any]) -> DataBundle:
+    """The run's dataset, loaded as it was trained, with the run's preprocessing (statistics, trained weights)."""
+    bundle = load_bundle(config["data"], config.get("seed", 0), config.get("data_options") or {})
+    return restore_preprocess(bundle, run_dir)
 
 
 def _check_one_hot(run_dir: Path) -> None:
@@ -123,8 +133,7 @@ def _write_grid(args: argparse.Namespace, run_dir, x: torch.Tensor) -> int:
     config = run_config(run_dir)
     if "data" not in config:
         raise ValueError(f"a .png grid needs the run's dataset to recover pixels: {run_dir} has no config.yaml naming it")
-    bundle = load_bundle(config["data"], config.get("seed", 0), config.get("data_options") or {})
-    pixels = unit_pixels(bundle, x.cpu())
+    pixels = unit_pixels(_run_bundle(run_dir, config), x.cpu())
     label = "" if args.label is None else f", class {args.label}"
     save_figure(image_grid(pixels, title=f"{config.get('model', 'flow')} samples, T = {args.temperature:g}{label}"), args.out)
     print(f"wrote a grid of {args.num} samples to {args.out}", file=sys.stderr)

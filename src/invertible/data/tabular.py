@@ -117,9 +117,11 @@ def table_bundle(
 ) -> DataBundle:
     """Validate a numeric ``(rows, columns)`` table, split it by ``seed`` and standardise the features.
 
-    The statistics are fitted and applied in float64, then the splits and the
-    :class:`Standardize` are cast to float32, so a feature whose mean is large
-    against its spread keeps its precision.
+    The statistics are fitted in float64 and rounded to the float32 the bundle's
+    :class:`Standardize` holds; those values are applied to the float64 table
+    before the splits are cast to float32, so a feature whose mean is large
+    against its spread keeps its precision, and the ``preprocess`` carried (and
+    saved with a run) is exactly the map the splits went through.
     """
     if table.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D table (rows, features), got an array of shape {table.shape}")
@@ -141,10 +143,10 @@ def table_bundle(
     contexts = [s.float().contiguous() for s in data[:, ctx_idx].split(sizes)] if ctx_idx else [None, None, None]
     preprocess = None
     if standardize:
-        preprocess = Standardize.fit(x_train)
+        preprocess = Standardize.fit(x_train).float()
+        exact = Standardize(preprocess.mean.double(), preprocess.std.double())
         with torch.no_grad():
-            x_train, x_val, x_test = (preprocess(s)[0] for s in (x_train, x_val, x_test))
-        preprocess = preprocess.float()
+            x_train, x_val, x_test = (exact(s)[0] for s in (x_train, x_val, x_test))
     return DataBundle(
         name=name,
         train=x_train.float().contiguous(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,10 @@ from ..data import DataBundle
 from ..persistence import atomic_write, read_tensors, state_tensors
 
 __all__ = ["load_bundle", "check_bundle", "build_flow", "check_fits", "trainable_preprocess", "save_preprocess",
-           "restore_preprocess", "PREPROCESS_WEIGHTS"]
+           "restore_preprocess", "unsaved_preprocess", "PREPROCESS_WEIGHTS"]
 
-#: The trained preprocessing of a run (a learned dequantizer), beside ``model.safetensors``.
+#: The state of a run's preprocessing, beside ``model.safetensors``: the fitted statistics of a
+#: standardisation, the weights of a learned dequantizer.
 PREPROCESS_WEIGHTS = "preprocess.safetensors"
 
 #: Model options that the engine sets from the data and a user cannot give.
@@ -133,23 +135,58 @@ def trainable_preprocess(bundle: DataBundle) -> list[torch.nn.Parameter]:
     return [p for p in bundle.preprocess.parameters() if p.requires_grad]
 
 
+def _has_state(bundle: DataBundle) -> bool:
+    """Whether ``bundle``'s preprocessing holds tensors (fitted statistics, trained weights) a run must keep."""
+    return bundle.preprocess is not None and bool(bundle.preprocess.state_dict())
+
+
 def save_preprocess(bundle: DataBundle, run_dir: str | Path) -> None:
-    """Write the trained preprocessing of ``bundle`` into ``run_dir`` (nothing when it has no parameters)."""
-    if trainable_preprocess(bundle):
+    """Write the state of ``bundle``'s preprocessing into ``run_dir`` (nothing when it holds none)."""
+    if _has_state(bundle):
         tensors = state_tensors(bundle.preprocess)
         atomic_write(Path(run_dir) / PREPROCESS_WEIGHTS, lambda tmp: save_file(tensors, tmp))
 
 
+def unsaved_preprocess(bundle: DataBundle, run_dir: str | Path) -> bool:
+    """Whether ``bundle`` has fitted preprocessing statistics that ``run_dir`` does not hold (a run written
+    before runs kept them, or a bare saved model): :func:`restore_preprocess` then leaves the bundle's own."""
+    return _has_state(bundle) and not trainable_preprocess(bundle) and not (Path(run_dir) / PREPROCESS_WEIGHTS).is_file()
+
+
 def restore_preprocess(bundle: DataBundle, run_dir: str | Path) -> DataBundle:
-    """Load a run's trained preprocessing into ``bundle`` (the dataset must be built with the run's options)."""
+    """Give ``bundle`` the preprocessing of the run in ``run_dir``: its fitted statistics and trained weights.
+
+    Splits already in the model's space (a standardised table) are then re-mapped, in float64, back to
+    raw data by the bundle's own preprocessing (a deterministic bijection) and forward by the run's, so a
+    table of another file or split seed is seen through the statistics the model was trained behind. A
+    run that holds no statistics (see :func:`unsaved_preprocess`) leaves the bundle as it is.
+    """
     path = Path(run_dir) / PREPROCESS_WEIGHTS
-    if not trainable_preprocess(bundle):
+    if bundle.preprocess is None:
+        if path.is_file():
+            raise ValueError(f"{run_dir} was trained behind a preprocessing ({PREPROCESS_WEIGHTS}), but dataset "
+                             f"{bundle.name!r} has none: load it with the run's data options")
         return bundle
     if not path.is_file():
-        raise ValueError(f"dataset {bundle.name!r} has a trained preprocessing, but {run_dir} holds no {PREPROCESS_WEIGHTS}")
+        if trainable_preprocess(bundle):
+            raise ValueError(f"dataset {bundle.name!r} has a trained preprocessing, but {run_dir} holds no {PREPROCESS_WEIGHTS}")
+        return bundle
+    own = None if bundle.raw else copy.deepcopy(bundle.preprocess)  # raw splits are mapped per batch: nothing to re-map
     try:
-        bundle.preprocess.load_state_dict(read_tensors(path, "trained preprocessing"))
+        bundle.preprocess.load_state_dict(read_tensors(path, "run preprocessing"))
     except RuntimeError as e:
         raise ValueError(f"{path} does not fit the preprocessing of dataset {bundle.name!r}: {e}") from None
     bundle.preprocess.eval()
+    if own is not None and not _same_state(own, bundle.preprocess):
+        old, new = own.double().eval(), copy.deepcopy(bundle.preprocess).double()
+        with torch.no_grad():
+            for split in ("train", "val", "test"):
+                y = getattr(bundle, split)
+                setattr(bundle, split, new(old.inverse(y.double())[0])[0].to(y.dtype).contiguous())
     return bundle
+
+
+def _same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    """Whether two modules of one kind hold equal tensors."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -1,0 +1,134 @@
+"""A run keeps the standardisation of its training split: eval and sample map other tables through it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from invertible import load as load_flow
+from invertible.cli import main
+from invertible.data import Standardize, load
+from invertible.train.build import PREPROCESS_WEIGHTS, restore_preprocess, save_preprocess
+
+TRAIN = ["train", "-m", "layers=2", "-m", "hidden=[8]", "--steps", "10", "--batch-size", "32", "--eval-every", "5",
+         "--no-progress", "--no-plots"]
+
+
+def _table(rows: int = 300) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    return rng.normal(size=(rows, 2)) * [3.0, 0.2] + [10.0, -4.0]
+
+
+def _cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _nll(capsys, *argv) -> float:
+    code, out, err = _cli(capsys, "eval", *argv)
+    assert code == 0, err
+    return json.loads(out)["test_nll"]
+
+
+@pytest.fixture(scope="module")
+def table_run(tmp_path_factory) -> tuple[Path, Path, dict]:
+    """A tiny run on a 300 x 2 ``.npy`` table: (run directory, table file, summary)."""
+    root = tmp_path_factory.mktemp("table")
+    np.save(root / "t.npy", _table())
+    assert main([*TRAIN, "--data", str(root / "t.npy"), "--out", str(root / "run"), "--seed", "1"]) == 0
+    summary = json.loads((root / "run" / "summary.json").read_text())
+    return root / "run", root / "t.npy", summary
+
+
+def test_the_run_keeps_the_statistics_of_its_training_split(table_run) -> None:
+    run, table, _ = table_run
+    stored = load_file(str(run / PREPROCESS_WEIGHTS))
+    own = load(str(table), seed=1).preprocess
+    assert set(stored) == {"mean", "std"}
+    assert torch.equal(stored["mean"], own.mean) and torch.equal(stored["std"], own.std)
+
+
+def test_eval_scores_a_shifted_table_through_the_runs_statistics(table_run, tmp_path, capsys) -> None:
+    run, table, summary = table_run
+    assert _nll(capsys, run) == summary["test_nll"]
+    assert _nll(capsys, run, "--data", table) == summary["test_nll"]
+    shifted = _table()
+    shifted[:, 0] += 10.0  # 3.3 training standard deviations
+    np.save(tmp_path / "shifted.npy", shifted)
+    code, out, err = _cli(capsys, "eval", run, "--data", tmp_path / "shifted.npy")
+    assert code == 0 and err == ""
+    assert json.loads(out)["test_nll"] > summary["test_nll"] + 3.0
+
+
+def test_eval_on_another_split_seed_uses_the_runs_statistics(table_run, capsys) -> None:
+    run, table, _ = table_run
+    raw = _table()
+    rows = torch.from_numpy(raw[torch.randperm(300, generator=torch.Generator().manual_seed(5)).numpy()][270:])
+    trained = load(str(table), seed=1).preprocess  # the statistics of the run's training split
+    z, ladj = Standardize(trained.mean.double(), trained.std.double())(rows)
+    with torch.no_grad():
+        expected = -(load_flow(run).log_prob(z.float()).double() + ladj).mean().item()
+    assert _nll(capsys, run, "--seed", 5) == pytest.approx(expected, rel=1e-5)
+
+
+def test_raw_samples_use_the_runs_statistics_when_the_file_changed(table_run, tmp_path, capsys) -> None:
+    run, table, _ = table_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    moved = tmp_path / "t.npy"
+    np.save(moved, _table() * [1.0, 5.0] + [100.0, 0.0])  # the file the run names now holds other data
+    config = (copy / "config.yaml").read_text().replace(str(table), str(moved))
+    (copy / "config.yaml").write_text(config)
+    assert _cli(capsys, "sample", copy, "-n", 50, "--seed", 3, "--out", tmp_path / "z.npy")[0] == 0
+    assert _cli(capsys, "sample", copy, "-n", 50, "--seed", 3, "--raw", "--out", tmp_path / "x.npy")[0] == 0
+    trained = load(str(table), seed=1).preprocess  # the statistics of the run's training split
+    z = torch.from_numpy(np.load(tmp_path / "z.npy"))
+    expected = trained.inverse(z)[0].numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "x.npy"), expected, rtol=1e-6)
+
+
+def test_a_run_without_statistics_falls_back_with_a_note(table_run, tmp_path, capsys) -> None:
+    run, table, summary = table_run
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    (old / PREPROCESS_WEIGHTS).unlink()  # as written before runs kept their standardisation
+    code, out, err = _cli(capsys, "eval", old)
+    assert code == 0 and err == "" and json.loads(out)["test_nll"] == summary["test_nll"]
+    shifted = _table()
+    shifted[:, 0] += 10.0
+    np.save(tmp_path / "shifted.npy", shifted)
+    code, out, err = _cli(capsys, "eval", old, "--data", tmp_path / "shifted.npy")
+    assert code == 0 and len(err.strip().splitlines()) == 1
+    assert err.startswith("note: ") and "standardised by its own training split" in err
+    assert json.loads(out)["test_nll"] == pytest.approx(summary["test_nll"], abs=1e-4)  # the old, shift-blind figure
+    assert "note: " in _cli(capsys, "eval", old, "--seed", 5)[2]
+
+
+def test_data_without_the_runs_preprocessing_is_refused(table_run, capsys) -> None:
+    run, table, _ = table_run
+    code, _, err = _cli(capsys, "eval", run, "--data", table, "-d", "standardize=false")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "was trained behind a preprocessing" in err and "has none" in err
+
+
+def test_restore_remaps_standardised_splits_in_float64(tmp_path) -> None:
+    """Another seed's splits re-standardised by the run's statistics match the raw rows mapped directly,
+    even for a feature of mean 3e6 (where float32 raw values are 0.25 apart)."""
+    raw = _table()
+    raw[:, 0] = raw[:, 0] / 3.0 + 3e6
+    np.save(tmp_path / "t.npy", raw)
+    save_preprocess(load(str(tmp_path / "t.npy"), seed=0), tmp_path)
+    bundle = restore_preprocess(load(str(tmp_path / "t.npy"), seed=7), tmp_path)
+    stored = load_file(str(tmp_path / PREPROCESS_WEIGHTS))
+    assert torch.equal(bundle.preprocess.mean, stored["mean"]) and torch.equal(bundle.preprocess.std, stored["std"])
+    rows = torch.from_numpy(raw[torch.randperm(300, generator=torch.Generator().manual_seed(7)).numpy()])
+    direct = Standardize(stored["mean"].double(), stored["std"].double())(rows)[0].float()
+    torch.testing.assert_close(torch.cat([bundle.train, bundle.val, bundle.test]), direct, rtol=0, atol=1e-6)
+    assert bundle.train.dtype == torch.float32 and bundle.train.is_contiguous()
