@@ -130,6 +130,53 @@ def test_early_stopping_keeps_the_learned_dequantizer_of_the_best_step(tmp_path,
     assert json.loads(capsys.readouterr().out)["val_nll"] == pytest.approx(summary["best_val_nll"], abs=1e-9)
 
 
+@pytest.mark.parametrize("patience", [None, 10])
+def test_ema_averages_the_learned_dequantizer_with_the_model(tmp_path, capsys, monkeypatch, patience) -> None:
+    """With ``ema`` the saved noise flow is the average of its weights over the steps, computed here independently
+    (``d_t = min(decay, (1 + t) / (10 + t))``), not the last step's; validation and test used that average. With
+    early stopping (only the first validation, at step 3, counts as the best) it is the average of that step."""
+    from invertible.cli import main
+    from invertible.train import loop
+    from invertible.train.build import PREPROCESS_WEIGHTS
+
+    weights: list[dict[str, torch.Tensor]] = []  # the noise flow's parameters, initially and after each step
+    bundles = []
+    original = loop.load_bundle
+
+    def snapshot(*_: object) -> None:
+        weights.append({k: p.detach().double().clone() for k, p in bundles[0].preprocess.named_parameters()})
+
+    def recording_load(*args, **kwargs):
+        bundles.append(original(*args, **kwargs))
+        snapshot()
+        return bundles[-1]
+
+    monkeypatch.setattr(loop, "load_bundle", recording_load)
+    decay, run = 0.5, tmp_path / "run"
+    config = TrainConfig(data="engine-pixels", data_options={"dequantization": "variational"}, model="glow",
+                         model_options=GLOW, steps=6, batch_size=24, lr=1e-2, eval_every=3, ema=decay, patience=patience,
+                         min_delta=1e9, out=str(run), progress=False, plots=False)
+    summary = train(config, callbacks=[snapshot])
+    assert len(weights) == 7  # the initial weights and those after each step
+    assert summary["best_step"] == 3
+    chosen = 6 if patience is None else 3  # the step whose average is saved
+    average = dict(weights[0])
+    for t, after in enumerate(weights[1 : chosen + 1]):
+        d = min(decay, (1 + t) / (10 + t))
+        average = {k: d * v + (1 - d) * after[k] for k, v in average.items()}
+    saved = load_file(str(run / PREPROCESS_WEIGHTS))
+    for k, v in average.items():
+        torch.testing.assert_close(saved[k].double(), v, rtol=1e-5, atol=1e-7)
+    assert any(not torch.allclose(saved[k].double(), v) for k, v in weights[chosen].items())  # not that step's own
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 0  # the saved model with the saved (averaged) noise flow
+    assert json.loads(capsys.readouterr().out)["test_nll"] == summary["test_nll"]
+    assert main(["eval", str(run), "--split", "val"]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    validated = next(r["val_nll"] for r in records if r["split"] == "val" and r["step"] == chosen)
+    assert json.loads(capsys.readouterr().out)["val_nll"] == validated
+
+
 def test_learned_dequantization_needs_per_batch_noise() -> None:
     with pytest.raises(ValueError, match="needs raw=true"):
         load("digits", dequantization="variational", raw=False)

@@ -73,7 +73,8 @@ def test_resumed_run_is_bit_identical(tmp_path, setup):
     a, b = load_checkpoint(tmp_path / "whole"), load_checkpoint(run)
     assert a.step == b.step == 20
     assert (a.preprocess is not None) == (setup == "learned_dequantization")
-    for name in ("model", "ema", "best", "preprocess"):
+    assert (a.ema_preprocess is not None) == (setup == "learned_dequantization")
+    for name in ("model", "ema", "best", "preprocess", "ema_preprocess", "best_preprocess"):
         sa, sb = getattr(a, name) or {}, getattr(b, name) or {}
         assert sa.keys() == sb.keys()
         assert all(torch.equal(sa[k], sb[k]) for k in sa), name
@@ -91,12 +92,12 @@ def test_resumed_run_is_bit_identical(tmp_path, setup):
 
 
 def test_every_section_of_a_checkpoint_round_trips(tmp_path):
-    """Each tensor section (model, EMA, best, preprocessing and the best step's preprocessing), the optimizer's tensor
+    """Each tensor section (model, EMA, best, preprocessing, its EMA and the best step's preprocessing), the optimizer's tensor
     and scalar state, the RNG states and the records come back as saved: the resume test above only sees a section
     whose loss changes the end of a run (a best preprocessing dropped from the file is masked by any later best)."""
     g = torch.Generator().manual_seed(0)
     sections = {name: {f"{name}.w": torch.randn(3, 2, generator=g), "n": torch.tensor(i)}
-                for i, name in enumerate(("model", "ema", "best", "preprocess", "best_preprocess"))}
+                for i, name in enumerate(("model", "ema", "best", "preprocess", "ema_preprocess", "best_preprocess"))}
     optimizer = {"state": {0: {"step": torch.tensor(7.0), "exp_avg": torch.randn(4, generator=g), "count": 3}},
                  "param_groups": [{"lr": 0.01, "params": [0]}]}
     rng = rng_state()
@@ -117,6 +118,32 @@ def test_every_section_of_a_checkpoint_round_trips(tmp_path):
         set_rng_state(states)
         draws.append((torch.rand(3).tolist(), np.random.rand(3).tolist(), random.random()))
     assert draws[0] == draws[1]
+
+
+def test_a_checkpoint_without_the_dequantizer_average_resumes_from_its_dequantizer(tmp_path):
+    """A checkpoint written before the EMA covered a learned dequantizer resumes with a warning, the average of the
+    noise flow starting from the checkpoint's noise-flow weights."""
+    from safetensors.torch import load_file
+
+    from invertible.train.build import PREPROCESS_WEIGHTS
+
+    cfg = config(tmp_path, "run", "learned_dequantization")
+    cfg.patience = None  # the saved noise flow is then the average, not the best step's
+    with pytest.raises(Interrupted):
+        train(cfg, callbacks=[recorder({}, stop_at=12)])
+    run = tmp_path / "run"
+    old = load_checkpoint(run)
+    assert old.step == 10 and old.ema_preprocess is not None and old.best_preprocess is None
+    old.ema_preprocess = None
+    save_checkpoint(run, old)
+    cfg.steps = 10  # no further step: the final noise flow is the restored average
+    with pytest.warns(UserWarning, match="holds no EMA of the trained preprocessing; its average starts from the "
+                                         "preprocessing weights of step 10"):
+        train(cfg, resume=True)
+    resumed = load_checkpoint(run).ema_preprocess
+    saved = load_file(str(run / PREPROCESS_WEIGHTS))
+    assert resumed.keys() == old.preprocess.keys() == saved.keys()
+    assert all(torch.equal(resumed[k], v) and torch.equal(saved[k], v) for k, v in old.preprocess.items())
 
 
 def test_checkpoint_files_are_consistent_after_interruption(tmp_path):

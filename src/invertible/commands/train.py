@@ -44,8 +44,8 @@ _FLAGS: dict[str, tuple[str, Any, str]] = {
     "--min-lr-ratio": ("min_lr_ratio", float, "final learning rate of the cosine, as a fraction of --lr"),
     "--grad-clip": ("grad_clip", _nullable(float), "maximum gradient norm, or none"),
     "--weight-decay": ("weight_decay", float, "L2 penalty"),
-    "--ema": ("ema", _nullable(float), "decay of an exponential moving average of the weights, e.g. 0.999, or none; "
-              "fixed for the run (--resume refuses another)"),
+    "--ema": ("ema", _nullable(float), "decay of an exponential moving average of the weights (a learned "
+              "dequantizer's included), e.g. 0.999, or none; fixed for the run (--resume refuses another)"),
     "--eval-every": ("eval_every", int, "steps between validation passes"),
     "--eval-batch-size": ("eval_batch_size", int, "batch size of validation and test"),
     "--patience": ("patience", _nullable(int), "stop after this many validations without improvement, or none; "

@@ -2,8 +2,8 @@
 
 Layout of ``RUN/checkpoint/``::
 
-    state-00000500.safetensors   model.*, ema.*, best.*, preprocess.*, best_preprocess.*, optim.<param>.<key>,
-                                 rng.torch, rng.cuda.<i>, rng.numpy
+    state-00000500.safetensors   model.*, ema.*, best.*, preprocess.*, ema_preprocess.*, best_preprocess.*,
+                                 optim.<param>.<key>, rng.torch, rng.cuda.<i>, rng.numpy
     checkpoint.json              step, tensor file name and its SHA-256, optimizer groups,
                                  scheduler position, RNG states (python, numpy), training state, config
 
@@ -46,6 +46,8 @@ class Checkpoint:
     best: dict[str, Tensor] | None = None
     #: a trained data preprocessing (learned dequantization), when the run has one
     preprocess: dict[str, Tensor] | None = None
+    #: the EMA of the trained preprocessing, when the run has one and averages its weights
+    ema_preprocess: dict[str, Tensor] | None = None
     #: the trained preprocessing at the best validation step, kept with ``best``
     best_preprocess: dict[str, Tensor] | None = None
     rng: dict[str, Any] = field(default_factory=dict)
@@ -105,7 +107,7 @@ def save_checkpoint(run_dir: str | Path, ckpt: Checkpoint) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, Tensor] = {}
     sections = (("model", ckpt.model), ("ema", ckpt.ema), ("best", ckpt.best), ("preprocess", ckpt.preprocess),
-                ("best_preprocess", ckpt.best_preprocess))
+                ("ema_preprocess", ckpt.ema_preprocess), ("best_preprocess", ckpt.best_preprocess))
     for prefix, sd in sections:
         for k, v in (sd or {}).items():
             tensors[f"{prefix}.{k}"] = _cpu(v)
@@ -133,6 +135,7 @@ def save_checkpoint(run_dir: str | Path, ckpt: Checkpoint) -> Path:
         "has_ema": ckpt.ema is not None,
         "has_best": ckpt.best is not None,
         "has_preprocess": ckpt.preprocess is not None,
+        "has_ema_preprocess": ckpt.ema_preprocess is not None,
         "has_best_preprocess": ckpt.best_preprocess is not None,
         "optimizer": {"param_groups": ckpt.optimizer["param_groups"], "state": optim_state},
         "rng": {"numpy": numpy_state, "python": rng.pop("python")},
@@ -200,6 +203,7 @@ def load_checkpoint(run_dir: str | Path) -> Checkpoint:
         ema=section("ema") if record.get("has_ema") else None,
         best=section("best") if record.get("has_best") else None,
         preprocess=section("preprocess") if record.get("has_preprocess") else None,
+        ema_preprocess=section("ema_preprocess") if record.get("has_ema_preprocess") else None,
         best_preprocess=section("best_preprocess") if record.get("has_best_preprocess") else None,
         rng={
             "torch": tensors["rng.torch"],

@@ -52,7 +52,8 @@ class TrainConfig:
         grad_clip: maximum global gradient norm, or ``None`` for no clipping.
         weight_decay: L2 penalty of Adam.
         ema: decay of an exponential moving average of the weights, or ``None``;
-            when set, validation, test and the saved model use the averaged weights.
+            when set, validation, test and the saved model use the averaged weights
+            (a learned dequantizer's weights are averaged and used with them).
         eval_every: steps between validation passes.
         eval_batch_size: batch size of validation and test passes.
         patience: stop after this many validation passes without improvement

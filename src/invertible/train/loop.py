@@ -12,7 +12,7 @@ dequantized NLL of the raw pixels. The loop writes the run directory::
     RUN/model.json           the final model (``invertible.load(RUN)``)
     RUN/model.safetensors
     RUN/summary.json         test_nll, kl_gap, test_bpd, steps, wall_time_s, parameters, ...
-    RUN/preprocess.safetensors  a learned (variational) dequantizer, when there is one
+    RUN/preprocess.safetensors  a learned (variational) dequantizer, when there is one (averaged with the model by ``ema``)
     RUN/loss.png, RUN/density.png (unconditional 2-D data), RUN/samples.png (images)
 
 Under ``torchrun`` the flow is wrapped in ``DistributedDataParallel`` and only
@@ -25,10 +25,12 @@ continues a run exactly where its checkpoint left it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import random
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -141,6 +143,8 @@ class _Trainer:
         self.train_x = self.bundle.train.to(runtime.device)
         if self.bundle.preprocess is not None:
             self.bundle.preprocess.to(runtime.device)
+        # the dequantizer is part of the objective, so the average covers it too, step for step with the model's
+        self.ema_preprocess = EMA(self.bundle.preprocess, config.ema) if self.ema is not None and self.preprocess_params else None
         self.train_c = None if self.bundle.train_context is None else self.bundle.train_context.to(runtime.device)
         self.metrics = MetricsLog(self.run_dir, enabled=runtime.main)
         self.step = 0
@@ -179,6 +183,8 @@ class _Trainer:
                 if ckpt.ema is None:
                     raise ValueError("the checkpoint holds no EMA weights but ema is set")
                 self.ema.model.load_state_dict(ckpt.ema)
+            if self.ema_preprocess is not None:
+                self.ema_preprocess.model.load_state_dict(self._averaged_preprocess(ckpt))
         except (RuntimeError, KeyError, ValueError) as e:
             raise ValueError(f"checkpoint in {self.run_dir} does not fit this run: {e}") from None
         self.flow.to(self.rt.device)
@@ -186,12 +192,23 @@ class _Trainer:
         self.state.update(ckpt.state)
         if self.ema is not None:
             self.ema.updates = int(self.state.get("ema_updates", self.step))
+        if self.ema_preprocess is not None:
+            self.ema_preprocess.updates = self.ema.updates
         # with early stopping off the run ends on its last (or EMA) weights, not on a best kept before
         self.best = ckpt.best if self.config.patience is not None else None
         self.best_preprocess = ckpt.best_preprocess if self.config.patience is not None else None
         self.state["stopped"] = self._patience_ran_out()  # a larger patience (or none) continues a stopped run
         set_rng_state(ckpt.rng)
         self.metrics.truncate(self.step)
+
+    def _averaged_preprocess(self, ckpt: Checkpoint) -> dict[str, torch.Tensor]:
+        """The EMA of the trained preprocessing in ``ckpt``; a checkpoint written before the average covered it
+        holds none, and the average restarts from the checkpoint's preprocessing weights."""
+        if ckpt.ema_preprocess is not None:
+            return ckpt.ema_preprocess
+        warnings.warn(f"the checkpoint in {self.run_dir} holds no EMA of the trained preprocessing; its average "
+                      f"starts from the preprocessing weights of step {ckpt.step}", stacklevel=2)
+        return ckpt.preprocess
 
     def _checkpoint(self) -> None:
         if not self.rt.main:
@@ -208,6 +225,7 @@ class _Trainer:
                 ema=None if self.ema is None else self.ema.model.state_dict(),
                 best=self.best,
                 preprocess=self.bundle.preprocess.state_dict() if self.preprocess_params else None,
+                ema_preprocess=None if self.ema_preprocess is None else self.ema_preprocess.model.state_dict(),
                 best_preprocess=self.best_preprocess,
                 rng=rng_state(),
                 scheduler={"schedule": self.config.schedule, "step": self.step,
@@ -222,6 +240,13 @@ class _Trainer:
     def eval_flow(self) -> Flow:
         """The weights that are validated, tested and saved: the EMA when enabled."""
         return self.flow if self.ema is None else self.ema.model
+
+    @property
+    def eval_bundle(self) -> DataBundle:
+        """The data with the trained preprocessing that is validated, tested and saved: the EMA when enabled."""
+        if self.ema_preprocess is None:
+            return self.bundle
+        return dataclasses.replace(self.bundle, preprocess=self.ema_preprocess.model)
 
     def _step(self) -> dict[str, float]:
         cfg = self.config
@@ -252,6 +277,8 @@ class _Trainer:
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.flow)
+        if self.ema_preprocess is not None:
+            self.ema_preprocess.update(self.bundle.preprocess)
         self.step += 1
         out = {"loss": global_loss, "lr": lr, "grad_norm": grad_norm.item()}
         if self.bundle.levels is not None:
@@ -262,7 +289,7 @@ class _Trainer:
 
     def _validate(self) -> None:
         cfg = self.config
-        result = evaluate_split(self.eval_flow, self.bundle, "val", cfg.eval_batch_size, self.rt.device)
+        result = evaluate_split(self.eval_flow, self.eval_bundle, "val", cfg.eval_batch_size, self.rt.device)
         self.metrics.write({"step": self.step, "split": "val", **result})
         best = self.state["best_val"]
         if best is None or result["val_nll"] < best - cfg.min_delta:
@@ -270,7 +297,8 @@ class _Trainer:
             if cfg.patience is not None:
                 self.best = {k: v.detach().clone() for k, v in self.eval_flow.state_dict().items()}
                 if self.preprocess_params:
-                    self.best_preprocess = {k: v.detach().clone() for k, v in self.bundle.preprocess.state_dict().items()}
+                    averaged = self.eval_bundle.preprocess.state_dict()
+                    self.best_preprocess = {k: v.detach().clone() for k, v in averaged.items()}
         else:
             self.state["bad_evals"] += 1
         self.state["stopped"] = broadcast_flag(self.rt, self._patience_ran_out())
@@ -324,11 +352,13 @@ class _Trainer:
     def final_flow(self) -> Flow:
         """The EMA or last weights, or the best ones on validation when early stopping is on.
 
-        A trained preprocessing (learned dequantizer) is set to its weights of that same step, so
-        the flow is tested and saved with the noise flow it was validated with.
+        A trained preprocessing (learned dequantizer) is set to its weights of that same step, and
+        to their average with EMA, so the flow is tested and saved with the noise flow it was validated with.
         """
         if self.best_preprocess is not None:
             self.bundle.preprocess.load_state_dict(self.best_preprocess)
+        elif self.ema_preprocess is not None:
+            self.bundle.preprocess.load_state_dict(self.ema_preprocess.model.state_dict())
         if self.best is None:
             return self.eval_flow
         flow = copy.deepcopy(self.eval_flow)
