@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from invertible import load as load_flow
 from invertible.cli import main
 from invertible.data import Standardize, load
-from invertible.train.build import PREPROCESS_WEIGHTS, restore_preprocess, save_preprocess
+from invertible.train.build import PREPROCESS_JSON, PREPROCESS_WEIGHTS, restore_preprocess, save_preprocess
 
 TRAIN = ["train", "-m", "layers=2", "-m", "hidden=[8]", "--steps", "10", "--batch-size", "32", "--eval-every", "5",
          "--no-progress", "--no-plots"]
@@ -98,7 +98,8 @@ def test_a_run_without_statistics_falls_back_with_a_note(table_run, tmp_path, ca
     run, table, summary = table_run
     old = tmp_path / "old"
     shutil.copytree(run, old)
-    (old / PREPROCESS_WEIGHTS).unlink()  # as written before runs kept their standardisation
+    (old / PREPROCESS_WEIGHTS).unlink()  # as written before runs kept their preprocessing
+    (old / PREPROCESS_JSON).unlink()
     code, out, err = _cli(capsys, "eval", old)
     assert code == 0 and err == "" and json.loads(out)["test_nll"] == summary["test_nll"]
     shifted = _table()
@@ -111,9 +112,15 @@ def test_a_run_without_statistics_falls_back_with_a_note(table_run, tmp_path, ca
     assert "note: " in _cli(capsys, "eval", old, "--seed", 5)[2]
 
 
-def test_data_without_the_runs_preprocessing_is_refused(table_run, capsys) -> None:
+def test_data_without_the_runs_preprocessing_is_refused(table_run, tmp_path, capsys) -> None:
     run, table, _ = table_run
     code, _, err = _cli(capsys, "eval", run, "--data", table, "-d", "standardize=false")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "was trained on data with a standardisation of 2 features" in err and "has no preprocessing" in err
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    (old / PREPROCESS_JSON).unlink()  # a run written before runs recorded their preprocessing
+    code, _, err = _cli(capsys, "eval", old, "--data", table, "-d", "standardize=false")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "was trained behind a preprocessing" in err and "has none" in err
 
@@ -132,3 +139,46 @@ def test_restore_remaps_standardised_splits_in_float64(tmp_path) -> None:
     direct = Standardize(stored["mean"].double(), stored["std"].double())(rows)[0].float()
     torch.testing.assert_close(torch.cat([bundle.train, bundle.val, bundle.test]), direct, rtol=0, atol=1e-6)
     assert bundle.train.dtype == torch.float32 and bundle.train.is_contiguous()
+
+
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory) -> tuple[Path, Path, dict]:
+    """A tiny run on the table of :func:`table_run` trained with ``-d standardize=false``."""
+    root = tmp_path_factory.mktemp("plain")
+    np.save(root / "t.npy", _table())
+    assert main([*TRAIN, "--data", str(root / "t.npy"), "--out", str(root / "run"), "--seed", "1",
+                 "-d", "standardize=false"]) == 0
+    summary = json.loads((root / "run" / "summary.json").read_text())
+    return root / "run", root / "t.npy", summary
+
+
+def test_a_run_records_its_preprocessing_also_when_there_is_none(table_run, plain_run) -> None:
+    assert json.loads((table_run[0] / PREPROCESS_JSON).read_text()) == {"kind": "standardize", "features": 2}
+    run = plain_run[0]
+    assert json.loads((run / PREPROCESS_JSON).read_text()) == {"kind": "none"}
+    assert not (run / PREPROCESS_WEIGHTS).exists()
+
+
+def test_a_run_without_preprocessing_refuses_standardised_data(plain_run, capsys) -> None:
+    """``--data`` does not carry the run's ``-d standardize=false`` over: the table comes standardised, which the
+    model never saw; it is refused, not scored in the wrong space under a note that calls the run an older one."""
+    run, table, summary = plain_run
+    code, out, err = _cli(capsys, "eval", run, "--data", table)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: {run} was trained on data with no preprocessing, but dataset 't.npy' has a "
+                          "standardisation of 2 features")
+    assert err.rstrip().endswith("(the run was trained with -d standardize, which --data does not carry over)")
+    code, out, err = _cli(capsys, "eval", run, "--data", table, "-d", "standardize=false")
+    assert code == 0 and err == "" and json.loads(out)["test_nll"] == summary["test_nll"]
+    code, out, err = _cli(capsys, "eval", run, "--seed", 5)  # the run's own options: no preprocessing, no note
+    assert code == 0 and err == "" and json.loads(out)["test_nll"] != summary["test_nll"]
+
+
+def test_a_record_without_its_statistics_is_refused(table_run, tmp_path, capsys) -> None:
+    run, table, _ = table_run
+    broken = tmp_path / "broken"
+    shutil.copytree(run, broken)
+    (broken / PREPROCESS_WEIGHTS).unlink()  # the record says standardised: the statistics must be there
+    code, _, err = _cli(capsys, "eval", broken, "--data", table)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "note:" not in err
+    assert f"holds no {PREPROCESS_WEIGHTS}" in err

@@ -2,7 +2,9 @@
 
 The data are mapped into the model's space by the run's own preprocessing: a
 table given by --data, or split by another --seed, is standardised with the
-statistics of the run's training split, so a shifted table scores worse.
+statistics of the run's training split, so a shifted table scores worse. Data
+preprocessed otherwise than the run's (a standardised table for a run trained
+with -d standardize=false) are refused.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from ..persistence import load, write_json
 from ..train.build import check_fits, load_bundle, restore_preprocess, unsaved_preprocess
@@ -50,20 +54,29 @@ def run(args: argparse.Namespace) -> int:
     bundle = load_bundle(data, seed, options)
     device = resolve_device(args.device)
     flow = load(run_dir, map_location=device)
-    try:
+    with _dropped_options(config, options, args.data):
         check_fits(flow, bundle)
-    except ValueError as e:
-        dropped = sorted(set(config.get("data_options") or {}) - set(options)) if args.data else []
-        if dropped:  # --data starts from no options: say which of the run's the new data set may need
-            raise ValueError(f"{e} (the run was trained with -d {', '.join(dropped)}, which --data does not carry over)") from None
-        raise
     if unsaved_preprocess(bundle, run_dir) and (data != config.get("data") or seed != int(config.get("seed", 0))):
         print(f"note: {run_dir} keeps no preprocessing statistics (an older run, or a bare saved model): {data} with "
               f"seed {seed} is standardised by its own training split, so this NLL does not compare with the run's",
               file=sys.stderr)
-    restore_preprocess(bundle, run_dir)
+    with _dropped_options(config, options, args.data):
+        restore_preprocess(bundle, run_dir)
     result = {"data": data, "split": args.split, **evaluate_split(flow, bundle, args.split, args.batch_size, device, args.draws)}
     print(json.dumps(result))
     if args.out:
         write_json(args.out, result)
     return 0
+
+
+@contextmanager
+def _dropped_options(config: dict[str, Any], options: dict[str, Any], data: str | None) -> Iterator[None]:
+    """A ``ValueError`` in the block (data that do not fit the run) names the run's data options that
+    ``--data``, which starts from none, left out: the new data set may need them."""
+    try:
+        yield
+    except ValueError as e:
+        dropped = sorted(set(config.get("data_options") or {}) - set(options)) if data else []
+        if dropped:
+            raise ValueError(f"{e} (the run was trained with -d {', '.join(dropped)}, which --data does not carry over)") from None
+        raise

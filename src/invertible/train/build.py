@@ -12,16 +12,22 @@ from torch import Tensor
 
 from .. import data as data_registry
 from .. import models
-from ..core import Flow
-from ..data import DataBundle
-from ..persistence import atomic_write, read_tensors, state_tensors
+from ..core import Compose, Flow
+from ..data import DataBundle, Standardize
+from ..persistence import atomic_write, read_json, read_tensors, state_tensors, write_json
+from ..transforms import Logit, UniformDequantization, VariationalDequantization
 
 __all__ = ["load_bundle", "check_bundle", "build_flow", "check_fits", "trainable_preprocess", "save_preprocess",
-           "restore_preprocess", "unsaved_preprocess", "PREPROCESS_WEIGHTS"]
+           "restore_preprocess", "unsaved_preprocess", "preprocess_record", "read_preprocess_record",
+           "PREPROCESS_WEIGHTS", "PREPROCESS_JSON"]
 
 #: The state of a run's preprocessing, beside ``model.safetensors``: the fitted statistics of a
 #: standardisation, the weights of a learned dequantizer.
 PREPROCESS_WEIGHTS = "preprocess.safetensors"
+#: What a run's preprocessing is (``kind`` and its settings; ``"none"`` for data the model saw as they were).
+PREPROCESS_JSON = "preprocess.json"
+#: The dequantizers of image bundles, by the ``dequantization`` option that chooses them.
+_DEQUANTIZERS = {UniformDequantization: "uniform", VariationalDequantization: "variational"}
 
 #: Model options that the engine sets from the data and a user cannot give.
 SET_BY_DATA = ("features", "event_shape", "context_features")
@@ -140,17 +146,72 @@ def _has_state(bundle: DataBundle) -> bool:
     return bundle.preprocess is not None and bool(bundle.preprocess.state_dict())
 
 
+def preprocess_record(bundle: DataBundle) -> dict[str, Any]:
+    """What ``bundle``'s preprocessing is, as JSON: ``{"kind": "none"}``, ``"standardize"`` (with its number of
+    features), ``"image"`` (levels, logit alpha, dequantizer, image shape) or ``"custom"`` (its class name)."""
+    p = bundle.preprocess
+    if p is None:
+        return {"kind": "none"}
+    if isinstance(p, Standardize):
+        return {"kind": "standardize", "features": p.mean.numel()}
+    parts = list(p.transforms) if isinstance(p, Compose) else []
+    if len(parts) == 2 and type(parts[0]) in _DEQUANTIZERS and isinstance(parts[1], Logit):
+        return {"kind": "image", "levels": parts[0].levels, "alpha": parts[1].alpha,
+                "dequantization": _DEQUANTIZERS[type(parts[0])], "event_shape": list(bundle.event_shape)}
+    return {"kind": "custom", "type": type(p).__name__}
+
+
+def _describe(record: dict[str, Any]) -> str:
+    """A preprocessing record in words, for error messages."""
+    kind = record.get("kind")
+    if kind == "none":
+        return "no preprocessing"
+    if kind == "standardize":
+        return f"a standardisation of {record.get('features')} features"
+    if kind == "image":
+        return (f"{record.get('dequantization')} dequantization of {record.get('levels')} levels and a logit "
+                f"with alpha={record.get('alpha')}")
+    return f"a {record.get('type')} preprocessing"
+
+
 def save_preprocess(bundle: DataBundle, run_dir: str | Path) -> None:
-    """Write the state of ``bundle``'s preprocessing into ``run_dir`` (nothing when it holds none)."""
+    """Write what ``bundle``'s preprocessing is (:data:`PREPROCESS_JSON`, also when there is none) and its
+    state (:data:`PREPROCESS_WEIGHTS`, when it holds one) into ``run_dir``."""
     if _has_state(bundle):
         tensors = state_tensors(bundle.preprocess)
         atomic_write(Path(run_dir) / PREPROCESS_WEIGHTS, lambda tmp: save_file(tensors, tmp))
+    write_json(Path(run_dir) / PREPROCESS_JSON, preprocess_record(bundle))
+
+
+def read_preprocess_record(run_dir: str | Path) -> dict[str, Any] | None:
+    """The preprocessing record of the run in ``run_dir``, or ``None`` for a run written before runs kept one
+    (or a bare saved model); ``ValueError`` for a corrupt record."""
+    path = Path(run_dir) / PREPROCESS_JSON
+    if not path.is_file():
+        return None
+    record = read_json(path, "preprocessing record")
+    if not isinstance(record.get("kind"), str):
+        raise ValueError(f"corrupt preprocessing record {path}: no kind")
+    return record
 
 
 def unsaved_preprocess(bundle: DataBundle, run_dir: str | Path) -> bool:
     """Whether ``bundle`` has fitted preprocessing statistics that ``run_dir`` does not hold (a run written
     before runs kept them, or a bare saved model): :func:`restore_preprocess` then leaves the bundle's own."""
-    return _has_state(bundle) and not trainable_preprocess(bundle) and not (Path(run_dir) / PREPROCESS_WEIGHTS).is_file()
+    run_dir = Path(run_dir)
+    kept = (run_dir / PREPROCESS_WEIGHTS).is_file() or (run_dir / PREPROCESS_JSON).is_file()
+    return _has_state(bundle) and not trainable_preprocess(bundle) and not kept
+
+
+def _check_record(bundle: DataBundle, run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's preprocessing record; ``ValueError`` when ``bundle``'s preprocessing is not the one it
+    records (runs without a record are not checked)."""
+    record = read_preprocess_record(run_dir)
+    own = preprocess_record(bundle)
+    if record is not None and record != own:
+        raise ValueError(f"{run_dir} was trained on data with {_describe(record)}, but dataset {bundle.name!r} has "
+                         f"{_describe(own)}: load it with the run's data options")
+    return record
 
 
 def restore_preprocess(bundle: DataBundle, run_dir: str | Path) -> DataBundle:
@@ -159,8 +220,11 @@ def restore_preprocess(bundle: DataBundle, run_dir: str | Path) -> DataBundle:
     Splits already in the model's space (a standardised table) are then re-mapped, in float64, back to
     raw data by the bundle's own preprocessing (a deterministic bijection) and forward by the run's, so a
     table of another file or split seed is seen through the statistics the model was trained behind. A
-    run that holds no statistics (see :func:`unsaved_preprocess`) leaves the bundle as it is.
+    run that holds no statistics (see :func:`unsaved_preprocess`) leaves the bundle as it is. Data whose
+    preprocessing is not the one the run recorded (:data:`PREPROCESS_JSON`) are a ``ValueError``: a run
+    trained on unstandardised data would score standardised data in another space.
     """
+    record = _check_record(bundle, run_dir)
     path = Path(run_dir) / PREPROCESS_WEIGHTS
     if bundle.preprocess is None:
         if path.is_file():
@@ -168,14 +232,22 @@ def restore_preprocess(bundle: DataBundle, run_dir: str | Path) -> DataBundle:
                              f"{bundle.name!r} has none: load it with the run's data options")
         return bundle
     if not path.is_file():
-        if trainable_preprocess(bundle):
-            raise ValueError(f"dataset {bundle.name!r} has a trained preprocessing, but {run_dir} holds no {PREPROCESS_WEIGHTS}")
+        if trainable_preprocess(bundle) or (record is not None and _has_state(bundle)):
+            raise ValueError(f"dataset {bundle.name!r} has a fitted or trained preprocessing, but {run_dir} holds "
+                             f"no {PREPROCESS_WEIGHTS}")
         return bundle
+    _take_state(bundle, read_tensors(path, "run preprocessing"), path)
+    return bundle
+
+
+def _take_state(bundle: DataBundle, state: dict[str, Tensor], where: str | Path) -> None:
+    """Load ``state`` into ``bundle``'s preprocessing; splits already in the model's space are re-mapped, in
+    float64, back to raw data by the bundle's own preprocessing and forward by the new state."""
     own = None if bundle.raw else copy.deepcopy(bundle.preprocess)  # raw splits are mapped per batch: nothing to re-map
     try:
-        bundle.preprocess.load_state_dict(read_tensors(path, "run preprocessing"))
+        bundle.preprocess.load_state_dict(state)
     except RuntimeError as e:
-        raise ValueError(f"{path} does not fit the preprocessing of dataset {bundle.name!r}: {e}") from None
+        raise ValueError(f"{where} does not fit the preprocessing of dataset {bundle.name!r}: {e}") from None
     bundle.preprocess.eval()
     if own is not None and not _same_state(own, bundle.preprocess):
         old, new = own.double().eval(), copy.deepcopy(bundle.preprocess).double()
@@ -183,7 +255,6 @@ def restore_preprocess(bundle: DataBundle, run_dir: str | Path) -> DataBundle:
             for split in ("train", "val", "test"):
                 y = getattr(bundle, split)
                 setattr(bundle, split, new(old.inverse(y.double())[0])[0].to(y.dtype).contiguous())
-    return bundle
 
 
 def _same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:

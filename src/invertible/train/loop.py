@@ -12,7 +12,9 @@ dequantized NLL of the raw pixels. The loop writes the run directory::
     RUN/model.json           the final model (``invertible.load(RUN)``)
     RUN/model.safetensors
     RUN/summary.json         test_nll, kl_gap, test_bpd, steps, wall_time_s, parameters, ...
-    RUN/preprocess.safetensors  a learned (variational) dequantizer, when there is one (averaged with the model by ``ema``)
+    RUN/preprocess.json      what the data's preprocessing is ("none" when the model saw the data as they were)
+    RUN/preprocess.safetensors  its state: a table's standardisation statistics, a learned (variational)
+                             dequantizer (averaged with the model by ``ema``)
     RUN/loss.png, RUN/density.png (unconditional 2-D data), RUN/samples.png (images)
 
 Under ``torchrun`` the flow is wrapped in ``DistributedDataParallel`` and only
