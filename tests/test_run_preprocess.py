@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 import torch
 from safetensors.torch import load_file
 
@@ -182,3 +183,81 @@ def test_a_record_without_its_statistics_is_refused(table_run, tmp_path, capsys)
     code, _, err = _cli(capsys, "eval", broken, "--data", table)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "note:" not in err
     assert f"holds no {PREPROCESS_WEIGHTS}" in err
+
+
+def _without_data(run: Path, tmp_path: Path, name: str) -> Path:
+    """A copy of ``run`` whose config names a data file that no longer exists (moved or deleted)."""
+    copy = tmp_path / name
+    shutil.copytree(run, copy)
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    config["data"] = str(tmp_path / "gone.npy")
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    return copy
+
+
+def test_raw_samples_need_no_data_file(table_run, plain_run, tmp_path, capsys) -> None:
+    run, table, _ = table_run
+    gone = _without_data(run, tmp_path, "gone")
+    assert _cli(capsys, "sample", gone, "-n", 50, "--seed", 3, "--out", tmp_path / "z.npy")[0] == 0
+    code, _, err = _cli(capsys, "sample", gone, "-n", 50, "--seed", 3, "--raw", "--out", tmp_path / "x.npy")
+    assert code == 0, err
+    trained = load(str(table), seed=1).preprocess
+    expected = trained.inverse(torch.from_numpy(np.load(tmp_path / "z.npy")))[0].numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "x.npy"), expected, rtol=1e-6)
+    plain = _without_data(plain_run[0], tmp_path, "plain")  # no preprocessing: raw samples are the model's
+    assert _cli(capsys, "sample", plain, "-n", 50, "--seed", 3, "--out", tmp_path / "pz.npy")[0] == 0
+    assert _cli(capsys, "sample", plain, "-n", 50, "--seed", 3, "--raw", "--out", tmp_path / "px.npy")[0] == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "px.npy"), np.load(tmp_path / "pz.npy"))
+
+
+def test_raw_samples_of_an_older_run_still_load_its_data(table_run, tmp_path, capsys) -> None:
+    run, _, _ = table_run
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    (old / PREPROCESS_JSON).unlink()  # written before runs recorded their preprocessing
+    assert _cli(capsys, "sample", run, "-n", 50, "--seed", 3, "--raw", "--out", tmp_path / "new.npy")[0] == 0
+    assert _cli(capsys, "sample", old, "-n", 50, "--seed", 3, "--raw", "--out", tmp_path / "old.npy")[0] == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "old.npy"), np.load(tmp_path / "new.npy"))
+    code, _, err = _cli(capsys, "sample", _without_data(old, tmp_path, "old-gone"), "--raw", "--out", tmp_path / "o.npy")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "unknown dataset" in err
+
+
+IMAGES = ["train", "--model", "glow", "-m", "levels=1", "-m", "steps=1", "-m", "hidden=4", "--data", "engine-pixels",
+          "--steps", "4", "--batch-size", "24", "--eval-every", "4", "--no-progress", "--no-plots"]
+
+
+@pytest.fixture(scope="module", params=["uniform", "variational"])
+def image_run(request, tmp_path_factory) -> Path:
+    """A tiny Glow on 8-level 1x4x4 images with ``-d alpha=0.1`` and the dequantizer of the parameter."""
+    run = tmp_path_factory.mktemp("images") / request.param
+    assert main([*IMAGES, "-d", "alpha=0.1", "-d", f"dequantization={request.param}", "--out", str(run)]) == 0
+    return run
+
+
+def test_image_samples_need_no_data(image_run, tmp_path, capsys) -> None:
+    """Raw pixels and a .png grid come from the run's record and stored dequantizer alone; the same pixels as the
+    path that loads the data, which runs without a record still take."""
+    record = json.loads((image_run / PREPROCESS_JSON).read_text())
+    assert record == {"kind": "image", "levels": 8, "alpha": 0.1, "dequantization": image_run.name, "event_shape": [1, 4, 4]}
+    gone = _without_data(image_run, tmp_path, "gone")
+    code, _, err = _cli(capsys, "sample", gone, "-n", 9, "--out", tmp_path / "grid.png")
+    assert code == 0 and (tmp_path / "grid.png").stat().st_size > 0, err
+    assert _cli(capsys, "sample", gone, "-n", 20, "--seed", 4, "--raw", "--out", tmp_path / "new.npy")[0] == 0
+    pixels = np.load(tmp_path / "new.npy")
+    assert pixels.shape == (20, 1, 4, 4) and set(np.unique(pixels)) <= set(range(8))
+    old = tmp_path / "old"
+    shutil.copytree(image_run, old)
+    (old / PREPROCESS_JSON).unlink()
+    assert _cli(capsys, "sample", old, "-n", 20, "--seed", 4, "--raw", "--out", tmp_path / "old.npy")[0] == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "old.npy"), pixels)
+
+
+def test_images_of_another_logit_are_refused(image_run, capsys) -> None:
+    """``--data`` without the run's ``-d alpha=0.1`` logit-transforms the pixels with alpha 0.05: another space."""
+    code, _, err = _cli(capsys, "eval", image_run, "--data", "engine-pixels", "-d", f"dequantization={image_run.name}")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "levels and a logit with alpha=0.1, but dataset 'engine-pixels' has" in err and "alpha=0.05" in err
+    assert "(the run was trained with -d alpha, which --data does not carry over)" in err
+    code, out, err = _cli(capsys, "eval", image_run, "--data", "engine-pixels", "-d", "alpha=0.1",
+                          "-d", f"dequantization={image_run.name}")
+    assert code == 0 and err == "" and json.loads(out)["test_nll"] == json.loads((image_run / "summary.json").read_text())["test_nll"]

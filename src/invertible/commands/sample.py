@@ -4,7 +4,8 @@ With ``--out FILE.png`` an image model writes a picture grid of its samples
 (pixels recovered through the run's dataset preprocessing); ``--label K``
 draws class-conditional samples of class ``K`` (one-hot context). ``--raw``
 maps samples back to the raw data's units by the run's own preprocessing (the
-standardisation statistics of its training split).
+standardisation statistics of its training split). Both use what the run
+stores and need its data file only for runs that store too little (older ones).
 """
 
 from __future__ import annotations
@@ -13,15 +14,13 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from ..core import Flow
-from ..data import DataBundle
+from ..core import Flow, Transform
 from ..persistence import load, read_json
-from ..train.build import load_bundle, restore_preprocess
+from ..train.build import REBUILDABLE, load_bundle, read_preprocess_record, rebuild_preprocess, restore_preprocess
 from ..train.distributed import resolve_device
 from ._common import existing_run, run_config, save_array
 
@@ -36,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=1.0,
                    help="scale of the base noise: x = f^-1(T u); T < 1 trades diversity for typical samples")
     p.add_argument("--context", metavar="FILE.npy", help="conditioning vectors, shape (C,) or (n, C), for conditional flows")
-    p.add_argument("--raw", action="store_true", help="undo the dataset's preprocessing (loads the run's dataset)")
+    p.add_argument("--raw", action="store_true", help="undo the dataset's preprocessing (the run's own; older runs load their dataset)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.set_defaults(command=run)
 
@@ -81,21 +80,28 @@ def run(args: argparse.Namespace) -> int:
     if args.out.lower().endswith(".png"):
         return _write_grid(args, run_dir, x)
     if args.raw:
-        config = run_config(run_dir)
-        if "data" not in config:
-            raise ValueError(f"--raw needs the run's dataset, but {run_dir} has no config.yaml")
-        bundle = _run_bundle(run_dir, config)
-        if bundle.preprocess is not None:
-            x, _ = bundle.preprocess.to(device).inverse(x)
+        preprocess, _ = _run_preprocess(run_dir, "--raw")
+        if preprocess is not None:
+            x, _ = preprocess.to(device).inverse(x)
     save_array(args.out, x.cpu().numpy())
     print(f"wrote {args.num} samples of shape {tuple(flow.event_shape)} to {args.out}", file=sys.stderr)
     return 0
 
 
-def _run_bundle(run_dir: Path, config: dict[str, Any]) -> DataBundle:
-    """The run's dataset, loaded as it was trained, with the run's preprocessing (statistics, trained weights)."""
+def _run_preprocess(run_dir: Path, why: str, levels: bool = False) -> tuple[Transform | None, int | None]:
+    """The run's preprocessing and its data's ``levels``: rebuilt from what the run stores, or, for a run
+    that stores too little (written before runs kept it, a custom preprocessing, no ``levels`` where they
+    are needed), from its dataset, loaded as it was trained (``why`` names what needs it, for the error
+    when the run names no dataset)."""
+    record = read_preprocess_record(run_dir)
+    if record is not None and record["kind"] in REBUILDABLE and (not levels or "levels" in record):
+        return rebuild_preprocess(record, run_dir), record.get("levels")
+    config = run_config(run_dir)
+    if "data" not in config:
+        raise ValueError(f"{why} needs the run's dataset to undo its preprocessing, but {run_dir} has no config.yaml naming it")
     bundle = load_bundle(config["data"], config.get("seed", 0), config.get("data_options") or {})
-    return restore_preprocess(bundle, run_dir)
+    restore_preprocess(bundle, run_dir)
+    return bundle.preprocess, bundle.levels
 
 
 def _check_one_hot(run_dir: Path) -> None:
@@ -124,17 +130,18 @@ def _draw(model: torch.nn.Module, n: int, context: torch.Tensor | None, temperat
     return model.sample(n, **options) if context is None else model.sample(1, context, **options)[0]
 
 
-def _write_grid(args: argparse.Namespace, run_dir, x: torch.Tensor) -> int:
-    from ..data.images import unit_pixels
+def _write_grid(args: argparse.Namespace, run_dir: Path, x: torch.Tensor) -> int:
+    from ..data.images import scaled_pixels
     from ..plots import image_grid, save_figure
 
     if x.dim() != 4:
         raise ValueError(f"a .png grid needs an image model; this one draws vectors of shape {tuple(x.shape[1:])} (use .npy or .csv)")
-    config = run_config(run_dir)
-    if "data" not in config:
-        raise ValueError(f"a .png grid needs the run's dataset to recover pixels: {run_dir} has no config.yaml naming it")
-    pixels = unit_pixels(_run_bundle(run_dir, config), x.cpu())
+    preprocess, levels = _run_preprocess(run_dir, "a .png grid", levels=True)
+    if levels is None:
+        raise ValueError(f"a .png grid needs images of discrete levels; the data of {run_dir} have none")
+    pixels = scaled_pixels(x.cpu(), levels, preprocess)
     label = "" if args.label is None else f", class {args.label}"
-    save_figure(image_grid(pixels, title=f"{config.get('model', 'flow')} samples, T = {args.temperature:g}{label}"), args.out)
+    model = run_config(run_dir).get("model", "flow")
+    save_figure(image_grid(pixels, title=f"{model} samples, T = {args.temperature:g}{label}"), args.out)
     print(f"wrote a grid of {args.num} samples to {args.out}", file=sys.stderr)
     return 0

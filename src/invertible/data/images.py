@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..core import Compose
+from ..core import Compose, Transform
 from ..transforms import Logit, UniformDequantization, VariationalDequantization
 from .registry import DataBundle, register_dataset
 
-__all__ = ["image_bundle", "one_hot", "image_preprocess", "unit_pixels"]
+__all__ = ["image_bundle", "one_hot", "image_preprocess", "unit_pixels", "scaled_pixels"]
 
 
 def one_hot(labels: np.ndarray | Tensor, classes: int) -> Tensor:
@@ -62,8 +62,15 @@ def unit_pixels(bundle: DataBundle, y: Tensor) -> Tensor:
     """Model-space images ``y`` of an image bundle back to pixels scaled to ``[0, 1]`` (for pictures)."""
     if bundle.levels is None or len(bundle.event_shape) != 3:
         raise ValueError(f"dataset {bundle.name!r} is not an image dataset with discrete levels")
-    x = y if bundle.preprocess is None else bundle.preprocess.to(y.device).inverse(y)[0]
-    return (x / (bundle.levels - 1)).clamp(0, 1)
+    return scaled_pixels(y, bundle.levels, bundle.preprocess)
+
+
+@torch.no_grad()
+def scaled_pixels(y: Tensor, levels: int, preprocess: Transform | None) -> Tensor:
+    """Model-space images ``y`` back to pixels by ``preprocess.inverse`` (none: ``y`` are pixels), scaled from
+    ``levels`` levels to ``[0, 1]``."""
+    x = y if preprocess is None else preprocess.to(y.device).inverse(y)[0]
+    return (x / (levels - 1)).clamp(0, 1)
 
 
 def image_bundle(

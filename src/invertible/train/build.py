@@ -12,20 +12,24 @@ from torch import Tensor
 
 from .. import data as data_registry
 from .. import models
-from ..core import Compose, Flow
+from ..core import Compose, Flow, Transform
 from ..data import DataBundle, Standardize
+from ..data.images import image_preprocess
 from ..persistence import atomic_write, read_json, read_tensors, state_tensors, write_json
 from ..transforms import Logit, UniformDequantization, VariationalDequantization
 
 __all__ = ["load_bundle", "check_bundle", "build_flow", "check_fits", "trainable_preprocess", "save_preprocess",
            "restore_preprocess", "unsaved_preprocess", "preprocess_record", "read_preprocess_record",
-           "PREPROCESS_WEIGHTS", "PREPROCESS_JSON"]
+           "rebuild_preprocess", "PREPROCESS_WEIGHTS", "PREPROCESS_JSON"]
 
 #: The state of a run's preprocessing, beside ``model.safetensors``: the fitted statistics of a
 #: standardisation, the weights of a learned dequantizer.
 PREPROCESS_WEIGHTS = "preprocess.safetensors"
-#: What a run's preprocessing is (``kind`` and its settings; ``"none"`` for data the model saw as they were).
+#: What a run's preprocessing is (``kind`` and its settings; ``"none"`` for data the model saw as they
+#: were): enough, with :data:`PREPROCESS_WEIGHTS`, to rebuild it without the data.
 PREPROCESS_JSON = "preprocess.json"
+#: Preprocessing kinds that :func:`rebuild_preprocess` builds from a record alone.
+REBUILDABLE = ("none", "standardize", "image")
 #: The dequantizers of image bundles, by the ``dequantization`` option that chooses them.
 _DEQUANTIZERS = {UniformDequantization: "uniform", VariationalDequantization: "variational"}
 
@@ -193,6 +197,35 @@ def read_preprocess_record(run_dir: str | Path) -> dict[str, Any] | None:
     if not isinstance(record.get("kind"), str):
         raise ValueError(f"corrupt preprocessing record {path}: no kind")
     return record
+
+
+def rebuild_preprocess(record: dict[str, Any], run_dir: str | Path) -> Transform | None:
+    """The preprocessing of the run in ``run_dir`` built from its ``record`` (a kind in :data:`REBUILDABLE`)
+    and its stored state, without the data; ``None`` for a run whose data had no preprocessing."""
+    path = Path(run_dir) / PREPROCESS_JSON
+    try:
+        kind = record["kind"]
+        if kind == "none":
+            return None
+        if kind == "standardize":
+            features = int(record["features"])
+            preprocess: Transform = Standardize(torch.zeros(features), torch.ones(features))
+        elif kind == "image":
+            preprocess = image_preprocess(int(record["levels"]), float(record["alpha"]), str(record["dequantization"]),
+                                          tuple(int(n) for n in record["event_shape"]))
+        else:
+            raise ValueError(f"a {kind} preprocessing cannot be rebuilt without its data")
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"corrupt preprocessing record {path}: {e}") from None
+    if preprocess.state_dict():
+        weights = Path(run_dir) / PREPROCESS_WEIGHTS
+        if not weights.is_file():
+            raise ValueError(f"{run_dir} records {_describe(record)} but holds no {PREPROCESS_WEIGHTS}")
+        try:
+            preprocess.load_state_dict(read_tensors(weights, "run preprocessing"))
+        except RuntimeError as e:
+            raise ValueError(f"{weights} does not fit the {_describe(record)} of {path}: {e}") from None
+    return preprocess.eval()
 
 
 def unsaved_preprocess(bundle: DataBundle, run_dir: str | Path) -> bool:
