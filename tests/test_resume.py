@@ -92,12 +92,13 @@ def test_resumed_run_is_bit_identical(tmp_path, setup):
 
 
 def test_every_section_of_a_checkpoint_round_trips(tmp_path):
-    """Each tensor section (model, EMA, best, preprocessing, its EMA and the best step's preprocessing), the optimizer's tensor
-    and scalar state, the RNG states and the records come back as saved: the resume test above only sees a section
-    whose loss changes the end of a run (a best preprocessing dropped from the file is masked by any later best)."""
+    """Each tensor section (model, EMA, best, preprocessing, its EMA, the best step's preprocessing and the fitted
+    one), the optimizer's tensor and scalar state, the RNG states and the records come back as saved: the resume test
+    above only sees a section whose loss changes the end of a run (a best preprocessing dropped from the file is
+    masked by any later best)."""
     g = torch.Generator().manual_seed(0)
-    sections = {name: {f"{name}.w": torch.randn(3, 2, generator=g), "n": torch.tensor(i)}
-                for i, name in enumerate(("model", "ema", "best", "preprocess", "ema_preprocess", "best_preprocess"))}
+    names = ("model", "ema", "best", "preprocess", "ema_preprocess", "best_preprocess", "fitted_preprocess")
+    sections = {name: {f"{name}.w": torch.randn(3, 2, generator=g), "n": torch.tensor(i)} for i, name in enumerate(names)}
     optimizer = {"state": {0: {"step": torch.tensor(7.0), "exp_avg": torch.randn(4, generator=g), "count": 3}},
                  "param_groups": [{"lr": 0.01, "params": [0]}]}
     rng = rng_state()

@@ -1,4 +1,5 @@
-"""A run keeps the standardisation of its training split: eval and sample map other tables through it."""
+"""A run keeps the preprocessing of its data (what it is, and the standardisation of its training split): eval
+and sample map other tables through it, sample needs no data file, and a resume refuses data that changed."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from safetensors.torch import load_file
 from invertible import load as load_flow
 from invertible.cli import main
 from invertible.data import Standardize, load
-from invertible.train.build import PREPROCESS_JSON, PREPROCESS_WEIGHTS, restore_preprocess, save_preprocess
+from invertible.train import TrainConfig, TrainingError, train
+from invertible.train.build import PREPROCESS_JSON, PREPROCESS_WEIGHTS, adopt_fitted_state, restore_preprocess, save_preprocess
+from invertible.train.checkpoint import load_checkpoint, save_checkpoint
 
 TRAIN = ["train", "-m", "layers=2", "-m", "hidden=[8]", "--steps", "10", "--batch-size", "32", "--eval-every", "5",
          "--no-progress", "--no-plots"]
@@ -261,3 +264,92 @@ def test_images_of_another_logit_are_refused(image_run, capsys) -> None:
     code, out, err = _cli(capsys, "eval", image_run, "--data", "engine-pixels", "-d", "alpha=0.1",
                           "-d", f"dequantization={image_run.name}")
     assert code == 0 and err == "" and json.loads(out)["test_nll"] == json.loads((image_run / "summary.json").read_text())["test_nll"]
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_at(step: int):
+    """A training callback that interrupts the run after ``step`` steps."""
+
+    def callback(done: int, metrics: dict) -> None:
+        if done == step:
+            raise _Stop
+
+    return callback
+
+
+def _interrupted_table_run(tmp_path: Path) -> TrainConfig:
+    """A table run interrupted after 7 of 12 steps, its checkpoint at step 5: its config."""
+    np.save(tmp_path / "t.npy", _table())
+    config = TrainConfig(data=str(tmp_path / "t.npy"), model="realnvp", model_options={"layers": 2, "hidden": [8]},
+                         steps=12, batch_size=32, eval_every=4, checkpoint_every=5, seed=1, out=str(tmp_path / "run"),
+                         progress=False, plots=False)
+    with pytest.raises(_Stop):
+        train(config, callbacks=[_stop_at(7)])
+    return config
+
+
+def test_checkpoints_hold_the_statistics_and_resume_refuses_changed_data(tmp_path, capsys) -> None:
+    config = _interrupted_table_run(tmp_path)
+    ckpt = load_checkpoint(config.out)
+    fitted = load(config.data, seed=1).preprocess
+    assert ckpt.step == 5 and ckpt.preprocess is None and ckpt.fitted_preprocess.keys() == {"mean", "std"}
+    assert torch.equal(ckpt.fitted_preprocess["mean"], fitted.mean) and torch.equal(ckpt.fitted_preprocess["std"], fitted.std)
+    np.save(config.data, _table() * [1.0, 1.01])  # the file changed since the run started
+    code, _, err = _cli(capsys, "train", "--resume", "--out", config.out, "--no-progress")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("error: cannot resume: the data's preprocessing statistics (mean, std) differ from those in ")
+    assert err.rstrip().endswith("dataset 't.npy' changed since they were fitted")
+    np.save(config.data, _table())  # back as it was: the run resumes and keeps the statistics it started with
+    assert _cli(capsys, "train", "--resume", "--out", config.out, "--no-progress")[0] == 0
+    stored = load_file(str(Path(config.out) / PREPROCESS_WEIGHTS))
+    assert torch.equal(stored["mean"], fitted.mean) and torch.equal(stored["std"], fitted.std)
+
+
+def test_resume_keeps_the_stored_statistics_within_float32_rounding(tmp_path) -> None:
+    """Statistics fitted afresh one float32 step away from the stored ones (another summation order) are rounding:
+    the run resumes in the stored space, and saves it."""
+    config = _interrupted_table_run(tmp_path)
+    ckpt = load_checkpoint(config.out)
+    nudged = {k: torch.nextafter(v, v * 2) for k, v in ckpt.fitted_preprocess.items()}  # one step away from zero
+    ckpt.fitted_preprocess = nudged
+    save_checkpoint(config.out, ckpt)
+    summary = train(config, resume=True)
+    stored = load_file(str(Path(config.out) / PREPROCESS_WEIGHTS))
+    assert torch.equal(stored["mean"], nudged["mean"]) and torch.equal(stored["std"], nudged["std"])
+    assert summary["steps"] == 12
+    ckpt.fitted_preprocess = {k: v * (1 + 1e-5) for k, v in nudged.items()}  # beyond rounding
+    save_checkpoint(config.out, ckpt)
+    with pytest.raises(TrainingError, match=r"cannot resume: the data's preprocessing statistics \(mean, std\) differ"):
+        train(config, resume=True)
+
+
+def test_an_older_checkpoint_without_statistics_resumes_as_before(tmp_path) -> None:
+    config = _interrupted_table_run(tmp_path)
+    ckpt = load_checkpoint(config.out)
+    ckpt.fitted_preprocess = None  # written before checkpoints held the statistics
+    save_checkpoint(config.out, ckpt)
+    np.save(config.data, _table() * [1.0, 1.01])
+    assert train(config, resume=True)["steps"] == 12  # not checked: the statistics of the file as it is now
+    stored = load_file(str(Path(config.out) / PREPROCESS_WEIGHTS))
+    assert torch.equal(stored["std"], load(config.data, seed=1).preprocess.std)
+
+
+def test_a_mean_near_zero_is_compared_at_the_scale_of_its_std(tmp_path) -> None:
+    """A centred feature's mean (1e-17) differs between two fits by far more than its own float32 step, yet by
+    nothing at the scale the standardised data see; a shift of a thousandth of a standard deviation is no rounding."""
+    table = _table()
+    train_rows = torch.randperm(300, generator=torch.Generator().manual_seed(0))[:240].numpy()  # seed 0's split
+    table[:, 0] -= table[train_rows, 0].mean()
+    np.save(tmp_path / "t.npy", table)
+    fitted = load(str(tmp_path / "t.npy")).preprocess
+    assert 0 < abs(fitted.mean[0]) < 1e-12
+    close = {"mean": fitted.mean + torch.tensor([1e-9, 0.0]), "std": fitted.std.clone()}
+    bundle = load(str(tmp_path / "t.npy"))
+    adopt_fitted_state(bundle, close, "the checkpoint")
+    assert torch.equal(bundle.preprocess.mean, close["mean"])
+    far = {"mean": fitted.mean + torch.tensor([1e-3, 0.0]) * fitted.std, "std": fitted.std.clone()}
+    with pytest.raises(ValueError, match=r"statistics \(mean\) differ from those in the checkpoint"):
+        adopt_fitted_state(load(str(tmp_path / "t.npy")), far, "the checkpoint")

@@ -20,7 +20,7 @@ from ..transforms import Logit, UniformDequantization, VariationalDequantization
 
 __all__ = ["load_bundle", "check_bundle", "build_flow", "check_fits", "trainable_preprocess", "save_preprocess",
            "restore_preprocess", "unsaved_preprocess", "preprocess_record", "read_preprocess_record",
-           "rebuild_preprocess", "PREPROCESS_WEIGHTS", "PREPROCESS_JSON"]
+           "rebuild_preprocess", "fitted_state", "adopt_fitted_state", "PREPROCESS_WEIGHTS", "PREPROCESS_JSON"]
 
 #: The state of a run's preprocessing, beside ``model.safetensors``: the fitted statistics of a
 #: standardisation, the weights of a learned dequantizer.
@@ -273,6 +273,41 @@ def restore_preprocess(bundle: DataBundle, run_dir: str | Path) -> DataBundle:
     return bundle
 
 
+def fitted_state(bundle: DataBundle) -> dict[str, Tensor] | None:
+    """The state of ``bundle``'s preprocessing when it is fitted to the data and not trained (a table's
+    standardisation statistics), or ``None``."""
+    if not _has_state(bundle) or trainable_preprocess(bundle):
+        return None
+    return state_tensors(bundle.preprocess)
+
+
+def adopt_fitted_state(bundle: DataBundle, stored: dict[str, Tensor], where: str | Path) -> None:
+    """Give ``bundle`` the fitted preprocessing state ``stored`` (from ``where``), or ``ValueError`` when its
+    own, freshly fitted, differs beyond float32 rounding (the data changed since ``stored`` was fitted).
+
+    Within rounding the splits are re-mapped through ``stored``, so training goes on in the same space.
+    """
+    fresh = fitted_state(bundle)
+    if fresh is None or fresh.keys() != stored.keys() or any(fresh[k].shape != stored[k].shape for k in fresh):
+        raise ValueError(f"the preprocessing state in {where} does not fit the preprocessing of dataset {bundle.name!r}")
+    apart = [k for k in sorted(fresh) if not _within_rounding(bundle.preprocess, k, fresh, stored)]
+    if apart:
+        raise ValueError(f"the data's preprocessing statistics ({', '.join(apart)}) differ from those in {where}: "
+                         f"dataset {bundle.name!r} changed since they were fitted")
+    _take_state(bundle, stored, where)
+
+
+def _within_rounding(preprocess: Transform, key: str, a: dict[str, Tensor], b: dict[str, Tensor]) -> bool:
+    """Whether tensor ``key`` of two states of ``preprocess`` agree up to float32 rounding: a relative
+    ``2 eps`` (``eps = 2^-23``); a standardisation's mean also up to ``2 eps`` of its standard deviation,
+    the scale it is seen at (a mean of 1e-17 is 0)."""
+    x, y = a[key].double(), b[key].double()
+    tolerance = 2 * torch.finfo(torch.float32).eps * torch.maximum(x.abs(), y.abs())
+    if isinstance(preprocess, Standardize) and key == "mean":
+        tolerance = tolerance + 2 * torch.finfo(torch.float32).eps * a["std"].double()
+    return bool(((x - y).abs() <= tolerance).all())
+
+
 def _take_state(bundle: DataBundle, state: dict[str, Tensor], where: str | Path) -> None:
     """Load ``state`` into ``bundle``'s preprocessing; splits already in the model's space are re-mapped, in
     float64, back to raw data by the bundle's own preprocessing and forward by the new state."""
@@ -283,7 +318,8 @@ def _take_state(bundle: DataBundle, state: dict[str, Tensor], where: str | Path)
         raise ValueError(f"{where} does not fit the preprocessing of dataset {bundle.name!r}: {e}") from None
     bundle.preprocess.eval()
     if own is not None and not _same_state(own, bundle.preprocess):
-        old, new = own.double().eval(), copy.deepcopy(bundle.preprocess).double()
+        device = bundle.train.device  # the preprocessing may sit on the training device, the splits elsewhere
+        old, new = own.double().eval().to(device), copy.deepcopy(bundle.preprocess).double().to(device)
         with torch.no_grad():
             for split in ("train", "val", "test"):
                 y = getattr(bundle, split)

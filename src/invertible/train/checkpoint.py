@@ -3,7 +3,7 @@
 Layout of ``RUN/checkpoint/``::
 
     state-00000500.safetensors   model.*, ema.*, best.*, preprocess.*, ema_preprocess.*, best_preprocess.*,
-                                 optim.<param>.<key>, rng.torch, rng.cuda.<i>, rng.numpy
+                                 fitted_preprocess.*, optim.<param>.<key>, rng.torch, rng.cuda.<i>, rng.numpy
     checkpoint.json              step, tensor file name and its SHA-256, optimizer groups,
                                  scheduler position, RNG states (python, numpy), training state, config
 
@@ -50,6 +50,8 @@ class Checkpoint:
     ema_preprocess: dict[str, Tensor] | None = None
     #: the trained preprocessing at the best validation step, kept with ``best``
     best_preprocess: dict[str, Tensor] | None = None
+    #: the state of a preprocessing fitted to the data (a table's standardisation statistics), when the run has one
+    fitted_preprocess: dict[str, Tensor] | None = None
     rng: dict[str, Any] = field(default_factory=dict)
     scheduler: dict[str, Any] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
@@ -107,7 +109,8 @@ def save_checkpoint(run_dir: str | Path, ckpt: Checkpoint) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, Tensor] = {}
     sections = (("model", ckpt.model), ("ema", ckpt.ema), ("best", ckpt.best), ("preprocess", ckpt.preprocess),
-                ("ema_preprocess", ckpt.ema_preprocess), ("best_preprocess", ckpt.best_preprocess))
+                ("ema_preprocess", ckpt.ema_preprocess), ("best_preprocess", ckpt.best_preprocess),
+                ("fitted_preprocess", ckpt.fitted_preprocess))
     for prefix, sd in sections:
         for k, v in (sd or {}).items():
             tensors[f"{prefix}.{k}"] = _cpu(v)
@@ -137,6 +140,7 @@ def save_checkpoint(run_dir: str | Path, ckpt: Checkpoint) -> Path:
         "has_preprocess": ckpt.preprocess is not None,
         "has_ema_preprocess": ckpt.ema_preprocess is not None,
         "has_best_preprocess": ckpt.best_preprocess is not None,
+        "has_fitted_preprocess": ckpt.fitted_preprocess is not None,
         "optimizer": {"param_groups": ckpt.optimizer["param_groups"], "state": optim_state},
         "rng": {"numpy": numpy_state, "python": rng.pop("python")},
         "scheduler": ckpt.scheduler,
@@ -205,6 +209,7 @@ def load_checkpoint(run_dir: str | Path) -> Checkpoint:
         preprocess=section("preprocess") if record.get("has_preprocess") else None,
         ema_preprocess=section("ema_preprocess") if record.get("has_ema_preprocess") else None,
         best_preprocess=section("best_preprocess") if record.get("has_best_preprocess") else None,
+        fitted_preprocess=section("fitted_preprocess") if record.get("has_fitted_preprocess") else None,
         rng={
             "torch": tensors["rng.torch"],
             "numpy": {**rng["numpy"], "keys": tensors["rng.numpy"]},

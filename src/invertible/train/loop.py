@@ -14,7 +14,7 @@ dequantized NLL of the raw pixels. The loop writes the run directory::
     RUN/summary.json         test_nll, kl_gap, test_bpd, steps, wall_time_s, parameters, ...
     RUN/preprocess.json      what the data's preprocessing is ("none" when the model saw the data as they were)
     RUN/preprocess.safetensors  its state: a table's standardisation statistics, a learned (variational)
-                             dequantizer (averaged with the model by ``ema``)
+                             dequantizer (averaged with the model by ``ema``); checkpoints hold it too
     RUN/loss.png, RUN/density.png (unconditional 2-D data), RUN/samples.png (images)
 
 Under ``torchrun`` the flow is wrapped in ``DistributedDataParallel`` and only
@@ -45,9 +45,9 @@ from tqdm.auto import tqdm
 from ..core import Flow
 from ..data import DataBundle
 from ..persistence import atomic_write, write_json
-from .build import build_flow, load_bundle, save_preprocess, trainable_preprocess
+from .build import adopt_fitted_state, build_flow, fitted_state, load_bundle, save_preprocess, trainable_preprocess
 from .batches import BatchPlan
-from .checkpoint import Checkpoint, has_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import CHECKPOINT_DIR, Checkpoint, has_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .distributed import Runtime, broadcast_flag, gather_objects, mean_over_ranks, parameter_digest, setup, teardown
 from .ema import EMA
@@ -174,6 +174,12 @@ class _Trainer:
                 raise TrainingError(f"cannot resume: {key} is {getattr(self.config, key)!r} but the checkpoint has {saved!r}")
         if self.config.steps < ckpt.step:
             raise TrainingError(f"cannot resume: steps is {self.config.steps} but the run has done {ckpt.step}")
+        if ckpt.fitted_preprocess is not None:  # a checkpoint written before checkpoints held it is not checked
+            try:
+                adopt_fitted_state(self.bundle, ckpt.fitted_preprocess, self.run_dir / CHECKPOINT_DIR)
+            except ValueError as e:
+                raise TrainingError(f"cannot resume: {e}") from None
+            self.train_x = self.bundle.train.to(self.rt.device)
         try:
             self.flow.load_state_dict(ckpt.model)
             if self.preprocess_params:
@@ -229,6 +235,7 @@ class _Trainer:
                 preprocess=self.bundle.preprocess.state_dict() if self.preprocess_params else None,
                 ema_preprocess=None if self.ema_preprocess is None else self.ema_preprocess.model.state_dict(),
                 best_preprocess=self.best_preprocess,
+                fitted_preprocess=fitted_state(self.bundle),
                 rng=rng_state(),
                 scheduler={"schedule": self.config.schedule, "step": self.step,
                            "lr": self.optimizer.param_groups[0]["lr"]},
