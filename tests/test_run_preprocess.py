@@ -353,3 +353,20 @@ def test_a_mean_near_zero_is_compared_at_the_scale_of_its_std(tmp_path) -> None:
     far = {"mean": fitted.mean + torch.tensor([1e-3, 0.0]) * fitted.std, "std": fitted.std.clone()}
     with pytest.raises(ValueError, match=r"statistics \(mean\) differ from those in the checkpoint"):
         adopt_fitted_state(load(str(tmp_path / "t.npy")), far, "the checkpoint")
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("weights", f"records a standardisation of 2 features but holds no {PREPROCESS_WEIGHTS}"),
+    ("record", "corrupt preprocessing record"),
+    ("kind", "corrupt preprocessing record"),
+])
+def test_raw_samples_of_a_damaged_record_are_refused(table_run, tmp_path, capsys, damage, words) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(table_run[0], run)
+    if damage == "weights":
+        (run / PREPROCESS_WEIGHTS).unlink()
+    else:
+        (run / PREPROCESS_JSON).write_text('{"kind": "standardize"}' if damage == "record" else '{"features": 2}')
+    code, _, err = _cli(capsys, "sample", run, "--raw", "--out", tmp_path / "x.npy")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and words in err
+    assert not (tmp_path / "x.npy").exists()

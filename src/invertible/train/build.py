@@ -203,18 +203,18 @@ def rebuild_preprocess(record: dict[str, Any], run_dir: str | Path) -> Transform
     """The preprocessing of the run in ``run_dir`` built from its ``record`` (a kind in :data:`REBUILDABLE`)
     and its stored state, without the data; ``None`` for a run whose data had no preprocessing."""
     path = Path(run_dir) / PREPROCESS_JSON
+    kind = record.get("kind")
+    if kind not in REBUILDABLE:
+        raise ValueError(f"{path}: {_describe(record)} cannot be rebuilt without its data")
+    if kind == "none":
+        return None
     try:
-        kind = record["kind"]
-        if kind == "none":
-            return None
         if kind == "standardize":
             features = int(record["features"])
             preprocess: Transform = Standardize(torch.zeros(features), torch.ones(features))
-        elif kind == "image":
+        else:
             preprocess = image_preprocess(int(record["levels"]), float(record["alpha"]), str(record["dequantization"]),
                                           tuple(int(n) for n in record["event_shape"]))
-        else:
-            raise ValueError(f"a {kind} preprocessing cannot be rebuilt without its data")
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"corrupt preprocessing record {path}: {e}") from None
     if preprocess.state_dict():
