@@ -264,3 +264,22 @@ def test_resuming_without_patience_ends_on_the_last_weights(tmp_path):
     ckpt = load_checkpoint(tmp_path / "run")
     saved = invertible.load(tmp_path / "run").state_dict()
     assert ckpt.best is None and all(torch.equal(saved[k], v) for k, v in ckpt.ema.items())  # the EMA of step 30
+
+
+def test_patience_first_turned_on_at_a_resume_counts_from_the_resume(tmp_path):
+    """A run without early stopping keeps no best weights, so its validations before the resume cannot be the best
+    the new patience returns to: the stop is counted from the resume, and the saved model is the weights of the
+    best step the summary names (was: stopped at once, saving the last weights under an older best_step)."""
+    plain = early_stopping(tmp_path)
+    plain.steps, plain.patience = 12, None  # validations at 4 (the best), 8 and 12 without a 10-nat improvement
+    first = train(plain)
+    assert first["best_step"] == 4 and not first["stopped_early"]
+    patient = early_stopping(tmp_path)  # patience 2 on a run that has counted two validations without improvement
+    summary = train(patient, resume=True)
+    assert summary["stopped_early"] and summary["steps"] == 24 and summary["best_step"] == 16
+    ckpt = load_checkpoint(tmp_path / "run")
+    saved = invertible.load(tmp_path / "run").state_dict()
+    assert ckpt.best is not None and all(torch.equal(saved[k], v) for k, v in ckpt.best.items())
+    val = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    best = {r["step"]: r["val_nll"] for r in val if r["split"] == "val"}
+    assert summary["best_val_nll"] == best[16]

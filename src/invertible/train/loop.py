@@ -202,12 +202,24 @@ class _Trainer:
             self.ema.updates = int(self.state.get("ema_updates", self.step))
         if self.ema_preprocess is not None:
             self.ema_preprocess.updates = self.ema.updates
-        # with early stopping off the run ends on its last (or EMA) weights, not on a best kept before
-        self.best = ckpt.best if self.config.patience is not None else None
-        self.best_preprocess = ckpt.best_preprocess if self.config.patience is not None else None
-        self.state["stopped"] = self._patience_ran_out()  # a larger patience (or none) continues a stopped run
+        self._restore_early_stopping(ckpt)
         set_rng_state(ckpt.rng)
         self.metrics.truncate(self.step)
+
+    def _restore_early_stopping(self, ckpt: Checkpoint) -> None:
+        """The best weights and the stop under this run's ``patience``, which may differ from the checkpoint's.
+
+        With early stopping off the run ends on its last (or EMA) weights, not on a best kept before. A
+        checkpoint without best weights (trained without patience) counts from the resume: its best
+        validation has no weights to return to, so the first validation after it is the new best.
+        """
+        if self.config.patience is None:
+            self.best, self.best_preprocess = None, None
+        else:
+            self.best, self.best_preprocess = ckpt.best, ckpt.best_preprocess
+            if ckpt.best is None:
+                self.state.update(best_val=None, best_step=0, bad_evals=0)
+        self.state["stopped"] = self._patience_ran_out()  # a larger patience (or none) continues a stopped run
 
     def _averaged_preprocess(self, ckpt: Checkpoint) -> dict[str, torch.Tensor]:
         """The EMA of the trained preprocessing in ``ckpt``; a checkpoint written before the average covered it
