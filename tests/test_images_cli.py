@@ -62,3 +62,15 @@ def test_eval_repeats_the_fixed_noise_and_raw_samples_are_pixels(glow_run: Path,
     assert main(["sample", str(glow_run), "-n", "5", "--label", "1", "--raw", "--out", str(tmp_path / "s.npy")]) == 0
     pixels = np.load(tmp_path / "s.npy")
     assert pixels.shape == (5, 1, 8, 8) and np.array_equal(pixels, np.round(pixels)) and 0 <= pixels.min() and pixels.max() <= 16
+
+
+def test_interpolate_of_a_bare_saved_model_says_it_needs_the_runs_dataset(glow_run: Path, tmp_path: Path, capsys) -> None:
+    """A directory written by flow.save names no dataset: interpolate, which needs its test images, says so."""
+    import invertible
+
+    bare = tmp_path / "bare"
+    invertible.load(glow_run).save(bare)
+    assert main(["interpolate", str(bare), "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: interpolate needs the test images of the run's dataset, but {bare} has no config.yaml "
+                   "naming its dataset (a run of `invertible train`)")

@@ -11,10 +11,13 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
+from ..data import DataBundle
 from ..persistence import MODEL_JSON, atomic_write
+from ..train.build import load_bundle, restore_preprocess
 from ..train.config import parse_error
 
-__all__ = ["existing_run", "output_dir", "run_config", "add_option_flags", "save_array", "describe", "default_text"]
+__all__ = ["existing_run", "output_dir", "run_config", "run_bundle", "add_option_flags", "save_array", "describe",
+           "default_text"]
 
 
 def existing_run(path: str) -> Path:
@@ -63,6 +66,17 @@ def run_config(run: Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ValueError(f"corrupt run config {path}: expected a mapping")
     return values
+
+
+def run_bundle(run: Path, why: str) -> DataBundle:
+    """The run's own dataset, loaded with its seed and data options, with the run's preprocessing
+    (:func:`~invertible.train.build.restore_preprocess`); ``ValueError`` when no ``config.yaml`` names it,
+    ``why`` saying what needs the data."""
+    config = run_config(run)
+    if "data" not in config:
+        raise ValueError(f"{why}, but {run} has no config.yaml naming its dataset (a run of `invertible train`)")
+    bundle = load_bundle(config["data"], config.get("seed", 0), config.get("data_options") or {})
+    return restore_preprocess(bundle, run)
 
 
 def add_option_flags(parser: argparse.ArgumentParser) -> None:

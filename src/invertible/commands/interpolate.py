@@ -16,10 +16,9 @@ from torch import Tensor
 
 from ..core import Flow
 from ..persistence import load
-from ..train.build import load_bundle, restore_preprocess
 from ..train.distributed import resolve_device
 from ..train.evaluate import seeded_rng, to_model_space
-from ._common import existing_run, run_config
+from ._common import existing_run, run_bundle, run_config
 
 __all__ = ["register", "latent_interpolation"]
 
@@ -62,10 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.out.lower().endswith(".png"):
         raise ValueError(f"--out must end in .png, got {args.out!r}")
     run_dir = existing_run(args.run)
-    config = run_config(run_dir)
-    if "data" not in config:
-        raise ValueError(f"{run_dir} has no config.yaml naming its dataset; interpolate needs a run of `invertible train`")
-    bundle = restore_preprocess(load_bundle(config["data"], config.get("seed", 0), config.get("data_options") or {}), run_dir)
+    bundle = run_bundle(run_dir, "interpolate needs the test images of the run's dataset")
     if len(bundle.event_shape) != 3:
         raise ValueError(f"dataset {bundle.name!r} does not hold images")
     device = resolve_device(args.device)
@@ -80,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     context = None if bundle.test_context is None else bundle.test_context[idx[: args.pairs]].to(device)
     x = latent_interpolation(flow, a, b, args.steps, context)
     pixels = unit_pixels(bundle, x.flatten(0, 1).cpu())
-    save_figure(image_grid(pixels, nrow=args.steps, title=f"{config.get('model', 'flow')}: latent interpolations"), args.out)
+    model = run_config(run_dir).get("model", "flow")
+    save_figure(image_grid(pixels, nrow=args.steps, title=f"{model}: latent interpolations"), args.out)
     print(f"wrote {args.pairs} interpolations of {args.steps} steps to {args.out}", file=sys.stderr)
     return 0

@@ -20,9 +20,9 @@ import torch
 
 from ..core import Flow, Transform
 from ..persistence import load, read_json
-from ..train.build import REBUILDABLE, load_bundle, read_preprocess_record, rebuild_preprocess, restore_preprocess
+from ..train.build import REBUILDABLE, read_preprocess_record, rebuild_preprocess
 from ..train.distributed import resolve_device
-from ._common import existing_run, run_config, save_array
+from ._common import existing_run, run_bundle, run_config, save_array
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -96,11 +96,7 @@ def _run_preprocess(run_dir: Path, why: str, levels: bool = False) -> tuple[Tran
     record = read_preprocess_record(run_dir)
     if record is not None and record["kind"] in REBUILDABLE and (not levels or "levels" in record):
         return rebuild_preprocess(record, run_dir), record.get("levels")
-    config = run_config(run_dir)
-    if "data" not in config:
-        raise ValueError(f"{why} needs the run's dataset to undo its preprocessing, but {run_dir} has no config.yaml naming it")
-    bundle = load_bundle(config["data"], config.get("seed", 0), config.get("data_options") or {})
-    restore_preprocess(bundle, run_dir)
+    bundle = run_bundle(run_dir, f"{why} needs the run's dataset to undo its preprocessing")
     return bundle.preprocess, bundle.levels
 
 
