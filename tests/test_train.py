@@ -370,3 +370,15 @@ def test_patience_running_out_at_the_last_step_is_no_early_stop(tmp_path):
     assert summary["steps"] == 15 and summary["best_step"] == 5
     assert summary["stopped_early"] is False
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["stopped_early"] is False
+
+
+def test_an_early_stop_logs_the_training_loss_of_its_last_steps(tmp_path):
+    """Stopping at step 8 with lines every 3 steps: steps 7-8 get a line of their own, the mean of their losses."""
+    seen: list[float] = []
+    summary = train(tiny_config(tmp_path, steps=30, eval_every=4, log_every=3, patience=1, min_delta=10.0),
+                    callbacks=[lambda step, out: seen.append(out["loss"])])
+    assert summary["stopped_early"] is True and summary["steps"] == 8
+    lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [r for r in lines if r["split"] == "train"]
+    assert [r["step"] for r in train_lines] == [3, 6, 8]
+    assert train_lines[-1]["loss"] == pytest.approx((seen[6] + seen[7]) / 2)

@@ -332,6 +332,15 @@ class _Trainer:
         patience = self.config.patience
         return patience is not None and self.state["bad_evals"] >= patience and self.step < self.config.steps
 
+    def _log_train(self, out: dict[str, float]) -> None:
+        """Write the training line of this step: ``out`` with the loss (and bits/dim) averaged over the steps
+        since the previous line."""
+        record = {"step": self.step, "split": "train", **out, "loss": self.state["loss_sum"] / self.state["loss_count"]}
+        if "bpd" in out:
+            record["bpd"] = self.state["bpd_sum"] / self.state["loss_count"]
+        self.metrics.write(record)
+        self.state.update(loss_sum=0.0, bpd_sum=0.0, loss_count=0)
+
     def fit(self, callbacks: Sequence[Callback]) -> None:
         cfg = self.config
         if self.rt.main:
@@ -351,14 +360,11 @@ class _Trainer:
                 bar.set_postfix({k: f"{out[k]:.3f}" for k in ("loss", "bpd") if k in out}, refresh=False)
                 last = self.step == cfg.steps
                 if self.step % cfg.log_every == 0 or last:
-                    record = {"step": self.step, "split": "train", **out,
-                              "loss": self.state["loss_sum"] / self.state["loss_count"]}
-                    if "bpd" in out:
-                        record["bpd"] = self.state["bpd_sum"] / self.state["loss_count"]
-                    self.metrics.write(record)
-                    self.state.update(loss_sum=0.0, bpd_sum=0.0, loss_count=0)
+                    self._log_train(out)
                 if self.step % cfg.eval_every == 0 or last:
                     self._validate()
+                    if self.state["stopped"] and self.state["loss_count"]:
+                        self._log_train(out)  # the steps since the last line, which no later line will cover
                 for callback in callbacks:
                     callback(self.step, out)
                 self.state["wall_time_s"] = time.perf_counter() - started
