@@ -40,6 +40,8 @@ def test_sample_grid_with_label_and_interpolation(glow_run: Path, tmp_path: Path
     err = capsys.readouterr().err
     assert "--label 12 is not a class of this flow: its labels are 0..9" in err and "must end in .png" in err
     assert "--temperature must be a finite number" in err and "--label -1 is not a class of this flow" in err
+    assert main(["sample", str(glow_run), "--out", str(grid)]) == 2  # a class-conditional flow names --label too
+    assert "class-conditional: pass --label K (K in 0..9) or --context FILE.npy with 10 values" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("model,options", [("nice", ["-m", "hidden=[8]", "-m", "layers=2"]),

@@ -74,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
         _check_one_hot(run_dir)
         context = torch.nn.functional.one_hot(torch.full((args.num,), args.label), flow.context_features).float().to(device)
     else:
+        if args.context is None and flow.context_features is not None and _one_hot_context(run_dir):
+            raise ValueError(f"this flow is class-conditional: pass --label K (K in 0..{flow.context_features - 1}) "
+                             f"or --context FILE.npy with {flow.context_features} values per sample")
         context = _context(args.context, args.num, flow.context_features, device)
     torch.manual_seed(args.seed)
     x = _draw(flow, args.num, context, args.temperature)
@@ -100,14 +103,22 @@ def _run_preprocess(run_dir: Path, why: str, levels: bool = False) -> tuple[Tran
     return bundle.preprocess, bundle.levels
 
 
+def _one_hot_context(run_dir: Path) -> bool | None:
+    """Whether the run's summary says its training contexts were one-hot class labels; ``None`` when it does
+    not say (a bare saved model, runs written before summaries recorded it)."""
+    path = run_dir / "summary.json"
+    summary = read_json(path, "run summary") if path.is_file() else {}
+    value = summary.get("one_hot_context") if isinstance(summary, dict) else None
+    return value if isinstance(value, bool) else None
+
+
 def _check_one_hot(run_dir: Path) -> None:
     """``ValueError`` when the run's summary says its training contexts were not one-hot class labels.
 
     Runs that do not record it (a bare saved model, runs written before) are not checked.
     """
-    path = run_dir / "summary.json"
-    summary = read_json(path, "run summary") if path.is_file() else {}
-    if isinstance(summary, dict) and summary.get("one_hot_context") is False:
+    if _one_hot_context(run_dir) is False:
+        summary = read_json(run_dir / "summary.json", "run summary")
         raise ValueError(
             f"--label gives a one-hot context, but this flow was trained on contexts of dataset {summary.get('data')!r} "
             "that are not one-hot class labels: pass --context FILE.npy"
