@@ -2,6 +2,8 @@
 
 ``invertible.data.load(name_or_path, seed=0, **options)`` is the one entry
 point the training engine, the command line and the benchmarks use.
+``load_rows(path, **options)`` reads every row of a local file as it is (no
+split, nothing fitted), for scoring a file with a trained model.
 """
 
 from __future__ import annotations
@@ -165,4 +167,4 @@ def load_rows(path: str | Path, **options: Any) -> tuple[Tensor, Tensor | None]:
 
 def rows_options(path: str | Path) -> list[str]:
     """The options the rows reader of file ``path`` takes (``context_columns``, ``delimiter``, ...)."""
-    return [k for k in inspect.signature(_file_reader(str(path), ROWS_READERS)).parameters]
+    return list(inspect.signature(_file_reader(str(path), ROWS_READERS)).parameters)

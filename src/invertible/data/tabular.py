@@ -11,6 +11,10 @@ standardised with the *training* mean and standard deviation by the bijection
 ``context_columns`` (a column name or index, or a list of them) moves columns
 out of the features into the conditioning input of a conditional flow (they
 are left unstandardised).
+
+:func:`~invertible.data.load_rows` reads a table's rows as they are instead, in
+file order (:func:`read_npy_rows`, :func:`read_csv_rows`): nothing split off,
+nothing fitted, for scoring a file with a trained model.
 """
 
 from __future__ import annotations
