@@ -16,8 +16,8 @@ from ..persistence import MODEL_JSON, atomic_write
 from ..train.build import load_bundle, restore_preprocess
 from ..train.config import parse_error
 
-__all__ = ["existing_run", "output_dir", "run_config", "run_bundle", "add_option_flags", "save_array", "describe",
-           "default_text"]
+__all__ = ["existing_run", "output_dir", "run_config", "run_bundle", "add_option_flags", "check_array_path", "save_array",
+           "describe", "default_text"]
 
 
 def existing_run(path: str) -> Path:
@@ -87,19 +87,25 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
                         help="dataset option, e.g. -d n_train=50000 (repeatable)")
 
 
-def save_array(path: str | Path, array: np.ndarray) -> None:
-    """Write ``array`` atomically as ``.npy`` (binary) or ``.csv`` (text), by the suffix of ``path``."""
+def check_array_path(path: str | Path, flag: str = "--out") -> Path:
+    """``path`` as a file :func:`save_array` writes (``.npy`` or ``.csv``), or ``ValueError`` naming ``flag``."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
+    if path.suffix.lower() not in (".npy", ".csv"):
+        raise ValueError(f"{flag} must end in .npy or .csv, got {path.name!r}")
+    return path
+
+
+def save_array(path: str | Path, array: np.ndarray, flag: str = "--out") -> None:
+    """Write ``array`` atomically as ``.npy`` (binary) or ``.csv`` (text), by the suffix of ``path``
+    (:func:`check_array_path`; ``flag`` names the option that gave it)."""
+    path = check_array_path(path, flag)
+    if path.suffix.lower() == ".npy":
         def write(tmp: str) -> None:
             with open(tmp, "wb") as f:
                 np.save(f, array)
-    elif suffix == ".csv":
+    else:
         def write(tmp: str) -> None:
             np.savetxt(tmp, array.reshape(len(array), -1), delimiter=",")
-    else:
-        raise ValueError(f"--out must end in .npy or .csv, got {path.name!r}")
     atomic_write(path, write)
 
 

@@ -5,6 +5,16 @@ table given by --data, or split by another --seed, is standardised with the
 statistics of the run's training split, so a shifted table scores worse. Data
 preprocessed otherwise than the run's (a standardised table for a run trained
 with -d standardize=false) are refused.
+
+``--split all`` scores every row: the run's own dataset (or a dataset name)
+as its train, val and test splits together, in that order; a file given by
+--data as it is, every row in file order, nothing split off or fitted to it
+(no minimum row count, constant columns scored), mapped by the preprocessing
+the run stores (none, a table's standardisation, images). Such a file is
+read with those of the run's data options that say how to read it
+(context_columns, delimiter, conditional); -d overrides them. --per-row
+FILE writes every row's log-density (nats, raw data space) in the order
+scored: the anomaly scores of a file.
 """
 
 from __future__ import annotations
@@ -13,14 +23,23 @@ import argparse
 import json
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
+import torch
+from torch import Tensor
+
+from ..core import Flow
+from ..data import DATASETS, load_rows, rows_options
+from ..data.images import check_pixels
+from ..data.tabular import standardized
 from ..persistence import load, write_json
-from ..train.build import check_fits, load_bundle, restore_preprocess, unsaved_preprocess
+from ..train.build import (REBUILDABLE, check_fits, check_shapes, load_bundle, read_preprocess_record,
+                           rebuild_preprocess, restore_preprocess, unsaved_preprocess)
 from ..train.config import parse_options
 from ..train.distributed import resolve_device
-from ..train.evaluate import evaluate_split
-from ._common import add_option_flags, existing_run, run_config
+from ..train.evaluate import SPLITS, row_log_densities, split_log_densities, summarize
+from ._common import add_option_flags, check_array_path, existing_run, run_config, save_array
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,32 +47,56 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("run", metavar="RUN", help="run directory (or a directory written by flow.save)")
     p.add_argument("--data", help="dataset name or file (default: the run's own dataset)")
     add_option_flags(p)
-    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split (default test)")
+    p.add_argument("--split", default="test", choices=SPLITS,
+                   help="which split (default test); all: every row (of a --data file: in file order, nothing fitted)")
     p.add_argument("--seed", type=int, help="dataset seed (default: the run's)")
     p.add_argument("--batch-size", type=int, default=1024, help="evaluation batch size")
     p.add_argument("--draws", type=int, default=1,
                    help="dequantization noise draws to average over (image data; seeded, so the figure is reproducible)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--out", help="also write the results to this JSON file")
+    p.add_argument("--per-row", metavar="FILE", help="write each row's log-density (nats) to FILE (.npy or .csv)")
     p.set_defaults(command=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.model_option:
+        raise ValueError("eval takes no model options: the model is rebuilt from the run")
+    if args.per_row:
+        check_array_path(args.per_row, "--per-row")
     run_dir = existing_run(args.run)
     config = run_config(run_dir)
     data = args.data or config.get("data")
     if data is None:
         raise ValueError(f"{run_dir} records no dataset; pass --data")
-    options = dict(config.get("data_options") or {}) if args.data is None else {}
-    options.update(parse_options(args.data_option))
-    if args.model_option:
-        raise ValueError("eval takes no model options: the model is rebuilt from the run")
-    seed = args.seed if args.seed is not None else int(config.get("seed", 0))
-    bundle = load_bundle(data, seed, options)
     device = resolve_device(args.device)
     flow = load(run_dir, map_location=device)
+    record = read_preprocess_record(run_dir)
+    if args.split == "all" and args.data is not None and args.data not in DATASETS and record is not None \
+            and record["kind"] in REBUILDABLE:
+        log_p, summary = _score_file(flow, args, config, record, run_dir, device)
+    else:
+        log_p, summary = _score_split(flow, args, data, config, run_dir, device)
+    result = {"data": data, "split": args.split, "rows": log_p.numel(), **summary}
+    print(json.dumps(result))
+    if args.out:
+        write_json(args.out, result)
+    if args.per_row:
+        save_array(args.per_row, log_p.numpy(), "--per-row")
+        print(f"wrote the log-densities of {log_p.numel()} rows to {args.per_row}", file=sys.stderr)
+    return 0
+
+
+def _score_split(flow: Flow, args: argparse.Namespace, data: str, config: dict[str, Any], run_dir: Path,
+                 device: torch.device) -> tuple[Tensor, dict[str, float]]:
+    """Per-row log-densities and the summary of a split of dataset ``data``, loaded with its seed, split and
+    checked as for training, and mapped through the run's preprocessing."""
+    options = dict(config.get("data_options") or {}) if args.data is None else {}
+    options.update(parse_options(args.data_option))
+    seed = args.seed if args.seed is not None else int(config.get("seed", 0))
+    bundle = load_bundle(data, seed, options)
     with _dropped_options(config, options, args.data):
         check_fits(flow, bundle)
     if unsaved_preprocess(bundle, run_dir) and (data != config.get("data") or seed != int(config.get("seed", 0))):
@@ -62,11 +105,41 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     with _dropped_options(config, options, args.data):
         restore_preprocess(bundle, run_dir)
-    result = {"data": data, "split": args.split, **evaluate_split(flow, bundle, args.split, args.batch_size, device, args.draws)}
-    print(json.dumps(result))
-    if args.out:
-        write_json(args.out, result)
-    return 0
+    log_p, gap = split_log_densities(flow, bundle, args.split, args.batch_size, device, args.draws)
+    return log_p, summarize(args.split, log_p, gap, bundle.levels, bundle.event_shape)
+
+
+def _score_file(flow: Flow, args: argparse.Namespace, config: dict[str, Any], record: dict[str, Any], run_dir: Path,
+                device: torch.device) -> tuple[Tensor, dict[str, float]]:
+    """Per-row log-densities and the summary of every row of file ``args.data``, in file order, mapped by the
+    preprocessing the run's ``record`` rebuilds: read as it is, with the run's reading options (``-d`` overrides
+    them), nothing fitted to it."""
+    if args.seed is not None:
+        raise ValueError("--split all of a file scores every row in file order: --seed, which splits a dataset, does not apply")
+    takes = rows_options(args.data)
+    given = parse_options(args.data_option)
+    unknown = sorted(set(given) - set(takes))
+    if unknown:
+        raise ValueError(f"-d {', '.join(unknown)} does not apply to --split all of {args.data}, which is read as it is "
+                         f"and mapped by the run's preprocessing; its options: {', '.join(takes) or 'none'}")
+    options = {k: v for k, v in (config.get("data_options") or {}).items() if k in takes}
+    if "classes" in takes and flow.context_features is not None:
+        options["classes"] = flow.context_features
+    options.update(given)
+    data, context = load_rows(args.data, **options)
+    name = Path(args.data).name
+    check_shapes(flow, name, tuple(data.shape[1:]), None if context is None else context.shape[1])
+    preprocess = rebuild_preprocess(record, run_dir)
+    raw = record["kind"] == "image"
+    if raw:
+        try:
+            check_pixels(data, int(record["levels"]))
+        except ValueError as e:
+            raise ValueError(f"{name}: {e}, the levels of the images {run_dir} was trained on") from None
+    elif preprocess is not None:
+        data = standardized(preprocess, data)
+    log_p, _ = row_log_densities(flow, data.float(), context, preprocess, raw, args.batch_size, device, args.draws)
+    return log_p, summarize("all", log_p, None, record.get("levels"), tuple(data.shape[1:]))
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from ..core import Compose, Transform
 from ..transforms import Logit, UniformDequantization, VariationalDequantization
 from .registry import DataBundle, register_dataset
 
-__all__ = ["image_bundle", "one_hot", "image_preprocess", "unit_pixels", "scaled_pixels"]
+__all__ = ["image_bundle", "check_pixels", "one_hot", "image_preprocess", "unit_pixels", "scaled_pixels"]
 
 
 def one_hot(labels: np.ndarray | Tensor, classes: int) -> Tensor:
@@ -73,6 +73,13 @@ def scaled_pixels(y: Tensor, levels: int, preprocess: Transform | None) -> Tenso
     return (x / (levels - 1)).clamp(0, 1)
 
 
+def check_pixels(images: np.ndarray | Tensor, levels: int) -> None:
+    """``ValueError`` unless every pixel of ``images`` is an integer in ``[0, levels - 1]``."""
+    images = np.asarray(images)
+    if images.min() < 0 or images.max() > levels - 1 or not np.array_equal(images, np.round(images)):
+        raise ValueError(f"pixel values must be integers in [0, {levels - 1}]")
+
+
 def image_bundle(
     name: str,
     images: np.ndarray,
@@ -102,8 +109,7 @@ def image_bundle(
         raise ValueError(f"images must have shape (n, C, H, W), got {images.shape}")
     if len(images) == 0:
         raise ValueError(f"dataset {name!r} holds no images")
-    if images.min() < 0 or images.max() > levels - 1 or not np.array_equal(images, np.round(images)):
-        raise ValueError(f"pixel values must be integers in [0, {levels - 1}]")
+    check_pixels(images, levels)
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
     if conditional and labels is None:

@@ -21,11 +21,13 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import Tensor
 
-from .images import image_bundle
-from .registry import DataBundle, register_reader
+from .images import image_bundle, one_hot
+from .registry import DataBundle, register_reader, register_rows_reader
 
-__all__ = ["read_idx", "read_image_path"]
+__all__ = ["read_idx", "read_image_path", "read_image_rows"]
 
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -107,6 +109,23 @@ def _png_folder(directory: Path) -> tuple[np.ndarray, np.ndarray | None, int | N
     return np.stack(images).astype(np.float32), labels, len(classes) or None
 
 
+def _image_sets(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[np.ndarray, np.ndarray | None] | None, int | None]:
+    """The images and labels of an image file or directory, its separate test set (or ``None``) and its
+    number of classes where the files say (PNG class folders)."""
+    if path.is_file():
+        return (*_idx_pair(path), None, None)
+    if (idx := _find(path, "*train*images*idx3*") or _find(path, "*images*idx3*")) is not None:
+        t10k = _find(path, "*t10k*images*idx3*")
+        return (*_idx_pair(idx), _idx_pair(t10k) if t10k is not None and t10k != idx else None, None)
+    if _find(path, "data_batch_*") is not None:
+        (images, labels), test = _cifar(path)
+        return images, labels, test, None
+    if _find(path, "**/*.png") is not None:
+        images, labels, classes = _png_folder(path)
+        return images, labels, None, classes
+    raise ValueError(f"{path}: found no IDX files, CIFAR-10 batches or PNG images")
+
+
 @register_reader("", ".gz", ".idx3-ubyte", ".idx3-ubyte.gz")
 def read_image_path(
     path: str | Path,
@@ -129,20 +148,7 @@ def read_image_path(
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
     path = Path(path)
-    test: tuple[np.ndarray, np.ndarray | None] | None = None
-    classes = None
-    if path.is_file():
-        images, labels = _idx_pair(path)
-    elif (idx := _find(path, "*train*images*idx3*") or _find(path, "*images*idx3*")) is not None:
-        images, labels = _idx_pair(idx)
-        t10k = _find(path, "*t10k*images*idx3*")
-        test = _idx_pair(t10k) if t10k is not None and t10k != idx else None
-    elif _find(path, "data_batch_*") is not None:
-        (images, labels), test = _cifar(path)
-    elif _find(path, "**/*.png") is not None:
-        images, labels, classes = _png_folder(path)
-    else:
-        raise ValueError(f"{path}: found no IDX files, CIFAR-10 batches or PNG images")
+    images, labels, test, classes = _image_sets(path)
     if limit is not None:
         images = images[:limit]
         labels = None if labels is None else labels[:limit]
@@ -152,3 +158,21 @@ def read_image_path(
     if labels is not None:
         classes = classes or int(max(labels.max(), -1 if test is None or test[1] is None else test[1].max())) + 1
     return image_bundle(path.name, images, labels, 256, seed, split, val_fraction, conditional, alpha, classes, raw, dequantization)
+
+
+@register_rows_reader("", ".gz", ".idx3-ubyte", ".idx3-ubyte.gz")
+def read_image_rows(path: str | Path, conditional: bool = False, classes: int | None = None) -> tuple[Tensor, Tensor | None]:
+    """Every image of an image file or directory (:func:`read_image_path`'s), the training set then a separate
+    test set, as float32 pixels ``(n, C, H, W)``; with ``conditional`` their labels as one-hot contexts of
+    ``classes`` classes (default: as many as the files hold)."""
+    path = Path(path)
+    images, labels, test, folders = _image_sets(path)
+    if test is not None:
+        images = np.concatenate([images, test[0]])
+        labels = None if labels is None or test[1] is None else np.concatenate([labels, test[1]])
+    context = None
+    if conditional:
+        if labels is None:
+            raise ValueError(f"{path} has no labels for every image, so it cannot be read with conditional=true")
+        context = one_hot(labels, classes or folders or int(labels.max()) + 1)
+    return torch.as_tensor(images, dtype=torch.float32), context

@@ -2,6 +2,8 @@
 
 ``invertible.data.load(name_or_path, seed=0, **options)`` is the one entry
 point the training engine, the command line and the benchmarks use.
+``load_rows(path, **options)`` reads every row of a local file as it is (no
+split, nothing fitted), for scoring a file with a trained model.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from torch import Tensor
 
 from ..core import Transform
 
-__all__ = ["DataBundle", "register_dataset", "available", "load", "DATASETS"]
+__all__ = ["DataBundle", "register_dataset", "register_reader", "register_rows_reader", "available", "load",
+           "load_rows", "rows_options", "DATASETS", "READERS", "ROWS_READERS"]
 
 
 @dataclass
@@ -77,6 +80,9 @@ class DataBundle:
 DATASETS: dict[str, Callable[..., DataBundle]] = {}
 #: File suffixes -> reader of a local file into a DataBundle (``.npy``, ``.csv``, IDX, ...).
 READERS: dict[str, Callable[..., DataBundle]] = {}
+#: File suffixes -> reader of every row of a local file, in file order, as ``(data, context)``: raw values
+#: (nothing fitted, nothing split), for scoring a file with a trained model.
+ROWS_READERS: dict[str, Callable[..., tuple[Tensor, Tensor | None]]] = {}
 
 
 def register_dataset(name: str) -> Callable[[Callable[..., DataBundle]], Callable[..., DataBundle]]:
@@ -102,27 +108,63 @@ def register_reader(*suffixes: str) -> Callable[[Callable[..., DataBundle]], Cal
     return decorate
 
 
+def register_rows_reader(*suffixes: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: register a reader ``fn(path, **options) -> (data, context)`` of every row of a file, for
+    :func:`load_rows`."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for s in suffixes:
+            ROWS_READERS[s.lower()] = fn
+        return fn
+
+    return decorate
+
+
 def available() -> list[str]:
     """Names of the built-in datasets, sorted."""
     return sorted(DATASETS)
 
 
-def load(name_or_path: str, seed: int = 0, **options: Any) -> DataBundle:
-    """A built-in dataset by name, or a local file by path (its suffix picks the reader)."""
-    if name_or_path in DATASETS:
-        fn = DATASETS[name_or_path]
-    else:
-        path = Path(name_or_path)
-        suffix = "".join(path.suffixes[-2:]).lower() if path.suffix == ".gz" else path.suffix.lower()
-        if not path.exists():
-            hint = f"; built-in datasets: {', '.join(available())}" if not path.suffix else ""
-            raise ValueError(f"unknown dataset {name_or_path!r} (no such built-in name or file){hint}")
-        if suffix not in READERS:
-            raise ValueError(f"cannot read {path}: unsupported file type {suffix!r}; readers exist for {sorted(READERS)}")
-        fn = functools.partial(READERS[suffix], path)
+def _suffix(path: Path) -> str:
+    """The suffix that picks a file's reader: the last two of a ``.gz`` file (``.idx3-ubyte.gz``)."""
+    return "".join(path.suffixes[-2:]).lower() if path.suffix == ".gz" else path.suffix.lower()
+
+
+def _file_reader(name_or_path: str, readers: dict[str, Callable[..., Any]]) -> Callable[..., Any]:
+    """The reader in ``readers`` of local file ``name_or_path``, bound to its path; ``ValueError`` for a
+    missing file or an unsupported type."""
+    path = Path(name_or_path)
+    if not path.exists():
+        hint = f"; built-in datasets: {', '.join(available())}" if not path.suffix else ""
+        raise ValueError(f"unknown dataset {name_or_path!r} (no such built-in name or file){hint}")
+    suffix = _suffix(path)
+    if suffix not in readers:
+        raise ValueError(f"cannot read {path}: unsupported file type {suffix!r}; readers exist for {sorted(readers)}")
+    return functools.partial(readers[suffix], path)
+
+
+def _call(fn: Callable[..., Any], name_or_path: str, **options: Any) -> Any:
+    """``fn(**options)``, or ``ValueError`` naming the options ``fn`` takes when it does not take these."""
     try:
-        inspect.signature(fn).bind(seed=seed, **options)
+        inspect.signature(fn).bind(**options)
     except TypeError as e:
         names = [k for k in inspect.signature(fn).parameters if k != "seed"]
         raise ValueError(f"bad options for dataset {name_or_path!r}: {e}; its options: {', '.join(names) or 'none'}") from None
-    return fn(seed=seed, **options)
+    return fn(**options)
+
+
+def load(name_or_path: str, seed: int = 0, **options: Any) -> DataBundle:
+    """A built-in dataset by name, or a local file by path (its suffix picks the reader)."""
+    fn = DATASETS[name_or_path] if name_or_path in DATASETS else _file_reader(name_or_path, READERS)
+    return _call(fn, name_or_path, seed=seed, **options)
+
+
+def load_rows(path: str | Path, **options: Any) -> tuple[Tensor, Tensor | None]:
+    """Every row of local file ``path`` in file order, as ``(data, context)`` (its suffix picks the reader of
+    :data:`ROWS_READERS`): the raw values, nothing fitted to them and nothing split off."""
+    return _call(_file_reader(str(path), ROWS_READERS), str(path), **options)
+
+
+def rows_options(path: str | Path) -> list[str]:
+    """The options the rows reader of file ``path`` takes (``context_columns``, ``delimiter``, ...)."""
+    return list(inspect.signature(_file_reader(str(path), ROWS_READERS)).parameters)

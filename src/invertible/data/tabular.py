@@ -11,6 +11,10 @@ standardised with the *training* mean and standard deviation by the bijection
 ``context_columns`` (a column name or index, or a list of them) moves columns
 out of the features into the conditioning input of a conditional flow (they
 are left unstandardised).
+
+:func:`~invertible.data.load_rows` reads a table's rows as they are instead, in
+file order (:func:`read_npy_rows`, :func:`read_csv_rows`): nothing split off,
+nothing fitted, for scoring a file with a trained model.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ import torch
 from torch import Tensor
 
 from ..core import Transform
-from .registry import DataBundle, register_reader
+from .registry import DataBundle, register_reader, register_rows_reader
 
-__all__ = ["Standardize", "read_npy", "read_csv", "table_bundle"]
+__all__ = ["Standardize", "read_npy", "read_csv", "read_npy_rows", "read_csv_rows", "table_bundle", "table_rows",
+           "standardized"]
 
 
 class Standardize(Transform):
@@ -105,24 +110,14 @@ def _context_indices(columns: int | str | Sequence[int | str] | None, names: lis
     return out
 
 
-def table_bundle(
+def table_rows(
     name: str,
     table: np.ndarray,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    standardize: bool = True,
     context_columns: int | str | Sequence[int | str] | None = None,
     column_names: list[str] | None = None,
-) -> DataBundle:
-    """Validate a numeric ``(rows, columns)`` table, split it by ``seed`` and standardise the features.
-
-    The statistics are fitted in float64 and rounded to the float32 the bundle's
-    :class:`Standardize` holds; those values are applied to the float64 table
-    before the splits are cast to float32, so a feature whose mean is large
-    against its spread keeps its precision, and the ``preprocess`` carried (and
-    saved with a run) is exactly the map the splits went through.
-    """
+) -> tuple[Tensor, Tensor | None]:
+    """Validate a numeric ``(rows, columns)`` table: its features (float64) and its ``context_columns``
+    (float32, or ``None`` without them), every row in the table's order."""
     if table.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D table (rows, features), got an array of shape {table.shape}")
     if table.shape[0] == 0 or table.shape[1] == 0:
@@ -136,17 +131,39 @@ def table_bundle(
         raise ValueError(f"{name}: {int(bad.sum())} non-finite value(s) (NaN or inf), the first at row {r}, column {c}")
     ctx_idx = _context_indices(context_columns, column_names, values.shape[1])
     feat_idx = [i for i in range(values.shape[1]) if i not in ctx_idx]
-    sizes = _split_sizes(values.shape[0], val_fraction, test_fraction)
-    perm = torch.randperm(values.shape[0], generator=torch.Generator().manual_seed(int(seed)))
-    data = torch.from_numpy(values)[perm]
-    x_train, x_val, x_test = data[:, feat_idx].split(sizes)
-    contexts = [s.float().contiguous() for s in data[:, ctx_idx].split(sizes)] if ctx_idx else [None, None, None]
+    data = torch.from_numpy(values)
+    return data[:, feat_idx], data[:, ctx_idx].float() if ctx_idx else None
+
+
+def table_bundle(
+    name: str,
+    table: np.ndarray,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    standardize: bool = True,
+    context_columns: int | str | Sequence[int | str] | None = None,
+    column_names: list[str] | None = None,
+) -> DataBundle:
+    """Validate a numeric ``(rows, columns)`` table (:func:`table_rows`), split it by ``seed`` and standardise
+    the features.
+
+    The statistics are fitted in float64 and rounded to the float32 the bundle's
+    :class:`Standardize` holds; those values are applied to the float64 table
+    before the splits are cast to float32, so a feature whose mean is large
+    against its spread keeps its precision, and the ``preprocess`` carried (and
+    saved with a run) is exactly the map the splits went through.
+    """
+    features, context = table_rows(name, table, context_columns, column_names)
+    sizes = _split_sizes(features.shape[0], val_fraction, test_fraction)
+    perm = torch.randperm(features.shape[0], generator=torch.Generator().manual_seed(int(seed)))
+    x_train, x_val, x_test = features[perm].split(sizes)
+    contexts = [s.contiguous() for s in context[perm].split(sizes)] if context is not None else [None, None, None]
     preprocess = None
     if standardize:
         preprocess = Standardize.fit(x_train).float()
-        exact = Standardize(preprocess.mean.double(), preprocess.std.double())
         with torch.no_grad():
-            x_train, x_val, x_test = (exact(s)[0] for s in (x_train, x_val, x_test))
+            x_train, x_val, x_test = (standardized(preprocess, s) for s in (x_train, x_val, x_test))
     return DataBundle(
         name=name,
         train=x_train.float().contiguous(),
@@ -157,6 +174,21 @@ def table_bundle(
         test_context=contexts[2],
         preprocess=preprocess,
     )
+
+
+@torch.no_grad()
+def standardized(preprocess: Standardize, x: Tensor) -> Tensor:
+    """Rows ``x`` standardised in float64 by the float32 statistics of ``preprocess``, as float32: the map
+    the splits of :func:`table_bundle` go through (float32 alone would lose a large mean's digits)."""
+    exact = Standardize(preprocess.mean.double(), preprocess.std.double())
+    return exact(x.double())[0].float()
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"cannot read {path} as a .npy array: {e}") from None
 
 
 @register_reader(".npy")
@@ -170,11 +202,14 @@ def read_npy(
 ) -> DataBundle:
     """A 2-D numeric ``.npy`` array, one row per sample (no pickled objects)."""
     path = Path(path)
-    try:
-        table = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise ValueError(f"cannot read {path} as a .npy array: {e}") from None
-    return table_bundle(path.name, table, seed, val_fraction, test_fraction, standardize, context_columns)
+    return table_bundle(path.name, _load_npy(path), seed, val_fraction, test_fraction, standardize, context_columns)
+
+
+@register_rows_reader(".npy")
+def read_npy_rows(path: str | Path, context_columns: int | Sequence[int] | None = None) -> tuple[Tensor, Tensor | None]:
+    """Every row of a ``.npy`` table in file order (:func:`table_rows`): nothing fitted, nothing split."""
+    path = Path(path)
+    return table_rows(path.name, _load_npy(path), context_columns)
 
 
 def _parse_csv(path: Path, delimiter: str) -> tuple[np.ndarray, list[str] | None]:
@@ -240,3 +275,13 @@ def read_csv(
     path = Path(path)
     table, names = _parse_csv(path, delimiter)
     return table_bundle(path.name, table, seed, val_fraction, test_fraction, standardize, context_columns, names)
+
+
+@register_rows_reader(".csv")
+def read_csv_rows(
+    path: str | Path, context_columns: int | str | Sequence[int | str] | None = None, delimiter: str = ","
+) -> tuple[Tensor, Tensor | None]:
+    """Every row of a ``.csv`` table in file order (:func:`table_rows`): nothing fitted, nothing split."""
+    path = Path(path)
+    table, names = _parse_csv(path, delimiter)
+    return table_rows(path.name, table, context_columns, names)

@@ -18,8 +18,8 @@ from ..data.images import image_preprocess
 from ..persistence import atomic_write, read_json, read_tensors, state_tensors, write_json
 from ..transforms import Logit, UniformDequantization, VariationalDequantization
 
-__all__ = ["load_bundle", "check_bundle", "build_flow", "check_fits", "trainable_preprocess", "save_preprocess",
-           "restore_preprocess", "unsaved_preprocess", "preprocess_record", "read_preprocess_record",
+__all__ = ["load_bundle", "check_bundle", "build_flow", "check_fits", "check_shapes", "trainable_preprocess",
+           "save_preprocess", "restore_preprocess", "unsaved_preprocess", "preprocess_record", "read_preprocess_record",
            "rebuild_preprocess", "fitted_state", "adopt_fitted_state", "PREPROCESS_WEIGHTS", "PREPROCESS_JSON"]
 
 #: The state of a run's preprocessing, beside ``model.safetensors``: the fitted statistics of a
@@ -98,11 +98,7 @@ def build_flow(model: str, options: dict[str, Any], bundle: DataBundle) -> Flow:
 
 def check_fits(flow: Flow, bundle: DataBundle) -> None:
     """The flow's event shape and context size must match the data's; a continuous flow needs continuous data."""
-    if tuple(flow.event_shape) != tuple(bundle.event_shape):
-        raise ValueError(
-            f"the model expects events of shape {tuple(flow.event_shape)} but dataset {bundle.name!r} has "
-            f"{tuple(bundle.event_shape)} (wrong feature count)"
-        )
+    check_shapes(flow, bundle.name, tuple(bundle.event_shape), bundle.context_features)
     if isinstance(flow, Flow) and _on_a_lattice(bundle):
         raise ValueError(
             f"dataset {bundle.name!r} holds only {bundle.levels} discrete values per dimension and is not dequantized: "
@@ -115,10 +111,19 @@ def check_fits(flow: Flow, bundle: DataBundle) -> None:
             f"feature(s) {constant} of dataset {bundle.name!r} are constant in the training split: a continuous "
             "flow's density on them grows without bound; drop them before fitting a density"
         )
-    if flow.context_features != bundle.context_features:
+
+
+def check_shapes(flow: Flow, name: str, event_shape: tuple[int, ...], context_features: int | None) -> None:
+    """``ValueError`` unless the flow's event shape and context size are those of data set ``name``."""
+    if tuple(flow.event_shape) != tuple(event_shape):
         raise ValueError(
-            f"the model takes context_features={flow.context_features} but dataset {bundle.name!r} has "
-            f"context_features={bundle.context_features}"
+            f"the model expects events of shape {tuple(flow.event_shape)} but dataset {name!r} has "
+            f"{tuple(event_shape)} (wrong feature count)"
+        )
+    if flow.context_features != context_features:
+        raise ValueError(
+            f"the model takes context_features={flow.context_features} but dataset {name!r} has "
+            f"context_features={context_features}"
         )
 
 

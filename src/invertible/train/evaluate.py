@@ -27,33 +27,46 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
 
-from ..core import Flow
+from ..core import Flow, Transform
 from ..data import DataBundle
 
-__all__ = ["preprocess_ladj", "evaluate_split", "split_tensors", "to_model_space", "seeded_rng", "EVAL_NOISE_SEED"]
+__all__ = ["preprocess_ladj", "evaluate_split", "split_log_densities", "row_log_densities", "summarize", "split_tensors", "to_model_space",
+           "seeded_rng", "EVAL_NOISE_SEED", "SPLITS"]
 
 #: Seed of the dequantization noise of evaluation draw 0 (draw ``k`` uses ``EVAL_NOISE_SEED + k``).
 EVAL_NOISE_SEED = 0
+#: The splits :func:`split_tensors` knows: a bundle's three, and ``all`` of them together.
+SPLITS = ("train", "val", "test", "all")
 
 
 def split_tensors(bundle: DataBundle, split: str) -> tuple[Tensor, Tensor | None]:
-    """The data and context tensors of ``split`` (``train``, ``val`` or ``test``)."""
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be train, val or test, got {split!r}")
+    """The data and context tensors of ``split``: ``train``, ``val``, ``test``, or ``all`` (the three together,
+    in that order)."""
+    if split == "all":
+        parts = [split_tensors(bundle, s) for s in SPLITS[:3]]
+        context = None if parts[0][1] is None else torch.cat([c for _, c in parts])
+        return torch.cat([x for x, _ in parts]), context
+    if split not in SPLITS:
+        raise ValueError(f"split must be {', '.join(SPLITS[:-1])} or {SPLITS[-1]}, got {split!r}")
     return getattr(bundle, split), getattr(bundle, f"{split}_context")
 
 
 @torch.no_grad()
 def preprocess_ladj(bundle: DataBundle, y: Tensor) -> Tensor:
     """``log|det dy/dx|`` of the preprocessing at raw ``x = preprocess^{-1}(y)``; zeros without one."""
-    if bundle.preprocess is None:
+    return _inverse_ladj(bundle.preprocess, y)
+
+
+def _inverse_ladj(preprocess: Transform | None, y: Tensor) -> Tensor:
+    """``log|det dy/dx|`` of ``preprocess`` at raw ``x = preprocess^{-1}(y)``; zeros for ``None``."""
+    if preprocess is None:
         return y.new_zeros(y.shape[0])
-    _, ladj_inverse = bundle.preprocess.to(y.device).inverse(y)
+    _, ladj_inverse = preprocess.to(y.device).inverse(y)
     return -ladj_inverse
 
 
@@ -73,12 +86,74 @@ def to_model_space(bundle: DataBundle, x: Tensor) -> tuple[Tensor, Tensor]:
     torch's generator); otherwise the split is already ``y`` and the log-det
     comes from ``preprocess.inverse`` (:func:`preprocess_ladj`).
     """
-    if bundle.raw:
-        return bundle.preprocess.to(x.device)(x)
-    return x, preprocess_ladj(bundle, x)
+    return _model_input(bundle.preprocess, bundle.raw, x)
+
+
+def _model_input(preprocess: Transform | None, raw: bool, x: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`to_model_space` of a batch ``x`` of data preprocessed by ``preprocess`` (per batch if ``raw``)."""
+    if raw:
+        return preprocess.to(x.device)(x)
+    return x, _inverse_ladj(preprocess, x)
 
 
 @torch.no_grad()
+def row_log_densities(
+    flow: Flow,
+    data: Tensor,
+    context: Tensor | None,
+    preprocess: Transform | None,
+    raw: bool,
+    batch_size: int,
+    device: torch.device,
+    draws: int = 1,
+    log_prob: Callable[[Tensor], Tensor] | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Per-row ``log p(x)`` (nats, raw space, float64 on the CPU) of the rows ``data`` (with their ``context``),
+    and per-row ``log p_data(x) - log q(x)`` where the data density ``log_prob`` is given, else ``None``.
+
+    ``data`` are in the model's space, mapped there by ``preprocess``, or, with ``raw``, the raw values that
+    ``preprocess`` maps there per batch (dequantization): each row's values are then averaged over ``draws``
+    seeded dequantization draws (seeds ``EVAL_NOISE_SEED + k``), so they do not depend on ``batch_size``.
+    """
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
+    n = data.shape[0]
+    draws = draws if raw else 1
+    log_p = torch.zeros(n, dtype=torch.float64)
+    gap = None if log_prob is None else torch.zeros(n, dtype=torch.float64)
+    was_training = flow.training
+    flow.eval()
+    try:
+        for k in range(draws):
+            with seeded_rng(EVAL_NOISE_SEED + k, device):
+                for start in range(0, n, batch_size):
+                    rows = slice(start, start + batch_size)
+                    y, ladj = _model_input(preprocess, raw, data[rows].to(device))
+                    c = None if context is None else context[rows].to(device)
+                    log_q = flow.log_prob(y, c).double()
+                    log_p[rows] += (log_q + ladj.double()).cpu()
+                    if gap is not None:
+                        gap[rows] += (log_prob(y).double() - log_q).cpu()
+    finally:
+        flow.train(was_training)
+    return log_p / draws, None if gap is None else gap / draws
+
+
+def summarize(
+    split: str, log_p: Tensor, gap: Tensor | None = None, levels: int | None = None, event_shape: Sequence[int] = ()
+) -> dict[str, float]:
+    """``{split}_nll`` (mean ``-log p``), ``kl_gap`` (mean ``gap``, when given) and, for data of ``levels``
+    discrete values per dimension, ``{split}_bpd`` (events of ``event_shape``), from the per-row values of
+    :func:`row_log_densities`."""
+    nll = -log_p.mean().item()
+    out = {f"{split}_nll": nll}
+    if gap is not None:
+        out["kl_gap"] = gap.mean().item()
+    if levels is not None:
+        out[f"{split}_bpd"] = nll / (math.prod(event_shape) * math.log(2))
+    return out
+
+
 def evaluate_split(
     flow: Flow, bundle: DataBundle, split: str, batch_size: int, device: torch.device, draws: int = 1
 ) -> dict[str, float]:
@@ -89,33 +164,16 @@ def evaluate_split(
     For ``raw`` bundles the NLL is averaged over ``draws`` seeded
     dequantization draws (seeds ``EVAL_NOISE_SEED + k``).
     """
-    if draws < 1:
-        raise ValueError(f"draws must be >= 1, got {draws}")
+    return summarize(split, *split_log_densities(flow, bundle, split, batch_size, device, draws), bundle.levels,
+                     bundle.event_shape)
+
+
+def split_log_densities(
+    flow: Flow, bundle: DataBundle, split: str, batch_size: int, device: torch.device, draws: int = 1
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`row_log_densities` of the rows of ``split`` (see :func:`split_tensors`), in the split's order."""
     data, context = split_tensors(bundle, split)
-    was_training = flow.training
-    flow.eval()
-    total, gap, n = 0.0, 0.0, data.shape[0]
-    if n == 0:
+    if data.shape[0] == 0:
         raise ValueError(f"the {split} split of dataset {bundle.name!r} is empty")
-    draws = draws if bundle.raw else 1
-    try:
-        for k in range(draws):
-            with seeded_rng(EVAL_NOISE_SEED + k, device):
-                for start in range(0, n, batch_size):
-                    y, ladj = to_model_space(bundle, data[start : start + batch_size].to(device))
-                    c = None if context is None else context[start : start + batch_size].to(device)
-                    log_q = flow.log_prob(y, c).double()
-                    total -= (log_q + ladj.double()).sum().item()
-                    if bundle.log_prob is not None:
-                        gap += (bundle.log_prob(y).double() - log_q).sum().item()
-    finally:
-        flow.train(was_training)
-    nll = total / (n * draws)
-    gap /= draws
-    out = {f"{split}_nll": nll}
-    if bundle.log_prob is not None:
-        out["kl_gap"] = gap / n
-    if bundle.levels is not None:
-        dims = math.prod(bundle.event_shape)
-        out[f"{split}_bpd"] = nll / (dims * math.log(2))
-    return out
+    return row_log_densities(flow, data, context, bundle.preprocess, bundle.raw, batch_size, device, draws,
+                             bundle.log_prob)
