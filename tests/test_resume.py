@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import invertible
+from invertible.data import load, sklearn_tabular
+from invertible.data.fingerprint import data_fingerprint
 from invertible.train import TrainConfig, TrainingError, train
 from invertible.train.checkpoint import (
     CHECKPOINT_DIR,
@@ -27,8 +30,10 @@ class Interrupted(Exception):
 
 
 #: (data, data options, model, model options): vectors, a MADE cycling through a pool of mask sets, images
-#: dequantized afresh every step, and images dequantized by a learned noise flow trained with the model.
+#: dequantized afresh every step, images dequantized by a learned noise flow trained with the model, and a
+#: table file (written into the test's directory) the model sees unstandardised.
 SETUPS = {
+    "table": ("table.npy", {"standardize": False}, "realnvp", {"layers": 2, "hidden": [8]}),
     "vectors": ("engine-gauss", {}, "realnvp", {"layers": 2, "hidden": [8], "actnorm": True}),
     "mask_pool": ("engine-gauss", {}, "made", {"hidden": [8], "masks": 3}),  # the loaded mask set resumes too
     "images": ("engine-pixels", {}, "glow", {"levels": 1, "steps": 1, "hidden": 4}),
@@ -36,10 +41,20 @@ SETUPS = {
 }
 
 
+def table(rows: int = 300) -> np.ndarray:
+    """A seeded table of two features on different scales."""
+    return np.random.default_rng(1).normal(size=(rows, 2)) * [3.0, 0.2] + [10.0, -4.0]
+
+
 def config(tmp_path, name: str, setup: str = "vectors") -> TrainConfig:
     data, data_options, model, options = SETUPS[setup]
+    if data.endswith(".npy"):
+        data = str(tmp_path / data)
+        if not Path(data).exists():  # written once: a test may change it between the start and the resume
+            np.save(data, table())
     return TrainConfig(
-        data=data, data_options=data_options, model=model, model_options=options, steps=20, batch_size=64 if setup == "vectors" else 24,
+        data=data, data_options=data_options, model=model, model_options=options, steps=20,
+        batch_size=64 if setup in ("vectors", "table") else 24,
         lr=5e-3, warmup=3, ema=0.9, eval_every=4, patience=50, log_every=3, checkpoint_every=5,
         out=str(tmp_path / name), progress=False, plots=False,
     )
@@ -89,6 +104,24 @@ def test_resumed_run_is_bit_identical(tmp_path, setup):
     sa = json.loads((tmp_path / "whole" / "summary.json").read_text())
     sb = json.loads((run / "summary.json").read_text())
     assert sa["test_nll"] == sb["test_nll"] and sa["param_sha256_by_rank"] == sb["param_sha256_by_rank"]
+
+
+def test_the_fingerprint_covers_the_data_before_their_standardisation(tmp_path):
+    """A table standardised or not has one fingerprint, that of the rows the file holds as split: a refit whose
+    statistics differ by float32 rounding (and the standardised values with them) leaves it as it was."""
+    path = tmp_path / "t.npy"
+    np.save(path, table())
+    standardised, plain = load(str(path)), load(str(path), standardize=False)
+    assert not torch.equal(standardised.train, plain.train)
+    assert data_fingerprint(standardised) == data_fingerprint(plain)
+    standardised.train = standardised.train + 1e-6  # what a refit one rounding step away would give
+    assert data_fingerprint(standardised) == data_fingerprint(plain)
+    plain.train = plain.train.flip(0)  # the same rows in another order are other batches
+    assert data_fingerprint(plain)["train"] != data_fingerprint(standardised)["train"]
+    rows, labels = table(40).astype(np.float32), np.arange(40) % 2  # the built-in tables (wine, ...) alike
+    built_in = [sklearn_tabular._bundle("t", rows, labels, ["a", "b"], standardize=s) for s in (True, False)]
+    assert not torch.equal(built_in[0].val, built_in[1].val)
+    assert data_fingerprint(built_in[0]) == data_fingerprint(built_in[1])
 
 
 def test_every_section_of_a_checkpoint_round_trips(tmp_path):

@@ -48,6 +48,10 @@ class DataBundle:
             each step draws new noise (RealNVP, Glow, Flow++), and
             ``log q(y) + ladj`` estimates the bound on ``log P(x)``.
         class_names: labels for class-conditional data.
+        split_digests: the SHA-256 of each split (``train``, ``val``, ``test``) with its context, taken
+            before a preprocessing fitted to the data mapped it
+            (:func:`~invertible.data.fingerprint.split_digests`), set by datasets that fit one, whose
+            splits then depend on the fit's float32 rounding; ``None``: the splits are hashed as they are.
     """
 
     name: str
@@ -63,6 +67,7 @@ class DataBundle:
     preprocess: Transform | None = None
     class_names: list[str] | None = None
     raw: bool = False
+    split_digests: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.raw and self.preprocess is None:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .fingerprint import split_digests
 from .registry import DataBundle, register_dataset
 from .tabular import Standardize
 
@@ -41,16 +42,18 @@ def _bundle(name: str, x: np.ndarray, labels: np.ndarray, class_names: list[str]
     data = torch.as_tensor(x, dtype=torch.float32)
     i_train, i_val, i_test = fixed_split(len(data))
     train, val, test = data[i_train], data[i_val], data[i_test]
-    preprocess = None
+    preprocess, digests = None, None
+    one_hot = torch.nn.functional.one_hot(torch.as_tensor(labels, dtype=torch.long), len(class_names)).float()
+    contexts = one_hot[i_train], one_hot[i_val], one_hot[i_test]
     if standardize:
+        digests = split_digests((train, val, test), contexts)
         preprocess = Standardize.fit(train)
         with torch.no_grad():
             train, val, test = (preprocess(part)[0] for part in (train, val, test))
-    one_hot = torch.nn.functional.one_hot(torch.as_tensor(labels, dtype=torch.long), len(class_names)).float()
     return DataBundle(
         name=name, train=train, val=val, test=test,
-        train_context=one_hot[i_train], val_context=one_hot[i_val], test_context=one_hot[i_test],
-        levels=levels, preprocess=preprocess, class_names=class_names,
+        train_context=contexts[0], val_context=contexts[1], test_context=contexts[2],
+        levels=levels, preprocess=preprocess, class_names=class_names, split_digests=digests,
     )
 
 

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from ..core import Transform
+from .fingerprint import split_digests
 from .registry import DataBundle, register_reader, register_rows_reader
 
 __all__ = ["Standardize", "read_npy", "read_csv", "read_npy_rows", "read_csv_rows", "table_bundle", "table_rows",
@@ -159,8 +160,9 @@ def table_bundle(
     perm = torch.randperm(features.shape[0], generator=torch.Generator().manual_seed(int(seed)))
     x_train, x_val, x_test = features[perm].split(sizes)
     contexts = [s.contiguous() for s in context[perm].split(sizes)] if context is not None else [None, None, None]
-    preprocess = None
+    preprocess, digests = None, None
     if standardize:
+        digests = split_digests((x_train, x_val, x_test), tuple(contexts))
         preprocess = Standardize.fit(x_train).float()
         with torch.no_grad():
             x_train, x_val, x_test = (standardized(preprocess, s) for s in (x_train, x_val, x_test))
@@ -173,6 +175,7 @@ def table_bundle(
         val_context=contexts[1],
         test_context=contexts[2],
         preprocess=preprocess,
+        split_digests=digests,
     )
 
 
