@@ -124,6 +124,15 @@ def test_the_fingerprint_covers_the_data_before_their_standardisation(tmp_path):
     assert data_fingerprint(built_in[0]) == data_fingerprint(built_in[1])
 
 
+def test_a_damaged_fingerprint_is_a_corrupt_checkpoint(tmp_path):
+    with pytest.raises(Interrupted):
+        train(config(tmp_path, "run", "table"), callbacks=[recorder({}, stop_at=6)])
+    record_path = tmp_path / "run" / CHECKPOINT_DIR / CHECKPOINT_JSON
+    record_path.write_text(json.dumps({**json.loads(record_path.read_text()), "data_fingerprint": ["ab"]}))
+    with pytest.raises(ValueError, match="corrupt checkpoint record .*: bad field 'data_fingerprint'"):
+        load_checkpoint(tmp_path / "run")
+
+
 def test_every_section_of_a_checkpoint_round_trips(tmp_path):
     """Each tensor section (model, EMA, best, preprocessing, its EMA, the best step's preprocessing and the fitted
     one), the optimizer's tensor and scalar state, the RNG states and the records come back as saved: the resume test
@@ -135,11 +144,13 @@ def test_every_section_of_a_checkpoint_round_trips(tmp_path):
     optimizer = {"state": {0: {"step": torch.tensor(7.0), "exp_avg": torch.randn(4, generator=g), "count": 3}},
                  "param_groups": [{"lr": 0.01, "params": [0]}]}
     rng = rng_state()
+    fingerprint = {"sha256": "ab", "train": "cd", "val": "ef", "test": "01"}
     ckpt = Checkpoint(step=7, optimizer=optimizer, rng=rng, scheduler={"last": 7}, state={"best_val": 1.5},
-                      config={"model": "realnvp"}, **sections)
+                      config={"model": "realnvp"}, data_fingerprint=fingerprint, **sections)
     save_checkpoint(tmp_path, ckpt)
     back = load_checkpoint(tmp_path)
     assert (back.step, back.scheduler, back.state, back.config) == (7, {"last": 7}, {"best_val": 1.5}, {"model": "realnvp"})
+    assert back.data_fingerprint == fingerprint
     for name, saved in sections.items():
         loaded = getattr(back, name)
         assert loaded is not None and loaded.keys() == saved.keys(), name

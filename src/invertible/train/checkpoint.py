@@ -5,7 +5,8 @@ Layout of ``RUN/checkpoint/``::
     state-00000500.safetensors   model.*, ema.*, best.*, preprocess.*, ema_preprocess.*, best_preprocess.*,
                                  fitted_preprocess.*, optim.<param>.<key>, rng.torch, rng.cuda.<i>, rng.numpy
     checkpoint.json              step, tensor file name and its SHA-256, optimizer groups,
-                                 scheduler position, RNG states (python, numpy), training state, config
+                                 scheduler position, RNG states (python, numpy), training state, config,
+                                 the fingerprint of the data trained on
 
 Both files are written to a temporary name and renamed into place, the tensors
 first. ``checkpoint.json`` is the commit record: until it is replaced it points
@@ -56,6 +57,9 @@ class Checkpoint:
     scheduler: dict[str, Any] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    #: the data's fingerprint (:func:`~invertible.data.fingerprint.data_fingerprint`), ``None`` in a checkpoint
+    #: written before checkpoints held one
+    data_fingerprint: dict[str, str] | None = None
 
 
 def rng_state() -> dict[str, Any]:
@@ -147,6 +151,8 @@ def save_checkpoint(run_dir: str | Path, ckpt: Checkpoint) -> Path:
         "state": ckpt.state,
         "config": ckpt.config,
     }
+    if ckpt.data_fingerprint is not None:
+        record["data_fingerprint"] = ckpt.data_fingerprint
     write_json(directory / CHECKPOINT_JSON, record)
     leftovers = [*directory.glob("state-*.safetensors"), *directory.glob(".state-*.tmp"),
                  *directory.glob(f".{CHECKPOINT_JSON}.*.tmp")]
@@ -177,6 +183,10 @@ def load_checkpoint(run_dir: str | Path) -> Checkpoint:
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"corrupt checkpoint record {directory / CHECKPOINT_JSON}: missing or bad field {e}") from None
     config = record.get("config", {})
+    fingerprint = record.get("data_fingerprint")
+    if fingerprint is not None and not (isinstance(fingerprint, dict)
+                                        and all(isinstance(v, str) for v in fingerprint.values())):
+        raise ValueError(f"corrupt checkpoint record {directory / CHECKPOINT_JSON}: bad field 'data_fingerprint'")
     check_format(record.get("format", 1), config.get("model") if isinstance(config, dict) else None,
                  directory / CHECKPOINT_JSON)
     path = directory / str(name)
@@ -219,5 +229,6 @@ def load_checkpoint(run_dir: str | Path) -> Checkpoint:
         scheduler=record.get("scheduler", {}),
         state=record.get("state", {}),
         config=record.get("config", {}),
+        data_fingerprint=fingerprint,
     )
 
