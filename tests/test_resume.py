@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import invertible
+from invertible.cli import main
 from invertible.data import load, sklearn_tabular
 from invertible.data.fingerprint import data_fingerprint
 from invertible.train import TrainConfig, TrainingError, train
@@ -104,6 +105,61 @@ def test_resumed_run_is_bit_identical(tmp_path, setup):
     sa = json.loads((tmp_path / "whole" / "summary.json").read_text())
     sb = json.loads((run / "summary.json").read_text())
     assert sa["test_nll"] == sb["test_nll"] and sa["param_sha256_by_rank"] == sb["param_sha256_by_rank"]
+    assert a.data_fingerprint == b.data_fingerprint and a.data_fingerprint.keys() == {"sha256", "train", "val", "test"}
+    assert summarised(sa) == summarised(sb) == a.data_fingerprint
+
+
+def summarised(summary: dict) -> dict[str, str]:
+    """The data's fingerprint as a run's summary records it (``data_sha256``, ``data_sha256_<split>``)."""
+    return {"sha256": summary["data_sha256"], **{s: summary[f"data_sha256_{s}"] for s in ("train", "val", "test")}}
+
+
+def file_row(path: Path, split: str) -> int:
+    """The index in the table file ``path`` of the first row of its ``split`` (seed 0's split)."""
+    rows = np.load(path).astype(np.float32)
+    first = getattr(load(str(path), standardize=False), split)[0].numpy()
+    return int(np.flatnonzero((rows == first).all(1))[0])
+
+
+@pytest.mark.parametrize("standardize", [False, True])
+def test_resume_refuses_data_changed_in_the_val_split(tmp_path, capsys, standardize):
+    """One validation row edited since the checkpoint leaves the training split (and its statistics) as they
+    were, yet the resumed run would validate, pick its best weights and stop on other data: refused in one line.
+    The data restored, the run resumes and ends as an uninterrupted run does."""
+    cfg = config(tmp_path, "run", "table")
+    cfg.data_options = {"standardize": standardize}
+    with pytest.raises(Interrupted):
+        train(cfg, callbacks=[recorder({}, stop_at=13)])
+    path = Path(cfg.data)
+    edited = table()
+    edited[file_row(path, "val"), 1] += 0.5
+    np.save(path, edited)
+    code = main(["train", "--resume", "--out", cfg.out, "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.strip() == (f"error: cannot resume: the data of {cfg.out} changed since its checkpoint: the val split of "
+                           f"{cfg.data!r} differs; train a new run or restore the data")
+    assert load_checkpoint(cfg.out).step == 10  # the checkpoint is left as it was
+    np.save(path, table())
+    resumed = train(cfg, resume=True)
+    cfg.out = str(tmp_path / "whole")
+    whole = train(cfg)
+    assert resumed["test_nll"] == whole["test_nll"] and resumed["param_sha256_by_rank"] == whole["param_sha256_by_rank"]
+    assert summarised(resumed) == summarised(whole) == data_fingerprint(load(cfg.data, standardize=False))
+
+
+def test_resume_names_every_split_a_moved_row_changed(tmp_path):
+    """A validation row swapped with a test row changes neither the training split nor its statistics."""
+    cfg = config(tmp_path, "run", "table")
+    cfg.data_options = {}
+    with pytest.raises(Interrupted):
+        train(cfg, callbacks=[recorder({}, stop_at=6)])
+    path, swapped = Path(cfg.data), table()
+    i, j = file_row(path, "val"), file_row(path, "test")
+    swapped[[i, j]] = swapped[[j, i]]
+    np.save(path, swapped)
+    with pytest.raises(TrainingError, match=r"changed since its checkpoint: the val and test splits of '.*table\.npy' differ; train a new run"):
+        train(cfg, resume=True)
 
 
 def test_the_fingerprint_covers_the_data_before_their_standardisation(tmp_path):
@@ -122,6 +178,26 @@ def test_the_fingerprint_covers_the_data_before_their_standardisation(tmp_path):
     built_in = [sklearn_tabular._bundle("t", rows, labels, ["a", "b"], standardize=s) for s in (True, False)]
     assert not torch.equal(built_in[0].val, built_in[1].val)
     assert data_fingerprint(built_in[0]) == data_fingerprint(built_in[1])
+
+
+def test_a_checkpoint_without_a_fingerprint_resumes_as_before(tmp_path):
+    """A checkpoint written before checkpoints held the data's fingerprint resumes unchecked, on the data as they
+    are now, and the checkpoints written after it hold their fingerprint."""
+    cfg = config(tmp_path, "run", "table")
+    with pytest.raises(Interrupted):
+        train(cfg, callbacks=[recorder({}, stop_at=13)])
+    old = load_checkpoint(cfg.out)
+    assert old.data_fingerprint is not None
+    old.data_fingerprint = None
+    save_checkpoint(cfg.out, old)
+    assert "data_fingerprint" not in json.loads((Path(cfg.out) / CHECKPOINT_DIR / CHECKPOINT_JSON).read_text())
+    edited = table()
+    edited[file_row(Path(cfg.data), "val"), 1] += 0.5
+    np.save(cfg.data, edited)
+    summary = train(cfg, resume=True)
+    assert summary["steps"] == 20
+    now = data_fingerprint(load(cfg.data, standardize=False))
+    assert summarised(summary) == load_checkpoint(cfg.out).data_fingerprint == now
 
 
 def test_a_damaged_fingerprint_is_a_corrupt_checkpoint(tmp_path):

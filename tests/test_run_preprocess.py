@@ -329,7 +329,8 @@ def test_resume_keeps_the_stored_statistics_within_float32_rounding(tmp_path) ->
 def test_an_older_checkpoint_without_statistics_resumes_as_before(tmp_path) -> None:
     config = _interrupted_table_run(tmp_path)
     ckpt = load_checkpoint(config.out)
-    ckpt.fitted_preprocess = None  # written before checkpoints held the statistics
+    ckpt.fitted_preprocess = None  # written before checkpoints held the statistics (or the data's fingerprint)
+    ckpt.data_fingerprint = None
     save_checkpoint(config.out, ckpt)
     np.save(config.data, _table() * [1.0, 1.01])
     assert train(config, resume=True)["steps"] == 12  # not checked: the statistics of the file as it is now

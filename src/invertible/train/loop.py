@@ -11,7 +11,7 @@ dequantized NLL of the raw pixels. The loop writes the run directory::
     RUN/checkpoint/          safetensors of model, optimizer, EMA + checkpoint.json (resume state)
     RUN/model.json           the final model (``invertible.load(RUN)``)
     RUN/model.safetensors
-    RUN/summary.json         test_nll, kl_gap, test_bpd, steps, wall_time_s, parameters, ...
+    RUN/summary.json         test_nll, kl_gap, test_bpd, steps, wall_time_s, parameters, data_sha256, ...
     RUN/preprocess.json      what the data's preprocessing is ("none" when the model saw the data as they were)
     RUN/preprocess.safetensors  its state: a table's standardisation statistics, a learned (variational)
                              dequantizer (averaged with the model by ``ema``); checkpoints hold it too
@@ -21,7 +21,8 @@ Under ``torchrun`` the flow is wrapped in ``DistributedDataParallel`` and only
 rank 0 writes. The batch of every step depends only on the seed and the step,
 the dequantization noise only on the seed, the step and the rank,
 and checkpoints hold every random-generator state, so ``resume=True``
-continues a run exactly where its checkpoint left it.
+continues a run exactly where its checkpoint left it. Checkpoints also hold
+the data's fingerprint, and a resume on data that changed since is refused.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from tqdm.auto import tqdm
 
 from ..core import Flow
 from ..data import DataBundle
+from ..data.fingerprint import SPLITS, changed_splits, data_fingerprint
 from ..persistence import atomic_write, write_json
 from .build import adopt_fitted_state, build_flow, fitted_state, load_bundle, save_preprocess, trainable_preprocess
 from .batches import BatchPlan
@@ -128,6 +130,7 @@ class _Trainer:
             raise TrainingError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out")
         seed_everything(config.seed)
         self.bundle: DataBundle = load_bundle(config.data, config.seed, config.data_options)
+        self.data_fingerprint = data_fingerprint(self.bundle)
         self.flow: Flow = build_flow(config.model, config.model_options, self.bundle).to(runtime.device)
         self.flow.train()
         if config.threads is None and runtime.device.type == "cpu" and single_thread_pays(count_parameters(self.flow)):
@@ -180,6 +183,7 @@ class _Trainer:
             except ValueError as e:
                 raise TrainingError(f"cannot resume: {e}") from None
             self.train_x = self.bundle.train.to(self.rt.device)
+        self._check_fingerprint(ckpt)
         try:
             self.flow.load_state_dict(ckpt.model)
             if self.preprocess_params:
@@ -205,6 +209,18 @@ class _Trainer:
         self._restore_early_stopping(ckpt)
         set_rng_state(ckpt.rng)
         self.metrics.truncate(self.step)
+
+    def _check_fingerprint(self, ckpt: Checkpoint) -> None:
+        """``TrainingError`` when the data loaded now are not those the checkpoint was trained on (a checkpoint
+        written before checkpoints held a fingerprint is not checked)."""
+        if ckpt.data_fingerprint is None:
+            return
+        changed = changed_splits(ckpt.data_fingerprint, self.data_fingerprint)
+        if changed:
+            names = changed[0] if len(changed) == 1 else f"{', '.join(changed[:-1])} and {changed[-1]}"
+            splits = f"the {names} split{'s' if len(changed) > 1 else ''} of {self.config.data!r}"
+            raise TrainingError(f"cannot resume: the data of {self.run_dir} changed since its checkpoint: {splits} "
+                                f"differ{'' if len(changed) > 1 else 's'}; train a new run or restore the data")
 
     def _restore_early_stopping(self, ckpt: Checkpoint) -> None:
         """The best weights and the stop under this run's ``patience``, which may differ from the checkpoint's.
@@ -253,6 +269,7 @@ class _Trainer:
                            "lr": self.optimizer.param_groups[0]["lr"]},
                 state=state,
                 config=self.config.to_dict(),
+                data_fingerprint=self.data_fingerprint,
             ),
         )
 
@@ -411,6 +428,8 @@ class _Trainer:
             world_size=self.rt.world_size,
             device=str(self.rt.device),
             param_sha256_by_rank=digests,
+            data_sha256=self.data_fingerprint["sha256"],
+            **{f"data_sha256_{split}": self.data_fingerprint[split] for split in SPLITS},
         )
         if self.rt.main:
             flow.save(self.run_dir)
