@@ -164,4 +164,18 @@ def test_a_run_without_class_names_reads_labels_as_before(abc_run, tmp_path, cap
     images, _ = load_rows(tmp_path / "abc")
     assert _cli(capsys, "eval", old, "--data", tmp_path / "abc", "--split", "all", "--per-row", tmp_path / "r.npy")[0] == 0
     np.testing.assert_allclose(np.load(tmp_path / "r.npy"), _by_hand(old, images, [0, 1, 2]), rtol=1e-6)
+    code, _, err = _cli(capsys, "sample", old, "--label", "b", "--out", tmp_path / "s.npy")
+    assert code == 2 and "--label b is not a class of this flow: its labels are 0..2" in err
 
+
+def test_sample_takes_a_class_name_for_its_label(abc_run, tmp_path, capsys) -> None:
+    assert _cli(capsys, "sample", abc_run, "-n", "3", "--label", "b", "--out", tmp_path / "b.npy")[0] == 0
+    assert _cli(capsys, "sample", abc_run, "-n", "3", "--label", "1", "--out", tmp_path / "1.npy")[0] == 0
+    assert _cli(capsys, "sample", abc_run, "-n", "3", "--label", "0", "--out", tmp_path / "0.npy")[0] == 0
+    assert np.array_equal(np.load(tmp_path / "b.npy"), np.load(tmp_path / "1.npy"))
+    assert not np.array_equal(np.load(tmp_path / "b.npy"), np.load(tmp_path / "0.npy"))
+    for bad in ("d", "3"):
+        code, _, err = _cli(capsys, "sample", abc_run, "--label", bad, "--out", tmp_path / "x.npy")
+        assert code == 2 and f"--label {bad} is not a class of this flow: its labels are 0..2 or the class names a, b, c" in err
+    code, _, err = _cli(capsys, "sample", abc_run, "--out", tmp_path / "x.npy")
+    assert code == 2 and "pass --label K (K in 0..2 or the class names a, b, c) or --context" in err
