@@ -12,12 +12,13 @@ import numpy as np
 import yaml
 
 from ..data import DataBundle
-from ..persistence import MODEL_JSON, atomic_write
+from ..data.images import relabel_classes
+from ..persistence import MODEL_JSON, atomic_write, read_json
 from ..train.build import load_bundle, restore_preprocess
 from ..train.config import parse_error
 
-__all__ = ["existing_run", "output_dir", "run_config", "run_bundle", "add_option_flags", "check_array_path", "save_array",
-           "describe", "default_text"]
+__all__ = ["existing_run", "output_dir", "run_config", "run_summary", "run_classes", "run_bundle", "add_option_flags",
+           "check_array_path", "save_array", "describe", "default_text"]
 
 
 def existing_run(path: str) -> Path:
@@ -68,15 +69,34 @@ def run_config(run: Path) -> dict[str, Any]:
     return values
 
 
+def run_summary(run: Path) -> dict[str, Any]:
+    """The results of a run (``summary.json``), or ``{}`` for a bare saved model."""
+    path = run / "summary.json"
+    return read_json(path, "run summary") if path.is_file() else {}
+
+
+def run_classes(run: Path) -> list[str] | None:
+    """The class names, in label order, of a class-conditional run's one-hot contexts (its summary's
+    ``class_names``), or ``None`` for a run that records none (unconditional, a bare saved model, or written
+    before runs recorded them); ``ValueError`` for a corrupt record."""
+    names = run_summary(run).get("class_names")
+    if names is None:
+        return None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+        raise ValueError(f"corrupt run summary {run / 'summary.json'}: class_names must be a list of distinct names")
+    return names
+
+
 def run_bundle(run: Path, why: str) -> DataBundle:
-    """The run's own dataset, loaded with its seed and data options, with the run's preprocessing
+    """The run's own dataset, loaded with its seed and data options, its class contexts indexed by the run's
+    class names (:func:`run_classes`) and with the run's preprocessing
     (:func:`~invertible.train.build.restore_preprocess`); ``ValueError`` when no ``config.yaml`` names it,
     ``why`` saying what needs the data."""
     config = run_config(run)
     if "data" not in config:
         raise ValueError(f"{why}, but {run} has no config.yaml naming its dataset (a run of `invertible train`)")
     bundle = load_bundle(config["data"], config.get("seed", 0), config.get("data_options") or {})
-    return restore_preprocess(bundle, run)
+    return restore_preprocess(relabel_classes(bundle, run_classes(run)), run)
 
 
 def add_option_flags(parser: argparse.ArgumentParser) -> None:

@@ -15,6 +15,12 @@ read with those of the run's data options that say how to read it
 (context_columns, delimiter, conditional); -d overrides them. --per-row
 FILE writes every row's log-density (nats, raw data space) in the order
 scored: the anomaly scores of a file.
+
+Images of a class-conditional run take the label index that their class's
+name (a PNG class folder; "0", "1", ... for numeric labels) has among the
+classes the run was trained on (summary.json's class_names), so a folder
+lacking some of them is scored under the right labels; a class the run does
+not know is refused. Runs that record no class names read labels as before.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from torch import Tensor
 
 from ..core import Flow
 from ..data import DATASETS, load_rows, rows_options
-from ..data.images import check_pixels
+from ..data.images import check_pixels, relabel_classes
 from ..data.tabular import standardized
 from ..persistence import load, write_json
 from ..train.build import (REBUILDABLE, check_fits, check_shapes, load_bundle, read_preprocess_record,
@@ -39,7 +45,7 @@ from ..train.build import (REBUILDABLE, check_fits, check_shapes, load_bundle, r
 from ..train.config import parse_options
 from ..train.distributed import resolve_device
 from ..train.evaluate import SPLITS, row_log_densities, split_log_densities, summarize
-from ._common import add_option_flags, check_array_path, existing_run, run_config, save_array
+from ._common import add_option_flags, check_array_path, existing_run, run_classes, run_config, save_array
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -96,7 +102,7 @@ def _score_split(flow: Flow, args: argparse.Namespace, data: str, config: dict[s
     options = dict(config.get("data_options") or {}) if args.data is None else {}
     options.update(parse_options(args.data_option))
     seed = args.seed if args.seed is not None else int(config.get("seed", 0))
-    bundle = load_bundle(data, seed, options)
+    bundle = relabel_classes(load_bundle(data, seed, options), run_classes(run_dir))
     with _dropped_options(config, options, args.data):
         check_fits(flow, bundle)
     if unsaved_preprocess(bundle, run_dir) and (data != config.get("data") or seed != int(config.get("seed", 0))):
@@ -124,7 +130,7 @@ def _score_file(flow: Flow, args: argparse.Namespace, config: dict[str, Any], re
                          f"and mapped by the run's preprocessing; its options: {', '.join(takes) or 'none'}")
     options = {k: v for k, v in (config.get("data_options") or {}).items() if k in takes}
     if "classes" in takes and flow.context_features is not None:
-        options["classes"] = flow.context_features
+        options["classes"] = run_classes(run_dir) or flow.context_features
     options.update(given)
     data, context = load_rows(args.data, **options)
     name = Path(args.data).name

@@ -2,7 +2,8 @@
 
 With ``--out FILE.png`` an image model writes a picture grid of its samples
 (pixels recovered through the run's dataset preprocessing); ``--label K``
-draws class-conditional samples of class ``K`` (one-hot context). ``--raw``
+draws class-conditional samples of class ``K`` (one-hot context): a class
+name the run records (a PNG class folder of its data) or else a label index. ``--raw``
 maps samples back to the raw data's units by the run's own preprocessing (the
 standardisation statistics of its training split). Both use what the run
 stores and need its data file only for runs that store too little (older ones).
@@ -19,10 +20,10 @@ import numpy as np
 import torch
 
 from ..core import Flow, Transform
-from ..persistence import load, read_json
+from ..persistence import load
 from ..train.build import REBUILDABLE, read_preprocess_record, rebuild_preprocess
 from ..train.distributed import resolve_device
-from ._common import existing_run, run_bundle, run_config, save_array
+from ._common import existing_run, run_bundle, run_classes, run_config, run_summary, save_array
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("run", metavar="RUN", help="run directory (or a directory written by flow.save)")
     p.add_argument("-n", "--num", type=int, default=1000, help="number of samples")
     p.add_argument("--out", required=True, help="output file: .npy or .csv (values), .png (image grid)")
-    p.add_argument("--label", type=int, help="class index of a class-conditional flow (one-hot context)")
+    p.add_argument("--label", help="class of a class-conditional flow (one-hot context): a class name the run "
+                                   "records, or a label index")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="scale of the base noise: x = f^-1(T u); T < 1 trades diversity for typical samples")
@@ -69,13 +71,13 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("give --label or --context, not both")
         if flow.context_features is None:
             raise ValueError(f"this flow is unconditional; --label {args.label} needs a class-conditional flow")
-        if not 0 <= args.label < flow.context_features:
-            raise ValueError(f"--label {args.label} is not a class of this flow: its labels are 0..{flow.context_features - 1}")
         _check_one_hot(run_dir)
-        context = torch.nn.functional.one_hot(torch.full((args.num,), args.label), flow.context_features).float().to(device)
+        label = _label_index(args.label, run_classes(run_dir), flow.context_features)
+        context = torch.nn.functional.one_hot(torch.full((args.num,), label), flow.context_features).float().to(device)
     else:
         if args.context is None and flow.context_features is not None and _one_hot_context(run_dir):
-            raise ValueError(f"this flow is class-conditional: pass --label K (K in 0..{flow.context_features - 1}) "
+            raise ValueError(f"this flow is class-conditional: pass --label K (K in 0..{flow.context_features - 1}"
+                             f"{_named(run_classes(run_dir))}) "
                              f"or --context FILE.npy with {flow.context_features} values per sample")
         context = _context(args.context, args.num, flow.context_features, device)
     torch.manual_seed(args.seed)
@@ -103,12 +105,31 @@ def _run_preprocess(run_dir: Path, why: str, levels: bool = False) -> tuple[Tran
     return bundle.preprocess, bundle.levels
 
 
+def _label_index(label: str, names: list[str] | None, classes: int) -> int:
+    """The label index of ``--label``: the position of a class name among the run's ``names``, else an
+    integer in ``0..classes - 1``; ``ValueError`` naming the classes otherwise."""
+    if names is not None and label in names:
+        return names.index(label)
+    try:
+        index = int(label)
+    except ValueError:
+        index = -1
+    if not 0 <= index < classes:
+        raise ValueError(f"--label {label} is not a class of this flow: its labels are 0..{classes - 1}{_named(names)}")
+    return index
+
+
+def _named(names: list[str] | None) -> str:
+    """`` or the class names a, b, c`` for a run that records class names other than its label indices, else ``""``."""
+    if names is None or names == [str(i) for i in range(len(names))]:
+        return ""
+    return f" or the class names {', '.join(names)}"
+
+
 def _one_hot_context(run_dir: Path) -> bool | None:
     """Whether the run's summary says its training contexts were one-hot class labels; ``None`` when it does
     not say (a bare saved model, runs written before summaries recorded it)."""
-    path = run_dir / "summary.json"
-    summary = read_json(path, "run summary") if path.is_file() else {}
-    value = summary.get("one_hot_context") if isinstance(summary, dict) else None
+    value = run_summary(run_dir).get("one_hot_context")
     return value if isinstance(value, bool) else None
 
 
@@ -118,7 +139,7 @@ def _check_one_hot(run_dir: Path) -> None:
     Runs that do not record it (a bare saved model, runs written before) are not checked.
     """
     if _one_hot_context(run_dir) is False:
-        summary = read_json(run_dir / "summary.json", "run summary")
+        summary = run_summary(run_dir)
         raise ValueError(
             f"--label gives a one-hot context, but this flow was trained on contexts of dataset {summary.get('data')!r} "
             "that are not one-hot class labels: pass --context FILE.npy"

@@ -10,10 +10,17 @@ dequantization lower bound on ``log P(x)`` (see
 honest upper bound. With ``raw=False`` the splits are dequantized once
 (noise drawn from the dataset seed) and logit-transformed, and the engine adds
 the log-det of ``preprocess.inverse`` to the model's ``log q(y)`` instead.
-Class labels are available as one-hot contexts with ``conditional=True``.
+Class labels are available as one-hot contexts with ``conditional=True``; a
+bundle's ``class_names`` say which class each context column is (a PNG folder's
+class sub-folders, ``"0"``, ``"1"``, ... for numeric labels), and
+:func:`relabel_classes` re-indexes a bundle's contexts by name to another list
+of classes (a trained run's).
 """
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -23,7 +30,8 @@ from ..core import Compose, Transform
 from ..transforms import Logit, UniformDequantization, VariationalDequantization
 from .registry import DataBundle, register_dataset
 
-__all__ = ["image_bundle", "check_pixels", "one_hot", "image_preprocess", "unit_pixels", "scaled_pixels"]
+__all__ = ["image_bundle", "check_pixels", "one_hot", "class_indices", "relabel_classes", "image_preprocess", "unit_pixels",
+           "scaled_pixels"]
 
 
 def one_hot(labels: np.ndarray | Tensor, classes: int) -> Tensor:
@@ -32,6 +40,40 @@ def one_hot(labels: np.ndarray | Tensor, classes: int) -> Tensor:
     if labels.numel() and (labels.min() < 0 or labels.max() >= classes):
         raise ValueError(f"labels must lie in [0, {classes - 1}]")
     return torch.nn.functional.one_hot(labels, classes).float()
+
+
+def class_indices(names: Sequence[str], known: Sequence[str], where: str) -> np.ndarray:
+    """The label index among ``known`` class names of each of ``names``; ``ValueError`` naming the classes of
+    ``where`` (the data they come from) that ``known`` lacks."""
+    index = {name: i for i, name in enumerate(known)}
+    unknown = [name for name in dict.fromkeys(names) if name not in index]
+    if unknown:
+        raise ValueError(f"{where} holds class(es) {', '.join(map(repr, unknown))} that the model does not know; "
+                         f"its classes are {', '.join(map(repr, known))}")
+    return np.array([index[name] for name in names], dtype=np.int64)
+
+
+def relabel_classes(bundle: DataBundle, known: Sequence[str] | None) -> DataBundle:
+    """``bundle`` with its one-hot class contexts re-indexed by class name to the ``known`` classes (a run's),
+    so that each image keeps the label index its class has there; classes that ``bundle`` lacks get no rows,
+    a class of its images that ``known`` lacks is a ``ValueError``. Unchanged when ``known`` is ``None`` or
+    the bundle has no named class contexts."""
+    own = bundle.class_names
+    if known is None or own is None or bundle.train_context is None or bundle.context_features != len(own):
+        return bundle
+    if list(own) == list(known):
+        return bundle
+    contexts = {split: getattr(bundle, f"{split}_context") for split in ("train", "val", "test")}
+    used = torch.stack([c.ne(0).any(0) for c in contexts.values()]).any(0).nonzero().flatten()
+    columns = torch.as_tensor(class_indices([own[i] for i in used], known, f"dataset {bundle.name!r}"))
+
+    def moved(context: Tensor) -> Tensor:
+        new = context.new_zeros(len(context), len(known))
+        new[:, columns] = context[:, used]
+        return new
+
+    return dataclasses.replace(bundle, class_names=list(known),
+                               **{f"{split}_context": moved(c) for split, c in contexts.items()})
 
 
 #: dequantizers of :func:`image_preprocess`
@@ -90,7 +132,7 @@ def image_bundle(
     val_fraction: float = 0.1,
     conditional: bool = False,
     alpha: float = 0.05,
-    classes: int | None = None,
+    classes: int | Sequence[str] | None = None,
     raw: bool = True,
     dequantization: str = "uniform",
 ) -> DataBundle:
@@ -102,7 +144,9 @@ def image_bundle(
     keep the integer pixels (dequantized per batch by the engine); otherwise
     they are dequantized once (noise from ``seed``) and logit-transformed.
     ``dequantization`` is ``"uniform"`` or ``"variational"`` (a learned noise
-    flow, trained with the model; needs ``raw``).
+    flow, trained with the model; needs ``raw``). ``classes`` names the classes
+    of the labels in label order, or gives their number (then named ``"0"``,
+    ``"1"``, ...); by default as many as the largest label + 1.
     """
     images = np.asarray(images)
     if images.ndim != 4:
@@ -141,13 +185,15 @@ def image_bundle(
             torch.manual_seed(int(torch.randint(0, 2**62, (), generator=generator)))
             return preprocess(x)[0]
 
-    classes = classes or (int(labels.max()) + 1 if labels is not None else None)
+    if classes is None and labels is not None:
+        classes = int(labels.max()) + 1
+    names = [str(i) for i in range(classes)] if isinstance(classes, int) else None if classes is None else list(classes)
     ctx = {}
     if conditional:
         ctx = dict(
-            train_context=one_hot(labels[train_idx], classes),
-            val_context=one_hot(labels[val_idx], classes),
-            test_context=one_hot(test_y, classes),
+            train_context=one_hot(labels[train_idx], len(names)),
+            val_context=one_hot(labels[val_idx], len(names)),
+            test_context=one_hot(test_y, len(names)),
         )
     return DataBundle(
         name=name,
@@ -156,7 +202,7 @@ def image_bundle(
         test=as_t(test_x),
         levels=levels,
         preprocess=preprocess,
-        class_names=[str(i) for i in range(classes)] if classes else None,
+        class_names=names or None,
         raw=raw,
         **ctx,
     )

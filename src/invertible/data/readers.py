@@ -8,7 +8,8 @@ IDX file without suffix) goes to :func:`read_image_path`, which recognises
   the test set, and a directory of one set alone is read as that file), as
   published for MNIST and Fashion-MNIST;
 - CIFAR-10's ``cifar-10-batches-py`` directory (``data_batch_*``, ``test_batch``);
-- a folder of 8-bit PNG images, with one sub-folder per class for labels.
+- a folder of 8-bit PNG images, with one sub-folder per class for labels (the
+  class names, sorted, in label order).
 
 All give 8-bit images (256 levels) as :func:`~invertible.data.images.image_bundle` bundles.
 """
@@ -19,12 +20,13 @@ import gzip
 import pickle
 import zlib
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .images import image_bundle, one_hot
+from .images import class_indices, image_bundle, one_hot
 from .registry import DataBundle, register_reader, register_rows_reader
 
 __all__ = ["read_idx", "read_image_path", "read_image_rows"]
@@ -85,7 +87,9 @@ def _cifar(directory: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.nda
     return train, None if test is None else (test[0].astype(np.float32), test[1])
 
 
-def _png_folder(directory: Path) -> tuple[np.ndarray, np.ndarray | None, int | None]:
+def _png_folder(directory: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    """The PNGs of ``directory`` (and its sub-folders), their labels and class names: the class sub-folders,
+    sorted (``None`` and ``None`` without sub-folders)."""
     from PIL import Image
 
     files = sorted(directory.rglob("*.png"))
@@ -106,12 +110,13 @@ def _png_folder(directory: Path) -> tuple[np.ndarray, np.ndarray | None, int | N
         if any(f.parent == directory for f in files):
             raise ValueError(f"{directory}: put every PNG in a class sub-folder, or none")
         labels = np.array([index[f.parent.relative_to(directory).as_posix()] for f in files])
-    return np.stack(images).astype(np.float32), labels, len(classes) or None
+    return np.stack(images).astype(np.float32), labels, classes or None
 
 
-def _image_sets(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[np.ndarray, np.ndarray | None] | None, int | None]:
+def _image_sets(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[np.ndarray, np.ndarray | None] | None,
+                                     list[str] | None]:
     """The images and labels of an image file or directory, its separate test set (or ``None``) and its
-    number of classes where the files say (PNG class folders)."""
+    class names where the files say (PNG class folders; ``None`` for numeric labels)."""
     if path.is_file():
         return (*_idx_pair(path), None, None)
     if (idx := _find(path, "*train*images*idx3*") or _find(path, "*images*idx3*")) is not None:
@@ -148,25 +153,32 @@ def read_image_path(
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
     path = Path(path)
-    images, labels, test, classes = _image_sets(path)
+    images, labels, test, names = _image_sets(path)
     if limit is not None:
         images = images[:limit]
         labels = None if labels is None else labels[:limit]
     if not 0 <= test_fraction < 1:
         raise ValueError(f"test_fraction must lie in [0, 1), got {test_fraction}")
     split = test if test is not None else int(round(test_fraction * len(images)))
-    if labels is not None:
-        classes = classes or int(max(labels.max(), -1 if test is None or test[1] is None else test[1].max())) + 1
+    classes: int | list[str] | None = names
+    if labels is not None and names is None:
+        classes = int(max(labels.max(), -1 if test is None or test[1] is None else test[1].max())) + 1
     return image_bundle(path.name, images, labels, 256, seed, split, val_fraction, conditional, alpha, classes, raw, dequantization)
 
 
 @register_rows_reader("", ".gz", ".idx3-ubyte", ".idx3-ubyte.gz")
-def read_image_rows(path: str | Path, conditional: bool = False, classes: int | None = None) -> tuple[Tensor, Tensor | None]:
+def read_image_rows(path: str | Path, conditional: bool = False,
+                    classes: int | Sequence[str] | None = None) -> tuple[Tensor, Tensor | None]:
     """Every image of an image file or directory (:func:`read_image_path`'s), the training set then a separate
-    test set, as float32 pixels ``(n, C, H, W)``; with ``conditional`` their labels as one-hot contexts of
-    ``classes`` classes (default: as many as the files hold)."""
+    test set, as float32 pixels ``(n, C, H, W)``; with ``conditional`` their labels as one-hot contexts.
+
+    ``classes`` gives the number of classes (labels are the files' own: positions among the class folders,
+    or the numeric labels), or the class names in label order: each image then takes the index of its
+    class's name (a class folder, or ``"0"``, ``"1"``, ... for numeric labels), and a class not among them
+    is a ``ValueError``. By default the files' own labels, as many classes as they hold.
+    """
     path = Path(path)
-    images, labels, test, folders = _image_sets(path)
+    images, labels, test, names = _image_sets(path)
     if test is not None:
         images = np.concatenate([images, test[0]])
         labels = None if labels is None or test[1] is None else np.concatenate([labels, test[1]])
@@ -174,5 +186,9 @@ def read_image_rows(path: str | Path, conditional: bool = False, classes: int | 
     if conditional:
         if labels is None:
             raise ValueError(f"{path} has no labels for every image, so it cannot be read with conditional=true")
-        context = one_hot(labels, classes or folders or int(labels.max()) + 1)
+        if classes is None or isinstance(classes, int):
+            context = one_hot(labels, classes or len(names or []) or int(labels.max()) + 1)
+        else:
+            own = names or [str(i) for i in range(int(labels.max()) + 1)]
+            context = one_hot(class_indices([own[i] for i in labels], classes, str(path)), len(classes))
     return torch.as_tensor(images, dtype=torch.float32), context

@@ -47,7 +47,7 @@ class DataBundle:
             ``y, ladj = preprocess(x)``, applied afresh to every batch, so
             each step draws new noise (RealNVP, Glow, Flow++), and
             ``log q(y) + ladj`` estimates the bound on ``log P(x)``.
-        class_names: labels for class-conditional data.
+        class_names: the names of the classes, in label order (the columns of one-hot class contexts).
         split_digests: the SHA-256 of each split (``train``, ``val``, ``test``) with its context, taken
             before a preprocessing fitted to the data mapped it
             (:func:`~invertible.data.fingerprint.split_digests`), set by datasets that fit one, whose

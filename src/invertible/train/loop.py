@@ -425,6 +425,7 @@ class _Trainer:
             preprocess_parameters=sum(p.numel() for p in self.preprocess_params),
             ema=cfg.ema is not None,
             one_hot_context=one_hot(self.bundle.train_context),
+            class_names=self.bundle.class_names if self.bundle.train_context is not None else None,
             world_size=self.rt.world_size,
             device=str(self.rt.device),
             param_sha256_by_rank=digests,
