@@ -166,3 +166,47 @@ def test_random_hidden_degrees_leave_no_unit_without_inputs(context):
         net = MaskedMLP(8, 2, (3, 3, 3), context_features=context, order="random", random_degrees=True, seed=seed)
         for layer in net.layers[1:]:
             assert (layer.mask.sum(1) > 0).all(), f"seed {seed}: a hidden unit is cut off from the layer below"
+
+
+def test_iaf_layer_reads_the_noise_in_its_sampling_direction():
+    """IAF ``inverse``: ``x_i = u_i exp(beta_i(u_<i)) + m_i(u_<i)`` with the network applied to the noise ``u``."""
+    torch.manual_seed(0)
+    t = InverseAutoregressiveAffine(5, hidden=(16,), order="random", scale="exp", seed=1).double()
+    _perturb(t)
+    u = torch.randn(7, 5, dtype=torch.float64)
+    beta, m = t.net(u).unbind(1)
+    x, ladj = t.inverse(u)
+    torch.testing.assert_close(x, u * torch.exp(beta) + m)
+    torch.testing.assert_close(ladj, beta.sum(1))
+
+
+def test_the_default_scale_soft_clamps_the_log_scale_at_three():
+    """Without a ``scale`` argument, ``beta = 3 tanh(raw / 3)``: even a huge raw output keeps ``|beta| < 3``."""
+    torch.manual_seed(0)
+    t = MaskedAffineAutoregressive(3, hidden=(8,)).double()
+    with torch.no_grad():
+        t.net.output.bias[:3] = torch.tensor([40.0, -40.0, 0.5], dtype=torch.float64)  # raw beta of each feature
+    x = torch.randn(4, 3, dtype=torch.float64)
+    _, ladj = t(x)
+    expected = 3 * torch.tanh(torch.tensor([40.0, -40.0, 0.5], dtype=torch.float64) / 3)
+    torch.testing.assert_close(ladj, expected.sum().expand(4))
+
+
+@pytest.mark.parametrize("cls", [MaskedAffineAutoregressive, InverseAutoregressiveAffine])
+def test_a_layer_builds_its_made_with_the_options_it_is_given(cls):
+    """Order, seed, hidden degrees and activation reach the conditioner: it is the MADE built with them directly."""
+    options = dict(hidden=(12, 12), context_features=2, order="random", random_degrees=True, activation="tanh", seed=5)
+    t = cls(4, **options).double()
+    net = MaskedMLP(4, 2, **options).double()
+    for a, b in zip(t.net.layer_degrees(), net.layer_degrees()):
+        assert torch.equal(a, b)
+    other = cls(4, **{**options, "seed": 6})
+    assert not torch.equal(other.net.degrees, t.net.degrees)
+    net.load_state_dict(t.net.state_dict())
+    _perturb(net)
+    t.net.load_state_dict(net.state_dict())
+    x, c = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64)
+    torch.testing.assert_close(t.net(x, c), net(x, c))
+    relu = MaskedMLP(4, 2, **{**options, "activation": "relu"}).double()
+    relu.load_state_dict(net.state_dict())
+    assert not torch.allclose(relu(x, c), net(x, c))  # so the comparison above tells the activations apart
