@@ -202,3 +202,77 @@ def test_bernoulli_made_rejects_non_binary_data_and_round_trips(tmp_path):
     again = invertible.load(tmp_path / "m")
     xs = _all_binary(3).float()
     torch.testing.assert_close(again.log_prob(xs), model.log_prob(xs))
+
+
+def test_gaussian_made_log_prob_is_the_sum_of_its_gaussian_conditionals():
+    """``log p(x) = sum_i log N(x_i; mu_i, sigma_i^2)`` with ``sigma_i = exp(-beta_i)``, ``mu_i = -m_i exp(-beta_i)``
+    and ``beta_i = 3 tanh(raw_i / 3)``, from a MADE with the model's order and activation built separately."""
+    from invertible.nets import MaskedMLP
+
+    torch.manual_seed(0)
+    model = build("made", features=4, hidden=[16, 16], activation="tanh", order="reverse").double().eval()
+    _perturb(model)
+    net = MaskedMLP(4, 2, (16, 16), order="reverse", activation="tanh").double()
+    for mine, theirs in zip(net.layer_degrees(), model.net.layer_degrees()):
+        assert torch.equal(mine, theirs)  # one mask set: the plain MADE in the given order, cycled hidden degrees
+    net.load_state_dict(model.net.state_dict())
+    x = torch.randn(6, 4, dtype=torch.float64)
+    raw, m = net(x).unbind(1)
+    beta = 3 * torch.tanh(raw / 3)
+    normal = torch.distributions.Normal(-m * torch.exp(-beta), torch.exp(-beta))
+    torch.testing.assert_close(model.log_prob(x), normal.log_prob(x).sum(1))
+
+
+def _nearest_mask_set(model, x: torch.Tensor, c: torch.Tensor, temperature: float) -> torch.Tensor:
+    """For each row, the noise that the mask set whose centre ``T_k^{-1}(0; c)`` lies nearest maps it to, over ``T``."""
+    centres, noises = [], []
+    for k in range(model.ensemble):
+        model.use_masks(k)
+        with torch.no_grad():
+            centres.append(model.transform.inverse(torch.zeros_like(x), c)[0])
+            noises.append(model.transform(x, c)[0] / temperature)
+    distance = torch.stack([(x - centre).norm(dim=1) for centre in centres])  # (E, N)
+    nearest, which = distance.min(0)
+    second = distance.sort(0).values[1]
+    assert (nearest < 1e-3).all() and (second > 1e3 * nearest).all()  # every sample sits at the centre of one mask set
+    return torch.stack(noises)[which, torch.arange(len(x))]
+
+
+def test_ensemble_samples_use_their_own_context_and_their_own_noise():
+    """Sample ``(i, b)`` is ``T_k^{-1}(T u; c_b)`` for one mask set ``k`` and a fresh noise row ``u``."""
+    torch.manual_seed(0)
+    model = build("made", features=2, hidden=[16, 16], masks=3, context_features=2).double().eval()
+    _perturb(model)
+    ctx = 2 * torch.randn(4, 2, dtype=torch.float64)
+    temperature = 1e-6
+    x = model.sample(50, ctx, temperature=temperature)  # (50, 4, 2)
+    u = _nearest_mask_set(model, x.reshape(-1, 2), ctx.repeat(50, 1), temperature)
+    assert len(torch.unique(u.round(decimals=6), dim=0)) == len(u)  # no noise row is reused
+    assert abs(float(u.mean())) < 0.15 and abs(float(u.std()) - 1) < 0.15
+
+
+def test_conditional_bernoulli_samples_follow_the_probabilities_of_their_own_context():
+    torch.manual_seed(2)
+    model = build("bernoulli_made", features=3, hidden=[16], masks=2, context_features=2).double().eval()
+    _perturb(model, 1.0)
+    ctx = torch.tensor([[-2.0, 1.0], [2.0, -1.0]], dtype=torch.float64)
+    xs = _all_binary(3)
+    probs = torch.stack([model.log_prob(xs, c.expand(len(xs), -1)).exp() for c in ctx])  # (B, 8)
+    assert (probs[0] - probs[1]).abs().max() > 0.1  # the contexts give clearly different distributions
+    s = model.sample(20000, ctx)  # (20000, B, 3)
+    for b in range(2):
+        freq = torch.stack([(s[:, b] == x).all(1).double().mean() for x in xs])
+        assert (freq - probs[b]).abs().max() < 0.02
+
+
+def test_in_training_mode_samples_come_from_the_loaded_mask_set_alone():
+    torch.manual_seed(0)
+    model = build("made", features=2, hidden=[16, 16], masks=3).double()
+    _perturb(model)
+    model.train()
+    model.use_masks(1)
+    with torch.no_grad():
+        centre = model.transform.inverse(torch.zeros(1, 2, dtype=torch.float64))[0]
+    x = model.sample(30, temperature=1e-9)
+    assert int(model.mask_index) == 1
+    torch.testing.assert_close(x, centre.expand(30, -1), rtol=0, atol=1e-6)

@@ -1,4 +1,4 @@
-"""MAF/IAF presets: MoG base, batch norm, one-pass IAF sampling with log-density, save/load."""
+"""MAF/IAF/NSF presets: MoG base, batch norm, layer options, one-pass IAF sampling with log-density, save/load."""
 
 import json
 import math
@@ -9,6 +9,7 @@ import torch
 import invertible
 from invertible.distributions import MixtureOfGaussians
 from invertible.models import build
+from invertible.nets import MaskedMLP
 from invertible.transforms import BatchNorm
 
 
@@ -104,3 +105,89 @@ def test_iaf_batch_norm_follows_the_samples_it_is_trained_on():
     flow.eval()
     x, log_p = flow.sample_and_log_prob(8)
     torch.testing.assert_close(flow.log_prob(x), log_p, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["maf", "iaf"])
+def test_batch_norm_sits_between_consecutive_layers_only(name):
+    """``layers`` autoregressive layers with one batch norm between each pair: none before the first or after the last."""
+    flow = build(name, features=3, layers=3, hidden=[8], batch_norm=True)
+    kinds = ["norm" if isinstance(m, BatchNorm) or isinstance(getattr(m, "transform", None), BatchNorm) else "layer"
+             for m in flow.transform.transforms]
+    assert kinds == ["layer", "norm", "layer", "norm", "layer"]
+
+
+@pytest.mark.parametrize("name, options", [("maf", {}), ("iaf", {}), ("nsf", {"bins": 4})])
+def test_random_permutation_gives_every_layer_its_own_order_and_the_seed_picks_them(name, options):
+    def orders(seed: int) -> list[tuple[int, ...]]:
+        flow = build(name, features=6, layers=4, hidden=[8], permutation="random", seed=seed, **options)
+        return [tuple(m.order().tolist()) for m in flow.modules() if isinstance(m, MaskedMLP)]
+
+    first = orders(0)
+    assert len(first) == 4 and len(set(first)) == 4
+    assert orders(0) == first and orders(1) != first
+
+
+def test_maf_options_reach_every_layer():
+    """Random hidden degrees, the activation and the scale function are those of the preset's arguments."""
+    flow = build("maf", features=3, layers=2, hidden=[12], random_degrees=True, activation="tanh", scale="sigmoid",
+                 init="identity").double()
+    cycled = MaskedMLP(3, 2, (12,)).hidden_degrees_0
+    nets = [m for m in flow.modules() if isinstance(m, MaskedMLP)]
+    assert len(nets) == 2 and all(not torch.equal(n.hidden_degrees_0, cycled) for n in nets)
+    assert all(isinstance(n.activation, torch.nn.Tanh) for n in nets)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    _, ladj = flow.transform(x)  # a zero output is beta = log sigmoid(2) under the sigmoid scale, for 3 features x 2 layers
+    torch.testing.assert_close(ladj, torch.full((4,), -6 * math.log1p(math.exp(-2.0)), dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name, options", [("maf", {}), ("nsf", {}), ("nsf", {"kind": "coupling"})])
+def test_the_mixture_base_has_the_requested_components(name, options):
+    flow = build(name, features=4, layers=2, hidden=[8], base="mog", components=3, **options)
+    assert isinstance(flow.base, MixtureOfGaussians) and flow.base.loc.shape == (4, 3)
+
+
+def test_iaf_samples_in_one_pass_of_each_made():
+    """Sampling an IAF calls each MADE once, on the whole batch of noise, and never runs the sequential inverse."""
+    flow = build("iaf", features=4, layers=3, hidden=[8])
+    nets = [m for m in flow.modules() if isinstance(m, MaskedMLP)]
+    calls = []
+    for net in nets:
+        net.register_forward_hook(lambda module, args, out: calls.append((module, args[0].shape[0])))
+        net.sequential = None  # the D-step path must not be taken
+    flow.sample(10)
+    assert sorted(map(id, (m for m, _ in calls))) == sorted(map(id, nets)) and all(n == 10 for _, n in calls)
+
+
+def _perturbed_nsf(**options) -> invertible.Flow:
+    torch.manual_seed(0)
+    flow = build("nsf", features=4, hidden=[8], bins=4, **options).double()
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    return flow
+
+
+@pytest.mark.parametrize("permutation", ["reverse", "random"])
+def test_coupling_nsf_transforms_every_coordinate_with_every_other(permutation):
+    """Each random mask leaves ``D // 2`` features alone, the masks vary, and the stack's Jacobian has no zero entry."""
+    flow = _perturbed_nsf(kind="coupling", layers=4, permutation=permutation, bound=4.0)
+    masks = [tuple(layer.identity_idx.tolist()) for layer in flow.transform.transforms]
+    assert all(len(m) == 2 for m in masks) and len(set(masks)) > 1
+    x = 0.5 * torch.randn(4, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(lambda v: flow.transform(v.unsqueeze(0))[0][0], x)
+    assert (jac != 0).all()
+
+
+@pytest.mark.parametrize("kind", ["autoregressive", "coupling"])
+def test_nsf_layers_have_the_requested_bound_bins_and_activation(kind):
+    """Outside ``[-bound, bound]`` in every coordinate a point is fixed by the whole stack; inside it moves."""
+    flow = _perturbed_nsf(kind=kind, layers=3, bound=1.5, activation="tanh")
+    layers = flow.transform.transforms
+    assert all(layer.bins == 4 for layer in layers)
+    assert all(any(isinstance(m, torch.nn.Tanh) for m in layer.modules()) for layer in layers)
+    assert not any(isinstance(m, torch.nn.ReLU) for m in flow.modules())
+    outside = torch.tensor([[2.0, -2.5, 1.6, -1.9], [2.9, 1.7, -2.2, 2.0]], dtype=torch.float64)
+    z, ladj = flow.transform(outside)
+    assert torch.equal(z, outside) and (ladj == 0).all()
+    inside = torch.tensor([[0.3, -0.6, 0.9, -1.1]], dtype=torch.float64)
+    assert not torch.allclose(flow.transform(inside)[0], inside)

@@ -73,3 +73,85 @@ def test_one_bin_is_the_identity_and_spline_layers_refuse_it(inverse):
     for kind in ("autoregressive", "coupling"):
         with pytest.raises(ValueError, match=r"bins >= 2 \(one bin is the identity\)"):
             build("nsf", features=3, bins=1, kind=kind)
+
+
+def _knots(params: torch.Tensor, bound: float, floor: float = 1e-3):
+    """The knots and knot derivatives the parameters stand for: softmax bin sizes and softplus slopes, with floors."""
+    k = (params.shape[-1] + 1) // 3
+    w_raw, h_raw, d_raw = params[..., :k], params[..., k : 2 * k], params[..., 2 * k :]
+
+    def edges(raw: torch.Tensor) -> torch.Tensor:
+        sizes = floor + (1 - floor * k) * torch.softmax(raw, -1)  # fractions of [-B, B], summing to 1
+        return torch.cat([torch.zeros_like(sizes[..., :1]), sizes.cumsum(-1)], -1) * 2 * bound - bound
+
+    xs, ys = edges(w_raw), edges(h_raw)
+    # softplus shifted to give 1 at a raw value of 0, on top of the floor
+    inner = floor + torch.nn.functional.softplus(d_raw + torch.tensor(1.0 - floor, dtype=params.dtype).expm1().log())
+    ones = torch.ones_like(inner[..., :1])
+    return xs, ys, torch.cat([ones, inner, ones], -1)
+
+
+def test_the_spline_passes_through_its_knots_with_their_derivatives():
+    """Widths, heights and derivatives come in that order: ``y(x^k) = y^k`` and ``y'(x^k) = d^k`` at every knot."""
+    params = _params(1, torch.float64, seed=3)[0]
+    params[2 * K] = -40.0  # a raw derivative far below the floor: the slope there is the floor itself
+    xs, ys, ds = _knots(params, B)
+    assert ds[1] > 1e-3 and ds[1] < 1e-3 + 1e-12
+    x = xs.clone().requires_grad_(True)
+    y, lad = rqs(x, params.expand(K + 1, -1), B)
+    torch.testing.assert_close(y.detach(), ys)
+    torch.testing.assert_close(lad.detach(), ds.log())
+    (slope,) = torch.autograd.grad(y.sum(), x)
+    torch.testing.assert_close(slope, ds)
+    back, lad_inv = rqs(ys, params.expand(K + 1, -1), B, inverse=True)
+    torch.testing.assert_close(back, xs)
+    torch.testing.assert_close(lad_inv, -ds.log())
+
+
+def test_the_spline_between_knots_is_the_rational_quadratic():
+    """At the middle of bin ``k`` (``theta = 1/2``) the value is Gregory & Delbourgo's interpolant."""
+    params = _params(1, torch.float64, seed=4)[0]
+    xs, ys, ds = _knots(params, B)
+    mid = (xs[:-1] + xs[1:]) / 2
+    w, h = xs[1:] - xs[:-1], ys[1:] - ys[:-1]
+    s = h / w
+    expected = ys[:-1] + h * (s / 4 + ds[:-1] / 4) / (s + (ds[1:] + ds[:-1] - 2 * s) / 4)
+    y, _ = rqs(mid, params.expand(K, -1), B)
+    torch.testing.assert_close(y, expected)
+
+
+def _split_layer_case(kind: str):
+    from invertible.transforms import MaskedRQSAutoregressive, RQSCoupling, alternating_mask
+
+    torch.manual_seed(0)
+    if kind == "autoregressive":
+        layer = MaskedRQSAutoregressive(3, hidden=(12,), order="reverse", bins=4, bound=1.5).double()
+    else:
+        layer = RQSCoupling(alternating_mask(4), hidden=(12,), bins=4, bound=1.5).double()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    return layer
+
+
+@pytest.mark.parametrize("kind", ["autoregressive", "coupling"])
+def test_spline_layers_apply_each_coordinates_own_parameters_on_their_bound(kind):
+    """Coordinate ``i`` goes through the spline of the parameters ``out[:, :, i]`` of the conditioner, on ``[-bound, bound]``."""
+    layer = _split_layer_case(kind)
+    g = torch.Generator().manual_seed(1)
+    x = 1.2 * torch.randn(64, 3 if kind == "autoregressive" else 4, generator=g, dtype=torch.float64)
+    z, ladj = layer(x)
+    if kind == "autoregressive":
+        given, moved, params = x, torch.arange(3), layer.net(x)
+    else:
+        given, moved = x[:, layer.identity_idx], layer.transform_idx
+        params = layer.conditioner(given).unflatten(1, (layer.params_per_dim, -1))
+    expected_ladj = torch.zeros(64, dtype=torch.float64)
+    for j, i in enumerate(moved.tolist()):
+        y_i, lad_i = rqs(x[:, i], params[:, :, j], 1.5)
+        torch.testing.assert_close(z[:, i], y_i)
+        expected_ladj += lad_i
+    torch.testing.assert_close(ladj, expected_ladj)
+    tails = x.abs() > 1.5
+    assert tails[:, moved].any() and (~tails[:, moved]).any()  # both the spline and the tails were exercised
+    assert torch.equal(z[tails], x[tails])
