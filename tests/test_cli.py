@@ -93,7 +93,7 @@ def test_resume_from_the_command_line(tmp_path, capsys):
     code, out, _ = run_cli(capsys, "train", "--resume", "--out", run, "--steps", 14, "--no-progress")
     assert code == 0 and json.loads(out)["steps"] == 14
     assert_error(capsys, "cannot resume: steps is 5 but the run has done 14", "train", "--resume", "--out", run, "--steps", 5)
-    assert_error(capsys, "cannot resume: ema is 0.5 but the checkpoint has None", "train", "--resume", "--out", run, "--ema", 0.5)
+    assert_error(capsys, "cannot resume: ema is 0.5 but the checkpoint has none", "train", "--resume", "--out", run, "--ema", 0.5)
     (run / "config.yaml").unlink()  # the checkpoint records the settings too
     code, out, _ = run_cli(capsys, "train", "--resume", "--out", run, "--steps", 16, "--no-progress")
     assert code == 0 and json.loads(out)["steps"] == 16

@@ -333,7 +333,7 @@ def test_a_format_1_maf_checkpoint_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("ema, words", [(0.99, "ema is 0.99 but the checkpoint has 0.9"),
-                                        (None, "ema is None but the checkpoint has 0.9")])
+                                        (None, "ema is none but the checkpoint has 0.9")])
 def test_resume_refuses_another_ema(tmp_path, ema, words):
     """A new decay would average two averages; dropping the average would throw the kept one away."""
     with pytest.raises(Interrupted):
@@ -350,7 +350,7 @@ def test_resume_refuses_to_add_an_ema(tmp_path):
     plain.ema = None
     with pytest.raises(Interrupted):
         train(plain, callbacks=[recorder({}, stop_at=6)])
-    with pytest.raises(TrainingError, match="cannot resume: ema is 0.9 but the checkpoint has None"):
+    with pytest.raises(TrainingError, match="cannot resume: ema is 0.9 but the checkpoint has none"):
         train(config(tmp_path, "run"), resume=True)
 
 

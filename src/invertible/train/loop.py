@@ -67,6 +67,11 @@ Callback = Callable[[int, dict[str, float]], None]
 _FIXED_ON_RESUME = ("model", "model_options", "data", "data_options", "batch_size", "seed", "ema")
 
 
+def _setting(value: Any) -> str:
+    """A setting as a flag or config file writes it: ``none`` for an unset one, else its repr."""
+    return "none" if value is None else repr(value)
+
+
 #: Below this many parameters a CPU run uses one intra-op thread unless ``threads`` says otherwise.
 SMALL_MODEL = 1_000_000
 
@@ -174,7 +179,8 @@ class _Trainer:
         for key in _FIXED_ON_RESUME:
             saved = ckpt.config.get(key)
             if saved != getattr(self.config, key):
-                raise TrainingError(f"cannot resume: {key} is {getattr(self.config, key)!r} but the checkpoint has {saved!r}")
+                now = getattr(self.config, key)
+                raise TrainingError(f"cannot resume: {key} is {_setting(now)} but the checkpoint has {_setting(saved)}")
         if self.config.steps < ckpt.step:
             raise TrainingError(f"cannot resume: steps is {self.config.steps} but the run has done {ckpt.step}")
         if ckpt.fitted_preprocess is not None:  # a checkpoint written before checkpoints held it is not checked
