@@ -13,7 +13,9 @@ cheapest form, ``z = x exp(beta) + m`` (one fused multiply-add) with unbounded
 framework — unlike the bare networks, every MADE after the first must
 backpropagate into its input. ``--compile`` adds this library's and zuko's MAF
 with ``torch.compile(log_prob)`` (a compiled model is compared with the fastest
-compiled peer).
+compiled peer). ``--decompose`` adds the MAF without its soft clamp (``scale="exp"``)
+and the plain networks chained like the MADEs, which split the MAF's cost beyond
+the bare networks into its parts.
 
 Quality ("invertible MAF (identity start)" is the MAF with ``init="identity"``):
 3,000 steps, batch 256, Adam 1e-3 with cosine decay (no warm-up;
@@ -116,15 +118,14 @@ def paired_ratio(times: dict[str, list[float]], a: str, b: str) -> float:
     return statistics.median(x / y for x, y in zip(times[a], times[b]))
 
 
-def chained_mades_step(flow: Model, x: torch.Tensor) -> Callable[[], None]:
-    """A training step of the MADEs of ``flow`` chained by ``z = x exp(beta) + m``, nothing else."""
-    nets = [layer.net for layer in flow.net.transform]
+def chained_step(nets: list[nn.Module], owner: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    """A training step of ``nets`` (each ``D -> 2D``) chained by ``z = x exp(beta) + m``, nothing else."""
 
     def step() -> None:
-        flow.zero_grad(set_to_none=True)
+        owner.zero_grad(set_to_none=True)
         z, ladj = x, 0.0
         for net in nets:
-            beta, m = net(z).unbind(1)
+            beta, m = net(z).view(z.shape[0], 2, -1).unbind(1)
             z = torch.addcmul(m, z, torch.exp(beta))
             ladj = ladj + beta.sum(1)
         (-(ladj - 0.5 * z.square().sum(1)).mean()).backward()
@@ -132,7 +133,16 @@ def chained_mades_step(flow: Model, x: torch.Tensor) -> Callable[[], None]:
     return step
 
 
+def chained_mades_step(flow: Model, x: torch.Tensor) -> Callable[[], None]:
+    """A training step of the MADEs of ``flow`` chained by ``z = x exp(beta) + m``, nothing else."""
+    return chained_step([layer.net for layer in flow.net.transform], flow.net, x)
+
+
 COMPILED = " (torch.compile)"
+#: The rows of other libraries (the fastest of them is the reference of the ratios).
+PEERS = ("zuko MAF", "nflows MAF", "zuko MAF" + COMPILED)
+#: ``--decompose``'s row of the plain networks chained like the MADEs (not autoregressive: a cost reference only).
+UNMASKED = "bare networks chained (no masks)"
 
 
 def _compiled(model: Model) -> Model:
@@ -140,7 +150,7 @@ def _compiled(model: Model) -> Model:
     return Model(model.net, torch.compile(model.log_prob), model.sample)
 
 
-def speed(repeats: int, compile_: bool = False) -> str:
+def speed(repeats: int, compile_: bool = False, decompose: bool = False) -> str:
     torch.set_num_threads(2)
     torch.manual_seed(0)
     x = torch.randn(BATCH, FEATURES)
@@ -153,6 +163,8 @@ def speed(repeats: int, compile_: bool = False) -> str:
     compiled = {}
     if compile_:
         compiled = {"invertible MAF" + COMPILED: ours("maf", FEATURES), "zuko MAF" + COMPILED: zuko_flow("maf", FEATURES)}
+    if decompose:
+        entries["invertible MAF (scale=exp)"] = ours("maf", FEATURES, scale="exp")
     nets = bare_networks(FEATURES)
 
     def bare_step() -> None:
@@ -176,15 +188,15 @@ def speed(repeats: int, compile_: bool = False) -> str:
     for model in (*entries.values(), *compiled.values(), chained):
         _perturb(model)
     compiled = {k: _compiled(m) for k, m in compiled.items()}
-    train = interleaved_ms(
-        {"bare networks": bare_step, "chained MADEs": chained_mades_step(chained, x),
-         **{k: train_step(m) for k, m in {**entries, **compiled}.items()}},
-        repeats,
-    )
+    reference = {"bare networks": bare_step, "chained MADEs": chained_mades_step(chained, x)}
+    if decompose:  # the same chain on the plain networks: what the MADEs' masks cost
+        unmasked = bare_networks(FEATURES)
+        reference[UNMASKED] = chained_step(list(unmasked), unmasked, x)
+    train = interleaved_ms({**reference, **{k: train_step(m) for k, m in {**entries, **compiled}.items()}}, repeats)
     sample = interleaved_ms({k: sample_step(m) for k, m in entries.items()}, max(repeats // 2, 5))
 
     def fastest_peer(times: dict[str, list[float]], names) -> str:
-        return min((n for n in names if not n.startswith("invertible")), key=lambda n: statistics.median(times[n]))
+        return min((n for n in names if n in PEERS), key=lambda n: statistics.median(times[n]))
 
     peer_train = fastest_peer(train, entries)
     peer_compiled = fastest_peer(train, compiled) if compiled else None
@@ -205,6 +217,9 @@ def speed(repeats: int, compile_: bool = False) -> str:
         "medians over the rounds, ratios medians of the per-round ratios)\n\n" + table(rows)
         + ("\nRows marked (torch.compile) run `torch.compile(log_prob)` (compiled before timing) and are "
            "compared with the fastest compiled peer; the others with the fastest eager peer.\n" if compiled else "")
+        + (f"\n`--decompose` rows: the MAF with the unbounded log-scale (`scale=\"exp\"`, no soft clamp), and "
+           f"\"{UNMASKED}\": the plain networks chained by the chained MADEs' affine map (not an autoregressive "
+           "model; the difference to \"chained MADEs\" is what the masks cost).\n" if decompose else "")
     )
 
 
@@ -253,6 +268,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("part", choices=["speed", "quality"], help="which half to run")
     p.add_argument("--repeats", type=int, default=30, help="timed repetitions (speed)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd MAFs of this library and zuko (speed)")
+    p.add_argument("--decompose", action="store_true",
+                   help="also time the MAF without its soft clamp and the networks chained without masks (speed)")
     p.add_argument("--steps", type=int, default=3000, help="training steps (quality)")
     p.add_argument("--batch-size", type=int, default=256, help="batch size (quality)")
     p.add_argument("--datasets", default="checkerboard,8gaussians", help="comma-separated 2-D datasets (quality)")
@@ -263,7 +280,7 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(2 if args.part == "speed" else args.threads)  # before header(), which records it
     if args.part == "speed":
-        text = header("MAF speed: invertible vs zuko, nflows and the bare networks") + speed(args.repeats, args.compile)
+        text = header("MAF speed: invertible vs zuko, nflows and the bare networks") + speed(args.repeats, args.compile, args.decompose)
     else:
         text = header("MAF/NSF quality: KL gap against zuko") + quality(
             args.steps, args.batch_size, args.datasets.split(","), args.models.split(","), args.seeds
