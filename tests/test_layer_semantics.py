@@ -22,6 +22,7 @@ from invertible.transforms import (
     LULinear,
     PeriodicConv,
     Squeeze,
+    VariationalDequantization,
     alternating_mask,
     checkerboard_mask,
     channel_mask,
@@ -212,3 +213,21 @@ def test_logit_squeezes_symmetrically_into_alpha_one_minus_alpha() -> None:
     # dz/dx = (1 - 2 alpha) / (y (1 - y)) at y = alpha, 1/2, 1 - alpha
     slopes = torch.tensor([alpha * (1 - alpha), 0.25, alpha * (1 - alpha)], dtype=torch.float64)
     torch.testing.assert_close(ladj, (math.log(1 - 2 * alpha) - slopes.log()).sum().view(1))
+
+
+# ---------------------------------------------------------------- dequantization
+
+
+def test_variational_noise_depends_on_the_image_at_every_pixel() -> None:
+    """The noise flow's checkerboard couplings alternate parity, so every pixel's noise is conditioned on ``x``
+    (couplings of one parity would leave half of the pixels with noise independent of the image)."""
+    torch.manual_seed(0)
+    deq = VariationalDequantization(5, (1, 4, 4), steps=2, hidden=4).double().eval()
+    _perturb(deq)
+    x = torch.zeros(1, 1, 4, 4, dtype=torch.float64)
+    noise = []
+    for image in (x, x + 4):
+        torch.manual_seed(1)  # the same draw of e for both images
+        y, _ = deq(image)
+        noise.append(5 * y - image)
+    assert (noise[0] != noise[1]).all()
