@@ -27,7 +27,6 @@ from invertible.transforms import (
     checkerboard_mask,
     channel_mask,
 )
-from invertible.transforms.coupling import soft_clamp
 
 LOG_SIGMOID_2 = math.log(1 / (1 + math.exp(-2.0)))  # Glow's log-scale at a zero network output
 
@@ -38,7 +37,7 @@ def _perturb(module: torch.nn.Module, size: float = 0.3) -> None:
             p.add_(size * torch.randn_like(p))
 
 
-# ---------------------------------------------------------------- masks and scale functions
+# ---------------------------------------------------------------- masks and Glow's scale
 
 
 def test_masks_mark_the_documented_identity_part() -> None:
@@ -48,12 +47,6 @@ def test_masks_mark_the_documented_identity_part() -> None:
     assert checkerboard_mask(2, 3, 1).tolist() == [[[False, True, False], [True, False, True]]]
     assert channel_mask(3, 0).tolist() == [True, True, False]  # ceil(3 / 2) channels stay
     assert channel_mask(4, 1).tolist() == [False, False, True, True]
-
-
-def test_soft_clamp_is_bound_tanh_of_raw_over_bound() -> None:
-    raw = torch.linspace(-20, 20, 41, dtype=torch.float64)
-    for bound in (1.0, 3.0):
-        torch.testing.assert_close(soft_clamp(raw, bound), bound * torch.tanh(raw / bound))
 
 
 def test_sigmoid_scale_starts_at_sigmoid_of_two() -> None:
