@@ -6,12 +6,7 @@ import torch
 from invertible.nets import MaskedMLP
 from invertible.transforms import InverseAutoregressiveAffine, MaskedAffineAutoregressive
 
-
-def _perturb(module: torch.nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+from .perturb import perturb
 
 
 @pytest.mark.parametrize("hidden", [(12,), (12, 9), (16, 8, 16)])
@@ -21,7 +16,7 @@ def test_made_is_autoregressive_in_its_order(hidden, random_degrees, context):
     d = 5
     torch.manual_seed(0)  # the weights' initialisation
     net = MaskedMLP(d, 3, hidden, context_features=context, order="random", random_degrees=random_degrees, seed=4).double()
-    _perturb(net)
+    perturb(net)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(d, generator=g, dtype=torch.float64)
     c = torch.randn(1, context, generator=g, dtype=torch.float64) if context else None
@@ -67,7 +62,7 @@ def test_made_rejects_bad_orders():
 def test_cached_sequential_pass_matches_the_autograd_path(cls, context):
     torch.manual_seed(0)
     t = cls(6, hidden=(20, 20), context_features=context, order="random", random_degrees=True, seed=2).double()
-    _perturb(t)
+    perturb(t)
     x = torch.randn(9, 6, dtype=torch.float64)
     c = torch.randn(9, context, dtype=torch.float64) if context else None
     slow = t.inverse if cls is MaskedAffineAutoregressive else t.forward
@@ -84,7 +79,7 @@ def test_cached_sequential_pass_matches_the_autograd_path(cls, context):
 
 def test_maf_sampling_is_differentiable():
     t = MaskedAffineAutoregressive(4, hidden=(16,)).double()
-    _perturb(t)
+    perturb(t)
     z = torch.randn(5, 4, dtype=torch.float64)
     x, _ = t.inverse(z)
     x.sum().backward()
@@ -95,7 +90,7 @@ def test_maf_layer_is_the_papers_affine_map_in_its_parameterisation():
     # z = x exp(beta) + m is the paper's z = (x - mu) exp(-alpha) with alpha = -beta, mu = -m exp(-beta)
     torch.manual_seed(0)
     t = MaskedAffineAutoregressive(5, hidden=(16,), scale="exp").double()
-    _perturb(t)
+    perturb(t)
     x = torch.randn(7, 5, dtype=torch.float64)
     raw, m = t.net(x).unbind(1)
     alpha, mu = -raw, -m * torch.exp(-raw)
@@ -122,7 +117,7 @@ def test_the_context_reaches_every_output_including_the_first_in_the_order(rando
     torch.manual_seed(seed)
     net = MaskedMLP(5, 2, (4, 4), context_features=2, order="random", random_degrees=random_degrees,
                     activation="tanh", seed=seed).double()
-    _perturb(net, seed)
+    perturb(net, seed=seed)
     x = torch.randn(1, 5, dtype=torch.float64)
     c = torch.randn(2, dtype=torch.float64)
     jac = torch.autograd.functional.jacobian(lambda v: net(x, v.unsqueeze(0))[0], c)  # (P, D, C)
@@ -136,7 +131,7 @@ def test_an_order_lists_the_inputs_from_first_to_last(order):
     expected = order if isinstance(order, list) else {"default": [0, 1, 2, 3], "reverse": [3, 2, 1, 0]}[order]
     torch.manual_seed(0)
     net = MaskedMLP(d, 2, (16, 16), order=order, activation="tanh").double()
-    _perturb(net)
+    perturb(net)
     assert net.order().tolist() == expected
     x = torch.randn(d, dtype=torch.float64)
     seen = torch.autograd.functional.jacobian(lambda v: net(v.unsqueeze(0))[0], x).abs().sum(0) > 0  # (D, D)
@@ -172,7 +167,7 @@ def test_iaf_layer_reads_the_noise_in_its_sampling_direction():
     """IAF ``inverse``: ``x_i = u_i exp(beta_i(u_<i)) + m_i(u_<i)`` with the network applied to the noise ``u``."""
     torch.manual_seed(0)
     t = InverseAutoregressiveAffine(5, hidden=(16,), order="random", scale="exp", seed=1).double()
-    _perturb(t)
+    perturb(t)
     u = torch.randn(7, 5, dtype=torch.float64)
     beta, m = t.net(u).unbind(1)
     x, ladj = t.inverse(u)
@@ -203,7 +198,7 @@ def test_a_layer_builds_its_made_with_the_options_it_is_given(cls):
     other = cls(4, **{**options, "seed": 6})
     assert not torch.equal(other.net.degrees, t.net.degrees)
     net.load_state_dict(t.net.state_dict())
-    _perturb(net)
+    perturb(net)
     t.net.load_state_dict(net.state_dict())
     x, c = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64)
     torch.testing.assert_close(t.net(x, c), net(x, c))

@@ -28,13 +28,9 @@ from invertible.transforms import (
     channel_mask,
 )
 
+from .perturb import perturb
+
 LOG_SIGMOID_2 = math.log(1 / (1 + math.exp(-2.0)))  # Glow's log-scale at a zero network output
-
-
-def _perturb(module: torch.nn.Module, size: float = 0.3) -> None:
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(size * torch.randn_like(p))
 
 
 # ---------------------------------------------------------------- masks and Glow's scale
@@ -128,7 +124,7 @@ def test_lu_layers_start_at_a_rotation() -> None:
 def test_block_diagonal_blocks_act_on_contiguous_features() -> None:
     torch.manual_seed(0)
     layer = BlockDiagonalLinear(6, 2).double()
-    _perturb(layer)
+    perturb(layer)
     x = torch.randn(6, dtype=torch.float64)
     jac = torch.func.jacrev(lambda v: layer(v.unsqueeze(0))[0][0])(x)
     torch.testing.assert_close(jac, torch.block_diag(*layer.blocks.detach()))
@@ -142,7 +138,7 @@ def test_periodic_conv_is_the_circular_convolution_of_its_kernel() -> None:
     layer = PeriodicConv(c, k).double()
     x = torch.randn(2, c, h, w, dtype=torch.float64)
     torch.testing.assert_close(layer(x)[0], x)
-    _perturb(layer)
+    perturb(layer)
     kernel = layer.kernel.detach()
     expected = torch.zeros_like(x)
     for a in range(k):
@@ -172,7 +168,7 @@ def test_factor_out_prior_reads_the_kept_half_before_the_inner_transform() -> No
     torch.manual_seed(0)
     inner = LUConv1x1(2, seed=1).double()
     layer = FactorOut(4, 2, inner, prior="conditional").double()
-    _perturb(layer)
+    perturb(layer)
     x = torch.randn(3, 4, 2, 2, dtype=torch.float64)
     z, ladj = layer(x)
     h = layer.prior(x[:, :2])
@@ -185,7 +181,7 @@ def test_factor_out_prior_reads_the_kept_half_before_the_inner_transform() -> No
 def test_affine_prior_context_shifts_mean_and_log_scale() -> None:
     torch.manual_seed(0)
     prior = AffinePrior((2, 1, 1), context_features=3).double()
-    _perturb(prior)
+    perturb(prior)
     y = torch.randn(4, 3, dtype=torch.float64)
     x = torch.randn(4, 2, 3, 3, dtype=torch.float64)
     shift = prior.from_context(y).view(4, 2, 2, 1, 1)
@@ -216,7 +212,7 @@ def test_variational_noise_depends_on_the_image_at_every_pixel() -> None:
     (couplings of one parity would leave half of the pixels with noise independent of the image)."""
     torch.manual_seed(0)
     deq = VariationalDequantization(5, (1, 4, 4), steps=2, hidden=4).double().eval()
-    _perturb(deq)
+    perturb(deq)
     x = torch.zeros(1, 1, 4, 4, dtype=torch.float64)
     noise = []
     for image in (x, x + 4):

@@ -8,12 +8,7 @@ import torch
 import invertible
 from invertible.models import build
 
-
-def _perturb(module: torch.nn.Module, scale: float = 0.5) -> None:
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+from .perturb import perturb
 
 
 def _all_binary(d: int) -> torch.Tensor:
@@ -25,7 +20,7 @@ def _all_binary(d: int) -> torch.Tensor:
 def test_bernoulli_made_sums_to_one(masks, context):
     torch.manual_seed(0)
     model = build("bernoulli_made", features=4, hidden=[16, 16], masks=masks, context_features=context).double().eval()
-    _perturb(model)
+    perturb(model, 0.5)
     xs = _all_binary(4)
     ctx = torch.randn(1, context, dtype=torch.float64).expand(len(xs), -1) if context else None
     total = model.log_prob(xs, ctx).exp().sum()
@@ -35,7 +30,7 @@ def test_bernoulli_made_sums_to_one(masks, context):
 def test_bernoulli_made_samples_follow_its_probabilities():
     torch.manual_seed(1)
     model = build("bernoulli_made", features=3, hidden=[16], masks=2).double().eval()
-    _perturb(model, 1.0)
+    perturb(model, 1.0)
     xs = _all_binary(3)
     probs = model.log_prob(xs).exp()
     s = model.sample(20000)
@@ -46,7 +41,7 @@ def test_bernoulli_made_samples_follow_its_probabilities():
 def test_gaussian_made_ensemble_integrates_to_one():
     torch.manual_seed(0)
     model = build("made", features=2, hidden=[16, 16], masks=3).double().eval()
-    _perturb(model, 0.3)
+    perturb(model, 0.3)
     g = torch.linspace(-9, 9, 401, dtype=torch.float64)
     grid = torch.cartesian_prod(g, g)
     dens = model.log_prob(grid).exp().view(401, 401)
@@ -61,7 +56,7 @@ def test_gaussian_made_ensemble_samples_follow_its_density(context):
     """Samples of an ensemble (with or without a context) have the mean and spread of its mixture density."""
     torch.manual_seed(0)
     model = build("made", features=2, hidden=[16, 16], masks=3, context_features=context).double().eval()
-    _perturb(model, 0.3)
+    perturb(model, 0.3)
     ctx = torch.randn(1, context, dtype=torch.float64) if context else None
     g = torch.linspace(-9, 9, 401, dtype=torch.float64)
     grid = torch.cartesian_prod(g, g)
@@ -88,7 +83,7 @@ def test_gaussian_made_ensemble_backpropagates():
     """The ensemble's density and samples are differentiable: gradients match central differences (float64)."""
     torch.manual_seed(0)
     model = build("made", features=3, hidden=[16, 16], masks=3).double().eval()
-    _perturb(model, 0.3)
+    perturb(model, 0.3)
     x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
     model.log_prob(x).sum().backward()
     eps = 1e-6
@@ -121,7 +116,7 @@ def test_gaussian_made_pool_modes():
     """Evaluation uses the first ``ensemble`` mask sets whichever set training left loaded; training uses one set."""
     torch.manual_seed(0)
     model = build("made", features=3, hidden=[16, 16], masks=3, ensemble=1).double()
-    _perturb(model, 0.3)
+    perturb(model, 0.3)
     x = torch.randn(5, 3, dtype=torch.float64)
     model.train()
     for _ in range(2):
@@ -211,7 +206,7 @@ def test_gaussian_made_log_prob_is_the_sum_of_its_gaussian_conditionals():
 
     torch.manual_seed(0)
     model = build("made", features=4, hidden=[16, 16], activation="tanh", order="reverse").double().eval()
-    _perturb(model)
+    perturb(model, 0.5)
     net = MaskedMLP(4, 2, (16, 16), order="reverse", activation="tanh").double()
     for mine, theirs in zip(net.layer_degrees(), model.net.layer_degrees()):
         assert torch.equal(mine, theirs)  # one mask set: the plain MADE in the given order, cycled hidden degrees
@@ -242,7 +237,7 @@ def test_ensemble_samples_use_their_own_context_and_their_own_noise():
     """Sample ``(i, b)`` is ``T_k^{-1}(T u; c_b)`` for one mask set ``k`` and a fresh noise row ``u``."""
     torch.manual_seed(0)
     model = build("made", features=2, hidden=[16, 16], masks=3, context_features=2).double().eval()
-    _perturb(model)
+    perturb(model, 0.5)
     ctx = 2 * torch.randn(4, 2, dtype=torch.float64)
     temperature = 1e-6
     x = model.sample(50, ctx, temperature=temperature)  # (50, 4, 2)
@@ -254,7 +249,7 @@ def test_ensemble_samples_use_their_own_context_and_their_own_noise():
 def test_conditional_bernoulli_samples_follow_the_probabilities_of_their_own_context():
     torch.manual_seed(2)
     model = build("bernoulli_made", features=3, hidden=[16], masks=2, context_features=2).double().eval()
-    _perturb(model, 1.0)
+    perturb(model, 1.0)
     ctx = torch.tensor([[-2.0, 1.0], [2.0, -1.0]], dtype=torch.float64)
     xs = _all_binary(3)
     probs = torch.stack([model.log_prob(xs, c.expand(len(xs), -1)).exp() for c in ctx])  # (B, 8)
@@ -268,7 +263,7 @@ def test_conditional_bernoulli_samples_follow_the_probabilities_of_their_own_con
 def test_in_training_mode_samples_come_from_the_loaded_mask_set_alone():
     torch.manual_seed(0)
     model = build("made", features=2, hidden=[16, 16], masks=3).double()
-    _perturb(model)
+    perturb(model, 0.5)
     model.train()
     model.use_masks(1)
     with torch.no_grad():

@@ -12,6 +12,8 @@ from invertible.models import build
 from invertible.nets import MaskedMLP
 from invertible.transforms import BatchNorm
 
+from .perturb import perturb
+
 
 def test_mog_base_integrates_to_one_and_samples():
     torch.manual_seed(0)
@@ -159,11 +161,8 @@ def test_iaf_samples_in_one_pass_of_each_made():
 
 
 def _perturbed_nsf(**options) -> invertible.Flow:
-    torch.manual_seed(0)
     flow = build("nsf", features=4, hidden=[8], bins=4, **options).double()
-    with torch.no_grad():
-        for p in flow.parameters():
-            p.add_(0.5 * torch.randn_like(p))
+    perturb(flow, 0.5)
     return flow
 
 

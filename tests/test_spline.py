@@ -5,6 +5,8 @@ import torch
 
 from invertible.transforms import rational_quadratic_spline as rqs
 
+from .perturb import perturb
+
 B = 2.0
 K = 6
 
@@ -128,9 +130,7 @@ def _split_layer_case(kind: str):
         layer = MaskedRQSAutoregressive(3, hidden=(12,), order="reverse", bins=4, bound=1.5).double()
     else:
         layer = RQSCoupling(alternating_mask(4), hidden=(12,), bins=4, bound=1.5).double()
-    with torch.no_grad():
-        for p in layer.parameters():
-            p.add_(0.5 * torch.randn_like(p))
+    perturb(layer, 0.5)
     return layer
 
 
