@@ -18,11 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .registry import DataBundle
+from .registry import SPLITS, DataBundle
 
-__all__ = ["SPLITS", "split_digest", "split_digests", "data_fingerprint", "changed_splits"]
-
-SPLITS = ("train", "val", "test")
+__all__ = ["split_digest", "split_digests", "data_fingerprint", "changed_splits"]
 #: Hashed first, so a digest of another layout can never equal one of this.
 _TAG = b"invertible split, float32 little-endian, row-major\n"
 

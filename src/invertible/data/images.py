@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..core import Compose, Transform
 from ..transforms import Logit, UniformDequantization, VariationalDequantization
-from .registry import DataBundle, register_dataset
+from .registry import SPLITS, DataBundle, register_dataset
 
 __all__ = ["image_bundle", "check_pixels", "one_hot", "class_indices", "relabel_classes", "image_preprocess", "unit_pixels",
            "scaled_pixels"]
@@ -63,7 +63,7 @@ def relabel_classes(bundle: DataBundle, known: Sequence[str] | None) -> DataBund
         return bundle
     if list(own) == list(known):
         return bundle
-    contexts = {split: getattr(bundle, f"{split}_context") for split in ("train", "val", "test")}
+    contexts = {split: getattr(bundle, f"{split}_context") for split in SPLITS}
     used = torch.stack([c.ne(0).any(0) for c in contexts.values()]).any(0).nonzero().flatten()
     columns = torch.as_tensor(class_indices([own[i] for i in used], known, f"dataset {bundle.name!r}"))
 

@@ -19,8 +19,11 @@ from torch import Tensor
 
 from ..core import Transform
 
-__all__ = ["DataBundle", "register_dataset", "register_reader", "register_rows_reader", "available", "load",
+__all__ = ["DataBundle", "SPLITS", "register_dataset", "register_reader", "register_rows_reader", "available", "load",
            "load_rows", "rows_options", "DATASETS", "READERS", "ROWS_READERS"]
+
+#: The splits of a :class:`DataBundle`, in order: its ``train``, ``val`` and ``test`` tensors (and contexts).
+SPLITS = ("train", "val", "test")
 
 
 @dataclass

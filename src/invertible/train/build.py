@@ -13,7 +13,7 @@ from torch import Tensor
 from .. import data as data_registry
 from .. import models
 from ..core import Compose, Flow, Transform
-from ..data import DataBundle, Standardize
+from ..data import SPLITS, DataBundle, Standardize
 from ..data.images import image_preprocess
 from ..persistence import atomic_write, read_json, read_tensors, state_tensors, write_json
 from ..transforms import Logit, UniformDequantization, VariationalDequantization
@@ -52,7 +52,7 @@ def check_bundle(bundle: DataBundle) -> None:
     shape = tuple(bundle.train.shape[1:])
     if len(shape) not in (1, 3):
         raise ValueError(f"dataset {bundle.name!r}: event shape {shape} is neither a vector (D,) nor an image (C, H, W)")
-    for split in ("train", "val", "test"):
+    for split in SPLITS:
         t = getattr(bundle, split)
         _check_tensor(bundle.name, split, t)
         if t.shape[0] == 0:
@@ -326,7 +326,7 @@ def _take_state(bundle: DataBundle, state: dict[str, Tensor], where: str | Path)
         device = bundle.train.device  # the preprocessing may sit on the training device, the splits elsewhere
         old, new = own.double().eval().to(device), copy.deepcopy(bundle.preprocess).double().to(device)
         with torch.no_grad():
-            for split in ("train", "val", "test"):
+            for split in SPLITS:
                 y = getattr(bundle, split)
                 setattr(bundle, split, new(old.inverse(y.double())[0])[0].to(y.dtype).contiguous())
 

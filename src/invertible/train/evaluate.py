@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from ..core import Flow, Transform
+from ..data import SPLITS as BUNDLE_SPLITS
 from ..data import DataBundle
 
 __all__ = ["preprocess_ladj", "evaluate_split", "split_log_densities", "row_log_densities", "summarize", "split_tensors", "to_model_space",
@@ -41,14 +42,14 @@ __all__ = ["preprocess_ladj", "evaluate_split", "split_log_densities", "row_log_
 #: Seed of the dequantization noise of evaluation draw 0 (draw ``k`` uses ``EVAL_NOISE_SEED + k``).
 EVAL_NOISE_SEED = 0
 #: The splits :func:`split_tensors` knows: a bundle's three, and ``all`` of them together.
-SPLITS = ("train", "val", "test", "all")
+SPLITS = (*BUNDLE_SPLITS, "all")
 
 
 def split_tensors(bundle: DataBundle, split: str) -> tuple[Tensor, Tensor | None]:
     """The data and context tensors of ``split``: ``train``, ``val``, ``test``, or ``all`` (the three together,
     in that order)."""
     if split == "all":
-        parts = [split_tensors(bundle, s) for s in SPLITS[:3]]
+        parts = [split_tensors(bundle, s) for s in BUNDLE_SPLITS]
         context = None if parts[0][1] is None else torch.cat([c for _, c in parts])
         return torch.cat([x for x, _ in parts]), context
     if split not in SPLITS:

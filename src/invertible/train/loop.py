@@ -44,8 +44,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ..core import Flow
-from ..data import DataBundle
-from ..data.fingerprint import SPLITS, changed_splits, data_fingerprint
+from ..data import SPLITS, DataBundle
+from ..data.fingerprint import changed_splits, data_fingerprint
 from ..persistence import atomic_write, write_json
 from .build import adopt_fitted_state, build_flow, fitted_state, load_bundle, save_preprocess, trainable_preprocess
 from .batches import BatchPlan
