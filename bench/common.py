@@ -6,8 +6,8 @@ import importlib
 import importlib.metadata
 import os
 import platform
+import random
 import shlex
-import statistics
 import sys
 import time
 from datetime import datetime, timezone
@@ -69,13 +69,50 @@ def write(name: str, text: str) -> Path:
     return path
 
 
-def time_ms(fn: Callable[[], object], repeats: int = 20, warmup: int = 3) -> float:
-    """Median wall time of ``fn()`` in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+ORDER_SEED = 0  # seed of the per-round timing order: reruns time in the same orders
+
+
+def round_order(unit: str = "model") -> str:
+    """The sentence a results file uses for the timing order of :func:`rounds_ms`."""
+    return f"each round times every {unit} once, in a random order (seeded, the same on every run)"
+
+
+def rounds_ms(
+    fns: dict[str, Callable[[], object]],
+    rounds: int,
+    calls: int = 1,
+    warmup: int = 3,
+    sync: Callable[[], None] | None = None,
+    seed: int = ORDER_SEED,
+) -> dict[str, list[float]]:
+    """Milliseconds per call of each function in each of ``rounds`` rounds.
+
+    Every function first runs ``warmup`` times (allocator, thread pool, lazy
+    initialisation). Each round then times every function once (``calls``
+    back-to-back calls, the mean taken), in a fresh order drawn from a
+    ``random.Random(seed)``: no function always runs right after the same
+    other one, so what one leaves behind (caches, allocator, CPU frequency)
+    does not favour or penalise the next systematically, and a load change
+    within a round is spread over all of them. ``sync`` (e.g.
+    ``torch.cuda.synchronize``) runs before and after each timing.
+    Returns ``{name: [ms of round 0, ms of round 1, ...]}``: index ``i`` of
+    every list is the same round, so per-round ratios pair like with like.
+    """
+    if rounds < 1 or calls < 1 or warmup < 0:
+        raise ValueError(f"rounds and calls must be >= 1 and warmup >= 0, got {rounds}, {calls}, {warmup}")
+    sync = sync or (lambda: None)
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    rng = random.Random(seed)
+    names = list(fns)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for _ in range(rounds):
+        for name in rng.sample(names, len(names)):
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fns[name]()
+            sync()
+            times[name].append((time.perf_counter() - t0) * 1e3 / calls)
+    return times

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import header, table, time_ms, write
+from bench.common import header, round_order, rounds_ms, table, write
 from invertible.data import load
 from invertible.metrics import bits_per_dim
 from invertible.models import Glow
@@ -191,7 +191,7 @@ def schedule_text(args) -> str:
 
 
 def speed(args) -> str:
-    """Median time of a training step of each Glow, the two timed in alternation (same load for both)."""
+    """Median time of a training step of each Glow, both timed in every round (same load for both)."""
     torch.set_num_threads(args.speed_threads)
     data = load("digits", seed=0, alpha=args.alpha, raw=True)
     torch.manual_seed(args.seed)
@@ -207,13 +207,8 @@ def speed(args) -> str:
             loss.backward()
             opt.step()
 
-        for _ in range(3):  # data-dependent initialisation and warm-up
-            step()
         steps[key] = step
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    for _ in range(args.repeats):
-        for key, step in steps.items():
-            times[key].append(time_ms(step, repeats=1, warmup=0))
+    times = rounds_ms(steps, args.repeats)  # the warm-up calls also run the data-dependent initialisation
     rows = [{"model": MODELS[k], "ms/step": statistics.median(v)} for k, v in times.items()]
     base = rows[1]["ms/step"]
     for r in rows:
@@ -221,8 +216,8 @@ def speed(args) -> str:
     text = header("Glow training step: invertible vs normflows")
     text += (
         f"One training step (forward, backward, Adam) at batch {args.batch} on 1x8x8 digits, {args.levels} levels, "
-        f"{args.steps} steps, {args.hidden} hidden channels, affine coupling, LU 1x1 conv; the two steps alternate, "
-        f"median of {args.repeats} each, torch threads {args.speed_threads}.\n\n"
+        f"{args.steps} steps, {args.hidden} hidden channels, affine coupling, LU 1x1 conv; "
+        f"{round_order()}; median of {args.repeats} rounds, torch threads {args.speed_threads}.\n\n"
     )
     return text + table(rows)
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from typing import Callable
 
 import torch
@@ -37,7 +36,7 @@ from torch import nn
 
 from invertible.data import load
 
-from .common import header, table, write
+from .common import header, round_order, rounds_ms, table, write
 from ._flows import Model
 from ._training import fit, mean_log_prob
 
@@ -97,20 +96,6 @@ def _perturb(module: nn.Module) -> None:
     with torch.no_grad():
         for p in module.parameters():
             p.add_(0.01 * torch.randn_like(p))
-
-
-def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3) -> dict[str, list[float]]:
-    """Wall times (ms) of each function over ``repeats`` rounds; each round runs every function once, in turn."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append((time.perf_counter() - t0) * 1e3)
-    return times
 
 
 def paired_ratio(times: dict[str, list[float]], a: str, b: str) -> float:
@@ -192,8 +177,8 @@ def speed(repeats: int, compile_: bool = False, decompose: bool = False) -> str:
     if decompose:  # the same chain on the plain networks: what the MADEs' masks cost
         unmasked = bare_networks(FEATURES)
         reference[UNMASKED] = chained_step(list(unmasked), unmasked, x)
-    train = interleaved_ms({**reference, **{k: train_step(m) for k, m in {**entries, **compiled}.items()}}, repeats)
-    sample = interleaved_ms({k: sample_step(m) for k, m in entries.items()}, max(repeats // 2, 5))
+    train = rounds_ms({**reference, **{k: train_step(m) for k, m in {**entries, **compiled}.items()}}, repeats)
+    sample = rounds_ms({k: sample_step(m) for k, m in entries.items()}, max(repeats // 2, 5))
 
     def fastest_peer(times: dict[str, list[float]], names) -> str:
         return min((n for n in names if n in PEERS), key=lambda n: statistics.median(times[n]))
@@ -213,7 +198,7 @@ def speed(repeats: int, compile_: bool = False, decompose: bool = False) -> str:
         })
     return (
         f"## Speed: batch {BATCH}, {FEATURES} features, {LAYERS} layers, MADE {HIDDEN[0]}x{len(HIDDEN)}, "
-        f"CPU, {torch.get_num_threads()} threads ({repeats} rounds, each timing every model once in turn; times are "
+        f"CPU, {torch.get_num_threads()} threads ({repeats} rounds, {round_order()}; times are "
         "medians over the rounds, ratios medians of the per-round ratios)\n\n" + table(rows)
         + ("\nRows marked (torch.compile) run `torch.compile(log_prob)` (compiled before timing) and are "
            "compared with the fastest compiled peer; the others with the fastest eager peer.\n" if compiled else "")

@@ -5,8 +5,9 @@
 
 A training step is ``loss = -log_prob(batch).mean(); loss.backward(); adam.step()``;
 sampling is ``sample(n)`` without gradients. The libraries are timed in
-interleaved rounds (every round times each library once, in turn), so a change
-of machine load hits all of them alike; each figure is the best (minimum) over
+rounds: each round times every library once, in a random order (seeded, the
+same on every run), so a change of machine load hits all of them alike and no
+library always runs right after the same other one; each figure is the best (minimum) over
 rounds of the mean time per call within a round — on a shared machine the
 least disturbed round is the best estimate of the cost itself. ``time / invertible`` above 1 means
 the peer is slower.
@@ -16,12 +17,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from typing import Callable
 
 import torch
 
-from .common import header, table, write
+from .common import header, round_order, rounds_ms, table, write
 from ._flows import MODELS, Spec, build, parameters
 
 
@@ -46,26 +46,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def interleaved(fns: dict[str, Callable[[], object]], rounds: int, calls: int, device: str) -> dict[str, float]:
-    """Minimum over ``rounds`` of the mean milliseconds per call of each function, libraries taking turns."""
-    for fn in fns.values():  # warm-up: allocator, thread pool, lazy initialisation
-        for _ in range(3):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            _sync(device)
-            times[name].append((time.perf_counter() - t0) * 1e3 / calls)
-    return {k: min(v) for k, v in times.items()}
+    """Minimum over ``rounds`` of the mean milliseconds per call of each function (:func:`bench.common.rounds_ms`)."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else None
+    return {k: min(v) for k, v in rounds_ms(fns, rounds, calls, sync=sync).items()}
 
 
 def _train_step(model, x: torch.Tensor) -> Callable[[], None]:
@@ -120,7 +104,7 @@ def main(argv: list[str]) -> int:
         f"Architecture: {args.layers} affine couplings with ReLU MLP conditioners of hidden widths {list(args.hidden)}, "
         f"standard normal base, identical in every library (see `bench/_flows.py`). Train step: batch {args.batch_size}, "
         f"Adam. Sampling: {args.sample_size} samples. Device {args.device}, {args.threads} torch threads; "
-        f"best of {args.rounds} interleaved rounds of {args.calls} calls. Ratios above 1: the peer is slower. "
+        f"best of {args.rounds} rounds of {args.calls} calls ({round_order('library')}). Ratios above 1: the peer is slower. "
         f"Machine load average (1 min) {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end: "
         "absolute times inflate with load, the ratios less so.\n\n"
     )
