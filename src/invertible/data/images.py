@@ -12,7 +12,8 @@ honest upper bound. With ``raw=False`` the splits are dequantized once
 the log-det of ``preprocess.inverse`` to the model's ``log q(y)`` instead.
 Class labels are available as one-hot contexts with ``conditional=True``; a
 bundle's ``class_names`` say which class each context column is (a PNG folder's
-class sub-folders, ``"0"``, ``"1"``, ... for numeric labels), and
+class sub-folders, CIFAR-10's ``label_names``, ``"0"``, ``"1"``, ... for other
+numeric labels), and
 :func:`relabel_classes` re-indexes a bundle's contexts by name to another list
 of classes (a trained run's).
 """
@@ -30,8 +31,8 @@ from ..core import Compose, Transform
 from ..transforms import Logit, UniformDequantization, VariationalDequantization
 from .registry import SPLITS, DataBundle, register_dataset
 
-__all__ = ["image_bundle", "check_pixels", "one_hot", "class_indices", "relabel_classes", "image_preprocess", "unit_pixels",
-           "scaled_pixels"]
+__all__ = ["image_bundle", "check_pixels", "one_hot", "class_indices", "number_names", "numbers_to_names", "relabel_classes",
+           "image_preprocess", "unit_pixels", "scaled_pixels"]
 
 
 def one_hot(labels: np.ndarray | Tensor, classes: int) -> Tensor:
@@ -53,19 +54,37 @@ def class_indices(names: Sequence[str], known: Sequence[str], where: str) -> np.
     return np.array([index[name] for name in names], dtype=np.int64)
 
 
+def number_names(n: int) -> list[str]:
+    """``["0", "1", ..., str(n - 1)]``: the class names of numeric labels that the files do not name."""
+    return [str(i) for i in range(n)]
+
+
+def numbers_to_names(known: Sequence[str], own: Sequence[str]) -> list[str]:
+    """``known`` class names (a run's) in the terms of ``own``, the names that the files give their numeric
+    labels (CIFAR-10's ``batches.meta``): a run that recorded the label numbers ``"0", "1", ...`` as its
+    class names (as runs did before those names were read) means the classes ``own[0], own[1], ...``;
+    any other ``known`` stands as it is."""
+    known = list(known)
+    if known == number_names(len(known)) and len(known) <= len(own):
+        return list(own[: len(known)])
+    return known
+
+
 def relabel_classes(bundle: DataBundle, known: Sequence[str] | None) -> DataBundle:
     """``bundle`` with its one-hot class contexts re-indexed by class name to the ``known`` classes (a run's),
     so that each image keeps the label index its class has there; classes that ``bundle`` lacks get no rows,
     a class of its images that ``known`` lacks is a ``ValueError``. Unchanged when ``known`` is ``None`` or
-    the bundle has no named class contexts."""
+    the bundle has no named class contexts. A bundle whose names name numeric labels
+    (:attr:`DataBundle.numbered_classes`) also takes ``known`` label numbers (:func:`numbers_to_names`)."""
     own = bundle.class_names
     if known is None or own is None or bundle.train_context is None or bundle.context_features != len(own):
         return bundle
-    if list(own) == list(known):
-        return bundle
+    lookup = numbers_to_names(known, own) if bundle.numbered_classes else list(known)
+    if list(own) == lookup:
+        return bundle if lookup == list(known) else dataclasses.replace(bundle, class_names=list(known))
     contexts = {split: getattr(bundle, f"{split}_context") for split in SPLITS}
     used = torch.stack([c.ne(0).any(0) for c in contexts.values()]).any(0).nonzero().flatten()
-    columns = torch.as_tensor(class_indices([own[i] for i in used], known, f"dataset {bundle.name!r}"))
+    columns = torch.as_tensor(class_indices([own[i] for i in used], lookup, f"dataset {bundle.name!r}"))
 
     def moved(context: Tensor) -> Tensor:
         new = context.new_zeros(len(context), len(known))
@@ -187,7 +206,7 @@ def image_bundle(
 
     if classes is None and labels is not None:
         classes = int(labels.max()) + 1
-    names = [str(i) for i in range(classes)] if isinstance(classes, int) else None if classes is None else list(classes)
+    names = number_names(classes) if isinstance(classes, int) else None if classes is None else list(classes)
     ctx = {}
     if conditional:
         ctx = dict(

@@ -7,7 +7,9 @@ IDX file without suffix) goes to :func:`read_image_path`, which recognises
   beside them; in a directory, ``train-*`` is the training set and ``t10k-*``
   the test set, and a directory of one set alone is read as that file), as
   published for MNIST and Fashion-MNIST;
-- CIFAR-10's ``cifar-10-batches-py`` directory (``data_batch_*``, ``test_batch``);
+- CIFAR-10's ``cifar-10-batches-py`` directory (``data_batch_*``, ``test_batch``;
+  the class names are the ``label_names`` of its ``batches.meta`` where it has a
+  readable one, else the label numbers ``"0"``, ``"1"``, ...);
 - a folder of 8-bit PNG images, with one sub-folder per class for labels (the
   class names, sorted, in label order).
 
@@ -16,8 +18,10 @@ All give 8-bit images (256 levels) as :func:`~invertible.data.images.image_bundl
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import pickle
+import warnings
 import zlib
 from pathlib import Path
 from typing import Sequence
@@ -26,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .images import class_indices, image_bundle, one_hot
+from .images import class_indices, image_bundle, number_names, numbers_to_names, one_hot
 from .registry import DataBundle, register_reader, register_rows_reader
 
 __all__ = ["read_idx", "read_image_path", "read_image_rows"]
@@ -87,6 +91,38 @@ def _cifar(directory: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.nda
     return train, None if test is None else (test[0].astype(np.float32), test[1])
 
 
+def _cifar_label_names(directory: Path, classes: int) -> list[str] | None:
+    """The class names of label ``0, 1, ...`` in ``directory/batches.meta``: its ``label_names`` (a pickled
+    dict; keys and names ``str`` or, as CIFAR-10's own file has them, ``bytes``). ``None`` (the labels are
+    named by their numbers) when there is no such file, or, with a warning, when it is unreadable or its
+    names are not ``classes`` or more distinct non-empty strings (one per label at least)."""
+    path = directory / "batches.meta"
+    if not path.is_file():
+        return None
+    try:
+        with open(path, "rb") as f:
+            meta = pickle.load(f, encoding="bytes")
+    except Exception as e:  # an unpickler fails in many ways (EOFError, UnpicklingError, ValueError, ...)
+        return _ignored(path, f"not a readable pickle ({type(e).__name__}: {e})")
+    if not isinstance(meta, dict):
+        return _ignored(path, f"not a dict but a {type(meta).__name__}")
+    names = meta.get("label_names", meta.get(b"label_names"))
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, (str, bytes)) for n in names):
+        return _ignored(path, "no label_names list of strings")
+    try:
+        names = [n.decode() if isinstance(n, bytes) else n for n in names]
+    except UnicodeDecodeError:
+        return _ignored(path, "label_names that are not UTF-8 text")
+    if len(names) < classes or "" in names or len(set(names)) != len(names):
+        return _ignored(path, f"label_names {names} are not {classes} or more distinct non-empty names")
+    return names
+
+
+def _ignored(path: Path, why: str) -> None:
+    warnings.warn(f"{path} is ignored, the classes are named by their label numbers: {why}", stacklevel=3)
+    return None
+
+
 def _png_folder(directory: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
     """The PNGs of ``directory`` (and its sub-folders), their labels and class names: the class sub-folders,
     sorted (``None`` and ``None`` without sub-folders)."""
@@ -114,21 +150,28 @@ def _png_folder(directory: Path) -> tuple[np.ndarray, np.ndarray | None, list[st
 
 
 def _image_sets(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[np.ndarray, np.ndarray | None] | None,
-                                     list[str] | None]:
-    """The images and labels of an image file or directory, its separate test set (or ``None``) and its
-    class names where the files say (PNG class folders; ``None`` for numeric labels)."""
+                                     list[str] | None, bool]:
+    """The images and labels of an image file or directory, its separate test set (or ``None``), its class
+    names where the files say (PNG class folders, CIFAR-10's ``batches.meta``; ``None`` for bare numeric
+    labels) and whether those names name numeric labels (CIFAR-10's), not folders."""
     if path.is_file():
-        return (*_idx_pair(path), None, None)
+        return (*_idx_pair(path), None, None, False)
     if (idx := _find(path, "*train*images*idx3*") or _find(path, "*images*idx3*")) is not None:
         t10k = _find(path, "*t10k*images*idx3*")
-        return (*_idx_pair(idx), _idx_pair(t10k) if t10k is not None and t10k != idx else None, None)
+        return (*_idx_pair(idx), _idx_pair(t10k) if t10k is not None and t10k != idx else None, None, False)
     if _find(path, "data_batch_*") is not None:
         (images, labels), test = _cifar(path)
-        return images, labels, test, None
+        names = _cifar_label_names(path, _label_count(labels, test))
+        return images, labels, test, names, names is not None
     if _find(path, "**/*.png") is not None:
         images, labels, classes = _png_folder(path)
-        return images, labels, None, classes
+        return images, labels, None, classes, False
     raise ValueError(f"{path}: found no IDX files, CIFAR-10 batches or PNG images")
+
+
+def _label_count(labels: np.ndarray, test: tuple[np.ndarray, np.ndarray | None] | None) -> int:
+    """The number of classes numeric ``labels`` (and the test set's) imply: the largest label + 1."""
+    return int(max(labels.max(), -1 if test is None or test[1] is None else test[1].max())) + 1
 
 
 @register_reader("", ".gz", ".idx3-ubyte", ".idx3-ubyte.gz")
@@ -153,7 +196,7 @@ def read_image_path(
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
     path = Path(path)
-    images, labels, test, names = _image_sets(path)
+    images, labels, test, names, numbered = _image_sets(path)
     if limit is not None:
         images = images[:limit]
         labels = None if labels is None else labels[:limit]
@@ -162,8 +205,10 @@ def read_image_path(
     split = test if test is not None else int(round(test_fraction * len(images)))
     classes: int | list[str] | None = names
     if labels is not None and names is None:
-        classes = int(max(labels.max(), -1 if test is None or test[1] is None else test[1].max())) + 1
-    return image_bundle(path.name, images, labels, 256, seed, split, val_fraction, conditional, alpha, classes, raw, dequantization)
+        classes = _label_count(labels, test)
+    bundle = image_bundle(path.name, images, labels, 256, seed, split, val_fraction, conditional, alpha, classes, raw,
+                          dequantization)
+    return dataclasses.replace(bundle, numbered_classes=True) if numbered else bundle
 
 
 @register_rows_reader("", ".gz", ".idx3-ubyte", ".idx3-ubyte.gz")
@@ -178,7 +223,7 @@ def read_image_rows(path: str | Path, conditional: bool = False,
     is a ``ValueError``. By default the files' own labels, as many classes as they hold.
     """
     path = Path(path)
-    images, labels, test, names = _image_sets(path)
+    images, labels, test, names, numbered = _image_sets(path)
     if test is not None:
         images = np.concatenate([images, test[0]])
         labels = None if labels is None or test[1] is None else np.concatenate([labels, test[1]])
@@ -189,6 +234,7 @@ def read_image_rows(path: str | Path, conditional: bool = False,
         if classes is None or isinstance(classes, int):
             context = one_hot(labels, classes or len(names or []) or int(labels.max()) + 1)
         else:
-            own = names or [str(i) for i in range(int(labels.max()) + 1)]
-            context = one_hot(class_indices([own[i] for i in labels], classes, str(path)), len(classes))
+            own = names or number_names(int(labels.max()) + 1)
+            lookup = numbers_to_names(classes, own) if numbered else list(classes)
+            context = one_hot(class_indices([own[i] for i in labels], lookup, str(path)), len(classes))
     return torch.as_tensor(images, dtype=torch.float32), context

@@ -51,6 +51,9 @@ class DataBundle:
             each step draws new noise (RealNVP, Glow, Flow++), and
             ``log q(y) + ladj`` estimates the bound on ``log P(x)``.
         class_names: the names of the classes, in label order (the columns of one-hot class contexts).
+        numbered_classes: ``class_names`` are the names that the files give their numeric labels
+            (CIFAR-10's ``batches.meta``), so the label numbers ``"0"``, ``"1"``, ... name the same
+            classes (:func:`~invertible.data.images.relabel_classes`).
         split_digests: the SHA-256 of each split (``train``, ``val``, ``test``) with its context, taken
             before a preprocessing fitted to the data mapped it
             (:func:`~invertible.data.fingerprint.split_digests`), set by datasets that fit one, whose
@@ -69,6 +72,7 @@ class DataBundle:
     levels: int | None = None
     preprocess: Transform | None = None
     class_names: list[str] | None = None
+    numbered_classes: bool = False
     raw: bool = False
     split_digests: dict[str, str] | None = None
 
