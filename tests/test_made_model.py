@@ -1,6 +1,7 @@
 """MADE density models: exact normalisation (single masks and ensembles), sampling, agnostic training, save/load."""
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -120,7 +121,7 @@ def test_gaussian_made_pool_modes():
     x = torch.randn(5, 3, dtype=torch.float64)
     model.train()
     for _ in range(2):
-        model.log_prob(x)  # one minibatch each: sets 1, then 2
+        model.log_prob(x)  # one minibatch each: sets 0, then 1; set 2 is loaded for the next
     assert int(model.mask_index) == 2
     samples, log_p = model.rsample_and_log_prob(4)  # training mode: both from the loaded set
     torch.testing.assert_close(log_p, invertible.Flow.log_prob(model, samples))
@@ -132,6 +133,91 @@ def test_gaussian_made_pool_modes():
     torch.testing.assert_close(density, invertible.Flow.log_prob(model, x))
     model.use_masks(2)
     assert not torch.allclose(density, invertible.Flow.log_prob(model, x))
+
+
+def _set_log_probs(model, x: torch.Tensor) -> list[torch.Tensor]:
+    """``log p_k(x)`` of every mask set ``k``, each built afresh in a copy of ``model``."""
+    out = []
+    for k in range(model.masks):
+        fresh = build("made", **model.config["options"]).double()
+        fresh.load_state_dict(model.state_dict())
+        fresh.use_masks(k)
+        out.append(invertible.Flow.log_prob(fresh, x).detach())
+    return out
+
+
+def test_training_cycles_the_mask_sets_from_set_0_and_a_restored_model_continues_the_cycle():
+    torch.manual_seed(0)
+    model = build("made", features=3, hidden=[16, 16], masks=3).double()
+    perturb(model, 0.3)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    sets = _set_log_probs(model, x)
+    assert not torch.allclose(sets[0], sets[1]) and not torch.allclose(sets[1], sets[2])
+    model.train()
+    for k in (0, 1):  # the first minibatch after construction uses set 0
+        torch.testing.assert_close(model.log_prob(x), sets[k])
+        assert int(model.mask_index) == k + 1
+    resumed = build("made", **model.config["options"]).double().train()
+    resumed.load_state_dict(model.state_dict())  # a checkpoint after two minibatches
+    for k in (2, 0, 1):
+        torch.testing.assert_close(resumed.log_prob(x), sets[k])
+        torch.testing.assert_close(model.log_prob(x), sets[k])
+    assert int(resumed.mask_index) == int(model.mask_index) == 2
+
+
+def test_mask_sets_are_built_once_and_give_the_ensemble_of_explicitly_built_sets(monkeypatch):
+    from invertible.models import made
+
+    built: list[int] = []
+    builder = made._MaskPool._build_masks
+    monkeypatch.setattr(made._MaskPool, "_build_masks", lambda self, k: built.append(k) or builder(self, k))
+    torch.manual_seed(0)
+    model = build("made", features=3, hidden=[16, 16], masks=3, context_features=2).double()
+    perturb(model, 0.3)
+    model.eval()
+    model.use_masks(1)
+    x, c = torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 2, dtype=torch.float64)
+    first = model.log_prob(x, c)
+    for _ in range(3):
+        torch.testing.assert_close(model.log_prob(x, c), first, rtol=0, atol=0)
+        model.sample(8, c[:2])
+    model.train()
+    for _ in range(4):
+        model.log_prob(x, c)
+    assert sorted(built) == [0, 1, 2]  # each set once, over evaluations, samples and training
+    assert int(model.mask_index) == 2
+    model.eval()
+    fresh = build("made", **model.config["options"]).double().eval()
+    fresh.load_state_dict(model.state_dict())
+    parts = []
+    for k in range(3):
+        fresh._mask_sets.clear()  # every set built afresh, as before the sets were kept
+        fresh.use_masks(k)
+        parts.append(invertible.Flow.log_prob(fresh, x, c))
+    torch.testing.assert_close(first, torch.logsumexp(torch.stack(parts), 0) - math.log(3), rtol=0, atol=0)
+
+
+def test_kept_mask_sets_follow_the_pool_settings_and_survive_loading_a_state():
+    torch.manual_seed(0)
+    model = build("made", features=4, hidden=[16], masks=2)
+    other = build("made", features=4, hidden=[16], masks=2, seed=1)
+    for k in (1, 0, 1):  # set 1 built, then loaded from the kept copy
+        model.use_masks(k)
+    model.load_state_dict(other.state_dict())  # writes seed 1's set 0 into the loaded set's buffers in place
+    model.use_masks(0)
+    model.use_masks(1)
+    fresh = build("made", features=4, hidden=[16], masks=2)
+    fresh.use_masks(1)
+    assert all(torch.equal(a, b) for a, b in zip(model.net.buffers(), fresh.net.buffers()))
+    model.seed = 1  # a changed pool setting drops the kept sets
+    model.use_masks(0)
+    assert all(torch.equal(a, b) for a, b in zip(model.net.buffers(), other.net.buffers()))
+    model.double()
+    model.use_masks(1)
+    assert model.net.output.mask.dtype == torch.float64
+    for bad in (2, -1, 1.0, True):
+        with pytest.raises(ValueError, match=r"mask set .* is not in the pool: expected an integer in 0\.\.1"):
+            model.use_masks(bad)
 
 
 @pytest.mark.parametrize("order", ["random", "reverse"])

@@ -7,9 +7,13 @@ Distribution Estimation", ICML 2015.
 
 Order- and connectivity-agnostic training (MADE, Sec. 4): with ``masks = K > 1``
 the model keeps a pool of ``K`` mask sets (each a random input order and/or
-random hidden degrees, drawn from ``seed``) and moves to the next one at every
-minibatch in training mode. In evaluation mode ``log_prob`` averages the
-densities of the first ``ensemble`` mask sets,
+random hidden degrees, drawn from ``seed``). In training mode every minibatch
+uses the loaded set and then loads the next, so from construction the
+minibatches cycle through sets ``0, 1, ..., K-1, 0, ...``; the index of the
+loaded set is a buffer (``mask_index``), so a checkpointed run resumes the cycle
+where it stopped. Each set is built (drawn and turned into masks) once and
+kept; the kept sets are dropped when a pool setting changes. In evaluation
+mode ``log_prob`` averages the densities of the first ``ensemble`` mask sets,
 
     log p(x) = log (1/E) sum_k p_k(x)          (log-mean-exp),
 
@@ -51,6 +55,9 @@ class _MaskPool:
         self.masks, self.ensemble = masks, ensemble
         self.order_agnostic, self.connectivity_agnostic = order_agnostic, connectivity_agnostic
         self.base_order, self.seed = order, seed
+        # the built mask sets by index, and the pool settings they were built with (not saved: rebuilt on demand)
+        self._mask_sets: dict[int, dict[str, Tensor]] = {}
+        self._mask_sets_key: tuple | None = None
         # which mask set is loaded; a buffer so a saved model comes back with the same one
         self.register_buffer("mask_index", torch.zeros((), dtype=torch.long))  # type: ignore[attr-defined]
         self.use_masks(0)
@@ -60,7 +67,39 @@ class _MaskPool:
 
         Without order-agnostic training every set has the input order ``order`` (one
         draw of it, from ``seed``, when it is ``"random"``); only their hidden degrees differ.
+        A set is built once (:meth:`_build_masks`) and then loaded from a copy kept by the
+        model; the copies are dropped when ``masks``, ``order_agnostic``,
+        ``connectivity_agnostic``, ``base_order``, ``seed`` or the network's
+        ``random_degrees`` change. As in :meth:`MaskedMLP.set_degrees`, the masks are new tensors,
+        not overwritten, so a graph built with the previous set can still backpropagate.
         """
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < self.masks:
+            raise ValueError(f"mask set {k!r} is not in the pool: expected an integer in 0..{self.masks - 1}")
+        key = self._pool_key()
+        if key != self._mask_sets_key:
+            self._mask_sets, self._mask_sets_key = {}, key
+        kept = self._mask_sets.get(k)
+        if kept is None:
+            self._build_masks(k)
+            self._mask_sets[k] = {name: b.detach().clone() for name, b in self.net.named_buffers()}
+        else:
+            for name, b in kept.items():  # as set_degrees: degrees copied in place, masks new tensors
+                owner, _, attr = name.rpartition(".")
+                module = self.net.get_submodule(owner)
+                now = getattr(module, attr)
+                if attr == "mask":
+                    setattr(module, attr, b.to(now, copy=True))
+                else:
+                    now.copy_(b)
+        self.mask_index.fill_(k)  # type: ignore[attr-defined]
+
+    def _pool_key(self) -> tuple:
+        """The settings that mask sets are built from."""
+        order = self.base_order if isinstance(self.base_order, str) else tuple(int(i) for i in self.base_order)
+        return (self.masks, self.order_agnostic, self.connectivity_agnostic, order, self.seed, self.net.random_degrees)
+
+    def _build_masks(self, k: int) -> None:
+        """Draw mask set ``k`` from ``seed`` and set the network's degrees and masks to it."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
         if self.order_agnostic and self.masks > 1:
             degrees = input_degrees(self.net.features, "random", g)
@@ -73,21 +112,20 @@ class _MaskPool:
             self.net.set_degrees(degrees, g)
         finally:
             self.net.random_degrees = random_degrees
-        self.mask_index.fill_(k)  # type: ignore[attr-defined]
-
-    def _next_masks(self) -> None:
-        if self.training and self.masks > 1:
-            self.use_masks((int(self.mask_index) + 1) % self.masks)  # type: ignore[attr-defined]
 
     def _ensemble_log_prob(self, single) -> Tensor:
         """``log (1/E) sum_k exp(single())`` over the first ``E`` mask sets, restoring the loaded set.
 
-        In training mode: the next mask set of the pool alone (one per minibatch).
+        In training mode: the loaded mask set alone, after which the next set of the pool is
+        loaded (one set per minibatch).
         """
-        if self.training or self.masks == 1:
-            self._next_masks()
+        if self.masks == 1:
             return single()
         current = int(self.mask_index)  # type: ignore[attr-defined]
+        if self.training:
+            out = single()
+            self.use_masks((current + 1) % self.masks)
+            return out
         parts = []
         for k in range(self.ensemble):
             self.use_masks(k)
