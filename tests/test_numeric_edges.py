@@ -1,0 +1,122 @@
+"""Extreme but finite inputs and parameters: no silent NaN or inf where the exact value is a float.
+
+Each test puts a transform (or the flow boundary) where a plain formula under- or overflows,
+in float32 and float64, and checks the values and log-dets against closed forms; where a
+value truly cannot be represented it checks the documented outcome (an error or -inf).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from invertible.transforms import Planar, Radial, Sylvester
+
+DTYPES = [torch.float32, torch.float64]
+# a parameter whose softplus underflows to exactly 0 in each precision (below -103.97 and -744.4)
+UNDERFLOW = {torch.float32: -120.0, torch.float64: -800.0}
+
+
+def _set(params, dtype: torch.dtype, **values: float) -> None:
+    """Fill the named parts of a :class:`ContextParameters` with constants (a list fills element-wise)."""
+    with torch.no_grad():
+        parts = dict(zip(params.names, torch.split(params.theta, params.sizes)))
+        for name, value in values.items():
+            parts[name].copy_(torch.as_tensor(value, dtype=dtype).expand_as(parts[name]))
+
+
+# ---------------------------------------------------------------- planar
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_planar_log_det_where_softplus_underflows(dtype: torch.dtype) -> None:
+    """``1 + w^T u_hat = softplus(w^T u)`` underflows to 0; at ``a = 0`` the log-det is ``log softplus(w^T u) = w^T u``."""
+    wu = UNDERFLOW[dtype]
+    layer = Planar(2).to(dtype)
+    _set(layer.params, dtype, u=[wu, 0.0], w=[1.0, 0.0], b=0.0)
+    z = torch.tensor([[0.0, 0.0], [0.0, 2.0], [0.5, -1.0]], dtype=dtype)
+    y, ladj = layer.inverse(z)
+    assert torch.isfinite(y).all()
+    # at a = 0 the slope is softplus(wu) ~ e^wu; elsewhere tanh^2(a) dominates it
+    expected = torch.tensor([wu, wu, math.log(math.tanh(0.5) ** 2)], dtype=dtype)
+    torch.testing.assert_close(ladj, expected)
+    (grad,) = torch.autograd.grad(ladj[0], layer.params.theta)
+    assert torch.isfinite(grad).all() and grad[0] == pytest.approx(1.0)  # d log softplus(wu) / d wu = 1 here
+
+    z_back, ladj_back = layer(y)  # the solved direction sits on the same flat point
+    assert torch.isfinite(z_back).all()
+    torch.testing.assert_close(z_back[:2], z[:2])
+    torch.testing.assert_close(ladj_back[:2], -expected[:2])
+
+
+# ---------------------------------------------------------------- Sylvester
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("variant", ["orthogonal", "householder"])
+def test_sylvester_log_det_with_saturated_diagonals(dtype: torch.dtype, variant: str) -> None:
+    """``tanh(d1) tanh(d2)`` rounds to -1: ``log(1 + sech^2(0) R_ii R~_ii)`` is ``log(1 - tanh(d)^2)``, not ``log 0``."""
+    d = 12.0 if dtype == torch.float32 else 20.0  # tanh(d) == 1 in floating point
+    torch.manual_seed(0)
+    layer = Sylvester(3, variant=variant).to(dtype)
+    _set(layer.params, dtype, d1=d, d2=-d, b=0.0)
+    z = torch.zeros(2, 3, dtype=dtype)  # a = R~ Q^T z + b = 0
+    y, ladj = layer.inverse(z)
+    log_sech2 = 2.0 * (math.log(2.0) - d - math.log1p(math.exp(-2.0 * d)))
+    torch.testing.assert_close(ladj, torch.full((2,), 3 * log_sech2, dtype=dtype))
+    z_back, ladj_back = layer(y)
+    assert torch.isfinite(z_back).all()
+    torch.testing.assert_close(z_back, z)
+    torch.testing.assert_close(ladj_back, -ladj)
+    (grad,) = torch.autograd.grad(ladj.sum(), layer.params.theta)
+    assert torch.isfinite(grad).all()
+
+
+# ---------------------------------------------------------------- radial
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_radial_at_its_centre_when_alpha_underflows(dtype: torch.dtype) -> None:
+    """``alpha = softplus(a)`` underflows: ``g(z0) = z0`` (not ``0 / 0``) and the log-det is
+    ``D log((alpha + beta) / alpha) = D (log softplus(b) - a)``."""
+    a = UNDERFLOW[dtype]
+    layer = Radial(3).to(dtype)
+    _set(layer.params, dtype, z0=[0.5, -1.0, 2.0], alpha=a, beta=0.0)
+    z0 = torch.tensor([[0.5, -1.0, 2.0]], dtype=dtype)
+    y, ladj = layer.inverse(z0)
+    torch.testing.assert_close(y, z0)
+    torch.testing.assert_close(ladj, torch.tensor([3 * (math.log(math.log(2.0)) - a)], dtype=dtype))
+    z_back, ladj_back = layer(y)
+    torch.testing.assert_close(z_back, z0)
+    torch.testing.assert_close(ladj_back, -ladj)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_radial_near_the_invertibility_edge(dtype: torch.dtype) -> None:
+    """``beta -> -alpha``: ``1 + beta h`` cancels to 0 at ``z0``; the log-det there is ``D log(softplus(b) / alpha)``."""
+    b = UNDERFLOW[dtype]
+    layer = Radial(2).to(dtype)
+    _set(layer.params, dtype, z0=0.0, alpha=5.0, beta=b)
+    alpha = math.log1p(math.exp(5.0))
+    z = torch.zeros(1, 2, dtype=dtype)
+    y, ladj = layer.inverse(z)
+    torch.testing.assert_close(ladj, torch.tensor([2 * (b - math.log(alpha))], dtype=dtype))
+    z_back, ladj_back = layer(y)
+    torch.testing.assert_close(z_back, z)
+    torch.testing.assert_close(ladj_back, -ladj)
+
+
+def test_radial_far_from_its_centre_in_float32() -> None:
+    """``|z - z0| ~ 1e20`` overflows ``sum d_i^2`` in float32; the layer agrees with its float64 self."""
+    layer = Radial(3)
+    _set(layer.params, torch.float32, z0=[0.5, -1.0, 2.0], alpha=0.3, beta=1.5)
+    z = torch.tensor([[1e20, -2e20, 5e19], [3e19, 1.0, -1.0]])
+    y, ladj = layer.inverse(z)
+    z_back, ladj_back = layer(y)
+    y64, ladj64 = layer.double().inverse(z.double())
+    torch.testing.assert_close(y, y64.float())
+    torch.testing.assert_close(ladj, ladj64.float(), rtol=1e-4, atol=0)
+    torch.testing.assert_close(z_back, z)
+    torch.testing.assert_close(ladj_back, -ladj, rtol=1e-4, atol=0)
