@@ -120,3 +120,59 @@ def test_radial_far_from_its_centre_in_float32() -> None:
     torch.testing.assert_close(ladj, ladj64.float(), rtol=1e-4, atol=0)
     torch.testing.assert_close(z_back, z)
     torch.testing.assert_close(ladj_back, -ladj, rtol=1e-4, atol=0)
+
+
+# ---------------------------------------------------------------- affine scales (couplings, MAF/IAF)
+
+
+class _Constant(torch.nn.Module):
+    """A conditioner whose raw log-scale and shift are constants, whatever its input."""
+
+    def __init__(self, raw: float, shift: float, features: int):
+        super().__init__()
+        self.raw, self.shift, self.features = raw, shift, features
+
+    def forward(self, x_a: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        n = x_a.shape[0]
+        return torch.cat([x_a.new_full((n, self.features), self.raw), x_a.new_full((n, self.features), self.shift)], 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("scale, raw", [("exp", 1e4), ("exp", -1e4), ("sigmoid", -1e4)])
+def test_affine_scale_beyond_the_float_range_gives_no_nan(dtype: torch.dtype, scale: str, raw: float) -> None:
+    """``exp(raw) = inf`` made ``0 * inf = NaN`` where the scaled value is 0: at ``x_b = 0`` going forward
+    and at ``z_b = t`` going back. The log-scale is clamped to ``+-L`` (:data:`SCALE_FUNCTIONS`)."""
+    from invertible.transforms import AffineCoupling, alternating_mask
+    from invertible.transforms.stable import exp_bound
+
+    layer = AffineCoupling(alternating_mask(4), conditioner=_Constant(raw, 0.5, 2), scale=scale).to(dtype)
+    bound = exp_bound(dtype)
+    x = torch.tensor([[1.0, 0.0, -2.0, 0.0]], dtype=dtype)  # the transformed half (odd positions) is 0
+    y, ladj = layer(x)
+    x_back, ladj_back = layer.inverse(y)
+    torch.testing.assert_close(y, torch.tensor([[1.0, 0.5, -2.0, 0.5]], dtype=dtype))
+    torch.testing.assert_close(x_back, x)
+    torch.testing.assert_close(ladj, torch.tensor([2 * math.copysign(bound, raw)], dtype=dtype))
+    torch.testing.assert_close(ladj_back, -ladj)
+    # a value whose image leaves the float range overflows to inf, not NaN
+    big = torch.tensor([[0.0, 1e4, 0.0, -1e4]], dtype=dtype)
+    out, _ = layer(big) if raw > 0 else layer.inverse(big)
+    assert not torch.isnan(out).any() and torch.isinf(out[:, 1::2]).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_maf_exp_scale_with_a_huge_network_output(dtype: torch.dtype) -> None:
+    """The MAF density pass and its sequential inverse with ``beta = 1e4``: no NaN at ``x = 0``."""
+    from invertible.transforms import MaskedAffineAutoregressive
+    from invertible.transforms.stable import exp_bound
+
+    layer = MaskedAffineAutoregressive(3, hidden=(8,), scale="exp").to(dtype)
+    with torch.no_grad():
+        layer.net.output.bias[:3] = 1e4  # beta outputs; the weights start at zero
+        layer.net.output.bias[3:] = 0.5  # m outputs
+    x = torch.zeros(2, 3, dtype=dtype)
+    z, ladj = layer(x)
+    torch.testing.assert_close(z, torch.full_like(x, 0.5))
+    torch.testing.assert_close(ladj, torch.full((2,), 3 * exp_bound(dtype), dtype=dtype))
+    x_back, _ = layer.inverse(z)
+    torch.testing.assert_close(x_back, x)
