@@ -176,3 +176,24 @@ def test_maf_exp_scale_with_a_huge_network_output(dtype: torch.dtype) -> None:
     torch.testing.assert_close(ladj, torch.full((2,), 3 * exp_bound(dtype), dtype=dtype))
     x_back, _ = layer.inverse(z)
     torch.testing.assert_close(x_back, x)
+
+
+# ---------------------------------------------------------------- ActNorm
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_actnorm_initialises_on_values_near_the_float_range(dtype: torch.dtype) -> None:
+    """``x^2`` overflows from ``|x| ~ sqrt(max)`` and ``sum x`` near ``max``; the statistics are still the batch's
+    mean and standard deviation (the old init gave ``log_scale = inf``, every output 0 and a log-det of -inf)."""
+    from invertible.transforms import ActNorm
+
+    big = math.sqrt(torch.finfo(dtype).max) * 100.0  # 1.8e21 in float32, 1.3e156 in float64
+    top = torch.finfo(dtype).max * 0.9
+    x = torch.tensor([[big, top, 5.0], [-big, top, 5.0], [big, top * (2 / 3), 5.0]], dtype=dtype)
+    layer = ActNorm(3).to(dtype)
+    z, ladj = layer(x)
+    expected = torch.tensor([[2**-0.5, 2**-0.5, 0.0], [-(2**0.5), 2**-0.5, 0.0], [2**-0.5, -(2**0.5), 0.0]], dtype=dtype)
+    torch.testing.assert_close(z, expected)
+    std = [big * math.sqrt(8 / 9), top * (math.sqrt(2) / 9)]  # the third channel is constant: log_scale 0
+    torch.testing.assert_close(layer.log_scale.detach(), torch.tensor([math.log(s) for s in std] + [0.0], dtype=dtype))
+    torch.testing.assert_close(ladj, -layer.log_scale.detach().sum().expand(3))
