@@ -197,3 +197,21 @@ def test_actnorm_initialises_on_values_near_the_float_range(dtype: torch.dtype) 
     std = [big * math.sqrt(8 / 9), top * (math.sqrt(2) / 9)]  # the third channel is constant: log_scale 0
     torch.testing.assert_close(layer.log_scale.detach(), torch.tensor([math.log(s) for s in std] + [0.0], dtype=dtype))
     torch.testing.assert_close(ladj, -layer.log_scale.detach().sum().expand(3))
+
+
+# ---------------------------------------------------------------- logit preprocessing
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("alpha, value", [(0.0, 0.0), (0.0, 1.0), (0.05, 1.2), (0.05, -0.5)])
+def test_logit_refuses_values_outside_its_domain(dtype: torch.dtype, alpha: float, value: float) -> None:
+    """At 0 or 1 with ``alpha = 0`` the latent is infinite and the log-det ``+inf`` (their sum with a base
+    log-density is NaN); further out the logarithms are NaN. Both are a ValueError naming the value."""
+    from invertible.transforms import Logit
+
+    layer = Logit(alpha)
+    x = torch.tensor([[0.5, value, 0.25]], dtype=dtype)
+    with pytest.raises(ValueError, match=rf"Logit\(alpha={alpha}\) needs values in .*1 outside, e\.g\. {value:g}"):
+        layer(x)
+    z, ladj = layer(torch.tensor([[0.5, 1e-30, 1.0 - 1e-7]], dtype=torch.float64))  # inside, however near the edge
+    assert torch.isfinite(z).all() and torch.isfinite(ladj).all()
