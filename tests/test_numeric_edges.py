@@ -215,3 +215,65 @@ def test_logit_refuses_values_outside_its_domain(dtype: torch.dtype, alpha: floa
         layer(x)
     z, ladj = layer(torch.tensor([[0.5, 1e-30, 1.0 - 1e-7]], dtype=torch.float64))  # inside, however near the edge
     assert torch.isfinite(z).all() and torch.isfinite(ladj).all()
+
+
+# ---------------------------------------------------------------- the flow boundary
+
+
+class _Zero(torch.nn.Module):
+    """A conditioner ``0 * x_a``: finite inputs give zeros, an overflowed ``inf`` gives NaN."""
+
+    def forward(self, x_a: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.cat([x_a * 0.0, x_a * 0.0], 1)
+
+
+def _overflowing_flow(dtype: torch.dtype, raw: float):
+    """Two couplings on 2-D vectors: the first scales ``x_1`` by ``exp(raw)`` (clamped to the float range),
+    the second reads ``x_1`` through :class:`_Zero`."""
+    from invertible import Compose, Flow
+    from invertible.distributions import StandardNormal
+    from invertible.transforms import AffineCoupling
+
+    first = AffineCoupling(torch.tensor([True, False]), conditioner=_Constant(raw, 0.0, 1), scale="exp")
+    second = AffineCoupling(torch.tensor([False, True]), conditioner=_Zero(), scale="exp")
+    return Flow(Compose(first, second), StandardNormal(2)).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_log_prob_is_an_error_where_a_layer_overflowed(dtype: torch.dtype) -> None:
+    """A latent that overflows to ``inf`` becomes NaN in the next network (``0 * inf``): log_prob raises a
+    ValueError naming the inputs, not a NaN; a density that only underflows the float range is ``-inf``."""
+    flow = _overflowing_flow(dtype, 1e4)
+    x = torch.tensor([[0.5, 0.0], [0.5, 2.0], [0.5, -3.0]], dtype=dtype)
+    with pytest.raises(ValueError, match=rf"log_prob is NaN at 2 of 3 input\(s\), although the inputs are finite: .*{dtype}"):
+        flow.log_prob(x)
+    flow.validate = False  # unchecked, the raw NaN comes back
+    assert torch.isnan(flow.log_prob(x)[1:]).all()
+    flow.validate = True
+    x = torch.tensor([[0.5, 0.0], [3 * math.sqrt(torch.finfo(dtype).max), 0.0]], dtype=dtype)
+    log_p = flow.log_prob(x)  # the second latent's square overflows: a log-density below the float range
+    assert torch.isfinite(log_p[0]) and log_p[1] == -math.inf
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sample_at_a_temperature_beyond_the_float_range(dtype: torch.dtype) -> None:
+    """``T u`` overflows: a ValueError, where the samples used to be silently NaN."""
+    from invertible.models import build
+
+    torch.manual_seed(0)
+    flow = build("realnvp", features=2, layers=2, hidden=[4]).to(dtype)
+    with pytest.raises(ValueError, match=rf"temperature .* takes the base noise beyond the {dtype} range"):
+        flow.sample(64, temperature=torch.finfo(dtype).max)
+    assert torch.isfinite(flow.sample(64, temperature=1e-30)).all()  # tiny temperatures are fine
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_samples_that_overflow_are_reported(dtype: torch.dtype) -> None:
+    """The inverse scales by ``exp(L)``, the largest finite scale: samples with ``|u| > 1`` overflow to inf,
+    and sample() says how many instead of handing them back silently."""
+    torch.manual_seed(0)
+    flow = _overflowing_flow(dtype, -1e4)
+    with pytest.warns(RuntimeWarning, match=r"\d+ of 64 sample\(s\) are not finite: the inverse map overflowed"):
+        x = flow.sample(64)
+    overflowed = ~torch.isfinite(x).all(1)
+    assert 0 < int(overflowed.sum()) < 64
