@@ -14,7 +14,9 @@ from invertible.models import build
 from invertible.transforms import ElementwiseAffine, LeakyReLU, Logit, LULinear, SmoothLeakyELU
 
 
-def _perturbed(make: Callable[[], Flow], scale: float, seed: int, warm_up: Callable[..., torch.Tensor] = torch.randn) -> Flow:
+def _perturbed(
+    make: Callable[[], Flow], scale: float, seed: int, warm_up: Callable[..., torch.Tensor] = torch.randn
+) -> Flow:
     """A float64 flow whose every parameter (zero-initialised heads included) is moved off its initial value
     (after one pass over ``warm_up`` data, drawn in the flow's domain)."""
     torch.manual_seed(seed)

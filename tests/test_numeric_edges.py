@@ -32,7 +32,8 @@ def _set(params, dtype: torch.dtype, **values: float) -> None:
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_planar_log_det_where_softplus_underflows(dtype: torch.dtype) -> None:
-    """``1 + w^T u_hat = softplus(w^T u)`` underflows to 0; at ``a = 0`` the log-det is ``log softplus(w^T u) = w^T u``."""
+    """``1 + w^T u_hat = softplus(w^T u)`` underflows to 0; at ``a = 0`` the log-det is
+    ``log softplus(w^T u) = w^T u``."""
     wu = UNDERFLOW[dtype]
     layer = Planar(2).to(dtype)
     _set(layer.params, dtype, u=[wu, 0.0], w=[1.0, 0.0], b=0.0)
@@ -57,7 +58,8 @@ def test_planar_log_det_where_softplus_underflows(dtype: torch.dtype) -> None:
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("variant", ["orthogonal", "householder"])
 def test_sylvester_log_det_with_saturated_diagonals(dtype: torch.dtype, variant: str) -> None:
-    """``tanh(d1) tanh(d2)`` rounds to -1: ``log(1 + sech^2(0) R_ii R~_ii)`` is ``log(1 - tanh(d)^2)``, not ``log 0``."""
+    """``tanh(d1) tanh(d2)`` rounds to -1: ``log(1 + sech^2(0) R_ii R~_ii)`` is ``log(1 - tanh(d)^2)``,
+    not ``log 0``."""
     d = 12.0 if dtype == torch.float32 else 20.0  # tanh(d) == 1 in floating point
     torch.manual_seed(0)
     layer = Sylvester(3, variant=variant).to(dtype)
@@ -95,7 +97,8 @@ def test_radial_at_its_centre_when_alpha_underflows(dtype: torch.dtype) -> None:
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_radial_near_the_invertibility_edge(dtype: torch.dtype) -> None:
-    """``beta -> -alpha``: ``1 + beta h`` cancels to 0 at ``z0``; the log-det there is ``D log(softplus(b) / alpha)``."""
+    """``beta -> -alpha``: ``1 + beta h`` cancels to 0 at ``z0``; the log-det there is
+    ``D log(softplus(b) / alpha)``."""
     b = UNDERFLOW[dtype]
     layer = Radial(2).to(dtype)
     _set(layer.params, dtype, z0=0.0, alpha=5.0, beta=b)
@@ -192,7 +195,8 @@ def test_actnorm_initialises_on_values_near_the_float_range(dtype: torch.dtype) 
     x = torch.tensor([[big, top, 5.0], [-big, top, 5.0], [big, top * (2 / 3), 5.0]], dtype=dtype)
     layer = ActNorm(3).to(dtype)
     z, ladj = layer(x)
-    expected = torch.tensor([[2**-0.5, 2**-0.5, 0.0], [-(2**0.5), 2**-0.5, 0.0], [2**-0.5, -(2**0.5), 0.0]], dtype=dtype)
+    r = 2**-0.5
+    expected = torch.tensor([[r, r, 0.0], [-2 * r, r, 0.0], [r, -2 * r, 0.0]], dtype=dtype)
     torch.testing.assert_close(z, expected)
     std = [big * math.sqrt(8 / 9), top * (math.sqrt(2) / 9)]  # the third channel is constant: log_scale 0
     torch.testing.assert_close(layer.log_scale.detach(), torch.tensor([math.log(s) for s in std] + [0.0], dtype=dtype))
@@ -245,7 +249,8 @@ def test_log_prob_is_an_error_where_a_layer_overflowed(dtype: torch.dtype) -> No
     ValueError naming the inputs, not a NaN; a density that only underflows the float range is ``-inf``."""
     flow = _overflowing_flow(dtype, 1e4)
     x = torch.tensor([[0.5, 0.0], [0.5, 2.0], [0.5, -3.0]], dtype=dtype)
-    with pytest.raises(ValueError, match=rf"log_prob is NaN at 2 of 3 input\(s\), although the inputs are finite: .*{dtype}"):
+    message = rf"log_prob is NaN at 2 of 3 input\(s\), although the inputs are finite: .*{dtype}"
+    with pytest.raises(ValueError, match=message):
         flow.log_prob(x)
     flow.validate = False  # unchecked, the raw NaN comes back
     assert torch.isnan(flow.log_prob(x)[1:]).all()

@@ -321,7 +321,8 @@ class Flow(nn.Module):
                 f"the inverse map overflowed the {x.dtype} range at temperature {temperature:g}; "
                 "sample in float64 or at a lower temperature"
             )
-            warnings.warn(f"{int(bad.sum())} of {len(bad)} sample(s) are not finite: {cause}", RuntimeWarning, stacklevel=3)
+            message = f"{int(bad.sum())} of {len(bad)} sample(s) are not finite: {cause}"
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
 
     def _base_noise(
         self, n: int | Sequence[int], context: Tensor | None, temperature: float

@@ -145,7 +145,8 @@ class Logit(Transform):
         y = self.alpha + (1 - 2 * self.alpha) * x
         outside = ~((y > 0) & (y < 1))
         if not torch.compiler.is_compiling() and outside.any():  # a compiled graph keeps no data-dependent branch
-            where = "in (0, 1)" if self.alpha == 0 else f"in [0, 1] (or up to {self.alpha / (1 - 2 * self.alpha):.3g} beyond)"
+            margin = self.alpha / (1 - 2 * self.alpha)
+            where = "in (0, 1)" if self.alpha == 0 else f"in [0, 1] (or up to {margin:.3g} beyond)"
             raise ValueError(
                 f"Logit(alpha={self.alpha}) needs values {where}; got {int(outside.sum())} outside, "
                 f"e.g. {x[outside][0].item():.6g}"
