@@ -8,7 +8,6 @@ exact to rounding, so ordinary inputs give the same numbers as the plain formula
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -75,12 +74,20 @@ def log1p_tanh_product(x: Tensor, y: Tensor) -> Tensor:
     return _LOG2 - F.softplus(ax) - F.softplus(ay) + torch.where((x >= 0) == (y >= 0), same, opposite)
 
 
-@functools.lru_cache(maxsize=None)
+def _exp_bound(dtype: torch.dtype) -> float:
+    finfo = torch.finfo(dtype)
+    return math.log(finfo.max) * (1.0 - 4.0 * finfo.eps)
+
+
+_EXP_BOUNDS = {dtype: _exp_bound(dtype) for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
+
+
 def exp_bound(dtype: torch.dtype) -> float:
     """A bound ``L`` just below ``log(finfo(dtype).max)``: ``exp(s)`` and ``exp(-s)`` are finite for ``|s| <= L``.
 
     (``log(max)`` itself rounds up in float32, where ``exp`` of it is ``inf``; the margin
     of a few ulps keeps ``exp(L)`` finite whichever ``exp`` implementation a device has.)
+    A table lookup, so that ``torch.compile`` traces it as a constant.
     """
-    finfo = torch.finfo(dtype)
-    return math.log(finfo.max) * (1.0 - 4.0 * finfo.eps)
+    bound = _EXP_BOUNDS.get(dtype)
+    return _exp_bound(dtype) if bound is None else bound
