@@ -15,7 +15,8 @@ from invertible.models import Planar, Radial, Sylvester
 from invertible.transforms import Planar as PlanarLayer
 from invertible.transforms import Radial as RadialLayer
 from invertible.transforms import Sylvester as SylvesterLayer
-from invertible.transforms.roots import bracketed_newton, log_sech2
+from invertible.transforms.roots import bracketed_newton
+from invertible.transforms.stable import log_sech2
 from invertible.variational import FAMILIES, TARGETS, Target, approximation, evaluate, fit, get_target
 from invertible.variational.likelihoods import log_likelihood
 from invertible.variational.vae import VAE, evaluate_vae, train_vae

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import operator
+import warnings
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -140,13 +141,22 @@ class Flow(nn.Module):
     ``f.inverse``. With ``validate=True`` the public methods check shapes and
     finiteness and raise ``ValueError`` with a message naming the problem.
 
+    Values beyond the float range (``validate=True``): a log-density below it (a
+    latent whose square overflows, as for ``|x| ~ 1e20`` in float32) is ``-inf``,
+    which is what it rounds to; a log-density that is NaN although the inputs are
+    finite (a layer overflowed, so that ``inf - inf`` or ``0 * inf`` arose) is a
+    ``ValueError`` from :meth:`log_prob`. In sampling, a temperature whose base
+    noise overflows is a ``ValueError``; samples that the inverse map overflows are
+    returned as they are (``+-inf`` or NaN) with a ``RuntimeWarning`` saying how many.
+
     Args:
         transform: the bijection from data to the base space.
         base: a base distribution module with ``log_prob``, ``sample``,
             ``rsample`` and ``event_shape`` (see :mod:`invertible.distributions`).
         context_features: size of the conditioning vector, or ``None`` for an
             unconditional flow.
-        validate: check inputs at the public boundary (switch off for speed).
+        validate: check inputs at the public boundary, and results beyond the float range (see above); switch
+            off for speed.
     """
 
     def __init__(
@@ -224,7 +234,25 @@ class Flow(nn.Module):
         if context is not None:
             context = context.reshape(-1, context.shape[-1])
         z, ladj = self.transform(x, context)
-        return (self.base.log_prob(z) + ladj).reshape(batch_shape)
+        log_p = (self.base.log_prob(z) + ladj).reshape(batch_shape)
+        if self.validate:
+            self._check_log_prob(log_p)
+        return log_p
+
+    def _check_log_prob(self, log_p: Tensor) -> None:
+        """A ``ValueError`` where the log-density of finite inputs is NaN (``-inf`` is a value: see the class)."""
+        nan = torch.isnan(log_p)
+        if not nan.any():
+            return
+        where = f"{int(nan.sum())} of {nan.numel()} input(s)"
+        if self._diverged():
+            raise ValueError(f"log_prob is NaN at {where}: the flow's parameters are not all finite (a diverged model)")
+        limit = torch.finfo(log_p.dtype).max
+        raise ValueError(
+            f"log_prob is NaN at {where}, although the inputs are finite: a layer overflowed the {log_p.dtype} "
+            f"range (+-{limit:.3g}) on them, so their log-density has no representable value; evaluate in "
+            "float64, or keep the inputs near the scale of the data the flow was fitted to"
+        )
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Alias of :meth:`log_prob`, so ``flow(x)`` works with hooks and DDP."""
@@ -276,7 +304,25 @@ class Flow(nn.Module):
         """
         shape, context, u = self._base_noise(n, context, temperature)
         x, _ = self.transform.inverse(u, context)
+        if self.validate:
+            self._check_samples(x, temperature)
         return x.reshape(*shape, *self.event_shape)
+
+    def _diverged(self) -> bool:
+        """Whether a parameter is NaN or infinite (asked only once a result is, to name the cause)."""
+        return not all(bool(torch.isfinite(p).all()) for p in self.parameters())
+
+    def _check_samples(self, x: Tensor, temperature: float) -> None:
+        """A ``RuntimeWarning`` for samples that are not finite: the inverse map overflowed (or the flow diverged)."""
+        bad = ~torch.isfinite(x.flatten(1)).all(1)
+        if bad.any():
+            cause = (
+                "the flow's parameters are not all finite (a diverged model)" if self._diverged() else
+                f"the inverse map overflowed the {x.dtype} range at temperature {temperature:g}; "
+                "sample in float64 or at a lower temperature"
+            )
+            message = f"{int(bad.sum())} of {len(bad)} sample(s) are not finite: {cause}"
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
 
     def _base_noise(
         self, n: int | Sequence[int], context: Tensor | None, temperature: float
@@ -286,7 +332,15 @@ class Flow(nn.Module):
             raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
         shape, context = self._sample_shape(n, context)
         u = self.base.rsample((math.prod(shape),))
-        return shape, context, u * temperature if temperature != 1.0 else u
+        if temperature == 1.0:
+            return shape, context, u
+        u = u * temperature
+        if self.validate and not bool(torch.isfinite(u).all()):
+            raise ValueError(
+                f"temperature {temperature:g} takes the base noise beyond the {u.dtype} range "
+                f"(+-{torch.finfo(u.dtype).max:.3g}); sample in float64 or at a lower temperature"
+            )
+        return shape, context, u
 
     def sample(
         self, n: int | Sequence[int] = 1, context: Tensor | None = None, temperature: float = 1.0

@@ -217,7 +217,10 @@ class MADE(_MaskPool, Flow):
         def draw(idx: Tensor) -> Tensor:
             return self.transform.inverse(u[idx], None if context is None else context[idx])[0]
 
-        return self._ensemble_sample(len(u), draw).reshape(*shape, *self.event_shape)
+        x = self._ensemble_sample(len(u), draw)
+        if self.validate:
+            self._check_samples(x, temperature)
+        return x.reshape(*shape, *self.event_shape)
 
     def rsample_and_log_prob(self, n: int | Sequence[int] = 1, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Samples and their log-density: of the loaded mask set in training mode, of the ensemble otherwise."""

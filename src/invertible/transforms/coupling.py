@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..core import Transform
 from ..nets import MLP
+from .stable import exp_bound
 
 __all__ = ["AdditiveCoupling", "AffineCoupling", "alternating_mask", "soft_clamp", "SCALE_FUNCTIONS"]
 
@@ -37,15 +38,30 @@ def soft_clamp(raw: Tensor, bound: float = 3.0) -> Tensor:
 
 
 def _sigmoid_log_scale(raw: Tensor) -> Tensor:
-    """Glow's code: ``scale = sigmoid(raw + 2)``, so ``log scale = log sigmoid(raw + 2)`` (one fused op)."""
-    return F.logsigmoid(raw + 2.0)
+    """Glow's code: ``scale = sigmoid(raw + 2)``, so ``log scale = log sigmoid(raw + 2)`` (one fused op),
+    floored at ``-L`` (:func:`~invertible.transforms.stable.exp_bound`): below it ``exp(-log scale)``
+    is ``inf`` and the inverse ``(z - t) exp(-log scale)`` is ``0 * inf = NaN`` at ``z = t``."""
+    return F.logsigmoid(raw + 2.0).clamp_min(-exp_bound(raw.dtype))
 
 
-#: How an affine coupling turns the raw network output into a log-scale.
+def _exp_log_scale(raw: Tensor) -> Tensor:
+    """The original unbounded scale ``log scale = raw``, clamped to ``[-L, L]``
+    (:func:`~invertible.transforms.stable.exp_bound`): beyond it ``exp(raw)`` or ``exp(-raw)``
+    is ``inf`` and ``x exp(raw)`` is ``0 * inf = NaN`` at ``x = 0``."""
+    bound = exp_bound(raw.dtype)
+    return raw.clamp(-bound, bound)
+
+
+#: How an affine coupling turns the raw network output into a log-scale. Every one keeps
+#: ``|log scale| <= L``, the largest value whose ``exp`` is a finite float (88.7 in float32, 709.8
+#: in float64): ``"softclamp"`` by construction (``|s| < 3``), ``"sigmoid"`` and ``"exp"`` by a clamp
+#: that changes the map only where its scale or inverse scale would not be a finite float. The
+#: affine map and its log-det are then finite for every finite input whose image is a finite
+#: float; where ``|x| exp(s)`` itself exceeds the float range the output is ``+-inf``, not NaN.
 SCALE_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "softclamp": soft_clamp,
     "sigmoid": _sigmoid_log_scale,
-    "exp": lambda raw: raw,
+    "exp": _exp_log_scale,
 }
 
 
@@ -179,7 +195,7 @@ class AffineCoupling(_MaskedCoupling):
     unit gradient — and keeps ``|s| < 3`` so no single layer can blow up or
     collapse its input; ``"sigmoid"`` is Glow's ``sigmoid(raw + 2)``, which
     only contracts (scale in (0, 1)) and starts at 0.88; ``"exp"`` is the
-    unbounded original.
+    unbounded original (bounded only by the float range, see :data:`SCALE_FUNCTIONS`).
     """
 
     params_per_dim = 2

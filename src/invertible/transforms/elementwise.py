@@ -128,6 +128,11 @@ class Logit(Transform):
     ``alpha > 0`` keeps the boundary values 0 and 1 finite. The log-det
     ``log(1 - 2 alpha) - log y - log(1 - y)`` per coordinate is exact, so
     likelihoods measured after this step convert back to the data space.
+
+    ``forward`` raises ``ValueError`` for ``x`` outside its domain ``0 < y < 1``: the open
+    interval (0, 1) for ``alpha = 0`` (at 0 or 1, ``z = -+inf`` and the log-det is ``+inf``,
+    whose sum with a base log-density is NaN), ``[0, 1]`` and a margin for ``alpha > 0``
+    (beyond it the logarithms are NaN). The check is skipped inside ``torch.compile``.
     """
 
     def __init__(self, alpha: float = 0.0):
@@ -138,6 +143,14 @@ class Logit(Transform):
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         y = self.alpha + (1 - 2 * self.alpha) * x
+        outside = ~((y > 0) & (y < 1))
+        if not torch.compiler.is_compiling() and outside.any():  # a compiled graph keeps no data-dependent branch
+            margin = self.alpha / (1 - 2 * self.alpha)
+            where = "in (0, 1)" if self.alpha == 0 else f"in [0, 1] (or up to {margin:.3g} beyond)"
+            raise ValueError(
+                f"Logit(alpha={self.alpha}) needs values {where}; got {int(outside.sum())} outside, "
+                f"e.g. {x[outside][0].item():.6g}"
+            )
         z = torch.log(y) - torch.log1p(-y)
         ladj = math.log1p(-2 * self.alpha) - torch.log(y) - torch.log1p(-y)
         return z, sum_except_batch(ladj)

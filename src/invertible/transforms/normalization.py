@@ -57,19 +57,27 @@ class ActNorm(Transform):
         ``E[x^2] - E[x]^2`` cancels where ``|mean| >> std``). A channel has no spread when
         its largest and smallest values are equal: its deviations from the rounded mean
         are not exactly zero.
+        Both passes run on ``x`` divided by a power of two at least half its channel's largest
+        ``|x|`` (:meth:`_unit`): the division and the final rescaling are exact, so the statistics
+        are the same numbers, but neither ``sum x`` nor ``sum (x - mean)^2`` overflows (in float32
+        ``x^2`` does from ``|x| ~ 2e19``, and the standard deviation became ``inf``).
         Returns whether it did: a batch with no values (on every rank) leaves the layer for the next one.
         """
         dims = [d for d in range(x.dim()) if d != 1]
         pooled = dist.is_available() and dist.is_initialized()
-        count = x.new_full((1,), x.numel() / x.shape[1])
-        sums = torch.cat([x.sum(dim=dims), count])
         if x.numel():
             extremes = torch.cat([x.amax(dim=dims), -x.amin(dim=dims)])
         else:
             extremes = x.new_full((2 * x.shape[1],), -math.inf)
         if pooled:
-            dist.all_reduce(sums)
             dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
+        high, neg_low = extremes.view(2, -1)
+        unit = self._unit(torch.maximum(high, neg_low))
+        x = x / self._view(unit, x)  # exact, and no overflow of the sums below for |x| up to the float range
+        count = x.new_full((1,), x.numel() / x.shape[1])
+        sums = torch.cat([x.sum(dim=dims), count])
+        if pooled:
+            dist.all_reduce(sums)
         total = sums[-1]
         if total == 0:
             return False
@@ -77,12 +85,19 @@ class ActNorm(Transform):
         sq = (x - self._view(mean, x)).pow(2).sum(dim=dims)
         if pooled:
             dist.all_reduce(sq)
-        std = (sq / total).sqrt()
-        high, neg_low = extremes.view(2, -1)
+        mean, std = mean * unit, (sq / total).sqrt() * unit
         self.loc.copy_(mean)
         self.log_scale.copy_(torch.where(high > -neg_low, torch.log(std + self.eps), 0.0))
         self.initialized.fill_(True)
         return True
+
+    @staticmethod
+    def _unit(peak: Tensor) -> Tensor:
+        """Per channel, the power of two ``2^(e - 1)`` with ``peak = m 2^e``, ``m`` in ``[1/2, 1)``
+        (``2^(e - 1)``, not ``2^e``, stays finite at the largest float); 1 for a channel without values."""
+        exponent = torch.frexp(torch.where(torch.isfinite(peak), peak, 1.0)).exponent
+        low = math.frexp(torch.finfo(peak.dtype).tiny)[1] - 1  # 2^low is the smallest normal float
+        return torch.ldexp(torch.ones_like(peak), (exponent - 1).clamp_min(low))
 
     def _ladj(self, x: Tensor) -> Tensor:
         pixels = math.prod(x.shape[2:])

@@ -23,7 +23,8 @@ from torch import Tensor
 
 from ..core import Transform
 from .amortized import ContextParameters
-from .roots import bracketed_newton, log_sech2
+from .roots import bracketed_newton, implicit_step
+from .stable import log_add, log_sech2, log_softplus
 
 __all__ = ["Planar"]
 
@@ -38,6 +39,10 @@ class Planar(Transform):
     ``log(tanh^2(a) + softplus(w^T u) sech^2(a))`` (the same number, as
     ``1 + w^T u_hat = softplus(w^T u)``): both terms are non-negative, where
     ``1 + (w^T u_hat) sech^2(a)`` cancels to 0 or below once ``w^T u_hat`` rounds to -1.
+    Where that sum falls below the smallest normal float (``softplus(w^T u)``
+    underflows for ``w^T u < -87`` in float32, ``-708`` in float64, and ``a ~ 0``) it
+    is summed in log space from ``log softplus(w^T u)``, so the log-det stays finite
+    and exact (e.g. ``w^T u`` itself at ``a = 0``) rather than ``log 0 = -inf``.
 
     ``inverse(z)`` is ``g`` (closed form). ``forward(y)`` is ``g^{-1}``: with
     ``a = w^T z + b``, ``w^T y + b = a + (w^T u_hat) tanh(a)``, an increasing
@@ -72,28 +77,34 @@ class Planar(Transform):
         u = math.log(math.e - 1.0) * w / (w * w).sum().clamp_min(torch.finfo(w.dtype).tiny)
         self.params = ContextParameters({"u": u, "w": w, "b": torch.zeros(1)}, context_features)
 
-    def _coefficients(self, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``(u_hat, w, b, q)`` with ``q = 1 + w^T u_hat = softplus(w^T u) > 0``."""
+    def _coefficients(self, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """``(u_hat, w, b, q, log q)`` with ``q = 1 + w^T u_hat = softplus(w^T u) > 0``."""
         p = self.params(context)
         u, w, b = p["u"], p["w"], p["b"]
         wu = (w * u).sum(-1, keepdim=True)
         w2 = (w * w).sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
         q = F.softplus(wu)
         u_hat = u + (q - 1.0 - wu) * w / w2
-        return u_hat, w, b, q
+        return u_hat, w, b, q, log_softplus(wu)
 
     @staticmethod
     def _slope(a: Tensor, q: Tensor) -> Tensor:
         """``dg/dz`` along ``w``: ``1 + (w^T u_hat) sech^2(a) = tanh^2(a) + q sech^2(a)``."""
         return torch.tanh(a).square() + q * log_sech2(a).exp()
 
+    @staticmethod
+    def _log_slope(a: Tensor, q: Tensor, log_q: Tensor) -> Tensor:
+        """``log(tanh^2(a) + q sech^2(a))``, in log space where the sum underflows."""
+        log_s2 = log_sech2(a)
+        return log_add(torch.tanh(a).square(), log_q + log_s2, q * log_s2.exp())
+
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        u_hat, w, b, q = self._coefficients(context)
+        u_hat, w, b, q, log_q = self._coefficients(context)
         a = (z * w).sum(-1, keepdim=True) + b
-        return z + u_hat * torch.tanh(a), torch.log(self._slope(a, q)).squeeze(-1)
+        return z + u_hat * torch.tanh(a), self._log_slope(a, q, log_q).squeeze(-1)
 
     def forward(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        u_hat, w, b, q = self._coefficients(context)
+        u_hat, w, b, q, log_q = self._coefficients(context)
         t = (y * w).sum(-1, keepdim=True) + b
         c = q - 1.0
 
@@ -101,7 +112,6 @@ class Planar(Transform):
             return a + c * torch.tanh(a) - t, self._slope(a, q)
 
         a0 = bracketed_newton(equation, t - c.abs(), t + c.abs())
-        f, df = equation(a0)
-        a = a0 - f / df  # one Newton step from the detached root: exact implicit gradients
+        a = implicit_step(a0, *equation(a0))  # one Newton step from the detached root: exact implicit gradients
         z = y - u_hat * torch.tanh(a)
-        return z, -torch.log(self._slope(a, q)).squeeze(-1)
+        return z, -self._log_slope(a, q, log_q).squeeze(-1)

@@ -7,15 +7,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["bracketed_newton", "log_sech2"]
-
-_LOG2 = 0.6931471805599453
-
-
-def log_sech2(a: Tensor) -> Tensor:
-    """``log(1 - tanh(a)^2)`` without cancellation: ``2 (log 2 - |a| - softplus(-2|a|))``."""
-    m = a.abs()
-    return 2.0 * (_LOG2 - m - torch.nn.functional.softplus(-2.0 * m))
+__all__ = ["bracketed_newton", "implicit_step"]
 
 
 def bracketed_newton(
@@ -50,3 +42,17 @@ def bracketed_newton(
             if bool(done.all()):
                 break
         return a
+
+
+def implicit_step(root: Tensor, f: Tensor, df: Tensor) -> Tensor:
+    """One Newton step ``root - f / df`` from a detached root: its value refines the root, its gradient
+    is the implicit function theorem's ``-grad(f) / f'``.
+
+    Where ``f'`` is below the smallest normal float (a flat point of the map, where ``f' = 0`` in
+    floating point gives ``0 / 0``), the root from :func:`bracketed_newton` is already exact to its
+    bracket, so the value stays ``root``; the gradient is then ``-grad(f) / tiny``, as large as floats
+    allow (the exact one, ``-grad(f) / f'``, is larger still).
+    """
+    tiny = torch.finfo(df.dtype).tiny
+    flat = df < tiny
+    return root - torch.where(flat, f - f.detach(), f) / df.clamp_min(tiny)

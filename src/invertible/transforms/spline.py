@@ -19,7 +19,10 @@ are ``(-B, -B)`` and ``(B, B)`` with derivative 1, and outside ``[-B, B]`` the m
 is the identity (the *linear tails*), so the whole map is a C^1 bijection of R.
 The spline is evaluated on the input clamped to ``[-B, B]`` and merged with the
 tails by ``torch.where``: no NaN or inf at the bounds, in the tails, or for
-huge inputs, in values or gradients. A zero parameter vector gives the identity.
+huge inputs, in values or gradients. (The gradients of the inverse overflow only
+for raw parameters far beyond what networks produce, about 1e8 in float32 and
+1e20 in float64, where the squared quadratic coefficients leave the float range.)
+A zero parameter vector gives the identity.
 """
 
 from __future__ import annotations
@@ -88,7 +91,9 @@ def rational_quadratic_spline(
         a = hk * (s - dk) + dy * (dk1 + dk - 2 * s)
         b = hk * dk - dy * (dk1 + dk - 2 * s)
         c = -s * dy
-        disc = (b.pow(2) - 4 * a * c).clamp_min(0)
+        # floored at the smallest normal float, not 0: where b^2 - 4ac rounds to 0 or below (steep bins, or the
+        # clamped input of a tail), sqrt's gradient at 0 is inf, and times the clamp's 0 it was NaN
+        disc = (b.pow(2) - 4 * a * c).clamp_min(torch.finfo(b.dtype).tiny)
         theta = ((2 * c) / (-b - torch.sqrt(disc))).clamp(0, 1)
         out = theta * wk + xk
     else:

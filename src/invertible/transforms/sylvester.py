@@ -13,7 +13,8 @@ from torch import Tensor
 
 from ..core import Transform
 from .amortized import ContextParameters
-from .roots import bracketed_newton, log_sech2
+from .roots import bracketed_newton
+from .stable import log1p_tanh_product, log_add, log_sech2
 
 __all__ = ["Sylvester"]
 
@@ -36,6 +37,15 @@ class Sylvester(Transform):
     identity gives ``log|det dg/dz| = sum_i log(1 + sech^2(a_i) R_ii R~_ii)``,
     ``a = R~ Q^T z + b``; the diagonals are ``tanh`` of free values (as in the
     paper's code), so ``R_ii R~_ii > -1`` and ``g`` is invertible.
+
+    Saturation: once ``tanh`` of the diagonals rounds to ``+-1`` with opposite signs
+    (values beyond ~9 in float32, ~19 in float64), ``R_ii R~_ii`` is ``-1`` in floating
+    point and ``1 + sech^2(a_i) R_ii R~_ii`` cancels to 0 at ``a_i = 0``. Where
+    ``sech^2(a_i) R_ii R~_ii < -1/2`` the term is therefore evaluated as
+    ``log(tanh^2(a_i) + sech^2(a_i) (1 + R_ii R~_ii))``, a sum of non-negative terms,
+    with ``log(1 + R_ii R~_ii)`` from the diagonals' free values without cancellation
+    (:func:`~invertible.transforms.stable.log1p_tanh_product`), and summed in log space
+    where it underflows: the log-det stays finite and exact to float precision.
 
     ``variant="orthogonal"``: ``Q`` is the QR factor of a free ``D x M`` matrix
     (``M = bottleneck <= D``). ``variant="householder"``: ``Q`` is a product of
@@ -86,7 +96,8 @@ class Sylvester(Transform):
         self.params = ContextParameters(init, context_features)
         self.register_buffer("_upper", torch.ones(m, m).triu(1), persistent=False)
 
-    def _coefficients(self, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _coefficients(self, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """``(Q, R, R~, b, log(1 + diag(R) diag(R~)))``."""
         p = self.params(context)
         r1 = p["r1"] * self._upper + torch.diag_embed(torch.tanh(p["d1"]))
         r2 = p["r2"] * self._upper + torch.diag_embed(torch.tanh(p["d2"]))
@@ -94,7 +105,7 @@ class Sylvester(Transform):
             q = torch.linalg.qr(p["q"]).Q  # (n, D, M)
         else:
             q = p["q"] / p["q"].norm(dim=-1, keepdim=True)  # (n, K, D) unit reflection vectors
-        return q, r1, r2, p["b"]
+        return q, r1, r2, p["b"], log1p_tanh_product(p["d1"], p["d2"])
 
     def _q(self, q: Tensor, v: Tensor) -> Tensor:
         """``Q v`` (``v``: ``(batch, M)``); for Householder ``Q = H_1 ... H_K`` applied reflection by reflection."""
@@ -115,28 +126,35 @@ class Sylvester(Transform):
         return x
 
     @staticmethod
-    def _logdet(a: Tensor, r1: Tensor, r2: Tensor) -> Tensor:
+    def _logdet(a: Tensor, r1: Tensor, r2: Tensor, log1p_diag: Tensor) -> Tensor:
+        """``sum_i log(1 + sech^2(a_i) R_ii R~_ii)``; ``log1p_diag = log(1 + R_ii R~_ii)`` (see the class)."""
         diag = torch.diagonal(r1, dim1=-2, dim2=-1) * torch.diagonal(r2, dim1=-2, dim2=-1)
-        return torch.log1p(log_sech2(a).exp() * diag).sum(-1)
+        log_s2 = log_sech2(a)
+        x = log_s2.exp() * diag
+        direct = x >= -0.5
+        near_zero = log_add(torch.tanh(a).square(), log1p_diag + log_s2)
+        return torch.where(direct, torch.log1p(torch.where(direct, x, 0.0)), near_zero).sum(-1)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        q, r1, r2, b = self._coefficients(context)
+        q, r1, r2, b, log1p_diag = self._coefficients(context)
         v = self._qt(q, z)
         a = _matvec(r2, v) + b
         y = z + self._q(q, _matvec(r1, torch.tanh(a)))
-        return y, self._logdet(a, r1, r2)
+        return y, self._logdet(a, r1, r2, log1p_diag)
 
     def forward(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        q, r1, r2, b = self._coefficients(context)
+        coefficients = self._coefficients(context)
         if y.dim() == 2:
-            return self._solve(y, q, r1, r2, b)
+            return self._solve(y, *coefficients)
         # extra leading sample dimensions (..., batch, D): one row per sample, with its element's coefficients
         lead = y.shape[:-1]
-        q, r1, r2, b = (c.expand(*lead, *c.shape[1:]).reshape(-1, *c.shape[1:]) for c in (q, r1, r2, b))
-        z, ladj = self._solve(y.reshape(-1, self.features), q, r1, r2, b)
+        coefficients = (c.expand(*lead, *c.shape[1:]).reshape(-1, *c.shape[1:]) for c in coefficients)
+        z, ladj = self._solve(y.reshape(-1, self.features), *coefficients)
         return z.reshape(y.shape), ladj.reshape(lead)
 
-    def _solve(self, y: Tensor, q: Tensor, r1: Tensor, r2: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    def _solve(
+        self, y: Tensor, q: Tensor, r1: Tensor, r2: Tensor, b: Tensor, log1p_diag: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """``g^{-1}(y)`` and its log-det for ``y`` of shape ``(batch, D)`` (coefficients of batch 1 or ``batch``)."""
         vy = self._qt(q, y)
         n = vy.shape[0]
@@ -159,7 +177,14 @@ class Sylvester(Transform):
         a = _matvec(r2e, v) + be
         residual = v + _matvec(r1e, torch.tanh(a)) - vy
         jac = torch.eye(self.m, dtype=v.dtype, device=v.device) + r1e * log_sech2(a).exp().unsqueeze(1) @ r2e
+        # a diagonal below the smallest normal float (a flat point of a saturated layer, 0 in floating point):
+        # the root is exact to its bracket, so the step keeps its value and only carries the gradient
+        tiny = torch.finfo(jac.dtype).tiny
+        pivots = torch.diagonal(jac, dim1=-2, dim2=-1)
+        flat = (pivots < tiny).any(-1, keepdim=True)
+        residual = torch.where(flat, residual - residual.detach(), residual)
+        jac = jac + torch.diag_embed(pivots.clamp_min(tiny) - pivots)
         v = v - torch.linalg.solve_triangular(jac, residual.unsqueeze(-1), upper=True).squeeze(-1)
         a = _matvec(r2e, v) + be
         z = y - self._q(q, _matvec(r1e, torch.tanh(a)))
-        return z, -self._logdet(a, r1e, r2e)
+        return z, -self._logdet(a, r1e, r2e, log1p_diag.expand(n, -1))

@@ -1,0 +1,305 @@
+"""Extreme but finite inputs and parameters: no silent NaN or inf where the exact value is a float.
+
+Each test puts a transform (or the flow boundary) where a plain formula under- or overflows,
+in float32 and float64, and checks the values and log-dets against closed forms; where a
+value truly cannot be represented it checks the documented outcome (an error or -inf).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from invertible.transforms import Planar, Radial, Sylvester
+
+DTYPES = [torch.float32, torch.float64]
+# a parameter whose softplus underflows to exactly 0 in each precision (below -103.97 and -744.4)
+UNDERFLOW = {torch.float32: -120.0, torch.float64: -800.0}
+
+
+def _set(params, dtype: torch.dtype, **values: float) -> None:
+    """Fill the named parts of a :class:`ContextParameters` with constants (a list fills element-wise)."""
+    with torch.no_grad():
+        parts = dict(zip(params.names, torch.split(params.theta, params.sizes)))
+        for name, value in values.items():
+            parts[name].copy_(torch.as_tensor(value, dtype=dtype).expand_as(parts[name]))
+
+
+# ---------------------------------------------------------------- planar
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_planar_log_det_where_softplus_underflows(dtype: torch.dtype) -> None:
+    """``1 + w^T u_hat = softplus(w^T u)`` underflows to 0; at ``a = 0`` the log-det is
+    ``log softplus(w^T u) = w^T u``."""
+    wu = UNDERFLOW[dtype]
+    layer = Planar(2).to(dtype)
+    _set(layer.params, dtype, u=[wu, 0.0], w=[1.0, 0.0], b=0.0)
+    z = torch.tensor([[0.0, 0.0], [0.0, 2.0], [0.5, -1.0]], dtype=dtype)
+    y, ladj = layer.inverse(z)
+    assert torch.isfinite(y).all()
+    # at a = 0 the slope is softplus(wu) ~ e^wu; elsewhere tanh^2(a) dominates it
+    expected = torch.tensor([wu, wu, math.log(math.tanh(0.5) ** 2)], dtype=dtype)
+    torch.testing.assert_close(ladj, expected)
+    (grad,) = torch.autograd.grad(ladj[0], layer.params.theta)
+    assert torch.isfinite(grad).all() and grad[0] == pytest.approx(1.0)  # d log softplus(wu) / d wu = 1 here
+
+    z_back, ladj_back = layer(y)  # the solved direction sits on the same flat point
+    assert torch.isfinite(z_back).all()
+    torch.testing.assert_close(z_back[:2], z[:2])
+    torch.testing.assert_close(ladj_back[:2], -expected[:2])
+
+
+# ---------------------------------------------------------------- Sylvester
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("variant", ["orthogonal", "householder"])
+def test_sylvester_log_det_with_saturated_diagonals(dtype: torch.dtype, variant: str) -> None:
+    """``tanh(d1) tanh(d2)`` rounds to -1: ``log(1 + sech^2(0) R_ii R~_ii)`` is ``log(1 - tanh(d)^2)``,
+    not ``log 0``."""
+    d = 12.0 if dtype == torch.float32 else 20.0  # tanh(d) == 1 in floating point
+    torch.manual_seed(0)
+    layer = Sylvester(3, variant=variant).to(dtype)
+    _set(layer.params, dtype, d1=d, d2=-d, b=0.0)
+    z = torch.zeros(2, 3, dtype=dtype)  # a = R~ Q^T z + b = 0
+    y, ladj = layer.inverse(z)
+    log_sech2 = 2.0 * (math.log(2.0) - d - math.log1p(math.exp(-2.0 * d)))
+    torch.testing.assert_close(ladj, torch.full((2,), 3 * log_sech2, dtype=dtype))
+    z_back, ladj_back = layer(y)
+    assert torch.isfinite(z_back).all()
+    torch.testing.assert_close(z_back, z)
+    torch.testing.assert_close(ladj_back, -ladj)
+    (grad,) = torch.autograd.grad(ladj.sum(), layer.params.theta)
+    assert torch.isfinite(grad).all()
+
+
+# ---------------------------------------------------------------- radial
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_radial_at_its_centre_when_alpha_underflows(dtype: torch.dtype) -> None:
+    """``alpha = softplus(a)`` underflows: ``g(z0) = z0`` (not ``0 / 0``) and the log-det is
+    ``D log((alpha + beta) / alpha) = D (log softplus(b) - a)``."""
+    a = UNDERFLOW[dtype]
+    layer = Radial(3).to(dtype)
+    _set(layer.params, dtype, z0=[0.5, -1.0, 2.0], alpha=a, beta=0.0)
+    z0 = torch.tensor([[0.5, -1.0, 2.0]], dtype=dtype)
+    y, ladj = layer.inverse(z0)
+    torch.testing.assert_close(y, z0)
+    torch.testing.assert_close(ladj, torch.tensor([3 * (math.log(math.log(2.0)) - a)], dtype=dtype))
+    z_back, ladj_back = layer(y)
+    torch.testing.assert_close(z_back, z0)
+    torch.testing.assert_close(ladj_back, -ladj)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_radial_near_the_invertibility_edge(dtype: torch.dtype) -> None:
+    """``beta -> -alpha``: ``1 + beta h`` cancels to 0 at ``z0``; the log-det there is
+    ``D log(softplus(b) / alpha)``."""
+    b = UNDERFLOW[dtype]
+    layer = Radial(2).to(dtype)
+    _set(layer.params, dtype, z0=0.0, alpha=5.0, beta=b)
+    alpha = math.log1p(math.exp(5.0))
+    z = torch.zeros(1, 2, dtype=dtype)
+    y, ladj = layer.inverse(z)
+    torch.testing.assert_close(ladj, torch.tensor([2 * (b - math.log(alpha))], dtype=dtype))
+    z_back, ladj_back = layer(y)
+    torch.testing.assert_close(z_back, z)
+    torch.testing.assert_close(ladj_back, -ladj)
+
+
+def test_radial_far_from_its_centre_in_float32() -> None:
+    """``|z - z0| ~ 1e20`` overflows ``sum d_i^2`` in float32; the layer agrees with its float64 self."""
+    layer = Radial(3)
+    _set(layer.params, torch.float32, z0=[0.5, -1.0, 2.0], alpha=0.3, beta=1.5)
+    z = torch.tensor([[1e20, -2e20, 5e19], [3e19, 1.0, -1.0]])
+    y, ladj = layer.inverse(z)
+    z_back, ladj_back = layer(y)
+    y64, ladj64 = layer.double().inverse(z.double())
+    torch.testing.assert_close(y, y64.float())
+    torch.testing.assert_close(ladj, ladj64.float(), rtol=1e-4, atol=0)
+    torch.testing.assert_close(z_back, z)
+    torch.testing.assert_close(ladj_back, -ladj, rtol=1e-4, atol=0)
+
+
+# ---------------------------------------------------------------- affine scales (couplings, MAF/IAF)
+
+
+class _Constant(torch.nn.Module):
+    """A conditioner whose raw log-scale and shift are constants, whatever its input."""
+
+    def __init__(self, raw: float, shift: float, features: int):
+        super().__init__()
+        self.raw, self.shift, self.features = raw, shift, features
+
+    def forward(self, x_a: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        n = x_a.shape[0]
+        return torch.cat([x_a.new_full((n, self.features), self.raw), x_a.new_full((n, self.features), self.shift)], 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("scale, raw", [("exp", 1e4), ("exp", -1e4), ("sigmoid", -1e4)])
+def test_affine_scale_beyond_the_float_range_gives_no_nan(dtype: torch.dtype, scale: str, raw: float) -> None:
+    """``exp(raw) = inf`` made ``0 * inf = NaN`` where the scaled value is 0: at ``x_b = 0`` going forward
+    and at ``z_b = t`` going back. The log-scale is clamped to ``+-L`` (:data:`SCALE_FUNCTIONS`)."""
+    from invertible.transforms import AffineCoupling, alternating_mask
+    from invertible.transforms.stable import exp_bound
+
+    layer = AffineCoupling(alternating_mask(4), conditioner=_Constant(raw, 0.5, 2), scale=scale).to(dtype)
+    bound = exp_bound(dtype)
+    x = torch.tensor([[1.0, 0.0, -2.0, 0.0]], dtype=dtype)  # the transformed half (odd positions) is 0
+    y, ladj = layer(x)
+    x_back, ladj_back = layer.inverse(y)
+    torch.testing.assert_close(y, torch.tensor([[1.0, 0.5, -2.0, 0.5]], dtype=dtype))
+    torch.testing.assert_close(x_back, x)
+    torch.testing.assert_close(ladj, torch.tensor([2 * math.copysign(bound, raw)], dtype=dtype))
+    torch.testing.assert_close(ladj_back, -ladj)
+    # a value whose image leaves the float range overflows to inf, not NaN
+    big = torch.tensor([[0.0, 1e4, 0.0, -1e4]], dtype=dtype)
+    out, _ = layer(big) if raw > 0 else layer.inverse(big)
+    assert not torch.isnan(out).any() and torch.isinf(out[:, 1::2]).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_maf_exp_scale_with_a_huge_network_output(dtype: torch.dtype) -> None:
+    """The MAF density pass and its sequential inverse with ``beta = 1e4``: no NaN at ``x = 0``."""
+    from invertible.transforms import MaskedAffineAutoregressive
+    from invertible.transforms.stable import exp_bound
+
+    layer = MaskedAffineAutoregressive(3, hidden=(8,), scale="exp").to(dtype)
+    with torch.no_grad():
+        layer.net.output.bias[:3] = 1e4  # beta outputs; the weights start at zero
+        layer.net.output.bias[3:] = 0.5  # m outputs
+    x = torch.zeros(2, 3, dtype=dtype)
+    z, ladj = layer(x)
+    torch.testing.assert_close(z, torch.full_like(x, 0.5))
+    torch.testing.assert_close(ladj, torch.full((2,), 3 * exp_bound(dtype), dtype=dtype))
+    x_back, _ = layer.inverse(z)
+    torch.testing.assert_close(x_back, x)
+
+
+# ---------------------------------------------------------------- ActNorm
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_actnorm_initialises_on_values_near_the_float_range(dtype: torch.dtype) -> None:
+    """``x^2`` overflows from ``|x| ~ sqrt(max)`` and ``sum x`` near ``max``; the statistics are still the batch's
+    mean and standard deviation (the old init gave ``log_scale = inf``, every output 0 and a log-det of -inf)."""
+    from invertible.transforms import ActNorm
+
+    big = math.sqrt(torch.finfo(dtype).max) * 100.0  # 1.8e21 in float32, 1.3e156 in float64
+    top = torch.finfo(dtype).max * 0.9
+    x = torch.tensor([[big, top, 5.0], [-big, top, 5.0], [big, top * (2 / 3), 5.0]], dtype=dtype)
+    layer = ActNorm(3).to(dtype)
+    z, ladj = layer(x)
+    r = 2**-0.5
+    expected = torch.tensor([[r, r, 0.0], [-2 * r, r, 0.0], [r, -2 * r, 0.0]], dtype=dtype)
+    torch.testing.assert_close(z, expected)
+    std = [big * math.sqrt(8 / 9), top * (math.sqrt(2) / 9)]  # the third channel is constant: log_scale 0
+    torch.testing.assert_close(layer.log_scale.detach(), torch.tensor([math.log(s) for s in std] + [0.0], dtype=dtype))
+    torch.testing.assert_close(ladj, -layer.log_scale.detach().sum().expand(3))
+
+
+# ---------------------------------------------------------------- logit preprocessing
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("alpha, value", [(0.0, 0.0), (0.0, 1.0), (0.05, 1.2), (0.05, -0.5)])
+def test_logit_refuses_values_outside_its_domain(dtype: torch.dtype, alpha: float, value: float) -> None:
+    """At 0 or 1 with ``alpha = 0`` the latent is infinite and the log-det ``+inf`` (their sum with a base
+    log-density is NaN); further out the logarithms are NaN. Both are a ValueError naming the value."""
+    from invertible.transforms import Logit
+
+    layer = Logit(alpha)
+    x = torch.tensor([[0.5, value, 0.25]], dtype=dtype)
+    with pytest.raises(ValueError, match=rf"Logit\(alpha={alpha}\) needs values in .*1 outside, e\.g\. {value:g}"):
+        layer(x)
+    z, ladj = layer(torch.tensor([[0.5, 1e-30, 1.0 - 1e-7]], dtype=torch.float64))  # inside, however near the edge
+    assert torch.isfinite(z).all() and torch.isfinite(ladj).all()
+
+
+# ---------------------------------------------------------------- the flow boundary
+
+
+class _Zero(torch.nn.Module):
+    """A conditioner ``0 * x_a``: finite inputs give zeros, an overflowed ``inf`` gives NaN."""
+
+    def forward(self, x_a: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.cat([x_a * 0.0, x_a * 0.0], 1)
+
+
+def _overflowing_flow(dtype: torch.dtype, raw: float):
+    """Two couplings on 2-D vectors: the first scales ``x_1`` by ``exp(raw)`` (clamped to the float range),
+    the second reads ``x_1`` through :class:`_Zero`."""
+    from invertible import Compose, Flow
+    from invertible.distributions import StandardNormal
+    from invertible.transforms import AffineCoupling
+
+    first = AffineCoupling(torch.tensor([True, False]), conditioner=_Constant(raw, 0.0, 1), scale="exp")
+    second = AffineCoupling(torch.tensor([False, True]), conditioner=_Zero(), scale="exp")
+    return Flow(Compose(first, second), StandardNormal(2)).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_log_prob_is_an_error_where_a_layer_overflowed(dtype: torch.dtype) -> None:
+    """A latent that overflows to ``inf`` becomes NaN in the next network (``0 * inf``): log_prob raises a
+    ValueError naming the inputs, not a NaN; a density that only underflows the float range is ``-inf``."""
+    flow = _overflowing_flow(dtype, 1e4)
+    x = torch.tensor([[0.5, 0.0], [0.5, 2.0], [0.5, -3.0]], dtype=dtype)
+    message = rf"log_prob is NaN at 2 of 3 input\(s\), although the inputs are finite: .*{dtype}"
+    with pytest.raises(ValueError, match=message):
+        flow.log_prob(x)
+    flow.validate = False  # unchecked, the raw NaN comes back
+    assert torch.isnan(flow.log_prob(x)[1:]).all()
+    flow.validate = True
+    x = torch.tensor([[0.5, 0.0], [3 * math.sqrt(torch.finfo(dtype).max), 0.0]], dtype=dtype)
+    log_p = flow.log_prob(x)  # the second latent's square overflows: a log-density below the float range
+    assert torch.isfinite(log_p[0]) and log_p[1] == -math.inf
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sample_at_a_temperature_beyond_the_float_range(dtype: torch.dtype) -> None:
+    """``T u`` overflows: a ValueError, where the samples used to be silently NaN."""
+    from invertible.models import build
+
+    torch.manual_seed(0)
+    flow = build("realnvp", features=2, layers=2, hidden=[4]).to(dtype)
+    with pytest.raises(ValueError, match=rf"temperature .* takes the base noise beyond the {dtype} range"):
+        flow.sample(64, temperature=torch.finfo(dtype).max)
+    assert torch.isfinite(flow.sample(64, temperature=1e-30)).all()  # tiny temperatures are fine
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_samples_that_overflow_are_reported(dtype: torch.dtype) -> None:
+    """The inverse scales by ``exp(L)``, the largest finite scale: samples with ``|u| > 1`` overflow to inf,
+    and sample() says how many instead of handing them back silently."""
+    torch.manual_seed(0)
+    flow = _overflowing_flow(dtype, -1e4)
+    with pytest.warns(RuntimeWarning, match=r"\d+ of 64 sample\(s\) are not finite: the inverse map overflowed"):
+        x = flow.sample(64)
+    overflowed = ~torch.isfinite(x).all(1)
+    assert 0 < int(overflowed.sum()) < 64
+
+
+# ---------------------------------------------------------------- splines
+
+
+def test_inverse_spline_gradients_at_the_bound_and_in_the_tails() -> None:
+    """Steep bins (raw parameters of order 1e4, as networks give on inputs of order 1e4): at the clamped input
+    of the bound or of a tail ``b^2 - 4ac`` rounds to 0 or below in float32, and ``sqrt``'s infinite slope there
+    made the gradient NaN, even for tail inputs, whose value does not use the spline. (In float64 the floors on
+    bin sizes and slopes keep ``b^2 - 4ac`` positive.)"""
+    from invertible.transforms import rational_quadratic_spline
+
+    torch.manual_seed(0)
+    params = (torch.randn(256, 23) * 1e4).requires_grad_()
+    x = torch.tensor([3.0, -3.0, 7.0, -1e4, 1e30]).repeat_interleave(52)[:256]
+    y, ladj = rational_quadratic_spline(x, params, inverse=True)
+    assert torch.isfinite(y).all() and torch.isfinite(ladj).all()
+    (grad,) = torch.autograd.grad(ladj.sum() + y.sum(), params)
+    assert torch.isfinite(grad).all()
+    tails = x.abs() > 3
+    assert torch.equal(y[tails], x[tails]) and (ladj[tails] == 0).all()
