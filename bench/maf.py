@@ -202,7 +202,8 @@ def speed(repeats: int, compile_: bool = False, decompose: bool = False) -> str:
         "medians over the rounds, ratios medians of the per-round ratios)\n\n" + table(rows)
         + ("\nRows marked (torch.compile) run `torch.compile(log_prob)` (compiled before timing) and are "
            "compared with the fastest compiled peer; the others with the fastest eager peer.\n" if compiled else "")
-        + (f"\n`--decompose` rows: the MAF with the unbounded log-scale (`scale=\"exp\"`: no soft clamp, only a clamp to the float range of exp), and "
+        + (f"\n`--decompose` rows: the MAF with the unbounded log-scale (`scale=\"exp\"`: no soft clamp, only "
+           "a clamp to the float range of exp), and "
            f"\"{UNMASKED}\": the plain networks chained by the chained MADEs' affine map (not an autoregressive "
            "model; the difference to \"chained MADEs\" is what the masks cost).\n" if decompose else "")
     )
