@@ -59,6 +59,21 @@ def test_planar_layer_is_the_papers_map_with_its_reparameterised_u() -> None:
     torch.testing.assert_close(ladj_back, -ladj)
 
 
+def test_planar_layer_with_w_zero_is_a_translation() -> None:
+    """``w = 0``: ``g(z) = z + u tanh(b)`` (``u_hat = u``, the correction ``w / |w|^2`` vanishes), a translation
+    with log-det 0, inverted exactly; ``w^T u_hat = 0``, not ``m(0) = log 2 - 1``."""
+    u, b = torch.tensor([0.5, -1.0], dtype=D64), 0.8
+    layer = PlanarLayer(2).double()
+    _set_theta(layer, u, torch.zeros(2), b)
+    z = torch.randn(5, 2, generator=torch.Generator().manual_seed(1), dtype=D64)
+    y, ladj = layer.inverse(z)
+    torch.testing.assert_close(y, z + u * math.tanh(b))
+    torch.testing.assert_close(ladj, torch.zeros(5, dtype=D64))
+    z_back, ladj_back = layer(y)
+    torch.testing.assert_close(z_back, z)
+    torch.testing.assert_close(ladj_back, torch.zeros(5, dtype=D64))
+
+
 def test_planar_initial_w_is_uniform_on_plus_minus_sqrt_2_over_d() -> None:
     torch.manual_seed(0)
     d = 200
