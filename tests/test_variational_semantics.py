@@ -268,6 +268,16 @@ def test_extra_targets_are_their_normalized_densities_times_z() -> None:
         torch.testing.assert_close(t(z) - t.closed_log_z, want)
 
 
+def test_u2_u3_u4_normalizers_in_closed_form() -> None:
+    """Along ``z2`` each Gaussian term integrates to ``sigma sqrt(2 pi)`` whatever ``z1``; along ``z1`` the wall
+    gives ``8 + 2 int_0^inf exp(-t^2 / (2 0.5^2)) dt = 8 + 0.5 sqrt(2 pi)``."""
+    s = math.sqrt(2 * math.pi)
+    for name, sigmas in (("u2", 0.4), ("u3", 0.35 + 0.35), ("u4", 0.4 + 0.35)):
+        t = get_target(name)
+        assert t.closed_log_z == pytest.approx(math.log(sigmas * s * (8 + 0.5 * s)), abs=1e-14)
+        assert t.log_z() == pytest.approx(t.closed_log_z, abs=1e-10)
+
+
 def test_u1_normalizer_matches_polar_quadrature() -> None:
     """An independent quadrature of U1 in polar coordinates (midpoints in ``r``, periodic rule in ``theta``)."""
     nr, nt = 600, 256
