@@ -370,9 +370,9 @@ def test_history_is_the_unannealed_elbo_averaged_over_each_block(estimator: str)
     diagnostics use ``eval_samples`` draws."""
     torch.manual_seed(2)
     q = _Gaussian()
-    r = fit(q, _log_p, steps=5, batch_size=8, estimator=estimator, anneal_steps=4, eval_samples=7, log_every=2)
+    r = fit(q, _log_p, steps=5, batch_size=8, estimator=estimator, anneal_steps=4, eval_samples=1500, log_every=2)
     per_step = [float((_log_p(z) - lq).mean()) for z, _, lq in q.draws[:-1]]  # the last draw is the evaluation
-    assert [len(z) for z, _, _ in q.draws] == [8] * 5 + [7]
+    assert [len(z) for z, _, _ in q.draws] == [8] * 5 + [1500]
     assert [h["step"] for h in r.history] == [2, 4, 5]
     assert [h["beta"] for h in r.history] == pytest.approx([0.51, 1.0, 1.0])
     want = [sum(per_step[0:2]) / 2, sum(per_step[2:4]) / 2, per_step[4]]
