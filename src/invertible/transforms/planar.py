@@ -78,14 +78,20 @@ class Planar(Transform):
         self.params = ContextParameters({"u": u, "w": w, "b": torch.zeros(1)}, context_features)
 
     def _coefficients(self, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """``(u_hat, w, b, q, log q)`` with ``q = 1 + w^T u_hat = softplus(w^T u) > 0``."""
+        """``(u_hat, w, b, q, log q)`` with ``q = 1 + w^T u_hat = softplus(w^T u) > 0``.
+
+        At ``w = 0`` (``|w|^2`` below the smallest normal number) the correction along ``w / |w|^2`` is 0/0:
+        there ``u_hat = u`` and ``q = 1 + w^T u``, so the layer is the translation ``z + u tanh(b)``.
+        """
         p = self.params(context)
         u, w, b = p["u"], p["w"], p["b"]
         wu = (w * u).sum(-1, keepdim=True)
-        w2 = (w * w).sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+        w2 = (w * w).sum(-1, keepdim=True)
+        tiny = torch.finfo(w.dtype).tiny
+        normal = w2 >= tiny
         q = F.softplus(wu)
-        u_hat = u + (q - 1.0 - wu) * w / w2
-        return u_hat, w, b, q, log_softplus(wu)
+        u_hat = u + torch.where(normal, (q - 1.0 - wu) / w2.clamp_min(tiny), 0.0) * w
+        return u_hat, w, b, torch.where(normal, q, 1.0 + wu), torch.where(normal, log_softplus(wu), torch.log1p(wu))
 
     @staticmethod
     def _slope(a: Tensor, q: Tensor) -> Tensor:

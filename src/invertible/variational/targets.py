@@ -16,7 +16,10 @@ with ``w1 = sin(2 pi z1 / 4)``, ``w2 = 3 exp(-1/2 ((z1 - 1) / 0.6)^2)``,
 ``w3 = 3 sigmoid((z1 - 1) / 0.3)``. U2-U4 do not decay along ``z1`` and so have
 no normalizer on the plane; the paper shows them on ``[-4, 4]^2``. Here they get
 a smooth wall outside that window, ``+ 1/2 ((|z1| - 4)_+ / 0.5)^2``, which leaves
-them unchanged on the paper's window and makes ``Z`` finite.
+them unchanged on the paper's window and makes ``Z`` finite. Their normalizers are then
+in closed form: along ``z2`` each Gaussian term integrates to ``sigma sqrt(2 pi)``
+whatever ``z1``, and along ``z1`` the wall gives ``8 + 0.5 sqrt(2 pi)``, so
+``Z = (sum of the sigmas) sqrt(2 pi) (8 + 0.5 sqrt(2 pi))`` (sigmas 0.4; 0.35, 0.35; 0.4, 0.35).
 
 Multimodal extras: ``banana`` (``z1 ~ N(0, 1.2^2)``, ``z2 | z1 ~ N(z1^2 / 2 - 1.5, 0.35^2)``),
 ``mog`` (four Gaussians of scale 0.4 at ``(+-2.5, +-2.5)`` with weights 1:2:3:4)
@@ -140,13 +143,19 @@ class Target:
         return self._log_z
 
 
+def _walled_log_z(sigmas: float) -> float:
+    """``log Z`` of U2-U4: ``sigmas sqrt(2 pi)`` along ``z2`` times ``8 + 0.5 sqrt(2 pi)`` along ``z1`` (window and wall)."""
+    s = math.sqrt(2 * math.pi)
+    return math.log(sigmas * s * (8 + 0.5 * s))
+
+
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in [
         Target("u1", u1, ((-5, 5), (-5, 5)), (500, 500)),
-        Target("u2", u2, ((-8, 8), (-6, 6)), (800, 600)),
-        Target("u3", u3, ((-8, 8), (-8, 6)), (800, 700)),
-        Target("u4", u4, ((-8, 8), (-8, 6)), (800, 700)),
+        Target("u2", u2, ((-8, 8), (-6, 6)), (800, 600), closed_log_z=_walled_log_z(0.4)),
+        Target("u3", u3, ((-8, 8), (-8, 6)), (800, 700), closed_log_z=_walled_log_z(0.35 + 0.35)),
+        Target("u4", u4, ((-8, 8), (-8, 6)), (800, 700), closed_log_z=_walled_log_z(0.4 + 0.35)),
         Target("banana", banana, ((-9, 9), (-4, 40)), (900, 2200), ((-4, 4), (-3, 5)), math.log(2 * math.pi * 1.2 * 0.35)),
         Target("mog", mog, ((-6, 6), (-6, 6)), (600, 600), ((-4.5, 4.5), (-4.5, 4.5)), math.log(10 * 2 * math.pi * 0.16)),
         Target("funnel", funnel, ((-8, 8), (-60, 60)), (800, 6000), ((-4, 4), (-6, 6)), math.log(2 * math.pi)),
