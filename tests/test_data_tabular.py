@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from invertible import Flow
-from invertible.data import Standardize, load
+from invertible.data import Standardize, load, load_rows
 from invertible.distributions import StandardNormal
 
 
@@ -168,3 +168,14 @@ def test_standardize_rejects_bad_statistics() -> None:
         Standardize(torch.zeros(2), torch.tensor([1.0, 0.0]))
     with pytest.raises(ValueError):
         Standardize(torch.zeros(2), torch.ones(3))
+
+
+def test_a_first_row_with_a_missing_value_is_no_header(tmp_path: Path) -> None:
+    """A cell left empty is a missing value, not a column name: the row is reported, not dropped as a header."""
+    path = tmp_path / "t.csv"
+    path.write_text("1,,3\n4,5,6\n7,8,9\n1,2,4\n")
+    for read in (load, load_rows):
+        with pytest.raises(ValueError, match="line 1; the cell is empty"):
+            read(str(path))
+    path.write_text("a,,c\n4,5,6\n7,8,9\n1,2,4\n")  # a header with one unnamed column is still a header
+    assert load_rows(str(path))[0].shape == (3, 3)
