@@ -159,8 +159,9 @@ def test_bad_files_and_options(tmp_path: Path) -> None:
     ]:
         with pytest.raises(ValueError, match=message):
             load(str(tmp_path / "t.npy"), **options)
-    with pytest.raises(ValueError, match="at least 2"):
-        load(str(tmp_path / "t.npy"), val_fraction=0.5, test_fraction=0.45)
+    for standardize in (True, False):  # one training row is too few, standardised or not
+        with pytest.raises(ValueError, match="at least 2"):
+            load(str(tmp_path / "t.npy"), val_fraction=0.5, test_fraction=0.45, standardize=standardize)
 
 
 def test_standardize_rejects_bad_statistics() -> None:
@@ -168,6 +169,22 @@ def test_standardize_rejects_bad_statistics() -> None:
         Standardize(torch.zeros(2), torch.tensor([1.0, 0.0]))
     with pytest.raises(ValueError):
         Standardize(torch.zeros(2), torch.ones(3))
+
+
+def test_context_columns_keep_the_order_they_are_given_in(tmp_path: Path) -> None:
+    i = np.arange(20.0)
+    raw = np.column_stack([i, 100 + i, 200 + i])  # row i: (i, 100 + i, 200 + i)
+    b = load(str(_write_csv(tmp_path / "t.csv", raw, ["a", "b", "c"])), context_columns=["c", "a"], val_fraction=0.0,
+             test_fraction=0.0, standardize=False)
+    row = b.train[:, 0] - 100
+    assert torch.equal(b.train_context, torch.stack([200 + row, row], 1))
+
+
+def test_a_header_may_hold_names_that_look_like_numbers(tmp_path: Path) -> None:
+    raw = _table(10)
+    b = load(str(_write_csv(tmp_path / "t.csv", raw, ["year", "2019", "2020"])), context_columns="2020",
+             val_fraction=0.0, test_fraction=0.0, standardize=False)
+    assert len(b.train) == 10 and b.event_shape == (2,) and b.context_features == 1
 
 
 def test_a_first_row_with_a_missing_value_is_no_header(tmp_path: Path) -> None:
