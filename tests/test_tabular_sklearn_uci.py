@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from invertible.data import load
+from invertible.data.images import _digits_table
+from invertible.data.sklearn_tabular import fixed_split
 
 
 @pytest.mark.parametrize("name, dim", [("wine", 13), ("breast_cancer", 30), ("digits_vectors", 64)])
@@ -33,6 +35,22 @@ def test_digits_binarized_and_dequantized():
     assert frac.std() > 0.2  # uniform noise present
     with pytest.raises(ValueError, match="at most one"):
         load("digits_vectors", binarize=True, dequantize=True)
+
+
+def test_scikit_learn_tables_split_70_15_15() -> None:
+    """``int(0.7 n)`` training rows, ``int(0.15 n)`` validation rows, the rest for the test, disjoint."""
+    n = 178  # wine's rows
+    train, val, test = fixed_split(n)
+    assert (len(train), len(val), len(test)) == (124, 26, 28)
+    assert sorted(torch.cat([train, val, test]).tolist()) == list(range(n))
+
+
+def test_digit_vectors_binarize_above_half_intensity_and_have_17_levels() -> None:
+    """Pixels are intensities 0..16 (17 levels); ``binarize`` keeps ``pixel > 8``."""
+    pixels = torch.as_tensor(_digits_table()[:, :64], dtype=torch.float32)  # the images of load_digits
+    train, _, _ = fixed_split(len(pixels))
+    assert torch.equal(load("digits_vectors", binarize=True).train, (pixels[train] > 8).float())
+    assert load("digits_vectors").levels == int(pixels.max()) + 1 == 17
 
 
 def test_uci_readers_follow_the_maf_preprocessing(tmp_path):
