@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from invertible import Flow
-from invertible.data import Standardize, load
+from invertible.data import Standardize, load, load_rows
 from invertible.distributions import StandardNormal
 
 
@@ -159,8 +159,9 @@ def test_bad_files_and_options(tmp_path: Path) -> None:
     ]:
         with pytest.raises(ValueError, match=message):
             load(str(tmp_path / "t.npy"), **options)
-    with pytest.raises(ValueError, match="at least 2"):
-        load(str(tmp_path / "t.npy"), val_fraction=0.5, test_fraction=0.45)
+    for standardize in (True, False):  # one training row is too few, standardised or not
+        with pytest.raises(ValueError, match="at least 2"):
+            load(str(tmp_path / "t.npy"), val_fraction=0.5, test_fraction=0.45, standardize=standardize)
 
 
 def test_standardize_rejects_bad_statistics() -> None:
@@ -168,3 +169,30 @@ def test_standardize_rejects_bad_statistics() -> None:
         Standardize(torch.zeros(2), torch.tensor([1.0, 0.0]))
     with pytest.raises(ValueError):
         Standardize(torch.zeros(2), torch.ones(3))
+
+
+def test_context_columns_keep_the_order_they_are_given_in(tmp_path: Path) -> None:
+    i = np.arange(20.0)
+    raw = np.column_stack([i, 100 + i, 200 + i])  # row i: (i, 100 + i, 200 + i)
+    b = load(str(_write_csv(tmp_path / "t.csv", raw, ["a", "b", "c"])), context_columns=["c", "a"], val_fraction=0.0,
+             test_fraction=0.0, standardize=False)
+    row = b.train[:, 0] - 100
+    assert torch.equal(b.train_context, torch.stack([200 + row, row], 1))
+
+
+def test_a_header_may_hold_names_that_look_like_numbers(tmp_path: Path) -> None:
+    raw = _table(10)
+    b = load(str(_write_csv(tmp_path / "t.csv", raw, ["year", "2019", "2020"])), context_columns="2020",
+             val_fraction=0.0, test_fraction=0.0, standardize=False)
+    assert len(b.train) == 10 and b.event_shape == (2,) and b.context_features == 1
+
+
+def test_a_first_row_with_a_missing_value_is_no_header(tmp_path: Path) -> None:
+    """A cell left empty is a missing value, not a column name: the row is reported, not dropped as a header."""
+    path = tmp_path / "t.csv"
+    path.write_text("1,,3\n4,5,6\n7,8,9\n1,2,4\n")
+    for read in (load, load_rows):
+        with pytest.raises(ValueError, match="line 1; the cell is empty"):
+            read(str(path))
+    path.write_text("a,,c\n4,5,6\n7,8,9\n1,2,4\n")  # a header with one unnamed column is still a header
+    assert load_rows(str(path))[0].shape == (3, 3)

@@ -1,9 +1,11 @@
-"""The built-in 2-D toys: shapes, seeding, and the exact densities against quadrature and their own samplers."""
+"""The built-in 2-D toys: shapes, seeding, the exact densities against quadrature and their own samplers, and the
+samplers against an independent transcription of FFJORD's ``toy_data``."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -92,3 +94,78 @@ def test_checkerboard_samples_rounded_onto_an_edge_stay_on_the_support() -> None
 def test_bad_options(options: dict) -> None:
     with pytest.raises(ValueError):
         load("moons", **options)
+
+
+# -- the FFJORD toys, transcribed independently ---------------------------------------------
+def _ffjord_toy(name: str, n: int, rng: np.random.RandomState) -> np.ndarray:
+    """``toy_data.inf_train_gen`` of the FFJORD code (and the scikit-learn makers it calls), in NumPy."""
+    if name == "moons":  # make_moons(noise=0.1) * 2 + (-1, -0.2)
+        t_out, t_in = np.linspace(0, np.pi, n - n // 2), np.linspace(0, np.pi, n // 2)
+        x = np.vstack([np.append(np.cos(t_out), 1 - np.cos(t_in)), np.append(np.sin(t_out), 1 - np.sin(t_in) - 0.5)]).T
+        return (x + rng.normal(scale=0.1, size=x.shape)) * 2 + np.array([-1, -0.2])
+    if name == "circles":  # make_circles(factor=0.5, noise=0.08) * 3
+        t_out, t_in = (np.linspace(0, 2 * np.pi, m, endpoint=False) for m in (n - n // 2, n // 2))
+        x = np.vstack([np.append(np.cos(t_out), 0.5 * np.cos(t_in)), np.append(np.sin(t_out), 0.5 * np.sin(t_in))]).T
+        return (x + rng.normal(scale=0.08, size=x.shape)) * 3
+    if name == "rings":
+        parts = []
+        for radius in (1.0, 0.75, 0.5, 0.25):
+            t = np.linspace(0, 2 * np.pi, n // 4, endpoint=False)
+            parts.append(np.stack([np.cos(t), np.sin(t)], 1) * radius)
+        return np.vstack(parts) * 3.0 + rng.normal(scale=0.08, size=(4 * (n // 4), 2))
+    if name == "8gaussians":
+        s = 1 / np.sqrt(2)
+        centers = 4.0 * np.array([(1, 0), (-1, 0), (0, 1), (0, -1), (s, s), (s, -s), (-s, s), (-s, -s)])
+        return (rng.randn(n, 2) * 0.5 + centers[rng.randint(8, size=n)]) / 1.414
+    if name == "checkerboard":
+        x1 = rng.rand(n) * 4 - 2
+        x2 = rng.rand(n) - rng.randint(0, 2, n) * 2 + np.floor(x1) % 2
+        return np.stack([x1, x2], 1) * 2
+    if name == "pinwheel":
+        radial_std, tangential_std, classes, rate = 0.3, 0.1, 5, 0.25
+        labels = rng.randint(classes, size=n)
+        features = rng.randn(n, 2) * np.array([radial_std, tangential_std])
+        features[:, 0] += 1.0
+        angles = labels * (2 * np.pi / classes) + rate * np.exp(features[:, 0])
+        rotations = np.stack([np.cos(angles), -np.sin(angles), np.sin(angles), np.cos(angles)]).T.reshape(-1, 2, 2)
+        return 2 * np.einsum("ti,tij->tj", features, rotations)
+    if name == "2spirals":
+        t = np.sqrt(rng.rand(n // 2, 1)) * 540 * (2 * np.pi) / 360
+        dx = -np.cos(t) * t + rng.rand(n // 2, 1) * 0.5
+        dy = np.sin(t) * t + rng.rand(n // 2, 1) * 0.5
+        x = np.vstack((np.hstack((dx, dy)), np.hstack((-dx, -dy)))) / 3
+        return x + rng.randn(*x.shape) * 0.1
+    if name == "swissroll":  # make_swiss_roll(noise=1.0)[:, [0, 2]] / 5
+        t = 1.5 * np.pi * (1 + 2 * rng.rand(n))
+        x = np.stack([t * np.cos(t), t * np.sin(t)], 1)
+        return (x + rng.randn(n, 2)) / 5
+    raise KeyError(name)
+
+
+def _sliced_ks(a: torch.Tensor, b: torch.Tensor, directions: int = 8) -> float:
+    """The largest two-sample Kolmogorov-Smirnov distance over projections on ``directions`` angles and the radius:
+    ``max |F_a - F_b|``, the extreme of the running sum of ``+1/n_a`` and ``-1/n_b`` along the pooled sorted values."""
+    angles = torch.arange(directions, dtype=torch.float64) * (math.pi / directions)
+    axes = torch.stack([torch.cos(angles), torch.sin(angles)], 1)
+    pooled = torch.cat([torch.cat([a @ axes.T, a.norm(dim=1, keepdim=True)], 1),
+                        torch.cat([b @ axes.T, b.norm(dim=1, keepdim=True)], 1)])
+    steps = np.concatenate([np.full(len(a), 1 / len(a)), np.full(len(b), -1 / len(b))])
+    order = np.argsort(pooled.numpy(), axis=0)  # NumPy's sort: several times faster than torch's on the CPU here
+    return float(np.abs(steps[order].cumsum(0)).max())
+
+
+@pytest.mark.parametrize("name", TOYS)
+def test_toys_have_the_ffjord_definitions_and_scales(name: str) -> None:
+    """Our sampler against an independent transcription of FFJORD's ``toy_data`` (a different generator, so the
+    two samples agree in distribution only): every 1-D projection and the radius pass a two-sample KS test."""
+    n = 40_000
+    ours = TOY_SAMPLERS[name](n, torch.Generator().manual_seed(0))
+    theirs = torch.from_numpy(_ffjord_toy(name, n, np.random.RandomState(1)))
+    assert _sliced_ks(ours, theirs) < 0.02  # 1.95 sqrt(2 / n) = 0.014 is the 0.1 % level of a single test
+
+
+@pytest.mark.parametrize("name", TOYS)
+def test_the_splits_are_draws_of_one_distribution(name: str) -> None:
+    """Train and test come from one stream of draws: no split holds a part of the shape the others lack."""
+    b = load(name, seed=0, n_train=3000, n_val=10, n_test=3000)
+    assert _sliced_ks(b.train.double(), b.test.double()) < 0.06  # 0.1 % level 1.95 sqrt(2 / 3000) = 0.05

@@ -1,11 +1,16 @@
 """scikit-learn tabular sets and the MAF paper's UCI readers (on tiny fake files)."""
 
+import sys
+import types
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from invertible.data import load
+from invertible.data.images import _digits_table
+from invertible.data.sklearn_tabular import fixed_split
 
 
 @pytest.mark.parametrize("name, dim", [("wine", 13), ("breast_cancer", 30), ("digits_vectors", 64)])
@@ -30,6 +35,22 @@ def test_digits_binarized_and_dequantized():
     assert frac.std() > 0.2  # uniform noise present
     with pytest.raises(ValueError, match="at most one"):
         load("digits_vectors", binarize=True, dequantize=True)
+
+
+def test_scikit_learn_tables_split_70_15_15() -> None:
+    """``int(0.7 n)`` training rows, ``int(0.15 n)`` validation rows, the rest for the test, disjoint."""
+    n = 178  # wine's rows
+    train, val, test = fixed_split(n)
+    assert (len(train), len(val), len(test)) == (124, 26, 28)
+    assert sorted(torch.cat([train, val, test]).tolist()) == list(range(n))
+
+
+def test_digit_vectors_binarize_above_half_intensity_and_have_17_levels() -> None:
+    """Pixels are intensities 0..16 (17 levels); ``binarize`` keeps ``pixel > 8``."""
+    pixels = torch.as_tensor(_digits_table()[:, :64], dtype=torch.float32)  # the images of load_digits
+    train, _, _ = fixed_split(len(pixels))
+    assert torch.equal(load("digits_vectors", binarize=True).train, (pixels[train] > 8).float())
+    assert load("digits_vectors").levels == int(pixels.max()) + 1 == 17
 
 
 def test_uci_readers_follow_the_maf_preprocessing(tmp_path):
@@ -97,3 +118,106 @@ def test_power_has_the_maf_codes_noise_and_splits(tmp_path):
 def test_uci_missing_files_say_where_to_put_them(tmp_path):
     with pytest.raises(ValueError, match="INVERTIBLE_DATA"):
         load("power", root=str(tmp_path))
+
+
+def _maf_gas(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The MAF code's datasets/gas.py: drop the targets and time, then the first column of any pair correlated
+    above 0.98 until none is left, standardise (pandas' ``std``, ddof 1), last 10% test, last 10% of the rest val."""
+    data = frame.drop(columns=["Meth", "Eth", "Time"])
+    counts = (data.corr() > 0.98).values.sum(axis=1)
+    while np.any(counts > 1):
+        data = data.drop(columns=data.columns[np.where(counts > 1)[0][0]])
+        counts = (data.corr() > 0.98).values.sum(axis=1)
+    data = ((data - data.mean()) / data.std()).values
+    n_test = int(0.1 * len(data))
+    test, rest = data[-n_test:], data[:-n_test]
+    n_val = int(0.1 * len(rest))
+    return rest[:-n_val], rest[-n_val:], test
+
+
+def test_gas_has_the_maf_codes_columns_scaling_and_splits(tmp_path):
+    rng = np.random.default_rng(2)
+    base = rng.normal(size=(300, 4))
+    frame = pd.DataFrame({"Time": np.arange(300.0), "Meth": rng.normal(size=300), "Eth": rng.normal(size=300),
+                          **{f"s{i}": base[:, i] * (i + 1) + i for i in range(4)}})
+    frame["twin"] = 3 * frame["s0"] + 1e-3 * rng.normal(size=300)  # correlation ~1 with s0: s0, the first, goes
+    frame["near"] = frame["s1"] + 0.7 * rng.normal(size=300)  # correlation ~0.94 with s1: both stay
+    (tmp_path / "gas").mkdir()
+    frame.to_pickle(tmp_path / "gas/ethylene_CO.pickle")
+    g = load("gas", root=str(tmp_path))
+    assert g.event_shape == (5,)
+    for ours, theirs in zip((g.train, g.val, g.test), _maf_gas(frame)):
+        torch.testing.assert_close(ours, torch.as_tensor(theirs, dtype=torch.float32))
+
+
+def test_hepmass_has_the_maf_codes_signal_rows_features_and_splits(tmp_path):
+    """datasets/hepmass.py: signal rows (label 1), the test file's trailing column dropped, standardised by the
+    training mean and ddof-1 std, features whose *smallest* value occurs more than 5 times dropped."""
+    rng = np.random.default_rng(3)
+    n = 120
+    features = rng.normal(size=(n, 4))
+    labels = np.ones(n)
+    labels[::4] = 0  # background rows: never used
+    signal = np.flatnonzero(labels == 1)
+    features[signal[:5], 1] = -50.0  # smallest value 5 times among the signal rows: kept
+    features[signal[:6], 2] = -50.0  # 6 times: dropped
+    features[signal[:20], 3] = 0.5  # a value in the middle 20 times: kept, only the smallest counts
+    features[labels == 0, 0] = 1e3  # background rows far off: they would move the statistics
+    test = np.column_stack([np.arange(30) % 3 > 0, rng.normal(size=(30, 4)), np.full(30, 1000.0)])  # + a mass column
+    (tmp_path / "hepmass").mkdir()
+    header = "label," + ",".join(f"f{i}" for i in range(4))
+    train_file, test_file = tmp_path / "hepmass/1000_train.csv", tmp_path / "hepmass/1000_test.csv"
+    np.savetxt(train_file, np.column_stack([labels, features]), delimiter=",", header=header, comments="")
+    np.savetxt(test_file, test, delimiter=",", header=header + ",mass", comments="")
+    train = pd.read_csv(train_file)
+    train = train[train[train.columns[0]] == 1].drop(columns=train.columns[0])
+    theirs_test = pd.read_csv(test_file)
+    theirs_test = theirs_test[theirs_test[theirs_test.columns[0]] == 1].iloc[:, 1:-1]
+    mu, s = train.mean(), train.std()
+    train, theirs_test = ((train - mu) / s).values, ((theirs_test - mu) / s).values
+    keep = [0, 1, 3]
+    n_val = int(0.1 * len(train))
+    h = load("hepmass", root=str(tmp_path))
+    expected = (train[:-n_val][:, keep], train[-n_val:][:, keep], theirs_test[:, keep])
+    for ours, theirs in zip((h.train, h.val, h.test), expected):
+        torch.testing.assert_close(ours, torch.as_tensor(theirs, dtype=torch.float32))
+
+
+def test_miniboone_is_normalised_by_train_and_validation_together(tmp_path):
+    data = np.random.default_rng(4).normal(size=(200, 3)) * np.array([1.0, 5.0, 0.1]) + 7.0
+    (tmp_path / "miniboone").mkdir()
+    np.save(tmp_path / "miniboone/data.npy", data)
+    test, rest = data[-20:], data[:-20]
+    val, train = rest[-18:], rest[:-18]
+    mu, s = rest.mean(0), rest.std(0)
+    m = load("miniboone", root=str(tmp_path))
+    for ours, theirs in ((m.train, train), (m.val, val), (m.test, test)):
+        torch.testing.assert_close(ours, torch.as_tensor((theirs - mu) / s, dtype=torch.float32))
+
+
+def test_bsds300_keeps_the_files_own_splits(tmp_path, monkeypatch):
+    """train/validation/test, from .npy files or from BSDS300.hdf5 (read through a stand-in for h5py)."""
+    parts = {k: np.full((3 + i, 63), float(i)) for i, k in enumerate(("train", "validation", "test"))}
+    folder = tmp_path / "BSDS300"
+    folder.mkdir()
+    for k, a in parts.items():
+        np.save(folder / f"{k}.npy", a)
+    b = load("bsds300", root=str(tmp_path))
+    assert [float(s[0, 0]) for s in (b.train, b.val, b.test)] == [0.0, 1.0, 2.0]
+
+    class File(dict):
+        def __init__(self, path, mode):
+            super().__init__(parts)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setitem(sys.modules, "h5py", types.SimpleNamespace(File=File))
+    (folder / "BSDS300.hdf5").write_bytes(b"")
+    for k in parts:
+        (folder / f"{k}.npy").unlink()
+    b = load("bsds300", root=str(tmp_path))
+    assert [float(s[0, 0]) for s in (b.train, b.val, b.test)] == [0.0, 1.0, 2.0]

@@ -229,7 +229,7 @@ def _parse_csv(path: Path, delimiter: str) -> tuple[np.ndarray, list[str] | None
             return False
 
     names = None
-    if not all(numeric(c) for c in rows[0]):
+    if any(c.strip() and not numeric(c) for c in rows[0]):  # a text cell; an empty one is a missing value
         names = [c.strip() for c in rows[0]]
         rows = rows[1:]
     if not rows:
