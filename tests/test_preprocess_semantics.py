@@ -1,5 +1,5 @@
 """Data preprocessing pinned to its definitions: dequantization noise, the logit and elementwise layers' settings,
-bits/dim, the base distributions' parameters, image splits, noise and pixel layouts."""
+bits/dim, image splits, noise and pixel layouts."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ import torch
 from PIL import Image
 
 from invertible.data import load
-from invertible.data.images import image_bundle, image_preprocess, scaled_pixels
-from invertible.distributions import build_base
+from invertible.data.images import image_bundle, scaled_pixels
 from invertible.metrics import bits_per_dim
-from invertible.transforms import ElementwiseAffine, LeakyReLU, Logit, UniformDequantization
+from invertible.transforms import LeakyReLU, Logit, UniformDequantization
 
 # ---------------------------------------------------------------- dequantization and the logit
 
@@ -29,18 +28,6 @@ def test_uniform_dequantization_noise_fills_the_whole_bin() -> None:
     assert ((u >= 0) & (u < 1)).all()
     empirical = torch.arange(1, len(u) + 1, dtype=torch.float64) / len(u)
     assert float((empirical - u).abs().max()) < 0.02  # 0.1 % level of the KS test: 1.95 / sqrt(20000) = 0.014
-
-
-def test_image_preprocess_dequantizes_then_squeezes_by_its_alpha() -> None:
-    """``z = logit(alpha + (1 - 2 alpha) (x + u) / L)``: undoing the logit and the squeeze by hand leaves ``u``
-    in ``[0, 1)``, spread over the whole bin."""
-    torch.manual_seed(0)
-    levels, alpha = 4, 0.2
-    x = torch.randint(0, levels, (500, 1, 2, 2)).double()
-    z, _ = image_preprocess(levels, alpha=alpha).double()(x)
-    u = levels * (torch.sigmoid(z) - alpha) / (1 - 2 * alpha) - x
-    assert ((u > -1e-9) & (u < 1)).all()
-    assert u.min() < 0.01 and u.max() > 0.99
 
 
 @pytest.mark.parametrize("levels", [1, 0])
@@ -71,27 +58,10 @@ def test_leaky_relu_has_slope_one_at_zero() -> None:
     torch.testing.assert_close(layer.inverse(z)[1], -ladj)
 
 
-def test_nice_scaling_layer_has_no_shift() -> None:
-    """``shift=False`` is NICE's diagonal scaling ``z = x exp(s)``: one parameter per coordinate, no offset."""
-    layer = ElementwiseAffine(3, shift=False).double()
-    assert [name for name, _ in layer.named_parameters()] == ["log_scale"]
-    with torch.no_grad():
-        layer.log_scale.copy_(torch.tensor([0.5, -1.0, 2.0]))
-    x = torch.randn(4, 3, dtype=torch.float64)
-    torch.testing.assert_close(layer(x)[0], x * torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64).exp())
-
-
 @pytest.mark.parametrize("shape", [0, (3, 0)])
 def test_bits_per_dim_refuse_an_event_without_dimensions(shape) -> None:
     with pytest.raises(ValueError, match="at least one dimension"):
         bits_per_dim(torch.zeros(2), shape)
-
-
-def test_the_normal_base_is_fixed_and_the_diagonal_one_learns() -> None:
-    """``normal`` is ``N(0, I)`` with nothing to train; ``diagonal_normal`` learns a mean and a log-scale."""
-    assert list(build_base("normal", (3,)).parameters()) == []
-    assert [name for name, _ in build_base("diagonal_normal", (3,)).named_parameters()] == ["loc", "log_scale"]
-    assert list(build_base("logistic", (3,)).parameters()) == []
 
 
 # ---------------------------------------------------------------- image bundles
