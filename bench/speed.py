@@ -46,7 +46,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def interleaved(fns: dict[str, Callable[[], object]], rounds: int, calls: int, device: str) -> dict[str, float]:
+def best_round_ms(fns: dict[str, Callable[[], object]], rounds: int, calls: int, device: str) -> dict[str, float]:
     """Minimum over ``rounds`` of the mean milliseconds per call of each function (:func:`bench.common.rounds_ms`)."""
     sync = torch.cuda.synchronize if device.startswith("cuda") else None
     return {k: min(v) for k, v in rounds_ms(fns, rounds, calls, sync=sync).items()}
@@ -84,8 +84,8 @@ def main(argv: list[str]) -> int:
             torch.manual_seed(0)
             x = torch.randn(args.batch_size, features, device=args.device)
             models = {lib: build(model_name, lib, spec).to(args.device) for lib in libraries}
-            steps = interleaved({k: _train_step(m, x) for k, m in models.items()}, args.rounds, args.calls, args.device)
-            samples = interleaved({k: _sampler(m, args.sample_size) for k, m in models.items()}, args.rounds, args.calls, args.device)
+            steps = best_round_ms({k: _train_step(m, x) for k, m in models.items()}, args.rounds, args.calls, args.device)
+            samples = best_round_ms({k: _sampler(m, args.sample_size) for k, m in models.items()}, args.rounds, args.calls, args.device)
             for lib in libraries:
                 rows.append(
                     {

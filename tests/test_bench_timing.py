@@ -8,7 +8,7 @@ import pytest
 
 import bench.common as common
 from bench.maf import paired_ratio
-from bench.speed import interleaved
+from bench.speed import best_round_ms
 
 
 def _recorders(names: str, log: list[str]) -> dict:
@@ -60,7 +60,7 @@ def test_round_times_are_per_call_means_paired_by_round(monkeypatch) -> None:
 
 def test_speed_suite_reports_the_best_round(monkeypatch) -> None:
     monkeypatch.setattr("bench.speed.rounds_ms", lambda fns, rounds, calls, sync: {"a": [3.0, 1.0, 2.0]})
-    assert interleaved({"a": lambda: None}, 3, 1, "cpu") == {"a": 1.0}
+    assert best_round_ms({"a": lambda: None}, 3, 1, "cpu") == {"a": 1.0}
 
 
 @pytest.mark.parametrize("rounds, calls, warmup", [(0, 1, 0), (1, 0, 0), (1, 1, -1)])
