@@ -597,14 +597,6 @@ def test_fit_density_passes_its_options_to_fit(tmp_path, monkeypatch) -> None:
     assert [r["beta"] for r in records] == pytest.approx([0.01 + t / 7 for t in (1, 2, 3)])
 
 
-@pytest.mark.parametrize("flag,value", [("--layers", "0"), ("--steps", "0"), ("--batch-size", "0"), ("--eval-samples", "0"),
-                                        ("--lr", "0"), ("--anneal", "-1")])
-def test_fit_density_refuses_bad_options_before_creating_out(tmp_path, capsys, flag, value) -> None:
-    assert cli(["fit-density", "--target", "u1", flag, value, "--out", str(tmp_path / "bad")]) == 2
-    assert flag in capsys.readouterr().err
-    assert not (tmp_path / "bad").exists()
-
-
 def test_vae_command_passes_its_options_on(tmp_path, monkeypatch) -> None:
     import invertible.variational.data as data
     import invertible.variational.vae as vae
@@ -639,9 +631,16 @@ def test_vae_command_passes_its_options_on(tmp_path, monkeypatch) -> None:
     assert [r["kl_weight"] for r in records] == [0.2, 0.4]
 
 
-@pytest.mark.parametrize("flag,value", [("--batch-size", "0"), ("--latent", "0"), ("--hidden", "0"), ("--test-size", "-1"),
-                                        ("--warmup", "-1"), ("--lr", "0")])
-def test_vae_command_refuses_bad_options_before_creating_out(tmp_path, capsys, flag, value) -> None:
-    assert cli(["vae", "--data", "digits", flag, value, "--out", str(tmp_path / "bad")]) == 2
+FIT_DENSITY_ARGV, VAE_ARGV = ["fit-density", "--target", "u1"], ["vae", "--data", "digits"]
+
+
+@pytest.mark.parametrize("command,flag,value", [
+    *((FIT_DENSITY_ARGV, flag, value) for flag, value in [("--layers", "0"), ("--steps", "0"), ("--batch-size", "0"),
+                                                      ("--eval-samples", "0"), ("--lr", "0"), ("--anneal", "-1")]),
+    *((VAE_ARGV, flag, value) for flag, value in [("--batch-size", "0"), ("--latent", "0"), ("--hidden", "0"),
+                                              ("--test-size", "-1"), ("--warmup", "-1"), ("--lr", "0")]),
+])
+def test_commands_refuse_bad_options_before_creating_out(tmp_path, capsys, command, flag, value) -> None:
+    assert cli([*command, flag, value, "--out", str(tmp_path / "bad")]) == 2
     assert flag in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
