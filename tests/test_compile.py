@@ -120,18 +120,21 @@ def counted(monkeypatch):
     torch._dynamo.reset()
 
 
-def _train_losses(tmp_path, name: str, callbacks=(), **options) -> list[float]:
+def _train_losses(tmp_path, name: str, callbacks=(), resume: bool = False, **options) -> list[float]:
     from invertible.train import TrainConfig, train
 
     config = TrainConfig(out=str(tmp_path / name), progress=False, plots=False, log_every=1, **options)
-    train(config, callbacks=callbacks)
+    train(config, resume=resume, callbacks=callbacks)
     lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
     return [r["loss"] for r in map(json.loads, lines) if r["split"] == "train"]
 
 
+GLOW = {"levels": 2, "steps": 1, "hidden": 4}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("data, model, options", [
-    ("engine-pixels", "glow", {"levels": 2, "steps": 1, "hidden": 4}),  # ActNorm initialises at the first step
+    ("engine-pixels", "glow", GLOW),  # ActNorm initialises at the first step
     ("engine-gauss", "made", {"hidden": [8], "masks": 3}),  # a new mask set every step
 ])
 def test_compiled_training_runs_one_graph_a_step_after_an_eager_first(tmp_path, counted, data, model, options):
@@ -141,6 +144,18 @@ def test_compiled_training_runs_one_graph_a_step_after_an_eager_first(tmp_path, 
     assert counted.frames == 1  # compiled once: no recompilation per step or per mask set
     assert runs == [0, 1, 2, 3, 4, 5, 6]  # the first step eager, then one graph a step
     assert compiled == pytest.approx(_train_losses(tmp_path, "eager", **run), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_a_resumed_compiled_run_starts_eagerly_too(tmp_path, counted):
+    """A reloaded ActNorm reads its saved flag once, at the resumed process's (eager) first step."""
+    run = dict(data="engine-pixels", model="glow", model_options=GLOW, batch_size=16, eval_every=3, compile=True)
+    _train_losses(tmp_path, "run", steps=3, **run)
+    torch._dynamo.reset()
+    counted.frames, counted.runs = 0, 0
+    runs = []
+    _train_losses(tmp_path, "run", [lambda step, out: runs.append(counted.runs)], resume=True, steps=6, **run)
+    assert (counted.frames, runs) == (1, [0, 1, 2])
 
 
 @pytest.fixture
