@@ -12,8 +12,9 @@ uses the loaded set and then loads the next, so from construction the
 minibatches cycle through sets ``0, 1, ..., K-1, 0, ...``; the index of the
 loaded set is a buffer (``mask_index``), so a checkpointed run resumes the cycle
 where it stopped. Under ``torch.compile`` the swap runs eagerly, outside the
-graph, so one compiled density serves every set of the pool. Each set is built (drawn and turned into masks) once and
-kept; the kept sets are dropped when a pool setting changes. In evaluation
+graph, so one compiled density serves every set of the pool. Each set is built
+(drawn and turned into masks) once and kept; the kept sets are dropped when a
+pool setting changes. In evaluation
 mode ``log_prob`` averages the densities of the first ``ensemble`` mask sets,
 
     log p(x) = log (1/E) sum_k p_k(x)          (log-mean-exp),
