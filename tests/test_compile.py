@@ -1,11 +1,14 @@
 """Flows run under ``torch.compile``: the compiled density and its gradients equal the eager ones."""
 
+import copy
 import json
 
 import pytest
 import torch
 
 from invertible.models import build
+
+from .perturb import perturb
 
 
 @pytest.mark.slow
@@ -88,3 +91,100 @@ def test_train_compile_failure_is_a_one_line_error(tmp_path, monkeypatch, capsys
     assert code == 2
     cause = "TorchDynamoException: no C++ compiler found" if where == "forward" else "BackendCompilerFailed: backend='inductor' raised:"
     assert err[-1] == f"error: torch.compile failed on this flow ({cause}); train without compile"
+
+
+class _CountingBackend:
+    """A ``torch.compile`` backend that runs the traced graphs as they are and counts compilations and graph runs."""
+
+    def __init__(self):
+        self.frames, self.runs = 0, 0
+
+    def __call__(self, graph: torch.fx.GraphModule, example_inputs):
+        self.frames += 1
+
+        def run(*args):
+            self.runs += 1
+            return graph.forward(*args)
+
+        return run
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """``torch.compile`` with a fresh :class:`_CountingBackend` (fast: nothing is compiled to code)."""
+    torch._dynamo.reset()
+    backend = _CountingBackend()
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: compile_(model, backend=backend))
+    yield backend
+    torch._dynamo.reset()
+
+
+def _train_losses(tmp_path, name: str, callbacks=(), resume: bool = False, **options) -> list[float]:
+    from invertible.train import TrainConfig, train
+
+    config = TrainConfig(out=str(tmp_path / name), progress=False, plots=False, log_every=1, **options)
+    train(config, resume=resume, callbacks=callbacks)
+    lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+    return [r["loss"] for r in map(json.loads, lines) if r["split"] == "train"]
+
+
+GLOW = {"levels": 2, "steps": 1, "hidden": 4}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("data, model, options", [
+    ("engine-pixels", "glow", GLOW),  # ActNorm initialises at the first step
+    ("engine-gauss", "made", {"hidden": [8], "masks": 3}),  # a new mask set every step
+])
+def test_compiled_training_runs_one_graph_a_step_after_an_eager_first(tmp_path, counted, data, model, options):
+    runs = []
+    run = dict(data=data, model=model, model_options=options, steps=7, batch_size=16, eval_every=7)
+    compiled = _train_losses(tmp_path, "compiled", [lambda step, out: runs.append(counted.runs)], compile=True, **run)
+    assert counted.frames == 1  # compiled once: no recompilation per step or per mask set
+    assert runs == [0, 1, 2, 3, 4, 5, 6]  # the first step eager, then one graph a step
+    assert compiled == pytest.approx(_train_losses(tmp_path, "eager", **run), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_a_resumed_compiled_run_starts_eagerly_too(tmp_path, counted):
+    """A reloaded ActNorm reads its saved flag once, at the resumed process's (eager) first step."""
+    run = dict(data="engine-pixels", model="glow", model_options=GLOW, batch_size=16, eval_every=3, compile=True)
+    _train_losses(tmp_path, "run", steps=3, **run)
+    torch._dynamo.reset()
+    counted.frames, counted.runs = 0, 0
+    runs = []
+    _train_losses(tmp_path, "run", [lambda step, out: runs.append(counted.runs)], resume=True, steps=6, **run)
+    assert (counted.frames, runs) == (1, [0, 1, 2])
+
+
+@pytest.fixture
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("name", ["made", "bernoulli_made"])
+def test_compiled_mask_pool_compiles_once_for_all_its_mask_sets(fresh_dynamo, name):
+    """A pool larger than dynamo's recompile limit, trained through two cycles, against an eager twin."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch.manual_seed(0)
+    masks = torch._dynamo.config.recompile_limit + 2
+    model = build(name, features=4, hidden=[8], masks=masks).train()
+    perturb(model, 0.5)
+    twin = copy.deepcopy(model)
+    counter = CompileCounter()
+    compiled = torch.compile(model, backend=counter)
+    frames = []
+    for step in range(2 * masks):
+        x = torch.randn(6, 4) if name == "made" else torch.randint(0, 2, (6, 4)).float()
+        out, expected = compiled(x), twin(x)
+        torch.testing.assert_close(out, expected)
+        grads = torch.autograd.grad(out.sum(), list(model.parameters()))
+        for g, e in zip(grads, torch.autograd.grad(expected.sum(), list(twin.parameters()))):
+            torch.testing.assert_close(g, e)
+        assert int(model.mask_index) == int(twin.mask_index) == (step + 1) % masks
+        frames.append(counter.frame_count)
+    assert frames == [frames[0]] * len(frames)  # nothing compiled after the first step

@@ -71,8 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(model, data, their options, batch size, seed and ema cannot change)")
     # both directions of each switch, so a flag overrides a config file or the resumed run's settings either way
     p.add_argument("--compile", dest="compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="compile the training steps with torch.compile (slow first step, faster later ones; "
-                        "default off)")
+                   help="compile the training steps with torch.compile (the first step eager, a slow second one, "
+                        "faster later ones; default off)")
     p.add_argument("--progress", dest="progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default on)")
     p.add_argument("--plots", dest="plots", action=argparse.BooleanOptionalAction, default=None,

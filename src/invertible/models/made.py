@@ -11,8 +11,10 @@ random hidden degrees, drawn from ``seed``). In training mode every minibatch
 uses the loaded set and then loads the next, so from construction the
 minibatches cycle through sets ``0, 1, ..., K-1, 0, ...``; the index of the
 loaded set is a buffer (``mask_index``), so a checkpointed run resumes the cycle
-where it stopped. Each set is built (drawn and turned into masks) once and
-kept; the kept sets are dropped when a pool setting changes. In evaluation
+where it stopped. Under ``torch.compile`` the swap runs eagerly, outside the
+graph, so one compiled density serves every set of the pool. Each set is built
+(drawn and turned into masks) once and kept; the kept sets are dropped when a
+pool setting changes. In evaluation
 mode ``log_prob`` averages the densities of the first ``ensemble`` mask sets,
 
     log p(x) = log (1/E) sum_k p_k(x)          (log-mean-exp),
@@ -113,6 +115,16 @@ class _MaskPool:
         finally:
             self.net.random_degrees = random_degrees
 
+    @torch.compiler.disable
+    def _load_next_masks(self) -> None:
+        """Load the set after the loaded one, ``(mask_index + 1) mod masks``.
+
+        Eager even inside ``torch.compile``: the pool's bookkeeping (set indices, kept sets, random
+        generators) would make the compiler specialise on the set and recompile for each one. Outside
+        the graph, the compiled density reads the masks as inputs and serves every set of the pool.
+        """
+        self.use_masks((int(self.mask_index) + 1) % self.masks)  # type: ignore[attr-defined]
+
     def _ensemble_log_prob(self, single) -> Tensor:
         """``log (1/E) sum_k exp(single())`` over the first ``E`` mask sets, restoring the loaded set.
 
@@ -121,11 +133,11 @@ class _MaskPool:
         """
         if self.masks == 1:
             return single()
-        current = int(self.mask_index)  # type: ignore[attr-defined]
         if self.training:
             out = single()
-            self.use_masks((current + 1) % self.masks)
+            self._load_next_masks()
             return out
+        current = int(self.mask_index)  # type: ignore[attr-defined]
         parts = []
         for k in range(self.ensemble):
             self.use_masks(k)

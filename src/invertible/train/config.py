@@ -70,9 +70,10 @@ class TrainConfig:
             the load average is at least the number of cores (spinning threads
             slow down badly on a busy machine), torch's default otherwise.
         compile: run the training steps' log-density through ``torch.compile``
-            (PyTorch 2's graph compiler: the first step takes seconds to compile,
-            the later ones skip most of eager PyTorch's per-operation overhead).
-            Validation, testing and sampling stay eager.
+            (PyTorch 2's graph compiler: the first step of a process runs eagerly, so
+            that data-dependent initialisation such as ActNorm's stays out of the graph;
+            the second takes seconds to compile, the later ones skip most of eager
+            PyTorch's per-operation overhead). Validation, testing and sampling stay eager.
         progress: show a progress bar.
         plots: draw pictures at the end.
     """

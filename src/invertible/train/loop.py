@@ -170,8 +170,8 @@ class _Trainer:
         if runtime.distributed:
             ids = [runtime.device.index] if runtime.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.flow, device_ids=ids)
-        if config.compile:  # compiled lazily, at the first step
-            self.model = torch.compile(self.model)
+        # compiled lazily, and used from this process's second step on (see `_step`)
+        self.compiled_model = torch.compile(self.model) if config.compile else None
 
     # -- checkpoints ------------------------------------------------------------------
     def _restore(self) -> None:
@@ -293,6 +293,12 @@ class _Trainer:
         return dataclasses.replace(self.bundle, preprocess=self.ema_preprocess.model)
 
     def _step(self) -> dict[str, float]:
+        """One optimisation step on the next batch; returns its metrics.
+
+        With ``compile`` the first step of the process (of the run, or after a resume) runs eagerly and the
+        later ones compiled: a layer's data-dependent initialisation (ActNorm) then happens outside the
+        compiler, which would otherwise break the graph at it and run every later step as many small graphs.
+        """
         cfg = self.config
         lr = cfg.lr * lr_factor(self.step, cfg.steps, cfg.warmup, cfg.schedule, cfg.min_lr_ratio)
         for group in self.optimizer.param_groups:
@@ -324,6 +330,8 @@ class _Trainer:
         if self.ema_preprocess is not None:
             self.ema_preprocess.update(self.bundle.preprocess)
         self.step += 1
+        if self.compiled_model is not None:
+            self.model = self.compiled_model
         out = {"loss": global_loss, "lr": lr, "grad_norm": grad_norm.item()}
         if self.bundle.levels is not None:
             ladj = 0.0 if self.bundle.raw else mean_over_ranks(self.rt, preprocess_ladj(self.bundle, x).mean()).item()

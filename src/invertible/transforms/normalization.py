@@ -31,6 +31,10 @@ class ActNorm(Transform):
     remembers that in a Python attribute, so later passes read no tensor to decide
     (no device synchronisation per layer and step on a GPU, no graph break under
     ``torch.compile``); ``load_state_dict`` makes it read the flag again.
+    The initialising pass itself branches on the data, so run it eagerly before
+    compiling (the training loop's first step does): compiled, it breaks the graph
+    inside :class:`~invertible.Compose`'s loop over its layers, and the compiler then
+    runs that loop eagerly for good, every layer a graph of its own.
 
     A channel with no spread in that first batch (a single value per channel:
     a batch of one image at a level of 1x1 pixels; or a constant channel) is
