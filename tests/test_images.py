@@ -65,6 +65,31 @@ def test_dequantized_values_stay_in_their_bin_in_floating_point(dtype: torch.dty
         assert torch.equal(layer.inverse(y)[0], x), levels
 
 
+class _GivenNoise(UniformDequantization):
+    """Uniform dequantization whose noise is the tensor ``u`` it is given."""
+
+    def __init__(self, levels: int, u: torch.Tensor):
+        super().__init__(levels)
+        self.u = u
+
+    def _noise(self, x, context):
+        return self.u, x.new_zeros(x.shape[0])
+
+
+def test_dequantized_values_pass_the_gradient_of_the_noise() -> None:
+    """``dy/du = 1 / L``, so the model's ``log q(y)`` trains a variational dequantizer's noise flow too."""
+    torch.manual_seed(0)
+    x = torch.randint(0, 5, (4, 1, 2, 2)).double()
+    u = torch.rand_like(x).requires_grad_()
+    y, _ = _GivenNoise(5, u)(x)
+    y.sum().backward()
+    torch.testing.assert_close(u.grad, torch.full_like(u, 1 / 5))
+    deq = VariationalDequantization(5, (1, 2, 2), steps=2, hidden=4).double()
+    y, _ = deq(x)
+    y.pow(2).sum().backward()  # through y alone, not the bound's term
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in deq.noise_flow.parameters())
+
+
 def test_dequantization_rejects_non_pixels() -> None:
     with pytest.raises(ValueError, match="integer values"):
         UniformDequantization(4)(torch.tensor([[0.5, 1.0]]))

@@ -55,7 +55,7 @@ def _in_bin(x: Tensor, u: Tensor, levels: int) -> Tensor:
             bins = torch.floor(placed * levels)
             placed = torch.where(bins > x, torch.nextafter(placed, torch.zeros_like(placed)), placed)
             placed = torch.where(bins < x, torch.nextafter(placed, torch.ones_like(placed)), placed)
-    return y + (placed - y)  # the same value as ``placed``; the one-ulp moves carry no gradient
+    return y + (placed - y.detach())  # the same value as ``placed``; the one-ulp moves carry no gradient
 
 
 class _Dequantization(Transform):
