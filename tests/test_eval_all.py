@@ -4,6 +4,7 @@ is, mapped by the preprocessing the run stores and scored row by row (``--per-ro
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -137,7 +138,7 @@ def test_a_file_is_scored_row_by_row_through_the_runs_statistics(table_run, tmp_
     assert per_row.shape == (5,) and per_row.dtype == np.float64 and per_row[0] == per_row[4]
     np.testing.assert_allclose(per_row, expected, rtol=1e-6)
     assert per_row[1] < per_row[0] and per_row[2] < per_row[0]  # a standard deviation off scores lower
-    assert "the val split is empty" in _error(capsys, run, "--data", tmp_path / "new.npy")
+    assert "the val split is empty" in _error(capsys, run, "--data", tmp_path / "new.npy", "--split", "test")
     np.savetxt(tmp_path / "new.csv", NEW, delimiter=",", header="x,y", comments="")
     again = _eval(capsys, run, "--data", tmp_path / "new.csv", "--split", "all", "--per-row", tmp_path / "rows.csv")
     assert again["all_nll"] == result["all_nll"]
@@ -167,7 +168,7 @@ def test_a_file_with_a_constant_column_and_a_context_column(tmp_path, capsys) ->
     np.save(tmp_path / "new.npy", new)
     capsys.readouterr()
     assert "constant in the training split" in _error(capsys, tmp_path / "run", "--data", tmp_path / "new.npy",
-                                                      "-d", "context_columns=3")
+                                                      "--split", "test", "-d", "context_columns=3")
     result = _eval(capsys, tmp_path / "run", "--data", tmp_path / "new.npy", "--split", "all",
                    "--per-row", tmp_path / "rows.npy")
     expected = _by_hand(tmp_path / "run", new[:, :3], new[:, 3:])
@@ -196,6 +197,23 @@ def test_bad_files_and_options_for_split_all(table_run, tmp_path, capsys) -> Non
     assert "--per-row must end in .npy or .csv, got 'rows.txt'" in \
         _error(capsys, run, "--data", tmp_path / "new.npy", "--split", "all", "--per-row", tmp_path / "rows.txt")
     assert not (tmp_path / "rows.txt").exists()
+
+
+def test_another_file_is_scored_whole_unless_a_split_is_asked_for(table_run, tmp_path, capsys) -> None:
+    """Without --split a file other than the run's data is every row of it, as --split all; the run's own file
+    (by another path too), --seed and -d options that split the file give the test split."""
+    run, table = table_run
+    np.save(tmp_path / "new.npy", np.concatenate([NEW] * 4))
+    whole = _eval(capsys, run, "--data", tmp_path / "new.npy", "--split", "all")
+    assert _eval(capsys, run, "--data", tmp_path / "new.npy") == whole and whole["rows"] == 20
+    assert _eval(capsys, run, "--data", tmp_path / "new.npy", "-d", "context_columns=[]") == whole
+    for options, rows in ((["--seed", "3"], 2), (["-d", "test_fraction=0.5"], 10), (["-d", "val_fraction=0.5"], 2)):
+        result = _eval(capsys, run, "--data", tmp_path / "new.npy", *options)
+        assert result["split"] == "test" and result["rows"] == rows, options
+    own = _eval(capsys, run)
+    assert own["split"] == "test" and own["rows"] == 30
+    for same in (table, Path(os.path.relpath(table)), table.parent / ".." / table.parent.name / table.name):
+        assert _eval(capsys, run, "--data", same) == {**own, "data": str(same)}
 
 
 def test_a_run_without_a_record_splits_the_file_as_before(table_run, tmp_path, capsys) -> None:

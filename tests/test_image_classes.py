@@ -144,7 +144,8 @@ def test_a_class_the_run_does_not_know_is_refused(abc_run, tmp_path, capsys) -> 
 def test_interpolate_reads_the_runs_own_folder_by_class_name(tmp_path, capsys) -> None:
     _pngs(tmp_path / "abc", {"a": 6, "b": 6, "c": 6}, levels=256)
     run = tmp_path / "run"
-    assert main([*TRAIN, "--data", str(tmp_path / "abc"), "--out", str(run), "-d", "test_fraction=0.5"]) == 0
+    assert main([*TRAIN, "--data", str(tmp_path / "abc"), "--out", str(run), "-d", "test_fraction=0.5",
+                 "--batch-size", "4"]) == 0
     shutil.rmtree(tmp_path / "abc" / "a")  # the folder now holds two classes: b and c keep labels 1 and 2
     bundle = run_bundle(run, "a test")
     assert bundle.class_names == ["a", "b", "c"] and bundle.test_context[:, 0].sum() == 0
@@ -179,3 +180,53 @@ def test_sample_takes_a_class_name_for_its_label(abc_run, tmp_path, capsys) -> N
         assert code == 2 and f"--label {bad} is not a class of this flow: its labels are 0..2 or the class names a, b, c" in err
     code, _, err = _cli(capsys, "sample", abc_run, "--out", tmp_path / "x.npy")
     assert code == 2 and "pass --label K (K in 0..2 or the class names a, b, c) or --context" in err
+
+
+def _two_tone(folder: Path, count: int) -> None:
+    """``count`` random 1x4x4 PNGs in each of sub-folders ``dark`` (pixels 0..99) and ``light`` (156..255)."""
+    rng = np.random.default_rng(3)
+    for name, low in (("dark", 0), ("light", 156)):
+        (folder / name).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(rng.integers(low, low + 100, (4, 4), dtype=np.uint8)).save(folder / name / f"{i:02d}.png")
+
+
+def test_interpolate_joins_two_images_of_one_class_under_its_label(tmp_path, capsys, monkeypatch) -> None:
+    """Each row of a class-conditional run's interpolations joins two test images of one class, encoded and
+    decoded under that class's label; ``--label`` draws every pair from one class."""
+    from invertible.commands import interpolate
+
+    _two_tone(tmp_path / "tones", 8)
+    run = tmp_path / "run"
+    assert main([*TRAIN, "--data", str(tmp_path / "tones"), "--out", str(run), "-d", "test_fraction=0.5",
+                 "--batch-size", "4"]) == 0
+    calls = []
+    real = interpolate.latent_interpolation
+    monkeypatch.setattr(interpolate, "latent_interpolation",
+                        lambda flow, a, b, steps, context: calls.append((a, b, context)) or real(flow, a, b, steps, context))
+
+    def rows(*options) -> tuple[Tensor, Tensor, Tensor]:
+        """The tone of each row's two images (0 dark, 1 light: the sign of their mean in logit space) and its label."""
+        code, _, err = _cli(capsys, "interpolate", run, "--steps", "2", "--out", tmp_path / "i.png", *options)
+        assert code == 0, err
+        a, b, context = calls.pop()
+        return (a.flatten(1).mean(1) > 0).long(), (b.flatten(1).mean(1) > 0).long(), context.argmax(1)
+
+    a, b, label = rows("--pairs", "4")  # the test split: 6 dark and 2 light images
+    assert torch.equal(a, b) and torch.equal(a, label)
+    assert sorted(a.tolist()) == [0, 0, 0, 1]
+    for chosen, index, pairs in (("light", 1, 1), ("0", 0, 3)):
+        a, b, label = rows("--pairs", str(pairs), "--label", chosen)
+        assert a.tolist() == b.tolist() == label.tolist() == [index] * pairs
+    for options, words in ((["--pairs", "5"], "the test split holds 4 pair(s) of images of one class, fewer than --pairs 5"),
+                           (["--pairs", "2", "--label", "light"],
+                            "the test split holds 1 pair(s) of images of class 'light', fewer than --pairs 2"),
+                           (["--label", "grey"],
+                            "--label grey is not a class of this flow: its labels are 0..1 or the class names dark, light")):
+        code, _, err = _cli(capsys, "interpolate", run, *options, "--out", tmp_path / "i.png")
+        assert code == 2 and words in err, err
+    plain = tmp_path / "plain"
+    assert main([*TRAIN[:-2], "--data", str(tmp_path / "tones"), "--out", str(plain), "-d", "test_fraction=0.5",
+                 "--batch-size", "4"]) == 0
+    code, _, err = _cli(capsys, "interpolate", plain, "--label", "light", "--out", tmp_path / "i.png")
+    assert code == 2 and "this flow is unconditional; --label light needs a class-conditional flow" in err

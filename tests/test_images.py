@@ -65,6 +65,63 @@ def test_dequantized_values_stay_in_their_bin_in_floating_point(dtype: torch.dty
         assert torch.equal(layer.inverse(y)[0], x), levels
 
 
+class _GivenNoise(UniformDequantization):
+    """Uniform dequantization whose noise is the tensor ``u`` it is given."""
+
+    def __init__(self, levels: int, u: torch.Tensor):
+        super().__init__(levels)
+        self.u = u
+
+    def _noise(self, x, context):
+        return self.u, x.new_zeros(x.shape[0])
+
+
+def test_dequantized_values_pass_the_gradient_of_the_noise() -> None:
+    """``dy/du = 1 / L``, so the model's ``log q(y)`` trains a variational dequantizer's noise flow too."""
+    torch.manual_seed(0)
+    x = torch.randint(0, 5, (4, 1, 2, 2)).double()
+    u = torch.rand_like(x).requires_grad_()
+    y, _ = _GivenNoise(5, u)(x)
+    y.sum().backward()
+    torch.testing.assert_close(u.grad, torch.full_like(u, 1 / 5))
+    deq = VariationalDequantization(5, (1, 2, 2), steps=2, hidden=4).double()
+    y, _ = deq(x)
+    y.pow(2).sum().backward()  # through y alone, not the bound's term
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in deq.noise_flow.parameters())
+
+
+def _bin_edge_noise(dtype: torch.dtype) -> torch.Tensor:
+    """``u = 1`` and the 256 floats below it (``x + u`` rounds up to ``x + 1``, for ``x < 256``, within 128 of
+    them), then 0 and the 4 floats above it."""
+    one, zero = torch.ones((), dtype=dtype), torch.zeros((), dtype=dtype)
+    below, above = [one], [zero]
+    for _ in range(256):
+        below.append(torch.nextafter(below[-1], zero))
+    for _ in range(4):
+        above.append(torch.nextafter(above[-1], one))
+    return torch.stack(below + above)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dequantized_values_move_into_their_bin_no_further_than_needed(dtype: torch.dtype) -> None:
+    """Every ``x`` of every ``L`` in 2..256 with ``u`` at the edges of ``[0, 1]``: ``floor(L y) == x``, and ``y`` is the
+    rounded ``(x + u) / L`` where that lies in the bin, else the float of the bin next to it (one ulp further
+    out quantises to a neighbour), with ``dy/du = 1 / L`` at every ``u``."""
+    edges = _bin_edge_noise(dtype)
+    for levels in range(2, 257):
+        x = torch.arange(levels, dtype=dtype).repeat_interleave(len(edges)).view(1, -1)
+        u = edges.repeat(levels).view(1, -1).requires_grad_()
+        y, _ = _GivenNoise(levels, u)(x)
+        y.sum().backward()
+        y = y.detach()
+        plain = (x + u.detach()) / levels
+        in_bin = torch.floor(plain * levels) == x
+        assert ((y >= 0) & (y < 1)).all() and torch.equal(torch.floor(y * levels), x), levels
+        assert torch.equal(y[in_bin], plain[in_bin]), levels
+        assert (torch.floor(torch.nextafter(y, plain)[~in_bin] * levels) != x[~in_bin]).all(), levels
+        torch.testing.assert_close(u.grad, torch.full_like(u, 1 / levels))
+
+
 def test_dequantization_rejects_non_pixels() -> None:
     with pytest.raises(ValueError, match="integer values"):
         UniformDequantization(4)(torch.tensor([[0.5, 1.0]]))

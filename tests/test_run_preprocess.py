@@ -66,9 +66,9 @@ def test_eval_scores_a_shifted_table_through_the_runs_statistics(table_run, tmp_
     shifted = _table()
     shifted[:, 0] += 10.0  # 3.3 training standard deviations
     np.save(tmp_path / "shifted.npy", shifted)
-    code, out, err = _cli(capsys, "eval", run, "--data", tmp_path / "shifted.npy")
+    code, out, err = _cli(capsys, "eval", run, "--data", tmp_path / "shifted.npy")  # another file: every row
     assert code == 0 and err == ""
-    assert json.loads(out)["test_nll"] > summary["test_nll"] + 3.0
+    assert json.loads(out)["rows"] == 300 and json.loads(out)["all_nll"] > summary["test_nll"] + 3.0
 
 
 def test_eval_on_another_split_seed_uses_the_runs_statistics(table_run, capsys) -> None:

@@ -26,6 +26,29 @@ def test_sklearn_sets_are_standardised_with_fixed_splits(name, dim):
     assert torch.isfinite(raw).all()
 
 
+def _raw_rows(name: str) -> np.ndarray:
+    """The rows of scikit-learn set ``name`` in float64, as its loader reads them with seed 0 (digits dequantized)."""
+    from sklearn import datasets
+
+    if name == "digits_vectors":
+        pixels = datasets.load_digits().data.astype(np.float64)
+        return pixels + np.random.default_rng(0).random(pixels.shape)
+    return getattr(datasets, f"load_{name}")().data.astype(np.float64)
+
+
+@pytest.mark.parametrize("name", ["wine", "breast_cancer", "digits_vectors"])
+def test_sklearn_sets_are_standardised_in_float64_as_tables_read_from_files(name):
+    """The training split's mean and std in float64 (numpy), rounded to float32, applied in float64, then cast."""
+    raw = _raw_rows(name)
+    splits = dict(zip(("train", "val", "test"), (i.numpy() for i in fixed_split(len(raw)))))
+    mean, std = raw[splits["train"]].mean(0).astype(np.float32), raw[splits["train"]].std(0).astype(np.float32)
+    bundle = load(name)
+    assert np.array_equal(bundle.preprocess.mean.numpy(), mean) and np.array_equal(bundle.preprocess.std.numpy(), std)
+    for split, rows in splits.items():
+        expected = ((raw[rows] - mean.astype(np.float64)) / std.astype(np.float64)).astype(np.float32)
+        assert np.array_equal(getattr(bundle, split).numpy(), expected), split
+
+
 def test_digits_binarized_and_dequantized():
     binary = load("digits_vectors", binarize=True)
     assert set(binary.train.unique().tolist()) == {0.0, 1.0} and binary.preprocess is None

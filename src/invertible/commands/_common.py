@@ -17,8 +17,8 @@ from ..persistence import MODEL_JSON, atomic_write, read_json
 from ..train.build import load_bundle, restore_preprocess
 from ..train.config import parse_error
 
-__all__ = ["existing_run", "output_dir", "run_config", "run_summary", "run_classes", "run_bundle", "add_option_flags",
-           "check_array_path", "save_array", "describe", "default_text"]
+__all__ = ["existing_run", "output_dir", "run_config", "run_summary", "run_classes", "run_bundle", "label_index",
+           "named_classes", "add_option_flags", "check_array_path", "save_array", "describe", "default_text"]
 
 
 def existing_run(path: str) -> Path:
@@ -97,6 +97,27 @@ def run_bundle(run: Path, why: str) -> DataBundle:
         raise ValueError(f"{why}, but {run} has no config.yaml naming its dataset (a run of `invertible train`)")
     bundle = load_bundle(config["data"], config.get("seed", 0), config.get("data_options") or {})
     return restore_preprocess(relabel_classes(bundle, run_classes(run)), run)
+
+
+def label_index(label: str, names: list[str] | None, classes: int) -> int:
+    """The label index of ``--label``: the position of a class name among the run's ``names``, else an
+    integer in ``0..classes - 1``; ``ValueError`` naming the classes otherwise."""
+    if names is not None and label in names:
+        return names.index(label)
+    try:
+        index = int(label)
+    except ValueError:
+        index = -1
+    if not 0 <= index < classes:
+        raise ValueError(f"--label {label} is not a class of this flow: its labels are 0..{classes - 1}{named_classes(names)}")
+    return index
+
+
+def named_classes(names: list[str] | None) -> str:
+    """`` or the class names a, b, c`` for a run that records class names other than its label indices, else ``""``."""
+    if names is None or names == [str(i) for i in range(len(names))]:
+        return ""
+    return f" or the class names {', '.join(names)}"
 
 
 def add_option_flags(parser: argparse.ArgumentParser) -> None:

@@ -16,6 +16,14 @@ read with those of the run's data options that say how to read it
 FILE writes every row's log-density (nats, raw data space) in the order
 scored: the anomaly scores of a file.
 
+Without --split, the run's own data (no --data, or --data naming it) and a
+dataset name are scored on their test split; a file other than the run's,
+which the model never saw any of, is scored whole (as --split all), unless
+--seed or a -d option that splits or fits it (test_fraction, standardize, ...)
+asks for a split, or the run stores no preprocessing it can rebuild (then
+the file is split and standardised by its own training split).
+The result names the split and the number of rows scored.
+
 Images of a class-conditional run take the label index that their class's
 name (a PNG class folder; "0", "1", ... for numeric labels) has among the
 classes the run was trained on (summary.json's class_names), so a folder
@@ -53,8 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("run", metavar="RUN", help="run directory (or a directory written by flow.save)")
     p.add_argument("--data", help="dataset name or file (default: the run's own dataset)")
     add_option_flags(p)
-    p.add_argument("--split", default="test", choices=SPLITS,
-                   help="which split (default test); all: every row (of a --data file: in file order, nothing fitted)")
+    p.add_argument("--split", choices=SPLITS,
+                   help="which split; all: every row (of a --data file: in file order, nothing fitted); default: test, "
+                        "but all for a --data file other than the run's (see above)")
     p.add_argument("--seed", type=int, help="dataset seed (default: the run's)")
     p.add_argument("--batch-size", type=int, default=1024, help="evaluation batch size")
     p.add_argument("--draws", type=int, default=1,
@@ -80,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     flow = load(run_dir, map_location=device)
     record = read_preprocess_record(run_dir)
+    if args.split is None:
+        args.split = _default_split(args, config, record)
     if args.split == "all" and args.data is not None and args.data not in DATASETS and record is not None \
             and record["kind"] in REBUILDABLE:
         log_p, summary = _score_file(flow, args, config, record, run_dir, device)
@@ -93,6 +104,25 @@ def run(args: argparse.Namespace) -> int:
         save_array(args.per_row, log_p.numpy(), "--per-row")
         print(f"wrote the log-densities of {log_p.numel()} rows to {args.per_row}", file=sys.stderr)
     return 0
+
+
+def _default_split(args: argparse.Namespace, config: dict[str, Any], record: dict[str, Any] | None) -> str:
+    """``all`` for a ``--data`` file other than the run's own data, read as it is through the run's rebuildable
+    preprocessing ``record`` with no ``--seed`` and no ``-d`` option beyond those that say how to read it;
+    ``test`` otherwise (the run's own data, a dataset name, a split asked for, an older run)."""
+    if args.data is None or args.data in DATASETS or _is_run_data(args.data, config.get("data")):
+        return "test"
+    if record is None or record["kind"] not in REBUILDABLE or args.seed is not None:
+        return "test"
+    reading = set(rows_options(args.data))
+    return "all" if set(parse_options(args.data_option)) <= reading else "test"
+
+
+def _is_run_data(data: str, own: str | None) -> bool:
+    """Whether ``--data`` names the run's own dataset ``own``: the same name, or a path to the same file."""
+    if own is None or own in DATASETS:
+        return data == own
+    return data == own or Path(data).resolve() == Path(own).resolve()
 
 
 def _score_split(flow: Flow, args: argparse.Namespace, data: str, config: dict[str, Any], run_dir: Path,

@@ -23,7 +23,7 @@ from ..core import Flow, Transform
 from ..persistence import load
 from ..train.build import REBUILDABLE, read_preprocess_record, rebuild_preprocess
 from ..train.distributed import resolve_device
-from ._common import existing_run, run_bundle, run_classes, run_config, run_summary, save_array
+from ._common import existing_run, label_index, named_classes, run_bundle, run_classes, run_config, run_summary, save_array
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -72,12 +72,12 @@ def run(args: argparse.Namespace) -> int:
         if flow.context_features is None:
             raise ValueError(f"this flow is unconditional; --label {args.label} needs a class-conditional flow")
         _check_one_hot(run_dir)
-        label = _label_index(args.label, run_classes(run_dir), flow.context_features)
+        label = label_index(args.label, run_classes(run_dir), flow.context_features)
         context = torch.nn.functional.one_hot(torch.full((args.num,), label), flow.context_features).float().to(device)
     else:
         if args.context is None and flow.context_features is not None and _one_hot_context(run_dir):
             raise ValueError(f"this flow is class-conditional: pass --label K (K in 0..{flow.context_features - 1}"
-                             f"{_named(run_classes(run_dir))}) "
+                             f"{named_classes(run_classes(run_dir))}) "
                              f"or --context FILE.npy with {flow.context_features} values per sample")
         context = _context(args.context, args.num, flow.context_features, device)
     torch.manual_seed(args.seed)
@@ -103,27 +103,6 @@ def _run_preprocess(run_dir: Path, why: str, levels: bool = False) -> tuple[Tran
         return rebuild_preprocess(record, run_dir), record.get("levels")
     bundle = run_bundle(run_dir, f"{why} needs the run's dataset to undo its preprocessing")
     return bundle.preprocess, bundle.levels
-
-
-def _label_index(label: str, names: list[str] | None, classes: int) -> int:
-    """The label index of ``--label``: the position of a class name among the run's ``names``, else an
-    integer in ``0..classes - 1``; ``ValueError`` naming the classes otherwise."""
-    if names is not None and label in names:
-        return names.index(label)
-    try:
-        index = int(label)
-    except ValueError:
-        index = -1
-    if not 0 <= index < classes:
-        raise ValueError(f"--label {label} is not a class of this flow: its labels are 0..{classes - 1}{_named(names)}")
-    return index
-
-
-def _named(names: list[str] | None) -> str:
-    """`` or the class names a, b, c`` for a run that records class names other than its label indices, else ``""``."""
-    if names is None or names == [str(i) for i in range(len(names))]:
-        return ""
-    return f" or the class names {', '.join(names)}"
 
 
 def _one_hot_context(run_dir: Path) -> bool | None:

@@ -3,7 +3,10 @@
 Each is split once into train/validation/test (70/15/15) by a fixed
 permutation — the same split for every ``seed`` and every run, so numbers are
 comparable — and standardised with the training mean and standard deviation
-(:class:`~invertible.data.tabular.Standardize`).
+(:class:`~invertible.data.tabular.Standardize`), fitted and applied in float64
+as for tables read from files (:func:`~invertible.data.tabular.table_bundle`):
+the statistics are rounded to the float32 the bundle's ``preprocess`` holds, and
+the splits are cast to float32 after the map.
 The standardisation is the bundle's ``preprocess`` bijection, whose log-det
 ``-sum_i log std_i`` turns a model's log-likelihood back into the raw units.
 
@@ -23,7 +26,7 @@ from torch import Tensor
 
 from .fingerprint import split_digests
 from .registry import DataBundle, register_dataset
-from .tabular import Standardize
+from .tabular import Standardize, standardized
 
 __all__ = ["wine", "breast_cancer", "digits", "fixed_split"]
 
@@ -39,7 +42,7 @@ def fixed_split(n: int, fractions: tuple[float, float] = (0.7, 0.15)) -> tuple[T
 
 def _bundle(name: str, x: np.ndarray, labels: np.ndarray, class_names: list[str], standardize: bool = True,
             levels: int | None = None) -> DataBundle:
-    data = torch.as_tensor(x, dtype=torch.float32)
+    data = torch.as_tensor(x, dtype=torch.float64)
     i_train, i_val, i_test = fixed_split(len(data))
     train, val, test = data[i_train], data[i_val], data[i_test]
     preprocess, digests = None, None
@@ -47,9 +50,9 @@ def _bundle(name: str, x: np.ndarray, labels: np.ndarray, class_names: list[str]
     contexts = one_hot[i_train], one_hot[i_val], one_hot[i_test]
     if standardize:
         digests = split_digests((train, val, test), contexts)
-        preprocess = Standardize.fit(train)
-        with torch.no_grad():
-            train, val, test = (preprocess(part)[0] for part in (train, val, test))
+        preprocess = Standardize.fit(train).float()
+        train, val, test = (standardized(preprocess, part) for part in (train, val, test))
+    train, val, test = (part.float() for part in (train, val, test))
     return DataBundle(
         name=name, train=train, val=val, test=test,
         train_context=contexts[0], val_context=contexts[1], test_context=contexts[2],

@@ -42,20 +42,21 @@ def _in_bin(x: Tensor, u: Tensor, levels: int) -> Tensor:
     """``y = (x + u) / L``, placed so that ``floor(L y) == x`` holds in floating point too.
 
     In exact arithmetic ``u < 1`` keeps ``y`` in ``x``'s bin; in floating point ``x + u``
-    rounds up to ``x + 1`` when ``u`` is within half an ulp of 1 (or a sigmoid saturates),
-    and ``L ((x + u) / L)`` can round across a bin edge when ``L`` is not a power of two.
-    So ``u`` is capped at the float below ``x + 1`` minus ``x``, and a ``y`` that still
-    quantises to a neighbour moves one ulp inward (two passes: enough at both edges of
-    every bin for every ``L <= 256``, float32 and float64). Gradients pass through ``u``.
+    rounds up to ``x + 1`` when ``1 - u`` is within half an ulp of ``x`` (or ``u = 1``, a
+    saturated sigmoid), and ``L ((x + u) / L)`` can round across a bin edge when ``L`` is
+    not a power of two. So a ``y`` that quantises to a neighbour moves one ulp inward at a
+    time, to the float of the bin nearest the rounded ``(x + u) / L``: two passes are enough
+    for every ``u`` in ``[0, 1]`` at both edges of every bin for every ``L <= 256``, float32
+    and float64. Gradients pass through ``u``: ``dy/du = 1 / L``.
     """
-    y = (x + torch.minimum(u, torch.nextafter(x + 1, x) - x)) / levels
+    y = (x + u) / levels
     with torch.no_grad():
         placed = y.clone()
         for _ in range(2):
             bins = torch.floor(placed * levels)
             placed = torch.where(bins > x, torch.nextafter(placed, torch.zeros_like(placed)), placed)
             placed = torch.where(bins < x, torch.nextafter(placed, torch.ones_like(placed)), placed)
-    return y + (placed - y)  # the same value as ``placed``; the one-ulp moves carry no gradient
+    return y + (placed - y.detach())  # the same value as ``placed``; the one-ulp moves carry no gradient
 
 
 class _Dequantization(Transform):
