@@ -24,12 +24,31 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Transform", "Compose", "Inverse", "Flow", "FlowDistribution", "sum_except_batch"]
+__all__ = ["Transform", "Compose", "Inverse", "Flow", "FlowDistribution", "sum_except_batch", "vmapped"]
 
 
 def sum_except_batch(x: Tensor) -> Tensor:
     """Sum every dimension but the first: per-element log-dets to a ``(batch,)`` vector."""
     return x.reshape(x.shape[0], math.prod(x.shape[1:])).sum(1)  # explicit width: an empty batch too
+
+
+def vmapped(x: Tensor) -> bool:
+    """Whether ``torch.func.vmap`` batches ``x``, at any depth of functorch's wrapping (``vmap(grad(f))``
+    hands ``f`` a gradient-tracking tensor around a batched one).
+
+    Python code cannot branch on the values of such a tensor: a vmapped function runs once for the
+    whole batch, so ``if t.any():`` has no single answer and torch raises. The checks that branch on
+    values skip themselves on it. ``torch.func.grad``, ``jacrev`` and ``jacfwd`` wrap their inputs
+    without batching them, so the checks run there.
+    """
+    functorch = torch._C._functorch
+    if torch.compiler.is_compiling():  # Dynamo traces this one query of functorch's (and models the wrappers itself)
+        return functorch.is_batchedtensor(x)
+    while functorch.is_functorch_wrapped_tensor(x):
+        if functorch.is_batchedtensor(x):
+            return True
+        x = functorch.get_unwrapped(x)
+    return False
 
 
 class Transform(nn.Module):
@@ -149,6 +168,10 @@ class Flow(nn.Module):
     noise overflows is a ``ValueError``; samples that the inverse map overflows are
     returned as they are (``+-inf`` or NaN) with a ``RuntimeWarning`` saying how many.
 
+    Under ``torch.func.vmap`` the checks of values skip themselves (a vmapped function
+    cannot branch on them) and the shapes are still checked; under ``grad``, ``jacrev``
+    and ``jacfwd`` every check runs.
+
     Args:
         transform: the bijection from data to the base space.
         base: a base distribution module with ``log_prob``, ``sample``,
@@ -189,7 +212,7 @@ class Flow(nn.Module):
                 f" — event shape {tuple(self.event_shape)} with at least one batch dimension"
             )
         self._check_dtype(x, name)
-        if not torch.isfinite(x).all():
+        if not vmapped(x) and not torch.isfinite(x).all():
             bad = (~torch.isfinite(x)).sum().item()
             raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
 
@@ -219,7 +242,7 @@ class Flow(nn.Module):
             raise ValueError(
                 f"context batch shape {tuple(context.shape[:-1])} does not match the data batch shape {tuple(batch_shape)}"
             )
-        if not torch.isfinite(context).all():
+        if not vmapped(context) and not torch.isfinite(context).all():
             raise ValueError("context contains non-finite values (NaN or inf)")
 
     # -- density --------------------------------------------------------------------
@@ -241,6 +264,8 @@ class Flow(nn.Module):
 
     def _check_log_prob(self, log_p: Tensor) -> None:
         """A ``ValueError`` where the log-density of finite inputs is NaN (``-inf`` is a value: see the class)."""
+        if vmapped(log_p):
+            return
         nan = torch.isnan(log_p)
         if not nan.any():
             return
@@ -314,6 +339,8 @@ class Flow(nn.Module):
 
     def _check_samples(self, x: Tensor, temperature: float) -> None:
         """A ``RuntimeWarning`` for samples that are not finite: the inverse map overflowed (or the flow diverged)."""
+        if vmapped(x):
+            return
         bad = ~torch.isfinite(x.flatten(1)).all(1)
         if bad.any():
             cause = (
@@ -335,7 +362,7 @@ class Flow(nn.Module):
         if temperature == 1.0:
             return shape, context, u
         u = u * temperature
-        if self.validate and not bool(torch.isfinite(u).all()):
+        if self.validate and not vmapped(u) and not bool(torch.isfinite(u).all()):
             raise ValueError(
                 f"temperature {temperature:g} takes the base noise beyond the {u.dtype} range "
                 f"(+-{torch.finfo(u.dtype).max:.3g}); sample in float64 or at a lower temperature"
