@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from invertible import Compose, Flow
+from invertible import Compose, Flow, Transform
 from invertible.distributions import StandardNormal
 from invertible.models import build
 from invertible.transforms import ElementwiseAffine, Logit, UniformDequantization
@@ -175,3 +175,39 @@ def test_vmapped_dequantization_checks_are_skipped() -> None:
     one = lambda v: UniformDequantization(4)(v.unsqueeze(0))[0].squeeze(0)  # noqa: E731
     y = torch.func.vmap(one, randomness="different")(x)
     torch.testing.assert_close(torch.floor(4 * y), x)
+
+
+# ---------------------------------------------------------------- the layers' per-call checks
+
+
+def test_validate_switches_the_checks_of_every_layer() -> None:
+    """``Transform.validate`` reaches every transform inside (a Compose's steps, an Inverse's transform);
+    ``Flow.validate`` sets it on the flow's transform. Off, out-of-domain values give their NaN, as documented."""
+    logit, dequantize = Logit(0.05), UniformDequantization(4)
+    pipeline = Compose(dequantize, Compose(Logit(0.1)).inv(), logit)
+    assert pipeline.validate and logit.validate
+    pipeline.validate = False
+    assert [t.validate for t in pipeline.modules() if isinstance(t, Transform)] == [False] * 6
+    z, ladj = logit(torch.tensor([[0.5, -2.0]]))
+    assert torch.isnan(z[0, 1]) and torch.isnan(ladj[0])
+    assert dequantize(torch.tensor([[7.5, 1.0]]))[0].shape == (1, 2)  # not an integer in [0, 3]: unchecked
+    logit.validate = True  # one layer alone
+    assert logit.validate and not dequantize.validate
+    with pytest.raises(ValueError, match=r"Logit\(alpha=0.05\) needs values in \[0, 1\]"):
+        logit(torch.tensor([[0.5, -2.0]]))
+
+    flow = _logit_flow()
+    flow.validate = False
+    assert not flow.transform[0].validate
+    assert torch.isnan(flow.log_prob(torch.tensor([[0.5, -2.0]], dtype=torch.float64))).all()
+    flow.validate = True
+    with pytest.raises(ValueError, match=r"Logit\(alpha=0.05\) needs values in \[0, 1\]"):
+        flow.log_prob(torch.tensor([[0.5, -2.0]], dtype=torch.float64))
+    assert not Flow(Compose(Logit()), StandardNormal(1), validate=False).transform[0].validate
+
+
+def test_dequantization_refuses_values_that_are_not_its_levels() -> None:
+    layer = UniformDequantization(4)
+    for bad in (4.0, -1.0, 1.5):
+        with pytest.raises(ValueError, match=r"dequantization expects integer values in \[0, 3\]"):
+            layer(torch.tensor([[0.0, bad]]))

@@ -51,6 +51,13 @@ def vmapped(x: Tensor) -> bool:
     return False
 
 
+def _set_validate(module: nn.Module, value: bool) -> None:
+    """Switch the per-call value checks of every :class:`Transform` in ``module`` (itself included) on or off."""
+    for m in module.modules():
+        if isinstance(m, Transform):
+            m._validate = bool(value)
+
+
 class Transform(nn.Module):
     """A bijection ``f`` with its log-absolute-determinant, in both directions.
 
@@ -59,9 +66,30 @@ class Transform(nn.Module):
     bisection, fixed point, ODE solve or sequential passes) or raises
     ``NotImplementedError`` saying why. A transform whose log-det is a stochastic
     estimate sets ``exact_logdet = False``.
+
+    A transform with a restricted domain (:class:`~invertible.transforms.Logit`, the
+    dequantizers) checks the values of its input on every call and raises ``ValueError``
+    outside it. :attr:`validate` switches those checks off for a hot path whose data were
+    checked once before (each check reads the data back, a device synchronisation on a GPU).
     """
 
     exact_logdet: bool = True
+    _validate: bool = True
+
+    @property
+    def validate(self) -> bool:
+        """Whether this transform checks the values of its inputs on every call (default ``True``).
+
+        Setting it sets every transform inside too (the steps of a :class:`Compose`, the
+        transform of an :class:`Inverse`); :attr:`Flow.validate` sets it on the flow's transform.
+        The checks also skip themselves where they cannot branch on values: on tensors batched
+        by ``torch.func.vmap`` (:func:`vmapped`) and, for ``Logit``, inside ``torch.compile``.
+        """
+        return self._validate
+
+    @validate.setter
+    def validate(self, value: bool) -> None:
+        _set_validate(self, value)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
         raise NotImplementedError
@@ -168,9 +196,11 @@ class Flow(nn.Module):
     noise overflows is a ``ValueError``; samples that the inverse map overflows are
     returned as they are (``+-inf`` or NaN) with a ``RuntimeWarning`` saying how many.
 
-    Under ``torch.func.vmap`` the checks of values skip themselves (a vmapped function
-    cannot branch on them) and the shapes are still checked; under ``grad``, ``jacrev``
-    and ``jacfwd`` every check runs.
+    ``validate`` also switches the per-call checks of the transform's layers
+    (:attr:`Transform.validate`: ``Logit``'s domain, the dequantizers' integers). Under
+    ``torch.func.vmap`` the checks of values skip themselves (a vmapped function cannot
+    branch on them) and the shapes are still checked; under ``grad``, ``jacrev`` and
+    ``jacfwd`` every check runs.
 
     Args:
         transform: the bijection from data to the base space.
@@ -178,8 +208,8 @@ class Flow(nn.Module):
             ``rsample`` and ``event_shape`` (see :mod:`invertible.distributions`).
         context_features: size of the conditioning vector, or ``None`` for an
             unconditional flow.
-        validate: check inputs at the public boundary, and results beyond the float range (see above); switch
-            off for speed.
+        validate: check inputs at the public boundary, and results beyond the float range (see above), and
+            let the layers check their domains; switch off for speed.
     """
 
     def __init__(
@@ -196,6 +226,17 @@ class Flow(nn.Module):
         self.validate = validate
         #: How to rebuild this flow: set by the preset builders, used by :meth:`save`.
         self.config: dict[str, Any] | None = None
+
+    @property
+    def validate(self) -> bool:
+        """Whether the public methods check their inputs and results (see the class); setting it sets
+        :attr:`Transform.validate` of every layer of the flow's transform too."""
+        return self._validate
+
+    @validate.setter
+    def validate(self, value: bool) -> None:
+        self._validate = bool(value)
+        _set_validate(self.transform, value)
 
     @property
     def event_shape(self) -> torch.Size:
