@@ -195,6 +195,10 @@ class Flow(nn.Module):
     ``ValueError`` from :meth:`log_prob`. In sampling, a temperature whose base
     noise overflows is a ``ValueError``; samples that the inverse map overflows are
     returned as they are (``+-inf`` or NaN) with a ``RuntimeWarning`` saying how many.
+    :meth:`rsample_and_log_prob` (and :meth:`sample_and_log_prob`) warn the same way,
+    and also for finite samples whose log-density is not finite (NaN, or ``+-inf``
+    beyond the float range): a sample of the flow has a positive density, so such a
+    value is an overflow, returned as it is with a ``RuntimeWarning`` saying how many.
 
     ``validate`` also switches the per-call checks of the transform's layers
     (:attr:`Transform.validate`: ``Logit``'s domain, the dequantizers' integers). Under
@@ -342,15 +346,22 @@ class Flow(nn.Module):
     def rsample_and_log_prob(
         self, n: int | Sequence[int] = 1, context: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        """Reparameterised samples and their log-density in one inverse pass.
+        """Reparameterised samples and their log-density in one inverse pass:
+        ``x = f^{-1}(u)``, ``log p(x) = log p_U(u) - log|det df^{-1}/du|``, ``u ~ base``.
 
         With a context of batch shape ``B`` the result has shape ``(*n, *B, *event_shape)``.
+        With ``validate`` on, samples that are not finite, and finite samples whose
+        log-density is not finite, come back as they are with a ``RuntimeWarning``
+        (see the class).
         """
         shape, context = self._sample_shape(n, context)
         m = math.prod(shape)
         u = self.base.rsample((m,))
         x, ladj_inv = self.transform.inverse(u, context)
         log_p = self.base.log_prob(u) - ladj_inv
+        if self.validate:
+            self._check_samples(x)
+            self._check_sample_log_prob(x, log_p)
         return x.reshape(*shape, *self.event_shape), log_p.reshape(shape)
 
     def sample_and_log_prob(self, n: int | Sequence[int] = 1, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -378,18 +389,40 @@ class Flow(nn.Module):
         """Whether a parameter is NaN or infinite (asked only once a result is, to name the cause)."""
         return not all(bool(torch.isfinite(p).all()) for p in self.parameters())
 
-    def _check_samples(self, x: Tensor, temperature: float) -> None:
-        """A ``RuntimeWarning`` for samples that are not finite: the inverse map overflowed (or the flow diverged)."""
+    def _check_samples(self, x: Tensor, temperature: float | None = None) -> None:
+        """A ``RuntimeWarning`` for samples that are not finite: the inverse map overflowed (or the flow diverged).
+
+        ``temperature``: that of :meth:`rsample`, named in the message; ``None`` for a method that has none.
+        """
         if vmapped(x):
             return
         bad = ~torch.isfinite(x.flatten(1)).all(1)
         if bad.any():
             cause = (
                 "the flow's parameters are not all finite (a diverged model)" if self._diverged() else
+                f"the inverse map overflowed the {x.dtype} range; sample in float64" if temperature is None else
                 f"the inverse map overflowed the {x.dtype} range at temperature {temperature:g}; "
                 "sample in float64 or at a lower temperature"
             )
             message = f"{int(bad.sum())} of {len(bad)} sample(s) are not finite: {cause}"
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    def _check_sample_log_prob(self, x: Tensor, log_p: Tensor) -> None:
+        """A ``RuntimeWarning`` for finite samples whose log-density is not finite (NaN or ``+-inf``).
+
+        A sample of the flow has a positive density, so a non-finite log-density at a finite
+        sample is a result beyond the float range (a layer's log-det overflowed), or a diverged flow.
+        """
+        if vmapped(log_p) or vmapped(x):
+            return
+        bad = torch.isfinite(x.flatten(1)).all(1) & ~torch.isfinite(log_p)
+        if bad.any():
+            cause = (
+                "the flow's parameters are not all finite (a diverged model)" if self._diverged() else
+                f"a log-det overflowed the {log_p.dtype} range (+-{torch.finfo(log_p.dtype).max:.3g}); sample in float64"
+            )
+            message = (f"{int(bad.sum())} of {len(bad)} finite sample(s) have a log-density that is not finite "
+                       f"(NaN or +-inf): {cause}")
             warnings.warn(message, RuntimeWarning, stacklevel=3)
 
     def _base_noise(
