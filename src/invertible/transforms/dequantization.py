@@ -22,7 +22,7 @@ is False because the value is a stochastic bound, not a Jacobian.
 
 ``forward`` refuses values that are not integers in ``[0, L - 1]`` with a ``ValueError``; the check
 reads the data back on every call, and ``validate = False`` (:attr:`~invertible.Transform.validate`)
-switches it off for batches checked before.
+switches it off for batches checked before (the training engine checks a bundle's pixels when it loads them).
 """
 
 from __future__ import annotations

@@ -133,9 +133,10 @@ class Logit(Transform):
     interval (0, 1) for ``alpha = 0`` (at 0 or 1, ``z = -+inf`` and the log-det is ``+inf``,
     whose sum with a base log-density is NaN), ``[0, 1]`` and a margin for ``alpha > 0``
     (beyond it the logarithms are NaN). The check reads the data back (a device synchronisation on a
-    GPU); ``validate = False`` (:attr:`~invertible.Transform.validate`, also set by ``Flow.validate``)
-    switches it off. It skips itself inside ``torch.compile`` (a compiled graph keeps no data-dependent
-    branch) and on tensors that ``torch.func.vmap`` batches.
+    GPU); ``validate = False`` (:attr:`~invertible.Transform.validate`, also set by ``Flow.validate``, and
+    by the training engine for batches of pixels it checked when loading them) switches it off. It skips
+    itself inside ``torch.compile`` (a compiled graph keeps no data-dependent branch) and on tensors that
+    ``torch.func.vmap`` batches.
     """
 
     def __init__(self, alpha: float = 0.0):
