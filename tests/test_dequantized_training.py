@@ -182,3 +182,58 @@ def test_learned_dequantization_needs_per_batch_noise() -> None:
         load("digits", dequantization="variational", raw=False)
     with pytest.raises(ValueError, match="unknown dequantization"):
         load("digits", dequantization="gaussian")
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_raw_pixels_outside_the_dequantizers_levels_are_refused_when_loaded(split) -> None:
+    """The engine checks a raw bundle's pixels once, when it loads them, for every split (the training batches
+    then skip the dequantizer's own check): an error naming the dataset, the split and a bad value."""
+    from invertible.data import DataBundle
+    from invertible.data.images import image_preprocess
+    from invertible.train.build import check_bundle
+
+    splits = {s: torch.randint(0, 4, (6, 1, 2, 2)).float() for s in ("train", "val", "test")}
+    check_bundle(DataBundle("pixels", **splits, levels=4, preprocess=image_preprocess(4), raw=True))
+    for bad in (4.0, -1.0, 2.5):
+        splits[split][2, 0, 1, 0] = bad
+        with pytest.raises(ValueError, match=rf"dataset 'pixels': the {split} split must hold integer pixel values in "
+                                             rf"\[0, 3\] \(the levels of its dequantization\); 1 value\(s\) are not, e\.g\. {bad:g}$"):
+            check_bundle(DataBundle("pixels", **splits, levels=4, preprocess=image_preprocess(4), raw=True))
+        splits[split][2, 0, 1, 0] = 1.0
+
+
+def test_training_batches_skip_the_preprocessing_checks(tmp_path, monkeypatch) -> None:
+    """The pixels were checked when loaded, so the training steps run the dequantizer and the logit without their
+    per-call checks; evaluation after training runs them again."""
+    from invertible.transforms import Logit, UniformDequantization
+
+    seen: dict[str, list[bool]] = {"logit": [], "dequantize": []}
+    logit, check = Logit.forward, UniformDequantization._check
+
+    def logit_recording(self, x, context=None):
+        seen["logit"].append(self.validate)
+        return logit(self, x, context)
+
+    def check_recording(self, x):
+        seen["dequantize"].append(self.validate)
+        return check(self, x)
+
+    monkeypatch.setattr(Logit, "forward", logit_recording)
+    monkeypatch.setattr(UniformDequantization, "_check", check_recording)
+    config = TrainConfig(data="engine-pixels", model="glow", model_options=GLOW, steps=2, batch_size=24, eval_every=100,
+                         out=str(tmp_path / "run"), progress=False, plots=False)
+    train(config)
+    for calls in seen.values():  # two training steps, the validation of the last step, the test
+        assert calls[:3] == [False, False, False] and calls[-1] is True
+
+
+def test_a_batch_outside_the_logits_domain_stops_training_with_the_logits_error(tmp_path, monkeypatch) -> None:
+    """``alpha=0`` and dequantization noise exactly 0 put a pixel 0 at the edge of the logit's domain: the loss is
+    not finite, and the step's preprocessing, replayed with its checks on, names the cause."""
+    from invertible.transforms import UniformDequantization
+
+    monkeypatch.setattr(UniformDequantization, "_noise", lambda self, x, context: (torch.zeros_like(x), x.new_zeros(len(x))))
+    config = TrainConfig(data="engine-pixels", data_options={"alpha": 0.0}, model="glow", model_options=GLOW, steps=2,
+                         batch_size=24, out=str(tmp_path / "run"), progress=False, plots=False)
+    with pytest.raises(ValueError, match=r"Logit\(alpha=0.0\) needs values in \(0, 1\); got \d+ outside, e\.g\. 0$"):
+        train(config)

@@ -8,6 +8,7 @@ value truly cannot be represented it checks the documented outcome (an error or 
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -282,6 +283,48 @@ def test_samples_that_overflow_are_reported(dtype: torch.dtype) -> None:
         x = flow.sample(64)
     overflowed = ~torch.isfinite(x).all(1)
     assert 0 < int(overflowed.sum()) < 64
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_samples_with_their_density_that_overflow_are_reported(dtype: torch.dtype) -> None:
+    """``rsample_and_log_prob`` and ``sample_and_log_prob``, the sampling path of variational inference, report
+    overflowed samples as ``sample`` does (no temperature to lower there) and hand them back as they are."""
+    torch.manual_seed(0)
+    flow = _overflowing_flow(dtype, -1e4)
+    for draw in (flow.rsample_and_log_prob, flow.sample_and_log_prob):
+        with pytest.warns(RuntimeWarning, match=rf"\d+ of 64 sample\(s\) are not finite: the inverse map overflowed "
+                                                rf"the {dtype} range; sample in float64$"):
+            x, log_p = draw(64)
+        overflowed = ~torch.isfinite(x).all(1)
+        assert 0 < int(overflowed.sum()) < 64 and log_p.shape == (64,)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_finite_samples_whose_density_overflows_are_reported(dtype: torch.dtype) -> None:
+    """Two log-scales of 0.9 times the float maximum: each sample is ``u exp(-s)``, which is 0, finite, but the
+    log-det ``-2s`` of the inverse is ``-inf``, so the log-density of every sample is ``+inf``. A sample of the
+    flow has a positive density, so ``rsample_and_log_prob`` warns (saying how many) and returns the values."""
+    from invertible import Flow
+    from invertible.distributions import StandardNormal
+    from invertible.transforms import ElementwiseAffine
+
+    layer = ElementwiseAffine(2, shift=False).to(dtype)
+    with torch.no_grad():
+        layer.log_scale.fill_(0.9 * torch.finfo(dtype).max)
+    flow = Flow(layer, StandardNormal(2)).to(dtype)
+    message = rf"8 of 8 finite sample\(s\) have a log-density that is not finite \(NaN or \+-inf\): a log-det overflowed the {dtype}"
+    with pytest.warns(RuntimeWarning, match=message):
+        x, log_p = flow.rsample_and_log_prob(8)
+    assert torch.equal(x, torch.zeros_like(x)) and (log_p == math.inf).all()
+    flow.validate = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert (flow.rsample_and_log_prob(8)[1] == math.inf).all()
+    flow.validate = True
+    with torch.no_grad():
+        layer.log_scale[0] = math.nan
+    with pytest.warns(RuntimeWarning, match=r"8 of 8 sample\(s\) are not finite: the flow's parameters are not all finite"):
+        flow.sample_and_log_prob(8)
 
 
 # ---------------------------------------------------------------- splines

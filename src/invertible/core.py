@@ -24,12 +24,38 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Transform", "Compose", "Inverse", "Flow", "FlowDistribution", "sum_except_batch"]
+__all__ = ["Transform", "Compose", "Inverse", "Flow", "FlowDistribution", "sum_except_batch", "vmapped"]
 
 
 def sum_except_batch(x: Tensor) -> Tensor:
     """Sum every dimension but the first: per-element log-dets to a ``(batch,)`` vector."""
     return x.reshape(x.shape[0], math.prod(x.shape[1:])).sum(1)  # explicit width: an empty batch too
+
+
+def vmapped(x: Tensor) -> bool:
+    """Whether ``torch.func.vmap`` batches ``x``, at any depth of functorch's wrapping (``vmap(grad(f))``
+    hands ``f`` a gradient-tracking tensor around a batched one).
+
+    Python code cannot branch on the values of such a tensor: a vmapped function runs once for the
+    whole batch, so ``if t.any():`` has no single answer and torch raises. The checks that branch on
+    values skip themselves on it. ``torch.func.grad``, ``jacrev`` and ``jacfwd`` wrap their inputs
+    without batching them, so the checks run there.
+    """
+    functorch = torch._C._functorch
+    if torch.compiler.is_compiling():  # Dynamo traces this one query of functorch's (and models the wrappers itself)
+        return functorch.is_batchedtensor(x)
+    while functorch.is_functorch_wrapped_tensor(x):
+        if functorch.is_batchedtensor(x):
+            return True
+        x = functorch.get_unwrapped(x)
+    return False
+
+
+def _set_validate(module: nn.Module, value: bool) -> None:
+    """Switch the per-call value checks of every :class:`Transform` in ``module`` (itself included) on or off."""
+    for m in module.modules():
+        if isinstance(m, Transform):
+            m._validate = bool(value)
 
 
 class Transform(nn.Module):
@@ -40,9 +66,30 @@ class Transform(nn.Module):
     bisection, fixed point, ODE solve or sequential passes) or raises
     ``NotImplementedError`` saying why. A transform whose log-det is a stochastic
     estimate sets ``exact_logdet = False``.
+
+    A transform with a restricted domain (:class:`~invertible.transforms.Logit`, the
+    dequantizers) checks the values of its input on every call and raises ``ValueError``
+    outside it. :attr:`validate` switches those checks off for a hot path whose data were
+    checked once before (each check reads the data back, a device synchronisation on a GPU).
     """
 
     exact_logdet: bool = True
+    _validate: bool = True
+
+    @property
+    def validate(self) -> bool:
+        """Whether this transform checks the values of its inputs on every call (default ``True``).
+
+        Setting it sets every transform inside too (the steps of a :class:`Compose`, the
+        transform of an :class:`Inverse`); :attr:`Flow.validate` sets it on the flow's transform.
+        The checks also skip themselves where they cannot branch on values: on tensors batched
+        by ``torch.func.vmap`` (:func:`vmapped`) and, for ``Logit``, inside ``torch.compile``.
+        """
+        return self._validate
+
+    @validate.setter
+    def validate(self, value: bool) -> None:
+        _set_validate(self, value)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
         raise NotImplementedError
@@ -148,6 +195,16 @@ class Flow(nn.Module):
     ``ValueError`` from :meth:`log_prob`. In sampling, a temperature whose base
     noise overflows is a ``ValueError``; samples that the inverse map overflows are
     returned as they are (``+-inf`` or NaN) with a ``RuntimeWarning`` saying how many.
+    :meth:`rsample_and_log_prob` (and :meth:`sample_and_log_prob`) warn the same way,
+    and also for finite samples whose log-density is not finite (NaN, or ``+-inf``
+    beyond the float range): a sample of the flow has a positive density, so such a
+    value is an overflow, returned as it is with a ``RuntimeWarning`` saying how many.
+
+    ``validate`` also switches the per-call checks of the transform's layers
+    (:attr:`Transform.validate`: ``Logit``'s domain, the dequantizers' integers). Under
+    ``torch.func.vmap`` the checks of values skip themselves (a vmapped function cannot
+    branch on them) and the shapes are still checked; under ``grad``, ``jacrev`` and
+    ``jacfwd`` every check runs.
 
     Args:
         transform: the bijection from data to the base space.
@@ -155,8 +212,8 @@ class Flow(nn.Module):
             ``rsample`` and ``event_shape`` (see :mod:`invertible.distributions`).
         context_features: size of the conditioning vector, or ``None`` for an
             unconditional flow.
-        validate: check inputs at the public boundary, and results beyond the float range (see above); switch
-            off for speed.
+        validate: check inputs at the public boundary, and results beyond the float range (see above), and
+            let the layers check their domains; switch off for speed.
     """
 
     def __init__(
@@ -175,6 +232,17 @@ class Flow(nn.Module):
         self.config: dict[str, Any] | None = None
 
     @property
+    def validate(self) -> bool:
+        """Whether the public methods check their inputs and results (see the class); setting it sets
+        :attr:`Transform.validate` of every layer of the flow's transform too."""
+        return self._validate
+
+    @validate.setter
+    def validate(self, value: bool) -> None:
+        self._validate = bool(value)
+        _set_validate(self.transform, value)
+
+    @property
     def event_shape(self) -> torch.Size:
         return torch.Size(self.base.event_shape)
 
@@ -189,7 +257,7 @@ class Flow(nn.Module):
                 f" — event shape {tuple(self.event_shape)} with at least one batch dimension"
             )
         self._check_dtype(x, name)
-        if not torch.isfinite(x).all():
+        if not vmapped(x) and not torch.isfinite(x).all():
             bad = (~torch.isfinite(x)).sum().item()
             raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
 
@@ -219,7 +287,7 @@ class Flow(nn.Module):
             raise ValueError(
                 f"context batch shape {tuple(context.shape[:-1])} does not match the data batch shape {tuple(batch_shape)}"
             )
-        if not torch.isfinite(context).all():
+        if not vmapped(context) and not torch.isfinite(context).all():
             raise ValueError("context contains non-finite values (NaN or inf)")
 
     # -- density --------------------------------------------------------------------
@@ -241,6 +309,8 @@ class Flow(nn.Module):
 
     def _check_log_prob(self, log_p: Tensor) -> None:
         """A ``ValueError`` where the log-density of finite inputs is NaN (``-inf`` is a value: see the class)."""
+        if vmapped(log_p):
+            return
         nan = torch.isnan(log_p)
         if not nan.any():
             return
@@ -276,15 +346,22 @@ class Flow(nn.Module):
     def rsample_and_log_prob(
         self, n: int | Sequence[int] = 1, context: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        """Reparameterised samples and their log-density in one inverse pass.
+        """Reparameterised samples and their log-density in one inverse pass:
+        ``x = f^{-1}(u)``, ``log p(x) = log p_U(u) - log|det df^{-1}/du|``, ``u ~ base``.
 
         With a context of batch shape ``B`` the result has shape ``(*n, *B, *event_shape)``.
+        With ``validate`` on, samples that are not finite, and finite samples whose
+        log-density is not finite, come back as they are with a ``RuntimeWarning``
+        (see the class).
         """
         shape, context = self._sample_shape(n, context)
         m = math.prod(shape)
         u = self.base.rsample((m,))
         x, ladj_inv = self.transform.inverse(u, context)
         log_p = self.base.log_prob(u) - ladj_inv
+        if self.validate:
+            self._check_samples(x)
+            self._check_sample_log_prob(x, log_p)
         return x.reshape(*shape, *self.event_shape), log_p.reshape(shape)
 
     def sample_and_log_prob(self, n: int | Sequence[int] = 1, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -312,16 +389,40 @@ class Flow(nn.Module):
         """Whether a parameter is NaN or infinite (asked only once a result is, to name the cause)."""
         return not all(bool(torch.isfinite(p).all()) for p in self.parameters())
 
-    def _check_samples(self, x: Tensor, temperature: float) -> None:
-        """A ``RuntimeWarning`` for samples that are not finite: the inverse map overflowed (or the flow diverged)."""
+    def _check_samples(self, x: Tensor, temperature: float | None = None) -> None:
+        """A ``RuntimeWarning`` for samples that are not finite: the inverse map overflowed (or the flow diverged).
+
+        ``temperature``: that of :meth:`rsample`, named in the message; ``None`` for a method that has none.
+        """
+        if vmapped(x):
+            return
         bad = ~torch.isfinite(x.flatten(1)).all(1)
         if bad.any():
             cause = (
                 "the flow's parameters are not all finite (a diverged model)" if self._diverged() else
+                f"the inverse map overflowed the {x.dtype} range; sample in float64" if temperature is None else
                 f"the inverse map overflowed the {x.dtype} range at temperature {temperature:g}; "
                 "sample in float64 or at a lower temperature"
             )
             message = f"{int(bad.sum())} of {len(bad)} sample(s) are not finite: {cause}"
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    def _check_sample_log_prob(self, x: Tensor, log_p: Tensor) -> None:
+        """A ``RuntimeWarning`` for finite samples whose log-density is not finite (NaN or ``+-inf``).
+
+        A sample of the flow has a positive density, so a non-finite log-density at a finite
+        sample is a result beyond the float range (a layer's log-det overflowed), or a diverged flow.
+        """
+        if vmapped(log_p) or vmapped(x):
+            return
+        bad = torch.isfinite(x.flatten(1)).all(1) & ~torch.isfinite(log_p)
+        if bad.any():
+            cause = (
+                "the flow's parameters are not all finite (a diverged model)" if self._diverged() else
+                f"a log-det overflowed the {log_p.dtype} range (+-{torch.finfo(log_p.dtype).max:.3g}); sample in float64"
+            )
+            message = (f"{int(bad.sum())} of {len(bad)} finite sample(s) have a log-density that is not finite "
+                       f"(NaN or +-inf): {cause}")
             warnings.warn(message, RuntimeWarning, stacklevel=3)
 
     def _base_noise(
@@ -335,7 +436,7 @@ class Flow(nn.Module):
         if temperature == 1.0:
             return shape, context, u
         u = u * temperature
-        if self.validate and not bool(torch.isfinite(u).all()):
+        if self.validate and not vmapped(u) and not bool(torch.isfinite(u).all()):
             raise ValueError(
                 f"temperature {temperature:g} takes the base noise beyond the {u.dtype} range "
                 f"(+-{torch.finfo(u.dtype).max:.3g}); sample in float64 or at a lower temperature"

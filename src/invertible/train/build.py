@@ -18,7 +18,7 @@ from ..data.images import image_preprocess
 from ..persistence import atomic_write, read_json, read_tensors, state_tensors, write_json
 from ..transforms import Logit, UniformDequantization, VariationalDequantization
 
-__all__ = ["load_bundle", "check_bundle", "build_flow", "check_fits", "check_shapes", "trainable_preprocess",
+__all__ = ["load_bundle", "check_bundle", "raw_dequantizer", "build_flow", "check_fits", "check_shapes", "trainable_preprocess",
            "save_preprocess", "restore_preprocess", "unsaved_preprocess", "preprocess_record", "read_preprocess_record",
            "rebuild_preprocess", "fitted_state", "adopt_fitted_state", "PREPROCESS_WEIGHTS", "PREPROCESS_JSON"]
 
@@ -47,8 +47,28 @@ def _check_tensor(name: str, split: str, t: Tensor) -> None:
         raise ValueError(f"dataset {name!r}: the {split} split contains {bad} non-finite value(s) (NaN or inf)")
 
 
+def raw_dequantizer(bundle: DataBundle) -> UniformDequantization | VariationalDequantization | None:
+    """The dequantizer that the preprocessing of a ``raw`` bundle begins with (the step that sees the raw
+    pixels), or ``None`` (data stored in the model's space, another preprocessing)."""
+    if not bundle.raw or bundle.preprocess is None:
+        return None
+    p = bundle.preprocess
+    first = p.transforms[0] if isinstance(p, Compose) and len(p) else p
+    return first if isinstance(first, tuple(_DEQUANTIZERS)) else None
+
+
+def _check_pixels(name: str, split: str, t: Tensor, levels: int) -> None:
+    """``ValueError`` unless the raw split ``t`` holds integers in ``[0, levels - 1]``, the dequantizer's domain."""
+    bad = (t < 0) | (t > levels - 1) | (t != torch.round(t))
+    if bad.any():
+        raise ValueError(f"dataset {name!r}: the {split} split must hold integer pixel values in [0, {levels - 1}] "
+                         f"(the levels of its dequantization); {int(bad.sum())} value(s) are not, e.g. {t[bad][0].item():g}")
+
+
 def check_bundle(bundle: DataBundle) -> None:
-    """Raise ``ValueError`` for non-finite values, empty splits, mismatched shapes or contexts."""
+    """Raise ``ValueError`` for non-finite values, empty splits, mismatched shapes or contexts, and for raw pixels
+    outside the domain of the dequantizer that maps them (every split, once: the training batches of such a
+    bundle skip the per-call checks of its preprocessing, see :func:`~invertible.train.train`)."""
     shape = tuple(bundle.train.shape[1:])
     if len(shape) not in (1, 3):
         raise ValueError(f"dataset {bundle.name!r}: event shape {shape} is neither a vector (D,) nor an image (C, H, W)")
@@ -68,6 +88,10 @@ def check_bundle(bundle: DataBundle) -> None:
                 raise ValueError(
                     f"dataset {bundle.name!r}: the {split} context has shape {tuple(c.shape)}; expected ({t.shape[0]}, {bundle.train_context.shape[1]})"
                 )
+    dequantizer = raw_dequantizer(bundle)
+    if dequantizer is not None:
+        for split in SPLITS:
+            _check_pixels(bundle.name, split, getattr(bundle, split), dequantizer.levels)
 
 
 def load_bundle(name: str, seed: int = 0, options: dict[str, Any] | None = None) -> DataBundle:

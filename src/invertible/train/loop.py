@@ -4,7 +4,13 @@
 ``loss = -mean_i log q(x_i)`` (nats, in the model's space). For ``raw``
 bundles (images) every batch is mapped by ``y, ladj = preprocess(x)`` with
 fresh dequantization noise, and ``loss = -mean_i [log q(y_i) + ladj_i]`` is the
-dequantized NLL of the raw pixels. The loop writes the run directory::
+dequantized NLL of the raw pixels. The data are checked once when loaded (finite
+values; the pixels of a raw bundle integers in the range of its dequantizer), so the
+training steps run without the per-call checks of the flow (``Flow.validate``) and of
+such a bundle's preprocessing (``Transform.validate``: the dequantizer's integers, the
+logit's domain), each a device synchronisation on a GPU; a step whose loss is not
+finite replays its preprocessing with the checks on, so a batch outside the logit's
+domain stops the run with the logit's ``ValueError``. The loop writes the run directory::
 
     RUN/config.yaml          the resolved configuration
     RUN/metrics.jsonl        training and validation metrics, one JSON object a line
@@ -47,7 +53,8 @@ from ..core import Flow
 from ..data import SPLITS, DataBundle
 from ..data.fingerprint import changed_splits, data_fingerprint
 from ..persistence import atomic_write, write_json
-from .build import adopt_fitted_state, build_flow, fitted_state, load_bundle, save_preprocess, trainable_preprocess
+from .build import (adopt_fitted_state, build_flow, fitted_state, load_bundle, raw_dequantizer, save_preprocess,
+                    trainable_preprocess)
 from .batches import BatchPlan
 from .checkpoint import CHECKPOINT_DIR, Checkpoint, has_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
@@ -316,6 +323,8 @@ class _Trainer:
                 loss = -self.model(x, c).mean()
         global_loss = mean_over_ranks(self.rt, loss).item()  # the loss of the whole batch, the same on every rank
         if not math.isfinite(global_loss):
+            if self.bundle.raw:
+                self._recheck_preprocess(x)
             raise TrainingError(
                 f"training diverged at step {self.step + 1}: the loss is {global_loss}; lower lr, add warmup or set grad_clip"
             )
@@ -338,6 +347,31 @@ class _Trainer:
             raw = out["loss"] - ladj
             out["bpd"] = raw / (math.prod(self.bundle.event_shape) * math.log(2))
         return out
+
+    def _batch_checks(self, on: bool) -> None:
+        """Switch the per-call checks of the flow and of the batches' preprocessing on or off.
+
+        The training steps run without them: the data were checked once when loaded
+        (:func:`~invertible.train.build.check_bundle`: finite values, and the pixels of a raw
+        bundle in the domain of its dequantizer), and each check reads the batch back, a device
+        synchronisation on a GPU. A raw bundle's preprocessing keeps its checks unless it begins
+        with a dequantizer, whose domain the load checked.
+        """
+        self.flow.validate = on
+        if raw_dequantizer(self.bundle) is not None:
+            self.bundle.preprocess.validate = on
+
+    @torch.no_grad()
+    def _recheck_preprocess(self, x: torch.Tensor) -> None:
+        """Run this step's preprocessing of ``x`` again, with the same seeded noise and its checks on.
+
+        A batch that a layer cannot map (``Logit(alpha=0)`` at dequantization noise exactly 0 puts a pixel
+        0 at the edge of its domain) raises that layer's ``ValueError`` here, instead of the loss it made
+        non-finite being reported as a divergence. The run stops after this either way.
+        """
+        self.bundle.preprocess.validate = True
+        with seeded_rng(self.plan.noise_seed(self.step), self.rt.device):
+            self.bundle.preprocess(x)
 
     def _validate(self) -> None:
         cfg = self.config
@@ -380,7 +414,7 @@ class _Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and self.rt.main),
                    desc="train", dynamic_ncols=True, mininterval=0.5)
         started = time.perf_counter() - self.state["wall_time_s"]
-        self.flow.validate = False  # the data were checked once when loaded
+        self._batch_checks(False)
         try:
             while self.step < cfg.steps and not self.state["stopped"]:
                 out = self._step()
@@ -403,7 +437,7 @@ class _Trainer:
                     self._checkpoint()
         finally:
             bar.close()
-            self.flow.validate = True
+            self._batch_checks(True)
         self._checkpoint()
 
     # -- the end ------------------------------------------------------------------------

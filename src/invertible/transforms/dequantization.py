@@ -19,6 +19,10 @@ These maps are surjections, not bijections: ``forward`` draws fresh noise, and
 ``inverse`` quantises, ``x = floor(L y)``, returning the negated term for that
 ``y`` (so ``inverse(forward(x)) == (x, -ladj)`` holds exactly, in floating point too). ``exact_logdet``
 is False because the value is a stochastic bound, not a Jacobian.
+
+``forward`` refuses values that are not integers in ``[0, L - 1]`` with a ``ValueError``; the check
+reads the data back on every call, and ``validate = False`` (:attr:`~invertible.Transform.validate`)
+switches it off for batches checked before (the training engine checks a bundle's pixels when it loads them).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..core import Compose, Transform, sum_except_batch
+from ..core import Compose, Transform, sum_except_batch, vmapped
 from .image_coupling import AffineImageCoupling
 from .normalization import ActNorm
 
@@ -69,6 +73,10 @@ class _Dequantization(Transform):
         self.levels = int(levels)
 
     def _check(self, x: Tensor) -> None:
+        """``ValueError`` unless ``x`` holds integers in ``[0, L - 1]``; off with ``validate = False``, and on a
+        tensor that ``torch.func.vmap`` batches (no branch on its values is possible there)."""
+        if not self.validate or vmapped(x):
+            return
         if ((x < 0) | (x > self.levels - 1) | (x != torch.round(x))).any():
             raise ValueError(f"dequantization expects integer values in [0, {self.levels - 1}]")
 

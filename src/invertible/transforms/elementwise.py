@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..core import Transform, sum_except_batch
+from ..core import Transform, sum_except_batch, vmapped
 
 __all__ = ["ElementwiseAffine", "LeakyReLU", "SmoothLeakyELU", "Sigmoid", "Logit"]
 
@@ -132,7 +132,11 @@ class Logit(Transform):
     ``forward`` raises ``ValueError`` for ``x`` outside its domain ``0 < y < 1``: the open
     interval (0, 1) for ``alpha = 0`` (at 0 or 1, ``z = -+inf`` and the log-det is ``+inf``,
     whose sum with a base log-density is NaN), ``[0, 1]`` and a margin for ``alpha > 0``
-    (beyond it the logarithms are NaN). The check is skipped inside ``torch.compile``.
+    (beyond it the logarithms are NaN). The check reads the data back (a device synchronisation on a
+    GPU); ``validate = False`` (:attr:`~invertible.Transform.validate`, also set by ``Flow.validate``, and
+    by the training engine for batches of pixels it checked when loading them) switches it off. It skips
+    itself inside ``torch.compile`` (a compiled graph keeps no data-dependent branch) and on tensors that
+    ``torch.func.vmap`` batches.
     """
 
     def __init__(self, alpha: float = 0.0):
@@ -144,7 +148,7 @@ class Logit(Transform):
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         y = self.alpha + (1 - 2 * self.alpha) * x
         outside = ~((y > 0) & (y < 1))
-        if not torch.compiler.is_compiling() and outside.any():  # a compiled graph keeps no data-dependent branch
+        if self.validate and not torch.compiler.is_compiling() and not vmapped(outside) and outside.any():
             margin = self.alpha / (1 - 2 * self.alpha)
             where = "in (0, 1)" if self.alpha == 0 else f"in [0, 1] (or up to {margin:.3g} beyond)"
             raise ValueError(
