@@ -303,3 +303,51 @@ def test_inverse_spline_gradients_at_the_bound_and_in_the_tails() -> None:
     assert torch.isfinite(grad).all()
     tails = x.abs() > 3
     assert torch.equal(y[tails], x[tails]) and (ladj[tails] == 0).all()
+
+
+# ---------------------------------------------------------------- multi-scale priors
+
+
+def _prior_layer(kind: str, log_sigma: float, dtype: torch.dtype):
+    """A factor-out split of ``(2, 2, 2)`` images, or a top prior, with ``mu = 0.5`` and the given ``log_sigma``
+    on the factored-out channel: the conditional prior's zero convolution through its bias, the per-channel
+    and top priors through their parameters (the top prior's from its context)."""
+    from invertible.transforms import AffinePrior, ElementwiseAffine, FactorOut
+
+    if kind == "top":
+        layer = AffinePrior((2, 2, 2), context_features=1).to(dtype)
+        with torch.no_grad():
+            layer.loc.fill_(0.5)
+            layer.from_context.bias[12:] = log_sigma  # log_sigma of the second channel, times a context of 1
+        return layer
+    layer = FactorOut(2, 1, ElementwiseAffine((1, 2, 2)), prior=kind).to(dtype)
+    with torch.no_grad():
+        if kind == "conditional":
+            layer.prior.conv.bias.copy_(torch.tensor([0.5, log_sigma]))
+        else:
+            layer.prior.loc.fill_(0.5)
+            layer.prior.log_scale.fill_(log_sigma)
+    return layer
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("log_sigma", [1e4, -1e4])
+@pytest.mark.parametrize("kind", ["conditional", "channel", "top"])
+def test_prior_scale_beyond_the_float_range_gives_no_nan(dtype: torch.dtype, log_sigma: float, kind: str) -> None:
+    """``exp(-+log_sigma) = inf`` made ``0 * inf = NaN``: at ``x2 = mu`` going forward (``log_sigma = -1e4``)
+    and at ``e2 = 0`` going back (``1e4``). ``log_sigma`` is clamped to ``+-L``, as in affine couplings."""
+    from invertible.transforms.stable import exp_bound
+
+    layer = _prior_layer(kind, log_sigma, dtype)
+    context = torch.ones(3, 1, dtype=dtype) if kind == "top" else None
+    x = torch.zeros(3, 2, 2, 2, dtype=dtype)
+    x[:, 1] = 0.5  # the factored-out half (the top prior: the second channel) at its mean
+    z, ladj = layer(x, context)
+    expected = torch.zeros_like(x)
+    if kind == "top":
+        expected[:, 0] = -0.5  # the first channel: mu = 0.5, log_sigma = 0
+    torch.testing.assert_close(z, expected)
+    torch.testing.assert_close(ladj, torch.full((3,), -4 * math.copysign(exp_bound(dtype), log_sigma), dtype=dtype))
+    x_back, ladj_back = layer.inverse(z, context)
+    torch.testing.assert_close(x_back, x)
+    torch.testing.assert_close(ladj_back, -ladj)
