@@ -351,3 +351,21 @@ def test_prior_scale_beyond_the_float_range_gives_no_nan(dtype: torch.dtype, log
     x_back, ladj_back = layer.inverse(z, context)
     torch.testing.assert_close(x_back, x)
     torch.testing.assert_close(ladj_back, -ladj)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("value", [0.0, 1.0, 1.5, -0.25, math.nan])
+def test_sigmoid_inverse_refuses_values_outside_its_range(dtype: torch.dtype, value: float) -> None:
+    """At 0 or 1 ``logit`` is infinite and the log-det ``+inf``; further out both are NaN. As for Logit, a
+    ValueError naming the value (also through ``Inverse(Sigmoid())``, the sigmoid used as a data-space logit)."""
+    from invertible import Inverse
+    from invertible.transforms import Sigmoid
+
+    z = torch.tensor([[0.5, value, 0.25]], dtype=dtype)
+    message = rf"Sigmoid\.inverse needs values in \(0, 1\); got 1 outside, e\.g\. {value:g}"
+    with pytest.raises(ValueError, match=message):
+        Sigmoid().inverse(z)
+    with pytest.raises(ValueError, match=message):
+        Inverse(Sigmoid())(z)
+    x, ladj = Sigmoid().inverse(torch.tensor([[0.5, 1e-30, 1.0 - 1e-7]], dtype=torch.float64))  # inside, near the edge
+    assert torch.isfinite(x).all() and torch.isfinite(ladj).all()
