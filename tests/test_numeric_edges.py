@@ -369,3 +369,60 @@ def test_sigmoid_inverse_refuses_values_outside_its_range(dtype: torch.dtype, va
         Inverse(Sigmoid())(z)
     x, ladj = Sigmoid().inverse(torch.tensor([[0.5, 1e-30, 1.0 - 1e-7]], dtype=torch.float64))  # inside, near the edge
     assert torch.isfinite(x).all() and torch.isfinite(ladj).all()
+
+
+# ---------------------------------------------------------------- batch normalisation
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batchnorm_trains_on_values_near_the_float_range(dtype: torch.dtype) -> None:
+    """Training-mode statistics where ``x^2`` (``|x| > 1.8e19`` in float32), ``sum (x - m)^2`` or ``sum x``
+    overflow (the old layer gave a variance of inf, outputs 0 or NaN and a log-det of -inf). Scaling a channel
+    by ``2^k`` leaves its output as it was and lowers the log-det by ``k log 2`` (``eps = 0`` makes the map
+    exactly scale-free): the layer must agree with itself on the unscaled batch, also where the variance
+    itself is beyond the float range (the third channel, whose running variance saturates)."""
+    from invertible.transforms import BatchNorm
+
+    emax = math.frexp(torch.finfo(dtype).max)[1]
+    k = torch.tensor([0, emax // 2, emax - 3])  # ordinary; |x| ~ 1.5 sqrt(max); values near the largest float
+    torch.manual_seed(0)
+    small = torch.randn(6, 3, dtype=dtype) * 0.5 + torch.tensor([0.5, -1.5, 3.0], dtype=dtype)
+    big = torch.ldexp(small, k).requires_grad_()  # exact
+    small.requires_grad_()
+    weights = torch.arange(1.0, 19.0, dtype=dtype).view(6, 3)
+    outputs = []
+    for x in (big, small):
+        layer = BatchNorm(3, momentum=1.0, eps=0.0).to(dtype)  # momentum 1: the running statistics are the batch's
+        with torch.no_grad():
+            layer.log_gamma.copy_(torch.tensor([0.1, -0.2, 0.3]))
+        z, ladj = layer(x)
+        (grad,) = torch.autograd.grad((z * weights).sum() + ladj.sum(), x)
+        outputs.append((z, ladj, grad, layer.running_mean, layer.running_var))
+    (z, ladj, grad, mean, var), (z_ref, ladj_ref, grad_ref, mean_ref, var_ref) = outputs
+    torch.testing.assert_close(z, z_ref)
+    torch.testing.assert_close(ladj, ladj_ref - k.sum().item() * math.log(2.0))
+    torch.testing.assert_close(grad, torch.ldexp(grad_ref, -k))  # d z / d x and d ladj / d x scale by 2^-k
+    torch.testing.assert_close(mean, torch.ldexp(mean_ref, k))
+    torch.testing.assert_close(var[:2], torch.ldexp(var_ref[:2], 2 * k[:2]))
+    assert var[2] == torch.finfo(dtype).max
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batchnorm_on_a_constant_channel_near_the_float_range(dtype: torch.dtype) -> None:
+    """Equal values near the largest float: ``v = 0``, so ``z = 0`` and the log-det is ``-1/2 log eps``, as for equal
+    values anywhere (``(v + eps) / s^2`` underflows to 0, and is taken in log space)."""
+    from invertible.transforms import BatchNorm
+
+    top = torch.finfo(dtype).max * 0.75
+    x = torch.tensor([[top, 1.0], [top, 2.0], [top, 4.0]], dtype=dtype)
+    layer = BatchNorm(2, momentum=1.0).to(dtype)
+    z, ladj = layer(x)
+    torch.testing.assert_close(z[:, 0], torch.zeros(3, dtype=dtype))
+    v = torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64).var(unbiased=False).item()
+    torch.testing.assert_close(ladj, torch.full((3,), -0.5 * (math.log(1e-5) + math.log(v + 1e-5)), dtype=dtype))
+    layer.eval()  # the running statistics are this batch's: the same map
+    z_eval, ladj_eval = layer(x)
+    torch.testing.assert_close(z_eval, z)
+    torch.testing.assert_close(ladj_eval, ladj)
+    x_back, _ = layer.inverse(z_eval)
+    torch.testing.assert_close(x_back, x)
