@@ -76,6 +76,38 @@ def test_sylvester_log_det_with_saturated_diagonals(dtype: torch.dtype, variant:
     assert torch.isfinite(grad).all()
 
 
+def _householder(dtype: torch.dtype, q: list[float]) -> Sylvester:
+    """A Householder Sylvester layer on 3-D vectors with the given reflection vectors and fixed other parameters."""
+    torch.manual_seed(0)
+    layer = Sylvester(3, variant="householder", reflections=len(q) // 3).to(dtype)
+    _set(layer.params, dtype, q=q, d1=[0.5, -0.3, 0.8], d2=[0.2, 0.9, -0.4], b=[0.1, -0.2, 0.3])
+    return layer
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("scale", [0.0, "tiny", "huge"])
+def test_sylvester_householder_vectors_of_extreme_length(dtype: torch.dtype, scale) -> None:
+    """``v / |v|`` was ``0 / 0 = NaN`` for ``v = 0`` and where ``|v|^2`` underflows, and ``v / inf = 0`` (the
+    reflection silently dropped) where it overflows. A zero vector is now the identity (the layer equals one
+    without that reflection); any other length gives the reflection of ``v``'s direction."""
+    v1, v2 = [1.0, -2.0, 0.5], [0.3, 0.4, -1.2]
+    z = torch.tensor([[0.5, -1.0, 2.0], [0.0, 0.3, -0.7]], dtype=dtype)
+    if scale == 0.0:
+        layer, reference = _householder(dtype, [0.0, 0.0, 0.0] + v2), _householder(dtype, v2)
+    else:
+        exponent = {torch.float32: 30, torch.float64: 200}[dtype] * (1 if scale == "huge" else -1)  # |v|^2 out of range
+        layer, reference = _householder(dtype, [c * 10.0**exponent for c in v1] + v2), _householder(dtype, v1 + v2)
+    y, ladj = layer.inverse(z)
+    y_ref, ladj_ref = reference.inverse(z)
+    torch.testing.assert_close(y, y_ref)
+    torch.testing.assert_close(ladj, ladj_ref)
+    z_back, ladj_back = layer(y)
+    torch.testing.assert_close(z_back, z)
+    torch.testing.assert_close(ladj_back, -ladj)
+    (grad,) = torch.autograd.grad(y.sum() + ladj.sum() + z_back.sum(), layer.params.theta)
+    assert torch.isfinite(grad).all()
+
+
 # ---------------------------------------------------------------- radial
 
 
