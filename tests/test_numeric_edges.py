@@ -143,6 +143,35 @@ def test_radial_near_the_invertibility_edge(dtype: torch.dtype) -> None:
     torch.testing.assert_close(ladj_back, -ladj)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_radial_solved_direction_gradients_at_the_centre_and_where_alpha_underflows(dtype: torch.dtype) -> None:
+    """``forward`` solves for the radius with ``sqrt(alpha)`` and ``sqrt(|y - z0|)``, whose slopes are infinite at
+    0: its gradients were NaN at ``y = z0`` for any ``alpha``, and everywhere once ``alpha = softplus(a)``
+    underflows. Where it does, the root ``r ~ alpha`` underflows too inside the ball ``|y - z0| < softplus(b)``,
+    and the log-det there (which depends on ``r / alpha``) was that of the centre. Reference: float64 with
+    ``a = -120``, where ``alpha = 8e-53`` is a normal float (and negligible next to everything else)."""
+
+    def outputs(layer: Radial, y: torch.Tensor) -> list[torch.Tensor]:
+        y = y.clone().requires_grad_()
+        z, ladj = layer(y)
+        return [z, ladj, *torch.autograd.grad(z.square().sum() + ladj.sum(), [layer.params.theta, y])]
+
+    # z0; a point outside the ball (|y - z0| = 2.3 > softplus(1.5) = 1.7); one inside, near z0
+    y = torch.tensor([[0.5, -1.0, 2.0], [1.5, 1.0, 1.5], [0.501, -1.002, 2.0]], dtype=torch.float64)
+    for a in (0.5, UNDERFLOW[dtype]):
+        a_ref = max(a, -120.0)
+        layer, reference = Radial(3).to(dtype), Radial(3).double()
+        _set(layer.params, dtype, z0=[0.5, -1.0, 2.0], alpha=a, beta=1.5)
+        _set(reference.params, torch.float64, z0=[0.5, -1.0, 2.0], alpha=a_ref, beta=1.5)
+        z, ladj, *grads = outputs(layer, y.to(dtype))
+        z_ref, ladj_ref, *grads_ref = outputs(reference, y)
+        torch.testing.assert_close(z, z_ref.to(dtype))
+        # inside the ball the log-det is D log alpha plus terms free of alpha; outside it does not depend on alpha
+        torch.testing.assert_close(ladj, (ladj_ref + torch.tensor([3.0, 0.0, 3.0]) * (a - a_ref)).to(dtype))
+        for grad, expected in zip(grads, grads_ref):
+            torch.testing.assert_close(grad, expected.to(dtype))
+
+
 def test_radial_far_from_its_centre_in_float32() -> None:
     """``|z - z0| ~ 1e20`` overflows ``sum d_i^2`` in float32; the layer agrees with its float64 self."""
     layer = Radial(3)
