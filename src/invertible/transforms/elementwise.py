@@ -124,7 +124,8 @@ class Sigmoid(Transform):
         outside = ~((z > 0) & (z < 1))
         if not torch.compiler.is_compiling() and outside.any():  # a compiled graph keeps no data-dependent branch
             raise ValueError(
-                f"Sigmoid.inverse needs values in (0, 1); got {int(outside.sum())} outside, e.g. {z[outside][0].item():.6g}"
+                f"Sigmoid.inverse needs values in (0, 1); got {int(outside.sum())} outside, "
+                f"e.g. {z[outside][0].item():.6g}"
             )
         x = torch.logit(z)
         return x, sum_except_batch(F.softplus(-x) + F.softplus(x))

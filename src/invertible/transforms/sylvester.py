@@ -42,7 +42,8 @@ def _unit_rows(v: Tensor) -> Tensor:
     peak = v.abs().amax(-1, keepdim=True)
     scaled = v / torch.where(peak > 0, peak, 1.0)
     scaled_norm = scaled.norm(dim=-1, keepdim=True)  # in [1, sqrt(D)], or 0 for v = 0
-    return torch.where(plain, v / torch.where(plain, norm, 1.0), scaled / torch.where(scaled_norm > 0, scaled_norm, 1.0))
+    rescaled = scaled / torch.where(scaled_norm > 0, scaled_norm, 1.0)
+    return torch.where(plain, v / torch.where(plain, norm, 1.0), rescaled)
 
 
 class Sylvester(Transform):
