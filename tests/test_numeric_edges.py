@@ -52,6 +52,32 @@ def test_planar_log_det_where_softplus_underflows(dtype: torch.dtype) -> None:
     torch.testing.assert_close(ladj_back[:2], -expected[:2])
 
 
+@pytest.mark.parametrize("wu", [-1e4, -1e3])
+def test_planar_u_hat_keeps_its_constraint_in_float32(wu: float) -> None:
+    """``u_hat = u + (m - w^T u) w / |w|^2`` cancels for ``w^T u << 0``: in float32 ``w^T u_hat`` missed
+    ``m = softplus(w^T u) - 1`` by ``eps |w^T u|`` (2.4e-4 at -1e4), the map ``inverse`` folded near its hyperplane
+    and ``forward``, which solves with ``m``, did not undo it (errors ~5e-4 at ``|w^T z + b| > 1/2``). Compared with
+    the same layer in float64, and with itself through a round trip."""
+    w = torch.tensor([0.7, -0.4, 0.2])
+    across = torch.tensor([0.3, 0.6, 0.15])
+    across -= (across @ w) / (w @ w) * w
+    layer = Planar(3)
+    _set(layer.params, torch.float32, u=(across + wu * w / (w @ w)).tolist(), w=w.tolist(), b=0.1)
+    reference = Planar(3).double()
+    with torch.no_grad():
+        reference.params.theta.copy_(layer.params.theta)
+    torch.manual_seed(0)
+    z = torch.randn(512, 3)
+    z = z[(z @ w + 0.1).abs() > 0.5]  # away from the hyperplane, where the slope tanh^2(a) is below 1/4
+    y, ladj = layer.inverse(z)
+    y_ref, ladj_ref = reference.inverse(z.double())
+    torch.testing.assert_close(y @ w, (y_ref @ w.double()).float())  # w^T y = a + (w^T u_hat) tanh(a)
+    torch.testing.assert_close(ladj, ladj_ref.float())
+    z_back, ladj_back = layer(y)
+    torch.testing.assert_close(z_back, z)
+    torch.testing.assert_close(ladj_back, -ladj)
+
+
 # ---------------------------------------------------------------- Sylvester
 
 
