@@ -53,6 +53,32 @@ def test_planar_log_det_where_softplus_underflows(dtype: torch.dtype) -> None:
     torch.testing.assert_close(ladj_back[:2], -expected[:2])
 
 
+@pytest.mark.parametrize("wu", [-1e4, -1e3])
+def test_planar_u_hat_keeps_its_constraint_in_float32(wu: float) -> None:
+    """``u_hat = u + (m - w^T u) w / |w|^2`` cancels for ``w^T u << 0``: in float32 ``w^T u_hat`` missed
+    ``m = softplus(w^T u) - 1`` by ``eps |w^T u|`` (2.4e-4 at -1e4), the map ``inverse`` folded near its hyperplane
+    and ``forward``, which solves with ``m``, did not undo it (errors ~5e-4 at ``|w^T z + b| > 1/2``). Compared with
+    the same layer in float64, and with itself through a round trip."""
+    w = torch.tensor([0.7, -0.4, 0.2])
+    across = torch.tensor([0.3, 0.6, 0.15])
+    across -= (across @ w) / (w @ w) * w
+    layer = Planar(3)
+    _set(layer.params, torch.float32, u=(across + wu * w / (w @ w)).tolist(), w=w.tolist(), b=0.1)
+    reference = Planar(3).double()
+    with torch.no_grad():
+        reference.params.theta.copy_(layer.params.theta)
+    torch.manual_seed(0)
+    z = torch.randn(512, 3)
+    z = z[(z @ w + 0.1).abs() > 0.5]  # away from the hyperplane, where the slope tanh^2(a) is below 1/4
+    y, ladj = layer.inverse(z)
+    y_ref, ladj_ref = reference.inverse(z.double())
+    torch.testing.assert_close(y @ w, (y_ref @ w.double()).float())  # w^T y = a + (w^T u_hat) tanh(a)
+    torch.testing.assert_close(ladj, ladj_ref.float())
+    z_back, ladj_back = layer(y)
+    torch.testing.assert_close(z_back, z)
+    torch.testing.assert_close(ladj_back, -ladj)
+
+
 # ---------------------------------------------------------------- Sylvester
 
 
@@ -74,6 +100,38 @@ def test_sylvester_log_det_with_saturated_diagonals(dtype: torch.dtype, variant:
     torch.testing.assert_close(z_back, z)
     torch.testing.assert_close(ladj_back, -ladj)
     (grad,) = torch.autograd.grad(ladj.sum(), layer.params.theta)
+    assert torch.isfinite(grad).all()
+
+
+def _householder(dtype: torch.dtype, q: list[float]) -> Sylvester:
+    """A Householder Sylvester layer on 3-D vectors with the given reflection vectors and fixed other parameters."""
+    torch.manual_seed(0)
+    layer = Sylvester(3, variant="householder", reflections=len(q) // 3).to(dtype)
+    _set(layer.params, dtype, q=q, d1=[0.5, -0.3, 0.8], d2=[0.2, 0.9, -0.4], b=[0.1, -0.2, 0.3])
+    return layer
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("scale", [0.0, "tiny", "huge"])
+def test_sylvester_householder_vectors_of_extreme_length(dtype: torch.dtype, scale) -> None:
+    """``v / |v|`` was ``0 / 0 = NaN`` for ``v = 0`` and where ``|v|^2`` underflows, and ``v / inf = 0`` (the
+    reflection silently dropped) where it overflows. A zero vector is now the identity (the layer equals one
+    without that reflection); any other length gives the reflection of ``v``'s direction."""
+    v1, v2 = [1.0, -2.0, 0.5], [0.3, 0.4, -1.2]
+    z = torch.tensor([[0.5, -1.0, 2.0], [0.0, 0.3, -0.7]], dtype=dtype)
+    if scale == 0.0:
+        layer, reference = _householder(dtype, [0.0, 0.0, 0.0] + v2), _householder(dtype, v2)
+    else:
+        exponent = {torch.float32: 30, torch.float64: 200}[dtype] * (1 if scale == "huge" else -1)  # |v|^2 out of range
+        layer, reference = _householder(dtype, [c * 10.0**exponent for c in v1] + v2), _householder(dtype, v1 + v2)
+    y, ladj = layer.inverse(z)
+    y_ref, ladj_ref = reference.inverse(z)
+    torch.testing.assert_close(y, y_ref)
+    torch.testing.assert_close(ladj, ladj_ref)
+    z_back, ladj_back = layer(y)
+    torch.testing.assert_close(z_back, z)
+    torch.testing.assert_close(ladj_back, -ladj)
+    (grad,) = torch.autograd.grad(y.sum() + ladj.sum() + z_back.sum(), layer.params.theta)
     assert torch.isfinite(grad).all()
 
 
@@ -110,6 +168,35 @@ def test_radial_near_the_invertibility_edge(dtype: torch.dtype) -> None:
     z_back, ladj_back = layer(y)
     torch.testing.assert_close(z_back, z)
     torch.testing.assert_close(ladj_back, -ladj)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_radial_solved_direction_gradients_at_the_centre_and_where_alpha_underflows(dtype: torch.dtype) -> None:
+    """``forward`` solves for the radius with ``sqrt(alpha)`` and ``sqrt(|y - z0|)``, whose slopes are infinite at
+    0: its gradients were NaN at ``y = z0`` for any ``alpha``, and everywhere once ``alpha = softplus(a)``
+    underflows. Where it does, the root ``r ~ alpha`` underflows too inside the ball ``|y - z0| < softplus(b)``,
+    and the log-det there (which depends on ``r / alpha``) was that of the centre. Reference: float64 with
+    ``a = -120``, where ``alpha = 8e-53`` is a normal float (and negligible next to everything else)."""
+
+    def outputs(layer: Radial, y: torch.Tensor) -> list[torch.Tensor]:
+        y = y.clone().requires_grad_()
+        z, ladj = layer(y)
+        return [z, ladj, *torch.autograd.grad(z.square().sum() + ladj.sum(), [layer.params.theta, y])]
+
+    # z0; a point outside the ball (|y - z0| = 2.3 > softplus(1.5) = 1.7); one inside, near z0
+    y = torch.tensor([[0.5, -1.0, 2.0], [1.5, 1.0, 1.5], [0.501, -1.002, 2.0]], dtype=torch.float64)
+    for a in (0.5, UNDERFLOW[dtype]):
+        a_ref = max(a, -120.0)
+        layer, reference = Radial(3).to(dtype), Radial(3).double()
+        _set(layer.params, dtype, z0=[0.5, -1.0, 2.0], alpha=a, beta=1.5)
+        _set(reference.params, torch.float64, z0=[0.5, -1.0, 2.0], alpha=a_ref, beta=1.5)
+        z, ladj, *grads = outputs(layer, y.to(dtype))
+        z_ref, ladj_ref, *grads_ref = outputs(reference, y)
+        torch.testing.assert_close(z, z_ref.to(dtype))
+        # inside the ball the log-det is D log alpha plus terms free of alpha; outside it does not depend on alpha
+        torch.testing.assert_close(ladj, (ladj_ref + torch.tensor([3.0, 0.0, 3.0]) * (a - a_ref)).to(dtype))
+        for grad, expected in zip(grads, grads_ref):
+            torch.testing.assert_close(grad, expected.to(dtype))
 
 
 def test_radial_far_from_its_centre_in_float32() -> None:
@@ -346,3 +433,126 @@ def test_inverse_spline_gradients_at_the_bound_and_in_the_tails() -> None:
     assert torch.isfinite(grad).all()
     tails = x.abs() > 3
     assert torch.equal(y[tails], x[tails]) and (ladj[tails] == 0).all()
+
+
+# ---------------------------------------------------------------- multi-scale priors
+
+
+def _prior_layer(kind: str, log_sigma: float, dtype: torch.dtype):
+    """A factor-out split of ``(2, 2, 2)`` images, or a top prior, with ``mu = 0.5`` and the given ``log_sigma``
+    on the factored-out channel: the conditional prior's zero convolution through its bias, the per-channel
+    and top priors through their parameters (the top prior's from its context)."""
+    from invertible.transforms import AffinePrior, ElementwiseAffine, FactorOut
+
+    if kind == "top":
+        layer = AffinePrior((2, 2, 2), context_features=1).to(dtype)
+        with torch.no_grad():
+            layer.loc.fill_(0.5)
+            layer.from_context.bias[12:] = log_sigma  # log_sigma of the second channel, times a context of 1
+        return layer
+    layer = FactorOut(2, 1, ElementwiseAffine((1, 2, 2)), prior=kind).to(dtype)
+    with torch.no_grad():
+        if kind == "conditional":
+            layer.prior.conv.bias.copy_(torch.tensor([0.5, log_sigma]))
+        else:
+            layer.prior.loc.fill_(0.5)
+            layer.prior.log_scale.fill_(log_sigma)
+    return layer
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("log_sigma", [1e4, -1e4])
+@pytest.mark.parametrize("kind", ["conditional", "channel", "top"])
+def test_prior_scale_beyond_the_float_range_gives_no_nan(dtype: torch.dtype, log_sigma: float, kind: str) -> None:
+    """``exp(-+log_sigma) = inf`` made ``0 * inf = NaN``: at ``x2 = mu`` going forward (``log_sigma = -1e4``)
+    and at ``e2 = 0`` going back (``1e4``). ``log_sigma`` is clamped to ``+-L``, as in affine couplings."""
+    from invertible.transforms.stable import exp_bound
+
+    layer = _prior_layer(kind, log_sigma, dtype)
+    context = torch.ones(3, 1, dtype=dtype) if kind == "top" else None
+    x = torch.zeros(3, 2, 2, 2, dtype=dtype)
+    x[:, 1] = 0.5  # the factored-out half (the top prior: the second channel) at its mean
+    z, ladj = layer(x, context)
+    expected = torch.zeros_like(x)
+    if kind == "top":
+        expected[:, 0] = -0.5  # the first channel: mu = 0.5, log_sigma = 0
+    torch.testing.assert_close(z, expected)
+    torch.testing.assert_close(ladj, torch.full((3,), -4 * math.copysign(exp_bound(dtype), log_sigma), dtype=dtype))
+    x_back, ladj_back = layer.inverse(z, context)
+    torch.testing.assert_close(x_back, x)
+    torch.testing.assert_close(ladj_back, -ladj)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("value", [0.0, 1.0, 1.5, -0.25, math.nan])
+def test_sigmoid_inverse_refuses_values_outside_its_range(dtype: torch.dtype, value: float) -> None:
+    """At 0 or 1 ``logit`` is infinite and the log-det ``+inf``; further out both are NaN. As for Logit, a
+    ValueError naming the value (also through ``Inverse(Sigmoid())``, the sigmoid used as a data-space logit)."""
+    from invertible import Inverse
+    from invertible.transforms import Sigmoid
+
+    z = torch.tensor([[0.5, value, 0.25]], dtype=dtype)
+    message = rf"Sigmoid\.inverse needs values in \(0, 1\); got 1 outside, e\.g\. {value:g}"
+    with pytest.raises(ValueError, match=message):
+        Sigmoid().inverse(z)
+    with pytest.raises(ValueError, match=message):
+        Inverse(Sigmoid())(z)
+    x, ladj = Sigmoid().inverse(torch.tensor([[0.5, 1e-30, 1.0 - 1e-7]], dtype=torch.float64))  # inside, near the edge
+    assert torch.isfinite(x).all() and torch.isfinite(ladj).all()
+
+
+# ---------------------------------------------------------------- batch normalisation
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batchnorm_trains_on_values_near_the_float_range(dtype: torch.dtype) -> None:
+    """Training-mode statistics where ``x^2`` (``|x| > 1.8e19`` in float32), ``sum (x - m)^2`` or ``sum x``
+    overflow (the old layer gave a variance of inf, outputs 0 or NaN and a log-det of -inf). Scaling a channel
+    by ``2^k`` leaves its output as it was and lowers the log-det by ``k log 2`` (``eps = 0`` makes the map
+    exactly scale-free): the layer must agree with itself on the unscaled batch, also where the variance
+    itself is beyond the float range (the third channel, whose running variance saturates)."""
+    from invertible.transforms import BatchNorm
+
+    emax = math.frexp(torch.finfo(dtype).max)[1]
+    k = torch.tensor([0, emax // 2, emax - 3])  # ordinary; |x| ~ 1.5 sqrt(max); values near the largest float
+    torch.manual_seed(0)
+    small = torch.randn(6, 3, dtype=dtype) * 0.5 + torch.tensor([0.5, -1.5, 3.0], dtype=dtype)
+    big = torch.ldexp(small, k).requires_grad_()  # exact
+    small.requires_grad_()
+    weights = torch.arange(1.0, 19.0, dtype=dtype).view(6, 3)
+    outputs = []
+    for x in (big, small):
+        layer = BatchNorm(3, momentum=1.0, eps=0.0).to(dtype)  # momentum 1: the running statistics are the batch's
+        with torch.no_grad():
+            layer.log_gamma.copy_(torch.tensor([0.1, -0.2, 0.3]))
+        z, ladj = layer(x)
+        (grad,) = torch.autograd.grad((z * weights).sum() + ladj.sum(), x)
+        outputs.append((z, ladj, grad, layer.running_mean, layer.running_var))
+    (z, ladj, grad, mean, var), (z_ref, ladj_ref, grad_ref, mean_ref, var_ref) = outputs
+    torch.testing.assert_close(z, z_ref)
+    torch.testing.assert_close(ladj, ladj_ref - k.sum().item() * math.log(2.0))
+    torch.testing.assert_close(grad, torch.ldexp(grad_ref, -k))  # d z / d x and d ladj / d x scale by 2^-k
+    torch.testing.assert_close(mean, torch.ldexp(mean_ref, k))
+    torch.testing.assert_close(var[:2], torch.ldexp(var_ref[:2], 2 * k[:2]))
+    assert var[2] == torch.finfo(dtype).max
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batchnorm_on_a_constant_channel_near_the_float_range(dtype: torch.dtype) -> None:
+    """Equal values near the largest float: ``v = 0``, so ``z = 0`` and the log-det is ``-1/2 log eps``, as for equal
+    values anywhere (``(v + eps) / s^2`` underflows to 0, and is taken in log space)."""
+    from invertible.transforms import BatchNorm
+
+    top = torch.finfo(dtype).max * 0.75
+    x = torch.tensor([[top, 1.0], [top, 2.0], [top, 4.0]], dtype=dtype)
+    layer = BatchNorm(2, momentum=1.0).to(dtype)
+    z, ladj = layer(x)
+    torch.testing.assert_close(z[:, 0], torch.zeros(3, dtype=dtype))
+    v = torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64).var(unbiased=False).item()
+    torch.testing.assert_close(ladj, torch.full((3,), -0.5 * (math.log(1e-5) + math.log(v + 1e-5)), dtype=dtype))
+    layer.eval()  # the running statistics are this batch's: the same map
+    z_eval, ladj_eval = layer(x)
+    torch.testing.assert_close(z_eval, z)
+    torch.testing.assert_close(ladj_eval, ladj)
+    x_back, _ = layer.inverse(z_eval)
+    torch.testing.assert_close(x_back, x)

@@ -110,12 +110,23 @@ class SmoothLeakyELU(Transform):
 
 
 class Sigmoid(Transform):
-    """``z = sigmoid(x)``, mapping R onto (0, 1); ``log|dz/dx| = -softplus(-x) - softplus(x)``."""
+    """``z = sigmoid(x)``, mapping R onto (0, 1); ``log|dz/dx| = -softplus(-x) - softplus(x)``.
+
+    ``inverse`` raises ``ValueError`` for ``z`` outside the open interval (0, 1), as
+    :class:`Logit` does: at 0 or 1 ``logit(z) = -+inf`` and the log-det is ``+inf``,
+    beyond them both are NaN. The check is skipped inside ``torch.compile``.
+    """
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return torch.sigmoid(x), sum_except_batch(-F.softplus(-x) - F.softplus(x))
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        outside = ~((z > 0) & (z < 1))
+        if not torch.compiler.is_compiling() and outside.any():  # a compiled graph keeps no data-dependent branch
+            raise ValueError(
+                f"Sigmoid.inverse needs values in (0, 1); got {int(outside.sum())} outside, "
+                f"e.g. {z[outside][0].item():.6g}"
+            )
         x = torch.logit(z)
         return x, sum_except_batch(F.softplus(-x) + F.softplus(x))
 

@@ -7,6 +7,12 @@ as the conditional affine map ``e2 = (z2 - mu(z1)) / sigma(z1)`` followed by a
 standard normal — so the whole multi-scale model stays a single bijection of
 the full ``(C, H, W)`` tensor with a standard-normal base, and sampling,
 temperature and interpolation treat all latents alike.
+
+Both maps scale by ``exp(-+log_sigma)`` with ``log_sigma`` clamped to ``[-L, L]``, the
+largest range whose ``exp`` is a finite float (:data:`~invertible.transforms.SCALE_FUNCTIONS`
+``["exp"]``, as affine couplings do): beyond it ``exp`` is ``inf`` and ``0 * inf`` a NaN
+(at ``x2 = mu`` going forward, at ``e2 = 0`` going back). The clamp changes the map only
+where ``exp(+-log_sigma)`` would not be finite; the log-det is that of the clamped map.
 """
 
 from __future__ import annotations
@@ -18,11 +24,15 @@ from torch import Tensor, nn
 
 from ..core import Transform, sum_except_batch
 from ..nets.conv import ZeroConv2d, with_context
+from .coupling import SCALE_FUNCTIONS
 
 __all__ = ["FactorOut", "AffinePrior", "PRIORS"]
 
 #: Priors of a factored-out half: learned from the kept half, learned per channel, or fixed N(0, I).
 PRIORS = ("conditional", "channel", "fixed")
+
+#: ``log_sigma`` clamped to ``[-L, L]``, where ``exp(+-log_sigma)`` is finite (see the module).
+_bounded = SCALE_FUNCTIONS["exp"]
 
 
 class FactorOut(Transform):
@@ -88,7 +98,7 @@ class FactorOut(Transform):
             shape = (x1.shape[0], self.prior.event_shape[0], *x1.shape[2:])
             return self.prior.params(shape, x1.dtype, context)
         h = self.prior(with_context(x1, context, self.context_features))
-        return h[:, 0::2], h[:, 1::2]
+        return h[:, 0::2], _bounded(h[:, 1::2])
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x1, x2 = x[:, : self.keep], x[:, self.keep :]
@@ -140,15 +150,15 @@ class AffinePrior(Transform):
             nn.init.zeros_(self.from_context.bias)
 
     def params(self, shape: Sequence[int], dtype: torch.dtype, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        """``(mu, log_sigma)`` broadcast to ``shape`` (batch first), for the given context."""
+        """``(mu, log_sigma)`` broadcast to ``shape`` (batch first), for the given context; ``log_sigma``
+        clamped to ``[-L, L]`` (see the module)."""
         shape = tuple(shape)
-        loc, log_scale = self.loc.expand(shape), self.log_scale.expand(shape)
-        if self.context_features is not None:
-            if context is None:
-                raise ValueError(f"this prior expects a context of {self.context_features} features")
-            h = self.from_context(context.to(dtype)).view(shape[0], 2, *self.event_shape)
-            loc, log_scale = loc + h[:, 0], log_scale + h[:, 1]
-        return loc, log_scale
+        if self.context_features is None:
+            return self.loc.expand(shape), _bounded(self.log_scale).expand(shape)
+        if context is None:
+            raise ValueError(f"this prior expects a context of {self.context_features} features")
+        h = self.from_context(context.to(dtype)).view(shape[0], 2, *self.event_shape)
+        return self.loc.expand(shape) + h[:, 0], _bounded(self.log_scale.expand(shape) + h[:, 1])
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         loc, log_scale = self.params(x.shape, x.dtype, context)

@@ -9,8 +9,31 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..core import Transform
+from .stable import exp_bound, log_add
 
 __all__ = ["ActNorm", "BatchNorm"]
+
+
+def _unit(peak: Tensor) -> Tensor:
+    """Per channel, the power of two ``2^(e - 1)`` with ``peak = m 2^e``, ``m`` in ``[1/2, 1)``
+    (``2^(e - 1)``, not ``2^e``, stays finite at the largest float); 1 for a channel without values.
+    Dividing by it is exact (up to underflow below the smallest normal float) and leaves ``|x| < 2``."""
+    exponent = torch.frexp(torch.where(torch.isfinite(peak), peak, 1.0)).exponent
+    low = math.frexp(torch.finfo(peak.dtype).tiny)[1] - 1  # 2^low is the smallest normal float
+    return torch.ldexp(torch.ones_like(peak), (exponent - 1).clamp_min(low))
+
+
+def _peak(x: Tensor, dims: list[int]) -> Tensor:
+    """``max |x|`` per channel (over ``dims``), from the largest and smallest values (no ``|x|`` copy)."""
+    return torch.maximum(x.amax(dim=dims), -x.amin(dim=dims))
+
+
+def _rsqrt(y: Tensor, log_y: Tensor) -> Tensor:
+    """``1 / sqrt(y)``, from ``log_y = log y`` where ``y`` is below the smallest normal float (or 0 by
+    underflow), capped at the largest float there."""
+    normal = y >= torch.finfo(y.dtype).tiny
+    from_log = torch.exp((-0.5 * log_y).clamp_max(exp_bound(y.dtype)))
+    return torch.where(normal, torch.rsqrt(torch.where(normal, y, 1.0)), from_log)
 
 
 class ActNorm(Transform):
@@ -62,7 +85,7 @@ class ActNorm(Transform):
         its largest and smallest values are equal: its deviations from the rounded mean
         are not exactly zero.
         Both passes run on ``x`` divided by a power of two at least half its channel's largest
-        ``|x|`` (:meth:`_unit`): the division and the final rescaling are exact, so the statistics
+        ``|x|`` (:func:`_unit`): the division and the final rescaling are exact, so the statistics
         are the same numbers, but neither ``sum x`` nor ``sum (x - mean)^2`` overflows (in float32
         ``x^2`` does from ``|x| ~ 2e19``, and the standard deviation became ``inf``).
         Returns whether it did: a batch with no values (on every rank) leaves the layer for the next one.
@@ -76,7 +99,7 @@ class ActNorm(Transform):
         if pooled:
             dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
         high, neg_low = extremes.view(2, -1)
-        unit = self._unit(torch.maximum(high, neg_low))
+        unit = _unit(torch.maximum(high, neg_low))
         x = x / self._view(unit, x)  # exact, and no overflow of the sums below for |x| up to the float range
         count = x.new_full((1,), x.numel() / x.shape[1])
         sums = torch.cat([x.sum(dim=dims), count])
@@ -94,14 +117,6 @@ class ActNorm(Transform):
         self.log_scale.copy_(torch.where(high > -neg_low, torch.log(std + self.eps), 0.0))
         self.initialized.fill_(True)
         return True
-
-    @staticmethod
-    def _unit(peak: Tensor) -> Tensor:
-        """Per channel, the power of two ``2^(e - 1)`` with ``peak = m 2^e``, ``m`` in ``[1/2, 1)``
-        (``2^(e - 1)``, not ``2^e``, stays finite at the largest float); 1 for a channel without values."""
-        exponent = torch.frexp(torch.where(torch.isfinite(peak), peak, 1.0)).exponent
-        low = math.frexp(torch.finfo(peak.dtype).tiny)[1] - 1  # 2^low is the smallest normal float
-        return torch.ldexp(torch.ones_like(peak), (exponent - 1).clamp_min(low))
 
     def _ladj(self, x: Tensor) -> Tensor:
         pixels = math.prod(x.shape[2:])
@@ -137,6 +152,18 @@ class BatchNorm(Transform):
     ``inverse`` has no batch to take statistics from, so it always uses the
     running averages (the same map as evaluation-mode ``forward``); so does a
     training-mode ``forward`` on a batch of one, whose variance is undefined.
+
+    Values near the float range. A training batch's channel whose largest ``|x|`` could overflow the
+    sums of its statistics (``max |x| > sqrt(finfo.max / count) / 2`` for ``count`` values per channel:
+    about 5e17 in float32 for 300 values) is normalised as ``x / s``, with ``s`` the largest power of
+    two not above its largest ``|x|`` (an exact division, as in :class:`ActNorm`'s initialisation):
+    ``z = (x / s - m / s) / sqrt((v + eps) / s^2)`` and ``log(v + eps) = log((v + eps) / s^2) + 2 log s``,
+    so ``z`` and the log-det are finite wherever the exact ones are, even where ``v`` itself exceeds
+    the float range. Other channels (``s = 1``) give the same numbers as the plain formula. Where ``(v + eps) / s^2``
+    underflows (only a channel of equal values, beyond ~3e16 in float32, reaches it) it is summed in
+    log space (:func:`~invertible.transforms.stable.log_add`): ``z = 0`` and the log-det is exact, but
+    the gradient of such a channel, taken through ``x / s`` (``s / sqrt(eps)`` times the gradient of
+    ``z``), overflows. The running variance saturates at the largest float.
     """
 
     def __init__(self, channels: int, momentum: float = 0.1, eps: float = 1e-5):
@@ -152,25 +179,43 @@ class BatchNorm(Transform):
     def _view(self, p: Tensor, x: Tensor) -> Tensor:
         return p.view(1, -1, *([1] * (x.dim() - 2)))
 
-    def _ladj(self, var: Tensor, x: Tensor) -> Tensor:
+    def _ladj(self, log_var: Tensor, x: Tensor) -> Tensor:
+        """``H W sum_c [log_gamma_c - 1/2 log_var_c]``, ``log_var = log(v + eps)``."""
         pixels = math.prod(x.shape[2:])
-        return (pixels * (self.log_gamma - 0.5 * torch.log(var + self.eps)).sum()).expand(x.shape[0])
+        return (pixels * (self.log_gamma - 0.5 * log_var).sum()).expand(x.shape[0])
+
+    def _batch_statistics(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(x / s, m / s, s / sqrt(v + eps), log(v + eps))`` of a training batch (see the class), and the
+        running averages updated with ``(m, v)``. ``s = 1`` unless ``max |x|`` exceeds
+        ``sqrt(finfo.max / count) / 2``, below which no sum of the statistics can overflow."""
+        dims = [d for d in range(x.dim()) if d != 1]
+        finfo = torch.finfo(x.dtype)
+        limit = math.sqrt(finfo.max / (x.numel() // x.shape[1])) / 2
+        with torch.no_grad():
+            peak = _peak(x, dims)
+            unit = torch.where(peak > limit, _unit(peak), 1.0)
+            log_unit = torch.log(unit)
+        x = x / self._view(unit, x)
+        mean, var = x.mean(dim=dims), x.var(dim=dims, unbiased=False)
+        with torch.no_grad():
+            self.running_mean.lerp_(mean * unit, self.momentum)
+            self.running_var.lerp_((var * unit * unit).clamp_max(finfo.max), self.momentum)
+        eps = self.eps / unit / unit  # may underflow to 0: (v + eps) / s^2 is then summed in log space
+        log_var = log_add(var, (math.log(self.eps) if self.eps > 0 else -math.inf) - 2.0 * log_unit, eps)
+        return x, mean, _rsqrt(var + eps, log_var), log_var + 2.0 * log_unit
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if self.training and x.shape[0] > 1:
-            dims = [d for d in range(x.dim()) if d != 1]
-            mean, var = x.mean(dim=dims), x.var(dim=dims, unbiased=False)
-            with torch.no_grad():
-                self.running_mean.lerp_(mean.detach(), self.momentum)
-                self.running_var.lerp_(var.detach(), self.momentum)
+            scaled, mean, inv_std, log_var = self._batch_statistics(x)
         else:
-            mean, var = self.running_mean, self.running_var
-        z = (x - self._view(mean, x)) * torch.rsqrt(self._view(var, x) + self.eps)
+            var_eps = self.running_var + self.eps
+            scaled, mean, inv_std, log_var = x, self.running_mean, torch.rsqrt(var_eps), torch.log(var_eps)
+        z = (scaled - self._view(mean, x)) * self._view(inv_std, x)
         z = z * self._view(torch.exp(self.log_gamma), x) + self._view(self.beta, x)
-        return z, self._ladj(var, x)
+        return z, self._ladj(log_var, x)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         mean, var = self.running_mean, self.running_var
         x = (z - self._view(self.beta, z)) * self._view(torch.exp(-self.log_gamma), z)
         x = x * torch.sqrt(self._view(var, z) + self.eps) + self._view(mean, z)
-        return x, -self._ladj(var, z)
+        return x, -self._ladj(torch.log(var + self.eps), z)

@@ -29,6 +29,23 @@ def _matvec(m: Tensor, v: Tensor) -> Tensor:
     return (v.movedim(-2, 0) @ m.transpose(-1, -2)).movedim(0, -2)
 
 
+def _unit_rows(v: Tensor) -> Tensor:
+    """``v / |v|`` over the last dimension, and 0 for ``v = 0``: its reflection ``I - 2 u u^T`` is the identity.
+
+    Where ``|v|^2`` overflows or is small enough to have lost terms to underflow (``|v| < sqrt(tiny / eps)``),
+    ``v`` is first divided by its largest ``|v_i|``: otherwise ``v / |v|`` is ``0 / 0 = NaN`` for
+    ``|v| ~ 1e-23`` in float32 and ``v / inf = 0``, a reflection silently dropped, for ``|v| ~ 1e20``.
+    """
+    finfo = torch.finfo(v.dtype)
+    norm = v.norm(dim=-1, keepdim=True)
+    plain = torch.isfinite(norm) & (norm >= (finfo.tiny / finfo.eps) ** 0.5)
+    peak = v.abs().amax(-1, keepdim=True)
+    scaled = v / torch.where(peak > 0, peak, 1.0)
+    scaled_norm = scaled.norm(dim=-1, keepdim=True)  # in [1, sqrt(D)], or 0 for v = 0
+    rescaled = scaled / torch.where(scaled_norm > 0, scaled_norm, 1.0)
+    return torch.where(plain, v / torch.where(plain, norm, 1.0), rescaled)
+
+
 class Sylvester(Transform):
     """One Sylvester layer, free or amortised (per-sample ``Q, R, R~, b`` from the context).
 
@@ -49,7 +66,8 @@ class Sylvester(Transform):
 
     ``variant="orthogonal"``: ``Q`` is the QR factor of a free ``D x M`` matrix
     (``M = bottleneck <= D``). ``variant="householder"``: ``Q`` is a product of
-    ``reflections`` Householder matrices ``I - 2 v v^T / |v|^2`` and ``M = D``.
+    ``reflections`` Householder matrices ``I - 2 v v^T / |v|^2`` and ``M = D``; a vector ``v = 0``
+    (whose reflection has no limit) stands for the identity, so ``Q`` is the product of the others.
 
     ``forward(y)`` solves ``g^{-1}``: the part of ``y`` orthogonal to ``Q`` is kept,
     and ``v = Q^T z`` solves the upper-triangular system ``v + R tanh(R~ v + b) = Q^T y``,
@@ -104,7 +122,7 @@ class Sylvester(Transform):
         if self.variant == "orthogonal":
             q = torch.linalg.qr(p["q"]).Q  # (n, D, M)
         else:
-            q = p["q"] / p["q"].norm(dim=-1, keepdim=True)  # (n, K, D) unit reflection vectors
+            q = _unit_rows(p["q"])  # (n, K, D) unit reflection vectors (0 for a zero vector: no reflection)
         return q, r1, r2, p["b"], log1p_tanh_product(p["d1"], p["d2"])
 
     def _q(self, q: Tensor, v: Tensor) -> Tensor:
