@@ -3,7 +3,12 @@
 - ``inverse(forward(x)) == x`` and ``forward(inverse(z)) == z``;
 - the inverse's log-det is minus the forward's;
 - the log-det equals ``log|det J|`` of the autograd Jacobian (``torch.func.jacrev``);
-- with a context, the output depends on it; batch size 1 and many; an empty batch stays empty.
+- with a context, the output depends on it; batch size 1 and many; an empty batch stays empty;
+- gradients: once the parameters are moved off their start, every parameter, the input and the context get a
+  finite gradient that is not zero from ``log_prob(x).mean()``, from the output ``z`` alone, and from the
+  reparameterised sampling path (``rsample_and_log_prob``); no parameter is exempt. A learned dequantizer gets
+  them from the training loss through the dequantized values. Gradients match finite differences
+  (``torch.autograd.gradcheck``) with respect to two parameter tensors of every case and preset.
 Hypothesis draws the batch size, the input scale and the random seed.
 """
 
@@ -20,9 +25,11 @@ from hypothesis import strategies as st
 
 import invertible
 from invertible import Transform
+from invertible.distributions import StandardNormal
 from invertible.models import available, build, get
 
 from .cases import Case, PresetCase, all_cases, all_preset_cases
+from .perturb import perturb
 
 CASES = all_cases()
 PRESET_CASES = all_preset_cases()
@@ -212,3 +219,161 @@ def test_preset_sampling(case: PresetCase, context_features: int | None) -> None
     assert flow.log_prob(torch.empty(0, *shape, dtype=torch.float64), empty_ctx).shape == (0,)
     flow.rsample_and_log_prob(3, ctx)[1].sum().backward()  # reparameterised: gradients reach the parameters
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in flow.parameters())
+
+
+# -- gradients ----------------------------------------------------------------------------------------------
+#: Every case once without a context, and the conditional ones once more with one (their context layers).
+GRADIENT_CASES = [(c, None) for c in CASES] + [(c, CONTEXT) for c in CASES if c.conditional]
+_gradient_ids = [f"{c.name}-{'context' if f else 'plain'}" for c, f in GRADIENT_CASES]
+
+
+def _check_grads(where: str, named: list[tuple[str, torch.Tensor]]) -> None:
+    """Each tensor of ``named`` has a finite gradient that is not zero everywhere."""
+    for name, p in named:
+        assert p.grad is not None, f"{where}: {name} gets no gradient"
+        assert torch.isfinite(p.grad).all(), f"{where}: the gradient of {name} is not finite"
+        assert p.grad.abs().sum() > 0, f"{where}: the gradient of {name} is zero"
+
+
+def _reverse_kl(x: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
+    """``E[log q(x) - log p*(x)]`` over samples ``x ~ q``, for the target ``p* = N(1, I)`` (up to a constant)."""
+    return (log_p + 0.5 * (x - 1).flatten(1).square().sum(1)).mean()
+
+
+def _sampling_grads(flow: invertible.Flow, ctx: torch.Tensor | None) -> None:
+    """The reparameterised sampling path: ``rsample_and_log_prob`` in a reverse-KL loss gives every parameter and
+    the context a finite non-zero gradient (a map without either has nothing to check)."""
+    flow.zero_grad()
+    ctx = None if ctx is None else ctx.detach().requires_grad_()
+    leaves = list(flow.named_parameters()) + ([] if ctx is None else [("context", ctx)])
+    if not leaves:
+        return
+    with torch.random.fork_rng():
+        torch.manual_seed(2)
+        x, log_p = flow.rsample_and_log_prob(3, ctx)
+    _reverse_kl(x.flatten(0, x.dim() - len(flow.event_shape) - 1), log_p.flatten()).backward()
+    _check_grads("rsample_and_log_prob", leaves)
+
+
+@pytest.mark.parametrize(("case", "context_features"), GRADIENT_CASES, ids=_gradient_ids)
+def test_transform_gradients(case: Case, context_features: int | None) -> None:
+    """Gradients reach every parameter and the input, finite and not zero: from ``log_prob(x).mean()``; from the
+    output ``z`` alone (a random linear function of it), so no layer cuts the gradient of what it returns (a
+    dequantizer's noise reaches the model through ``z`` only); for bijections, from the sampling path too."""
+    t = _prepare(case, context_features, 0)
+    flow = invertible.Flow(t, StandardNormal(case.event_shape), context_features).double()
+    x, _, ctx = _inputs(case, 5, context_features, 0, 1.0)
+    x.requires_grad_()
+    leaves = [("x", x)] if ctx is None else [("x", x), ("context", ctx.requires_grad_())]
+    params = list(t.named_parameters())
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        flow.log_prob(x, ctx).mean().backward()
+    _check_grads("log_prob", params + leaves)
+
+    flow.zero_grad()
+    for leaf in (x, ctx):
+        if leaf is not None:
+            leaf.grad = None
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        z, _ = t(x, ctx)
+    w = torch.randn(z.shape, generator=torch.Generator().manual_seed(3), dtype=z.dtype)
+    (z * w).sum().backward()
+    _check_grads("the output z", params + leaves)
+
+    if case.bijective:
+        _sampling_grads(flow, ctx)
+
+
+def _preset_inputs(case: PresetCase, flow: torch.nn.Module, context_features: int | None):
+    """A batch of 5 for preset ``case`` (binary vectors for a discrete model) and its context, requiring gradients."""
+    g = torch.Generator().manual_seed(1)
+    shape = (5, *flow.event_shape)
+    x = case.x(shape, g) if isinstance(flow, invertible.Flow) else torch.randint(0, 2, shape, generator=g).double()
+    ctx = torch.randn(5, context_features, generator=g, dtype=torch.float64) if context_features else None
+    return x.requires_grad_(), None if ctx is None else ctx.requires_grad_()
+
+
+@pytest.mark.parametrize("case", PRESET_CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("context_features", [None, CONTEXT], ids=["plain", "context"])
+def test_preset_gradients(case: PresetCase, context_features: int | None) -> None:
+    """Every parameter of a preset (base included), the input and the context get finite non-zero gradients
+    from ``log_prob(x).mean()`` and, for flows, from the sampling path."""
+    model = _preset(case, context_features, 0)
+    x, ctx = _preset_inputs(case, model, context_features)
+    if isinstance(model, invertible.Flow):
+        with torch.no_grad():
+            model.train()
+            model.transform(x.detach(), None if ctx is None else ctx.detach())  # data-dependent initialisation
+    perturb(model, 0.05)
+    model.eval()
+    leaves = [("x", x)] if ctx is None else [("x", x), ("context", ctx)]
+    model.log_prob(x, ctx).mean().backward()
+    _check_grads("log_prob", list(model.named_parameters()) + leaves)
+    if isinstance(model, invertible.Flow):
+        _sampling_grads(model, ctx)
+
+
+def test_trainable_preprocessing_gradients() -> None:
+    """The engine's loss ``-(log q(y) + ladj).mean()`` of a batch dequantized by Flow++'s variational dequantizer
+    (``y, ladj = preprocess(x)``) gives every trainable preprocessing parameter a finite non-zero gradient, and
+    so does the model's term ``log q(y)`` alone: the noise reaches the model through the dequantized values ``y``,
+    not only through the bound's ``log r`` term in ``ladj``."""
+    from invertible.data import load
+    from invertible.train.build import build_flow, trainable_preprocess
+
+    torch.manual_seed(0)
+    bundle = load("engine-pixels", dequantization="variational")
+    params = [(n, p) for n, p in bundle.preprocess.named_parameters() if p.requires_grad]
+    assert [p for _, p in params] == trainable_preprocess(bundle) and params
+    flow = build_flow("glow", {"levels": 1, "steps": 1, "hidden": 4}, bundle)
+    x = bundle.train[:8]
+    with torch.no_grad():
+        flow(bundle.preprocess(x)[0])  # ActNorm's data-dependent initialisation
+    perturb(flow, 0.05)
+    perturb(bundle.preprocess, 0.05, seed=1)
+    for term in ("model", "loss"):
+        bundle.preprocess.zero_grad()
+        with torch.random.fork_rng():
+            torch.manual_seed(1)
+            y, ladj = bundle.preprocess(x)
+        log_q = flow(y)
+        (-log_q.mean() if term == "model" else -(log_q + ladj).mean()).backward()
+        _check_grads(f"the {term} term", params)
+
+
+def _gradcheck(module: torch.nn.Module, x: torch.Tensor, ctx: torch.Tensor | None) -> None:
+    """``torch.autograd.gradcheck`` (float64, fast mode) of ``module(x, ctx)`` with respect to its first and last
+    parameter tensors, or to ``x`` for a module without parameters; the noise of a dequantizer is the same in
+    every evaluation."""
+    names = [n for n, _ in module.named_parameters()]
+    chosen = list(dict.fromkeys(names[:1] + names[-1:]))
+    params = dict(module.named_parameters())
+
+    def f(*tensors: torch.Tensor):
+        with torch.random.fork_rng():
+            torch.manual_seed(1)
+            if chosen:
+                return torch.func.functional_call(module, dict(zip(chosen, tensors)), (x, ctx))
+            return module(tensors[0], ctx)
+
+    inputs = [params[n].detach().clone().requires_grad_() for n in chosen] or [x.clone().requires_grad_()]
+    assert torch.autograd.gradcheck(f, tuple(inputs), fast_mode=True)
+
+
+@pytest.mark.parametrize(("case", "context_features"), GRADIENT_CASES, ids=_gradient_ids)
+def test_transform_gradients_match_finite_differences(case: Case, context_features: int | None) -> None:
+    t = _prepare(case, context_features, 0)
+    t.validate = False  # finite differences move pixels off the integers that a dequantizer checks
+    x, _, ctx = _inputs(case, 2, context_features, 0, 1.0)
+    _gradcheck(t, x, ctx)
+
+
+@pytest.mark.parametrize("case", PRESET_CASES, ids=lambda c: c.name)
+def test_preset_gradients_match_finite_differences(case: PresetCase) -> None:
+    model = _preset(case, None, 0)
+    x, _ = _preset_inputs(case, model, None)
+    perturb(model, 0.05)
+    model.eval()
+    _gradcheck(model, x.detach(), None)
