@@ -228,8 +228,9 @@ def test_training_batches_skip_the_preprocessing_checks(tmp_path, monkeypatch) -
 
 
 def test_a_batch_outside_the_logits_domain_stops_training_with_the_logits_error(tmp_path, monkeypatch) -> None:
-    """``alpha=0`` and dequantization noise exactly 0 put a pixel 0 at the edge of the logit's domain: the loss is
-    not finite, and the step's preprocessing, replayed with its checks on, names the cause."""
+    """``alpha=0`` and dequantization noise exactly 0 (forced here: the built-in dequantizers keep it in ``(0, 1)``)
+    put a pixel 0 at the edge of the logit's domain: the loss is not finite, and the step's preprocessing,
+    replayed with its checks on, names the cause."""
     from invertible.transforms import UniformDequantization
 
     monkeypatch.setattr(UniformDequantization, "_noise", lambda self, x, context: (torch.zeros_like(x), x.new_zeros(len(x))))

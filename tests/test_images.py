@@ -90,6 +90,48 @@ def test_dequantized_values_pass_the_gradient_of_the_noise() -> None:
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in deq.noise_flow.parameters())
 
 
+def _pixels_at_both_ends(levels: int, dtype: torch.dtype) -> torch.Tensor:
+    """Images ``(4, 1, 2, 2)`` of pixels 0 and ``levels - 1``."""
+    return torch.tensor([0.0, levels - 1.0]).repeat(8).view(4, 1, 2, 2).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_uniform_noise_lies_in_the_open_unit_interval(monkeypatch, dtype: torch.dtype) -> None:
+    """``torch.rand`` returns an exact 0 once in ``2^24`` float32 draws: the noise is then the grid's smallest step
+    ``eps / 2``, so a pixel 0 stays above 0 and ``Logit(alpha=0)`` finite; ordinary draws are kept bit for bit."""
+    levels, step = 17, torch.finfo(dtype).eps / 2
+    x = _pixels_at_both_ends(levels, dtype)
+    torch.manual_seed(0)
+    drawn = torch.rand_like(x)
+    assert (drawn > 0).all()
+    torch.manual_seed(0)
+    assert torch.equal(UniformDequantization(levels)(x)[0], _GivenNoise(levels, drawn)(x)[0])
+
+    monkeypatch.setattr(torch, "rand_like", torch.zeros_like)
+    z, ladj = image_preprocess(levels, alpha=0.0)(x)
+    assert torch.isfinite(z).all() and torch.isfinite(ladj).all()
+    y, _ = UniformDequantization(levels)(x)
+    assert torch.equal(y, _GivenNoise(levels, torch.full_like(x, step))(x)[0]) and (y > 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("e", [-1e4, 1e4])
+def test_saturated_variational_noise_lies_in_the_open_unit_interval(monkeypatch, dtype: torch.dtype, e: float) -> None:
+    """Where ``sigmoid(v)`` of the noise flow is exactly 0 or 1, ``u`` is ``eps / 2`` or ``1 - eps / 2``: a pixel 0
+    stays above 0, and ``Logit(alpha=0)`` of the dequantized batch is finite."""
+    levels, step = 5, torch.finfo(dtype).eps / 2
+    x = _pixels_at_both_ends(levels, dtype)
+    pre = image_preprocess(levels, alpha=0.0, dequantization="variational", event_shape=(1, 2, 2)).to(dtype)
+    deq = pre[0]
+    monkeypatch.setattr(torch, "randn_like", lambda t: torch.full_like(t, e))
+    v, _ = deq.noise_flow.inverse(torch.full_like(x, e), deq._condition(x))
+    assert (torch.sigmoid(v) == (0.0 if e < 0 else 1.0)).all()  # saturated
+    z, ladj = pre(x)
+    assert torch.isfinite(z).all() and torch.isfinite(ladj).all()
+    u, _ = deq._noise(x, None)
+    assert torch.equal(u, torch.full_like(x, step if e < 0 else 1 - step))
+
+
 def _bin_edge_noise(dtype: torch.dtype) -> torch.Tensor:
     """``u = 1`` and the 256 floats below it (``x + u`` rounds up to ``x + 1``, for ``x < 256``, within 128 of
     them), then 0 and the 4 floats above it."""

@@ -104,7 +104,7 @@ def image_preprocess(
 ) -> Compose:
     """Dequantization of ``levels``-level pixels, then RealNVP's logit with ``alpha``.
 
-    ``dequantization="uniform"`` adds ``u ~ U[0, 1)``; ``"variational"`` draws ``u``
+    ``dequantization="uniform"`` adds ``u ~ U(0, 1)``; ``"variational"`` draws ``u``
     from Flow++'s learned conditional flow (:class:`VariationalDequantization`,
     which needs ``event_shape``), whose parameters the training engine optimises
     together with the model's.

@@ -365,9 +365,10 @@ class _Trainer:
     def _recheck_preprocess(self, x: torch.Tensor) -> None:
         """Run this step's preprocessing of ``x`` again, with the same seeded noise and its checks on.
 
-        A batch that a layer cannot map (``Logit(alpha=0)`` at dequantization noise exactly 0 puts a pixel
-        0 at the edge of its domain) raises that layer's ``ValueError`` here, instead of the loss it made
-        non-finite being reported as a divergence. The run stops after this either way.
+        A batch that a layer cannot map (``Logit(alpha=0)`` at a pixel 0 whose dequantization noise is exactly 0,
+        which a custom dequantizer may draw; the built-in ones keep it in ``(0, 1)``) raises that layer's
+        ``ValueError`` here, instead of the loss it made non-finite being reported as a divergence. The run stops
+        after this either way.
         """
         self.bundle.preprocess.validate = True
         with seeded_rng(self.plan.noise_seed(self.step), self.rt.device):

@@ -1,8 +1,8 @@
 """Dequantization: from discrete pixel values to a continuous density, with honest bits/dim.
 
 Discrete data ``x in {0, ..., L-1}^d`` has a probability mass ``P(x)``, not a
-density. Dequantization adds noise ``u in [0, 1)^d`` and models ``y = (x + u) / L``
-in ``[0, 1)^d`` with a continuous density ``q``. For any noise distribution
+density. Dequantization adds noise ``u in (0, 1)^d`` and models ``y = (x + u) / L``
+in ``(0, 1)^d`` with a continuous density ``q``. For any noise distribution
 ``r(u | x)`` (Jensen's inequality; Theis et al. 2016, Ho et al. 2019, Flow++):
 
     log P(x) >= E_{u ~ r(.|x)} [ log q((x + u) / L) - d log L - log r(u | x) ].
@@ -12,7 +12,7 @@ The layers here return ``y`` and, as their "log-det", the per-sample term
 one-sample unbiased estimate of that lower bound, so minimising the negative
 is the variational objective and ``-bound / (d log 2)`` is an upper bound on
 the true bits/dim (an honest figure: never better than the truth). For
-uniform noise ``log r = 0``; a uniform model ``q = 1`` on ``[0, 1)^d`` then
+uniform noise ``log r = 0``; a uniform model ``q = 1`` on ``(0, 1)^d`` then
 scores exactly ``log2 L`` bits/dim.
 
 These maps are surjections, not bijections: ``forward`` draws fresh noise, and
@@ -40,6 +40,19 @@ from .normalization import ActNorm
 __all__ = ["UniformDequantization", "VariationalDequantization"]
 
 _LOG_2PI = math.log(2 * math.pi)
+
+
+def _open_unit(u: Tensor) -> Tensor:
+    """``u`` in the open interval ``(0, 1)``: an exact 0 becomes ``s = eps / 2`` (``2^-24`` in float32, ``2^-53`` in
+    float64: the step of ``torch.rand``'s grid) and an exact 1 the float below it, ``1 - s``; every other value, and
+    its gradient, is kept.
+
+    ``torch.rand`` draws 0 with probability ``s`` per value (in float32 about once per 17 million pixels, so many
+    times in a long image run), and a saturated sigmoid returns exactly 0 or 1; ``u = 0`` at a pixel 0 gives
+    ``y = 0``, which ``Logit(alpha=0)`` maps to ``-inf``.
+    """
+    step = torch.finfo(u.dtype).eps / 2
+    return torch.where((u > 0) & (u < 1), u, u.clamp(step, 1 - step))
 
 
 def _in_bin(x: Tensor, u: Tensor, levels: int) -> Tensor:
@@ -102,10 +115,14 @@ class _Dequantization(Transform):
 
 
 class UniformDequantization(_Dequantization):
-    """``y = (x + u) / L`` with ``u ~ U[0, 1)^d``: the bound's term is ``-d log L`` (Theis et al. 2016)."""
+    """``y = (x + u) / L`` with ``u ~ U(0, 1)^d``: the bound's term is ``-d log L`` (Theis et al. 2016).
+
+    ``u`` is ``torch.rand``'s draw with an exact 0 replaced by the grid's smallest positive value (see
+    :func:`_open_unit`), so ``y > 0`` at a pixel 0.
+    """
 
     def _noise(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        return torch.rand_like(x), x.new_zeros(x.shape[0])
+        return _open_unit(torch.rand_like(x)), x.new_zeros(x.shape[0])
 
     def _log_noise(self, u: Tensor, x: Tensor, context: Tensor | None) -> Tensor:
         return u.new_zeros(u.shape[0])
@@ -120,6 +137,9 @@ class VariationalDequantization(_Dequantization):
     extra channels, and ``u = sigmoid(v)``:
 
         log r(u | x) = log N(e) + log|de/dv| - log sigmoid'(v).
+
+    Where the sigmoid saturates to exactly 0 or 1, ``u`` is moved to ``eps / 2`` or ``1 - eps / 2``
+    (:func:`_open_unit`), so it stays in the open interval ``(0, 1)``.
 
     Trained jointly with the model on the bound above, ``r`` learns to put the
     noise where the model's density is high, which tightens the bound; the
@@ -156,7 +176,7 @@ class VariationalDequantization(_Dequantization):
         v, ladj = self.noise_flow.inverse(e, self._condition(x))
         log_v = sum_except_batch(-0.5 * (e.pow(2) + _LOG_2PI)) - ladj
         log_u = log_v + sum_except_batch(F.softplus(v) + F.softplus(-v))
-        return torch.sigmoid(v), log_u
+        return _open_unit(torch.sigmoid(v)), log_u
 
     def _log_noise(self, u: Tensor, x: Tensor, context: Tensor | None) -> Tensor:
         u = u.clamp(torch.finfo(u.dtype).eps, 1 - torch.finfo(u.dtype).eps)
