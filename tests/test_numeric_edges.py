@@ -414,6 +414,42 @@ def test_finite_samples_whose_density_overflows_are_reported(dtype: torch.dtype)
         flow.sample_and_log_prob(8)
 
 
+_SAMPLERS = {
+    "sample": lambda flow: flow.sample(64),
+    "rsample": lambda flow: flow.rsample(64),
+    "sample_and_log_prob": lambda flow: flow.sample_and_log_prob(64),
+    "rsample_and_log_prob": lambda flow: flow.rsample_and_log_prob(64),
+    "distribution_sample": lambda flow: flow.as_distribution().sample((64,)),
+    "distribution_rsample": lambda flow: flow.as_distribution().rsample((64,)),
+}
+
+
+@pytest.mark.parametrize("method", list(_SAMPLERS))
+def test_sampling_warnings_point_at_the_callers_line(method: str) -> None:
+    """The ``RuntimeWarning`` of overflowed samples names the line that called the library, whichever method of
+    it runs the check (``sample`` through ``rsample``, a distribution through the flow)."""
+    torch.manual_seed(0)
+    flow = _overflowing_flow(torch.float32, -1e4)
+    with pytest.warns(RuntimeWarning, match="not finite") as record:
+        _SAMPLERS[method](flow)
+    assert [w.filename for w in record] == [__file__] * len(record)
+
+
+def test_density_warnings_of_finite_samples_point_at_the_callers_line() -> None:
+    from invertible import Flow
+    from invertible.distributions import StandardNormal
+    from invertible.transforms import ElementwiseAffine
+
+    layer = ElementwiseAffine(2, shift=False)
+    with torch.no_grad():
+        layer.log_scale.fill_(0.9 * torch.finfo(torch.float32).max)
+    flow = Flow(layer, StandardNormal(2))
+    for draw in (flow.sample_and_log_prob, flow.rsample_and_log_prob):
+        with pytest.warns(RuntimeWarning, match="have a log-density that is not finite") as record:
+            draw(8)
+        assert [w.filename for w in record] == [__file__]
+
+
 # ---------------------------------------------------------------- splines
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import operator
+import sys
 import warnings
 from typing import Any, Iterable, Sequence
 
@@ -49,6 +50,19 @@ def vmapped(x: Tensor) -> bool:
             return True
         x = functorch.get_unwrapped(x)
     return False
+
+
+def _warn_at_caller(message: str) -> None:
+    """A ``RuntimeWarning`` attributed to the caller's line: the first frame outside this package.
+
+    A fixed ``stacklevel`` points inside the library whenever the check is reached through another of its
+    methods (``sample`` runs ``rsample``, ``sample_and_log_prob`` runs ``rsample_and_log_prob``, MADE's
+    ensemble and :class:`FlowDistribution` wrap them again).
+    """
+    frame, level = sys._getframe(1), 2
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").split(".")[0] == __package__:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, RuntimeWarning, stacklevel=level)
 
 
 def _set_validate(module: nn.Module, value: bool) -> None:
@@ -404,8 +418,7 @@ class Flow(nn.Module):
                 f"the inverse map overflowed the {x.dtype} range at temperature {temperature:g}; "
                 "sample in float64 or at a lower temperature"
             )
-            message = f"{int(bad.sum())} of {len(bad)} sample(s) are not finite: {cause}"
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            _warn_at_caller(f"{int(bad.sum())} of {len(bad)} sample(s) are not finite: {cause}")
 
     def _check_sample_log_prob(self, x: Tensor, log_p: Tensor) -> None:
         """A ``RuntimeWarning`` for finite samples whose log-density is not finite (NaN or ``+-inf``).
@@ -421,9 +434,8 @@ class Flow(nn.Module):
                 "the flow's parameters are not all finite (a diverged model)" if self._diverged() else
                 f"a log-det overflowed the {log_p.dtype} range (+-{torch.finfo(log_p.dtype).max:.3g}); sample in float64"
             )
-            message = (f"{int(bad.sum())} of {len(bad)} finite sample(s) have a log-density that is not finite "
-                       f"(NaN or +-inf): {cause}")
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            _warn_at_caller(f"{int(bad.sum())} of {len(bad)} finite sample(s) have a log-density that is not finite "
+                            f"(NaN or +-inf): {cause}")
 
     def _base_noise(
         self, n: int | Sequence[int], context: Tensor | None, temperature: float
