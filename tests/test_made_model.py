@@ -357,3 +357,42 @@ def test_in_training_mode_samples_come_from_the_loaded_mask_set_alone():
     x = model.sample(30, temperature=1e-9)
     assert int(model.mask_index) == 1
     torch.testing.assert_close(x, centre.expand(30, -1), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["rsample_and_log_prob", "sample_and_log_prob"])
+def test_ensemble_samples_that_overflow_are_reported_and_returned(method):
+    """An evaluating ensemble (``masks > 1``) reports samples that its inverse overflowed with a ``RuntimeWarning`` at
+    the caller's line and returns them with their log-density, as a flow does; it used to raise "x contains
+    non-finite value(s)" from its own ``log_prob`` of them. Ordinary samples keep the ensemble's ``log_prob``."""
+    torch.manual_seed(0)
+    model = build("made", features=3, hidden=[8], masks=2).eval()
+    perturb(model, 0.5)
+    x, log_p = getattr(model, method)(16)
+    torch.testing.assert_close(log_p, model.log_prob(x))
+    with torch.no_grad():
+        model.net.layers[-1].bias.fill_(1e38)  # shifts m of order 1e38, times exp(3): beyond float32
+    with pytest.warns(RuntimeWarning, match=r"\d+ of 16 sample\(s\) are not finite: the inverse map overflowed") as record:
+        x, log_p = getattr(model, method)(16)
+    assert [w.filename for w in record] == [__file__] * len(record)
+    assert x.shape == (16, 3) and log_p.shape == (16,) and not torch.isfinite(x).all()
+
+
+def test_bernoulli_made_validate_switches_its_checks_and_the_engine_checks_the_data_once():
+    """``validate = False`` skips the checks of ``log_prob`` and ``sample`` (as ``Flow.validate``), for the training
+    steps; ``check_fits`` checks that every split is binary, so the steps can skip them."""
+    from invertible.data import DataBundle
+    from invertible.train.build import check_fits
+
+    model = build("bernoulli_made", features=3, hidden=[8])
+    half = torch.tensor([[0.0, 0.5, 1.0]])
+    with pytest.raises(ValueError, match="binary"):
+        model.log_prob(half)
+    model.validate = False
+    assert torch.isfinite(model.log_prob(half)).all()  # unchecked: the cross-entropy of a soft target
+    with pytest.raises(ValueError, match="unconditional"):
+        build("bernoulli_made", features=3, hidden=[8]).sample(2, torch.zeros(1, 2))
+    assert model.sample(2).shape == (2, 3)
+    bits = torch.bernoulli(torch.full((30, 3), 0.5))
+    check_fits(model, DataBundle("bits", bits[:20], bits[20:25], bits[25:], levels=2))
+    with pytest.raises(ValueError, match=r"dataset 'bits', test split: BernoulliMADE models binary data"):
+        check_fits(model, DataBundle("bits", bits[:20], bits[20:25], bits[25:] / 2, levels=2))

@@ -224,24 +224,41 @@ class MADE(_MaskPool, Flow):
 
         Shapes, ``context`` and ``temperature`` as in :meth:`Flow.rsample`.
         """
+        shape, _, x = self._ensemble_rsample(n, context, temperature)
+        if self.validate:
+            self._check_samples(x, temperature)
+        return x.reshape(*shape, *self.event_shape)
+
+    def _ensemble_rsample(
+        self, n: int | Sequence[int], context: Tensor | None, temperature: float = 1.0
+    ) -> tuple[torch.Size, Tensor | None, Tensor]:
+        """``(sample shape, flat context, flat samples)``, each sample from one mask set of the ensemble, unchecked."""
         shape, context, u = self._base_noise(n, context, temperature)
 
         def draw(idx: Tensor) -> Tensor:
             return self.transform.inverse(u[idx], None if context is None else context[idx])[0]
 
-        x = self._ensemble_sample(len(u), draw)
-        if self.validate:
-            self._check_samples(x, temperature)
-        return x.reshape(*shape, *self.event_shape)
+        return shape, context, self._ensemble_sample(len(u), draw)
 
     def rsample_and_log_prob(self, n: int | Sequence[int] = 1, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Samples and their log-density: of the loaded mask set in training mode, of the ensemble otherwise."""
+        """Samples and their log-density: of the loaded mask set in training mode, of the ensemble otherwise.
+
+        As :meth:`Flow.rsample_and_log_prob`: with ``validate`` on, samples that are not finite, and finite samples
+        whose log-density is not finite, come back as they are with a ``RuntimeWarning``.
+        """
         if self.training or self.masks == 1:
             return Flow.rsample_and_log_prob(self, n, context)
-        x = self.rsample(n, context)
-        if context is not None:
-            context = context.expand(*x.shape[: x.dim() - 1], context.shape[-1])
-        return x, self.log_prob(x, context)
+        shape, context, x = self._ensemble_rsample(n, context)
+
+        def single() -> Tensor:
+            z, ladj = self.transform(x, context)
+            return self.base.log_prob(z) + ladj
+
+        log_p = self._ensemble_log_prob(single)
+        if self.validate:
+            self._check_samples(x)
+            self._check_sample_log_prob(x, log_p)
+        return x.reshape(*shape, *self.event_shape), log_p.reshape(shape)
 
 
 @register("bernoulli_made")
@@ -259,6 +276,11 @@ class BernoulliMADE(_MaskPool, nn.Module):
     ``context_features``, ``config`` and ``save(path)``. It is built by name like
     every preset: ``invertible.models.build("bernoulli_made", features=64)``.
     There is no ``transform``, ``rsample`` or ``as_distribution``.
+
+    ``validate`` (default ``True``), as :attr:`Flow.validate`: ``log_prob`` checks the shape, dtype and 0/1
+    values of ``x`` and the context, and ``sample`` the context, raising ``ValueError``; switch it off for a hot
+    path whose data were checked once (the training engine checks every split when it builds the model, see
+    :func:`~invertible.train.build.check_fits`, and runs its steps without the checks).
 
     Arguments as in :class:`MADE` (the mask pool and ensemble work the same way).
     """
@@ -281,12 +303,15 @@ class BernoulliMADE(_MaskPool, nn.Module):
         self.event_shape = torch.Size((features,))
         self.net = MaskedMLP(features, 1, hidden, context_features, order=order, activation=activation)
         self.config: dict | None = None
+        self.validate = True
         self._init_pool(masks, ensemble, order_agnostic, connectivity_agnostic, order, seed)
 
     _check_dtype = Flow._check_dtype
     _check_context = Flow._check_context
 
     def _check(self, x: Tensor, context: Tensor | None) -> None:
+        """``ValueError`` (``TypeError`` for a dtype) unless ``x`` is a ``(batch, D)`` tensor of 0s and 1s of the
+        parameters' dtype and ``context`` fits it."""
         if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.event_shape[0]:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"x has shape {shape}; expected (batch, {self.event_shape[0]})")
@@ -297,7 +322,8 @@ class BernoulliMADE(_MaskPool, nn.Module):
 
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Exact ``log p(x)`` in nats for ``x`` of shape ``(batch, D)`` with entries in {0, 1}."""
-        self._check(x, context)
+        if self.validate:
+            self._check(x, context)
 
         def single() -> Tensor:
             logits = self.net(x, context)[:, 0]
@@ -313,7 +339,8 @@ class BernoulliMADE(_MaskPool, nn.Module):
         """``n`` binary samples ``(n, D)``; with a context of batch ``B``, ``(n, B, D)``."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
-        self._check_context(context, None)
+        if self.validate:
+            self._check_context(context, None)
         if context is None:
             return self._ensemble_sample(n, lambda idx: self._draw(len(idx), None))
         flat = context.reshape(-1, context.shape[-1]).repeat(n, 1)

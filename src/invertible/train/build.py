@@ -121,8 +121,15 @@ def build_flow(model: str, options: dict[str, Any], bundle: DataBundle) -> Flow:
 
 
 def check_fits(flow: Flow, bundle: DataBundle) -> None:
-    """The flow's event shape and context size must match the data's; a continuous flow needs continuous data."""
+    """The flow's event shape and context size must match the data's; a continuous flow needs continuous data,
+    a Bernoulli MADE binary data (every split checked here once: the training steps skip its per-call checks)."""
     check_shapes(flow, bundle.name, tuple(bundle.event_shape), bundle.context_features)
+    if isinstance(flow, models.BernoulliMADE):
+        for split in SPLITS:
+            try:
+                flow._check(getattr(bundle, split), getattr(bundle, f"{split}_context"))
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"dataset {bundle.name!r}, {split} split: {e}") from None
     if isinstance(flow, Flow) and _on_a_lattice(bundle):
         raise ValueError(
             f"dataset {bundle.name!r} holds only {bundle.levels} discrete values per dimension and is not dequantized: "
