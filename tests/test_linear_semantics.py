@@ -151,7 +151,7 @@ def test_reverse_and_random_permutations() -> None:
     assert not torch.equal(RandomPermutation(8, seed=0).perm, RandomPermutation(8, seed=5).perm)
 
 
-@pytest.mark.parametrize("perm", [[0, 0, 2], [1, 2, 3], [[0, 1], [1, 0]]], ids=["repeated", "out_of_range", "matrix"])
+@pytest.mark.parametrize("perm", [[0, 0, 2], [1, 2, 3], [[0, 1], [1, 0]], 0], ids=["repeated", "out_of_range", "matrix", "scalar"])
 def test_permutation_refuses_what_is_not_a_permutation(perm) -> None:
     with pytest.raises(ValueError, match="perm must be a permutation of 0..n-1"):
         Permutation(torch.tensor(perm))
