@@ -4,7 +4,8 @@
   built here from the parameters; the inverse against bisection of that reference;
 - the floors ``min_bin_width``, ``min_bin_height`` and ``min_derivative`` when they are not the defaults (each its own),
   and the checks that refuse floors no ``K`` bins can meet;
-- the spline layers' check of the bound;
+- the spline layers' check of the bound, and floors outside their range refused;
+- a conditional NSF of either form reading its context, and an autoregressive spline's random hidden degrees;
 - the base distributions of the NSF presets: standard normal, diagonal normal and standard logistic densities per
   coordinate summed over the event (vectors and images), their samplers (the logistic's to its extreme uniforms), a
   one-component mixture, and the names.
@@ -143,6 +144,40 @@ def test_floors_that_k_bins_can_meet_exactly_are_accepted_and_others_refused() -
     for kw in (dict(min_bin_width=0.3), dict(min_bin_height=0.3), dict(min_bin_width=0.3, min_bin_height=0.3)):
         with pytest.raises(ValueError, match="4 bins cannot all be at least 0.3 wide"):
             rqs(x, params.expand(2, -1), B, **kw)
+
+
+@pytest.mark.parametrize("kw", [dict(min_bin_width=-0.1), dict(min_bin_height=-1e-3), dict(min_derivative=0.0),
+                                dict(min_derivative=1.0), dict(min_derivative=2.0), dict(min_derivative=float("nan"))])
+def test_floors_outside_their_range_are_refused(kw) -> None:
+    """A negative bin floor makes bins of negative size and a slope floor outside ``(0, 1)`` has no slope-1 start:
+    each is a ``ValueError`` naming the floor, not a NaN or a math domain error."""
+    params = _params(3, k=4)
+    with pytest.raises(ValueError, match=next(iter(kw))):
+        rqs(torch.zeros(2, dtype=torch.float64), params.expand(2, -1), B, **kw)
+
+
+@pytest.mark.parametrize("kind", ["coupling", "autoregressive"])
+def test_conditional_nsf_reads_its_context(kind: str) -> None:
+    """Both forms of a conditional NSF give a density that changes with the context, and refuse to run without it."""
+    from invertible.models import build
+    from tests.perturb import perturb
+
+    flow = build("nsf", features=4, context_features=3, layers=2, hidden=[8], bins=4, kind=kind).double()
+    perturb(flow)
+    x = torch.randn(5, 4, dtype=torch.float64)
+    c = torch.randn(2, 5, 3, dtype=torch.float64)
+    assert (flow.log_prob(x, c[0]) - flow.log_prob(x, c[1])).abs().min() > 1e-6
+    with pytest.raises(ValueError, match="context"):
+        flow.log_prob(x)
+
+
+def test_autoregressive_spline_draws_random_hidden_degrees_when_asked() -> None:
+    """``random_degrees=True`` reaches the MADE: its hidden degrees are drawn, not the cycled ``1, 2, ..., D - 1, 1, ...``."""
+    cycled = MaskedRQSAutoregressive(6, hidden=(32, 32)).net
+    drawn = MaskedRQSAutoregressive(6, hidden=(32, 32), random_degrees=True).net
+    assert torch.equal(cycled.hidden_degrees_0, torch.arange(32) % 5 + 1)
+    assert not torch.equal(drawn.hidden_degrees_0, cycled.hidden_degrees_0)
+    assert drawn.hidden_degrees_0.min() >= 1 and drawn.hidden_degrees_0.max() <= 5
 
 
 @pytest.mark.parametrize("bound", [0.0, -1.0, float("nan")])

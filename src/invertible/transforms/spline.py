@@ -60,6 +60,11 @@ def rational_quadratic_spline(
         raise ValueError(f"spline parameters must have 3K - 1 entries, got {params.shape[-1]}")
     if min_bin_width * k > 1 or min_bin_height * k > 1:
         raise ValueError(f"{k} bins cannot all be at least {max(min_bin_width, min_bin_height)} wide")
+    if not (min_bin_width >= 0 and min_bin_height >= 0):
+        raise ValueError(f"bin floors must be >= 0, got min_bin_width={min_bin_width}, min_bin_height={min_bin_height}")
+    if not 0 < min_derivative < 1:
+        # a zero raw value maps to slope 1 (the identity at init), which needs a floor below 1
+        raise ValueError(f"min_derivative must lie in (0, 1), got {min_derivative}")
     w_raw, h_raw, d_raw = params[..., :k], params[..., k : 2 * k], params[..., 2 * k :]
 
     def knots(raw: Tensor, floor: float) -> tuple[Tensor, Tensor]:
