@@ -1,8 +1,24 @@
 """Semantics of the autoregressive family that the other suites leave open, each checked from first principles.
 
-- MADE's hidden degrees lie in ``[1, D - 1]`` (``[0, D - 1]`` with a context), so every hidden unit
-  sees something and reaches some output (Germain et al. 2015, Sec. 4): no dead units;
+MADE (Germain et al. 2015):
+- hidden degrees lie in ``[1, D - 1]`` (``[0, D - 1]`` with a context), so every hidden unit sees something,
+  and with cycled degrees every unit reaches an output; random degrees are drawn uniformly for every unit
+  (Sec. 4), except the context-only unit 0 of each layer;
+- ``D = 1``: the only variable has no predecessors, so the outputs are constants;
 - ``resample`` redraws exactly what it is asked to: the order alone keeps the hidden degrees;
+- clear errors for empty sizes and for a missing context;
+- the Bernoulli MADE is ``sum_i log Bernoulli(x_i; sigmoid(l_i(x_<i)))`` with a hand-written masked tanh MLP.
+
+Mask pools and ensembles (order/connectivity-agnostic training):
+- ``ensemble = E < masks`` samples from sets ``0..E-1`` only; a conditional ensemble's samples carry the mixture
+  log-density ``log (1/E) sum_k p_k(x | c)``; an empty batch stays empty;
+- the pool follows its settings (``order_agnostic``, the network's ``random_degrees``) and its ``seed``;
+- impossible pool sizes are refused when the model is built.
+
+MAF/IAF stacks (Papamakarios et al. 2017, Kingma et al. 2016):
+- ``permutation="reverse"`` alternates the natural and the reversed order, so the stack mixes every coordinate;
+- every layer of a conditional stack reads the context; every MADE has the requested hidden widths;
+- unknown scales and stacks without layers or features are refused when built.
 """
 
 from __future__ import annotations
@@ -30,7 +46,8 @@ def _reaches_an_output(net: MaskedMLP) -> list[torch.Tensor]:
 @pytest.mark.parametrize("random_degrees", [False, True])
 @pytest.mark.parametrize("context", [None, 2])
 def test_no_hidden_unit_is_dead(features, random_degrees, context):
-    """Every hidden unit gets an input (the layer below, or the context for first-layer units); cycled ones feed an output.
+    """Every hidden unit gets an input (the layer below, or the context for first-layer units);
+    cycled ones feed an output.
 
     A unit of degree ``D`` would see every input and so be barred from every output; a degree-0 unit
     without a context would see no input at all (MADE keeps degrees in ``[1, D - 1]``)."""
@@ -178,3 +195,116 @@ def test_an_unknown_scale_is_refused_when_the_layer_is_built():
     for cls in (MaskedAffineAutoregressive, InverseAutoregressiveAffine):
         with pytest.raises(ValueError, match="unknown scale function 'tanh'"):
             cls(3, hidden=(8,), scale="tanh")
+
+
+@pytest.mark.parametrize("name", ["made", "bernoulli_made"])
+@pytest.mark.parametrize("options, message", [
+    (dict(masks=0), "masks must be >= 1, got 0"),
+    (dict(masks=2, ensemble=0), "ensemble must be between 1 and masks=2, got 0"),
+    (dict(masks=2, ensemble=3), "ensemble must be between 1 and masks=2, got 3"),
+])
+def test_a_mask_pool_of_impossible_size_is_refused_when_built(name, options, message):
+    with pytest.raises(ValueError, match=message):
+        build(name, features=3, hidden=[8], **options)
+
+
+def test_switching_the_networks_random_degrees_rebuilds_the_pool_with_drawn_degrees():
+    """The pool follows ``net.random_degrees``: switched on, a set built before is rebuilt with drawn hidden degrees
+    (even without connectivity-agnostic training), and switched off again, the cycled degrees come back."""
+    model = build("made", features=5, hidden=[16], masks=2, connectivity_agnostic=False)
+    cycled = MaskedMLP(5, 2, (16,)).hidden_degrees_0
+    for k in (1, 0):
+        model.use_masks(k)
+        assert torch.equal(model.net.hidden_degrees_0, cycled)
+    model.net.random_degrees = True
+    model.use_masks(1)
+    assert not torch.equal(model.net.hidden_degrees_0, cycled)
+    model.net.random_degrees = False
+    model.use_masks(1)
+    assert torch.equal(model.net.hidden_degrees_0, cycled)
+
+
+@pytest.mark.parametrize("name", ["made", "bernoulli_made"])
+def test_the_seed_picks_the_mask_pool(name):
+    """Same seed, same pool of orders; another seed, another pool."""
+    def orders(seed: int) -> list[list[int]]:
+        model = build(name, features=6, hidden=[16], masks=3, seed=seed)
+        out = []
+        for k in range(3):
+            model.use_masks(k)
+            out.append(model.net.order().tolist())
+        return out
+
+    assert orders(0) == orders(0) and orders(0) != orders(1)
+
+
+@pytest.mark.parametrize("name", ["maf", "iaf"])
+def test_reverse_permutation_alternates_the_natural_and_the_reversed_order(name):
+    """``permutation="reverse"``: layer 0 in the natural order, layer 1 reversed, and so on; so the stack mixes every
+    coordinate with every other (its Jacobian has no zero), which a stack of one repeated order cannot do."""
+    flow = build(name, features=4, layers=3, hidden=[16], init="shear").double()
+    perturb(flow)
+    orders = [m.order().tolist() for m in flow.modules() if isinstance(m, MaskedMLP)]
+    assert orders == [[0, 1, 2, 3], [3, 2, 1, 0], [0, 1, 2, 3]]
+    x = 0.5 * torch.randn(4, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(lambda v: flow.transform(v.unsqueeze(0))[0][0], x)
+    assert (jac != 0).all()
+
+
+@pytest.mark.parametrize("name", ["maf", "iaf"])
+def test_every_layer_of_a_conditional_stack_reads_the_context(name):
+    """Conditional MAF/IAF: each layer's map changes with the context, so the density does too."""
+    torch.manual_seed(0)
+    flow = build(name, features=3, layers=2, hidden=[16], context_features=2).double()
+    perturb(flow)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    c = torch.randn(5, 2, dtype=torch.float64)
+    layers = [t for t in flow.transform.transforms if isinstance(getattr(t, "net", None), MaskedMLP)]
+    assert len(layers) == 2
+    for layer in layers:
+        assert not torch.allclose(layer(x, c)[0], layer(x, c + 1.0)[0])
+    assert not torch.allclose(flow.log_prob(x, c), flow.log_prob(x, c + 1.0))
+
+
+@pytest.mark.parametrize("name", ["maf", "iaf"])
+@pytest.mark.parametrize("options", [dict(features=3, layers=0), dict(features=0, layers=2)])
+def test_a_stack_without_layers_or_features_is_refused(name, options):
+    with pytest.raises(ValueError, match="need features >= 1 and layers >= 1"):
+        build(name, hidden=[8], **options)
+
+
+@pytest.mark.parametrize("name", ["maf", "iaf"])
+def test_every_made_of_a_stack_has_the_requested_hidden_widths(name):
+    flow = build(name, features=3, layers=2, hidden=[12, 7])
+    nets = [m for m in flow.modules() if isinstance(m, MaskedMLP)]
+    assert len(nets) == 2
+    for net in nets:
+        assert [layer.out_features for layer in net.layers] == [12, 7] and net.output.in_features == 7
+
+
+def test_switching_order_agnostic_training_off_rebuilds_the_pool_in_the_given_order():
+    """A pool built order-agnostically has its own orders; with ``order_agnostic`` switched off, every set comes
+    back in the model's ``order``."""
+    model = build("made", features=5, hidden=[16], masks=3, order="reverse")
+    drawn = []
+    for k in range(3):
+        model.use_masks(k)
+        drawn.append(model.net.order().tolist())
+    assert any(order != [4, 3, 2, 1, 0] for order in drawn)
+    model.order_agnostic = False
+    for k in range(3):
+        model.use_masks(k)
+        assert model.net.order().tolist() == [4, 3, 2, 1, 0]
+
+
+@pytest.mark.parametrize("name", ["made", "bernoulli_made"])
+def test_an_ensemble_draws_an_empty_batch(name):
+    model = build(name, features=3, hidden=[8], masks=3).eval()
+    assert model.sample(0).shape == (0, 3)
+
+
+def test_a_conditional_made_called_without_its_context_says_so():
+    net = MaskedMLP(3, 2, (8,), context_features=2)
+    for call in (lambda: net(torch.zeros(1, 3)), lambda: net.sequential(lambda i, p: p[:, 0], 1)):
+        with pytest.raises(ValueError, match="expects a context of 2 features"):
+            call()
