@@ -160,15 +160,30 @@ class MaskedMLP(nn.Module):
             if self.random_degrees and self.context_features:
                 deg[0] = low  # keep a context-only path to the first variable
             getattr(self, f"hidden_degrees_{i}").copy_(deg)
-            layer.mask = (deg[:, None] >= prev[None, :]).to(layer.mask)
             prev = deg
-        self.output.mask = (degrees[:, None] > prev[None, :]).repeat(self.params, 1).to(self.output.mask)
+        self._build_masks()
+
+    def _build_masks(self) -> None:
+        """The masks of the degree buffers, as new tensors:
+        ``M^l[k, j] = [m_l(k) >= m_{l-1}(j)]``, ``M^out[i, k] = [m(i) > m_L(k)]``."""
+        degrees = self.layer_degrees()
+        for layer, prev, deg in zip(self.layers, degrees[:-1], degrees[1:]):
+            layer.mask = (deg[:, None] >= prev[None, :]).to(layer.mask)
+        self.output.mask = (self.degrees[:, None] > degrees[-1][None, :]).repeat(self.params, 1).to(self.output.mask)
 
     def resample(self, order: bool = True, connectivity: bool = True, generator: torch.Generator | None = None) -> None:
-        """Draw a new random input order and/or new hidden degrees (order/connectivity-agnostic training)."""
+        """Draw a new random input order and/or new hidden degrees (order/connectivity-agnostic training).
+
+        ``connectivity=False`` keeps the hidden degrees as they are (cycled, or drawn before): the
+        ranges they come from do not depend on the input order, so only the masks are rebuilt.
+        """
         degrees = input_degrees(self.features, "random", generator) if order else self.degrees.clone()
+        if not connectivity:
+            self.degrees.copy_(degrees)
+            self._build_masks()
+            return
         random_degrees = self.random_degrees
-        self.random_degrees = connectivity or random_degrees
+        self.random_degrees = True
         try:
             self.set_degrees(degrees, generator)
         finally:
