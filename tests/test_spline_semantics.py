@@ -6,6 +6,7 @@
   and the checks that refuse floors no ``K`` bins can meet;
 - the spline layers' check of the bound, and floors outside their range refused;
 - a conditional NSF of either form reading its context, and an autoregressive spline's random hidden degrees;
+- the coupling NSF's masks (alternating, or random halves from the seed) and the preset's size errors;
 - the base distributions of the NSF presets: standard normal, diagonal normal and standard logistic densities per
   coordinate summed over the event (vectors and images), their samplers (the logistic's to its extreme uniforms), a
   one-component mixture, and the names.
@@ -273,3 +274,53 @@ def test_bases_by_name() -> None:
     assert list(build_base("normal", 2).parameters()) == []
     with pytest.raises(ValueError, match="unknown base distribution 'gauss'"):
         build_base("gauss", 2)
+
+
+# ---------------------------------------------------------------- coupling NSF presets
+
+
+def _identity_masks(flow) -> list[torch.Tensor]:
+    """Each coupling layer's identity part as a boolean vector over the features."""
+    masks = []
+    for layer in flow.transform:
+        m = torch.zeros(flow.event_shape[0], dtype=torch.bool)
+        m[layer.identity_idx] = True
+        masks.append(m)
+    return masks
+
+
+@pytest.mark.parametrize("features", [5, 6])
+def test_random_coupling_masks_keep_half_the_features_and_follow_the_seed(features: int) -> None:
+    """``permutation="random"``: every layer keeps ``floor(D / 2)`` features as its identity part, drawn afresh per
+    layer from ``seed`` (the same seed gives the same masks, another seed others)."""
+    from invertible.models import build
+
+    def masks(seed: int) -> list[torch.Tensor]:
+        flow = build("nsf", features=features, layers=6, hidden=[4], bins=3, kind="coupling",
+                     permutation="random", seed=seed)
+        return _identity_masks(flow)
+
+    first = masks(0)
+    assert all(int(m.sum()) == features // 2 for m in first)
+    assert len({tuple(m.tolist()) for m in first}) > 1
+    assert all(torch.equal(a, b) for a, b in zip(first, masks(0)))
+    assert any(not torch.equal(a, b) for a, b in zip(first, masks(1)))
+
+
+def test_alternating_coupling_masks_swap_halves_layer_by_layer() -> None:
+    """``permutation="reverse"``: layer ``i`` keeps the features of parity ``i mod 2``, so every feature is transformed."""
+    from invertible.models import build
+
+    flow = build("nsf", features=5, layers=3, hidden=[4], bins=3, kind="coupling")
+    even = torch.arange(5) % 2 == 0
+    assert [m.tolist() for m in _identity_masks(flow)] == [even.tolist(), (~even).tolist(), even.tolist()]
+
+
+@pytest.mark.parametrize("kw, match", [(dict(features=3, layers=0), "layers must be >= 1"),
+                                       (dict(features=1, kind="coupling"), "at least 2 features"),
+                                       (dict(features=3, kind="bogus"), "unknown kind")])
+def test_nsf_refuses_impossible_sizes(kw, match) -> None:
+    from invertible.models import build
+
+    with pytest.raises(ValueError, match=match):
+        build("nsf", hidden=[4], **kw)
