@@ -128,6 +128,12 @@ def test_log_prob_is_the_change_of_variables_of_an_affine_map() -> None:
     torch.testing.assert_close(flow.log_prob(x), expected)
 
 
+def test_a_single_event_without_a_batch_dimension_is_refused() -> None:
+    flow = affine_flow(b_(), torch.ones(D, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"x has shape \(3,\); expected \(batch, 3\)"):
+        flow.log_prob(torch.zeros(D, dtype=torch.float64))
+
+
 def test_samples_come_with_their_log_density() -> None:
     mu, s = b_(), torch.tensor([0.5, 2.0, 3.0], dtype=torch.float64)
     flow = affine_flow(mu, s)
@@ -401,3 +407,32 @@ def test_bits_per_dim_of_a_uniform_model_is_log2_of_the_levels() -> None:
     for empty in ((0,), 0, (3, 0)):
         with pytest.raises(ValueError, match="at least one dimension"):
             bits_per_dim(log_p, empty)
+
+
+def test_an_atomic_write_reaches_the_disk_before_its_rename_and_the_rename_before_it_returns(tmp_path, monkeypatch) -> None:
+    """Without ``fsync`` a crash of the machine may persist the rename but not the data (an empty file where the
+    previous complete one was): the complete temporary file is flushed, then renamed, then its directory flushed."""
+    import os
+    import stat
+
+    import invertible.persistence as persistence
+
+    events = []
+    fsync, replace = os.fsync, os.replace
+
+    def record_fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        events.append(("fsync", st.st_ino, stat.S_ISDIR(st.st_mode), st.st_size))
+        fsync(fd)
+
+    def record_replace(src, dst) -> None:
+        events.append(("replace", os.stat(src).st_ino, False, os.stat(src).st_size))
+        replace(src, dst)
+
+    monkeypatch.setattr(persistence.os, "fsync", record_fsync)
+    monkeypatch.setattr(persistence.os, "replace", record_replace)
+    target = tmp_path / "file.bin"
+    persistence.atomic_write(target, lambda tmp: open(tmp, "wb").write(b"x" * 1000))
+    file_ino, dir_ino = target.stat().st_ino, tmp_path.stat().st_ino
+    assert events == [("fsync", file_ino, False, 1000), ("replace", file_ino, False, 1000),
+                      ("fsync", dir_ino, True, events[-1][3])]
