@@ -134,6 +134,25 @@ def test_a_single_event_without_a_batch_dimension_is_refused() -> None:
         flow.log_prob(torch.zeros(D, dtype=torch.float64))
 
 
+def test_a_context_must_match_the_flow_and_the_data() -> None:
+    flow = Flow(ContextShift(), StandardNormal(D), context_features=D)
+    x = torch.zeros(4, D)
+    with pytest.raises(ValueError, match=r"this flow is conditional: pass context of shape \(batch, 3\)"):
+        flow.log_prob(x)
+    with pytest.raises(ValueError, match=r"context batch shape \(2,\) does not match the data batch shape \(4,\)"):
+        flow.log_prob(x, torch.zeros(2, D))
+    with pytest.raises(ValueError, match="context contains non-finite values"):
+        flow.log_prob(x, torch.full((4, D), math.inf))
+    with pytest.raises(ValueError, match="this flow is unconditional"):
+        affine_flow(b_(), torch.ones(D, dtype=torch.float64)).log_prob(x.double(), x.double())
+
+
+def test_a_nan_density_of_a_diverged_flow_names_its_parameters() -> None:
+    flow = affine_flow(b_(), torch.tensor([1.0, math.nan, 1.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"log_prob is NaN at 2 of 2 input\(s\): the flow's parameters are not all finite"):
+        flow.log_prob(torch.zeros(2, D, dtype=torch.float64))
+
+
 def test_samples_come_with_their_log_density() -> None:
     mu, s = b_(), torch.tensor([0.5, 2.0, 3.0], dtype=torch.float64)
     flow = affine_flow(mu, s)
@@ -436,3 +455,24 @@ def test_an_atomic_write_reaches_the_disk_before_its_rename_and_the_rename_befor
     file_ino, dir_ino = target.stat().st_ino, tmp_path.stat().st_ino
     assert events == [("fsync", file_ino, False, 1000), ("replace", file_ino, False, 1000),
                       ("fsync", dir_ino, True, events[-1][3])]
+
+
+def test_an_interrupted_save_leaves_no_model_config(tmp_path, monkeypatch) -> None:
+    """``model.json`` marks a finished save (and a finished run): it is written after the weights, so a save
+    interrupted while writing them leaves none."""
+    import invertible.persistence as persistence
+
+    def interrupted(tensors, path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(persistence, "save_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        small_flow().save(tmp_path / "m")
+    assert list((tmp_path / "m").iterdir()) == []
+
+
+def test_load_moves_the_flow_to_map_location(tmp_path) -> None:
+    import invertible
+
+    small_flow().save(tmp_path / "m")
+    assert {p.device.type for p in invertible.load(tmp_path / "m", map_location="meta").parameters()} == {"meta"}
