@@ -476,3 +476,44 @@ def test_load_moves_the_flow_to_map_location(tmp_path) -> None:
 
     small_flow().save(tmp_path / "m")
     assert {p.device.type for p in invertible.load(tmp_path / "m", map_location="meta").parameters()} == {"meta"}
+
+
+def test_absent_sections_come_back_absent(tmp_path) -> None:
+    from invertible.train.checkpoint import load_checkpoint, save_checkpoint
+
+    save_checkpoint(tmp_path, _checkpoint(3, 1.0))
+    back = load_checkpoint(tmp_path)
+    names = ("ema", "best", "preprocess", "ema_preprocess", "best_preprocess", "fitted_preprocess")
+    assert all(getattr(back, name) is None for name in names) and back.data_fingerprint is None
+
+
+def test_a_checkpoint_missing_its_tensors_or_generator_states_is_corrupt(tmp_path) -> None:
+    import hashlib
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from invertible.train.checkpoint import CHECKPOINT_DIR, CHECKPOINT_JSON, load_checkpoint, save_checkpoint
+
+    directory = save_checkpoint(tmp_path, _checkpoint(3, 1.0))
+    tensors = directory / "state-00000003.safetensors"
+    save_file({k: v for k, v in load_file(str(tensors)).items() if k != "rng.torch"}, str(tensors))
+    _rewrite(directory / CHECKPOINT_JSON, sha256=hashlib.sha256(tensors.read_bytes()).hexdigest())
+    with pytest.raises(ValueError, match="random-generator states are missing"):
+        load_checkpoint(tmp_path)
+    tensors.unlink()
+    with pytest.raises(ValueError, match="tensor file state-00000003.safetensors is missing"):
+        load_checkpoint(tmp_path)
+    assert json.loads((tmp_path / CHECKPOINT_DIR / CHECKPOINT_JSON).read_text())["step"] == 3
+
+
+def test_a_record_that_fails_to_encode_keeps_the_committed_checkpoint(tmp_path) -> None:
+    from invertible.train.checkpoint import load_checkpoint, save_checkpoint
+
+    save_checkpoint(tmp_path, _checkpoint(3, 1.0))
+    bad = _checkpoint(4, 2.0)
+    bad.state = {"ok": 1, "not json": object()}
+    with pytest.raises(TypeError):
+        save_checkpoint(tmp_path, bad)
+    back = load_checkpoint(tmp_path)
+    assert back.step == 3 and torch.equal(back.model["w"], torch.full((300,), 1.0))
