@@ -517,3 +517,27 @@ def test_a_record_that_fails_to_encode_keeps_the_committed_checkpoint(tmp_path) 
         save_checkpoint(tmp_path, bad)
     back = load_checkpoint(tmp_path)
     assert back.step == 3 and torch.equal(back.model["w"], torch.full((300,), 1.0))
+
+
+def test_a_checkpoint_keeps_the_generator_states_it_was_given(tmp_path) -> None:
+    """The states are those of the moment the training loop took them, not of the moment the file is written."""
+    import random
+
+    import numpy as np
+
+    from invertible.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+
+    ckpt = _checkpoint(1, 0.0)
+    expected = (torch.rand(2).tolist(), np.random.rand(2).tolist(), random.random())
+    save_checkpoint(tmp_path, ckpt)
+    set_rng_state(load_checkpoint(tmp_path).rng)
+    assert (torch.rand(2).tolist(), np.random.rand(2).tolist(), random.random()) == expected
+
+
+def test_samples_that_overflow_at_a_temperature_name_it() -> None:
+    """``x = u / a`` with ``a`` the smallest float64: every sample of ``|T u| > 1e-16`` overflows to inf."""
+    flow = Flow(Scale(torch.full((D,), 5e-324, dtype=torch.float64)), StandardNormal(D).double())
+    torch.manual_seed(0)
+    with pytest.warns(RuntimeWarning, match=r"of 8 sample\(s\) are not finite: the inverse map overflowed the "
+                                            r"torch.float64 range at temperature 2; sample in float64 or at a lower"):
+        flow.sample(8, temperature=2.0)
