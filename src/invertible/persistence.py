@@ -1,7 +1,8 @@
 """Saving and loading flows: a directory with ``model.json`` (preset and options) and ``model.safetensors``.
 
-Both files are written to a temporary name and renamed into place, so an
-interrupted save never leaves a file that looks valid but is not.
+Both files are written to a temporary name, flushed to the disk and renamed into place, so an
+interrupted save (a killed process, or a crash of the machine) never leaves a file that looks
+valid but is not.
 """
 
 from __future__ import annotations
@@ -30,8 +31,30 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def _fsync(path: str | os.PathLike) -> None:
+    """Flush the file ``path`` from the OS cache to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: str | os.PathLike) -> None:
+    """Flush the entries of the directory ``path`` (a rename in it), where the platform and file system can."""
+    try:
+        _fsync(path)
+    except OSError:  # Windows opens no directory; some network file systems refuse to flush one
+        pass
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it onto ``path``."""
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it onto ``path``.
+
+    The data reach the disk before the rename and the rename before returning (``fsync`` of the file, then of
+    its directory): otherwise a crash of the machine may keep the rename but not the data, a file of the right
+    name that is empty or truncated, in place of the previous complete one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -39,7 +62,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -8,7 +8,7 @@ Layout of ``RUN/checkpoint/``::
                                  scheduler position, RNG states (python, numpy), training state, config,
                                  the fingerprint of the data trained on
 
-Both files are written to a temporary name and renamed into place, the tensors
+Both files are written to a temporary name, flushed to the disk and renamed into place, the tensors
 first. ``checkpoint.json`` is the commit record: until it is replaced it points
 at the previous, complete tensor file, so an interruption at any moment leaves
 either the old or the new checkpoint, never a mixture; a file whose hash does
