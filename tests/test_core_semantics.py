@@ -310,6 +310,7 @@ def _rewrite(path, **changes) -> None:
 @pytest.mark.parametrize("change, message", [
     ({"format": 0}, r"bad format 0"),
     ({"format": "2"}, r"bad format '2'"),
+    ({"format": True}, r"bad format True"),
     ({"format": 3}, r"written in format 3; this version of invertible reads up to 2"),
     ({"options": None}, r"needs 'model' and 'options'"),
 ])

@@ -209,6 +209,18 @@ def test_a_damaged_fingerprint_is_a_corrupt_checkpoint(tmp_path):
         load_checkpoint(tmp_path / "run")
 
 
+@pytest.mark.parametrize("field, value", [("optimizer", "adam"), ("optimizer", {"state": {}}),
+                                          ("optimizer", {"param_groups": [], "state": []}),
+                                          ("rng", []), ("rng", {"numpy": None})])
+def test_a_damaged_optimizer_or_rng_record_is_a_corrupt_checkpoint(tmp_path, field, value):
+    with pytest.raises(Interrupted):
+        train(config(tmp_path, "run", "table"), callbacks=[recorder({}, stop_at=6)])
+    record_path = tmp_path / "run" / CHECKPOINT_DIR / CHECKPOINT_JSON
+    record_path.write_text(json.dumps({**json.loads(record_path.read_text()), field: value}))
+    with pytest.raises(ValueError, match=f"corrupt checkpoint record .*: bad field '{field}'"):
+        load_checkpoint(tmp_path / "run")
+
+
 def test_every_section_of_a_checkpoint_round_trips(tmp_path):
     """Each tensor section (model, EMA, best, preprocessing, its EMA, the best step's preprocessing and the fitted
     one), the optimizer's tensor and scalar state, the RNG states and the records come back as saved: the resume test

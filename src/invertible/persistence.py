@@ -126,7 +126,7 @@ def read_tensors(path: Path, what: str) -> dict[str, torch.Tensor]:
 
 def check_format(version: Any, model: Any, where: Path) -> None:
     """Refuse a file written in a newer format, or a format-1 MAF/IAF/MADE whose weights now mean another map."""
-    if not isinstance(version, int) or version < 1:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:  # JSON true is not a format
         raise ValueError(f"corrupt {where}: bad format {version!r}")
     if version > FORMAT_VERSION:
         raise ValueError(f"{where} was written in format {version}; this version of invertible reads up to {FORMAT_VERSION}")

@@ -182,6 +182,11 @@ def load_checkpoint(run_dir: str | Path) -> Checkpoint:
         optimizer, rng = record["optimizer"], record["rng"]
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"corrupt checkpoint record {directory / CHECKPOINT_JSON}: missing or bad field {e}") from None
+    if not (isinstance(optimizer, dict) and isinstance(optimizer.get("param_groups"), list)
+            and isinstance(optimizer.get("state", {}), dict)):
+        raise ValueError(f"corrupt checkpoint record {directory / CHECKPOINT_JSON}: bad field 'optimizer'")
+    if not (isinstance(rng, dict) and isinstance(rng.get("numpy"), dict)):
+        raise ValueError(f"corrupt checkpoint record {directory / CHECKPOINT_JSON}: bad field 'rng'")
     config = record.get("config", {})
     fingerprint = record.get("data_fingerprint")
     if fingerprint is not None and not (isinstance(fingerprint, dict)
