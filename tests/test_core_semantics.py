@@ -472,6 +472,31 @@ def test_an_interrupted_save_leaves_no_model_config(tmp_path, monkeypatch) -> No
     assert list((tmp_path / "m").iterdir()) == []
 
 
+def test_weights_that_are_not_the_configs_are_refused(tmp_path) -> None:
+    """A save over an older model interrupted between its two renames leaves new weights beside the old config:
+    ``model.json`` records the SHA-256 of its weights, so loading refuses the pair; a config from before the digest
+    was recorded still loads."""
+    import json
+    import shutil
+
+    import invertible
+
+    old, new = small_flow(), small_flow()
+    with torch.no_grad():
+        for p in new.parameters():
+            p.add_(0.5)
+    old.save(tmp_path / "m")
+    new.save(tmp_path / "n")
+    shutil.copy(tmp_path / "n" / "model.safetensors", tmp_path / "m" / "model.safetensors")
+    with pytest.raises(ValueError, match="is not the weights .*model.json was saved with"):
+        invertible.load(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "model.json").read_text())
+    del config["weights_sha256"]
+    (tmp_path / "m" / "model.json").write_text(json.dumps(config))
+    loaded = invertible.load(tmp_path / "m")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), new.state_dict().values()))
+
+
 def test_load_moves_the_flow_to_map_location(tmp_path) -> None:
     import invertible
 

@@ -2,11 +2,14 @@
 
 Both files are written to a temporary name, flushed to the disk and renamed into place, so an
 interrupted save (a killed process, or a crash of the machine) never leaves a file that looks
-valid but is not.
+valid but is not. ``model.json`` records the SHA-256 of the weights it goes with, so a save over an
+older model interrupted between the two renames (new weights beside the old config) is refused on
+loading instead of read as a model it is not.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -19,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from .core import Flow
 
-__all__ = ["save_flow", "load", "atomic_write", "check_format", "MODEL_JSON", "MODEL_WEIGHTS"]
+__all__ = ["save_flow", "load", "atomic_write", "check_format", "file_sha256", "MODEL_JSON", "MODEL_WEIGHTS"]
 
 MODEL_JSON = "model.json"
 MODEL_WEIGHTS = "model.safetensors"
@@ -71,6 +74,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         raise
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of the bytes of the file ``path``, in hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON."""
 
@@ -98,7 +110,8 @@ def save_flow(flow: Flow, path: str | os.PathLike) -> None:
     path.mkdir(parents=True, exist_ok=True)
     tensors = state_tensors(flow)
     atomic_write(path / MODEL_WEIGHTS, lambda tmp: save_file(tensors, tmp))
-    write_json(path / MODEL_JSON, {"format": FORMAT_VERSION, **flow.config})
+    digest = file_sha256(path / MODEL_WEIGHTS)
+    write_json(path / MODEL_JSON, {"format": FORMAT_VERSION, **flow.config, "weights_sha256": digest})
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
@@ -164,4 +177,10 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> F
         flow.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
         raise ValueError(f"weights in {path / MODEL_WEIGHTS} do not fit model {config['model']!r}: {e}") from None
+    digest = config.get("weights_sha256")  # absent in files saved before it was recorded
+    if digest is not None and file_sha256(path / MODEL_WEIGHTS) != digest:
+        raise ValueError(
+            f"{path / MODEL_WEIGHTS} is not the weights {path / MODEL_JSON} was saved with (a save over an "
+            "older model was interrupted between its two files): save the model again"
+        )
     return flow.to(map_location).eval()

@@ -17,7 +17,6 @@ not match is reported as corrupt.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
-from ..persistence import FORMAT_VERSION, atomic_write, check_format, read_json, read_tensors, write_json
+from ..persistence import FORMAT_VERSION, atomic_write, check_format, file_sha256, read_json, read_tensors, write_json
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "checkpoint_settings", "has_checkpoint", "CHECKPOINT_DIR", "CHECKPOINT_JSON"]
 
@@ -94,14 +93,6 @@ def _tuplify(x: Any) -> Any:
     return tuple(_tuplify(v) for v in x) if isinstance(x, list) else x
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _cpu(t: Tensor) -> Tensor:
     return t.detach().cpu().contiguous().clone()
 
@@ -138,7 +129,7 @@ def save_checkpoint(run_dir: str | Path, ckpt: Checkpoint) -> Path:
         "format": FORMAT_VERSION,
         "step": ckpt.step,
         "tensors": name,
-        "sha256": _sha256(directory / name),
+        "sha256": file_sha256(directory / name),
         "has_ema": ckpt.ema is not None,
         "has_best": ckpt.best is not None,
         "has_preprocess": ckpt.preprocess is not None,
@@ -197,7 +188,7 @@ def load_checkpoint(run_dir: str | Path) -> Checkpoint:
     path = directory / str(name)
     if not path.is_file():
         raise ValueError(f"corrupt checkpoint in {directory}: tensor file {name} is missing")
-    if _sha256(path) != digest:
+    if file_sha256(path) != digest:
         raise ValueError(f"corrupt checkpoint in {directory}: {name} does not match its recorded SHA-256")
     tensors = read_tensors(path, "checkpoint tensors")
 
