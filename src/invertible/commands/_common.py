@@ -14,10 +14,11 @@ import yaml
 from ..data import DataBundle
 from ..data.images import relabel_classes
 from ..persistence import MODEL_JSON, atomic_write, read_json
-from ..train.build import load_bundle, restore_preprocess
+from ..train.build import load_bundle, reopened_data, restore_preprocess
 from ..train.config import parse_error
 
-__all__ = ["existing_run", "output_dir", "run_config", "run_summary", "run_classes", "run_bundle", "label_index",
+__all__ = ["existing_run", "output_dir", "run_config", "run_summary", "run_classes", "run_data", "run_bundle", "label_index",
+          
            "named_classes", "add_option_flags", "check_array_path", "save_array", "describe", "default_text"]
 
 
@@ -87,6 +88,15 @@ def run_classes(run: Path) -> list[str] | None:
     return names
 
 
+def run_data(run: Path, config: dict[str, Any]) -> str | None:
+    """Where the dataset of ``run`` (its ``config``'s ``data``, ``None`` when it names none) is read again: the
+    absolute path its summary records (``data_path``) while that exists, so that a file the training was given
+    by a relative path is found from any working directory; ``data`` as given otherwise
+    (:func:`~invertible.train.build.reopened_data`)."""
+    data = config.get("data")
+    return None if data is None else reopened_data(data, run_summary(run).get("data_path"))
+
+
 def run_bundle(run: Path, why: str) -> DataBundle:
     """The run's own dataset, loaded with its seed and data options, its class contexts indexed by the run's
     class names (:func:`run_classes`) and with the run's preprocessing
@@ -95,7 +105,7 @@ def run_bundle(run: Path, why: str) -> DataBundle:
     config = run_config(run)
     if "data" not in config:
         raise ValueError(f"{why}, but {run} has no config.yaml naming its dataset (a run of `invertible train`)")
-    bundle = load_bundle(config["data"], config.get("seed", 0), config.get("data_options") or {})
+    bundle = load_bundle(run_data(run, config), config.get("seed", 0), config.get("data_options") or {})
     return restore_preprocess(relabel_classes(bundle, run_classes(run)), run)
 
 

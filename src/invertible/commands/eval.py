@@ -53,7 +53,7 @@ from ..train.build import (REBUILDABLE, check_fits, check_shapes, load_bundle, r
 from ..train.config import parse_options
 from ..train.distributed import resolve_device
 from ..train.evaluate import SPLITS, row_log_densities, split_log_densities, summarize
-from ._common import add_option_flags, check_array_path, existing_run, run_classes, run_config, save_array
+from ._common import add_option_flags, check_array_path, existing_run, run_classes, run_config, run_data, save_array
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -83,20 +83,21 @@ def run(args: argparse.Namespace) -> int:
         check_array_path(args.per_row, "--per-row")
     run_dir = existing_run(args.run)
     config = run_config(run_dir)
-    data = args.data or config.get("data")
+    own = run_data(run_dir, config)
+    data = args.data or own
     if data is None:
         raise ValueError(f"{run_dir} records no dataset; pass --data")
     device = resolve_device(args.device)
     flow = load(run_dir, map_location=device)
     record = read_preprocess_record(run_dir)
     if args.split is None:
-        args.split = _default_split(args, config, record)
+        args.split = _default_split(args, own, record)
     if args.split == "all" and args.data is not None and args.data not in DATASETS and record is not None \
             and record["kind"] in REBUILDABLE:
         log_p, summary = _score_file(flow, args, config, record, run_dir, device)
     else:
-        log_p, summary = _score_split(flow, args, data, config, run_dir, device)
-    result = {"data": data, "split": args.split, "rows": log_p.numel(), **summary}
+        log_p, summary = _score_split(flow, args, data, own, config, run_dir, device)
+    result = {"data": args.data or config.get("data"), "split": args.split, "rows": log_p.numel(), **summary}
     print(json.dumps(result))
     if args.out:
         write_json(args.out, result)
@@ -106,11 +107,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_split(args: argparse.Namespace, config: dict[str, Any], record: dict[str, Any] | None) -> str:
-    """``all`` for a ``--data`` file other than the run's own data, read as it is through the run's rebuildable
-    preprocessing ``record`` with no ``--seed`` and no ``-d`` option beyond those that say how to read it;
-    ``test`` otherwise (the run's own data, a dataset name, a split asked for, an older run)."""
-    if args.data is None or args.data in DATASETS or _is_run_data(args.data, config.get("data")):
+def _default_split(args: argparse.Namespace, own: str | None, record: dict[str, Any] | None) -> str:
+    """``all`` for a ``--data`` file other than the run's own data ``own`` (:func:`run_data`), read as it is
+    through the run's rebuildable preprocessing ``record`` with no ``--seed`` and no ``-d`` option beyond those
+    that say how to read it; ``test`` otherwise (the run's own data, a dataset name, a split asked for, an older
+    run)."""
+    if args.data is None or args.data in DATASETS or _is_run_data(args.data, own):
         return "test"
     if record is None or record["kind"] not in REBUILDABLE or args.seed is not None:
         return "test"
@@ -119,23 +121,24 @@ def _default_split(args: argparse.Namespace, config: dict[str, Any], record: dic
 
 
 def _is_run_data(data: str, own: str | None) -> bool:
-    """Whether ``--data`` names the run's own dataset ``own``: the same name, or a path to the same file."""
+    """Whether ``--data`` names the run's own dataset ``own`` (:func:`run_data`: a file by the absolute path the
+    run recorded, else as the training was given it): the same name, or a path to the same file."""
     if own is None or own in DATASETS:
         return data == own
     return data == own or Path(data).resolve() == Path(own).resolve()
 
 
-def _score_split(flow: Flow, args: argparse.Namespace, data: str, config: dict[str, Any], run_dir: Path,
-                 device: torch.device) -> tuple[Tensor, dict[str, float]]:
+def _score_split(flow: Flow, args: argparse.Namespace, data: str, own: str | None, config: dict[str, Any],
+                 run_dir: Path, device: torch.device) -> tuple[Tensor, dict[str, float]]:
     """Per-row log-densities and the summary of a split of dataset ``data``, loaded with its seed, split and
-    checked as for training, and mapped through the run's preprocessing."""
+    checked as for training, and mapped through the run's preprocessing (the run's own dataset is ``own``)."""
     options = dict(config.get("data_options") or {}) if args.data is None else {}
     options.update(parse_options(args.data_option))
     seed = args.seed if args.seed is not None else int(config.get("seed", 0))
     bundle = relabel_classes(load_bundle(data, seed, options), run_classes(run_dir))
     with _dropped_options(config, options, args.data):
         check_fits(flow, bundle)
-    if unsaved_preprocess(bundle, run_dir) and (data != config.get("data") or seed != int(config.get("seed", 0))):
+    if unsaved_preprocess(bundle, run_dir) and (not _is_run_data(data, own) or seed != int(config.get("seed", 0))):
         print(f"note: {run_dir} keeps no preprocessing statistics (an older run, or a bare saved model): {data} with "
               f"seed {seed} is standardised by its own training split, so this NLL does not compare with the run's",
               file=sys.stderr)

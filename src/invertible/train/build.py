@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ from ..transforms import Logit, UniformDequantization, VariationalDequantization
 
 __all__ = ["load_bundle", "check_bundle", "raw_dequantizer", "build_flow", "check_fits", "check_shapes", "trainable_preprocess",
            "save_preprocess", "restore_preprocess", "unsaved_preprocess", "preprocess_record", "read_preprocess_record",
-           "rebuild_preprocess", "fitted_state", "adopt_fitted_state", "PREPROCESS_WEIGHTS", "PREPROCESS_JSON"]
+           "rebuild_preprocess", "fitted_state", "adopt_fitted_state", "data_path", "reopened_data", "PREPROCESS_WEIGHTS",
+           "PREPROCESS_JSON"]
 
 #: The state of a run's preprocessing, beside ``model.safetensors``: the fitted statistics of a
 #: standardisation, the weights of a learned dequantizer.
@@ -101,6 +103,21 @@ def load_bundle(name: str, seed: int = 0, options: dict[str, Any] | None = None)
         raise TypeError(f"dataset {name!r} returned a {type(bundle).__name__}, not a DataBundle")
     check_bundle(bundle)
     return bundle
+
+
+def data_path(name: str) -> str | None:
+    """The absolute path of dataset ``name`` when it is a file or directory, not a built-in dataset (``None``
+    then): a run records it beside ``name`` as given, which is relative to the directory the training ran in."""
+    return None if name in data_registry.DATASETS else os.path.abspath(name)
+
+
+def reopened_data(name: str, recorded: Any) -> str:
+    """Where a run's dataset ``name`` (as given to the training) is read again: the absolute path ``recorded``
+    by :func:`data_path` at training time while it exists, so that a relative ``name`` is found from any working
+    directory; ``name`` itself otherwise (a built-in dataset, a run that records no path, a file since moved)."""
+    if isinstance(recorded, str) and recorded and Path(recorded).exists():
+        return recorded
+    return name
 
 
 def build_flow(model: str, options: dict[str, Any], bundle: DataBundle) -> Flow:

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..persistence import FORMAT_VERSION, atomic_write, check_format, file_sha256, read_json, read_tensors, write_json
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "checkpoint_settings", "has_checkpoint", "CHECKPOINT_DIR", "CHECKPOINT_JSON"]
+__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "checkpoint_record", "checkpoint_settings", "has_checkpoint", "CHECKPOINT_DIR", "CHECKPOINT_JSON"]
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_JSON = "checkpoint.json"
@@ -59,6 +59,9 @@ class Checkpoint:
     #: the data's fingerprint (:func:`~invertible.data.fingerprint.data_fingerprint`), ``None`` in a checkpoint
     #: written before checkpoints held one
     data_fingerprint: dict[str, str] | None = None
+    #: the absolute path of the dataset file (:func:`~invertible.train.build.data_path`; ``None`` for a built-in
+    #: dataset), by which a resume reads a file given by a relative path from any working directory
+    data_path: str | None = None
 
 
 def rng_state() -> dict[str, Any]:
@@ -144,6 +147,8 @@ def save_checkpoint(run_dir: str | Path, ckpt: Checkpoint) -> Path:
     }
     if ckpt.data_fingerprint is not None:
         record["data_fingerprint"] = ckpt.data_fingerprint
+    if ckpt.data_path is not None:
+        record["data_path"] = ckpt.data_path
     write_json(directory / CHECKPOINT_JSON, record)
     leftovers = [*directory.glob("state-*.safetensors"), *directory.glob(".state-*.tmp"),
                  *directory.glob(f".{CHECKPOINT_JSON}.*.tmp")]
@@ -157,10 +162,15 @@ def has_checkpoint(run_dir: str | Path) -> bool:
     return (Path(run_dir) / CHECKPOINT_DIR / CHECKPOINT_JSON).is_file()
 
 
+def checkpoint_record(run_dir: str | Path) -> dict[str, Any]:
+    """The JSON record of the checkpoint of ``run_dir`` (``{}`` when it is not a mapping), tensors not read."""
+    record = read_json(Path(run_dir) / CHECKPOINT_DIR / CHECKPOINT_JSON, "checkpoint record")
+    return record if isinstance(record, dict) else {}
+
+
 def checkpoint_settings(run_dir: str | Path) -> dict[str, Any]:
     """The training settings recorded in the checkpoint of ``run_dir`` (``{}`` when it records none)."""
-    record = read_json(Path(run_dir) / CHECKPOINT_DIR / CHECKPOINT_JSON, "checkpoint record")
-    config = record.get("config") if isinstance(record, dict) else None
+    config = checkpoint_record(run_dir).get("config")
     return config if isinstance(config, dict) else {}
 
 
@@ -226,5 +236,6 @@ def load_checkpoint(run_dir: str | Path) -> Checkpoint:
         state=record.get("state", {}),
         config=record.get("config", {}),
         data_fingerprint=fingerprint,
+        data_path=record.get("data_path") if isinstance(record.get("data_path"), str) else None,
     )
 

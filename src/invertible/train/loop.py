@@ -17,7 +17,8 @@ domain stops the run with the logit's ``ValueError``. The loop writes the run di
     RUN/checkpoint/          safetensors of model, optimizer, EMA + checkpoint.json (resume state)
     RUN/model.json           the final model (``invertible.load(RUN)``)
     RUN/model.safetensors
-    RUN/summary.json         test_nll, kl_gap, test_bpd, steps, wall_time_s, parameters, data_sha256, ...
+    RUN/summary.json         test_nll, kl_gap, test_bpd, steps, wall_time_s, parameters, data_sha256, data_path
+                             (the absolute path of a dataset file, by which eval, sample and interpolate reopen it), ...
     RUN/preprocess.json      what the data's preprocessing is ("none" when the model saw the data as they were)
     RUN/preprocess.safetensors  its state: a table's standardisation statistics, a learned (variational)
                              dequantizer (averaged with the model by ``ema``); checkpoints hold it too
@@ -53,10 +54,11 @@ from ..core import Flow
 from ..data import SPLITS, DataBundle
 from ..data.fingerprint import changed_splits, data_fingerprint
 from ..persistence import atomic_write, write_json
-from .build import (adopt_fitted_state, build_flow, fitted_state, load_bundle, raw_dequantizer, save_preprocess,
-                    trainable_preprocess)
+from .build import (adopt_fitted_state, build_flow, data_path, fitted_state, load_bundle, raw_dequantizer,
+                    reopened_data, save_preprocess, trainable_preprocess)
 from .batches import BatchPlan
-from .checkpoint import CHECKPOINT_DIR, Checkpoint, has_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (CHECKPOINT_DIR, Checkpoint, checkpoint_record, has_checkpoint, load_checkpoint, rng_state,
+                         save_checkpoint, set_rng_state)
 from .config import TrainConfig
 from .distributed import Runtime, broadcast_flag, gather_objects, mean_over_ranks, parameter_digest, setup, teardown
 from .ema import EMA
@@ -141,7 +143,9 @@ class _Trainer:
         if not resume and (has_checkpoint(self.run_dir) or (self.run_dir / "summary.json").exists()):
             raise TrainingError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out")
         seed_everything(config.seed)
-        self.bundle: DataBundle = load_bundle(config.data, config.seed, config.data_options)
+        #: the dataset as read: ``config.data``, or on resume the absolute path the checkpoint recorded for it
+        self.data_source = self._data_source(resume)
+        self.bundle: DataBundle = load_bundle(self.data_source, config.seed, config.data_options)
         self.data_fingerprint = data_fingerprint(self.bundle)
         self.flow: Flow = build_flow(config.model, config.model_options, self.bundle).to(runtime.device)
         self.flow.train()
@@ -181,6 +185,18 @@ class _Trainer:
         self.compiled_model = torch.compile(self.model) if config.compile else None
 
     # -- checkpoints ------------------------------------------------------------------
+    def _data_source(self, resume: bool) -> str:
+        """The dataset to load: ``config.data``; on resume of a run on the same ``data``, the absolute path its
+        checkpoint recorded (:func:`~invertible.train.build.reopened_data`), so a file given by a relative path
+        is found again from another working directory."""
+        if not resume:
+            return self.config.data
+        record = checkpoint_record(self.run_dir)
+        settings = record.get("config")
+        if not isinstance(settings, dict) or settings.get("data") != self.config.data:
+            return self.config.data  # refused by `_restore`, which names both
+        return reopened_data(self.config.data, record.get("data_path"))
+
     def _restore(self) -> None:
         ckpt = load_checkpoint(self.run_dir)
         for key in _FIXED_ON_RESUME:
@@ -283,6 +299,7 @@ class _Trainer:
                 state=state,
                 config=self.config.to_dict(),
                 data_fingerprint=self.data_fingerprint,
+                data_path=data_path(self.data_source),
             ),
         )
 
@@ -462,7 +479,7 @@ class _Trainer:
         cfg = self.config
         flow = self.final_flow()
         digests = gather_objects(self.rt, parameter_digest(self.flow))
-        summary: dict[str, Any] = {"model": cfg.model, "data": cfg.data}
+        summary: dict[str, Any] = {"model": cfg.model, "data": cfg.data, "data_path": data_path(self.data_source)}
         summary.update(evaluate_split(flow, self.bundle, "test", cfg.eval_batch_size, self.rt.device))
         summary.update(
             steps=self.step,
