@@ -90,11 +90,14 @@ def run_classes(run: Path) -> list[str] | None:
 
 def run_data(run: Path, config: dict[str, Any]) -> str | None:
     """Where the dataset of ``run`` (its ``config``'s ``data``, ``None`` when it names none) is read again: the
-    absolute path its summary records (``data_path``) while that exists, so that a file the training was given
-    by a relative path is found from any working directory; ``data`` as given otherwise
-    (:func:`~invertible.train.build.reopened_data`)."""
+    absolute path its summary records (``data_path``, beside the same ``data``) while that exists, so that a file
+    the training was given by a relative path is found from any working directory; ``data`` as given otherwise
+    (:func:`~invertible.train.build.reopened_data`): a run that records no path, a config edited to name another."""
     data = config.get("data")
-    return None if data is None else reopened_data(data, run_summary(run).get("data_path"))
+    if data is None:
+        return None
+    summary = run_summary(run)
+    return reopened_data(data, summary.get("data_path") if summary.get("data") == data else None)
 
 
 def run_bundle(run: Path, why: str) -> DataBundle:
