@@ -493,3 +493,20 @@ def test_glow_conditioner_output_gain_is_optional() -> None:
     assert size[True] - size[False] == 12
     with pytest.raises(ValueError, match="output_gain"):
         AffineImageCoupling((2, 4, 4), "channel", 0, hidden=4, net="resnet", output_gain=True)
+
+
+@pytest.mark.parametrize("test_images, message", [
+    (np.full((3, 1, 4, 4), 8), "dataset 'pixels': its test images: pixel values must be integers in [0, 7]"),
+    (np.full((3, 1, 4, 4), 2.5), "dataset 'pixels': its test images: pixel values must be integers in [0, 7]"),
+    (np.zeros((3, 1, 4, 5)), "dataset 'pixels': its test images must have shape (n, 1, 4, 4) like its training images, got (3, 1, 4, 5)"),
+    (np.zeros((1, 4, 4)), "dataset 'pixels': its test images must have shape (n, 1, 4, 4) like its training images, got (1, 4, 4)"),
+])
+def test_a_separate_test_set_is_checked_as_the_training_images(test_images, message) -> None:
+    from invertible.data.images import image_bundle
+
+    images = np.random.default_rng(0).integers(0, 8, (20, 1, 4, 4))
+    with pytest.raises(ValueError) as e:
+        image_bundle("pixels", images, None, 8, test=(test_images, None))
+    assert str(e.value) == message
+    bundle = image_bundle("pixels", images, None, 8, test=(images[:3], None))
+    assert torch.equal(bundle.test, torch.as_tensor(images[:3], dtype=bundle.test.dtype))

@@ -141,6 +141,19 @@ def check_pixels(images: np.ndarray | Tensor, levels: int) -> None:
         raise ValueError(f"pixel values must be integers in [0, {levels - 1}]")
 
 
+def _check_test_images(name: str, test_x: np.ndarray, images: np.ndarray, levels: int) -> None:
+    """``ValueError`` naming dataset ``name`` unless the separate test images ``test_x`` have shape
+    ``(n, C, H, W)`` with the ``C, H, W`` of the training ``images`` and integer pixels in ``[0, levels - 1]``."""
+    if test_x.ndim != 4 or test_x.shape[1:] != images.shape[1:]:
+        raise ValueError(f"dataset {name!r}: its test images must have shape (n, {', '.join(map(str, images.shape[1:]))}) "
+                         f"like its training images, got {test_x.shape}")
+    if test_x.size:
+        try:
+            check_pixels(test_x, levels)
+        except ValueError as e:
+            raise ValueError(f"dataset {name!r}: its test images: {e}") from None
+
+
 def image_bundle(
     name: str,
     images: np.ndarray,
@@ -158,7 +171,8 @@ def image_bundle(
     """Split raw images ``(n, C, H, W)`` into train/val/test and wrap them in a :class:`DataBundle`.
 
     ``test`` is either a number of images drawn out by a seeded permutation, or
-    a separate ``(images, labels)`` test set. Validation is the last
+    a separate ``(images, labels)`` test set (checked as the training images: their
+    ``C, H, W`` and pixels). Validation is the last
     ``val_fraction`` of the (permuted) training images. With ``raw`` the splits
     keep the integer pixels (dequantized per batch by the engine); otherwise
     they are dequantized once (noise from ``seed``) and logit-transformed.
@@ -182,6 +196,7 @@ def image_bundle(
     perm = np.random.default_rng(seed).permutation(len(images))
     if isinstance(test, tuple):
         test_x, test_y = np.asarray(test[0]), test[1]
+        _check_test_images(name, test_x, images, levels)
         train_idx = perm
     else:
         if not 0 <= test < len(images):
