@@ -310,6 +310,25 @@ def test_train_vae_bad_input(tmp_path, capsys) -> None:
     assert not (tmp_path / "bad").exists()
 
 
+def test_vae_weights_interrupted_while_written_leave_no_file(tmp_path, monkeypatch, capsys) -> None:
+    """The weights go to a temporary file renamed into place: a write interrupted half way leaves no
+    ``vae.safetensors`` that looks like a result."""
+    import safetensors.torch
+
+    def half_written(tensors, path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"\x00" * 16)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.torch, "save_file", half_written)
+    argv = ["vae", "--data", "digits", "--latent", "3", "--hidden", "16", "--steps", "1", "--test-size", "10",
+            "--iw-samples", "2", "--out", str(tmp_path / "run")]
+    assert cli(argv) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted"  # vae keeps no checkpoint to resume
+    assert not (tmp_path / "run" / "vae.safetensors").exists()
+    assert [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")] == []
+
+
 def test_train_vae_records_the_elbo_during_warmup() -> None:
     x = (torch.rand(12, 1, 4, 4) < 0.5).float()
     model = VAE((1, 4, 4), latent=3, hidden=16, context=5, posterior="planar", layers=1)

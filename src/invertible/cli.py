@@ -67,5 +67,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; continue a training run with --resume", file=sys.stderr)
+        resumable = hasattr(args, "resume")  # a command that checkpoints (train)
+        print("interrupted; continue the run with --resume" if resumable else "interrupted", file=sys.stderr)
         return 130

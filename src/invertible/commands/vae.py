@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from ..persistence import atomic_write, state_tensors, write_json
 from ._common import output_dir
 from .fit_density import _diverged_is_a_training_error
 
@@ -79,8 +80,9 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
     test = data.test[: args.test_size] if args.test_size else data.test
     with _diverged_is_a_training_error():
         stats = evaluate_vae(model, test, k=args.iw_samples)
-    save_file(model.state_dict(), str(out / "vae.safetensors"))
-    (out / "config.json").write_text(json.dumps(config, indent=2))
+    weights = state_tensors(model)
+    atomic_write(out / "vae.safetensors", lambda tmp: save_file(weights, tmp))
+    write_json(out / "config.json", config)
     ncol = min(10, len(test))
     grid = test[: ncol * max(1, min(5, len(test) // ncol))]
     rows = grid.reshape(-1, ncol, *grid.shape[1:])
@@ -90,7 +92,7 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
     summary = {**config, "test_elbo": stats["elbo"], "test_iw_log_px": stats["iw_log_px"], "iw_samples": args.iw_samples,
                "test_images": len(test), "train_elbo": history[-1]["train_elbo"], "steps": args.steps,
                "wall_time_s": train_time, "parameters": sum(p.numel() for p in model.parameters())}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "summary.json", summary)
     print(json.dumps(summary))
     return summary
 
