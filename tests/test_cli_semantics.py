@@ -1,0 +1,192 @@
+"""What the ``sample``, ``eval``, ``fit-density``, ``models`` and ``datasets`` commands compute, checked against the
+library: the defaults of their options (``-n 1000``, ``--seed 0``, ``--temperature 1``, ``--draws 1``), the
+options that must reach the library (``--label``'s one-hot class, ``--seed`` of eval, ``--steps`` ...), the
+values and keys of the files they write (samples, ``--per-row`` log-densities, ``--out`` JSON, ``summary.json``,
+``metrics.jsonl``), and bad input refused with one ``error:`` line and exit status 2."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import invertible
+from invertible.cli import main
+from invertible.train.build import load_bundle, restore_preprocess
+from invertible.train.evaluate import split_log_densities
+
+TRAIN = ["train", "--data", "engine-gauss", "-m", "layers=2", "-m", "hidden=[8]", "--steps", "10",
+         "--batch-size", "32", "--eval-every", "5", "--no-progress", "--no-plots"]
+#: A class-conditional MAF on the 10 digit classes of ``digits_vectors`` (one-hot contexts).
+DIGITS = ["train", "--data", "digits_vectors", "--model", "maf", "-m", "layers=1", "-m", "hidden=[8]", "--steps", "2",
+          "--batch-size", "32", "--no-progress", "--no-plots"]
+
+
+def _cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _error(capsys, words: str, *argv) -> None:
+    code, out, err = _cli(capsys, *argv)
+    assert code == 2 and out == "", (out, err)
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ") and words in err, err
+
+
+@pytest.fixture(scope="module")
+def gauss(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("gauss") / "run"
+    assert main([*TRAIN, "--out", str(run), "--seed", "1"]) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("digits") / "run"
+    assert main([*DIGITS, "--out", str(run)]) == 0
+    return run
+
+
+def _latents(run: Path, x: np.ndarray, context: torch.Tensor | None = None) -> torch.Tensor:
+    with torch.no_grad():
+        return invertible.load(run).transform(torch.as_tensor(x), context)[0]
+
+
+# --- sample -------------------------------------------------------------------------------------------------------
+
+def test_sample_defaults_are_1000_draws_of_seed_0_at_temperature_1(gauss, tmp_path, capsys):
+    code, _, err = _cli(capsys, "sample", gauss, "--out", tmp_path / "s.npy")
+    assert code == 0, err
+    samples = np.load(tmp_path / "s.npy")
+    flow = invertible.load(gauss)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        expected = flow.sample(1000)
+    assert samples.shape == (1000, 2) and samples.dtype == np.float32
+    np.testing.assert_array_equal(samples, expected.numpy())
+
+
+@pytest.mark.parametrize("temperature", ["0", "-1", "inf", "nan"])
+def test_sample_refuses_a_temperature_that_is_not_finite_and_positive(gauss, tmp_path, capsys, temperature):
+    _error(capsys, "--temperature must be a finite number > 0", "sample", gauss, "--temperature", temperature,
+           "--out", tmp_path / "s.npy")
+    assert not (tmp_path / "s.npy").exists()
+
+
+def test_sample_label_is_the_one_hot_context_of_that_class(digits, tmp_path, capsys):
+    """``--label 3`` draws ``f^-1(T u; c)`` with ``c`` the one-hot vector of class 3: the library's draw under that
+    context with the same seed, and at half the temperature half its latents."""
+    code, _, err = _cli(capsys, "sample", digits, "-n", 6, "--label", 3, "--seed", 2, "--out", tmp_path / "s.npy")
+    assert code == 0 and "wrote 6 samples of shape (64,)" in err, err
+    _cli(capsys, "sample", digits, "-n", 6, "--label", 3, "--seed", 2, "--temperature", 0.5, "--out", tmp_path / "c.npy")
+    context = torch.nn.functional.one_hot(torch.full((6,), 3), 10).float()
+    flow = invertible.load(digits)
+    torch.manual_seed(2)
+    with torch.no_grad():
+        expected = flow.sample(1, context)[0]
+    samples = np.load(tmp_path / "s.npy")
+    np.testing.assert_array_equal(samples, expected.numpy())
+    u, u_cold = _latents(digits, samples, context), _latents(digits, np.load(tmp_path / "c.npy"), context)
+    torch.testing.assert_close(u_cold, 0.5 * u, atol=1e-5, rtol=1e-4)
+
+
+def test_sample_of_a_class_conditional_flow_needs_one_context(digits, tmp_path, capsys):
+    out = tmp_path / "s.npy"
+    _error(capsys, "this flow is class-conditional: pass --label K (K in 0..9)", "sample", digits, "--out", out)
+    np.save(tmp_path / "c.npy", np.eye(10)[4])
+    _error(capsys, "give --label or --context, not both", "sample", digits, "--label", 4, "--context", tmp_path / "c.npy",
+           "--out", out)
+    for label in ("10", "-1", "x"):
+        _error(capsys, f"--label {label} is not a class of this flow: its labels are 0..9", "sample", digits,
+               "--label", label, "--out", out)
+    np.save(tmp_path / "z.npy", np.eye(10)[4] * (1 + 1j))
+    _error(capsys, "holds values of dtype complex128; expected real numbers", "sample", digits, "--context",
+           tmp_path / "z.npy", "--out", out)
+    assert not out.exists()
+    code, _, err = _cli(capsys, "sample", digits, "-n", 5, "--seed", 1, "--context", tmp_path / "c.npy", "--out", out)
+    assert code == 0, err  # the one-hot vector of class 4 given as a --context: the draws of --label 4
+    _cli(capsys, "sample", digits, "-n", 5, "--seed", 1, "--label", 4, "--out", tmp_path / "l.npy")
+    np.testing.assert_array_equal(np.load(out), np.load(tmp_path / "l.npy"))
+
+
+# --- eval ---------------------------------------------------------------------------------------------------------
+
+def _library_log_p(run: Path, data: str, seed: int, split: str) -> np.ndarray:
+    """``log p(x)`` (nats, raw space) of the rows of ``split`` of dataset ``data`` loaded with ``seed``, by the
+    library: the run's flow at the rows mapped by the run's preprocessing, plus that map's log-det."""
+    bundle = restore_preprocess(load_bundle(data, seed, {}), run)
+    x = getattr(bundle, split).double()
+    ladj = torch.zeros(len(x), dtype=torch.float64)
+    if bundle.preprocess is not None:
+        x, ladj = bundle.preprocess.double()(x)
+    with torch.no_grad():
+        return (invertible.load(run).log_prob(x.float()).double() + ladj).numpy()
+
+
+def test_eval_nll_is_minus_the_mean_log_prob_of_the_split(gauss, tmp_path, capsys):
+    """The test NLL is ``-mean log p(x)`` over the run's own test split (its seed, 1), ``--per-row`` holds the
+    ``log p(x)`` of every row in split order, and ``--out`` holds what stdout shows."""
+    code, out, err = _cli(capsys, "eval", gauss, "--out", tmp_path / "e.json", "--per-row", tmp_path / "r.npy")
+    assert code == 0, err
+    result = json.loads(out)
+    expected = _library_log_p(gauss, "engine-gauss", 1, "test")
+    assert set(result) == {"data", "split", "rows", "test_nll", "kl_gap"}
+    assert (result["data"], result["split"], result["rows"]) == ("engine-gauss", "test", len(expected))
+    assert result["test_nll"] == pytest.approx(-expected.mean(), rel=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "r.npy"), expected, rtol=1e-5, atol=1e-5)
+    assert json.loads((tmp_path / "e.json").read_text()) == result
+
+
+def test_eval_seed_and_split_choose_the_rows_scored(gauss, capsys):
+    code, out, err = _cli(capsys, "eval", gauss, "--seed", 5, "--split", "train", "--batch-size", 7)
+    assert code == 0, err
+    result = json.loads(out)
+    expected = _library_log_p(gauss, "engine-gauss", 5, "train")
+    assert result["split"] == "train" and result["rows"] == len(expected)
+    assert result["train_nll"] == pytest.approx(-expected.mean(), rel=1e-5)
+    own = json.loads(_cli(capsys, "eval", gauss, "--split", "train")[1])
+    assert own["train_nll"] != pytest.approx(result["train_nll"], rel=1e-6)  # seed 5 is not the run's seed 1
+
+
+def test_eval_bad_options_are_refused_before_anything_is_written(gauss, tmp_path, capsys):
+    out = tmp_path / "e.json"
+    _error(capsys, "--batch-size must be >= 1, got 0", "eval", gauss, "--batch-size", 0, "--out", out)
+    _error(capsys, "eval takes no model options", "eval", gauss, "-m", "layers=3", "--out", out)
+    _error(capsys, "--per-row must end in .npy or .csv, got 'r.txt'", "eval", gauss, "--per-row", tmp_path / "r.txt",
+           "--out", out)
+    assert not out.exists()
+
+
+PIXELS = ["train", "--model", "glow", "-m", "levels=1", "-m", "steps=1", "-m", "hidden=4", "--data", "engine-pixels",
+          "--steps", "4", "--batch-size", "24", "--eval-every", "4", "--no-progress", "--no-plots"]
+
+
+@pytest.fixture(scope="module")
+def pixels(tmp_path_factory) -> Path:
+    """A tiny Glow on 8-level 1x4x4 images, scored with dequantization noise."""
+    run = tmp_path_factory.mktemp("pixels") / "run"
+    assert main([*PIXELS, "--out", str(run)]) == 0
+    return run
+
+
+def test_eval_draws_default_to_one_and_reach_the_library(pixels, capsys):
+    """Image data are scored with seeded dequantization noise: by default one draw, and ``--draws 3`` the
+    library's average over three."""
+    one, default, three = (json.loads(_cli(capsys, "eval", pixels, *draws)[1]) for draws in
+                           (["--draws", "1"], [], ["--draws", "3"]))
+    assert default == one and default["test_nll"] != three["test_nll"]
+    bundle = restore_preprocess(load_bundle("engine-pixels", 0, {}), pixels)
+    log_p, _ = split_log_densities(invertible.load(pixels), bundle, "test", 1024, torch.device("cpu"), 3)
+    assert three["test_nll"] == pytest.approx(-log_p.mean().item(), rel=1e-6)
+    assert three["test_bpd"] == pytest.approx(three["test_nll"] / (16 * math.log(2)))
+
+
+def test_sample_writes_a_grid_for_an_upper_case_png_suffix(pixels, tmp_path, capsys):
+    code, _, err = _cli(capsys, "sample", pixels, "-n", 4, "--out", tmp_path / "GRID.PNG")
+    assert code == 0 and "wrote a grid of 4 samples" in err, err
+    assert (tmp_path / "GRID.PNG").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
