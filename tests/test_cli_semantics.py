@@ -114,6 +114,19 @@ def test_sample_of_a_class_conditional_flow_needs_one_context(digits, tmp_path, 
     np.testing.assert_array_equal(np.load(out), np.load(tmp_path / "l.npy"))
 
 
+def test_sample_label_of_a_bare_saved_model(digits, tmp_path, capsys):
+    """A directory written by ``flow.save`` records no summary, so nothing says its contexts were not one-hot:
+    ``--label`` is taken, as the one-hot context of that class."""
+    flow = invertible.load(digits)
+    flow.save(tmp_path / "bare")
+    code, _, err = _cli(capsys, "sample", tmp_path / "bare", "-n", 3, "--label", 7, "--seed", 4, "--out", tmp_path / "s.npy")
+    assert code == 0, err
+    torch.manual_seed(4)
+    with torch.no_grad():
+        expected = flow.sample(1, torch.nn.functional.one_hot(torch.full((3,), 7), 10).float())[0]
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), expected.numpy())
+
+
 # --- eval ---------------------------------------------------------------------------------------------------------
 
 def _library_log_p(run: Path, data: str, seed: int, split: str) -> np.ndarray:
@@ -153,6 +166,17 @@ def test_eval_seed_and_split_choose_the_rows_scored(gauss, capsys):
     assert own["train_nll"] != pytest.approx(result["train_nll"], rel=1e-6)  # seed 5 is not the run's seed 1
 
 
+def test_eval_split_all_of_a_dataset_name_is_its_three_splits(gauss, capsys):
+    """``--data NAME --split all`` loads the dataset as for training (the run's seed) and scores its train, val
+    and test splits together, not a file of that name read row by row."""
+    code, out, err = _cli(capsys, "eval", gauss, "--data", "engine-gauss", "--split", "all")
+    assert code == 0, err
+    result = json.loads(out)
+    expected = np.concatenate([_library_log_p(gauss, "engine-gauss", 1, s) for s in ("train", "val", "test")])
+    assert (result["data"], result["split"], result["rows"]) == ("engine-gauss", "all", len(expected))
+    assert result["all_nll"] == pytest.approx(-expected.mean(), rel=1e-5)
+
+
 def test_eval_bad_options_are_refused_before_anything_is_written(gauss, tmp_path, capsys):
     out = tmp_path / "e.json"
     _error(capsys, "--batch-size must be >= 1, got 0", "eval", gauss, "--batch-size", 0, "--out", out)
@@ -190,3 +214,37 @@ def test_sample_writes_a_grid_for_an_upper_case_png_suffix(pixels, tmp_path, cap
     code, _, err = _cli(capsys, "sample", pixels, "-n", 4, "--out", tmp_path / "GRID.PNG")
     assert code == 0 and "wrote a grid of 4 samples" in err, err
     assert (tmp_path / "GRID.PNG").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- fit-density --------------------------------------------------------------------------------------------------
+
+def test_fit_density_defaults(tmp_path, monkeypatch, capsys):
+    """Without options: a planar flow of FAMILIES["planar"] layers, fitted with seed 0 by the reparameterised
+    ELBO over 10000 steps of 256 samples at lr 1e-3, no annealing, ``log Z`` from 100000 samples, the
+    curve recorded every 500 steps."""
+    import invertible.variational as variational
+    from invertible.variational import FAMILIES
+    from invertible.transforms import Planar as PlanarLayer
+
+    seen = {}
+
+    def spy(q, target, **options):
+        seen.update(options, seed=torch.initial_seed(), target=target.name, layers=[type(t) for t in q.transform])
+        raise ValueError("stopped by the test")
+
+    monkeypatch.setattr(variational, "fit", spy)
+    _error(capsys, "stopped by the test", "fit-density", "--target", "u3", "--out", tmp_path / "out")
+    seen.pop("callback")
+    assert seen == {"steps": 10_000, "batch_size": 256, "lr": 1e-3, "estimator": "reparam", "anneal_steps": 0,
+                    "eval_samples": 100_000, "log_every": 500, "seed": 0, "target": "u3",
+                    "layers": [PlanarLayer] * FAMILIES["planar"]}
+
+
+def test_sample_grid_title_names_the_model_and_temperature(pixels, tmp_path, monkeypatch, capsys):
+    import invertible.plots as plots
+
+    titles = []
+    real = plots.image_grid
+    monkeypatch.setattr(plots, "image_grid", lambda pixels, title: titles.append(title) or real(pixels, title=title))
+    code, _, err = _cli(capsys, "sample", pixels, "-n", 4, "--temperature", 0.7, "--out", tmp_path / "g.png")
+    assert code == 0 and titles == ["glow samples, T = 0.7"], err
