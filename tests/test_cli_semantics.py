@@ -248,3 +248,27 @@ def test_sample_grid_title_names_the_model_and_temperature(pixels, tmp_path, mon
     monkeypatch.setattr(plots, "image_grid", lambda pixels, title: titles.append(title) or real(pixels, title=title))
     code, _, err = _cli(capsys, "sample", pixels, "-n", 4, "--temperature", 0.7, "--out", tmp_path / "g.png")
     assert code == 0 and titles == ["glow samples, T = 0.7"], err
+
+
+# --- models, datasets ---------------------------------------------------------------------------------------------
+
+def test_listings_give_each_entry_the_first_line_of_its_docstring(capsys):
+    from invertible import models
+    from invertible.data.registry import DATASETS
+
+    code, out, _ = _cli(capsys, "models")
+    shown = dict(line.split(None, 1) for line in out.splitlines())
+    assert code == 0 and set(shown) == set(models.available())
+    for name, text in shown.items():
+        assert text == models.get(name).__doc__.strip().splitlines()[0].replace("``", ""), name
+    code, out, _ = _cli(capsys, "datasets")
+    *rows, files = out.splitlines()
+    assert code == 0 and files == "files:           (no suffix), .csv, .gz, .idx3-ubyte, .idx3-ubyte.gz, .npy"
+    for name, text in (line.split(None, 1) for line in rows):
+        assert text == DATASETS[name].__doc__.strip().splitlines()[0].replace("``", ""), name
+
+
+def test_datasets_describes_a_file_suffix_in_any_case(capsys):
+    code, lower, _ = _cli(capsys, "datasets", ".csv")
+    code_upper, upper, _ = _cli(capsys, "datasets", ".CSV")
+    assert code == code_upper == 0 and upper == lower and "context_columns" in upper
