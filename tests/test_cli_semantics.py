@@ -272,3 +272,52 @@ def test_datasets_describes_a_file_suffix_in_any_case(capsys):
     code, lower, _ = _cli(capsys, "datasets", ".csv")
     code_upper, upper, _ = _cli(capsys, "datasets", ".CSV")
     assert code == code_upper == 0 and upper == lower and "context_columns" in upper
+
+
+# --- the command line itself and the shared helpers ---------------------------------------------------------------
+
+def test_no_command_prints_the_help_and_exits_2(capsys):
+    code, out, err = _cli(capsys)
+    assert code == 2 and out == "" and err.startswith("usage: invertible") and "commands:" in err
+
+
+def test_traceback_shows_the_error_itself(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        main(["--traceback", "eval", str(tmp_path / "missing")])
+
+
+def test_an_interrupt_exits_130_with_a_hint(monkeypatch, capsys):
+    from invertible.commands import models
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(models, "run", interrupted)
+    code, out, err = _cli(capsys, "models")
+    assert code == 130 and out == "" and err == "interrupted; continue a training run with --resume\n"
+
+
+def test_run_and_out_paths_that_are_files(gauss, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    _error(capsys, f"{tmp_path / 'file'} is not a run directory", "sample", tmp_path / "file", "--out", tmp_path / "s.npy")
+    _error(capsys, f"--out {tmp_path / 'file'} is a file, not a directory", "fit-density", "--target", "u1",
+           "--out", tmp_path / "file")
+    code, _, err = _cli(capsys, "sample", gauss, "-n", 3, "--out", tmp_path / "S.NPY")  # the suffix in any case
+    assert code == 0 and np.load(tmp_path / "S.NPY").shape == (3, 2), err
+
+
+def test_corrupt_run_records_are_named(digits, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(digits, run)
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "class_names": ["a", "a"] + summary["class_names"][2:]}))
+    _error(capsys, "class_names must be a list of distinct names", "sample", run, "--label", 1, "--out", tmp_path / "s.npy")
+    (run / "config.yaml").write_text("- data\n- seed\n")
+    _error(capsys, f"corrupt run config {run / 'config.yaml'}: expected a mapping", "eval", run)
+
+
+def test_a_label_error_names_only_labels_when_the_class_names_are_the_labels(digits, tmp_path, capsys):
+    code, _, err = _cli(capsys, "sample", digits, "--label", 10, "--out", tmp_path / "s.npy")
+    assert code == 2 and err == "error: --label 10 is not a class of this flow: its labels are 0..9\n"
