@@ -16,6 +16,7 @@ import torch
 
 import invertible
 from invertible.cli import main
+from invertible.data import DataBundle, register_dataset
 from invertible.train.build import load_bundle, restore_preprocess
 from invertible.train.evaluate import split_log_densities
 
@@ -24,6 +25,13 @@ TRAIN = ["train", "--data", "engine-gauss", "-m", "layers=2", "-m", "hidden=[8]"
 #: A class-conditional MAF on the 10 digit classes of ``digits_vectors`` (one-hot contexts).
 DIGITS = ["train", "--data", "digits_vectors", "--model", "maf", "-m", "layers=1", "-m", "hidden=[8]", "--steps", "2",
           "--batch-size", "32", "--no-progress", "--no-plots"]
+
+
+@register_dataset("semantics-images")
+def semantics_images(seed: int = 0, levels: int | None = None) -> DataBundle:
+    """Continuous 1x4x4 images in ``[0, 7]`` with no preprocessing: of 8 levels per pixel, or of none."""
+    x = 7 * torch.rand(64, 1, 4, 4, generator=torch.Generator().manual_seed(seed))
+    return DataBundle("semantics-images", x[:48], x[48:56], x[56:], levels=levels)
 
 
 def _cli(capsys, *argv) -> tuple[int, str, str]:
@@ -321,3 +329,16 @@ def test_corrupt_run_records_are_named(digits, tmp_path, capsys):
 def test_a_label_error_names_only_labels_when_the_class_names_are_the_labels(digits, tmp_path, capsys):
     code, _, err = _cli(capsys, "sample", digits, "--label", 10, "--out", tmp_path / "s.npy")
     assert code == 2 and err == "error: --label 10 is not a class of this flow: its labels are 0..9\n"
+
+
+def test_a_grid_takes_its_levels_from_the_data_when_the_run_stores_none(tmp_path, capsys):
+    """A run without preprocessing stores no levels: a .png grid reads them from its dataset, and data of no
+    discrete levels give no grid."""
+    argv = [*PIXELS[:9], "--data", "semantics-images", *PIXELS[11:]]
+    for levels in ("8", "null"):
+        assert main([*argv, "-d", f"levels={levels}", "--out", str(tmp_path / levels)]) == 0
+    capsys.readouterr()
+    code, _, err = _cli(capsys, "sample", tmp_path / "8", "-n", 4, "--out", tmp_path / "g.png")
+    assert code == 0 and (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG", err
+    _error(capsys, "a .png grid needs images of discrete levels", "sample", tmp_path / "null", "-n", 4,
+           "--out", tmp_path / "h.png")
