@@ -342,3 +342,25 @@ def test_a_grid_takes_its_levels_from_the_data_when_the_run_stores_none(tmp_path
     assert code == 0 and (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG", err
     _error(capsys, "a .png grid needs images of discrete levels", "sample", tmp_path / "null", "-n", 4,
            "--out", tmp_path / "h.png")
+
+
+def test_an_older_run_undoes_its_standardisation_with_its_own_seeds_split(tmp_path, capsys):
+    """A run that stores no preprocessing (written before runs kept it) maps ``--raw`` samples back by the
+    standardisation of its training split, loaded with the run's seed (3): the stored statistics' samples."""
+    import shutil
+
+    from invertible.train.build import PREPROCESS_JSON, PREPROCESS_WEIGHTS
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "t.npy", rng.normal(size=(60, 2)) * [3.0, 0.2] + [10.0, -4.0])
+    run = tmp_path / "run"
+    assert main([*TRAIN[:1], "--data", str(tmp_path / "t.npy"), *TRAIN[3:], "--seed", "3", "--out", str(run)]) == 0
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    (old / PREPROCESS_JSON).unlink()
+    (old / PREPROCESS_WEIGHTS).unlink()
+    capsys.readouterr()
+    for source, out in ((run, "new.npy"), (old, "old.npy")):
+        code, _, err = _cli(capsys, "sample", source, "-n", 5, "--raw", "--out", tmp_path / out)
+        assert code == 0, err
+    np.testing.assert_allclose(np.load(tmp_path / "old.npy"), np.load(tmp_path / "new.npy"), rtol=1e-5)
