@@ -1,8 +1,10 @@
 """What the ``sample``, ``eval``, ``fit-density``, ``models`` and ``datasets`` commands compute, checked against the
-library: the defaults of their options (``-n 1000``, ``--seed 0``, ``--temperature 1``, ``--draws 1``), the
-options that must reach the library (``--label``'s one-hot class, ``--seed`` of eval, ``--steps`` ...), the
-values and keys of the files they write (samples, ``--per-row`` log-densities, ``--out`` JSON, ``summary.json``,
-``metrics.jsonl``), and bad input refused with one ``error:`` line and exit status 2."""
+library: the defaults of their options (``-n 1000``, ``--seed 0``, ``--temperature 1``, ``--draws 1``, fit-density's
+steps, batch and family), the options that must reach the library (``--label``'s one-hot class and its temperature,
+eval's ``--seed``, ``--split``, ``--draws``), the contents of the files they write (samples, ``--per-row``
+log-densities, ``--out`` JSON, .png grids and their titles), the listings' lines, and the command line itself: bad
+input refused with one ``error:`` line and exit status 2 before anything is written, no command (2), an interrupt
+(130), ``--traceback``."""
 
 from __future__ import annotations
 
