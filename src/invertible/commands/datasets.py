@@ -29,14 +29,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _describe(name: str) -> int:
-    fn = DATASETS.get(name) or READERS.get(name.lower())
+    reader = name not in DATASETS
+    fn = READERS.get(name.lower()) if reader else DATASETS[name]
     if fn is None:
         raise ValueError(f"unknown dataset or file suffix {name!r}; datasets: {', '.join(data.available())}; "
                          f"file suffixes: {', '.join(s for s in sorted(READERS) if s)}")
     options = {
         key: "set by --seed" if key == "seed" else default_text(p.default)
         for key, p in inspect.signature(fn).parameters.items()
-        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and not (name in READERS and key == "path")
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and not (reader and key == "path")
     }
     describe(fn.__doc__, name, "-d", options)
     return 0
