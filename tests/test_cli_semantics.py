@@ -296,15 +296,19 @@ def test_traceback_shows_the_error_itself(tmp_path):
         main(["--traceback", "eval", str(tmp_path / "missing")])
 
 
-def test_an_interrupt_exits_130_with_a_hint(monkeypatch, capsys):
-    from invertible.commands import models
+def test_an_interrupt_exits_130_with_a_hint_where_the_command_resumes(monkeypatch, capsys):
+    """Exit 130; ``train``, which checkpoints, says to resume; a command with nothing to resume says only that."""
+    from invertible.commands import models, train
 
     def interrupted(args):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(models, "run", interrupted)
+    monkeypatch.setattr(train, "run", interrupted)
     code, out, err = _cli(capsys, "models")
-    assert code == 130 and out == "" and err == "interrupted; continue a training run with --resume\n"
+    assert code == 130 and out == "" and err == "interrupted\n"
+    code, out, err = _cli(capsys, "train", "--data", "gaussian")
+    assert code == 130 and out == "" and err == "interrupted; continue the run with --resume\n"
 
 
 def test_run_and_out_paths_that_are_files(gauss, tmp_path, capsys):
