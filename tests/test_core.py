@@ -9,7 +9,7 @@ import torch
 from invertible import Compose, Flow, Transform
 from invertible.distributions import StandardNormal
 from invertible.models import build
-from invertible.transforms import ElementwiseAffine, Logit, UniformDequantization
+from invertible.transforms import ElementwiseAffine, Logit, Sigmoid, UniformDequantization
 
 
 @pytest.fixture
@@ -142,6 +142,9 @@ def test_vmap_checks_shapes_and_skips_only_the_value_checks() -> None:
     x = torch.tensor([[0.5, 0.5], [0.5, -2.0]], dtype=torch.float64)
     out = torch.func.vmap(one)(x)
     assert torch.isfinite(out[0]) and torch.isnan(out[1])
+    inverse = lambda v: Sigmoid().inverse(v.unsqueeze(0))[1].squeeze(0)  # noqa: E731  (Sigmoid's check, the same way)
+    out = torch.func.vmap(inverse)(torch.tensor([[0.5, 0.5], [0.5, 1.5]], dtype=torch.float64))
+    assert torch.isfinite(out[0]) and torch.isnan(out[1])
 
 
 def test_vmap_over_contexts_of_a_conditional_flow() -> None:
@@ -183,13 +186,15 @@ def test_vmapped_dequantization_checks_are_skipped() -> None:
 def test_validate_switches_the_checks_of_every_layer() -> None:
     """``Transform.validate`` reaches every transform inside (a Compose's steps, an Inverse's transform);
     ``Flow.validate`` sets it on the flow's transform. Off, out-of-domain values give their NaN, as documented."""
-    logit, dequantize = Logit(0.05), UniformDequantization(4)
-    pipeline = Compose(dequantize, Compose(Logit(0.1)).inv(), logit)
+    logit, dequantize, sigmoid = Logit(0.05), UniformDequantization(4), Sigmoid()
+    pipeline = Compose(dequantize, Compose(Logit(0.1)).inv(), logit, sigmoid)
     assert pipeline.validate and logit.validate
     pipeline.validate = False
-    assert [t.validate for t in pipeline.modules() if isinstance(t, Transform)] == [False] * 6
+    assert [t.validate for t in pipeline.modules() if isinstance(t, Transform)] == [False] * 7
     z, ladj = logit(torch.tensor([[0.5, -2.0]]))
     assert torch.isnan(z[0, 1]) and torch.isnan(ladj[0])
+    x, ladj = sigmoid.inverse(torch.tensor([[0.5, 1.5]]))  # outside (0, 1): unchecked
+    assert torch.isnan(x[0, 1]) and torch.isnan(ladj[0])
     assert dequantize(torch.tensor([[7.5, 1.0]]))[0].shape == (1, 2)  # not an integer in [0, 3]: unchecked
     logit.validate = True  # one layer alone
     assert logit.validate and not dequantize.validate

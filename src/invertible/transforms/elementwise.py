@@ -109,12 +109,19 @@ class SmoothLeakyELU(Transform):
         return x, -sum_except_batch(torch.log(slope))
 
 
+def _checks_domain(layer: Transform, values: Tensor) -> bool:
+    """Whether ``layer`` checks ``values`` against its domain now: with ``validate`` on, outside ``torch.compile``
+    (a compiled graph keeps no data-dependent branch) and not on a tensor that ``torch.func.vmap`` batches."""
+    return layer.validate and not torch.compiler.is_compiling() and not vmapped(values)
+
+
 class Sigmoid(Transform):
     """``z = sigmoid(x)``, mapping R onto (0, 1); ``log|dz/dx| = -softplus(-x) - softplus(x)``.
 
     ``inverse`` raises ``ValueError`` for ``z`` outside the open interval (0, 1), as
     :class:`Logit` does: at 0 or 1 ``logit(z) = -+inf`` and the log-det is ``+inf``,
-    beyond them both are NaN. The check is skipped inside ``torch.compile``.
+    beyond them both are NaN. The check follows :class:`Logit`'s: off with ``validate = False``,
+    skipped inside ``torch.compile`` and on tensors that ``torch.func.vmap`` batches.
     """
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -122,7 +129,7 @@ class Sigmoid(Transform):
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         outside = ~((z > 0) & (z < 1))
-        if not torch.compiler.is_compiling() and outside.any():  # a compiled graph keeps no data-dependent branch
+        if _checks_domain(self, outside) and outside.any():
             raise ValueError(
                 f"Sigmoid.inverse needs values in (0, 1); got {int(outside.sum())} outside, "
                 f"e.g. {z[outside][0].item():.6g}"
@@ -159,7 +166,7 @@ class Logit(Transform):
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         y = self.alpha + (1 - 2 * self.alpha) * x
         outside = ~((y > 0) & (y < 1))
-        if self.validate and not torch.compiler.is_compiling() and not vmapped(outside) and outside.any():
+        if _checks_domain(self, outside) and outside.any():
             margin = self.alpha / (1 - 2 * self.alpha)
             where = "in (0, 1)" if self.alpha == 0 else f"in [0, 1] (or up to {margin:.3g} beyond)"
             raise ValueError(
