@@ -17,9 +17,9 @@ from ..persistence import MODEL_JSON, atomic_write, read_json
 from ..train.build import load_bundle, reopened_data, restore_preprocess
 from ..train.config import parse_error
 
-__all__ = ["existing_run", "output_dir", "run_config", "run_summary", "run_classes", "run_data", "run_bundle", "label_index",
-          
-           "named_classes", "add_option_flags", "check_array_path", "save_array", "describe", "default_text"]
+__all__ = ["existing_run", "output_dir", "run_config", "run_summary", "run_classes", "run_data", "run_bundle",
+           "label_index", "named_classes", "add_option_flags", "check_array_path", "save_array", "describe",
+           "default_text"]
 
 
 def existing_run(path: str) -> Path:
