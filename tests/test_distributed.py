@@ -52,3 +52,73 @@ def test_torchrun_two_processes(tmp_path):
     alone = [json.loads(line) for line in (tmp_path / "single" / "metrics.jsonl").read_text().splitlines()]
     train_loss = lambda lines: [r["loss"] for r in lines if r["split"] == "train"]
     assert train_loss(records) == pytest.approx(train_loss(alone), rel=1e-3)  # the whole batch's loss, not rank 0's shard
+
+
+_RELEASE_WORKER = """
+import gc, json, os, sys
+from torch.nn.parallel import DistributedDataParallel
+from invertible.train import TrainConfig, loop
+
+table, out, ports = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
+real_teardown, alive = loop.teardown, []
+
+def teardown(runtime):  # how many DDP wrappers are still reachable when the process group goes
+    gc.collect()
+    alive.append(sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects()))
+    real_teardown(runtime)
+
+def stop(step, metrics):
+    if step == 3:
+        raise KeyboardInterrupt
+
+loop.teardown = teardown
+settings = dict(data=table, model_options={"layers": 2, "hidden": [8]}, steps=4, batch_size=32, eval_every=2,
+                log_every=2, checkpoint_every=2, device="cpu", threads=1, progress=False, plots=False)
+loop.train(TrainConfig(**settings, out=os.path.join(out, "finished")))
+os.environ["MASTER_PORT"] = ports[1]
+try:
+    loop.train(TrainConfig(**settings, out=os.path.join(out, "stopped")), callbacks=[stop])
+except KeyboardInterrupt:
+    pass
+print(json.dumps(alive))
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_replica_released_before_the_process_group(tmp_path):
+    """Each process drops its DDP wrapper before the gloo group is destroyed, after a finished and a stopped run.
+
+    A wrapper left alive holds the group's last reference from C++; its destructor then joined the group's
+    worker threads holding the GIL, and a worker still releasing a collective's tensors waited for the GIL:
+    ``torchrun ... train`` hung at exit in about one run in eight.
+    """
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "table.npy", rng.normal(size=(200, 3)))
+    (tmp_path / "worker.py").write_text(_RELEASE_WORKER)
+    ports = f"{_free_port()},{_free_port()}"
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": ports.split(",")[0],
+               "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+        procs.append(subprocess.Popen([sys.executable, "worker.py", "table.npy", f"out{rank}", ports], cwd=tmp_path,
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            results.append((proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            proc.kill()
+    for rank, (code, out, err) in enumerate(results):
+        assert code == 0, f"rank {rank}: {err[-3000:]}"
+        assert json.loads(out) == [0, 0], f"rank {rank}: DDP wrappers alive at teardown (finished run, stopped run)"

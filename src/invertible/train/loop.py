@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import math
 import os
 import random
@@ -183,6 +184,18 @@ class _Trainer:
             self.model = DistributedDataParallel(self.flow, device_ids=ids)
         # compiled lazily, and used from this process's second step on (see `_step`)
         self.compiled_model = torch.compile(self.model) if config.compile else None
+
+    def release_replica(self) -> None:
+        """Drop the ``DistributedDataParallel`` wrapper (and its compiled form) while the process group lives.
+
+        The wrapper's reducer holds a C++ reference to the process group. Were that the last one, the gloo
+        group's destructor would join its worker threads while holding the GIL, which a worker still releasing
+        the tensors of the last collective needs: the process hung at exit in about one run in eight
+        (pytorch/pytorch#56297). Dropped first, the last reference is the one
+        ``torch.distributed.destroy_process_group`` removes, whose destructor releases the GIL.
+        """
+        self.model = self.compiled_model = None
+        gc.collect()  # the wrapper's hooks make reference cycles
 
     # -- checkpoints ------------------------------------------------------------------
     def _data_source(self, resume: bool) -> str:
@@ -529,10 +542,13 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
     threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
+    trainer: _Trainer | None = None
     try:
         trainer = _Trainer(config, runtime, resume)
         trainer.fit(callbacks)
         return trainer.finish()
     finally:
+        if trainer is not None:
+            trainer.release_replica()
         teardown(runtime)
         torch.set_num_threads(threads)
