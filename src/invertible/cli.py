@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from typing import NoReturn, Sequence
@@ -53,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 2 bad input or failed run, 130 interrupted)."""
+    """Run the command line; returns the exit status (0 ok, 2 bad input or failed run, 130 interrupted,
+    141 when the reader of standard output went away, as ``head`` does: the status of a process ended by SIGPIPE)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "command"):
@@ -61,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.command(args) or 0)
+    except BrokenPipeError:
+        # nothing more can reach the reader; stdout goes to /dev/null so the flush at exit does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except USER_ERRORS as e:
         if args.traceback:
             raise
