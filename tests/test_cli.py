@@ -180,6 +180,20 @@ def test_bad_input_gives_one_line_and_exit_2(trained, tmp_path, capsys):
     assert_error(capsys, "cannot make the directory", "sample", trained, "-n", 5, "--out", tmp_path / "file" / "s.npy")
 
 
+
+def test_sample_refuses_an_output_it_cannot_write_before_drawing(trained, tmp_path, capsys, monkeypatch):
+    """A wrong ``--out`` suffix, or a picture grid of a vector model, stops before any sample is drawn."""
+    from invertible.commands import sample
+
+    def draw(*args):
+        raise AssertionError("sampled before the output was checked")
+
+    monkeypatch.setattr(sample, "_draw", draw)
+    assert_error(capsys, "--out must end in .npy or .csv, got 's.txt'", "sample", trained, "--out", tmp_path / "s.txt")
+    assert_error(capsys, "a .png grid needs an image model; this one draws vectors of shape (2,)", "sample", trained,
+                 "--out", tmp_path / "s.png")
+    assert_error(capsys, "--out must end in .npy or .csv", "sample", tmp_path / "missing", "--out", tmp_path / "s")
+
 def test_eval_on_other_data_names_the_run_options_it_drops(tmp_path, capsys):
     run = tmp_path / "cond"
     assert main([*TRAIN, "-d", "conditional=true", "--out", str(run)]) == 0

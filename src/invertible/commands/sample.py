@@ -23,7 +23,7 @@ from ..core import Flow, Transform
 from ..persistence import load
 from ..train.build import REBUILDABLE, read_preprocess_record, rebuild_preprocess
 from ..train.distributed import resolve_device
-from ._common import existing_run, label_index, named_classes, run_bundle, run_classes, run_config, run_summary, save_array
+from ._common import check_array_path, existing_run, label_index, named_classes, run_bundle, run_classes, run_config, run_summary, save_array
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"-n must be >= 1, got {args.num}")
     if not 0 < args.temperature < math.inf:
         raise ValueError(f"--temperature must be a finite number > 0, got {args.temperature}")
+    grid = args.out.lower().endswith(".png")
+    if not grid:
+        check_array_path(args.out)
     run_dir = existing_run(args.run)
     device = resolve_device(args.device)
     flow = load(run_dir, map_location=device)
@@ -80,14 +83,15 @@ def run(args: argparse.Namespace) -> int:
                              f"{named_classes(run_classes(run_dir))}) "
                              f"or --context FILE.npy with {flow.context_features} values per sample")
         context = _context(args.context, args.num, flow.context_features, device)
+    preprocess, levels = _grid_preprocess(run_dir, flow) if grid else (None, None)
+    if args.raw and not grid:
+        preprocess, _ = _run_preprocess(run_dir, "--raw")
     torch.manual_seed(args.seed)
     x = _draw(flow, args.num, context, args.temperature)
-    if args.out.lower().endswith(".png"):
-        return _write_grid(args, run_dir, x)
-    if args.raw:
-        preprocess, _ = _run_preprocess(run_dir, "--raw")
-        if preprocess is not None:
-            x, _ = preprocess.to(device).inverse(x)
+    if grid:
+        return _write_grid(args, run_dir, x, preprocess, levels)
+    if preprocess is not None:
+        x, _ = preprocess.to(device).inverse(x)
     save_array(args.out, x.cpu().numpy())
     print(f"wrote {args.num} samples of shape {tuple(flow.event_shape)} to {args.out}", file=sys.stderr)
     return 0
@@ -137,15 +141,21 @@ def _draw(model: torch.nn.Module, n: int, context: torch.Tensor | None, temperat
     return model.sample(n, **options) if context is None else model.sample(1, context, **options)[0]
 
 
-def _write_grid(args: argparse.Namespace, run_dir: Path, x: torch.Tensor) -> int:
-    from ..data.images import scaled_pixels
-    from ..plots import image_grid, save_figure
-
-    if x.dim() != 4:
-        raise ValueError(f"a .png grid needs an image model; this one draws vectors of shape {tuple(x.shape[1:])} (use .npy or .csv)")
+def _grid_preprocess(run_dir: Path, flow: Flow) -> tuple[Transform | None, int]:
+    """The preprocessing and pixel levels a ``.png`` grid of ``flow``'s samples needs, checked before sampling."""
+    if len(flow.event_shape) != 3:
+        raise ValueError(f"a .png grid needs an image model; this one draws vectors of shape {tuple(flow.event_shape)} (use .npy or .csv)")
     preprocess, levels = _run_preprocess(run_dir, "a .png grid", levels=True)
     if levels is None:
         raise ValueError(f"a .png grid needs images of discrete levels; the data of {run_dir} have none")
+    return preprocess, levels
+
+
+def _write_grid(args: argparse.Namespace, run_dir: Path, x: torch.Tensor, preprocess: Transform | None,
+                levels: int) -> int:
+    from ..data.images import scaled_pixels
+    from ..plots import image_grid, save_figure
+
     pixels = scaled_pixels(x.cpu(), levels, preprocess)
     label = "" if args.label is None else f", class {args.label}"
     model = run_config(run_dir).get("model", "flow")
