@@ -194,6 +194,18 @@ def test_sample_refuses_an_output_it_cannot_write_before_drawing(trained, tmp_pa
                  "--out", tmp_path / "s.png")
     assert_error(capsys, "--out must end in .npy or .csv", "sample", tmp_path / "missing", "--out", tmp_path / "s")
 
+
+def test_eval_refuses_a_directory_as_out_before_scoring(trained, tmp_path, capsys, monkeypatch):
+    """``eval --out DIR`` is refused at once (it failed after the whole evaluation, naming a temporary file)."""
+    from invertible.commands import eval as eval_command
+
+    def score(*args):
+        raise AssertionError("scored before --out was checked")
+
+    monkeypatch.setattr(eval_command, "_score_split", score)
+    assert_error(capsys, f"--out {tmp_path} is a directory; give the path of the JSON file to write", "eval", trained,
+                 "--out", tmp_path)
+
 def test_eval_on_other_data_names_the_run_options_it_drops(tmp_path, capsys):
     run = tmp_path / "cond"
     assert main([*TRAIN, "-d", "conditional=true", "--out", str(run)]) == 0

@@ -79,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.model_option:
         raise ValueError("eval takes no model options: the model is rebuilt from the run")
+    if args.out and Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a directory; give the path of the JSON file to write")
     if args.per_row:
         check_array_path(args.per_row, "--per-row")
     run_dir = existing_run(args.run)
