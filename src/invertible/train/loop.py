@@ -548,7 +548,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
         trainer.fit(callbacks)
         return trainer.finish()
     finally:
-        if trainer is not None:
+        if trainer is not None and runtime.distributed:
             trainer.release_replica()
         teardown(runtime)
         torch.set_num_threads(threads)
