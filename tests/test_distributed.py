@@ -84,12 +84,16 @@ print(json.dumps(alive))
 """
 
 
-def _free_port() -> int:
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free now (held open together while they are picked, so none is given twice)."""
+    import contextlib
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
 
 
 @pytest.mark.slow
@@ -103,7 +107,7 @@ def test_replica_released_before_the_process_group(tmp_path):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "table.npy", rng.normal(size=(200, 3)))
     (tmp_path / "worker.py").write_text(_RELEASE_WORKER)
-    ports = f"{_free_port()},{_free_port()}"
+    ports = ",".join(map(str, _free_ports(2)))
     procs = []
     for rank in (0, 1):
         env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1",
