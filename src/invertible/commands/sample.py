@@ -83,9 +83,12 @@ def run(args: argparse.Namespace) -> int:
                              f"{named_classes(run_classes(run_dir))}) "
                              f"or --context FILE.npy with {flow.context_features} values per sample")
         context = _context(args.context, args.num, flow.context_features, device)
-    preprocess, levels = _grid_preprocess(run_dir, flow) if grid else (None, None)
-    if args.raw and not grid:
+    if grid:
+        preprocess, levels = _grid_preprocess(run_dir, flow)
+    elif args.raw:
         preprocess, _ = _run_preprocess(run_dir, "--raw")
+    else:
+        preprocess = None
     torch.manual_seed(args.seed)
     x = _draw(flow, args.num, context, args.temperature)
     if grid:
