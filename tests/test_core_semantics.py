@@ -268,6 +268,17 @@ def test_an_interrupted_atomic_write_keeps_the_previous_file_and_leaves_no_tempo
     assert [p.name for p in target.parent.iterdir()] == ["file.bin"]
 
 
+
+def test_an_atomic_write_onto_a_directory_is_refused_before_writing(tmp_path) -> None:
+    """The error names the directory (the rename used to fail naming the temporary file, after the write)."""
+    from invertible.persistence import atomic_write
+
+    (tmp_path / "out").mkdir()
+    calls = []
+    with pytest.raises(IsADirectoryError, match=f"cannot write {tmp_path / 'out'}: it is a directory"):
+        atomic_write(tmp_path / "out", calls.append)
+    assert calls == [] and [p.name for p in tmp_path.iterdir()] == ["out"] and not any((tmp_path / "out").iterdir())
+
 def _umask() -> int:
     import os
 

@@ -59,6 +59,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     name that is empty or truncated, in place of the previous complete one.
     """
     path = Path(path)
+    if path.is_dir():  # else the rename fails naming the temporary file, after all the writing
+        raise IsADirectoryError(f"cannot write {path}: it is a directory")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
