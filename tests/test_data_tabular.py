@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from invertible import Flow
-from invertible.data import Standardize, load, load_rows
+from invertible.data import DataBundle, Standardize, load, load_rows
+from invertible.data.registry import DATASETS
 from invertible.distributions import StandardNormal
 
 
@@ -196,3 +197,35 @@ def test_a_first_row_with_a_missing_value_is_no_header(tmp_path: Path) -> None:
             read(str(path))
     path.write_text("a,,c\n4,5,6\n7,8,9\n1,2,4\n")  # a header with one unnamed column is still a header
     assert load_rows(str(path))[0].shape == (3, 3)
+
+
+def _splits(**changes) -> dict:
+    base = dict(train=torch.zeros(6, 3), val=torch.zeros(2, 3), test=torch.zeros(2, 3),
+                train_context=torch.zeros(6, 2), val_context=torch.zeros(2, 2), test_context=torch.zeros(2, 2))
+    return {**base, **changes}
+
+
+@pytest.mark.parametrize("changes, words", [
+    (dict(test=torch.tensor([[0.0, float("nan"), 0.0], [0.0, 0.0, 0.0]])),
+     r"the test split contains 1 non-finite value\(s\) \(NaN or inf\)$"),
+    (dict(test=torch.zeros(2, 4)), r"the test split has event shape \(4,\), the train split \(3,\)"),
+    (dict(test=torch.zeros(2, 3, dtype=torch.long)), "the test split has dtype torch.int64; expected floating point"),
+    (dict(test_context=None), "a context is given for some splits but not for test"),
+    (dict(test_context=torch.zeros(3, 2)), r"the test context has shape \(3, 2\); expected \(2, 2\)"),
+    (dict(val_context=torch.zeros(2, 5)), r"the val context has shape \(2, 5\); expected \(2, 2\)"),
+])
+def test_load_checks_the_splits_a_dataset_gives(monkeypatch, changes: dict, words: str) -> None:
+    """``load`` checks every bundle it returns, as the training engine does: a separately given test set (or
+    context) that is not finite or not shaped like the training split is a ``ValueError`` naming the split."""
+    monkeypatch.setitem(DATASETS, "given-splits", lambda seed=0: DataBundle("given-splits", **_splits(**changes)))
+    with pytest.raises(ValueError, match=rf"^dataset 'given-splits': {words}"):
+        load("given-splits")
+    empty = _splits(test=torch.zeros(0, 3), test_context=torch.zeros(0, 2))
+    monkeypatch.setitem(DATASETS, "given-splits", lambda seed=0: DataBundle("given-splits", **empty))
+    assert load("given-splits").test.shape == (0, 3)  # an empty split (test_fraction=0) is for the engine to refuse
+
+
+def test_load_refuses_a_dataset_that_returns_no_bundle(monkeypatch) -> None:
+    monkeypatch.setitem(DATASETS, "no-bundle", lambda seed=0: {"train": torch.zeros(4, 2)})
+    with pytest.raises(TypeError, match="^dataset 'no-bundle' returned a dict, not a DataBundle$"):
+        load("no-bundle")

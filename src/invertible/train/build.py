@@ -15,6 +15,7 @@ from .. import data as data_registry
 from .. import models
 from ..core import Compose, Flow, Transform
 from ..data import SPLITS, DataBundle, Standardize
+from ..data.registry import check_splits, raw_dequantizer
 from ..data.images import image_preprocess
 from ..persistence import atomic_write, read_json, read_tensors, state_tensors, write_json
 from ..transforms import Logit, UniformDequantization, VariationalDequantization
@@ -39,69 +40,31 @@ _DEQUANTIZERS = {UniformDequantization: "uniform", VariationalDequantization: "v
 SET_BY_DATA = ("features", "event_shape", "context_features")
 
 
-def _check_tensor(name: str, split: str, t: Tensor) -> None:
-    if not isinstance(t, Tensor):
-        raise ValueError(f"dataset {name!r}: the {split} split is a {type(t).__name__}, not a tensor")
-    if not t.is_floating_point():
-        raise ValueError(f"dataset {name!r}: the {split} split has dtype {t.dtype}; expected floating point")
-    bad = (~torch.isfinite(t)).sum().item()
-    if bad:
-        raise ValueError(f"dataset {name!r}: the {split} split contains {bad} non-finite value(s) (NaN or inf)")
-
-
-def raw_dequantizer(bundle: DataBundle) -> UniformDequantization | VariationalDequantization | None:
-    """The dequantizer that the preprocessing of a ``raw`` bundle begins with (the step that sees the raw
-    pixels), or ``None`` (data stored in the model's space, another preprocessing)."""
-    if not bundle.raw or bundle.preprocess is None:
-        return None
-    p = bundle.preprocess
-    first = p.transforms[0] if isinstance(p, Compose) and len(p) else p
-    return first if isinstance(first, tuple(_DEQUANTIZERS)) else None
-
-
-def _check_pixels(name: str, split: str, t: Tensor, levels: int) -> None:
-    """``ValueError`` unless the raw split ``t`` holds integers in ``[0, levels - 1]``, the dequantizer's domain."""
-    bad = (t < 0) | (t > levels - 1) | (t != torch.round(t))
-    if bad.any():
-        raise ValueError(f"dataset {name!r}: the {split} split must hold integer pixel values in [0, {levels - 1}] "
-                         f"(the levels of its dequantization); {int(bad.sum())} value(s) are not, e.g. {t[bad][0].item():g}")
-
-
 def check_bundle(bundle: DataBundle) -> None:
-    """Raise ``ValueError`` for non-finite values, empty splits, mismatched shapes or contexts, and for raw pixels
-    outside the domain of the dequantizer that maps them (every split, once: the training batches of such a
-    bundle skip the per-call checks of its preprocessing, see :func:`~invertible.train.train`)."""
+    """Raise ``ValueError`` unless ``bundle`` passes :func:`~invertible.data.registry.check_splits` (finite
+    values, one event shape, matching contexts, raw pixels in the domain of their dequantizer: every split, once,
+    since the training batches of such a bundle skip the per-call checks of its preprocessing, see
+    :func:`~invertible.train.train`) and :func:`_check_trainable`."""
+    check_splits(bundle)
+    _check_trainable(bundle)
+
+
+def _check_trainable(bundle: DataBundle) -> None:
+    """``ValueError`` for what a checked bundle may hold but the engine cannot train on or score: an event shape
+    that is neither a vector nor an image, an empty split."""
     shape = tuple(bundle.train.shape[1:])
     if len(shape) not in (1, 3):
         raise ValueError(f"dataset {bundle.name!r}: event shape {shape} is neither a vector (D,) nor an image (C, H, W)")
     for split in SPLITS:
-        t = getattr(bundle, split)
-        _check_tensor(bundle.name, split, t)
-        if t.shape[0] == 0:
+        if getattr(bundle, split).shape[0] == 0:
             raise ValueError(f"dataset {bundle.name!r}: the {split} split is empty")
-        if tuple(t.shape[1:]) != shape:
-            raise ValueError(f"dataset {bundle.name!r}: the {split} split has event shape {tuple(t.shape[1:])}, the train split {shape}")
-        c = getattr(bundle, f"{split}_context")
-        if (c is None) != (bundle.train_context is None):
-            raise ValueError(f"dataset {bundle.name!r}: a context is given for some splits but not for {split}")
-        if c is not None:
-            _check_tensor(bundle.name, f"{split} context", c)
-            if c.dim() != 2 or c.shape[0] != t.shape[0] or c.shape[1] != bundle.train_context.shape[1]:
-                raise ValueError(
-                    f"dataset {bundle.name!r}: the {split} context has shape {tuple(c.shape)}; expected ({t.shape[0]}, {bundle.train_context.shape[1]})"
-                )
-    dequantizer = raw_dequantizer(bundle)
-    if dequantizer is not None:
-        for split in SPLITS:
-            _check_pixels(bundle.name, split, getattr(bundle, split), dequantizer.levels)
 
 
 def load_bundle(name: str, seed: int = 0, options: dict[str, Any] | None = None) -> DataBundle:
-    """``invertible.data.load(name, seed, **options)`` followed by :func:`check_bundle`."""
+    """``invertible.data.load(name, seed, **options)`` (which checks the splits) followed by the rest of
+    :func:`check_bundle`."""
     bundle = data_registry.load(name, seed=seed, **(options or {}))
-    if not isinstance(bundle, DataBundle):
-        raise TypeError(f"dataset {name!r} returned a {type(bundle).__name__}, not a DataBundle")
-    check_bundle(bundle)
+    _check_trainable(bundle)
     return bundle
 
 
