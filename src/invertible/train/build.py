@@ -21,7 +21,8 @@ from ..persistence import atomic_write, read_json, read_tensors, state_tensors, 
 from ..transforms import Logit, UniformDequantization, VariationalDequantization
 
 __all__ = ["load_bundle", "check_bundle", "raw_dequantizer", "build_flow", "check_fits", "check_shapes", "trainable_preprocess",
-           "save_preprocess", "restore_preprocess", "unsaved_preprocess", "preprocess_record", "read_preprocess_record",
+           "save_preprocess", "restore_preprocess", "unsaved_preprocess", "preprocess_record", "describe_preprocess",
+           "read_preprocess_record",
            "rebuild_preprocess", "fitted_state", "adopt_fitted_state", "data_path", "reopened_data", "PREPROCESS_WEIGHTS",
            "PREPROCESS_JSON"]
 
@@ -181,8 +182,8 @@ def preprocess_record(bundle: DataBundle) -> dict[str, Any]:
     return {"kind": "custom", "type": type(p).__name__}
 
 
-def _describe(record: dict[str, Any]) -> str:
-    """A preprocessing record in words, for error messages."""
+def describe_preprocess(record: dict[str, Any]) -> str:
+    """A preprocessing record in words, for messages."""
     kind = record.get("kind")
     if kind == "none":
         return "no preprocessing"
@@ -221,7 +222,7 @@ def rebuild_preprocess(record: dict[str, Any], run_dir: str | Path) -> Transform
     path = Path(run_dir) / PREPROCESS_JSON
     kind = record.get("kind")
     if kind not in REBUILDABLE:
-        raise ValueError(f"{path}: {_describe(record)} cannot be rebuilt without its data")
+        raise ValueError(f"{path}: {describe_preprocess(record)} cannot be rebuilt without its data")
     if kind == "none":
         return None
     try:
@@ -236,11 +237,11 @@ def rebuild_preprocess(record: dict[str, Any], run_dir: str | Path) -> Transform
     if preprocess.state_dict():
         weights = Path(run_dir) / PREPROCESS_WEIGHTS
         if not weights.is_file():
-            raise ValueError(f"{run_dir} records {_describe(record)} but holds no {PREPROCESS_WEIGHTS}")
+            raise ValueError(f"{run_dir} records {describe_preprocess(record)} but holds no {PREPROCESS_WEIGHTS}")
         try:
             preprocess.load_state_dict(read_tensors(weights, "run preprocessing"))
         except RuntimeError as e:
-            raise ValueError(f"{weights} does not fit the {_describe(record)} of {path}: {e}") from None
+            raise ValueError(f"{weights} does not fit the {describe_preprocess(record)} of {path}: {e}") from None
     return preprocess.eval()
 
 
@@ -258,8 +259,8 @@ def _check_record(bundle: DataBundle, run_dir: str | Path) -> dict[str, Any] | N
     record = read_preprocess_record(run_dir)
     own = preprocess_record(bundle)
     if record is not None and record != own:
-        raise ValueError(f"{run_dir} was trained on data with {_describe(record)}, but dataset {bundle.name!r} has "
-                         f"{_describe(own)}: load it with the run's data options")
+        raise ValueError(f"{run_dir} was trained on data with {describe_preprocess(record)}, but dataset "
+                         f"{bundle.name!r} has {describe_preprocess(own)}: load it with the run's data options")
     return record
 
 
