@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -197,6 +198,29 @@ def test_a_first_row_with_a_missing_value_is_no_header(tmp_path: Path) -> None:
             read(str(path))
     path.write_text("a,,c\n4,5,6\n7,8,9\n1,2,4\n")  # a header with one unnamed column is still a header
     assert load_rows(str(path))[0].shape == (3, 3)
+
+
+def test_a_byte_order_mark_is_no_header(tmp_path: Path) -> None:
+    """A spreadsheet's "CSV UTF-8" starts with a byte-order mark: the first row of numbers is data (it used to be
+    taken for a header, its row silently dropped), and a header's first name is the name without the mark."""
+    table = _table(rows=10)
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + _write_csv(tmp_path / "plain.csv", table).read_bytes())
+    features, _ = load_rows(str(path))
+    np.testing.assert_array_equal(features.numpy(), table)
+    assert load(str(path), val_fraction=0.0, test_fraction=0.0, standardize=False).train.shape == (10, 3)
+    path.write_bytes(b"\xef\xbb\xbf" + _write_csv(tmp_path / "named.csv", table, ["a", "b", "c"]).read_bytes())
+    features, context = load_rows(str(path), context_columns="a")
+    np.testing.assert_array_equal(context.numpy(), table[:, :1].astype(np.float32))
+
+
+def test_a_file_that_is_not_utf8_text_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "latin.csv"
+    path.write_bytes("temp\xe9rature,b\n1,2\n3,4\n5,6\n".encode("latin-1"))
+    words = rf"^{re.escape(str(path))}: not UTF-8 text \(a CSV file of numbers was expected\)"
+    for read in (load, load_rows):
+        with pytest.raises(ValueError, match=words):
+            read(str(path))
 
 
 def _splits(**changes) -> dict:

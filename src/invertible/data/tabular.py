@@ -216,8 +216,14 @@ def read_npy_rows(path: str | Path, context_columns: int | Sequence[int] | None 
 
 
 def _parse_csv(path: Path, delimiter: str) -> tuple[np.ndarray, list[str] | None]:
-    with open(path, newline="") as f:
-        rows = [r for r in csv.reader(f, delimiter=delimiter) if r and any(c.strip() for c in r)]
+    """The numbers of a CSV file and its header's names (or ``None``), read as UTF-8 whatever the locale; a
+    leading byte-order mark (spreadsheets write one) is dropped, so it neither hides a first number's row as a
+    header nor sticks to the first name."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = [r for r in csv.reader(f, delimiter=delimiter) if r and any(c.strip() for c in r)]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (a CSV file of numbers was expected): {e}") from None
     if not rows:
         raise ValueError(f"{path}: the file is empty")
 
