@@ -166,6 +166,22 @@ def test_bad_files_and_options(tmp_path: Path) -> None:
             load(str(tmp_path / "t.npy"), val_fraction=0.5, test_fraction=0.45, standardize=standardize)
 
 
+def test_a_file_that_is_not_one_npy_array_is_named(tmp_path: Path) -> None:
+    """A ``.npz`` archive saved under a ``.npy`` name used to reach the table checks as an ``NpzFile`` (an
+    ``AttributeError``); any other file was called pickled data, with advice to load it unsafely."""
+    with open(tmp_path / "archive.npy", "wb") as f:
+        np.savez(f, x=_table(10))
+    (tmp_path / "text.npy").write_text("1,2\n3,4\n")
+    (tmp_path / "empty.npy").write_bytes(b"")
+    cases = (("archive.npy", "a .npz archive"), ("text.npy", "no .npy header"), ("empty.npy", "no .npy header"))
+    for name, what in cases:
+        path = tmp_path / name
+        words = rf"^cannot read {re.escape(str(path))} as a \.npy array: {what}; save one 2-D array with numpy\.save$"
+        for read in (load, load_rows):
+            with pytest.raises(ValueError, match=words):
+                read(str(path))
+
+
 def test_standardize_rejects_bad_statistics() -> None:
     with pytest.raises(ValueError):
         Standardize(torch.zeros(2), torch.tensor([1.0, 0.0]))

@@ -187,11 +187,25 @@ def standardized(preprocess: Standardize, x: Tensor) -> Tensor:
     return exact(x.double())[0].float()
 
 
+#: The first bytes of every ``.npy`` file (``numpy.lib.format.MAGIC_PREFIX``).
+_NPY_MAGIC = b"\x93NUMPY"
+
+
 def _load_npy(path: Path) -> np.ndarray:
+    """The array of a ``.npy`` file (no pickled objects); ``ValueError`` for a file that is not one: it must start
+    with the format's magic string, else ``np.load`` reads a ``.npz`` archive as one (an ``NpzFile``, not an
+    array) and calls any other file pickled data."""
     try:
-        return np.load(path, allow_pickle=False)
+        with open(path, "rb") as f:
+            head = f.read(len(_NPY_MAGIC))
+            if head != _NPY_MAGIC:
+                what = "a .npz archive" if head.startswith(b"PK") else "no .npy header"
+                raise ValueError(f"{what}; save one 2-D array with numpy.save")
+            f.seek(0)
+            return np.load(f, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise ValueError(f"cannot read {path} as a .npy array: {e}") from None
+
 
 
 @register_reader(".npy")
