@@ -15,16 +15,15 @@ from .. import data as data_registry
 from .. import models
 from ..core import Compose, Flow, Transform
 from ..data import SPLITS, DataBundle, Standardize
-from ..data.registry import check_splits, raw_dequantizer
 from ..data.images import image_preprocess
+from ..data.registry import check_splits, raw_dequantizer
 from ..persistence import atomic_write, read_json, read_tensors, state_tensors, write_json
 from ..transforms import Logit, UniformDequantization, VariationalDequantization
 
 __all__ = ["load_bundle", "check_bundle", "raw_dequantizer", "build_flow", "check_fits", "check_shapes", "trainable_preprocess",
            "save_preprocess", "restore_preprocess", "unsaved_preprocess", "preprocess_record", "describe_preprocess",
-           "read_preprocess_record",
-           "rebuild_preprocess", "fitted_state", "adopt_fitted_state", "data_path", "reopened_data", "PREPROCESS_WEIGHTS",
-           "PREPROCESS_JSON"]
+           "read_preprocess_record", "rebuild_preprocess", "fitted_state", "adopt_fitted_state", "data_path",
+           "reopened_data", "PREPROCESS_WEIGHTS", "PREPROCESS_JSON"]
 
 #: The state of a run's preprocessing, beside ``model.safetensors``: the fitted statistics of a
 #: standardisation, the weights of a learned dequantizer.
