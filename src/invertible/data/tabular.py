@@ -207,7 +207,6 @@ def _load_npy(path: Path) -> np.ndarray:
         raise ValueError(f"cannot read {path} as a .npy array: {e}") from None
 
 
-
 @register_reader(".npy")
 def read_npy(
     path: str | Path,
