@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,8 @@ import pytest
 import torch
 
 from invertible import Flow
-from invertible.data import Standardize, load, load_rows
+from invertible.data import DataBundle, Standardize, load, load_rows
+from invertible.data.registry import DATASETS
 from invertible.distributions import StandardNormal
 
 
@@ -164,6 +166,22 @@ def test_bad_files_and_options(tmp_path: Path) -> None:
             load(str(tmp_path / "t.npy"), val_fraction=0.5, test_fraction=0.45, standardize=standardize)
 
 
+def test_a_file_that_is_not_one_npy_array_is_named(tmp_path: Path) -> None:
+    """A ``.npz`` archive saved under a ``.npy`` name used to reach the table checks as an ``NpzFile`` (an
+    ``AttributeError``); any other file was called pickled data, with advice to load it unsafely."""
+    with open(tmp_path / "archive.npy", "wb") as f:
+        np.savez(f, x=_table(10))
+    (tmp_path / "text.npy").write_text("1,2\n3,4\n")
+    (tmp_path / "empty.npy").write_bytes(b"")
+    cases = (("archive.npy", "a .npz archive"), ("text.npy", "no .npy header"), ("empty.npy", "no .npy header"))
+    for name, what in cases:
+        path = tmp_path / name
+        words = rf"^cannot read {re.escape(str(path))} as a \.npy array: {what}; save one 2-D array with numpy\.save$"
+        for read in (load, load_rows):
+            with pytest.raises(ValueError, match=words):
+                read(str(path))
+
+
 def test_standardize_rejects_bad_statistics() -> None:
     with pytest.raises(ValueError):
         Standardize(torch.zeros(2), torch.tensor([1.0, 0.0]))
@@ -196,3 +214,58 @@ def test_a_first_row_with_a_missing_value_is_no_header(tmp_path: Path) -> None:
             read(str(path))
     path.write_text("a,,c\n4,5,6\n7,8,9\n1,2,4\n")  # a header with one unnamed column is still a header
     assert load_rows(str(path))[0].shape == (3, 3)
+
+
+def test_a_byte_order_mark_is_no_header(tmp_path: Path) -> None:
+    """A spreadsheet's "CSV UTF-8" starts with a byte-order mark: the first row of numbers is data (it used to be
+    taken for a header, its row silently dropped), and a header's first name is the name without the mark."""
+    table = _table(rows=10)
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + _write_csv(tmp_path / "plain.csv", table).read_bytes())
+    features, _ = load_rows(str(path))
+    np.testing.assert_array_equal(features.numpy(), table)
+    assert load(str(path), val_fraction=0.0, test_fraction=0.0, standardize=False).train.shape == (10, 3)
+    path.write_bytes(b"\xef\xbb\xbf" + _write_csv(tmp_path / "named.csv", table, ["a", "b", "c"]).read_bytes())
+    features, context = load_rows(str(path), context_columns="a")
+    np.testing.assert_array_equal(context.numpy(), table[:, :1].astype(np.float32))
+
+
+def test_a_file_that_is_not_utf8_text_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "latin.csv"
+    path.write_bytes("temp\xe9rature,b\n1,2\n3,4\n5,6\n".encode("latin-1"))
+    words = rf"^{re.escape(str(path))}: not UTF-8 text \(a CSV file of numbers was expected\)"
+    for read in (load, load_rows):
+        with pytest.raises(ValueError, match=words):
+            read(str(path))
+
+
+def _splits(**changes) -> dict:
+    base = dict(train=torch.zeros(6, 3), val=torch.zeros(2, 3), test=torch.zeros(2, 3),
+                train_context=torch.zeros(6, 2), val_context=torch.zeros(2, 2), test_context=torch.zeros(2, 2))
+    return {**base, **changes}
+
+
+@pytest.mark.parametrize("changes, words", [
+    (dict(test=torch.tensor([[0.0, float("nan"), 0.0], [0.0, 0.0, 0.0]])),
+     r"the test split contains 1 non-finite value\(s\) \(NaN or inf\)$"),
+    (dict(test=torch.zeros(2, 4)), r"the test split has event shape \(4,\), the train split \(3,\)"),
+    (dict(test=torch.zeros(2, 3, dtype=torch.long)), "the test split has dtype torch.int64; expected floating point"),
+    (dict(test_context=None), "a context is given for some splits but not for test"),
+    (dict(test_context=torch.zeros(3, 2)), r"the test context has shape \(3, 2\); expected \(2, 2\)"),
+    (dict(val_context=torch.zeros(2, 5)), r"the val context has shape \(2, 5\); expected \(2, 2\)"),
+])
+def test_load_checks_the_splits_a_dataset_gives(monkeypatch, changes: dict, words: str) -> None:
+    """``load`` checks every bundle it returns, as the training engine does: a separately given test set (or
+    context) that is not finite or not shaped like the training split is a ``ValueError`` naming the split."""
+    monkeypatch.setitem(DATASETS, "given-splits", lambda seed=0: DataBundle("given-splits", **_splits(**changes)))
+    with pytest.raises(ValueError, match=rf"^dataset 'given-splits': {words}"):
+        load("given-splits")
+    empty = _splits(test=torch.zeros(0, 3), test_context=torch.zeros(0, 2))
+    monkeypatch.setitem(DATASETS, "given-splits", lambda seed=0: DataBundle("given-splits", **empty))
+    assert load("given-splits").test.shape == (0, 3)  # an empty split (test_fraction=0) is for the engine to refuse
+
+
+def test_load_refuses_a_dataset_that_returns_no_bundle(monkeypatch) -> None:
+    monkeypatch.setitem(DATASETS, "no-bundle", lambda seed=0: {"train": torch.zeros(4, 2)})
+    with pytest.raises(TypeError, match="^dataset 'no-bundle' returned a dict, not a DataBundle$"):
+        load("no-bundle")

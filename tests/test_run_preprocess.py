@@ -225,6 +225,31 @@ def test_raw_samples_of_an_older_run_still_load_its_data(table_run, tmp_path, ca
     assert code == 2 and len(err.strip().splitlines()) == 1 and "unknown dataset" in err
 
 
+def test_samples_in_the_standardised_space_say_so(table_run, plain_run, tmp_path, capsys) -> None:
+    """Without ``--raw`` the samples of a standardised table are in the model's space (mean 0, std 1): a note
+    on stderr says so and names ``--raw``, also for an older run that does not record its preprocessing; raw
+    samples and the samples of a run whose data had no preprocessing get none."""
+    run, table, _ = table_run
+    code, _, err = _cli(capsys, "sample", run, "-n", 400, "--out", tmp_path / "z.npy")
+    assert code == 0 and err.splitlines()[1:] == [
+        "note: the samples are in the space the model saw, after a standardisation of 2 features; "
+        "pass --raw for the data's own units"]
+    assert np.abs(np.load(tmp_path / "z.npy").mean(0)).max() < 1.0  # the data's means are 10 and -4
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    (old / PREPROCESS_JSON).unlink()
+    code, _, err = _cli(capsys, "sample", old, "-n", 5, "--out", tmp_path / "o.npy")
+    assert code == 0 and len(err.splitlines()) == 2
+    assert err.splitlines()[1].startswith(f"note: {old} does not record its data's preprocessing (an older run)")
+    assert err.splitlines()[1].endswith("pass --raw for the data's own units")
+    for source in (run, old):
+        code, _, err = _cli(capsys, "sample", source, "-n", 400, "--raw", "--out", tmp_path / "x.npy")
+        assert code == 0 and "note:" not in err, err
+        np.testing.assert_allclose(np.load(tmp_path / "x.npy").mean(0), [10.0, -4.0], atol=1.0)
+    code, _, err = _cli(capsys, "sample", plain_run[0], "-n", 5, "--out", tmp_path / "p.npy")
+    assert code == 0 and "note:" not in err, err
+
+
 IMAGES = ["train", "--model", "glow", "-m", "levels=1", "-m", "steps=1", "-m", "hidden=4", "--data", "engine-pixels",
           "--steps", "4", "--batch-size", "24", "--eval-every", "4", "--no-progress", "--no-plots"]
 

@@ -244,3 +244,20 @@ def test_bsds300_keeps_the_files_own_splits(tmp_path, monkeypatch):
         (folder / f"{k}.npy").unlink()
     b = load("bsds300", root=str(tmp_path))
     assert [float(s[0, 0]) for s in (b.train, b.val, b.test)] == [0.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("test, words", [
+    (np.zeros((4, 62)), r"the test split has event shape \(62,\), the train split \(63,\)"),
+    (np.zeros(4), r"the test split has event shape \(\), the train split \(63,\)"),
+    (np.zeros((4, 63, 1)), r"the test split has event shape \(63, 1\), the train split \(63,\)"),
+])
+def test_bsds300_refuses_a_test_file_shaped_unlike_its_training_file(tmp_path, test, words):
+    """The files' own splits are read separately: ``load`` refuses a test file of another width or rank, naming
+    the dataset and the split, as the training engine does (a bundle of mismatched splits used to be returned)."""
+    folder = tmp_path / "BSDS300"
+    folder.mkdir()
+    np.save(folder / "train.npy", np.zeros((5, 63)))
+    np.save(folder / "validation.npy", np.zeros((3, 63)))
+    np.save(folder / "test.npy", test)
+    with pytest.raises(ValueError, match=rf"^dataset 'bsds300': {words}$"):
+        load("bsds300", root=str(tmp_path))

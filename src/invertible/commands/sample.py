@@ -7,6 +7,8 @@ name the run records (a PNG class folder of its data) or else a label index. ``-
 maps samples back to the raw data's units by the run's own preprocessing (the
 standardisation statistics of its training split). Both use what the run
 stores and need its data file only for runs that store too little (older ones).
+Without ``--raw`` the values are in the space the model saw (a table standardised,
+images dequantized and logit-mapped), and a ``note:`` on stderr says so.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 
 from ..core import Flow, Transform
 from ..persistence import load
-from ..train.build import REBUILDABLE, read_preprocess_record, rebuild_preprocess
+from ..train.build import REBUILDABLE, describe_preprocess, read_preprocess_record, rebuild_preprocess
 from ..train.distributed import resolve_device
 from ._common import check_array_path, existing_run, label_index, named_classes, run_bundle, run_classes, run_config, run_summary, save_array
 
@@ -97,7 +99,23 @@ def run(args: argparse.Namespace) -> int:
         x, _ = preprocess.to(device).inverse(x)
     save_array(args.out, x.cpu().numpy())
     print(f"wrote {args.num} samples of shape {tuple(flow.event_shape)} to {args.out}", file=sys.stderr)
+    if not args.raw:
+        _note_model_space(run_dir)
     return 0
+
+
+def _note_model_space(run_dir: Path) -> None:
+    """A ``note:`` on stderr when samples written without ``--raw`` are not in the data's units: the run records
+    a preprocessing, or records none but names a dataset (a run written before runs kept their record), whose
+    preprocessing may then be a table's standardisation. A bare saved model, known to have none, gets no note."""
+    record = read_preprocess_record(run_dir)
+    if record is not None and record["kind"] != "none":
+        print(f"note: the samples are in the space the model saw, after {describe_preprocess(record)}; "
+              "pass --raw for the data's own units", file=sys.stderr)
+    elif record is None and "data" in run_config(run_dir):
+        print(f"note: {run_dir} does not record its data's preprocessing (an older run): if its data were "
+              "preprocessed (a table is standardised by default), the samples are in that space; pass --raw for "
+              "the data's own units", file=sys.stderr)
 
 
 def _run_preprocess(run_dir: Path, why: str, levels: bool = False) -> tuple[Transform | None, int | None]:

@@ -2,8 +2,11 @@
 
 ``invertible.data.load(name_or_path, seed=0, **options)`` is the one entry
 point the training engine, the command line and the benchmarks use.
-``load_rows(path, **options)`` reads every row of a local file as it is (no
-split, nothing fitted), for scoring a file with a trained model.
+Every bundle it returns has passed :func:`check_splits` (tensors, finite values,
+one event shape and context width across the splits, raw pixels in the domain of
+their dequantizer), whether its splits were drawn from one table or read from
+separate files. ``load_rows(path, **options)`` reads every row of a local file as
+it is (no split, nothing fitted), for scoring a file with a trained model.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ..core import Transform
+from ..core import Compose, Transform
+from ..transforms import UniformDequantization, VariationalDequantization
 
 __all__ = ["DataBundle", "SPLITS", "register_dataset", "register_reader", "register_rows_reader", "available", "load",
-           "load_rows", "rows_options", "DATASETS", "READERS", "ROWS_READERS"]
+           "load_rows", "rows_options", "check_splits", "raw_dequantizer", "DATASETS", "READERS", "ROWS_READERS"]
 
 #: The splits of a :class:`DataBundle`, in order: its ``train``, ``val`` and ``test`` tensors (and contexts).
 SPLITS = ("train", "val", "test")
@@ -165,10 +169,72 @@ def _call(fn: Callable[..., Any], name_or_path: str, **options: Any) -> Any:
     return fn(**options)
 
 
+def _check_tensor(name: str, split: str, t: Tensor) -> None:
+    if not isinstance(t, Tensor):
+        raise ValueError(f"dataset {name!r}: the {split} split is a {type(t).__name__}, not a tensor")
+    if not t.is_floating_point():
+        raise ValueError(f"dataset {name!r}: the {split} split has dtype {t.dtype}; expected floating point")
+    bad = (~torch.isfinite(t)).sum().item()
+    if bad:
+        raise ValueError(f"dataset {name!r}: the {split} split contains {bad} non-finite value(s) (NaN or inf)")
+
+
+def raw_dequantizer(bundle: DataBundle) -> UniformDequantization | VariationalDequantization | None:
+    """The dequantizer that the preprocessing of a ``raw`` bundle begins with (the step that sees the raw
+    pixels), or ``None`` (data stored in the model's space, another preprocessing)."""
+    if not bundle.raw or bundle.preprocess is None:
+        return None
+    p = bundle.preprocess
+    first = p.transforms[0] if isinstance(p, Compose) and len(p) else p
+    return first if isinstance(first, (UniformDequantization, VariationalDequantization)) else None
+
+
+def _check_pixels(name: str, split: str, t: Tensor, levels: int) -> None:
+    """``ValueError`` unless the raw split ``t`` holds integers in ``[0, levels - 1]``, the dequantizer's domain."""
+    bad = (t < 0) | (t > levels - 1) | (t != torch.round(t))
+    if bad.any():
+        raise ValueError(f"dataset {name!r}: the {split} split must hold integer pixel values in [0, {levels - 1}] "
+                         f"(the levels of its dequantization); {int(bad.sum())} value(s) are not, e.g. {t[bad][0].item():g}")
+
+
+def check_splits(bundle: DataBundle) -> None:
+    """Raise ``ValueError`` unless every split of ``bundle`` is a finite floating-point tensor with the train
+    split's event shape, with a context exactly where the train split has one (its rows and width matching),
+    and, for a raw bundle, unless every pixel lies in the domain of the dequantizer that maps it. Empty splits
+    pass (``test_fraction=0``); the training engine refuses them
+    (:func:`~invertible.train.build.check_bundle`)."""
+    _check_tensor(bundle.name, "train", bundle.train)
+    shape = tuple(bundle.train.shape[1:])
+    for split in SPLITS:
+        t = getattr(bundle, split)
+        _check_tensor(bundle.name, split, t)
+        if tuple(t.shape[1:]) != shape:
+            raise ValueError(f"dataset {bundle.name!r}: the {split} split has event shape {tuple(t.shape[1:])}, the train split {shape}")
+        c = getattr(bundle, f"{split}_context")
+        if (c is None) != (bundle.train_context is None):
+            raise ValueError(f"dataset {bundle.name!r}: a context is given for some splits but not for {split}")
+        if c is not None:
+            _check_tensor(bundle.name, f"{split} context", c)
+            if c.dim() != 2 or c.shape[0] != t.shape[0] or c.shape[1] != bundle.train_context.shape[1]:
+                raise ValueError(
+                    f"dataset {bundle.name!r}: the {split} context has shape {tuple(c.shape)}; expected ({t.shape[0]}, {bundle.train_context.shape[1]})"
+                )
+    dequantizer = raw_dequantizer(bundle)
+    if dequantizer is not None:
+        for split in SPLITS:
+            _check_pixels(bundle.name, split, getattr(bundle, split), dequantizer.levels)
+
+
 def load(name_or_path: str, seed: int = 0, **options: Any) -> DataBundle:
-    """A built-in dataset by name, or a local file by path (its suffix picks the reader)."""
+    """A built-in dataset by name, or a local file by path (its suffix picks the reader), checked by
+    :func:`check_splits`: a ``TypeError`` when the dataset returns no :class:`DataBundle`, a ``ValueError`` naming
+    the split that is not finite or not shaped like the train split (a separate test file of another width)."""
     fn = DATASETS[name_or_path] if name_or_path in DATASETS else _file_reader(name_or_path, READERS)
-    return _call(fn, name_or_path, seed=seed, **options)
+    bundle = _call(fn, name_or_path, seed=seed, **options)
+    if not isinstance(bundle, DataBundle):
+        raise TypeError(f"dataset {name_or_path!r} returned a {type(bundle).__name__}, not a DataBundle")
+    check_splits(bundle)
+    return bundle
 
 
 def load_rows(path: str | Path, **options: Any) -> tuple[Tensor, Tensor | None]:

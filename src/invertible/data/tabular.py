@@ -187,9 +187,22 @@ def standardized(preprocess: Standardize, x: Tensor) -> Tensor:
     return exact(x.double())[0].float()
 
 
+#: The first bytes of every ``.npy`` file (``numpy.lib.format.MAGIC_PREFIX``).
+_NPY_MAGIC = b"\x93NUMPY"
+
+
 def _load_npy(path: Path) -> np.ndarray:
+    """The array of a ``.npy`` file (no pickled objects); ``ValueError`` for a file that is not one: it must start
+    with the format's magic string, else ``np.load`` reads a ``.npz`` archive as one (an ``NpzFile``, not an
+    array) and calls any other file pickled data."""
     try:
-        return np.load(path, allow_pickle=False)
+        with open(path, "rb") as f:
+            head = f.read(len(_NPY_MAGIC))
+            if head != _NPY_MAGIC:
+                what = "a .npz archive" if head.startswith(b"PK") else "no .npy header"
+                raise ValueError(f"{what}; save one 2-D array with numpy.save")
+            f.seek(0)
+            return np.load(f, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise ValueError(f"cannot read {path} as a .npy array: {e}") from None
 
@@ -216,8 +229,14 @@ def read_npy_rows(path: str | Path, context_columns: int | Sequence[int] | None 
 
 
 def _parse_csv(path: Path, delimiter: str) -> tuple[np.ndarray, list[str] | None]:
-    with open(path, newline="") as f:
-        rows = [r for r in csv.reader(f, delimiter=delimiter) if r and any(c.strip() for c in r)]
+    """The numbers of a CSV file and its header's names (or ``None``), read as UTF-8 whatever the locale; a
+    leading byte-order mark (spreadsheets write one) is dropped, so it neither hides a first number's row as a
+    header nor sticks to the first name."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = [r for r in csv.reader(f, delimiter=delimiter) if r and any(c.strip() for c in r)]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (a CSV file of numbers was expected): {e}") from None
     if not rows:
         raise ValueError(f"{path}: the file is empty")
 

@@ -16,13 +16,14 @@ from .. import models
 from ..core import Compose, Flow, Transform
 from ..data import SPLITS, DataBundle, Standardize
 from ..data.images import image_preprocess
+from ..data.registry import check_splits, raw_dequantizer
 from ..persistence import atomic_write, read_json, read_tensors, state_tensors, write_json
 from ..transforms import Logit, UniformDequantization, VariationalDequantization
 
 __all__ = ["load_bundle", "check_bundle", "raw_dequantizer", "build_flow", "check_fits", "check_shapes", "trainable_preprocess",
-           "save_preprocess", "restore_preprocess", "unsaved_preprocess", "preprocess_record", "read_preprocess_record",
-           "rebuild_preprocess", "fitted_state", "adopt_fitted_state", "data_path", "reopened_data", "PREPROCESS_WEIGHTS",
-           "PREPROCESS_JSON"]
+           "save_preprocess", "restore_preprocess", "unsaved_preprocess", "preprocess_record", "describe_preprocess",
+           "read_preprocess_record", "rebuild_preprocess", "fitted_state", "adopt_fitted_state", "data_path",
+           "reopened_data", "PREPROCESS_WEIGHTS", "PREPROCESS_JSON"]
 
 #: The state of a run's preprocessing, beside ``model.safetensors``: the fitted statistics of a
 #: standardisation, the weights of a learned dequantizer.
@@ -39,69 +40,31 @@ _DEQUANTIZERS = {UniformDequantization: "uniform", VariationalDequantization: "v
 SET_BY_DATA = ("features", "event_shape", "context_features")
 
 
-def _check_tensor(name: str, split: str, t: Tensor) -> None:
-    if not isinstance(t, Tensor):
-        raise ValueError(f"dataset {name!r}: the {split} split is a {type(t).__name__}, not a tensor")
-    if not t.is_floating_point():
-        raise ValueError(f"dataset {name!r}: the {split} split has dtype {t.dtype}; expected floating point")
-    bad = (~torch.isfinite(t)).sum().item()
-    if bad:
-        raise ValueError(f"dataset {name!r}: the {split} split contains {bad} non-finite value(s) (NaN or inf)")
-
-
-def raw_dequantizer(bundle: DataBundle) -> UniformDequantization | VariationalDequantization | None:
-    """The dequantizer that the preprocessing of a ``raw`` bundle begins with (the step that sees the raw
-    pixels), or ``None`` (data stored in the model's space, another preprocessing)."""
-    if not bundle.raw or bundle.preprocess is None:
-        return None
-    p = bundle.preprocess
-    first = p.transforms[0] if isinstance(p, Compose) and len(p) else p
-    return first if isinstance(first, tuple(_DEQUANTIZERS)) else None
-
-
-def _check_pixels(name: str, split: str, t: Tensor, levels: int) -> None:
-    """``ValueError`` unless the raw split ``t`` holds integers in ``[0, levels - 1]``, the dequantizer's domain."""
-    bad = (t < 0) | (t > levels - 1) | (t != torch.round(t))
-    if bad.any():
-        raise ValueError(f"dataset {name!r}: the {split} split must hold integer pixel values in [0, {levels - 1}] "
-                         f"(the levels of its dequantization); {int(bad.sum())} value(s) are not, e.g. {t[bad][0].item():g}")
-
-
 def check_bundle(bundle: DataBundle) -> None:
-    """Raise ``ValueError`` for non-finite values, empty splits, mismatched shapes or contexts, and for raw pixels
-    outside the domain of the dequantizer that maps them (every split, once: the training batches of such a
-    bundle skip the per-call checks of its preprocessing, see :func:`~invertible.train.train`)."""
+    """Raise ``ValueError`` unless ``bundle`` passes :func:`~invertible.data.registry.check_splits` (finite
+    values, one event shape, matching contexts, raw pixels in the domain of their dequantizer: every split, once,
+    since the training batches of such a bundle skip the per-call checks of its preprocessing, see
+    :func:`~invertible.train.train`) and :func:`_check_trainable`."""
+    check_splits(bundle)
+    _check_trainable(bundle)
+
+
+def _check_trainable(bundle: DataBundle) -> None:
+    """``ValueError`` for what a checked bundle may hold but the engine cannot train on or score: an event shape
+    that is neither a vector nor an image, an empty split."""
     shape = tuple(bundle.train.shape[1:])
     if len(shape) not in (1, 3):
         raise ValueError(f"dataset {bundle.name!r}: event shape {shape} is neither a vector (D,) nor an image (C, H, W)")
     for split in SPLITS:
-        t = getattr(bundle, split)
-        _check_tensor(bundle.name, split, t)
-        if t.shape[0] == 0:
+        if getattr(bundle, split).shape[0] == 0:
             raise ValueError(f"dataset {bundle.name!r}: the {split} split is empty")
-        if tuple(t.shape[1:]) != shape:
-            raise ValueError(f"dataset {bundle.name!r}: the {split} split has event shape {tuple(t.shape[1:])}, the train split {shape}")
-        c = getattr(bundle, f"{split}_context")
-        if (c is None) != (bundle.train_context is None):
-            raise ValueError(f"dataset {bundle.name!r}: a context is given for some splits but not for {split}")
-        if c is not None:
-            _check_tensor(bundle.name, f"{split} context", c)
-            if c.dim() != 2 or c.shape[0] != t.shape[0] or c.shape[1] != bundle.train_context.shape[1]:
-                raise ValueError(
-                    f"dataset {bundle.name!r}: the {split} context has shape {tuple(c.shape)}; expected ({t.shape[0]}, {bundle.train_context.shape[1]})"
-                )
-    dequantizer = raw_dequantizer(bundle)
-    if dequantizer is not None:
-        for split in SPLITS:
-            _check_pixels(bundle.name, split, getattr(bundle, split), dequantizer.levels)
 
 
 def load_bundle(name: str, seed: int = 0, options: dict[str, Any] | None = None) -> DataBundle:
-    """``invertible.data.load(name, seed, **options)`` followed by :func:`check_bundle`."""
+    """``invertible.data.load(name, seed, **options)`` (which checks the splits) followed by the rest of
+    :func:`check_bundle`."""
     bundle = data_registry.load(name, seed=seed, **(options or {}))
-    if not isinstance(bundle, DataBundle):
-        raise TypeError(f"dataset {name!r} returned a {type(bundle).__name__}, not a DataBundle")
-    check_bundle(bundle)
+    _check_trainable(bundle)
     return bundle
 
 
@@ -218,8 +181,8 @@ def preprocess_record(bundle: DataBundle) -> dict[str, Any]:
     return {"kind": "custom", "type": type(p).__name__}
 
 
-def _describe(record: dict[str, Any]) -> str:
-    """A preprocessing record in words, for error messages."""
+def describe_preprocess(record: dict[str, Any]) -> str:
+    """A preprocessing record in words, for messages."""
     kind = record.get("kind")
     if kind == "none":
         return "no preprocessing"
@@ -258,7 +221,7 @@ def rebuild_preprocess(record: dict[str, Any], run_dir: str | Path) -> Transform
     path = Path(run_dir) / PREPROCESS_JSON
     kind = record.get("kind")
     if kind not in REBUILDABLE:
-        raise ValueError(f"{path}: {_describe(record)} cannot be rebuilt without its data")
+        raise ValueError(f"{path}: {describe_preprocess(record)} cannot be rebuilt without its data")
     if kind == "none":
         return None
     try:
@@ -273,11 +236,11 @@ def rebuild_preprocess(record: dict[str, Any], run_dir: str | Path) -> Transform
     if preprocess.state_dict():
         weights = Path(run_dir) / PREPROCESS_WEIGHTS
         if not weights.is_file():
-            raise ValueError(f"{run_dir} records {_describe(record)} but holds no {PREPROCESS_WEIGHTS}")
+            raise ValueError(f"{run_dir} records {describe_preprocess(record)} but holds no {PREPROCESS_WEIGHTS}")
         try:
             preprocess.load_state_dict(read_tensors(weights, "run preprocessing"))
         except RuntimeError as e:
-            raise ValueError(f"{weights} does not fit the {_describe(record)} of {path}: {e}") from None
+            raise ValueError(f"{weights} does not fit the {describe_preprocess(record)} of {path}: {e}") from None
     return preprocess.eval()
 
 
@@ -295,8 +258,8 @@ def _check_record(bundle: DataBundle, run_dir: str | Path) -> dict[str, Any] | N
     record = read_preprocess_record(run_dir)
     own = preprocess_record(bundle)
     if record is not None and record != own:
-        raise ValueError(f"{run_dir} was trained on data with {_describe(record)}, but dataset {bundle.name!r} has "
-                         f"{_describe(own)}: load it with the run's data options")
+        raise ValueError(f"{run_dir} was trained on data with {describe_preprocess(record)}, but dataset "
+                         f"{bundle.name!r} has {describe_preprocess(own)}: load it with the run's data options")
     return record
 
 
