@@ -206,6 +206,18 @@ def test_hepmass_has_the_maf_codes_signal_rows_features_and_splits(tmp_path):
         torch.testing.assert_close(ours, torch.as_tensor(theirs, dtype=torch.float32))
 
 
+def test_hepmass_refuses_a_test_file_without_its_trailing_column(tmp_path):
+    """A test file of the training file's width would lose a feature to the dropped trailing column."""
+    rng = np.random.default_rng(5)
+    (tmp_path / "hepmass").mkdir()
+    rows = np.column_stack([np.ones(40), rng.normal(size=(40, 4))])
+    header = "label," + ",".join(f"f{i}" for i in range(4))
+    for name in ("1000_train.csv", "1000_test.csv"):
+        np.savetxt(tmp_path / "hepmass" / name, rows, delimiter=",", header=header, comments="")
+    with pytest.raises(ValueError, match="1000_test.csv must have one column more than 1000_train.csv.*got 5 and 5"):
+        load("hepmass", root=str(tmp_path))
+
+
 def test_miniboone_is_normalised_by_train_and_validation_together(tmp_path):
     data = np.random.default_rng(4).normal(size=(200, 3)) * np.array([1.0, 5.0, 0.1]) + 7.0
     (tmp_path / "miniboone").mkdir()

@@ -105,8 +105,11 @@ def gas(seed: int = 0, root: str | None = None) -> DataBundle:
 def hepmass(seed: int = 0, root: str | None = None) -> DataBundle:
     """UCI HEPMASS: signal events (label 1) of the 1000-mass files, 21 features after dropping discrete ones."""
     folder = _root(root, "hepmass")
-    train = np.loadtxt(folder / "1000_train.csv", delimiter=",", skiprows=1)
-    test = np.loadtxt(folder / "1000_test.csv", delimiter=",", skiprows=1)
+    train = np.loadtxt(folder / "1000_train.csv", delimiter=",", skiprows=1, ndmin=2)
+    test = np.loadtxt(folder / "1000_test.csv", delimiter=",", skiprows=1, ndmin=2)
+    if test.shape[1] != train.shape[1] + 1:
+        raise ValueError(f"{folder}: 1000_test.csv must have one column more than 1000_train.csv (the trailing "
+                         f"column the MAF code drops), got {test.shape[1]} and {train.shape[1]}")
     train = train[train[:, 0] == 1][:, 1:]
     test = test[test[:, 0] == 1][:, 1:-1]  # the test file has one extra trailing column
     mu, s = train.mean(0), train.std(0, ddof=1)
