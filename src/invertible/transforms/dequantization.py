@@ -20,7 +20,8 @@ These maps are surjections, not bijections: ``forward`` draws fresh noise, and
 ``y`` (so ``inverse(forward(x)) == (x, -ladj)`` holds exactly, in floating point too). ``exact_logdet``
 is False because the value is a stochastic bound, not a Jacobian.
 
-``forward`` refuses values that are not integers in ``[0, L - 1]`` with a ``ValueError``; the check
+``forward`` takes pixels of an integer (``uint8`` images) or boolean dtype as floats of torch's default dtype,
+and refuses values that are not integers in ``[0, L - 1]`` with a ``ValueError``; the check
 reads the data back on every call, and ``validate = False`` (:attr:`~invertible.Transform.validate`)
 switches it off for batches checked before (the training engine checks a bundle's pixels when it loads them).
 """
@@ -101,6 +102,10 @@ class _Dequantization(Transform):
         raise NotImplementedError
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if x.is_complex():
+            raise TypeError(f"dequantization expects real pixel values, got dtype {x.dtype}")
+        if not x.is_floating_point():
+            x = x.to(torch.get_default_dtype())
         self._check(x)
         u, log_r = self._noise(x, context)
         d = math.prod(x.shape[1:])

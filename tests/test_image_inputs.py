@@ -1,0 +1,47 @@
+"""Image data as users hand it over: integer pixel tensors, image files with odd contents, and the bits/dim of a run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import invertible
+from invertible.cli import main
+from invertible.data import load
+from invertible.data.images import image_preprocess
+from invertible.transforms import UniformDequantization, VariationalDequantization
+
+
+def _idx(path: Path, array: np.ndarray) -> None:
+    """``array`` as an IDX file: magic ``00 00 type ndim``, big-endian sizes, the values big-endian."""
+    codes = {"u1": 0x08, "i1": 0x09, "i2": 0x0B, "i4": 0x0C, "f4": 0x0D, "f8": 0x0E}
+    kind = f"{array.dtype.kind}{array.dtype.itemsize}"
+    head = bytes([0, 0, codes[kind], array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
+    path.write_bytes(head + array.astype(array.dtype.newbyteorder(">")).tobytes())
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64, torch.bool])
+@pytest.mark.parametrize("variational", [False, True])
+def test_dequantizers_take_integer_pixel_tensors(dtype: torch.dtype, variational: bool) -> None:
+    """``uint8`` images (and other integer or boolean pixels) are dequantized as their float values are."""
+    torch.manual_seed(0)
+    levels = 2 if dtype == torch.bool else 17
+    pixels = torch.randint(0, levels, (3, 1, 4, 4)).to(dtype)
+    dequantize = VariationalDequantization(levels, (1, 4, 4)) if variational else UniformDequantization(levels)
+    with torch.random.fork_rng():
+        y, ladj = dequantize(pixels)
+    expected_y, expected_ladj = dequantize(pixels.float())
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, expected_y)
+    torch.testing.assert_close(ladj, expected_ladj)
+    with torch.random.fork_rng():
+        z, ladj = image_preprocess(levels)(pixels)
+    torch.testing.assert_close((z, ladj), image_preprocess(levels)(pixels.float()))
+    with pytest.raises(TypeError, match="real pixel values, got dtype torch.complex64"):
+        dequantize(pixels.to(torch.complex64))
