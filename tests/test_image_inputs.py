@@ -45,3 +45,15 @@ def test_dequantizers_take_integer_pixel_tensors(dtype: torch.dtype, variational
     torch.testing.assert_close((z, ladj), image_preprocess(levels)(pixels.float()))
     with pytest.raises(TypeError, match="real pixel values, got dtype torch.complex64"):
         dequantize(pixels.to(torch.complex64))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 4), (2, 1, 6, 6), (2, 16)])
+def test_variational_dequantization_names_images_of_another_shape(shape: tuple[int, ...]) -> None:
+    dequantize = VariationalDequantization(17, (1, 4, 4))
+    message = f"variational dequantization of images (1, 4, 4) got a batch of shape {shape}; expected (batch, 1, 4, 4)"
+    with pytest.raises(ValueError) as e:
+        dequantize(torch.zeros(shape))
+    assert str(e.value) == message
+    with pytest.raises(ValueError) as e:
+        dequantize.inverse(torch.full(shape, 0.5))
+    assert str(e.value) == message

@@ -172,11 +172,19 @@ class VariationalDequantization(_Dequantization):
             layers.append(norm)
             layers.append(AffineImageCoupling(event_shape, "checkerboard", i % 2, hidden, context_features=c, scale="softclamp"))
         self.noise_flow = Compose(layers)
+        self.event_shape = tuple(int(s) for s in event_shape)
+
+    def _check_shape(self, x: Tensor) -> None:
+        """``ValueError`` unless ``x`` is a batch of images of the noise flow's ``(C, H, W)``."""
+        if tuple(x.shape[1:]) != self.event_shape:
+            raise ValueError(f"variational dequantization of images {self.event_shape} got a batch of shape "
+                             f"{tuple(x.shape)}; expected (batch, {', '.join(map(str, self.event_shape))})")
 
     def _condition(self, x: Tensor) -> Tensor:
         return 2 * x / (self.levels - 1) - 1
 
     def _noise(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        self._check_shape(x)
         e = torch.randn_like(x)
         v, ladj = self.noise_flow.inverse(e, self._condition(x))
         log_v = sum_except_batch(-0.5 * (e.pow(2) + _LOG_2PI)) - ladj
@@ -184,6 +192,7 @@ class VariationalDequantization(_Dequantization):
         return _open_unit(torch.sigmoid(v)), log_u
 
     def _log_noise(self, u: Tensor, x: Tensor, context: Tensor | None) -> Tensor:
+        self._check_shape(x)
         u = u.clamp(torch.finfo(u.dtype).eps, 1 - torch.finfo(u.dtype).eps)
         v = torch.log(u) - torch.log1p(-u)
         e, ladj = self.noise_flow(v, self._condition(x))
