@@ -57,3 +57,16 @@ def test_variational_dequantization_names_images_of_another_shape(shape: tuple[i
     with pytest.raises(ValueError) as e:
         dequantize.inverse(torch.full(shape, 0.5))
     assert str(e.value) == message
+
+
+@pytest.mark.parametrize("labels, message", [
+    (np.zeros((6, 1), np.uint8), "expected an IDX vector of integer labels (n,), got uint8 values of shape (6, 1)"),
+    (np.full(6, 1.5, np.float32), "expected an IDX vector of integer labels (n,), got >f4 values of shape (6,)"),
+    (np.array([0, 1, -1, 2, 0, 1], np.int8), "labels must be >= 0, got -1"),
+])
+def test_idx_labels_that_are_not_class_numbers_are_refused(tmp_path: Path, labels: np.ndarray, message: str) -> None:
+    _idx(tmp_path / "train-images-idx3-ubyte", np.zeros((6, 4, 4), np.uint8))
+    _idx(tmp_path / "train-labels-idx1-ubyte", labels)
+    with pytest.raises(ValueError) as e:
+        load(str(tmp_path), conditional=True)
+    assert str(e.value) == f"{tmp_path / 'train-labels-idx1-ubyte'}: {message}"

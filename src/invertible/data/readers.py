@@ -66,8 +66,13 @@ def _idx_pair(images_path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise ValueError(f"{images_path}: expected an IDX array of images (n, H, W), got shape {images.shape}")
     labels_path = images_path.with_name(images_path.name.replace("images-idx3", "labels-idx1").replace("images.idx3", "labels.idx1"))
     labels = read_idx(labels_path) if labels_path != images_path and labels_path.exists() else None
+    if labels is not None and (labels.ndim != 1 or labels.dtype.kind not in "iu"):
+        raise ValueError(f"{labels_path}: expected an IDX vector of integer labels (n,), got {labels.dtype} "
+                         f"values of shape {labels.shape}")
     if labels is not None and len(labels) != len(images):
         raise ValueError(f"{labels_path} has {len(labels)} labels for {len(images)} images")
+    if labels is not None and labels.size and labels.min() < 0:
+        raise ValueError(f"{labels_path}: labels must be >= 0, got {labels.min()}")
     return images[:, None].astype(np.float32), None if labels is None else labels.astype(np.int64)
 
 
