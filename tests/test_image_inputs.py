@@ -70,3 +70,26 @@ def test_idx_labels_that_are_not_class_numbers_are_refused(tmp_path: Path, label
     with pytest.raises(ValueError) as e:
         load(str(tmp_path), conditional=True)
     assert str(e.value) == f"{tmp_path / 'train-labels-idx1-ubyte'}: {message}"
+
+
+def test_palette_pngs_are_read_as_the_colours_they_name(tmp_path: Path) -> None:
+    """A palette PNG stores indices into its palette; the reader gives the intensities or colours they stand for."""
+    rng = np.random.default_rng(0)
+    grey, colour = tmp_path / "grey", tmp_path / "colour"
+    grey.mkdir(), colour.mkdir()
+    shades = rng.integers(0, 256, (3, 8, 8)).astype(np.uint8)
+    for i, a in enumerate(shades):
+        im = Image.fromarray(255 - a, mode="P")  # index k is the grey 255 - k
+        im.putpalette([255 - k for k in range(256) for _ in range(3)])
+        im.save(grey / f"{i}.png")
+        assert np.array_equal(np.asarray(Image.open(grey / f"{i}.png")), 255 - a)
+    rgb = rng.integers(0, 256, (3, 8, 8, 3)).astype(np.uint8)
+    for i, a in enumerate(rgb):
+        Image.fromarray(a).quantize(16).save(colour / f"{i}.png")
+    read = load(str(grey), test_fraction=0.0, val_fraction=0.0).train
+    assert read.shape == (3, 1, 8, 8)
+    assert sorted(read.flatten().tolist()) == sorted(shades.flatten().astype(float).tolist())
+    read = load(str(colour), test_fraction=0.0, val_fraction=0.0).train
+    expected = np.stack([np.asarray(Image.open(colour / f"{i}.png").convert("RGB")).transpose(2, 0, 1) for i in range(3)])
+    assert read.shape == (3, 3, 8, 8)
+    assert sorted(map(tuple, read.flatten(1).tolist())) == sorted(map(tuple, expected.reshape(3, -1).astype(float).tolist()))

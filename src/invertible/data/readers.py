@@ -10,8 +10,8 @@ IDX file without suffix) goes to :func:`read_image_path`, which recognises
 - CIFAR-10's ``cifar-10-batches-py`` directory (``data_batch_*``, ``test_batch``;
   the class names are the ``label_names`` of its ``batches.meta`` where it has a
   readable one, else the label numbers ``"0"``, ``"1"``, ...);
-- a folder of 8-bit PNG images, with one sub-folder per class for labels (the
-  class names, sorted, in label order).
+- a folder of 8-bit PNG images (a palette PNG read as the colours it names), with
+  one sub-folder per class for labels (the class names, sorted, in label order).
 
 All give 8-bit images (256 levels) as :func:`~invertible.data.images.image_bundle` bundles.
 """
@@ -128,6 +128,19 @@ def _ignored(path: Path, why: str) -> None:
     return None
 
 
+def _palette_colours(im: "Image.Image") -> "Image.Image":
+    """A palette PNG (mode ``P`` or ``PA``) as the colours its indices name: ``L`` when every colour it uses is a
+    grey and nothing is transparent, else ``RGB`` (``RGBA`` with transparency); other images as they are. The
+    pixels of a palette image are indices into its palette, not intensities."""
+    if im.mode not in ("P", "PA"):
+        return im
+    if im.mode == "PA" or "transparency" in im.info:
+        return im.convert("RGBA")
+    rgb = im.convert("RGB")
+    r, g, b = (np.asarray(channel) for channel in rgb.split())
+    return rgb.convert("L") if np.array_equal(r, g) and np.array_equal(g, b) else rgb
+
+
 def _png_folder(directory: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
     """The PNGs of ``directory`` (and its sub-folders), their labels and class names: the class sub-folders,
     sorted (``None`` and ``None`` without sub-folders)."""
@@ -138,7 +151,7 @@ def _png_folder(directory: Path) -> tuple[np.ndarray, np.ndarray | None, list[st
     images = []
     for f in files:
         with Image.open(f) as im:
-            a = np.asarray(im)
+            a = np.asarray(_palette_colours(im))
         if a.dtype != np.uint8:
             raise ValueError(f"{f}: only 8-bit PNGs are supported, got {a.dtype}")
         images.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
