@@ -72,6 +72,19 @@ def test_idx_labels_that_are_not_class_numbers_are_refused(tmp_path: Path, label
     assert str(e.value) == f"{tmp_path / 'train-labels-idx1-ubyte'}: {message}"
 
 
+def test_idx_images_scaled_to_the_unit_interval_are_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "scaled-images-idx3-ubyte"
+    _idx(path, np.random.default_rng(0).random((6, 4, 4)).astype(np.float32))
+    with pytest.raises(ValueError) as e:
+        load(str(path))
+    assert str(e.value) == ("dataset 'scaled-images-idx3-ubyte': pixel values must be integers in [0, 255]; its values "
+                            "lie in [0, 1] (pixels scaled to the unit interval?): pass the integer pixels, round(x * 255)")
+    _idx(path, np.full((6, 4, 4), 300, np.int16))
+    with pytest.raises(ValueError) as e:
+        load(str(path))
+    assert str(e.value) == "dataset 'scaled-images-idx3-ubyte': pixel values must be integers in [0, 255]"
+
+
 def test_palette_pngs_are_read_as_the_colours_they_name(tmp_path: Path) -> None:
     """A palette PNG stores indices into its palette; the reader gives the intensities or colours they stand for."""
     rng = np.random.default_rng(0)
