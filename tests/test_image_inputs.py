@@ -106,3 +106,29 @@ def test_palette_pngs_are_read_as_the_colours_they_name(tmp_path: Path) -> None:
     expected = np.stack([np.asarray(Image.open(colour / f"{i}.png").convert("RGB")).transpose(2, 0, 1) for i in range(3)])
     assert read.shape == (3, 3, 8, 8)
     assert sorted(map(tuple, read.flatten(1).tolist())) == sorted(map(tuple, expected.reshape(3, -1).astype(float).tolist()))
+
+
+def test_the_bits_per_dim_of_a_run_count_the_levels_and_the_logit(tmp_path: Path, capsys) -> None:
+    """``test_bpd`` of a Glow run on digits against a hand computation: the uniform noise of evaluation draw 0, the
+    logit of RealNVP with ``alpha``, ``-d log 17`` of the dequantization and the logit's log-det."""
+    run = tmp_path / "glow"
+    assert main(["train", "--model", "glow", "--data", "digits", "--steps", "2", "--batch-size", "32", "--no-plots",
+                 "--no-progress", "-m", "levels=1", "-m", "steps=1", "-m", "hidden=4", "-d", "alpha=0.1",
+                 "--out", str(run)]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    capsys.readouterr()
+    flow = invertible.load(run).eval()
+    x = load("digits").test.double()
+    torch.manual_seed(0)  # the evaluation's noise, drawn for the whole test split at once
+    u = torch.rand(x.shape).double()
+    alpha, d = 0.1, 64
+    p = alpha + (1 - 2 * alpha) * (x + u) / 17
+    y = torch.log(p) - torch.log1p(-p)
+    ladj = -d * math.log(17) + (math.log(1 - 2 * alpha) - torch.log(p) - torch.log1p(-p)).flatten(1).sum(1)
+    with torch.no_grad():
+        log_p = flow.log_prob(y.float()).double() + ladj
+    bpd = -log_p.mean().item() / (d * math.log(2))
+    assert summary["test_bpd"] == pytest.approx(bpd, rel=1e-5)
+    assert summary["test_nll"] == pytest.approx(-log_p.mean().item(), rel=1e-5)
+    assert main(["eval", str(run)]) == 0
+    assert json.loads(capsys.readouterr().out)["test_bpd"] == pytest.approx(bpd, rel=1e-5)
