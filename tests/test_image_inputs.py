@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -132,3 +133,22 @@ def test_the_bits_per_dim_of_a_run_count_the_levels_and_the_logit(tmp_path: Path
     assert summary["test_nll"] == pytest.approx(-log_p.mean().item(), rel=1e-5)
     assert main(["eval", str(run)]) == 0
     assert json.loads(capsys.readouterr().out)["test_bpd"] == pytest.approx(bpd, rel=1e-5)
+
+
+@pytest.mark.parametrize("content, message", [
+    (lambda whole: whole[: len(whole) // 2],
+     " is not a readable CIFAR-10 python batch (UnpicklingError: pickle data was truncated)"),
+    (lambda whole: pickle.dumps({b"data": np.zeros((4, 3000), np.uint8), b"labels": [0] * 4}),
+     ": a CIFAR-10 batch holds data of shape (n, 3072) and n labels, got data of shape (4, 3000) and labels of shape (4,)"),
+    (lambda whole: pickle.dumps({b"data": np.zeros((4, 3072), np.uint8), b"labels": [0] * 3}),
+     ": a CIFAR-10 batch holds data of shape (n, 3072) and n labels, got data of shape (4, 3072) and labels of shape (3,)"),
+    (lambda whole: pickle.dumps([1, 2]), " is not a CIFAR-10 python batch (no data/labels)"),
+])
+def test_a_cifar_batch_that_is_cut_short_or_malformed_is_refused_by_name(tmp_path: Path, content, message: str) -> None:
+    whole = pickle.dumps({b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2, 3]})
+    (tmp_path / "data_batch_1").write_bytes(content(whole))
+    with pytest.raises(ValueError) as e:
+        load(str(tmp_path), conditional=True)
+    assert str(e.value) == f"{tmp_path / 'data_batch_1'}{message}"
+    (tmp_path / "data_batch_1").write_bytes(whole)
+    assert load(str(tmp_path), conditional=True, test_fraction=0.25, val_fraction=0.0).train.shape == (3, 3, 32, 32)

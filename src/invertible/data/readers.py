@@ -84,10 +84,17 @@ def _find(directory: Path, pattern: str) -> Path | None:
 def _cifar(directory: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None]:
     def batch(p: Path) -> tuple[np.ndarray, np.ndarray]:
         with open(p, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
-        if b"data" not in d or b"labels" not in d:
+            try:
+                d = pickle.load(f, encoding="bytes")
+            except Exception as e:  # an unpickler fails in many ways (EOFError, UnpicklingError, ValueError, ...)
+                raise ValueError(f"{p} is not a readable CIFAR-10 python batch ({type(e).__name__}: {e})") from None
+        if not isinstance(d, dict) or b"data" not in d or b"labels" not in d:
             raise ValueError(f"{p} is not a CIFAR-10 python batch (no data/labels)")
-        return np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32), np.asarray(d[b"labels"], np.int64)
+        data, labels = np.asarray(d[b"data"]), np.asarray(d[b"labels"])
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (len(data),):
+            raise ValueError(f"{p}: a CIFAR-10 batch holds data of shape (n, 3072) and n labels, got data of shape "
+                             f"{data.shape} and labels of shape {labels.shape}")
+        return data.astype(np.uint8).reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
     parts = [batch(p) for p in sorted(directory.glob("data_batch_*"))]
     train = (np.concatenate([p[0] for p in parts]).astype(np.float32), np.concatenate([p[1] for p in parts]))
