@@ -141,6 +141,14 @@ def check_pixels(images: np.ndarray | Tensor, levels: int) -> None:
         raise ValueError(f"pixel values must be integers in [0, {levels - 1}]")
 
 
+def _scaled_hint(images: np.ndarray, levels: int) -> str:
+    """A hint for images refused by :func:`check_pixels` whose values all lie in ``[0, 1]``: pixels scaled to the
+    unit interval, which the integer pixels ``round(x (levels - 1))`` would give; ``""`` for any others."""
+    if np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1:
+        return f"; its values lie in [0, 1] (pixels scaled to the unit interval?): pass the integer pixels, round(x * {levels - 1})"
+    return ""
+
+
 def _check_test_images(name: str, test_x: np.ndarray, images: np.ndarray, levels: int) -> None:
     """``ValueError`` naming dataset ``name`` unless the separate test images ``test_x`` have shape
     ``(n, C, H, W)`` with the ``C, H, W`` of the training ``images`` and integer pixels in ``[0, levels - 1]``."""
@@ -186,7 +194,10 @@ def image_bundle(
         raise ValueError(f"images must have shape (n, C, H, W), got {images.shape}")
     if len(images) == 0:
         raise ValueError(f"dataset {name!r} holds no images")
-    check_pixels(images, levels)
+    try:
+        check_pixels(images, levels)
+    except ValueError as e:
+        raise ValueError(f"dataset {name!r}: {e}{_scaled_hint(images, levels)}") from None
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
     if conditional and labels is None:

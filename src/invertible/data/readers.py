@@ -10,8 +10,8 @@ IDX file without suffix) goes to :func:`read_image_path`, which recognises
 - CIFAR-10's ``cifar-10-batches-py`` directory (``data_batch_*``, ``test_batch``;
   the class names are the ``label_names`` of its ``batches.meta`` where it has a
   readable one, else the label numbers ``"0"``, ``"1"``, ...);
-- a folder of 8-bit PNG images, with one sub-folder per class for labels (the
-  class names, sorted, in label order).
+- a folder of 8-bit PNG images (a palette PNG read as the colours it names), with
+  one sub-folder per class for labels (the class names, sorted, in label order).
 
 All give 8-bit images (256 levels) as :func:`~invertible.data.images.image_bundle` bundles.
 """
@@ -66,8 +66,13 @@ def _idx_pair(images_path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise ValueError(f"{images_path}: expected an IDX array of images (n, H, W), got shape {images.shape}")
     labels_path = images_path.with_name(images_path.name.replace("images-idx3", "labels-idx1").replace("images.idx3", "labels.idx1"))
     labels = read_idx(labels_path) if labels_path != images_path and labels_path.exists() else None
+    if labels is not None and (labels.ndim != 1 or labels.dtype.kind not in "iu"):
+        raise ValueError(f"{labels_path}: expected an IDX vector of integer labels (n,), got {labels.dtype} "
+                         f"values of shape {labels.shape}")
     if labels is not None and len(labels) != len(images):
         raise ValueError(f"{labels_path} has {len(labels)} labels for {len(images)} images")
+    if labels is not None and labels.size and labels.min() < 0:
+        raise ValueError(f"{labels_path}: labels must be >= 0, got {labels.min()}")
     return images[:, None].astype(np.float32), None if labels is None else labels.astype(np.int64)
 
 
@@ -79,10 +84,17 @@ def _find(directory: Path, pattern: str) -> Path | None:
 def _cifar(directory: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None]:
     def batch(p: Path) -> tuple[np.ndarray, np.ndarray]:
         with open(p, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
-        if b"data" not in d or b"labels" not in d:
+            try:
+                d = pickle.load(f, encoding="bytes")
+            except Exception as e:  # an unpickler fails in many ways (EOFError, UnpicklingError, ValueError, ...)
+                raise ValueError(f"{p} is not a readable CIFAR-10 python batch ({type(e).__name__}: {e})") from None
+        if not isinstance(d, dict) or b"data" not in d or b"labels" not in d:
             raise ValueError(f"{p} is not a CIFAR-10 python batch (no data/labels)")
-        return np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32), np.asarray(d[b"labels"], np.int64)
+        data, labels = np.asarray(d[b"data"]), np.asarray(d[b"labels"])
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (len(data),):
+            raise ValueError(f"{p}: a CIFAR-10 batch holds data of shape (n, 3072) and n labels, got data of shape "
+                             f"{data.shape} and labels of shape {labels.shape}")
+        return data.astype(np.uint8).reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
     parts = [batch(p) for p in sorted(directory.glob("data_batch_*"))]
     train = (np.concatenate([p[0] for p in parts]).astype(np.float32), np.concatenate([p[1] for p in parts]))
@@ -123,6 +135,19 @@ def _ignored(path: Path, why: str) -> None:
     return None
 
 
+def _palette_colours(im: "Image.Image") -> "Image.Image":
+    """A palette PNG (mode ``P`` or ``PA``) as the colours its indices name: ``L`` when every colour it uses is a
+    grey and nothing is transparent, else ``RGB`` (``RGBA`` with transparency); other images as they are. The
+    pixels of a palette image are indices into its palette, not intensities."""
+    if im.mode not in ("P", "PA"):
+        return im
+    if im.mode == "PA" or "transparency" in im.info:
+        return im.convert("RGBA")
+    rgb = im.convert("RGB")
+    r, g, b = (np.asarray(channel) for channel in rgb.split())
+    return rgb.convert("L") if np.array_equal(r, g) and np.array_equal(g, b) else rgb
+
+
 def _png_folder(directory: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
     """The PNGs of ``directory`` (and its sub-folders), their labels and class names: the class sub-folders,
     sorted (``None`` and ``None`` without sub-folders)."""
@@ -133,7 +158,7 @@ def _png_folder(directory: Path) -> tuple[np.ndarray, np.ndarray | None, list[st
     images = []
     for f in files:
         with Image.open(f) as im:
-            a = np.asarray(im)
+            a = np.asarray(_palette_colours(im))
         if a.dtype != np.uint8:
             raise ValueError(f"{f}: only 8-bit PNGs are supported, got {a.dtype}")
         images.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))

@@ -20,7 +20,8 @@ These maps are surjections, not bijections: ``forward`` draws fresh noise, and
 ``y`` (so ``inverse(forward(x)) == (x, -ladj)`` holds exactly, in floating point too). ``exact_logdet``
 is False because the value is a stochastic bound, not a Jacobian.
 
-``forward`` refuses values that are not integers in ``[0, L - 1]`` with a ``ValueError``; the check
+``forward`` takes pixels of an integer (``uint8`` images) or boolean dtype as floats of torch's default dtype,
+and refuses values that are not integers in ``[0, L - 1]`` with a ``ValueError``; the check
 reads the data back on every call, and ``validate = False`` (:attr:`~invertible.Transform.validate`)
 switches it off for batches checked before (the training engine checks a bundle's pixels when it loads them).
 """
@@ -101,6 +102,10 @@ class _Dequantization(Transform):
         raise NotImplementedError
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if x.is_complex():
+            raise TypeError(f"dequantization expects real pixel values, got dtype {x.dtype}")
+        if not x.is_floating_point():
+            x = x.to(torch.get_default_dtype())
         self._check(x)
         u, log_r = self._noise(x, context)
         d = math.prod(x.shape[1:])
@@ -167,11 +172,19 @@ class VariationalDequantization(_Dequantization):
             layers.append(norm)
             layers.append(AffineImageCoupling(event_shape, "checkerboard", i % 2, hidden, context_features=c, scale="softclamp"))
         self.noise_flow = Compose(layers)
+        self.event_shape = tuple(int(s) for s in event_shape)
+
+    def _check_shape(self, x: Tensor) -> None:
+        """``ValueError`` unless ``x`` is a batch of images of the noise flow's ``(C, H, W)``."""
+        if tuple(x.shape[1:]) != self.event_shape:
+            raise ValueError(f"variational dequantization of images {self.event_shape} got a batch of shape "
+                             f"{tuple(x.shape)}; expected (batch, {', '.join(map(str, self.event_shape))})")
 
     def _condition(self, x: Tensor) -> Tensor:
         return 2 * x / (self.levels - 1) - 1
 
     def _noise(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        self._check_shape(x)
         e = torch.randn_like(x)
         v, ladj = self.noise_flow.inverse(e, self._condition(x))
         log_v = sum_except_batch(-0.5 * (e.pow(2) + _LOG_2PI)) - ladj
@@ -179,6 +192,7 @@ class VariationalDequantization(_Dequantization):
         return _open_unit(torch.sigmoid(v)), log_u
 
     def _log_noise(self, u: Tensor, x: Tensor, context: Tensor | None) -> Tensor:
+        self._check_shape(x)
         u = u.clamp(torch.finfo(u.dtype).eps, 1 - torch.finfo(u.dtype).eps)
         v = torch.log(u) - torch.log1p(-u)
         e, ladj = self.noise_flow(v, self._condition(x))
