@@ -421,6 +421,7 @@ _SAMPLERS = {
     "rsample_and_log_prob": lambda flow: flow.rsample_and_log_prob(64),
     "distribution_sample": lambda flow: flow.as_distribution().sample((64,)),
     "distribution_rsample": lambda flow: flow.as_distribution().rsample((64,)),
+    "decorated_by_torch": lambda flow: torch.no_grad()(flow.rsample)(64),
 }
 
 

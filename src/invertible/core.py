@@ -53,14 +53,16 @@ def vmapped(x: Tensor) -> bool:
 
 
 def _warn_at_caller(message: str) -> None:
-    """A ``RuntimeWarning`` attributed to the caller's line: the first frame outside this package.
+    """A ``RuntimeWarning`` attributed to the caller's line: the first frame outside this package and torch.
 
     A fixed ``stacklevel`` points inside the library whenever the check is reached through another of its
     methods (``sample`` runs ``rsample``, ``sample_and_log_prob`` runs ``rsample_and_log_prob``, MADE's
-    ensemble and :class:`FlowDistribution` wrap them again).
+    ensemble and :class:`FlowDistribution` wrap them again), and inside torch when a method is wrapped by
+    one of its decorators (``torch.no_grad()(flow.rsample)``, a function of this package decorated so).
     """
+    skipped = (__package__, "torch")
     frame, level = sys._getframe(1), 2
-    while frame.f_back is not None and frame.f_globals.get("__name__", "").split(".")[0] == __package__:
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").split(".")[0] in skipped:
         frame, level = frame.f_back, level + 1
     warnings.warn(message, RuntimeWarning, stacklevel=level)
 
