@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -193,6 +194,16 @@ def test_sample_refuses_an_output_it_cannot_write_before_drawing(trained, tmp_pa
     assert_error(capsys, "a .png grid needs an image model; this one draws vectors of shape (2,)", "sample", trained,
                  "--out", tmp_path / "s.png")
     assert_error(capsys, "--out must end in .npy or .csv", "sample", tmp_path / "missing", "--out", tmp_path / "s")
+
+
+def test_a_warning_is_one_line_without_a_source_location(trained, tmp_path, capsys):
+    """Samples that overflow are written with a ``warning:`` line, not Python's ``FILE:LINE: RuntimeWarning`` and
+    the source line inside torch's decorator that issued it."""
+    code, out, err = run_cli(capsys, "sample", trained, "-n", 20, "--temperature", "1e37", "--out", tmp_path / "s.npy")
+    assert code == 0 and (tmp_path / "s.npy").is_file()
+    warning, wrote = err.strip().splitlines()
+    assert re.match(r"warning: \d+ of 20 sample\(s\) are not finite", warning) and ".py:" not in warning, err
+    assert wrote.startswith("wrote 20 samples"), err
 
 
 def test_eval_refuses_a_directory_as_out_before_scoring(trained, tmp_path, capsys, monkeypatch):

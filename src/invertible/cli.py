@@ -3,7 +3,8 @@
 Each subcommand lives in its own module of :mod:`invertible.commands` and
 exposes ``register(subparsers)``; this module finds them with ``pkgutil``, so a
 new command is a new module. Bad input (unknown names, bad settings, unreadable
-files) ends with one line ``error: ...`` on stderr and exit status 2.
+files) ends with one line ``error: ...`` on stderr and exit status 2; a warning is
+one line ``warning: ...`` (``--traceback`` keeps Python's form of both).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import importlib
 import os
 import pkgutil
 import sys
+import warnings
 from typing import NoReturn, Sequence
 
 from . import __version__, commands
@@ -30,6 +32,12 @@ def _message(error: Exception) -> str:
     if isinstance(error, FileExistsError) and error.filename:
         return f"cannot make the directory {error.filename}: a file of that name exists"
     return str(error)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file=None, line=None) -> None:
+    """A warning as one line ``warning: MESSAGE`` on stderr: the source line that issued it, inside this package
+    or torch, means nothing to the user of a command."""
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,6 +69,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "command"):
         parser.print_help(sys.stderr)
         return 2
+    with warnings.catch_warnings():
+        if not args.traceback:
+            warnings.showwarning = _show_warning
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command of ``args``, its errors as exit statuses (see :func:`main`)."""
     try:
         return int(args.command(args) or 0)
     except BrokenPipeError:
