@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from invertible.variational import approximation, fit, get_target
 from invertible.variational.vae import VAE, evaluate_vae, train_vae
 
 BINARY = (torch.rand(12, 1, 4, 4, generator=torch.Generator().manual_seed(0)) < 0.5).float()
@@ -56,3 +57,24 @@ def test_evaluate_vae_refuses_bad_counts(option, value) -> None:
     model = VAE((1, 4, 4), latent=2, hidden=8)
     with pytest.raises(ValueError, match=f"{option} must be a positive integer, got {value}"):
         evaluate_vae(model, BINARY, **{"k": 2, option: value})
+
+
+def test_a_target_refuses_points_that_are_not_on_the_plane() -> None:
+    """A 3-D flow fitted to a 2-D energy used to get an ELBO and a "KL" (U1 read the norm of all three coordinates)."""
+    q = approximation("planar", 2, features=3)
+    with pytest.raises(ValueError, match=r"the target 'u1' is a density on the plane: .*got \(8, 3\)"):
+        fit(q, get_target("u1"), steps=1, batch_size=8, eval_samples=10)
+    with pytest.raises(ValueError, match=r"got \(5,\)"):
+        get_target("u2")(torch.zeros(5))
+
+
+def test_get_target_needs_a_name() -> None:
+    with pytest.raises(TypeError, match="the target name must be a string"):
+        get_target(None)
+
+
+@pytest.mark.parametrize("clip", [0.0, -1.0])
+def test_fit_refuses_a_clip_norm_that_is_not_positive(clip) -> None:
+    """``clip_grad_norm_`` with a negative norm flips the gradient (ascent on the ELBO's negative), and 0 zeroes it."""
+    with pytest.raises(ValueError, match=f"clip_grad must be positive .*got {clip}"):
+        fit(approximation("planar", 2), get_target("u1"), steps=1, clip_grad=clip)
