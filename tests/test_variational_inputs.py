@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from invertible.cli import main as cli
 from invertible.variational import approximation, fit, get_target
 from invertible.variational.vae import VAE, evaluate_vae, train_vae
 
@@ -78,3 +79,30 @@ def test_fit_refuses_a_clip_norm_that_is_not_positive(clip) -> None:
     """``clip_grad_norm_`` with a negative norm flips the gradient (ascent on the ELBO's negative), and 0 zeroes it."""
     with pytest.raises(ValueError, match=f"clip_grad must be positive .*got {clip}"):
         fit(approximation("planar", 2), get_target("u1"), steps=1, clip_grad=clip)
+
+
+@pytest.mark.parametrize("command", [
+    ["fit-density", "--target", "u2", "--layers", "2", "--steps", "30", "--eval-samples", "100"],
+    ["vae", "--data", "digits", "--latent", "3", "--hidden", "16", "--steps", "3", "--iw-samples", "2", "--test-size", "10"],
+])
+def test_a_diverged_run_leaves_out_free_for_the_rerun_it_suggests(tmp_path, capsys, command) -> None:
+    """The error says to lower the learning rate; the partial log it wrote used to make the same --out refused."""
+    out = tmp_path / "run"
+    assert cli([*command, "--lr", "1e6", "--out", str(out)]) == 2
+    assert "lower the learning rate" in capsys.readouterr().err
+    assert list(out.iterdir()) == []
+    assert cli([*command, "--lr", "1e-3", "--out", str(out)]) == 0
+    assert (out / "summary.json").is_file() and (out / "metrics.jsonl").read_text()
+
+
+def test_an_interrupted_run_leaves_no_partial_results(tmp_path, monkeypatch, capsys) -> None:
+    import invertible.variational.vae as vae
+
+    def interrupted(model, x, k=500, chunk=20):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vae, "evaluate_vae", interrupted)
+    out = tmp_path / "run"
+    argv = ["vae", "--data", "digits", "--latent", "3", "--hidden", "16", "--steps", "2", "--out", str(out)]
+    assert cli(argv) == 130
+    assert list(out.iterdir()) == []
