@@ -106,3 +106,11 @@ def test_an_interrupted_run_leaves_no_partial_results(tmp_path, monkeypatch, cap
     argv = ["vae", "--data", "digits", "--latent", "3", "--hidden", "16", "--steps", "2", "--out", str(out)]
     assert cli(argv) == 130
     assert list(out.iterdir()) == []
+
+
+def test_reinforce_with_one_sample_a_step_is_refused_before_out_is_created(tmp_path, capsys) -> None:
+    argv = ["fit-density", "--target", "u1", "--estimator", "reinforce", "--batch-size", "1", "--steps", "2"]
+    assert cli([*argv, "--out", str(tmp_path / "run")]) == 2
+    message = "error: --estimator reinforce needs --batch-size >= 2 (its leave-one-out baseline), got 1"
+    assert capsys.readouterr().err.strip() == message
+    assert not (tmp_path / "run").exists()

@@ -62,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     if not args.lr > 0 or args.anneal < 0:
         raise ValueError(f"--lr must be positive and --anneal >= 0, got {args.lr} and {args.anneal}")
+    if args.estimator == "reinforce" and args.batch_size < 2:
+        raise ValueError(f"--estimator reinforce needs --batch-size >= 2 (its leave-one-out baseline), got {args.batch_size}")
     torch.manual_seed(args.seed)
     target = get_target(args.target)
     out = output_dir(args.out, RESULTS)
