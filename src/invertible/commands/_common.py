@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import re
+import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import yaml
@@ -17,7 +19,7 @@ from ..persistence import MODEL_JSON, atomic_write, read_json
 from ..train.build import load_bundle, reopened_data, restore_preprocess
 from ..train.config import parse_error
 
-__all__ = ["existing_run", "output_dir", "run_config", "run_summary", "run_classes", "run_data", "run_bundle",
+__all__ = ["existing_run", "output_dir", "results_kept_on_success", "run_config", "run_summary", "run_classes", "run_data", "run_bundle",
            "label_index", "named_classes", "add_option_flags", "check_array_path", "save_array", "describe",
            "default_text"]
 
@@ -54,6 +56,27 @@ def output_dir(path: str, results: Sequence[str] = ()) -> Path:
         )
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+@contextlib.contextmanager
+def results_kept_on_success(out: Path, results: Sequence[str]) -> Iterator[None]:
+    """Remove the ``results`` under ``out`` when the block fails (an error, a divergence, Ctrl-C).
+
+    For an ``out`` that :func:`output_dir` found holding none of them: whatever of them is there on failure
+    (a partial ``metrics.jsonl``, the weights of a run whose evaluation failed) was written by this run,
+    so the directory goes back to how it was and the same command, with a lower learning rate say,
+    can be run into it again.
+    """
+    try:
+        yield
+    except BaseException:
+        for name in results:
+            path = out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.exists() or path.is_symlink():
+                path.unlink(missing_ok=True)
+        raise
 
 
 def run_config(run: Path) -> dict[str, Any]:

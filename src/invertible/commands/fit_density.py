@@ -4,7 +4,8 @@ Writes ``OUT/density.png`` (true density beside the learned one, as in Figure 3
 of Rezende & Mohamed 2015), ``OUT/summary.json`` (ELBO, importance-sampling
 ``log Z``, true ``log Z`` by quadrature, ``KL = log Z - ELBO``, ESS) and
 ``OUT/metrics.jsonl`` (the ELBO curve), and saves the flow to ``OUT/model``.
-An ``OUT`` that already holds any of these is refused: results are never overwritten.
+An ``OUT`` that already holds any of these is refused: results are never overwritten. A fit that fails
+(a divergence, Ctrl-C) removes what it wrote, so the same ``OUT`` can be used again.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 
 import torch
 
-from ._common import output_dir
+from ._common import output_dir, results_kept_on_success
 
 __all__ = ["register", "run"]
 
@@ -61,28 +62,31 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     if not args.lr > 0 or args.anneal < 0:
         raise ValueError(f"--lr must be positive and --anneal >= 0, got {args.lr} and {args.anneal}")
+    if args.estimator == "reinforce" and args.batch_size < 2:
+        raise ValueError(f"--estimator reinforce needs --batch-size >= 2 (its leave-one-out baseline), got {args.batch_size}")
     torch.manual_seed(args.seed)
     target = get_target(args.target)
     out = output_dir(args.out, RESULTS)
     flow = approximation(args.model, args.layers)
-    with open(out / "metrics.jsonl", "w") as log, _diverged_is_a_training_error():
-        result = fit(
-            flow,
-            target,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            estimator=args.estimator,
-            anneal_steps=args.anneal,
-            eval_samples=args.eval_samples,
-            log_every=max(1, min(500, args.steps // 20)),
-            callback=lambda r: (log.write(json.dumps(r) + "\n"), log.flush()),  # readable while it runs, as vae's
-        )
-    flow.save(str(out / "model"))
-    title = f"{args.model} K={args.layers}, KL={result.kl:.3f}"
-    plot_fit(flow, target, out / "density.png", title=title)
-    summary = {"target": args.target, "model": args.model, "layers": args.layers, **result.summary()}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    with results_kept_on_success(out, RESULTS):  # a failed fit leaves --out as it found it
+        with open(out / "metrics.jsonl", "w") as log, _diverged_is_a_training_error():
+            result = fit(
+                flow,
+                target,
+                steps=args.steps,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                estimator=args.estimator,
+                anneal_steps=args.anneal,
+                eval_samples=args.eval_samples,
+                log_every=max(1, min(500, args.steps // 20)),
+                callback=lambda r: (log.write(json.dumps(r) + "\n"), log.flush()),  # readable while it runs, as vae's
+            )
+        flow.save(str(out / "model"))
+        title = f"{args.model} K={args.layers}, KL={result.kl:.3f}"
+        plot_fit(flow, target, out / "density.png", title=title)
+        summary = {"target": args.target, "model": args.model, "layers": args.layers, **result.summary()}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary))
     return 0
 

@@ -5,7 +5,8 @@ nats per image, train ELBO, steps, wall time, parameters), ``OUT/metrics.jsonl``
 ``OUT/reconstructions.png`` (test images, odd rows, above their reconstructions),
 ``OUT/samples.png`` (decoder means at prior samples) and the weights
 ``OUT/vae.safetensors`` with ``OUT/config.json``. An ``OUT`` that already holds
-any of these is refused: results are never overwritten.
+any of these is refused: results are never overwritten. A run that fails
+(a divergence, Ctrl-C) removes what it wrote, so the same ``OUT`` can be used again.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 import torch
 
 from ..persistence import atomic_write, state_tensors, write_json
-from ._common import output_dir
+from ._common import output_dir, results_kept_on_success
 from .fit_density import _diverged_is_a_training_error
 
 __all__ = ["register", "run", "train_and_evaluate"]
@@ -70,29 +71,30 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
     model = VAE(data.event_shape, latent=args.latent, hidden=args.hidden, posterior=args.posterior, layers=layers,
                 likelihood=args.likelihood, levels=data.levels)
     out = output_dir(args.out, RESULTS)
-    t0 = time.perf_counter()
-    with open(out / "metrics.jsonl", "w") as log, _diverged_is_a_training_error():
-        history = train_vae(model, data.train, args.steps, args.batch_size, args.lr, args.warmup,
-                            log_every=max(1, min(200, args.steps // 20)),
-                            callback=lambda r: (log.write(json.dumps(r) + "\n"), log.flush()))
-    train_time = time.perf_counter() - t0
-    model.eval()
-    test = data.test[: args.test_size] if args.test_size else data.test
-    with _diverged_is_a_training_error():
-        stats = evaluate_vae(model, test, k=args.iw_samples)
-    weights = state_tensors(model)
-    atomic_write(out / "vae.safetensors", lambda tmp: save_file(weights, tmp))
-    write_json(out / "config.json", config)
-    ncol = min(10, len(test))
-    grid = test[: ncol * max(1, min(5, len(test) // ncol))]
-    rows = grid.reshape(-1, ncol, *grid.shape[1:])
-    pairs = torch.stack([rows, model.reconstruct(grid).reshape(rows.shape)], 1)
-    save_grid(pairs.reshape(-1, *grid.shape[1:]), out / "reconstructions.png", nrow=ncol)
-    save_grid(model.sample(100), out / "samples.png")
-    summary = {**config, "test_elbo": stats["elbo"], "test_iw_log_px": stats["iw_log_px"], "iw_samples": args.iw_samples,
-               "test_images": len(test), "train_elbo": history[-1]["train_elbo"], "steps": args.steps,
-               "wall_time_s": train_time, "parameters": sum(p.numel() for p in model.parameters())}
-    write_json(out / "summary.json", summary)
+    with results_kept_on_success(out, RESULTS):  # a failed run leaves --out as it found it
+        t0 = time.perf_counter()
+        with open(out / "metrics.jsonl", "w") as log, _diverged_is_a_training_error():
+            history = train_vae(model, data.train, args.steps, args.batch_size, args.lr, args.warmup,
+                                log_every=max(1, min(200, args.steps // 20)),
+                                callback=lambda r: (log.write(json.dumps(r) + "\n"), log.flush()))
+        train_time = time.perf_counter() - t0
+        model.eval()
+        test = data.test[: args.test_size] if args.test_size else data.test
+        with _diverged_is_a_training_error():
+            stats = evaluate_vae(model, test, k=args.iw_samples)
+        weights = state_tensors(model)
+        atomic_write(out / "vae.safetensors", lambda tmp: save_file(weights, tmp))
+        write_json(out / "config.json", config)
+        ncol = min(10, len(test))
+        grid = test[: ncol * max(1, min(5, len(test) // ncol))]
+        rows = grid.reshape(-1, ncol, *grid.shape[1:])
+        pairs = torch.stack([rows, model.reconstruct(grid).reshape(rows.shape)], 1)
+        save_grid(pairs.reshape(-1, *grid.shape[1:]), out / "reconstructions.png", nrow=ncol)
+        save_grid(model.sample(100), out / "samples.png")
+        summary = {**config, "test_elbo": stats["elbo"], "test_iw_log_px": stats["iw_log_px"], "iw_samples": args.iw_samples,
+                   "test_images": len(test), "train_elbo": history[-1]["train_elbo"], "steps": args.steps,
+                   "wall_time_s": train_time, "parameters": sum(p.numel() for p in model.parameters())}
+        write_json(out / "summary.json", summary)
     print(json.dumps(summary))
     return summary
 

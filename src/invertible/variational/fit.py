@@ -141,6 +141,8 @@ def fit(
         raise ValueError(f"lr must be positive, got {lr}")
     if anneal_steps < 0:
         raise ValueError(f"anneal_steps must be >= 0, got {anneal_steps}")
+    if clip_grad is not None and not clip_grad > 0:
+        raise ValueError(f"clip_grad must be positive (or None: no clipping), got {clip_grad}")
     params = [p for p in q.parameters() if p.requires_grad]
     if not params:
         raise ValueError("q has no trainable parameters")

@@ -125,6 +125,10 @@ class Target:
     _log_z: float | None = field(default=None, repr=False)
 
     def __call__(self, z: Tensor) -> Tensor:
+        """``log p~(z)`` of points ``z`` of shape ``(..., 2)``; ``ValueError`` for points of another dimension."""
+        if z.dim() < 1 or z.shape[-1] != 2:
+            raise ValueError(f"the target {self.name!r} is a density on the plane: points must have shape (..., 2), "
+                             f"got {tuple(z.shape)}")
         return self.log_density(z)
 
     def log_z(self) -> float:
@@ -165,6 +169,8 @@ TARGETS: dict[str, Target] = {
 
 def get_target(name: str) -> Target:
     """A built-in target by name: one of :data:`TARGETS`."""
+    if not isinstance(name, str):
+        raise TypeError(f"the target name must be a string, one of {sorted(TARGETS)}; got {type(name).__name__}")
     key = name.lower()
     if key not in TARGETS:
         raise ValueError(f"unknown target {name!r}; choose from {sorted(TARGETS)}")

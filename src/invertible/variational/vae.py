@@ -84,6 +84,11 @@ class VAE(nn.Module):
         levels: int = 256,
     ):
         super().__init__()
+        for name, value in (("latent", latent), ("context", context)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if likelihood != "bernoulli" and (isinstance(levels, bool) or not isinstance(levels, int) or levels < 2):
+            raise ValueError(f"the {likelihood} likelihood needs levels >= 2 grey levels, got {levels!r}")
         self.event_shape = (event_shape,) if isinstance(event_shape, int) else tuple(event_shape)
         self.features = math.prod(self.event_shape)
         self.latent, self.likelihood, self.levels = latent, likelihood, levels
@@ -130,6 +135,26 @@ class VAE(nn.Module):
         log_px, log_pz, log_q = self.log_weights(x)
         return (log_px + kl_weight * (log_pz - log_q)).squeeze(0)
 
+    def check_images(self, x: Tensor, name: str = "x") -> None:
+        """``ValueError`` unless ``x`` is a non-empty batch ``(n, *event_shape)`` of finite values the decoder can
+        score: 0 or 1 for ``bernoulli`` (binarize grey levels first), in ``[0, 1]`` otherwise."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
+        if x.dim() < 1 or tuple(x.shape[1:]) != self.event_shape:
+            raise ValueError(f"{name} has shape {tuple(x.shape)}; expected (n, {', '.join(map(str, self.event_shape))})")
+        if x.shape[0] == 0:
+            raise ValueError(f"{name} holds no images")
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{name} contains {int((~torch.isfinite(x)).sum())} non-finite value(s) (NaN or inf)")
+        if self.likelihood == "bernoulli":
+            bad = int(((x != 0) & (x != 1)).sum())
+            if bad:
+                raise ValueError(f"{name} has {bad} value(s) other than 0 and 1: the bernoulli decoder needs binary "
+                                 "images (binarize them, or use the gaussian or logistic likelihood)")
+        elif bool((x < 0).any() or (x > 1).any()):
+            raise ValueError(f"{name} has values outside [0, 1] (min {float(x.min())}, max {float(x.max())}): "
+                             f"the {self.likelihood} likelihood models grey levels in [0, 1]")
+
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
         """Mean images of the decoder at ``z ~ p(z)``: ``(n, *event_shape)``."""
@@ -161,6 +186,7 @@ def train_vae(
     if steps < 1 or batch_size < 1 or not lr > 0 or warmup < 0 or log_every < 1:
         raise ValueError(f"need steps >= 1, batch_size >= 1, lr > 0, warmup >= 0, log_every >= 1; "
                          f"got {steps}, {batch_size}, {lr}, {warmup}, {log_every}")
+    model.check_images(train, "train")
     if batch_size > len(train):
         raise ValueError(f"the batch size {batch_size} exceeds the {len(train)} training images")
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -197,8 +223,10 @@ def evaluate_vae(model: VAE, x: Tensor, k: int = 500, chunk: int = 20) -> dict:
 
     Raises ``FloatingPointError`` when either is not finite (a diverged model).
     """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    for name, value in (("k", k), ("chunk", chunk)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    model.check_images(x)
     elbos, iw = [], []
     for xb in x.split(chunk):
         log_px, log_pz, log_q = model.log_weights(xb, k)
