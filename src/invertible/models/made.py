@@ -26,6 +26,7 @@ and densities describe the same mixture.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Sequence
 
 import torch
@@ -336,9 +337,17 @@ class BernoulliMADE(_MaskPool, nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int = 1, context: Tensor | None = None) -> Tensor:
-        """``n`` binary samples ``(n, D)``; with a context of batch ``B``, ``(n, B, D)``."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        """``n`` binary samples ``(n, D)``; with a context of batch ``B``, ``(n, B, D)``.
+
+        ``n``: a Python, NumPy or 0-d tensor integer, as for :meth:`Flow.sample`.
+        """
+        try:
+            count = -1 if isinstance(n, bool) else operator.index(n)
+        except TypeError:
+            count = -1
+        if count < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        n = count
         if self.validate:
             self._check_context(context, None)
         if context is None:
