@@ -413,3 +413,18 @@ def test_bernoulli_made_samples_an_integer_count_of_any_kind(n):
 def test_bernoulli_made_refuses_a_count_that_is_not_a_non_negative_integer(n):
     with pytest.raises(ValueError, match="n must be a non-negative integer"):
         build("bernoulli_made", features=3, hidden=[8]).sample(n)
+
+
+@pytest.mark.parametrize("name", ["made", "bernoulli_made"])
+def test_an_ensemble_evaluated_under_inference_mode_trains_afterwards(name):
+    """Loading the mask sets inside ``torch.inference_mode`` makes normal masks, which backward can save."""
+    torch.manual_seed(0)
+    model = build(name, features=3, hidden=[8], masks=3)
+    x = (torch.randn(8, 3) > 0).float()
+    with torch.inference_mode():
+        model.log_prob(x)  # training mode: loads the next mask set
+        model.eval()
+        model.log_prob(x)  # the ensemble: loads every set, then the current one again
+    model.train()
+    model.log_prob(x).mean().backward()
+    assert all(p.grad is not None for p in model.net.parameters())

@@ -91,7 +91,8 @@ class _MaskPool:
                 module = self.net.get_submodule(owner)
                 now = getattr(module, attr)
                 if attr == "mask":
-                    setattr(module, attr, b.to(now, copy=True))
+                    with torch.inference_mode(False):  # a normal tensor, as in MaskedMLP._build_masks
+                        setattr(module, attr, b.to(now, copy=True))
                 else:
                     now.copy_(b)
         self.mask_index.fill_(k)  # type: ignore[attr-defined]
