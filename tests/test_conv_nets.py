@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from invertible.nets import ConvResNet, GlowConvNet
-from invertible.nets.conv import conv_matrix, small_image_conv
+from invertible.nets.conv import _shift_matrices, conv_matrix, small_image_conv
 
 
 @pytest.mark.parametrize("height,width,kernel", [(1, 1, 3), (2, 2, 3), (2, 3, 3), (3, 3, 3), (4, 4, 3), (3, 5, 5)])
@@ -56,3 +56,16 @@ def test_small_image_forward_matches_the_convolutions(make, size: tuple[int, int
 def test_conv_matrix_refuses_kernels_without_a_centre(shape: tuple[int, ...]) -> None:
     with pytest.raises(ValueError, match="square kernel of odd size"):
         conv_matrix(torch.zeros(shape), 4, 4)
+
+
+def test_a_small_image_pass_under_inference_mode_leaves_later_training_its_gradients() -> None:
+    """The shift matrices are cached for the process: made first inside ``torch.inference_mode``, they are
+    normal tensors, so a network trained afterwards (another model included) still backpropagates."""
+    _shift_matrices.cache_clear()
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 2, 2, dtype=torch.float64)
+    with torch.inference_mode():
+        GlowConvNet(3, 4, 6).double()(x)
+    net = GlowConvNet(3, 4, 6).double()
+    net(x).square().sum().backward()
+    assert all(p.grad is not None for p in net.parameters())

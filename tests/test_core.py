@@ -62,6 +62,22 @@ def test_distribution_log_prob_broadcasts_over_the_batch_shape() -> None:
         d.log_prob(torch.zeros(4, 3, dtype=torch.float64))
 
 
+def test_distribution_log_prob_of_a_batch_that_does_not_broadcast_is_a_value_error() -> None:
+    flow = build("realnvp", features=2, layers=2, hidden=[8], context_features=3).double()
+    d = flow.as_distribution(torch.randn(4, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"batch shape \(5,\), which does not broadcast against .* \(4,\)"):
+        d.log_prob(torch.zeros(5, 2, dtype=torch.float64))
+
+
+def test_distribution_samples_take_an_integer_sample_shape() -> None:
+    """``sample(n)`` is ``sample((n,))``, as for :meth:`Flow.sample`, with and without a context."""
+    plain = build("realnvp", features=2, layers=2, hidden=[8]).double().as_distribution()
+    assert plain.sample(3).shape == (3, 2) and plain.rsample(3).shape == (3, 2)
+    flow = build("realnvp", features=2, layers=2, hidden=[8], context_features=3).double()
+    d = flow.as_distribution(torch.randn(4, 3, dtype=torch.float64))
+    assert d.sample(3).shape == (3, 4, 2) and d.rsample(3).shape == (3, 4, 2)
+
+
 def test_distribution_expand() -> None:
     """``expand`` gives the batch shape asked for, for samples and densities, with and without a context."""
     torch.manual_seed(0)

@@ -312,6 +312,14 @@ def test_a_flow_without_a_config_is_not_saved(tmp_path) -> None:
     assert not (tmp_path / "m" / "model.json").exists()
 
 
+def test_saving_onto_a_file_names_it_and_keeps_it(tmp_path) -> None:
+    target = tmp_path / "notes.txt"
+    target.write_text("keep me")
+    with pytest.raises(NotADirectoryError, match=r"notes\.txt: it is a file; a model is saved as a directory"):
+        small_flow().save(target)
+    assert target.read_text() == "keep me"
+
+
 def _rewrite(path, **changes) -> None:
     import json
 

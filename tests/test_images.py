@@ -345,6 +345,41 @@ def test_inference_cache_follows_parameters(layer) -> None:
     assert not torch.allclose(z1, z2)
 
 
+@pytest.mark.parametrize("cls", [Conv1x1, LUConv1x1, PeriodicConv], ids=["conv1x1", "lu", "periodic"])
+def test_inference_cache_is_bypassed_for_a_layer_built_under_inference_mode(cls) -> None:
+    """Inference tensors keep no version counter: the layer computes afresh, and sees in-place updates."""
+    x = torch.randn(2, 3, 4, 4)
+    with torch.inference_mode():
+        layer = cls(3).eval()
+        z1, l1 = layer(x)
+        torch.testing.assert_close(layer.inverse(z1)[0], x, atol=1e-5, rtol=1e-5)
+        for p in layer.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        z2, l2 = layer(x)
+        torch.testing.assert_close(layer.inverse(z2)[0], x, atol=1e-5, rtol=1e-5)
+    fresh = cls(3).train()
+    fresh.load_state_dict(layer.state_dict())
+    z3, l3 = fresh(x)
+    torch.testing.assert_close(z2, z3.detach())
+    torch.testing.assert_close(l2, l3.detach())
+
+
+@pytest.mark.parametrize("permutation", ["conv1x1_lu", "conv1x1"])
+def test_glow_loaded_under_inference_mode_samples_and_scores(tmp_path, permutation: str) -> None:
+    options = dict(event_shape=[1, 4, 4], levels=1, steps=1, hidden=4, permutation=permutation)
+    saved = build("glow", **options)
+    saved.log_prob(torch.randn(8, 1, 4, 4))  # initialises ActNorm
+    saved.eval().save(tmp_path / "glow")
+    x = torch.randn(3, 1, 4, 4)
+    with torch.inference_mode():
+        flow = invertible.load(tmp_path / "glow")
+        samples, log_p = flow.sample_and_log_prob(4)
+        torch.testing.assert_close(flow.log_prob(samples), log_p, atol=1e-4, rtol=1e-4)
+        scores = flow.log_prob(x)
+    with torch.no_grad():
+        torch.testing.assert_close(scores, saved.log_prob(x))
+
+
 def test_checkerboard_coupling_keeps_identity_pixels_whatever_the_unused_parameters() -> None:
     class Conditioner(torch.nn.Module):
         def forward(self, x, context):  # log-scale 200 at the identity pixels (exp(200) overflows float32), 0.5 elsewhere

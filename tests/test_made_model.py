@@ -4,6 +4,7 @@ import itertools
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -399,3 +400,31 @@ def test_bernoulli_made_validate_switches_its_checks_and_the_engine_checks_the_d
     check_fits(model, DataBundle("bits", bits[:20], bits[20:25], bits[25:], levels=2))
     with pytest.raises(ValueError, match=r"dataset 'bits', test split: BernoulliMADE models binary data"):
         check_fits(model, DataBundle("bits", bits[:20], bits[20:25], bits[25:] / 2, levels=2))
+
+
+@pytest.mark.parametrize("n", [np.int64(3), torch.tensor(3)], ids=["numpy", "tensor"])
+def test_bernoulli_made_samples_an_integer_count_of_any_kind(n):
+    """As :meth:`Flow.sample`: a NumPy or 0-d tensor integer is a count (it was refused as not an integer)."""
+    model = build("bernoulli_made", features=3, hidden=[8])
+    assert model.sample(n).shape == (3, 3)
+
+
+@pytest.mark.parametrize("n", [-1, 2.0, True, (2,)])
+def test_bernoulli_made_refuses_a_count_that_is_not_a_non_negative_integer(n):
+    with pytest.raises(ValueError, match="n must be a non-negative integer"):
+        build("bernoulli_made", features=3, hidden=[8]).sample(n)
+
+
+@pytest.mark.parametrize("name", ["made", "bernoulli_made"])
+def test_an_ensemble_evaluated_under_inference_mode_trains_afterwards(name):
+    """Loading the mask sets inside ``torch.inference_mode`` makes normal masks, which backward can save."""
+    torch.manual_seed(0)
+    model = build(name, features=3, hidden=[8], masks=3)
+    x = (torch.randn(8, 3) > 0).float()
+    with torch.inference_mode():
+        model.log_prob(x)  # training mode: loads the next mask set
+        model.eval()
+        model.log_prob(x)  # the ensemble: loads every set, then the current one again
+    model.train()
+    model.log_prob(x).mean().backward()
+    assert all(p.grad is not None for p in model.net.parameters())

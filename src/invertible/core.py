@@ -519,18 +519,27 @@ class FlowDistribution(torch.distributions.Distribution):
         if not isinstance(value, Tensor) or tuple(value.shape[value.dim() - k :]) != tuple(self.event_shape):
             got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
             raise ValueError(f"value has shape {got}; expected (..., {', '.join(map(str, self.event_shape))})")
-        shape = torch.broadcast_shapes(value.shape[: value.dim() - k], self.batch_shape)
+        try:
+            shape = torch.broadcast_shapes(value.shape[: value.dim() - k], self.batch_shape)
+        except RuntimeError:
+            raise ValueError(
+                f"value has batch shape {tuple(value.shape[: value.dim() - k])}, which does not broadcast "
+                f"against the distribution's batch shape {tuple(self.batch_shape)}"
+            ) from None
         value = value.expand(*shape, *self.event_shape).reshape(-1, *self.event_shape)
         context = self.context
         if context is not None:
             context = context.expand(*shape, context.shape[-1]).reshape(-1, context.shape[-1])
         return self.flow.log_prob(value, context).reshape(shape)
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+    def rsample(self, sample_shape: int | Sequence[int] = torch.Size()) -> Tensor:
+        """Shape ``(*sample_shape, *batch_shape, *event_shape)``; an integer ``n`` is ``(n,)``, as in :meth:`Flow.rsample`."""
+        sample_shape = _as_shape(sample_shape)
         if self.context is None:
             return self.flow.rsample((*sample_shape, *self.batch_shape))
         return self.flow.rsample(tuple(sample_shape), self.context)
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+    def sample(self, sample_shape: int | Sequence[int] = torch.Size()) -> Tensor:
+        """:meth:`rsample` without gradients."""
         with torch.no_grad():
             return self.rsample(sample_shape)

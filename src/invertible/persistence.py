@@ -109,6 +109,11 @@ def save_flow(flow: Flow, path: str | os.PathLike) -> None:
             "invertible.models.build(...) or a preset class, or save its state_dict yourself"
         )
     path = Path(path)
+    if path.exists() and not path.is_dir():  # else mkdir's "File exists", which reads as a refusal to overwrite
+        raise NotADirectoryError(
+            f"cannot save a model to {path}: it is a file; a model is saved as a directory "
+            f"({MODEL_JSON} and {MODEL_WEIGHTS}), so give a directory path"
+        )
     path.mkdir(parents=True, exist_ok=True)
     tensors = state_tensors(flow)
     atomic_write(path / MODEL_WEIGHTS, lambda tmp: save_file(tensors, tmp))

@@ -26,6 +26,7 @@ and densities describe the same mixture.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Sequence
 
 import torch
@@ -90,7 +91,8 @@ class _MaskPool:
                 module = self.net.get_submodule(owner)
                 now = getattr(module, attr)
                 if attr == "mask":
-                    setattr(module, attr, b.to(now, copy=True))
+                    with torch.inference_mode(False):  # a normal tensor, as in MaskedMLP._build_masks
+                        setattr(module, attr, b.to(now, copy=True))
                 else:
                     now.copy_(b)
         self.mask_index.fill_(k)  # type: ignore[attr-defined]
@@ -336,9 +338,17 @@ class BernoulliMADE(_MaskPool, nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int = 1, context: Tensor | None = None) -> Tensor:
-        """``n`` binary samples ``(n, D)``; with a context of batch ``B``, ``(n, B, D)``."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        """``n`` binary samples ``(n, D)``; with a context of batch ``B``, ``(n, B, D)``.
+
+        ``n``: a Python, NumPy or 0-d tensor integer, as for :meth:`Flow.sample`.
+        """
+        try:
+            count = -1 if isinstance(n, bool) else operator.index(n)
+        except TypeError:
+            count = -1
+        if count < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        n = count
         if self.validate:
             self._check_context(context, None)
         if context is None:

@@ -57,16 +57,21 @@ SMALL_IMAGE_PIXELS = 4
 
 @functools.lru_cache(maxsize=None)
 def _shift_matrices(height: int, width: int, kernel_size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """``S[t, p, q] = 1`` where kernel tap ``t`` joins output pixel ``p`` to input pixel ``q``; shape ``(k*k, HW*HW)``."""
+    """``S[t, p, q] = 1`` where kernel tap ``t`` joins output pixel ``p`` to input pixel ``q``; shape ``(k*k, HW*HW)``.
+
+    Made outside ``torch.inference_mode`` even when first asked for inside it: the cache serves the whole
+    process, and an inference tensor in it could not be saved for backward by any later training pass.
+    """
     pad = kernel_size // 2
-    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
-    ys, xs = ys.flatten(), xs.flatten()
-    dy = ys[None, :] - ys[:, None] + pad
-    dx = xs[None, :] - xs[:, None] + pad
-    inside = (dy >= 0) & (dy < kernel_size) & (dx >= 0) & (dx < kernel_size)
-    tap = torch.where(inside, dy * kernel_size + dx, -1)
-    shifts = torch.arange(kernel_size**2)[:, None, None] == tap[None]
-    return shifts.reshape(kernel_size**2, -1).to(device=device, dtype=dtype)
+    with torch.inference_mode(False):
+        ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+        ys, xs = ys.flatten(), xs.flatten()
+        dy = ys[None, :] - ys[:, None] + pad
+        dx = xs[None, :] - xs[:, None] + pad
+        inside = (dy >= 0) & (dy < kernel_size) & (dx >= 0) & (dx < kernel_size)
+        tap = torch.where(inside, dy * kernel_size + dx, -1)
+        shifts = torch.arange(kernel_size**2)[:, None, None] == tap[None]
+        return shifts.reshape(kernel_size**2, -1).to(device=device, dtype=dtype)
 
 
 def conv_matrix(

@@ -165,11 +165,17 @@ class MaskedMLP(nn.Module):
 
     def _build_masks(self) -> None:
         """The masks of the degree buffers, as new tensors:
-        ``M^l[k, j] = [m_l(k) >= m_{l-1}(j)]``, ``M^out[i, k] = [m(i) > m_L(k)]``."""
+        ``M^l[k, j] = [m_l(k) >= m_{l-1}(j)]``, ``M^out[i, k] = [m(i) > m_L(k)]``.
+
+        Made outside ``torch.inference_mode`` even when called inside it (a MADE ensemble loads its
+        mask sets in every evaluation): a mask made there would be an inference tensor, which the
+        training passes after it could not save for backward.
+        """
         degrees = self.layer_degrees()
-        for layer, prev, deg in zip(self.layers, degrees[:-1], degrees[1:]):
-            layer.mask = (deg[:, None] >= prev[None, :]).to(layer.mask)
-        self.output.mask = (self.degrees[:, None] > degrees[-1][None, :]).repeat(self.params, 1).to(self.output.mask)
+        with torch.inference_mode(False):
+            for layer, prev, deg in zip(self.layers, degrees[:-1], degrees[1:]):
+                layer.mask = (deg[:, None] >= prev[None, :]).to(layer.mask)
+            self.output.mask = (self.degrees[:, None] > degrees[-1][None, :]).repeat(self.params, 1).to(self.output.mask)
 
     def resample(self, order: bool = True, connectivity: bool = True, generator: torch.Generator | None = None) -> None:
         """Draw a new random input order and/or new hidden degrees (order/connectivity-agnostic training).

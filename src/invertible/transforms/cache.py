@@ -19,13 +19,18 @@ class InferenceCache:
     ``load_state_dict``, ``.to(dtype)``) recomputes it. Writes through ``p.data``
     bypass the version counter and are not seen: update parameters under
     ``torch.no_grad()`` instead. In training mode, or with gradients on, it is
-    computed afresh every call so gradients reach the parameters.
+    computed afresh every call so gradients reach the parameters. So it is for a
+    module built or loaded under ``torch.inference_mode()``: its parameters are
+    inference tensors, which keep no version counter, so an in-place update could
+    not be told from none.
     """
 
     def cached(self, name: str, compute: Callable[[], Tensor]) -> Tensor:
         if self.training or torch.is_grad_enabled():  # type: ignore[attr-defined]
             return compute()
         tensors = [*self.parameters(recurse=False), *self.buffers(recurse=False)]  # type: ignore[attr-defined]
+        if any(t.is_inference() for t in tensors):
+            return compute()
         key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
         store = self.__dict__.setdefault("_inference_cache", {})
         hit = store.get(name)
