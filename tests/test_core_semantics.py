@@ -12,6 +12,7 @@ an affine flow), its samples' log-density is ``log p(u) - log|det dx/du|``; ``te
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -253,7 +254,7 @@ def test_an_interrupted_atomic_write_keeps_the_previous_file_and_leaves_no_tempo
     from invertible.persistence import atomic_write
 
     target = tmp_path / "deep" / "er" / "file.bin"  # missing parents are made
-    atomic_write(target, lambda tmp: open(tmp, "wb").write(b"complete"))
+    atomic_write(target, lambda tmp: Path(tmp).write_bytes(b"complete"))
     assert target.read_bytes() == b"complete"
     assert oct(target.stat().st_mode & 0o777) == oct(0o666 & ~_umask())  # not mkstemp's 0600
 
@@ -471,7 +472,7 @@ def test_an_atomic_write_reaches_the_disk_before_its_rename_and_the_rename_befor
     monkeypatch.setattr(persistence.os, "fsync", record_fsync)
     monkeypatch.setattr(persistence.os, "replace", record_replace)
     target = tmp_path / "file.bin"
-    persistence.atomic_write(target, lambda tmp: open(tmp, "wb").write(b"x" * 1000))
+    persistence.atomic_write(target, lambda tmp: Path(tmp).write_bytes(b"x" * 1000))
     file_ino, dir_ino = target.stat().st_ino, tmp_path.stat().st_ino
     assert events == [("fsync", file_ino, False, 1000), ("replace", file_ino, False, 1000),
                       ("fsync", dir_ino, True, events[-1][3])]

@@ -242,7 +242,8 @@ def test_digits_split_and_context() -> None:
 def _write_idx(path, array: np.ndarray, gz: bool) -> None:
     code = {np.uint8: 0x08}[array.dtype.type]
     head = bytes([0, 0, code, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
-    (gzip.open if gz else open)(path, "wb").write(head + array.tobytes())
+    with (gzip.open if gz else open)(path, "wb") as f:
+        f.write(head + array.tobytes())
 
 
 @pytest.mark.parametrize("gz", [True, False])
