@@ -362,7 +362,12 @@ class _Trainer:
         with _compiler_errors():  # with ``compile``, the first backward compiles the backward graph
             loss.backward()
         max_norm = cfg.grad_clip if cfg.grad_clip is not None else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, max_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, max_norm).item()
+        if not math.isfinite(grad_norm):  # Adam would write it into the weights, and a checkpoint keep them
+            raise TrainingError(
+                f"training diverged at step {self.step + 1}: the loss is {global_loss} but its gradient norm is "
+                f"{grad_norm}; lower lr, add warmup or set grad_clip"
+            )
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.flow)
@@ -371,7 +376,7 @@ class _Trainer:
         self.step += 1
         if self.compiled_model is not None:
             self.model = self.compiled_model
-        out = {"loss": global_loss, "lr": lr, "grad_norm": grad_norm.item()}
+        out = {"loss": global_loss, "lr": lr, "grad_norm": grad_norm}
         if self.bundle.levels is not None:
             ladj = 0.0 if self.bundle.raw else mean_over_ranks(self.rt, preprocess_ladj(self.bundle, x).mean()).item()
             raw = out["loss"] - ladj
