@@ -415,3 +415,30 @@ def test_patience_first_turned_on_at_a_resume_counts_from_the_resume(tmp_path):
     val = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     best = {r["step"]: r["val_nll"] for r in val if r["split"] == "val"}
     assert summary["best_val_nll"] == best[16]
+
+
+def test_a_checkpoint_rewritten_at_its_step_leaves_the_committed_one_whole_when_its_record_fails(tmp_path, monkeypatch):
+    """A finished run resumed without patience writes its step-20 checkpoint again, without the best weights. A full
+    disk at the record (the tensors written) leaves the committed checkpoint readable; was: its tensor file replaced,
+    the record's SHA-256 no longer matched, and the run could not be resumed."""
+    from invertible.train import checkpoint
+
+    train(config(tmp_path, "run"))
+    before = load_checkpoint(tmp_path / "run")
+    assert before.step == 20 and before.best is not None
+
+    def full_disk(path, obj):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(checkpoint, "write_json", full_disk)
+    unlimited = config(tmp_path, "run")
+    unlimited.patience = None
+    with pytest.raises(OSError, match="No space left"):
+        train(unlimited, resume=True)
+    monkeypatch.undo()
+    after = load_checkpoint(tmp_path / "run")
+    assert after.step == 20 and after.best is not None
+    assert all(torch.equal(after.model[k], v) for k, v in before.model.items())
+    summary = train(unlimited, resume=True)  # the disk freed, the rewrite goes through and clears the other file
+    assert summary["steps"] == 20 and load_checkpoint(tmp_path / "run").best is None
+    assert len(list((tmp_path / "run" / CHECKPOINT_DIR).glob("state-*.safetensors"))) == 1
