@@ -442,3 +442,19 @@ def test_a_checkpoint_rewritten_at_its_step_leaves_the_committed_one_whole_when_
     summary = train(unlimited, resume=True)  # the disk freed, the rewrite goes through and clears the other file
     assert summary["steps"] == 20 and load_checkpoint(tmp_path / "run").best is None
     assert len(list((tmp_path / "run" / CHECKPOINT_DIR).glob("state-*.safetensors"))) == 1
+
+
+def test_a_run_stopped_early_at_a_checkpoint_step_writes_its_checkpoint_once(tmp_path, monkeypatch):
+    """Early stopping at step 12, a multiple of checkpoint_every: the checkpoint after the loop is the only one
+    of step 12, under its usual name."""
+    from invertible.train import loop
+
+    steps: list[int] = []
+    save = loop.save_checkpoint
+    monkeypatch.setattr(loop, "save_checkpoint", lambda run, ckpt: steps.append(ckpt.step) or save(run, ckpt))
+    cfg = early_stopping(tmp_path)
+    cfg.checkpoint_every = 4
+    assert train(cfg)["steps"] == 12
+    assert steps == [4, 8, 12]
+    names = [p.name for p in (tmp_path / "run" / CHECKPOINT_DIR).iterdir()]
+    assert sorted(names) == [CHECKPOINT_JSON, "state-00000012.safetensors"]

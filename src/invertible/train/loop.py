@@ -469,7 +469,7 @@ class _Trainer:
                 for callback in callbacks:
                     callback(self.step, out)
                 self.state["wall_time_s"] = time.perf_counter() - started
-                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not last:
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not (last or self.state["stopped"]):
                     self._checkpoint()
         finally:
             bar.close()
