@@ -458,3 +458,16 @@ def test_a_run_stopped_early_at_a_checkpoint_step_writes_its_checkpoint_once(tmp
     assert steps == [4, 8, 12]
     names = [p.name for p in (tmp_path / "run" / CHECKPOINT_DIR).iterdir()]
     assert sorted(names) == [CHECKPOINT_JSON, "state-00000012.safetensors"]
+
+
+def test_a_run_configured_with_tuples_resumes_from_the_same_config(tmp_path):
+    """The checkpoint's JSON holds ``hidden=(8,)`` as ``[8]``; the config the run was started with resumes it
+    (was: refused, ``model_options is {'hidden': (8,)} but the checkpoint has {'hidden': [8]}``)."""
+    cfg = config(tmp_path, "run")
+    cfg.model_options = {"layers": 2, "hidden": (8,)}
+    with pytest.raises(Interrupted):
+        train(cfg, callbacks=[recorder({}, stop_at=12)])
+    assert train(cfg, resume=True)["steps"] == 20
+    cfg.model_options = {"layers": 2, "hidden": (4,)}
+    with pytest.raises(TrainingError, match=r"cannot resume: model_options is \{'layers': 2, 'hidden': \(4,\)\}"):
+        train(cfg, resume=True)

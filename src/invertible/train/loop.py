@@ -77,6 +77,15 @@ Callback = Callable[[int, dict[str, float]], None]
 _FIXED_ON_RESUME = ("model", "model_options", "data", "data_options", "batch_size", "seed", "ema")
 
 
+def _as_recorded(value: Any) -> Any:
+    """``value`` as the checkpoint's JSON gives it back: tuples as lists, also inside lists and mappings."""
+    if isinstance(value, (list, tuple)):
+        return [_as_recorded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_recorded(v) for k, v in value.items()}
+    return value
+
+
 def _setting(value: Any) -> str:
     """A setting as a flag or config file writes it: ``none`` for an unset one, else its repr."""
     return "none" if value is None else repr(value)
@@ -213,9 +222,8 @@ class _Trainer:
     def _restore(self) -> None:
         ckpt = load_checkpoint(self.run_dir)
         for key in _FIXED_ON_RESUME:
-            saved = ckpt.config.get(key)
-            if saved != getattr(self.config, key):
-                now = getattr(self.config, key)
+            saved, now = ckpt.config.get(key), getattr(self.config, key)
+            if saved != _as_recorded(now):  # `hidden=(8, 8)` from Python is the `[8, 8]` the JSON holds
                 raise TrainingError(f"cannot resume: {key} is {_setting(now)} but the checkpoint has {_setting(saved)}")
         if self.config.steps < ckpt.step:
             raise TrainingError(f"cannot resume: steps is {self.config.steps} but the run has done {ckpt.step}")
