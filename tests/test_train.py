@@ -411,3 +411,13 @@ def test_a_non_finite_gradient_of_a_finite_loss_stops_before_the_weights_take_it
     assert all(v.isfinite().all() for v in ckpt.model.values() if v.is_floating_point())
     backward["poison"] = False
     assert train(cfg, resume=True)["steps"] == 6
+
+
+def test_train_refuses_a_config_or_callbacks_of_the_wrong_kind(tmp_path):
+    with pytest.raises(TypeError, match="train needs a TrainConfig, got dict"):
+        train({"data": "engine-gauss", "out": str(tmp_path / "run")})
+    with pytest.raises(TypeError, match="callbacks must be a sequence of callables"):
+        train(tiny_config(tmp_path), callbacks=lambda step, out: None)
+    with pytest.raises(TypeError, match="callbacks must be a sequence of callables"):
+        train(tiny_config(tmp_path), callbacks=["print"])
+    assert not (tmp_path / "run").exists()

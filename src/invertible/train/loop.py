@@ -550,6 +550,11 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
     The number of torch threads is set for the run (see ``TrainConfig.threads``)
     and restored afterwards.
     """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"train needs a TrainConfig, got {type(config).__name__}; build one with "
+                        "TrainConfig(...) or TrainConfig.from_dict(settings)")
+    if callable(callbacks) or not all(callable(c) for c in callbacks):
+        raise TypeError(f"callbacks must be a sequence of callables callback(steps_done, metrics), got {callbacks!r}")
     config.validate()
     runtime = setup(config.device)
     threads = torch.get_num_threads()
