@@ -421,3 +421,13 @@ def test_train_refuses_a_config_or_callbacks_of_the_wrong_kind(tmp_path):
     with pytest.raises(TypeError, match="callbacks must be a sequence of callables"):
         train(tiny_config(tmp_path), callbacks=["print"])
     assert not (tmp_path / "run").exists()
+
+
+def test_a_directory_holding_a_saved_model_is_not_overwritten(tmp_path):
+    """``Flow.save(DIR)`` then ``train --out DIR``: was the saved weights silently replaced by the run's."""
+    invertible.models.build("realnvp", features=2, layers=2, hidden=[4]).save(tmp_path / "run")
+    weights = (tmp_path / "run" / "model.safetensors").read_bytes()
+    with pytest.raises(TrainingError, match=r"holds a saved model \(model.json\) that the run would overwrite"):
+        train(tiny_config(tmp_path, steps=2, eval_every=2))
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == weights
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["model.json", "model.safetensors"]

@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 from ..core import Flow
 from ..data import SPLITS, DataBundle
 from ..data.fingerprint import changed_splits, data_fingerprint
-from ..persistence import atomic_write, write_json
+from ..persistence import MODEL_JSON, atomic_write, write_json
 from .build import (adopt_fitted_state, build_flow, data_path, fitted_state, load_bundle, raw_dequantizer,
                     reopened_data, save_preprocess, trainable_preprocess)
 from .batches import BatchPlan
@@ -152,6 +152,9 @@ class _Trainer:
             raise TrainingError(f"nothing to resume: no checkpoint in {self.run_dir}")
         if not resume and (has_checkpoint(self.run_dir) or (self.run_dir / "summary.json").exists()):
             raise TrainingError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out")
+        if not resume and (self.run_dir / MODEL_JSON).exists():  # a run writes its model after its checkpoint
+            raise TrainingError(f"{self.run_dir} holds a saved model ({MODEL_JSON}) that the run would overwrite; "
+                                "choose another --out")
         seed_everything(config.seed)
         #: the dataset as read: ``config.data``, or on resume the absolute path the checkpoint recorded for it
         self.data_source = self._data_source(resume)
