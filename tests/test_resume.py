@@ -415,3 +415,59 @@ def test_patience_first_turned_on_at_a_resume_counts_from_the_resume(tmp_path):
     val = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     best = {r["step"]: r["val_nll"] for r in val if r["split"] == "val"}
     assert summary["best_val_nll"] == best[16]
+
+
+def test_a_checkpoint_rewritten_at_its_step_leaves_the_committed_one_whole_when_its_record_fails(tmp_path, monkeypatch):
+    """A finished run resumed without patience writes its step-20 checkpoint again, without the best weights. A full
+    disk at the record (the tensors written) leaves the committed checkpoint readable; was: its tensor file replaced,
+    the record's SHA-256 no longer matched, and the run could not be resumed."""
+    from invertible.train import checkpoint
+
+    train(config(tmp_path, "run"))
+    before = load_checkpoint(tmp_path / "run")
+    assert before.step == 20 and before.best is not None
+
+    def full_disk(path, obj):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(checkpoint, "write_json", full_disk)
+    unlimited = config(tmp_path, "run")
+    unlimited.patience = None
+    with pytest.raises(OSError, match="No space left"):
+        train(unlimited, resume=True)
+    monkeypatch.undo()
+    after = load_checkpoint(tmp_path / "run")
+    assert after.step == 20 and after.best is not None
+    assert all(torch.equal(after.model[k], v) for k, v in before.model.items())
+    summary = train(unlimited, resume=True)  # the disk freed, the rewrite goes through and clears the other file
+    assert summary["steps"] == 20 and load_checkpoint(tmp_path / "run").best is None
+    assert len(list((tmp_path / "run" / CHECKPOINT_DIR).glob("state-*.safetensors"))) == 1
+
+
+def test_a_run_stopped_early_at_a_checkpoint_step_writes_its_checkpoint_once(tmp_path, monkeypatch):
+    """Early stopping at step 12, a multiple of checkpoint_every: the checkpoint after the loop is the only one
+    of step 12, under its usual name."""
+    from invertible.train import loop
+
+    steps: list[int] = []
+    save = loop.save_checkpoint
+    monkeypatch.setattr(loop, "save_checkpoint", lambda run, ckpt: steps.append(ckpt.step) or save(run, ckpt))
+    cfg = early_stopping(tmp_path)
+    cfg.checkpoint_every = 4
+    assert train(cfg)["steps"] == 12
+    assert steps == [4, 8, 12]
+    names = [p.name for p in (tmp_path / "run" / CHECKPOINT_DIR).iterdir()]
+    assert sorted(names) == [CHECKPOINT_JSON, "state-00000012.safetensors"]
+
+
+def test_a_run_configured_with_tuples_resumes_from_the_same_config(tmp_path):
+    """The checkpoint's JSON holds ``hidden=(8,)`` as ``[8]``; the config the run was started with resumes it
+    (was: refused, ``model_options is {'hidden': (8,)} but the checkpoint has {'hidden': [8]}``)."""
+    cfg = config(tmp_path, "run")
+    cfg.model_options = {"layers": 2, "hidden": (8,)}
+    with pytest.raises(Interrupted):
+        train(cfg, callbacks=[recorder({}, stop_at=12)])
+    assert train(cfg, resume=True)["steps"] == 20
+    cfg.model_options = {"layers": 2, "hidden": (4,)}
+    with pytest.raises(TrainingError, match=r"cannot resume: model_options is \{'layers': 2, 'hidden': \(4,\)\}"):
+        train(cfg, resume=True)

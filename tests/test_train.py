@@ -382,3 +382,52 @@ def test_an_early_stop_logs_the_training_loss_of_its_last_steps(tmp_path):
     train_lines = [r for r in lines if r["split"] == "train"]
     assert [r["step"] for r in train_lines] == [3, 6, 8]
     assert train_lines[-1]["loss"] == pytest.approx((seen[6] + seen[7]) / 2)
+
+
+@pytest.mark.parametrize("grad_clip", [None, 5.0])
+def test_a_non_finite_gradient_of_a_finite_loss_stops_before_the_weights_take_it(tmp_path, monkeypatch, grad_clip):
+    """An overflow in the backward pass of step 3 (its loss finite) ends the run at step 3, naming the gradient
+    norm; the checkpoint of step 2 stays the last one, finite, and resumes once the gradient is finite again."""
+    from invertible.train import loop
+
+    build, backward = loop.build_flow, {"calls": 0, "poison": True}
+
+    def poisoned(*args, **kwargs):
+        flow = build(*args, **kwargs)
+
+        def hook(grad):
+            backward["calls"] += 1
+            return grad * math.inf if backward["poison"] and backward["calls"] == 3 else grad
+
+        next(flow.parameters()).register_hook(hook)
+        return flow
+
+    monkeypatch.setattr(loop, "build_flow", poisoned)
+    cfg = tiny_config(tmp_path, steps=6, checkpoint_every=1, grad_clip=grad_clip)
+    with pytest.raises(TrainingError, match=r"diverged at step 3: the loss is [-+.e\d]+ but its gradient norm is (inf|nan)"):
+        train(cfg)
+    ckpt = load_checkpoint(tmp_path / "run")
+    assert ckpt.step == 2
+    assert all(v.isfinite().all() for v in ckpt.model.values() if v.is_floating_point())
+    backward["poison"] = False
+    assert train(cfg, resume=True)["steps"] == 6
+
+
+def test_train_refuses_a_config_or_callbacks_of_the_wrong_kind(tmp_path):
+    with pytest.raises(TypeError, match="train needs a TrainConfig, got dict"):
+        train({"data": "engine-gauss", "out": str(tmp_path / "run")})
+    with pytest.raises(TypeError, match="callbacks must be a sequence of callables"):
+        train(tiny_config(tmp_path), callbacks=lambda step, out: None)
+    with pytest.raises(TypeError, match="callbacks must be a sequence of callables"):
+        train(tiny_config(tmp_path), callbacks=["print"])
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_directory_holding_a_saved_model_is_not_overwritten(tmp_path):
+    """``Flow.save(DIR)`` then ``train --out DIR``: was the saved weights silently replaced by the run's."""
+    invertible.models.build("realnvp", features=2, layers=2, hidden=[4]).save(tmp_path / "run")
+    weights = (tmp_path / "run" / "model.safetensors").read_bytes()
+    with pytest.raises(TrainingError, match=r"holds a saved model \(model.json\) that the run would overwrite"):
+        train(tiny_config(tmp_path, steps=2, eval_every=2))
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == weights
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["model.json", "model.safetensors"]

@@ -9,7 +9,8 @@ Layout of ``RUN/checkpoint/``::
                                  the fingerprint of the data trained on
 
 Both files are written to a temporary name, flushed to the disk and renamed into place, the tensors
-first. ``checkpoint.json`` is the commit record: until it is replaced it points
+first, never onto the committed checkpoint's tensor file (a checkpoint written again at its step goes to
+``state-<step>.1.safetensors``). ``checkpoint.json`` is the commit record: until it is replaced it points
 at the previous, complete tensor file, so an interruption at any moment leaves
 either the old or the new checkpoint, never a mixture; a file whose hash does
 not match is reported as corrupt.
@@ -126,7 +127,7 @@ def save_checkpoint(run_dir: str | Path, ckpt: Checkpoint) -> Path:
     numpy_state = dict(rng.pop("numpy"))
     tensors["rng.numpy"] = _cpu(numpy_state.pop("keys"))
 
-    name = f"state-{ckpt.step:08d}.safetensors"
+    name = _tensor_file_name(directory, ckpt.step)
     atomic_write(directory / name, lambda tmp: save_file(tensors, tmp))
     record = {
         "format": FORMAT_VERSION,
@@ -156,6 +157,21 @@ def save_checkpoint(run_dir: str | Path, ckpt: Checkpoint) -> Path:
         if old.name != name:
             old.unlink()
     return directory
+
+
+def _tensor_file_name(directory: Path, step: int) -> str:
+    """``state-<step>.safetensors``, or ``state-<step>.1.safetensors`` when the committed checkpoint is the former.
+
+    A checkpoint written again at the step of the committed one (a resume of a finished run, which may drop its
+    best weights) must not replace the tensors the committed record points to: were the record not replaced in
+    turn (a full disk, a kill), the record would no longer match its tensors and the run could not be resumed.
+    """
+    name = f"state-{step:08d}.safetensors"
+    try:
+        committed = read_json(directory / CHECKPOINT_JSON, "checkpoint record").get("tensors")
+    except (OSError, ValueError):
+        committed = None
+    return f"state-{step:08d}.1.safetensors" if committed == name else name
 
 
 def has_checkpoint(run_dir: str | Path) -> bool:

@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 from ..core import Flow
 from ..data import SPLITS, DataBundle
 from ..data.fingerprint import changed_splits, data_fingerprint
-from ..persistence import atomic_write, write_json
+from ..persistence import MODEL_JSON, atomic_write, write_json
 from .build import (adopt_fitted_state, build_flow, data_path, fitted_state, load_bundle, raw_dequantizer,
                     reopened_data, save_preprocess, trainable_preprocess)
 from .batches import BatchPlan
@@ -75,6 +75,15 @@ Callback = Callable[[int, dict[str, float]], None]
 #: average, would mix two averages or throw the kept one away). Early stopping (``patience``,
 #: ``min_delta``) may change: :meth:`_Trainer._restore` applies the new values.
 _FIXED_ON_RESUME = ("model", "model_options", "data", "data_options", "batch_size", "seed", "ema")
+
+
+def _as_recorded(value: Any) -> Any:
+    """``value`` as the checkpoint's JSON gives it back: tuples as lists, also inside lists and mappings."""
+    if isinstance(value, (list, tuple)):
+        return [_as_recorded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_recorded(v) for k, v in value.items()}
+    return value
 
 
 def _setting(value: Any) -> str:
@@ -143,6 +152,9 @@ class _Trainer:
             raise TrainingError(f"nothing to resume: no checkpoint in {self.run_dir}")
         if not resume and (has_checkpoint(self.run_dir) or (self.run_dir / "summary.json").exists()):
             raise TrainingError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out")
+        if not resume and (self.run_dir / MODEL_JSON).exists():  # a run writes its model after its checkpoint
+            raise TrainingError(f"{self.run_dir} holds a saved model ({MODEL_JSON}) that the run would overwrite; "
+                                "choose another --out")
         seed_everything(config.seed)
         #: the dataset as read: ``config.data``, or on resume the absolute path the checkpoint recorded for it
         self.data_source = self._data_source(resume)
@@ -213,9 +225,8 @@ class _Trainer:
     def _restore(self) -> None:
         ckpt = load_checkpoint(self.run_dir)
         for key in _FIXED_ON_RESUME:
-            saved = ckpt.config.get(key)
-            if saved != getattr(self.config, key):
-                now = getattr(self.config, key)
+            saved, now = ckpt.config.get(key), getattr(self.config, key)
+            if saved != _as_recorded(now):  # `hidden=(8, 8)` from Python is the `[8, 8]` the JSON holds
                 raise TrainingError(f"cannot resume: {key} is {_setting(now)} but the checkpoint has {_setting(saved)}")
         if self.config.steps < ckpt.step:
             raise TrainingError(f"cannot resume: steps is {self.config.steps} but the run has done {ckpt.step}")
@@ -362,7 +373,12 @@ class _Trainer:
         with _compiler_errors():  # with ``compile``, the first backward compiles the backward graph
             loss.backward()
         max_norm = cfg.grad_clip if cfg.grad_clip is not None else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, max_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, max_norm).item()
+        if not math.isfinite(grad_norm):  # Adam would write it into the weights, and a checkpoint keep them
+            raise TrainingError(
+                f"training diverged at step {self.step + 1}: the loss is {global_loss} but its gradient norm is "
+                f"{grad_norm}; lower lr, add warmup or set grad_clip"
+            )
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.flow)
@@ -371,7 +387,7 @@ class _Trainer:
         self.step += 1
         if self.compiled_model is not None:
             self.model = self.compiled_model
-        out = {"loss": global_loss, "lr": lr, "grad_norm": grad_norm.item()}
+        out = {"loss": global_loss, "lr": lr, "grad_norm": grad_norm}
         if self.bundle.levels is not None:
             ladj = 0.0 if self.bundle.raw else mean_over_ranks(self.rt, preprocess_ladj(self.bundle, x).mean()).item()
             raw = out["loss"] - ladj
@@ -464,7 +480,7 @@ class _Trainer:
                 for callback in callbacks:
                     callback(self.step, out)
                 self.state["wall_time_s"] = time.perf_counter() - started
-                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not last:
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not (last or self.state["stopped"]):
                     self._checkpoint()
         finally:
             bar.close()
@@ -537,6 +553,11 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
     The number of torch threads is set for the run (see ``TrainConfig.threads``)
     and restored afterwards.
     """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"train needs a TrainConfig, got {type(config).__name__}; build one with "
+                        "TrainConfig(...) or TrainConfig.from_dict(settings)")
+    if callable(callbacks) or not all(callable(c) for c in callbacks):
+        raise TypeError(f"callbacks must be a sequence of callables callback(steps_done, metrics), got {callbacks!r}")
     config.validate()
     runtime = setup(config.device)
     threads = torch.get_num_threads()
