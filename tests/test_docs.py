@@ -1,6 +1,7 @@
 """The examples of README.md and docs/*.md: every Python snippet runs (with its training loops cut
-to a few steps), and every ``invertible`` command line parses, with -m / -d keys its preset and
-dataset take."""
+to a few steps), every ``invertible`` command line parses, with -m / -d keys its preset and
+dataset take, every ``python -m bench`` command parses, every results file cited exists, and the
+settings table of docs/engine.md has TrainConfig's fields, flags and defaults."""
 
 from __future__ import annotations
 
