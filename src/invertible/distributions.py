@@ -103,8 +103,8 @@ class MixtureOfGaussians(_Base):
 
         log p(z) = sum_d log sum_k w_dk N(z_d; mu_dk, sigma_dk^2).
 
-    The base of "MAF MoG"-style models (Papamakarios et al. 2017) with one
-    mixture per coordinate. Means start spread over ``[-1, 1]``, scales at 1 and
+    A per-coordinate form of the base of "MAF MoG" (Papamakarios et al. 2017), whose base is a MADE MoG:
+    a mixture for each conditional ``p(z_d | z_<d)``. Means start spread over ``[-1, 1]``, scales at 1 and
     weights equal. ``rsample`` picks components without gradient and
     reparameterises the Gaussian draw, so gradients reach the means and scales
     but not the weights (a discrete choice has no pathwise gradient).

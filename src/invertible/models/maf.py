@@ -75,7 +75,8 @@ class MAF(Flow):
         permutation: ``"reverse"`` (orders alternate) or ``"random"`` (a random order per layer).
         batch_norm: a :class:`BatchNorm` between consecutive layers (as in the MAF paper).
         base: ``"normal"``, ``"diagonal_normal"``, ``"logistic"`` or ``"mog"``
-            (per-dimension mixture of ``components`` Gaussians, the MAF MoG option).
+            (a mixture of ``components`` Gaussians per dimension, independent across dimensions; the paper's
+            "MAF MoG" has a MADE MoG base instead, a mixture for each conditional ``p(z_d | z_<d)``).
         components: mixture components when ``base="mog"``.
         scale: log-scale function of each layer (see :class:`MaskedAffineAutoregressive`).
         init: each layer's start, ``"shear"`` or ``"identity"`` (see
