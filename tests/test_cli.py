@@ -221,7 +221,7 @@ def test_eval_on_other_data_names_the_run_options_it_drops(tmp_path, capsys):
     run = tmp_path / "cond"
     assert main([*TRAIN, "-d", "conditional=true", "--out", str(run)]) == 0
     capsys.readouterr()
-    assert_error(capsys, "(the run was trained with -d conditional, which --data does not carry over)",
+    assert_error(capsys, "(the run was trained with -d conditional=true, which --data does not carry over)",
                  "eval", run, "--data", "engine-gauss")
     code, out, _ = run_cli(capsys, "eval", run, "--data", "engine-gauss", "-d", "conditional=true")
     assert code == 0 and "test_nll" in json.loads(out)

@@ -171,7 +171,7 @@ def test_a_run_without_preprocessing_refuses_standardised_data(plain_run, capsys
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert err.startswith(f"error: {run} was trained on data with no preprocessing, but dataset 't.npy' has a "
                           "standardisation of 2 features")
-    assert err.rstrip().endswith("(the run was trained with -d standardize, which --data does not carry over)")
+    assert err.rstrip().endswith("(the run was trained with -d standardize=false, which --data does not carry over)")
     code, out, err = _cli(capsys, "eval", run, "--data", table, "-d", "standardize=false")
     assert code == 0 and err == "" and json.loads(out)["test_nll"] == summary["test_nll"]
     code, out, err = _cli(capsys, "eval", run, "--seed", 5)  # the run's own options: no preprocessing, no note
@@ -285,7 +285,7 @@ def test_images_of_another_logit_are_refused(image_run, capsys) -> None:
     code, _, err = _cli(capsys, "eval", image_run, "--data", "engine-pixels", "-d", f"dequantization={image_run.name}")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "levels and a logit with alpha=0.1, but dataset 'engine-pixels' has" in err and "alpha=0.05" in err
-    assert "(the run was trained with -d alpha, which --data does not carry over)" in err
+    assert "(the run was trained with -d alpha=0.1, which --data does not carry over)" in err
     code, out, err = _cli(capsys, "eval", image_run, "--data", "engine-pixels", "-d", "alpha=0.1",
                           "-d", f"dequantization={image_run.name}")
     assert code == 0 and err == "" and json.loads(out)["test_nll"] == json.loads((image_run / "summary.json").read_text())["test_nll"]

@@ -190,7 +190,15 @@ def _dropped_options(config: dict[str, Any], options: dict[str, Any], data: str 
     try:
         yield
     except ValueError as e:
-        dropped = sorted(set(config.get("data_options") or {}) - set(options)) if data else []
+        given = config.get("data_options") or {}
+        dropped = sorted(set(given) - set(options)) if data else []
         if dropped:
-            raise ValueError(f"{e} (the run was trained with -d {', '.join(dropped)}, which --data does not carry over)") from None
+            flags = " ".join(f"-d {key}={_flag_value(given[key])}" for key in dropped)
+            raise ValueError(f"{e} (the run was trained with {flags}, which --data does not carry over)") from None
         raise
+
+
+def _flag_value(value: Any) -> str:
+    """A data option's value as ``-d KEY=VALUE`` takes it: a string as it is, anything else in JSON
+    (``false``, ``0.1``, ``[8, 8]``), which the flag reads back as YAML."""
+    return value if isinstance(value, str) else json.dumps(value)
