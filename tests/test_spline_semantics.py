@@ -181,8 +181,9 @@ def test_autoregressive_spline_draws_random_hidden_degrees_when_asked() -> None:
     assert drawn.hidden_degrees_0.min() >= 1 and drawn.hidden_degrees_0.max() <= 5
 
 
-@pytest.mark.parametrize("bound", [0.0, -1.0, float("nan")])
-def test_spline_layers_refuse_a_bound_that_is_not_positive(bound: float) -> None:
+@pytest.mark.parametrize("bound", [0.0, -1.0, float("nan"), float("inf")])
+def test_spline_layers_refuse_a_bound_that_is_not_positive_and_finite(bound: float) -> None:
+    """``bound=inf`` (``-m bound=.inf``) made every knot infinite: NaN at the first step, reported as divergence."""
     for make in (lambda: RQSCoupling(alternating_mask(4), hidden=(8,), bound=bound),
                  lambda: MaskedRQSAutoregressive(3, hidden=(8,), bound=bound)):
         with pytest.raises(ValueError, match="bound > 0"):

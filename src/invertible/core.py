@@ -28,6 +28,12 @@ from torch import Tensor, nn
 __all__ = ["Transform", "Compose", "Inverse", "Flow", "FlowDistribution", "sum_except_batch", "vmapped"]
 
 
+def _check_context_features(context_features: int | None) -> None:
+    """``None`` (unconditional) or a size >= 1: a flow conditioned on zero features is one no context can feed."""
+    if context_features is not None and not (isinstance(context_features, int) and context_features >= 1):
+        raise ValueError(f"context_features must be None (unconditional) or an integer >= 1, got {context_features!r}")
+
+
 def sum_except_batch(x: Tensor) -> Tensor:
     """Sum every dimension but the first: per-element log-dets to a ``(batch,)`` vector."""
     return x.reshape(x.shape[0], math.prod(x.shape[1:])).sum(1)  # explicit width: an empty batch too
@@ -239,6 +245,7 @@ class Flow(nn.Module):
         context_features: int | None = None,
         validate: bool = True,
     ):
+        _check_context_features(context_features)
         super().__init__()
         self.transform = transform
         self.base = base

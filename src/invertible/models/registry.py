@@ -14,7 +14,7 @@ import types
 import typing
 from typing import Any, Callable, TypeVar
 
-from ..core import Flow
+from ..core import Flow, _check_context_features
 
 __all__ = ["register", "available", "build", "get", "preset_options", "PRESETS"]
 
@@ -43,9 +43,11 @@ def register(name: str) -> Callable[[F], F]:
 
         @functools.wraps(init)
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            init(self, *args, **kwargs)
             bound = signature.bind(self, *args, **kwargs)
             bound.apply_defaults()
+            # before the networks are sized by it: context_features=-1 would fail inside torch
+            _check_context_features(bound.arguments.get("context_features"))
+            init(self, *args, **kwargs)
             options = {k: v for k, v in bound.arguments.items() if k != "self"}
             extra = options.pop("kwargs", None) or {}
             options.update(extra)

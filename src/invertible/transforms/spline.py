@@ -116,9 +116,12 @@ def rational_quadratic_spline(
 
 
 def _check(bins: int, bound: float) -> None:
-    if bins < 2 or not bound > 0:
-        # one bin from (-B, -B) to (B, B) with unit end slopes is the identity, whatever the network says
-        raise ValueError(f"spline layers need bins >= 2 (one bin is the identity) and bound > 0, got bins={bins}, bound={bound}")
+    if bins < 2 or not 0 < bound < math.inf:
+        # one bin from (-B, -B) to (B, B) with unit end slopes is the identity, whatever the network says;
+        # an infinite bound makes every knot infinite, so log_prob is NaN at the first step
+        raise ValueError(
+            f"spline layers need bins >= 2 (one bin is the identity) and a finite bound > 0, got bins={bins}, bound={bound}"
+        )
 
 
 class RQSCoupling(_MaskedCoupling):
