@@ -96,6 +96,24 @@ def test_bad_options(options: dict) -> None:
         load("moons", **options)
 
 
+@pytest.mark.parametrize("seed", [2.5, 1.0, True, "3", None, -1, 2**64])
+def test_bad_seeds_are_refused_not_truncated_or_wrapped(seed) -> None:
+    """``2.5`` would draw seed 2's data and ``-1`` (wrapped modulo ``2**64`` by torch) seed ``2**64 - 1``'s:
+    a ``ValueError`` naming the seed instead, from ``load`` and from the bundle's sampler."""
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        load("8gaussians", seed=seed, n_train=10, n_val=0, n_test=0)
+    sampler = load("8gaussians", n_train=10, n_val=0, n_test=0).sampler
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        sampler(5, seed)
+
+
+def test_integer_seeds_of_the_whole_range_draw_their_own_data() -> None:
+    b = load("8gaussians", seed=np.int64(7), n_train=10, n_val=0, n_test=0)
+    assert torch.equal(b.train, load("8gaussians", seed=7, n_train=10, n_val=0, n_test=0).train)
+    assert torch.equal(b.sampler(5, np.int64(3)), b.sampler(5, 3))
+    assert not torch.equal(b.sampler(5, 2**64 - 1), b.sampler(5, 0))
+
+
 # -- the FFJORD toys, transcribed independently ---------------------------------------------
 def _ffjord_toy(name: str, n: int, rng: np.random.RandomState) -> np.ndarray:
     """``toy_data.inf_train_gen`` of the FFJORD code (and the scikit-learn makers it calls), in NumPy."""

@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .registry import DataBundle, register_dataset
+from .registry import DataBundle, check_seed, register_dataset
 
 __all__ = ["TOY_SAMPLERS", "TOY_LOG_PROBS", "make_toy_bundle"]
 
@@ -219,7 +219,7 @@ def make_toy_bundle(name: str, seed: int = 0, n_train: int = 50_000, n_val: int 
 
     def sampler(n: int, seed: int = 0) -> Tensor:
         _check_size("n", n, 0)
-        return raw(n, torch.Generator().manual_seed(int(seed))).float()
+        return raw(n, torch.Generator().manual_seed(check_seed(seed))).float()
 
     train, val, test = sampler(sum(sizes), seed).split(sizes)
     return DataBundle(
