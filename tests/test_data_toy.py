@@ -4,6 +4,7 @@ samplers against an independent transcription of FFJORD's ``toy_data``."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -78,6 +79,20 @@ def test_known_values() -> None:
     centre = torch.tensor([[4 / 1.414, 0.0]], dtype=torch.float64)
     sd = 0.5 / 1.414
     assert torch.allclose(TOY_LOG_PROBS["8gaussians"](centre), torch.tensor([-math.log(8 * 2 * math.pi * sd**2)], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", EXACT)
+def test_exact_densities_refuse_points_that_are_not_2d(name: str) -> None:
+    """A transposed batch ``(2, n)`` or points of three coordinates are refused by name, not scored (the rings took
+    the norm over every coordinate, the checkerboard the first two) or broken deep inside torch (8gaussians)."""
+    log_prob = TOY_LOG_PROBS[name]
+    x = TOY_SAMPLERS[name](5, torch.Generator().manual_seed(0))
+    for bad in (x.T.contiguous(), torch.cat([x, x[:, :1]], 1), x[:, :1], x[0, 0]):
+        with pytest.raises(ValueError, match=r"shape \(\.\.\., 2\); got shape " + re.escape(str(tuple(bad.shape)))):
+            log_prob(bad)
+    with pytest.raises(TypeError, match="floating-point"):
+        log_prob(torch.ones(5, 2, dtype=torch.long))
+    assert log_prob(x[0]).shape == () and torch.equal(log_prob(x.reshape(5, 1, 2)), log_prob(x).reshape(5, 1))
 
 
 def test_checkerboard_samples_rounded_onto_an_edge_stay_on_the_support() -> None:

@@ -52,6 +52,17 @@ def _shuffle(x: Tensor, g: torch.Generator) -> Tensor:
     return x[torch.randperm(x.shape[0], generator=g)]
 
 
+def _check_points(x: Tensor) -> None:
+    """``TypeError`` unless ``x`` is a floating-point tensor, ``ValueError`` unless its last dimension holds the
+    two coordinates of a point: the densities would otherwise read a transposed batch ``(2, n)`` or points of
+    another width without a word (the rings take the norm over every coordinate, the checkerboard the first two)."""
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        kind = f"a tensor of dtype {x.dtype}" if isinstance(x, Tensor) else f"a {type(x).__name__}"
+        raise TypeError(f"the toy densities take a floating-point tensor of 2-D points, got {kind}")
+    if x.dim() < 1 or x.shape[-1] != 2:
+        raise ValueError(f"the toy densities take 2-D points, a tensor of shape (..., 2); got shape {tuple(x.shape)}")
+
+
 # -- checkerboard -----------------------------------------------------------------------
 def _checkerboard(n: int, g: torch.Generator) -> Tensor:
     x1 = _uniform(n, g) * 4 - 2
@@ -66,6 +77,7 @@ def _checkerboard_log_prob(x: Tensor) -> Tensor:
     The squares are closed so that a sample rounded onto an edge of its square (the float32
     splits are drawn in float64) stays on the support; the edges have no mass.
     """
+    _check_points(x)
     u = x / 2
     inside = (u.abs() <= 2).all(-1)
     below = (torch.ceil(u) - 1).clamp(-2, 1)  # the squares i <= u <= i + 1 that hold u: i = ceil(u) - 1 and floor(u)
@@ -94,6 +106,7 @@ def _eight_gaussians(n: int, g: torch.Generator) -> Tensor:
 
 
 def _eight_gaussians_log_prob(x: Tensor) -> Tensor:
+    _check_points(x)
     c = _eight_centers(x.dtype, x.device)
     sq = (x.unsqueeze(-2) - c).pow(2).sum(-1) / _EIGHT_STD**2
     comp = -0.5 * sq - _LOG_2PI - 2 * math.log(_EIGHT_STD)
@@ -113,6 +126,7 @@ def _ring_sampler(radii: tuple[float, ...], sigma: float) -> Sampler:
 
 def _ring_log_prob(radii: tuple[float, ...], sigma: float) -> Callable[[Tensor], Tensor]:
     def log_prob(x: Tensor) -> Tensor:
+        _check_points(x)
         rho = x.norm(dim=-1, keepdim=True)
         r = torch.tensor(radii, dtype=x.dtype, device=x.device)
         s2 = sigma**2
