@@ -43,6 +43,19 @@ def test_splits_shapes_and_seeding(name: str) -> None:
     assert 0.5 < b.train.std(0).min() and b.train.abs().max() < 8
 
 
+@pytest.mark.parametrize("seed", [0, 5])
+def test_fresh_samples_do_not_replay_the_splits(seed: int) -> None:
+    """``bundle.sampler(n, seed)`` with the data seed (both default to 0) drew from the splits' own stream: the
+    checkerboard's first coordinates and the 8gaussians' components of the first training rows came back."""
+    cb = load("checkerboard", seed=seed, n_train=2000, n_val=0, n_test=0)
+    fresh = cb.sampler(2000, seed)
+    assert float((fresh[:, 0] == cb.train[:, 0]).double().mean()) < 0.01
+    g8 = load("8gaussians", seed=seed, n_train=2000, n_val=0, n_test=0)
+    component = lambda x: torch.atan2(x[:, 1], x[:, 0]).div(math.pi / 4).round().remainder(8)  # noqa: E731
+    same = float((component(g8.sampler(2000, seed)) == component(g8.train)).double().mean())
+    assert abs(same - 1 / 8) < 0.05  # independent draws agree on 1 in 8 components
+
+
 @pytest.mark.parametrize("name", EXACT)
 def test_exact_density_integrates_to_one(name: str) -> None:
     p = TOY_LOG_PROBS[name](GRID).exp()
