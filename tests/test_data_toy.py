@@ -4,6 +4,7 @@ samplers against an independent transcription of FFJORD's ``toy_data``."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -40,6 +41,19 @@ def test_splits_shapes_and_seeding(name: str) -> None:
     assert (b.log_prob is not None) == (name in EXACT)
     # the data have the spread of the FFJORD toys: within a few units of the origin
     assert 0.5 < b.train.std(0).min() and b.train.abs().max() < 8
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_fresh_samples_do_not_replay_the_splits(seed: int) -> None:
+    """``bundle.sampler(n, seed)`` with the data seed (both default to 0) drew from the splits' own stream: the
+    checkerboard's first coordinates and the 8gaussians' components of the first training rows came back."""
+    cb = load("checkerboard", seed=seed, n_train=2000, n_val=0, n_test=0)
+    fresh = cb.sampler(2000, seed)
+    assert float((fresh[:, 0] == cb.train[:, 0]).double().mean()) < 0.01
+    g8 = load("8gaussians", seed=seed, n_train=2000, n_val=0, n_test=0)
+    component = lambda x: torch.atan2(x[:, 1], x[:, 0]).div(math.pi / 4).round().remainder(8)  # noqa: E731
+    same = float((component(g8.sampler(2000, seed)) == component(g8.train)).double().mean())
+    assert abs(same - 1 / 8) < 0.05  # independent draws agree on 1 in 8 components
 
 
 @pytest.mark.parametrize("name", EXACT)
@@ -80,6 +94,20 @@ def test_known_values() -> None:
     assert torch.allclose(TOY_LOG_PROBS["8gaussians"](centre), torch.tensor([-math.log(8 * 2 * math.pi * sd**2)], dtype=torch.float64))
 
 
+@pytest.mark.parametrize("name", EXACT)
+def test_exact_densities_refuse_points_that_are_not_2d(name: str) -> None:
+    """A transposed batch ``(2, n)`` or points of three coordinates are refused by name, not scored (the rings took
+    the norm over every coordinate, the checkerboard the first two) or broken deep inside torch (8gaussians)."""
+    log_prob = TOY_LOG_PROBS[name]
+    x = TOY_SAMPLERS[name](5, torch.Generator().manual_seed(0))
+    for bad in (x.T.contiguous(), torch.cat([x, x[:, :1]], 1), x[:, :1], x[0, 0]):
+        with pytest.raises(ValueError, match=r"shape \(\.\.\., 2\); got shape " + re.escape(str(tuple(bad.shape)))):
+            log_prob(bad)
+    with pytest.raises(TypeError, match="floating-point"):
+        log_prob(torch.ones(5, 2, dtype=torch.long))
+    assert log_prob(x[0]).shape == () and torch.equal(log_prob(x.reshape(5, 1, 2)), log_prob(x).reshape(5, 1))
+
+
 def test_checkerboard_samples_rounded_onto_an_edge_stay_on_the_support() -> None:
     """The float32 splits are drawn in float64: a point within half an ulp of its square's edge lands on it."""
     cb = TOY_LOG_PROBS["checkerboard"]
@@ -94,6 +122,24 @@ def test_checkerboard_samples_rounded_onto_an_edge_stay_on_the_support() -> None
 def test_bad_options(options: dict) -> None:
     with pytest.raises(ValueError):
         load("moons", **options)
+
+
+@pytest.mark.parametrize("seed", [2.5, 1.0, True, "3", None, -1, 2**64])
+def test_bad_seeds_are_refused_not_truncated_or_wrapped(seed) -> None:
+    """``2.5`` would draw seed 2's data and ``-1`` (wrapped modulo ``2**64`` by torch) seed ``2**64 - 1``'s:
+    a ``ValueError`` naming the seed instead, from ``load`` and from the bundle's sampler."""
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        load("8gaussians", seed=seed, n_train=10, n_val=0, n_test=0)
+    sampler = load("8gaussians", n_train=10, n_val=0, n_test=0).sampler
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        sampler(5, seed)
+
+
+def test_integer_seeds_of_the_whole_range_draw_their_own_data() -> None:
+    b = load("8gaussians", seed=np.int64(7), n_train=10, n_val=0, n_test=0)
+    assert torch.equal(b.train, load("8gaussians", seed=7, n_train=10, n_val=0, n_test=0).train)
+    assert torch.equal(b.sampler(5, np.int64(3)), b.sampler(5, 3))
+    assert not torch.equal(b.sampler(5, 2**64 - 1), b.sampler(5, 0))
 
 
 # -- the FFJORD toys, transcribed independently ---------------------------------------------

@@ -25,13 +25,14 @@ without bias on the test split; this is the "KL gap" ``NLL(test) - H(p)``.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-from .registry import DataBundle, register_dataset
+from .registry import DataBundle, check_seed, register_dataset
 
 __all__ = ["TOY_SAMPLERS", "TOY_LOG_PROBS", "make_toy_bundle"]
 
@@ -52,6 +53,17 @@ def _shuffle(x: Tensor, g: torch.Generator) -> Tensor:
     return x[torch.randperm(x.shape[0], generator=g)]
 
 
+def _check_points(x: Tensor) -> None:
+    """``TypeError`` unless ``x`` is a floating-point tensor, ``ValueError`` unless its last dimension holds the
+    two coordinates of a point: the densities would otherwise read a transposed batch ``(2, n)`` or points of
+    another width without a word (the rings take the norm over every coordinate, the checkerboard the first two)."""
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        kind = f"a tensor of dtype {x.dtype}" if isinstance(x, Tensor) else f"a {type(x).__name__}"
+        raise TypeError(f"the toy densities take a floating-point tensor of 2-D points, got {kind}")
+    if x.dim() < 1 or x.shape[-1] != 2:
+        raise ValueError(f"the toy densities take 2-D points, a tensor of shape (..., 2); got shape {tuple(x.shape)}")
+
+
 # -- checkerboard -----------------------------------------------------------------------
 def _checkerboard(n: int, g: torch.Generator) -> Tensor:
     x1 = _uniform(n, g) * 4 - 2
@@ -66,6 +78,7 @@ def _checkerboard_log_prob(x: Tensor) -> Tensor:
     The squares are closed so that a sample rounded onto an edge of its square (the float32
     splits are drawn in float64) stays on the support; the edges have no mass.
     """
+    _check_points(x)
     u = x / 2
     inside = (u.abs() <= 2).all(-1)
     below = (torch.ceil(u) - 1).clamp(-2, 1)  # the squares i <= u <= i + 1 that hold u: i = ceil(u) - 1 and floor(u)
@@ -94,6 +107,7 @@ def _eight_gaussians(n: int, g: torch.Generator) -> Tensor:
 
 
 def _eight_gaussians_log_prob(x: Tensor) -> Tensor:
+    _check_points(x)
     c = _eight_centers(x.dtype, x.device)
     sq = (x.unsqueeze(-2) - c).pow(2).sum(-1) / _EIGHT_STD**2
     comp = -0.5 * sq - _LOG_2PI - 2 * math.log(_EIGHT_STD)
@@ -113,6 +127,7 @@ def _ring_sampler(radii: tuple[float, ...], sigma: float) -> Sampler:
 
 def _ring_log_prob(radii: tuple[float, ...], sigma: float) -> Callable[[Tensor], Tensor]:
     def log_prob(x: Tensor) -> Tensor:
+        _check_points(x)
         rho = x.norm(dim=-1, keepdim=True)
         r = torch.tensor(radii, dtype=x.dtype, device=x.device)
         s2 = sigma**2
@@ -206,11 +221,19 @@ def _check_size(name: str, value: int, minimum: int) -> int:
     return value
 
 
+def _sampler_seed(seed: int) -> int:
+    """The generator seed of ``bundle.sampler(n, seed)``: the first 8 bytes of a SHA-256 of ``seed``, so that fresh
+    samples do not replay the draws of the splits, which use the data seed itself (with it, ``sampler(n, 0)``
+    repeated the first coordinates of the checkerboard's seed-0 training rows and the components of 8gaussians')."""
+    return int.from_bytes(hashlib.sha256(f"toy sampler {seed}".encode()).digest()[:8], "little")
+
+
 def make_toy_bundle(name: str, seed: int = 0, n_train: int = 50_000, n_val: int = 5_000, n_test: int = 10_000) -> DataBundle:
     """Draw train/validation/test splits of the toy ``name`` (float32) from one seeded stream.
 
     The same seed gives the same splits; ``bundle.sampler(n, seed)`` draws fresh
-    float32 samples, and ``bundle.log_prob`` is the exact density where known.
+    float32 samples (from a stream of its own, :func:`_sampler_seed`, whatever the
+    seeds), and ``bundle.log_prob`` is the exact density where known.
     """
     if name not in TOY_SAMPLERS:
         raise ValueError(f"unknown toy dataset {name!r}; choose from {sorted(TOY_SAMPLERS)}")
@@ -219,9 +242,9 @@ def make_toy_bundle(name: str, seed: int = 0, n_train: int = 50_000, n_val: int 
 
     def sampler(n: int, seed: int = 0) -> Tensor:
         _check_size("n", n, 0)
-        return raw(n, torch.Generator().manual_seed(int(seed))).float()
+        return raw(n, torch.Generator().manual_seed(_sampler_seed(check_seed(seed)))).float()
 
-    train, val, test = sampler(sum(sizes), seed).split(sizes)
+    train, val, test = raw(sum(sizes), torch.Generator().manual_seed(check_seed(seed))).float().split(sizes)
     return DataBundle(
         name=name,
         train=train.contiguous(),
