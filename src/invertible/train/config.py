@@ -165,6 +165,8 @@ class TrainConfig:
         _int("log_every", self.log_every, minimum=1)
         _int("checkpoint_every", self.checkpoint_every, minimum=0)
         _int("seed", self.seed, minimum=0)
+        if self.seed >= 2**32:  # the global NumPy generator is seeded too, and takes no larger seed
+            raise ValueError(f"seed must be < 2**32 (NumPy's global generator is seeded with it), got {self.seed}")
         if not isinstance(self.device, str) or not _DEVICE.match(self.device):
             raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         if not isinstance(self.model, str) or not self.model:
