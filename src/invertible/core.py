@@ -202,7 +202,8 @@ class Compose(Transform):
     """``f = f_K o ... o f_1``: applies its transforms in order, adding their log-dets.
 
     ``Compose(a, b)`` runs ``a`` then ``b`` in the forward (normalizing) direction
-    and ``b.inverse`` then ``a.inverse`` when inverting.
+    and ``b.inverse`` then ``a.inverse`` when inverting. ``Compose()`` is the identity.
+    A step that fails on its input raises a :class:`LayerError` naming the step and the shapes.
     """
 
     def __init__(self, *transforms: Transform | Iterable[Transform]):
