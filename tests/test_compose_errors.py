@@ -129,3 +129,9 @@ def test_flow_and_inverse_refuse_what_is_not_a_transform():
         Flow(T.LULinear(2), torch.distributions.Normal(0.0, 1.0))
     with pytest.raises(TypeError, match="Inverse takes a Transform, got Linear"):
         Inverse(torch.nn.Linear(2, 2))
+
+
+def test_a_step_given_what_is_not_a_tensor_is_named_with_its_type():
+    with pytest.raises(LayerError, match=r"step 0 \(LULinear\) failed in forward on an input of shape \(2, 3\) and a "
+                                         r"context of shape list"):
+        Compose([T.LULinear(4)])(torch.randn(2, 3), [1.0, 2.0])

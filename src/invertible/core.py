@@ -99,8 +99,8 @@ class LayerError(ValueError):
                  cause: BaseException):
         self.path = [where]
         self.direction = direction
-        given = f"an input of shape {tuple(x.shape)}"
-        given += " and no context" if context is None else f" and a context of shape {tuple(context.shape)}"
+        given = f"an input of shape {_shape_of(x)}"
+        given += " and no context" if context is None else f" and a context of shape {_shape_of(context)}"
         self.given = given + "".join(f" ({hint})" for hint in _misfits(layer, x, context))
         self.cause = f"{type(cause).__name__}: {cause}" if isinstance(cause, RuntimeError) else str(cause)
         super().__init__(self._message())
@@ -115,11 +115,19 @@ class LayerError(ValueError):
         return self
 
 
+def _shape_of(value: Any) -> tuple[int, ...] | str:
+    """The shape of a tensor (or array), else the name of its type: what an error says a layer was given."""
+    shape = getattr(value, "shape", None)
+    return tuple(shape) if shape is not None else type(value).__name__
+
+
 def _misfits(layer: nn.Module, x: Tensor, context: Tensor | None) -> list[str]:
     """What ``layer`` was built for that ``(x, context)`` is not, as far as its attributes say: its ``features``,
     and the ``context_features`` of the first of its modules (its conditioner) that declares one. Asked only
     once the layer has failed, to name the expected shape beside the one it got."""
     hints = []
+    if not isinstance(x, Tensor) or not (context is None or isinstance(context, Tensor)):
+        return hints
     features = getattr(layer, "features", None)
     if isinstance(features, int) and (x.dim() < 2 or x.shape[1] != features):
         hints.append(f"it was built for {features} features, shape (batch, {features})")
