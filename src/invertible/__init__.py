@@ -7,9 +7,9 @@ classic flows by their papers' names.
 """
 
 from . import distributions, models, transforms
-from .core import Compose, Flow, FlowDistribution, Inverse, Transform
+from .core import Compose, Flow, FlowDistribution, Inverse, LayerError, Transform
 from .persistence import load
 
 __version__ = "0.1.0"
 
-__all__ = ["Transform", "Compose", "Inverse", "Flow", "FlowDistribution", "load", "models", "transforms", "distributions"]
+__all__ = ["Transform", "Compose", "Inverse", "Flow", "FlowDistribution", "LayerError", "load", "models", "transforms", "distributions"]

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Transform", "Compose", "Inverse", "Flow", "FlowDistribution", "sum_except_batch", "vmapped"]
+__all__ = ["Transform", "Compose", "Inverse", "Flow", "FlowDistribution", "LayerError", "sum_except_batch", "vmapped"]
 
 
 def _check_context_features(context_features: int | None) -> None:
@@ -80,6 +80,88 @@ def _set_validate(module: nn.Module, value: bool) -> None:
             m._validate = bool(value)
 
 
+def _layer_name(t: nn.Module) -> str:
+    """``AffineCoupling``, ``Inverse(Squeeze)``: how an error names a layer."""
+    return f"Inverse({_layer_name(t.transform)})" if isinstance(t, Inverse) else type(t).__name__
+
+
+class LayerError(ValueError):
+    """A layer of a flow failed on its input: the message names the layer, where it sits in the
+    composition (``step 2 (Inverse(Compose)) > step 0 (AffineCoupling)``), the direction, and the
+    shapes of the input and context it was given, then the error the layer raised.
+
+    Raised by :class:`Compose` and :class:`Flow` in place of a shape error from deep inside a layer
+    (a layer built for another number of features, or for a context of another width); the
+    original error is its ``__cause__``.
+    """
+
+    def __init__(self, layer: nn.Module, where: str, direction: str, x: Tensor, context: Tensor | None,
+                 cause: BaseException):
+        self.path = [where]
+        self.direction = direction
+        given = f"an input of shape {_shape_of(x)}"
+        given += " and no context" if context is None else f" and a context of shape {_shape_of(context)}"
+        self.given = given + "".join(f" ({hint})" for hint in _misfits(layer, x, context))
+        self.cause = f"{type(cause).__name__}: {cause}" if isinstance(cause, RuntimeError) else str(cause)
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        return f"{' > '.join(self.path)} failed in {self.direction} on {self.given}: {self.cause}"
+
+    def within(self, where: str) -> "LayerError":
+        """The same error, located one composition further out."""
+        self.path.insert(0, where)
+        self.args = (self._message(),)
+        return self
+
+
+def _shape_of(value: Any) -> tuple[int, ...] | str:
+    """The shape of a tensor (or array), else the name of its type: what an error says a layer was given."""
+    shape = getattr(value, "shape", None)
+    return tuple(shape) if shape is not None else type(value).__name__
+
+
+def _misfits(layer: nn.Module, x: Tensor, context: Tensor | None) -> list[str]:
+    """What ``layer`` was built for that ``(x, context)`` is not, as far as its attributes say: its ``features``,
+    and the ``context_features`` of the first of its modules (its conditioner) that declares one. Asked only
+    once the layer has failed, to name the expected shape beside the one it got."""
+    hints = []
+    if not isinstance(x, Tensor) or not (context is None or isinstance(context, Tensor)):
+        return hints
+    features = getattr(layer, "features", None)
+    if isinstance(features, int) and (x.dim() < 2 or x.shape[1] != features):
+        hints.append(f"it was built for {features} features, shape (batch, {features})")
+    for name, m in layer.named_modules():
+        want = getattr(m, "context_features", None)
+        if want is None or not isinstance(want, int):
+            continue
+        if context is None or context.shape[-1] != want:
+            where = "it" if not name else f"its {name} ({type(m).__name__})"
+            hints.append(f"{where} takes a context of shape (batch, {want})")
+        break
+    return hints
+
+
+#: Errors of a layer that :class:`Compose` and :class:`Flow` re-raise as a :class:`LayerError`: what torch
+#: raises on a tensor of the wrong shape (``RuntimeError``, ``IndexError``) and the layers' own ``ValueError``.
+_LAYER_ERRORS = (RuntimeError, IndexError, ValueError)
+#: Errors that are not about the input, passed through as they are.
+_NOT_LAYER_ERRORS = (NotImplementedError, torch.OutOfMemoryError)
+
+
+def _located(
+    error: BaseException, layer: nn.Module, where: str, direction: str, x: Tensor, context: Tensor | None
+) -> BaseException:
+    """``error`` raised by ``layer`` (at ``where``) on ``(x, context)``, as a :class:`LayerError` locating it."""
+    if isinstance(error, LayerError):
+        return error.within(where)
+    if isinstance(error, _NOT_LAYER_ERRORS) or not isinstance(error, _LAYER_ERRORS):
+        return error
+    located = LayerError(layer, where, direction, x, context, error)
+    located.__cause__ = error
+    return located
+
+
 class Transform(nn.Module):
     """A bijection ``f`` with its log-absolute-determinant, in both directions.
 
@@ -128,7 +210,8 @@ class Compose(Transform):
     """``f = f_K o ... o f_1``: applies its transforms in order, adding their log-dets.
 
     ``Compose(a, b)`` runs ``a`` then ``b`` in the forward (normalizing) direction
-    and ``b.inverse`` then ``a.inverse`` when inverting.
+    and ``b.inverse`` then ``a.inverse`` when inverting. ``Compose()`` is the identity.
+    A step that fails on its input raises a :class:`LayerError` naming the step and the shapes.
     """
 
     def __init__(self, *transforms: Transform | Iterable[Transform]):
@@ -146,16 +229,22 @@ class Compose(Transform):
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         total: Tensor | None = None
-        for t in self.transforms:
-            x, ladj = t(x, context)
-            total = ladj if total is None else total + ladj
+        for i, t in enumerate(self.transforms):
+            try:
+                y, ladj = t(x, context)
+            except Exception as e:
+                raise _located(e, t, f"step {i} ({_layer_name(t)})", "forward", x, context)
+            x, total = y, ladj if total is None else total + ladj
         return x, x.new_zeros(x.shape[0]) if total is None else total
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         total: Tensor | None = None
-        for t in reversed(self.transforms):
-            z, ladj = t.inverse(z, context)
-            total = ladj if total is None else total + ladj
+        for k, t in enumerate(reversed(self.transforms)):
+            try:
+                y, ladj = t.inverse(z, context)
+            except Exception as e:
+                raise _located(e, t, f"step {len(self) - 1 - k} ({_layer_name(t)})", "inverse", z, context)
+            z, total = y, ladj if total is None else total + ladj
         return z, z.new_zeros(z.shape[0]) if total is None else total
 
     def __len__(self) -> int:
@@ -173,6 +262,8 @@ class Inverse(Transform):
     """
 
     def __init__(self, transform: Transform):
+        if not isinstance(transform, Transform):
+            raise TypeError(f"Inverse takes a Transform, got {type(transform).__name__}")
         super().__init__()
         self.transform = transform
 
@@ -200,6 +291,25 @@ def _as_shape(shape: int | Sequence[int] | torch.Size) -> torch.Size:
         return torch.Size(shape)
     except TypeError:
         raise TypeError(f"sample shape must be an integer or a sequence of integers, got {shape!r}") from None
+
+
+def _flow_step(flow: "Flow", direction: str, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The flow's transform in ``direction`` on ``(x, context)``, its errors located (:class:`LayerError`), and
+    with ``validate`` on, its output checked against the event shape (the base's in ``forward``)."""
+    t = flow.transform
+    try:
+        y, ladj = t(x, context) if direction == "forward" else t.inverse(x, context)
+    except LayerError:
+        raise
+    except Exception as e:
+        raise _located(e, t, f"the flow's transform ({_layer_name(t)})", direction, x, context)
+    if flow.validate and y.shape[1:] != flow.event_shape:
+        raise ValueError(
+            f"the flow's transform maps {tuple(x.shape[1:])} events to {tuple(y.shape[1:])} in {direction}, but the "
+            f"flow's event shape (its base distribution's) is {tuple(flow.event_shape)}: a flow's transform keeps "
+            "the event shape (end a Squeeze or Reshape with its Inverse(...)), and its base has that shape"
+        )
+    return y, ladj
 
 
 class Flow(nn.Module):
@@ -246,6 +356,15 @@ class Flow(nn.Module):
         validate: bool = True,
     ):
         _check_context_features(context_features)
+        if not isinstance(transform, Transform):
+            raise TypeError(
+                f"a Flow's transform must be a Transform (see invertible.transforms), got {type(transform).__name__}"
+            )
+        if not (isinstance(base, nn.Module) and all(hasattr(base, a) for a in ("event_shape", "log_prob", "rsample"))):
+            raise TypeError(
+                "a Flow's base must be a distribution module with event_shape, log_prob and rsample "
+                f"(see invertible.distributions), got {type(base).__name__}"
+            )
         super().__init__()
         self.transform = transform
         self.base = base
@@ -324,7 +443,7 @@ class Flow(nn.Module):
         x = x.reshape(-1, *self.event_shape)
         if context is not None:
             context = context.reshape(-1, context.shape[-1])
-        z, ladj = self.transform(x, context)
+        z, ladj = _flow_step(self, "forward", x, context)
         log_p = (self.base.log_prob(z) + ladj).reshape(batch_shape)
         if self.validate:
             self._check_log_prob(log_p)
@@ -380,7 +499,7 @@ class Flow(nn.Module):
         shape, context = self._sample_shape(n, context)
         m = math.prod(shape)
         u = self.base.rsample((m,))
-        x, ladj_inv = self.transform.inverse(u, context)
+        x, ladj_inv = _flow_step(self, "inverse", u, context)
         log_p = self.base.log_prob(u) - ladj_inv
         if self.validate:
             self._check_samples(x)
@@ -403,7 +522,7 @@ class Flow(nn.Module):
         ``T < 1`` trades diversity for fidelity; ``T`` must be finite and positive.
         """
         shape, context, u = self._base_noise(n, context, temperature)
-        x, _ = self.transform.inverse(u, context)
+        x, _ = _flow_step(self, "inverse", u, context)
         if self.validate:
             self._check_samples(x, temperature)
         return x.reshape(*shape, *self.event_shape)

@@ -119,6 +119,7 @@ class _MaskedCoupling(Transform):
         mask = torch.as_tensor(mask, dtype=torch.bool)
         if mask.dim() != 1 or mask.all() or not mask.any():
             raise ValueError("mask must be a 1-D boolean vector with both True (identity) and False (transformed) entries")
+        self.features = len(mask)
         self.register_buffer("identity_idx", mask.nonzero().squeeze(1))
         self.register_buffer("transform_idx", (~mask).nonzero().squeeze(1))
         n_a, n_b = len(self.identity_idx), len(self.transform_idx)

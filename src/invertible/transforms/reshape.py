@@ -25,7 +25,16 @@ class Squeeze(Transform):
             raise ValueError(f"squeeze factor must be >= 1, got {factor}")
         self.factor = factor
 
+    @staticmethod
+    def _check_image(x: Tensor, direction: str) -> None:
+        if x.dim() != 4:
+            raise ValueError(
+                f"{direction} takes a batch of images (batch, C, H, W), got shape {tuple(x.shape)}; "
+                "Squeeze works on images (Reshape vectors to (C, H, W) first)"
+            )
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        self._check_image(x, "Squeeze")
         b, c, h, w = x.shape
         f = self.factor
         if h % f or w % f:
@@ -34,6 +43,7 @@ class Squeeze(Transform):
         return z, x.new_zeros(b)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        self._check_image(z, "Squeeze.inverse (depth-to-space)")
         b, c, h, w = z.shape
         f = self.factor
         if c % (f * f):
@@ -56,8 +66,16 @@ class Reshape(Transform):
         if n_in != n_out:
             raise ValueError(f"cannot reshape {self.in_shape} ({n_in} values) to {self.out_shape} ({n_out} values)")
 
+    @staticmethod
+    def _check(x: Tensor, shape: tuple[int, ...], direction: str) -> None:
+        """Events of ``shape`` (any other of as many values would be reshaped silently, to another bijection)."""
+        if tuple(x.shape[1:]) != shape:
+            raise ValueError(f"{direction} takes (batch, {', '.join(map(str, shape))}), got shape {tuple(x.shape)}")
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        self._check(x, self.in_shape, f"Reshape({self.in_shape} -> {self.out_shape})")
         return x.reshape(x.shape[0], *self.out_shape), x.new_zeros(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        self._check(z, self.out_shape, f"Reshape({self.in_shape} -> {self.out_shape}).inverse")
         return z.reshape(z.shape[0], *self.in_shape), z.new_zeros(z.shape[0])

@@ -1,0 +1,137 @@
+"""Hand-assembled flows that do not fit together fail at the first call (or at construction) with a
+``ValueError`` naming the layer and the shapes, not a shape error from deep inside torch.
+
+Pinned here: a layer built for other features, inside a :class:`Compose` (nested too, and under
+:class:`Inverse`) or as a flow's whole transform, is a :class:`LayerError` locating it, in both directions;
+a conditioned layer given no context, or one of another width, says the width its conditioner takes; a
+transform that changes the event shape away from the base's is refused at the first call; ``Squeeze`` and
+``Reshape`` refuse inputs of other shapes; ``Flow`` and ``Inverse`` refuse non-transforms.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from invertible import Compose, Flow, Inverse, LayerError
+from invertible import transforms as T
+from invertible.distributions import DiagonalNormal, StandardNormal
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        lambda: T.AffineCoupling(T.alternating_mask(4)),
+        lambda: T.MaskedAffineAutoregressive(4),
+        lambda: T.LULinear(4),
+        lambda: T.ActNorm(4),
+        lambda: T.RQSCoupling(T.alternating_mask(4)),
+        lambda: T.Planar(4),
+        lambda: T.Sylvester(4),
+    ],
+)
+def test_a_layer_built_for_other_features_is_named_with_the_input_shape(layer):
+    made = layer()
+    flow = Flow(Compose([T.ReversePermutation(3), made]), StandardNormal(3))
+    name = type(made).__name__
+    with pytest.raises(LayerError, match=rf"step 1 \({name}\) failed in forward on an input of shape \(5, 3\)"):
+        flow.log_prob(torch.randn(5, 3))
+    with pytest.raises(LayerError, match=rf"step 1 \({name}\) failed in inverse on an input of shape \(2, 3\)"):
+        flow.sample(2)
+
+
+def test_nested_and_inverted_steps_are_located_by_their_path():
+    inner = Compose([T.ElementwiseAffine(3), T.AffineCoupling(T.alternating_mask(4))])
+    t = Compose([T.ReversePermutation(3), Inverse(inner)])
+    with pytest.raises(LayerError, match=r"step 1 \(Inverse\(Compose\)\) > step 1 \(AffineCoupling\) failed in "
+                                         r"inverse on an input of shape \(5, 3\) and no context") as e:
+        t(torch.randn(5, 3))
+    assert isinstance(e.value, ValueError) and isinstance(e.value.__cause__, RuntimeError)
+
+
+def test_a_flow_of_one_misfit_layer_names_it():
+    flow = Flow(T.LULinear(4), StandardNormal(3))
+    with pytest.raises(LayerError, match=r"the flow's transform \(LULinear\) failed in forward on an input of shape"):
+        flow.log_prob(torch.randn(5, 3))
+
+
+def test_errors_that_are_not_about_the_input_pass_through():
+    class Unfinished(T.Transform):
+        def forward(self, x, context=None):
+            raise NotImplementedError("no closed form")
+
+    with pytest.raises(NotImplementedError, match="no closed form"):
+        Compose([Unfinished()])(torch.randn(2, 3))
+
+
+@pytest.mark.parametrize("given", [None, 5])
+@pytest.mark.parametrize(
+    ("layer", "net"),
+    [
+        (lambda: T.AffineCoupling(T.alternating_mask(3), context_features=3), r"conditioner \(MLP\)"),
+        (lambda: T.MaskedAffineAutoregressive(3, context_features=3), r"net \(MaskedMLP\)"),
+        (lambda: T.Planar(3, context_features=3), r"params \(ContextParameters\)"),
+    ],
+)
+def test_a_layer_given_no_context_or_one_of_another_width_names_the_width_it_takes(layer, net, given):
+    flow = Flow(Compose([T.ReversePermutation(3), layer()]), StandardNormal(3), context_features=given)
+    context = None if given is None else torch.randn(4, given)
+    got = "no context" if given is None else r"a context of shape \(4, 5\)"
+    with pytest.raises(LayerError, match=rf"step 1 .*input of shape \(4, 3\) and {got} \(its {net} takes a context "
+                                         r"of shape \(batch, 3\)\)"):
+        flow.log_prob(torch.randn(4, 3), context)
+    fits = Flow(Compose([T.ReversePermutation(3), layer()]), StandardNormal(3), context_features=3)
+    assert fits.log_prob(torch.randn(4, 3), torch.randn(4, 3)).shape == (4,)
+
+
+def test_a_layer_built_for_other_features_says_how_many():
+    t = Compose([T.AffineCoupling(T.alternating_mask(4))])
+    built = r"\(it was built for 4 features, shape \(batch, 4\)\)"
+    with pytest.raises(LayerError, match=rf"shape \(5, 3\) and no context {built}"):
+        t(torch.randn(5, 3))
+
+
+@pytest.mark.parametrize("base", [StandardNormal((1, 4, 4)), DiagonalNormal((1, 4, 4))])
+def test_a_transform_that_changes_the_event_shape_is_refused(base):
+    flow = Flow(Compose([T.Squeeze()]), base)
+    with pytest.raises(ValueError, match=r"maps \(1, 4, 4\) events to \(4, 2, 2\) in forward.*is \(1, 4, 4\)"):
+        flow.log_prob(torch.randn(2, 1, 4, 4))
+    fine = Flow(Compose([T.Squeeze(), T.ActNorm(4), Inverse(T.Squeeze())]), base)
+    assert fine.log_prob(torch.randn(2, 1, 4, 4)).shape == (2,)
+    flat = Flow(Compose([T.Reshape((1, 4, 4), (16,))]), StandardNormal(16))
+    with pytest.raises(ValueError, match=r"maps \(16,\) events to \(1, 4, 4\) in inverse.*is \(16,\)"):
+        flat.sample(2)
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (1, 4, 4)])
+def test_squeeze_refuses_what_is_not_a_batch_of_images(shape):
+    got = re.escape(f"got shape {shape}")
+    with pytest.raises(ValueError, match=rf"Squeeze takes a batch of images \(batch, C, H, W\), {got}"):
+        T.Squeeze()(torch.randn(shape))
+    with pytest.raises(ValueError, match=rf"inverse \(depth-to-space\) takes a batch of images .*{got}"):
+        T.Squeeze().inverse(torch.randn(shape))
+
+
+def test_reshape_refuses_events_of_another_shape_with_as_many_values():
+    r = T.Reshape((1, 2, 8), (16,))
+    with pytest.raises(ValueError, match=r"takes \(batch, 1, 2, 8\), got shape \(3, 1, 4, 4\)"):
+        r(torch.randn(3, 1, 4, 4))
+    with pytest.raises(ValueError, match=r"inverse takes \(batch, 16\), got shape \(3, 4, 4\)"):
+        r.inverse(torch.randn(3, 4, 4))
+
+
+def test_flow_and_inverse_refuse_what_is_not_a_transform():
+    with pytest.raises(TypeError, match="transform must be a Transform.*got Linear"):
+        Flow(torch.nn.Linear(2, 2), StandardNormal(2))
+    with pytest.raises(TypeError, match="base must be a distribution module.*got Normal"):
+        Flow(T.LULinear(2), torch.distributions.Normal(0.0, 1.0))
+    with pytest.raises(TypeError, match="Inverse takes a Transform, got Linear"):
+        Inverse(torch.nn.Linear(2, 2))
+
+
+def test_a_step_given_what_is_not_a_tensor_is_named_with_its_type():
+    with pytest.raises(LayerError, match=r"step 0 \(LULinear\) failed in forward on an input of shape \(2, 3\) and a "
+                                         r"context of shape list"):
+        Compose([T.LULinear(4)])(torch.randn(2, 3), [1.0, 2.0])
