@@ -157,7 +157,14 @@ class _Double(nn.Module):
         return 2 * w
 
 
-PARAMETRIZED = {"full": "weight", "block": "blocks", "conv1x1": "weight", "lu_conv1x1": "log_abs_s", "periodic": "kernel"}
+#: the parameter each layer gets a parametrization on
+PARAMETRIZED = {
+    "full": "weight",
+    "block": "blocks",
+    "conv1x1": "weight",
+    "lu_conv1x1": "log_abs_s",
+    "periodic": "kernel",
+}
 
 
 @pytest.mark.parametrize("name", LAYERS)
