@@ -5,7 +5,8 @@ evaluation mode under ``torch.no_grad`` (filling its cache), its weights are cha
 forward and inverse passes are then compared with a freshly built layer in training mode (which caches nothing)
 holding the same weights: optimiser steps (foreach and fused), ``load_state_dict``, ``copy_``, writes through
 ``p.data``, ``.to(float64)``, ``torch.func.functional_call``, the training engine's EMA, ``nn.utils.parametrize`` and
-weight tying; ``torch.func.vmap`` over weights runs and gives each weight's own log-det.
+weight tying; ``torch.func.vmap`` over weights runs and gives each weight's own log-det; and a Glow evaluated
+before a fused Adam step scores with its new weights after it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from invertible.core import Inverse
+from invertible.models import build
 from invertible.train.ema import EMA
 from invertible.transforms import BlockDiagonalLinear, FullLinear
 from invertible.transforms.conv import Conv1x1, LUConv1x1, PeriodicConv
@@ -207,3 +209,23 @@ def test_vmap_over_weights_gives_each_its_own_log_det(name: str) -> None:
         for row, scale in zip(batched, scales):
             torch.testing.assert_close(row, run(scale))
     assert not torch.allclose(batched[0], batched[2])
+
+
+@pytest.mark.parametrize("permutation", ["conv1x1", "conv1x1_lu"])
+def test_a_glow_scored_after_a_fused_adam_step_scores_with_its_new_weights(permutation: str) -> None:
+    torch.manual_seed(0)
+    flow = build("glow", event_shape=[1, 4, 4], levels=1, steps=2, hidden=4, permutation=permutation)
+    x = torch.randn(8, 1, 4, 4)
+    flow.log_prob(x)  # initialises ActNorm
+    opt = torch.optim.Adam(flow.parameters(), lr=0.1, fused=True)
+    flow.eval()
+    with torch.no_grad():
+        flow.log_prob(x)
+    flow.train()
+    (-flow.log_prob(x).mean()).backward()
+    opt.step()
+    flow.eval()
+    with torch.no_grad():
+        cached = flow.log_prob(x)
+    flow.train()
+    torch.testing.assert_close(cached, flow.log_prob(x).detach())
