@@ -188,3 +188,23 @@ def test_compiled_mask_pool_compiles_once_for_all_its_mask_sets(fresh_dynamo, na
         assert int(model.mask_index) == int(twin.mask_index) == (step + 1) % masks
         frames.append(counter.frame_count)
     assert frames == [frames[0]] * len(frames)  # nothing compiled after the first step
+
+
+@pytest.mark.slow
+def test_the_cached_linear_layers_compile_to_one_graph_at_inference_and_follow_their_weights():
+    """In evaluation mode under ``torch.no_grad`` the inference cache steps aside while the compiler traces, so the
+    inverse and log-det are part of the graph and a later weight change is seen."""
+    from invertible.transforms.conv import Conv1x1, LUConv1x1, PeriodicConv
+
+    x = torch.randn(2, 3, 4, 4)
+    for layer in (Conv1x1(3), LUConv1x1(3), PeriodicConv(3)):
+        layer.eval()
+        compiled = torch.compile(layer.inverse, fullgraph=True)
+        with torch.no_grad():
+            for _ in range(2):
+                out, ladj = compiled(x)
+                ref, ref_ladj = copy.deepcopy(layer).train().inverse(x)
+                torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+                torch.testing.assert_close(ladj, ref_ladj, rtol=1e-5, atol=1e-5)
+                for p in layer.parameters():
+                    p.add_(0.1)

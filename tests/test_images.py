@@ -348,7 +348,7 @@ def test_inference_cache_follows_parameters(layer) -> None:
 
 @pytest.mark.parametrize("cls", [Conv1x1, LUConv1x1, PeriodicConv], ids=["conv1x1", "lu", "periodic"])
 def test_inference_cache_is_bypassed_for_a_layer_built_under_inference_mode(cls) -> None:
-    """Inference tensors keep no version counter: the layer computes afresh, and sees in-place updates."""
+    """Inference tensors keep no version counter: the cache compares values, so it sees in-place updates."""
     x = torch.randn(2, 3, 4, 4)
     with torch.inference_mode():
         layer = cls(3).eval()

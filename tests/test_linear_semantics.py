@@ -153,7 +153,7 @@ def test_reverse_and_random_permutations() -> None:
 
 @pytest.mark.parametrize("perm", [[0, 0, 2], [1, 2, 3], [[0, 1], [1, 0]], 0], ids=["repeated", "out_of_range", "matrix", "scalar"])
 def test_permutation_refuses_what_is_not_a_permutation(perm) -> None:
-    with pytest.raises(ValueError, match="perm must be a permutation of 0..n-1"):
+    with pytest.raises(ValueError, match=r"perm must be a permutation of 0..n-1 \(a 1-D list of indices\), got "):
         Permutation(torch.tensor(perm))
 
 
@@ -161,5 +161,19 @@ def test_permutation_refuses_what_is_not_a_permutation(perm) -> None:
 def test_permutation_refuses_the_wrong_number_of_features_both_ways(width: int) -> None:
     layer = Permutation(torch.tensor([2, 0, 1]))
     for direction in (layer, layer.inverse):
-        with pytest.raises(ValueError, match=f"expected 3 features/channels in dimension 1, got {width}"):
+        expected = rf"expected a batch with 3 features/channels in dimension 1, got shape \(2, {width}\)"
+        with pytest.raises(ValueError, match=expected):
             direction(torch.zeros(2, width))
+
+
+def test_permutation_refuses_a_single_vector_without_its_batch_dimension() -> None:
+    layer = Permutation(torch.tensor([2, 0, 1]))
+    for direction in (layer, layer.inverse):
+        with pytest.raises(ValueError, match=r"got shape \(3,\)"):
+            direction(torch.zeros(3))
+
+
+def test_permutation_refuses_fractional_indices_rather_than_truncating_them() -> None:
+    with pytest.raises(ValueError, match=r"perm must hold integers, got \[0.7, 1.2, 2.9"):
+        Permutation(torch.tensor([0.7, 1.2, 2.9], dtype=torch.float64))
+    assert torch.equal(Permutation(torch.tensor([2.0, 0.0, 1.0])).perm, torch.tensor([2, 0, 1]))

@@ -10,31 +10,44 @@ from torch import Tensor
 __all__ = ["InferenceCache"]
 
 
+def _unchanged(snapshot: list[Tensor], tensors: list[Tensor]) -> bool:
+    """Whether ``tensors`` hold the values (dtype, device and shape too) of ``snapshot``."""
+    return len(snapshot) == len(tensors) and all(
+        s.dtype == t.dtype and s.device == t.device and s.shape == t.shape and torch.equal(s, t)
+        for s, t in zip(snapshot, tensors)
+    )
+
+
 class InferenceCache:
     """Mixin for ``nn.Module``: ``self.cached(name, compute)`` memoises ``compute()`` at inference.
 
-    The value is reused only in evaluation mode with gradients off; it is
-    keyed on the identity and version counter of every parameter and buffer
-    of the module, so an in-place update of a parameter (an optimiser step,
-    ``load_state_dict``, ``.to(dtype)``) recomputes it. Writes through ``p.data``
-    bypass the version counter and are not seen: update parameters under
-    ``torch.no_grad()`` instead. In training mode, or with gradients on, it is
-    computed afresh every call so gradients reach the parameters. So it is for a
-    module built or loaded under ``torch.inference_mode()``: its parameters are
-    inference tensors, which keep no version counter, so an in-place update could
-    not be told from none.
+    The value is reused only in evaluation mode with gradients off, and only while
+    every parameter and buffer of the module (those of its submodules too, so the
+    originals behind ``nn.utils.parametrize`` count) holds the values, dtype and
+    device it held when the value was computed: the module keeps a copy of them
+    and compares it on every call, which costs ``O(#parameters)`` against the
+    ``O(d^3)`` of an inverse or a log-det. So every way of changing a parameter
+    is seen: an optimiser step (fused ones included, which leave the version
+    counter alone), ``load_state_dict``, ``.to(dtype)``, a write through
+    ``p.data``, ``torch.func.functional_call`` with other weights. In training
+    mode, with gradients on, under ``torch.func`` transforms (``vmap``, ``jacrev``)
+    or while ``torch.compile`` traces, it is computed afresh every call, so
+    gradients reach the parameters and the transforms see their own tensors.
     """
 
     def cached(self, name: str, compute: Callable[[], Tensor]) -> Tensor:
-        if self.training or torch.is_grad_enabled():  # type: ignore[attr-defined]
+        if (
+            self.training  # type: ignore[attr-defined]
+            or torch.is_grad_enabled()
+            or torch._C._are_functorch_transforms_active()
+            or torch.compiler.is_compiling()
+        ):
             return compute()
-        tensors = [*self.parameters(recurse=False), *self.buffers(recurse=False)]  # type: ignore[attr-defined]
-        if any(t.is_inference() for t in tensors):
-            return compute()
-        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
-        store = self.__dict__.setdefault("_inference_cache", {})
-        hit = store.get(name)
-        if hit is None or hit[0] != key:
-            hit = (key, compute().detach())
-            store[name] = hit
-        return hit[1]
+        tensors = [*self.parameters(), *self.buffers()]  # type: ignore[attr-defined]
+        snapshot, store = self.__dict__.get("_inference_cache", (None, {}))
+        if snapshot is None or not _unchanged(snapshot, tensors):
+            snapshot, store = [t.detach().clone() for t in tensors], {}
+            self.__dict__["_inference_cache"] = (snapshot, store)
+        if name not in store:
+            store[name] = compute().detach()
+        return store[name]

@@ -15,15 +15,19 @@ class Permutation(Transform):
 
     def __init__(self, perm: Tensor):
         super().__init__()
-        perm = torch.as_tensor(perm, dtype=torch.long)
-        if perm.dim() != 1 or not torch.equal(perm.sort().values, torch.arange(len(perm))):
-            raise ValueError("perm must be a permutation of 0..n-1")
+        values = torch.as_tensor(perm)
+        if values.is_complex() or (values.is_floating_point() and not torch.equal(values, values.trunc())):
+            raise ValueError(f"perm must hold integers, got {values.tolist()}")
+        perm = values.to(torch.long)
+        if perm.dim() != 1 or not torch.equal(perm.sort().values, torch.arange(len(perm), device=perm.device)):
+            raise ValueError(f"perm must be a permutation of 0..n-1 (a 1-D list of indices), got {perm.tolist()}")
         self.register_buffer("perm", perm)
         self.register_buffer("inverse_perm", torch.argsort(perm))
 
     def _check(self, x: Tensor) -> None:
-        if x.shape[1] != self.perm.numel():
-            raise ValueError(f"expected {self.perm.numel()} features/channels in dimension 1, got {x.shape[1]}")
+        if x.dim() < 2 or x.shape[1] != self.perm.numel():
+            n = self.perm.numel()
+            raise ValueError(f"expected a batch with {n} features/channels in dimension 1, got shape {tuple(x.shape)}")
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(x)
