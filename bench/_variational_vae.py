@@ -17,22 +17,26 @@ from pathlib import Path
 
 import torch
 
-from bench.common import RESULTS, header, table, write
+from bench.common import RESULTS, header, positive, results_path, table, write
 from invertible.commands.vae import train_and_evaluate
 
 
 def vae_bench(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench variational vae")
     p.add_argument("--data", default="mnist")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--steps", type=positive, default=2000)
+    p.add_argument("--batch-size", type=positive, default=100)
     p.add_argument("--posteriors", default="diagonal,planar-16,sylvester-4")
-    p.add_argument("--iw", type=int, default=500)
+    p.add_argument("--iw", type=positive, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None,
                    help="where the run directories go (default: a new temporary directory; an existing run is refused)")
     p.add_argument("--name", default="variational_vae", help="results files bench/results/NAME.{jsonl,md}")
     a = p.parse_args(argv)
+    try:
+        results_path(a.name)  # the rows are appended to NAME.jsonl and NAME.md rebuilt from them: no --force
+    except ValueError as e:
+        p.error(f"--name: {e}")
     out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="invertible-bench-vae-"))
     torch.set_num_threads(1)
     rows_path = RESULTS / f"{a.name}.jsonl"

@@ -1,0 +1,186 @@
+"""The benchmark suites as a user runs them: bad options are usage errors raised before any work,
+a recorded results file is never overwritten without ``--force``, a missing peer names the
+``bench`` extra, and the written ratios read peer time / ours."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+import bench.common as common
+from bench.__main__ import main
+
+
+class _Ran(Exception):
+    """Raised in place of the training or timing of a suite: the options were accepted."""
+
+
+def _ran(*args, **kwargs):
+    raise _Ran
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    """The suites set torch's thread count: give the other tests back theirs."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    """A scratch ``bench/results`` holding one recorded file ``recorded.md``; no suite trains or times."""
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    (tmp_path / "recorded.md").write_text("a recorded figure\n")
+    for target in ["bench.speed.best_round_ms", "bench.quality.run_one", "bench.maf.speed", "bench.maf.quality",
+                   "bench.glow.speed", "bench.glow.quality", "bench.variational.ProcessPoolExecutor"]:
+        monkeypatch.setattr(target, _ran)
+    return tmp_path
+
+
+#: Each suite's command line with a results name ``{}`` and tiny sizes.
+SUITES = {
+    "speed": ["speed", "--features", "2", "--layers", "1", "--hidden", "4", "--out", "{}"],
+    "quality": ["quality", "--data", "8gaussians", "--steps", "1", "--out", "{}"],
+    "maf speed": ["maf", "speed", "--repeats", "1", "--name", "{}"],
+    "maf quality": ["maf", "quality", "--steps", "1", "--name", "{}"],
+    "glow speed": ["glow", "--part", "speed", "--repeats", "1", "--out", "{}"],
+    "glow quality": ["glow", "--part", "quality", "--steps-budget", "1", "--out", "{}"],
+    "variational": ["variational", "energies", "--steps", "1", "--models", "planar-2", "--targets", "u1", "--name", "{}"],
+}
+
+
+def _argv(suite: str, name: str, *extra: str) -> list[str]:
+    return [a.format(name) for a in SUITES[suite]] + list(extra)
+
+
+def _usage_error(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_an_existing_results_file_is_refused_before_any_work(suite, results, capsys) -> None:
+    err = _usage_error(_argv(suite, "recorded"), capsys)
+    assert "recorded.md exists" in err and "--force" in err
+    assert (results / "recorded.md").read_text() == "a recorded figure\n"
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_force_overwrites_and_a_new_name_runs(suite, results) -> None:
+    with pytest.raises(_Ran):
+        main(_argv(suite, "recorded", "--force"))
+    with pytest.raises(_Ran):
+        main(_argv(suite, "new_name"))
+
+
+@pytest.mark.parametrize("suite", SUITES)
+@pytest.mark.parametrize("name", ["sub/x", "../x", "/tmp/x", "x.md", ".."])
+def test_a_results_name_with_a_directory_is_refused(suite, name, results, capsys) -> None:
+    assert "bare file name" in _usage_error(_argv(suite, name), capsys)
+
+
+def test_the_vae_results_name_must_be_bare(monkeypatch, tmp_path, capsys) -> None:
+    import bench._variational_vae as vae
+
+    monkeypatch.setattr(vae, "train_and_evaluate", _ran)
+    monkeypatch.setattr(vae, "RESULTS", tmp_path)
+    assert "bare file name" in _usage_error(["variational", "vae", "--name", "a/b", "--steps", "1"], capsys)
+    assert "at least 1" in _usage_error(["variational", "vae", "--steps", "0"], capsys)
+
+
+@pytest.mark.parametrize("suite, extra, message", [
+    ("speed", ["--rounds", "0"], "--rounds: must be at least 1, got 0"),
+    ("speed", ["--calls", "-2"], "--calls: must be at least 1, got -2"),
+    ("speed", ["--features", "3"], "even sizes"),
+    ("speed", ["--threads", "0"], "--threads: must be at least 1"),
+    ("speed", ["--models", "maff"], "unknown 'maff'"),
+    ("speed", ["--peers", "zuko,zukoo"], "unknown 'zukoo'"),
+    ("quality", ["--steps", "-5"], "--steps: must be at least 1, got -5"),
+    ("quality", ["--models", "nice"], "unknown 'nice'"),
+    ("quality", ["--peers", "freia"], "unknown 'freia'"),
+    ("quality", ["--data", "nope"], "unknown dataset 'nope'"),
+    ("quality", ["--data", "digits"], "no exact log_prob"),
+    ("maf speed", ["--repeats", "-1"], "--repeats: must be at least 1, got -1"),
+    ("maf quality", ["--models", "zuko MAF,nflows MAF"], "unknown 'nflows MAF'"),
+    ("glow speed", ["--repeats", "0"], "--repeats: must be at least 1"),
+    ("glow quality", ["--eval-draws", "0"], "--eval-draws: must be at least 1"),
+    ("glow quality", ["--glow-option", "prior"], "KEY=VALUE"),
+    ("variational", ["--steps", "0"], "--steps: must be at least 1"),
+    ("variational", ["--models", "planar-x"], "'planar-x'"),
+    ("variational", ["--models", "spline-4"], "unknown flow family 'spline'"),
+    ("variational", ["--targets", "u9"], "unknown target 'u9'"),
+    ("variational", ["--seeds", "0,one"], "--seeds takes comma-separated integers"),
+])
+def test_bad_options_are_usage_errors(suite, extra, message, results, capsys) -> None:
+    assert message in _usage_error(_argv(suite, "new_name", *extra), capsys)
+
+
+@pytest.mark.parametrize("suite, extra, peer", [
+    ("speed", ["--peers", "zuko"], "zuko"),
+    ("quality", ["--peers", "nflows"], "nflows"),
+    ("maf speed", [], "zuko"),
+    ("maf quality", ["--models", "invertible MAF,zuko NSF"], "zuko"),
+    ("glow speed", [], "normflows"),
+    ("glow quality", [], "zuko"),
+    ("variational", ["--models", "normflows-2"], "normflows"),
+])
+def test_a_missing_peer_names_the_bench_extra(suite, extra, peer, results, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, peer, None)  # import fails as if not installed
+    with pytest.raises(SystemExit) as exit_:
+        main(_argv(suite, "new_name", *extra))
+    assert f"not installed: {peer}" in str(exit_.value.code) and ".[bench]" in str(exit_.value.code)
+
+
+def test_a_suite_without_its_missing_peer_runs(results, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "normflows", None)
+    with pytest.raises(_Ran):
+        main(_argv("maf quality", "new_name", "--models", "invertible MAF,zuko MAF"))
+
+
+def test_variational_help_exits_zero_and_a_bad_part_is_an_error(capsys) -> None:
+    assert main(["variational", "--help"]) == 0
+    assert "energies" in capsys.readouterr().out
+    assert main(["variational", "bogus"]) == 2
+    assert "usage" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the written ratios
+def _table(text: str) -> list[dict[str, str]]:
+    """The rows of the (only) markdown table of ``text``."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [dict(zip(head, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
+
+
+def test_glow_speed_up_is_normflows_time_over_ours(monkeypatch, tmp_path) -> None:
+    import bench.glow as glow
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    monkeypatch.setattr(glow, "rounds_ms", lambda fns, rounds: {"glow": [10.0, 11.0, 30.0], "normflows": [15.0, 16.5, 40.0]})
+    assert glow.main(["--part", "speed", "--levels", "1", "--steps", "1", "--hidden", "4", "--batch", "4",
+                      "--out", "g"]) == 0
+    rows = {r["model"]: r for r in _table((tmp_path / "g.md").read_text())}
+    assert rows["invertible Glow"]["speed-up vs normflows"] == "1.50x"
+    assert rows["normflows Glow"]["speed-up vs normflows"] == "1.00x"
+
+
+def test_speed_suite_ratio_is_peer_time_over_ours(monkeypatch, tmp_path) -> None:
+    import bench.speed as speed
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    fake = {"invertible": [4.0, 2.0], "zuko": [3.0, 3.0]}
+    monkeypatch.setattr(speed, "rounds_ms", lambda fns, rounds, calls, sync: {k: fake[k] for k in fns})
+    monkeypatch.setattr(sys, "argv", ["bench", "speed", "--peers", "zuko"])
+    assert speed.main(["--peers", "zuko", "--features", "2", "--layers", "1", "--hidden", "4", "--threads", "1",
+                       "--out", "s"]) == 0
+    text = (tmp_path / "s.md").read_text()
+    rows = {r["library"]: r for r in _table(text)}
+    assert float(rows["zuko"]["step time / invertible"]) == pytest.approx(1.5)  # best rounds: 3 / 2
+    assert "- command: `python -m bench speed --peers zuko`" in text
+    assert "torch threads 1" in text and "zuko " in text.split("- versions:")[1].splitlines()[0]
