@@ -178,7 +178,8 @@ def speed(repeats: int, compile_: bool = False, decompose: bool = False) -> str:
         unmasked = bare_networks(FEATURES)
         reference[UNMASKED] = chained_step(list(unmasked), unmasked, x)
     train = rounds_ms({**reference, **{k: train_step(m) for k, m in {**entries, **compiled}.items()}}, repeats)
-    sample = rounds_ms({k: sample_step(m) for k, m in entries.items()}, max(repeats // 2, 5))
+    sample_rounds = max(repeats // 2, 5)
+    sample = rounds_ms({k: sample_step(m) for k, m in entries.items()}, sample_rounds)
 
     def fastest_peer(times: dict[str, list[float]], names) -> str:
         return min((n for n in names if n in PEERS), key=lambda n: statistics.median(times[n]))
@@ -198,7 +199,8 @@ def speed(repeats: int, compile_: bool = False, decompose: bool = False) -> str:
         })
     return (
         f"## Speed: batch {BATCH}, {FEATURES} features, {LAYERS} layers, MADE {HIDDEN[0]}x{len(HIDDEN)}, "
-        f"CPU, {torch.get_num_threads()} threads ({repeats} rounds, {round_order()}; times are "
+        f"CPU, {torch.get_num_threads()} threads ({repeats} rounds of training steps, {sample_rounds} of sampling, "
+        f"{round_order()}; times are "
         "medians over the rounds, ratios medians of the per-round ratios)\n\n" + table(rows)
         + ("\nRows marked (torch.compile) run `torch.compile(log_prob)` (compiled before timing) and are "
            "compared with the fastest compiled peer; the others with the fastest eager peer.\n" if compiled else "")

@@ -158,6 +158,32 @@ def _table(text: str) -> list[dict[str, str]]:
     return [dict(zip(head, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
 
 
+def test_maf_speed_ratios_read_peer_time_over_ours(monkeypatch) -> None:
+    """Fake timings (ms per round): ours 10, zuko 12 then 18, nflows 30, bare networks 8. The ratios
+    are medians of per-round ratios, "fastest peer / this" is peer / ours (above 1: ours is faster)."""
+    import bench.maf as maf
+
+    train = {"bare networks": [8.0, 8.0, 8.0], "chained MADEs": [9.0, 9.0, 9.0], "invertible MAF": [10.0, 10.0, 10.0],
+             "zuko MAF": [12.0, 18.0, 12.0], "nflows MAF": [30.0, 30.0, 30.0]}
+    sample = {"invertible MAF": [20.0] * 5, "zuko MAF": [50.0] * 5, "nflows MAF": [40.0] * 5}
+    calls = []
+
+    def fake_rounds(fns, rounds):
+        calls.append(rounds)
+        return train if "bare networks" in fns else sample
+
+    monkeypatch.setattr(maf, "rounds_ms", fake_rounds)
+    text = maf.speed(4)
+    rows = {r["model"]: r for r in _table(text)}
+    assert calls == [4, 5]
+    assert "4 rounds of training steps, 5 of sampling" in text
+    assert float(rows["invertible MAF"]["fastest peer / this"]) == pytest.approx(1.2)
+    assert float(rows["invertible MAF"]["x bare networks"]) == pytest.approx(1.25)
+    assert float(rows["nflows MAF"]["fastest peer / this"]) == pytest.approx(0.4)
+    assert float(rows["invertible MAF"]["fastest peer / this (sampling)"]) == pytest.approx(2.0)  # nflows is the fastest
+    assert float(rows["zuko MAF"]["train step ms"]) == pytest.approx(12.0)  # median, not mean
+
+
 def test_glow_speed_up_is_normflows_time_over_ours(monkeypatch, tmp_path) -> None:
     import bench.glow as glow
 
