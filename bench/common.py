@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.metadata
+import math
 import os
 import platform
 import random
@@ -46,6 +47,25 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """``argparse`` type of a finite number above 0 (learning rate, gradient-norm clip)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def check_device(parser: argparse.ArgumentParser, device: str) -> None:
+    """A usage error for a device torch cannot allocate on (a bad name, or CUDA on a machine without it)."""
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError, NotImplementedError) as e:
+        parser.error(f"--device {device!r}: {str(e).splitlines()[0]}")
 
 
 def add_out(parser: argparse.ArgumentParser, default: str | None, option: str = "--out", what: str = "") -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import add_out, check_out, header, positive, require, round_order, rounds_ms, table, write
+from bench.common import add_out, check_out, header, positive, positive_float, require, round_order, rounds_ms, table, write
 from invertible.data import load
 from invertible.metrics import bits_per_dim
 from invertible.models import Glow
@@ -231,14 +231,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("--jobs", type=positive, default=len(MODELS), help="training processes run at once (1: one after another)")
     p.add_argument("--steps-budget", type=positive, default=2000)
     p.add_argument("--batch", type=positive, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument(
         "--schedule",
         choices=["cosine", "constant"],
         default="cosine",
         help="learning-rate schedule of every model (cosine: decay to 0 over the budget, as `invertible train`)",
     )
-    p.add_argument("--clip", type=float, default=5.0, help="global gradient-norm clip of every model (`invertible train`: 5)")
+    p.add_argument("--clip", type=positive_float, default=5.0, help="global gradient-norm clip of every model (`invertible train`: 5)")
     p.add_argument("--levels", type=positive, default=2)
     p.add_argument("--steps", type=positive, default=8)
     p.add_argument("--hidden", type=positive, default=64)
@@ -256,8 +256,6 @@ def main(argv: list[str]) -> int:
         help="extra option of our Glow (both rows), e.g. prior=conditional; repeatable",
     )
     args = p.parse_args(argv)
-    if args.clip <= 0 or not math.isfinite(args.clip):
-        p.error(f"--clip must be a positive finite number, got {args.clip}")
     try:
         glow_options(args)
     except ValueError as e:

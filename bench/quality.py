@@ -20,7 +20,7 @@ import torch
 
 from invertible.data import load
 
-from .common import add_out, check_out, header, positive, require, table, write
+from .common import add_out, check_device, check_out, header, positive, positive_float, require, table, write
 from ._flows import MODELS, Spec, build, check_names, parameters
 from ._training import fit, mean_log_prob
 
@@ -41,9 +41,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--data", type=_csv, default=["checkerboard", "8gaussians"], help="toys with an exact log_prob")
     p.add_argument("--steps", type=positive, default=5000)
     p.add_argument("--batch-size", type=positive, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument("--warmup", type=int, default=0)
-    p.add_argument("--clip", type=float, default=5.0)
+    p.add_argument("--clip", type=positive_float, default=5.0)
     p.add_argument("--layers", type=positive, default=8)
     p.add_argument("--hidden", type=lambda s: tuple(positive(h) for h in _csv(s)), default=(64, 64))
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -54,6 +54,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.data:
         p.error("--data: give at least one dataset")
+    if args.warmup < 0:
+        p.error(f"--warmup must be >= 0, got {args.warmup}")
+    check_device(p, args.device)
     for name in args.data:
         try:
             exact = load(name, seed=0).log_prob is not None

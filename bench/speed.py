@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from .common import add_out, check_out, header, positive, require, round_order, rounds_ms, table, write
+from .common import add_out, check_device, check_out, header, positive, require, round_order, rounds_ms, table, write
 from ._flows import MODELS, Spec, build, check_names, parameters
 
 
@@ -58,6 +58,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     add_out(p, "speed")
     args = p.parse_args(argv)
     check_names(p, args.models, args.peers)
+    check_device(p, args.device)
     check_out(p, args.out, args.force)
     require(*args.peers)
     return args

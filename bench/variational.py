@@ -23,7 +23,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 import torch
 from torch import Tensor, nn
 
-from bench.common import add_out, check_out, header, positive, require, table, write
+from bench.common import add_out, check_out, header, positive, positive_float, require, table, write
 from invertible.variational import FAMILIES, approximation, fit, get_target
 
 
@@ -97,7 +97,7 @@ def energies(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench variational energies")
     p.add_argument("--steps", type=positive, default=10_000)
     p.add_argument("--batch", type=positive, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument("--anneal", type=int, default=0, help="annealing steps (0: none)")
     p.add_argument("--targets", default="u1,u2,u3,u4")
     p.add_argument(
