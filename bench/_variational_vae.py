@@ -19,11 +19,24 @@ import torch
 
 from bench.common import RESULTS, header, positive, results_path, table, write
 from invertible.commands.vae import train_and_evaluate
+from invertible.variational.data import IMAGE_SETS
+from invertible.variational.vae import POSTERIORS
+
+
+def _posterior(spec: str) -> tuple[str, int]:
+    """``diagonal`` or ``KIND-K`` (K flow layers) as (kind, layers); ValueError naming a bad spec."""
+    kind, _, k = spec.partition("-")
+    if kind == "diagonal" and not k:
+        return kind, 0
+    if kind != "diagonal" and kind in POSTERIORS and k.isdigit() and int(k) >= 1:
+        return kind, int(k)
+    flows = ", ".join(k for k in POSTERIORS if k != "diagonal")
+    raise ValueError(f"bad posterior {spec!r}: 'diagonal', or KIND-K with K >= 1 flow layers and KIND one of {flows}")
 
 
 def vae_bench(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench variational vae")
-    p.add_argument("--data", default="mnist")
+    p.add_argument("--data", default="mnist", choices=IMAGE_SETS)
     p.add_argument("--steps", type=positive, default=2000)
     p.add_argument("--batch-size", type=positive, default=100)
     p.add_argument("--posteriors", default="diagonal,planar-16,sylvester-4")
@@ -37,14 +50,17 @@ def vae_bench(argv: list[str]) -> int:
         results_path(a.name)  # the rows are appended to NAME.jsonl and NAME.md rebuilt from them: no --force
     except ValueError as e:
         p.error(f"--name: {e}")
+    try:
+        posteriors = [(spec, *_posterior(spec)) for spec in a.posteriors.split(",")]
+    except ValueError as e:
+        p.error(f"--posteriors: {e}")
     out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="invertible-bench-vae-"))
     torch.set_num_threads(1)
     rows_path = RESULTS / f"{a.name}.jsonl"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    for spec in a.posteriors.split(","):
-        kind, _, k = spec.partition("-")
+    for spec, kind, layers in posteriors:
         args = argparse.Namespace(
-            data=a.data, posterior=kind, layers=int(k or 0), likelihood="bernoulli", latent=32, hidden=300,
+            data=a.data, posterior=kind, layers=layers, likelihood="bernoulli", latent=32, hidden=300,
             steps=a.steps, batch_size=a.batch_size, lr=1e-3, warmup=0, iw_samples=a.iw, test_size=0, seed=a.seed,
             out=str(out / spec),
         )

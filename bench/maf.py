@@ -38,7 +38,7 @@ from invertible.data import load
 
 from .common import add_out, check_out, header, positive, require, round_order, rounds_ms, table, write
 from ._flows import Model
-from ._training import fit, mean_log_prob
+from ._training import check_exact_data, fit, mean_log_prob
 
 FEATURES, LAYERS, HIDDEN, BATCH = 16, 5, (128, 128), 1024
 
@@ -270,6 +270,8 @@ def main(argv: list[str]) -> int:
     unknown = [m for m in models if m not in QUALITY_MODELS]
     if args.part == "quality" and unknown:
         p.error(f"--models: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(QUALITY_MODELS)}")
+    if args.part == "quality":
+        check_exact_data(p, args.datasets.split(","), "--datasets")
     name = args.name or f"maf_{args.part}"
     check_out(p, name, args.force, "--name")
     require(*(["zuko", "nflows"] if args.part == "speed" else [m.split()[0] for m in models if not m.startswith("invertible")]))

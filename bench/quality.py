@@ -22,7 +22,7 @@ from invertible.data import load
 
 from .common import add_out, check_device, check_out, header, positive, positive_float, require, table, write
 from ._flows import MODELS, Spec, build, check_names, parameters
-from ._training import fit, mean_log_prob
+from ._training import check_exact_data, fit, mean_log_prob
 
 
 def _csv(text: str) -> list[str]:
@@ -52,18 +52,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--threads", type=positive, default=1, help="torch intra-op threads (1: as the engine for small flows)")
     add_out(p, "quality")
     args = p.parse_args(argv)
-    if not args.data:
-        p.error("--data: give at least one dataset")
     if args.warmup < 0:
         p.error(f"--warmup must be >= 0, got {args.warmup}")
     check_device(p, args.device)
-    for name in args.data:
-        try:
-            exact = load(name, seed=0).log_prob is not None
-        except (ValueError, OSError) as e:
-            p.error(f"--data: {e}")
-        if not exact:
-            p.error(f"--data: dataset {name!r} has no exact log_prob; the KL gap needs one")
+    check_exact_data(p, args.data, "--data")
     check_names(p, args.models, args.peers)
     check_out(p, args.out, args.force)
     require(*args.peers)

@@ -92,6 +92,9 @@ def test_the_vae_results_name_must_be_bare(monkeypatch, tmp_path, capsys) -> Non
     monkeypatch.setattr(vae, "RESULTS", tmp_path)
     assert "bare file name" in _usage_error(["variational", "vae", "--name", "a/b", "--steps", "1"], capsys)
     assert "at least 1" in _usage_error(["variational", "vae", "--steps", "0"], capsys)
+    for spec in ["planar-x", "nice-2", "planar", "diagonal-2", "iaf-0"]:
+        assert f"bad posterior {spec!r}" in _usage_error(["variational", "vae", "--posteriors", f"diagonal,{spec}"], capsys)
+    assert "invalid choice" in _usage_error(["variational", "vae", "--data", "cifar10"], capsys)
 
 
 @pytest.mark.parametrize("suite, extra, message", [
@@ -113,6 +116,8 @@ def test_the_vae_results_name_must_be_bare(monkeypatch, tmp_path, capsys) -> Non
     ("quality", ["--data", "digits"], "no exact log_prob"),
     ("maf speed", ["--repeats", "-1"], "--repeats: must be at least 1, got -1"),
     ("maf quality", ["--models", "zuko MAF,nflows MAF"], "unknown 'nflows MAF'"),
+    ("maf quality", ["--datasets", "checkerboard,moon"], "unknown dataset 'moon'"),
+    ("maf quality", ["--datasets", "digits"], "no exact log_prob"),
     ("glow speed", ["--repeats", "0"], "--repeats: must be at least 1"),
     ("glow quality", ["--clip", "inf"], "--clip: must be a positive finite number"),
     ("glow quality", ["--lr", "0"], "--lr: must be a positive finite number"),
