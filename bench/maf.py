@@ -254,14 +254,16 @@ def quality(steps: int, batch: int, datasets: list[str], models: list[str], seed
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench maf", description=__doc__.split("\n\n")[0])
     p.add_argument("part", choices=["speed", "quality"], help="which half to run")
-    p.add_argument("--repeats", type=positive, default=30, help="timed repetitions (speed)")
+    p.add_argument("--repeats", type=positive, default=30,
+                   help="timing rounds of the training step (speed; sampling runs half as many, at least 5)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd MAFs of this library and zuko (speed)")
     p.add_argument("--decompose", action="store_true",
                    help="also time the MAF without its soft clamp and the networks chained without masks (speed)")
     p.add_argument("--steps", type=positive, default=3000, help="training steps (quality)")
     p.add_argument("--batch-size", type=positive, default=256, help="batch size (quality)")
     p.add_argument("--datasets", default="checkerboard,8gaussians", help="comma-separated 2-D datasets (quality)")
-    p.add_argument("--models", default=",".join(QUALITY_MODELS), help="comma-separated models (quality)")
+    p.add_argument("--models", default=",".join(QUALITY_MODELS),
+                   help="comma-separated models (quality), from: " + ", ".join(QUALITY_MODELS))
     p.add_argument("--threads", type=positive, default=2, help="torch threads (quality; speed always uses 2)")
     add_out(p, None, "--name", " (default maf_speed / maf_quality)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of data, weights and batches (quality)")

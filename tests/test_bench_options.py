@@ -223,3 +223,12 @@ def test_speed_suite_ratio_is_peer_time_over_ours(monkeypatch, tmp_path) -> None
     assert float(rows["zuko"]["step time / invertible"]) == pytest.approx(1.5)  # best rounds: 3 / 2
     assert "- command: `python -m bench speed --peers zuko`" in text
     assert "torch threads 1" in text and "zuko " in text.split("- versions:")[1].splitlines()[0]
+
+
+def test_maf_help_says_sampling_runs_fewer_rounds(capsys) -> None:
+    """``--repeats`` is the training-step rounds; sampling runs ``max(repeats // 2, 5)`` (see the table test)."""
+    with pytest.raises(SystemExit):
+        main(["maf", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "sampling runs half as many, at least 5" in help_text
+    assert "from: invertible MAF, invertible MAF (identity start), zuko MAF" in help_text
