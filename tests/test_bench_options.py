@@ -85,11 +85,7 @@ def test_a_results_name_with_a_directory_is_refused(suite, name, results, capsys
     assert "bare file name" in _usage_error(_argv(suite, name), capsys)
 
 
-def test_the_vae_results_name_must_be_bare(monkeypatch, tmp_path, capsys) -> None:
-    import bench._variational_vae as vae
-
-    monkeypatch.setattr(vae, "train_and_evaluate", _ran)
-    monkeypatch.setattr(vae, "RESULTS", tmp_path)
+def test_the_vae_suite_checks_its_options(vae_results, capsys) -> None:
     assert "bare file name" in _usage_error(["variational", "vae", "--name", "a/b", "--steps", "1"], capsys)
     assert "at least 1" in _usage_error(["variational", "vae", "--steps", "0"], capsys)
     for spec in ["planar-x", "nice-2", "planar", "diagonal-2", "iaf-0"]:
@@ -232,3 +228,41 @@ def test_maf_help_says_sampling_runs_fewer_rounds(capsys) -> None:
     help_text = " ".join(capsys.readouterr().out.split())
     assert "sampling runs half as many, at least 5" in help_text
     assert "from: invertible MAF, invertible MAF (identity start), zuko MAF" in help_text
+
+
+# ----------------------------------------------------------------------------- the VAE suite's appended rows
+@pytest.fixture
+def vae_results(tmp_path, monkeypatch):
+    """A scratch results folder and a fake ``train_and_evaluate`` (no training)."""
+    import bench._variational_vae as vae
+
+    def fake(args):
+        return {"layers": args.layers, "test_iw_log_px": -100.0 - args.layers, "test_elbo": -110.0, "train_elbo": -105.0,
+                "iw_samples": args.iw_samples, "test_images": 1000, "steps": args.steps, "parameters": 7,
+                "wall_time_s": 1.0}
+
+    monkeypatch.setattr(vae, "train_and_evaluate", fake)
+    monkeypatch.setattr(vae, "RESULTS", tmp_path)
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    return tmp_path
+
+
+def test_vae_rows_are_appended_only_with_append_and_every_command_is_recorded(vae_results, monkeypatch, capsys) -> None:
+    first = ["variational", "vae", "--steps", "3", "--posteriors", "diagonal", "--name", "v", "--out", str(vae_results / "a")]
+    monkeypatch.setattr(sys, "argv", ["bench", *first])
+    assert main(first) == 0
+    recorded = (vae_results / "v.jsonl").read_text()
+
+    second = ["variational", "vae", "--steps", "4", "--batch-size", "50", "--seed", "1", "--posteriors", "planar-2",
+              "--name", "v", "--out", str(vae_results / "b")]
+    assert "v.jsonl exists" in _usage_error(second, capsys)  # without --append: refused, nothing added
+    assert (vae_results / "v.jsonl").read_text() == recorded
+
+    monkeypatch.setattr(sys, "argv", ["bench", *second, "--append"])
+    assert main([*second, "--append"]) == 0
+    text = (vae_results / "v.md").read_text()
+    assert f"`python -m bench {' '.join(first)}`" in text and f"`python -m bench {' '.join(second)} --append`" in text
+    assert "batch 50" in text and "seed 1 " in text
+    rows = _table(text)
+    assert [(r["posterior"], r["steps"], r["batch"], r["seed"]) for r in rows] == [("diagonal", "3", "100", "0"),
+                                                                                  ("planar K=2", "4", "50", "1")]
