@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -147,16 +148,20 @@ def quality(args, argv: list[str]) -> str:
     """Train the models in separate processes (identical batches), ``--jobs`` at a time, then tabulate."""
     with tempfile.TemporaryDirectory() as tmp:
         pending = [(key, os.path.join(tmp, f"{key}.json")) for key in MODELS]
-        running: list[tuple[str, subprocess.Popen]] = []
+        running: list[tuple[str, str, subprocess.Popen]] = []
         rows = []
         while pending or running:
             while pending and len(running) < args.jobs:
                 key, out = pending.pop(0)
                 cmd = [sys.executable, "-m", "bench", "glow", *argv, "--part", "one", "--model", key, "--json", out]
-                running.append((out, subprocess.Popen(cmd)))
-            out, proc = running.pop(0)
+                running.append((key, out, subprocess.Popen(cmd)))
+            key, out, proc = running.pop(0)
             if proc.wait() != 0:
-                raise RuntimeError(f"training run {proc.args} failed")
+                for _, _, other in running:  # no training run outlives the failed benchmark
+                    other.kill()
+                    other.wait()
+                raise SystemExit(f"the training run of {key!r} failed (exit status {proc.returncode}; its error is "
+                                 f"printed above), the other runs were stopped: {shlex.join(proc.args)}")
             rows.append(json.loads(Path(out).read_text()))
     ref = next(r["test bits/dim"] for r in rows if r["model"] == MODELS["normflows"])
     torch.set_num_threads(args.threads)  # header() records the threads of the training processes

@@ -266,3 +266,31 @@ def test_vae_rows_are_appended_only_with_append_and_every_command_is_recorded(va
     rows = _table(text)
     assert [(r["posterior"], r["steps"], r["batch"], r["seed"]) for r in rows] == [("diagonal", "3", "100", "0"),
                                                                                   ("planar K=2", "4", "50", "1")]
+
+
+def test_a_failed_glow_training_run_stops_the_others(monkeypatch) -> None:
+    """``glow --part quality`` trains in child processes: when one fails, the ones still running are killed
+    and the suite exits with a message naming the model, not a traceback that leaves them running."""
+    import argparse
+
+    import bench.glow as glow
+
+    procs = []
+
+    class FakeProc:
+        def __init__(self, cmd):
+            self.args, self.killed = cmd, False
+            self.returncode = 1 if "glow" == cmd[cmd.index("--model") + 1] else None
+            procs.append(self)
+
+        def wait(self):
+            return self.returncode if self.returncode is not None else -9 if self.killed else 0
+
+        def kill(self):
+            self.killed = True
+
+    monkeypatch.setattr(glow.subprocess, "Popen", FakeProc)
+    with pytest.raises(SystemExit) as exit_:
+        glow.quality(argparse.Namespace(jobs=len(glow.MODELS)), ["--steps-budget", "1"])
+    assert "training run of 'glow' failed" in str(exit_.value.code)
+    assert [p.killed for p in procs] == [False] + [True] * (len(glow.MODELS) - 1)
