@@ -13,6 +13,7 @@ initialisation of the conditioners. A later family adds its entries to
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from typing import Callable
 
@@ -137,6 +138,19 @@ def build(model: str, library: str, spec: Spec) -> Model:
     if library not in MODELS[model]:
         raise ValueError(f"no {library!r} build of {model!r}; libraries: {sorted(MODELS[model])}")
     return MODELS[model][library](spec)
+
+
+def check_names(parser: argparse.ArgumentParser, models: list[str], peers: list[str]) -> None:
+    """A usage error for an unknown ``--models`` or ``--peers`` name (instead of a silently skipped peer)."""
+    if not models:
+        parser.error(f"--models: give at least one of {', '.join(MODELS)}")
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        parser.error(f"--models: unknown {', '.join(map(repr, unknown))}; benchmarked models: {', '.join(MODELS)}")
+    libraries = sorted({lib for m in models for lib in MODELS[m]} - {"invertible"})
+    unknown = [p for p in peers if p not in libraries]
+    if unknown:
+        parser.error(f"--peers: unknown {', '.join(map(repr, unknown))}; peers of {', '.join(models)}: {', '.join(libraries)}")
 
 
 def parameters(model: Model) -> int:

@@ -8,11 +8,13 @@ of steps.
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import torch
 from torch import Tensor
 
+from invertible.data import load
 from invertible.train.schedule import lr_factor
 
 from ._flows import Model
@@ -60,3 +62,16 @@ def fit(
 def mean_log_prob(model: Model, x: Tensor, chunk: int = 8192) -> float:
     """Mean of ``model.log_prob`` over ``x``, in chunks."""
     return float(torch.cat([model.log_prob(c) for c in x.split(chunk)]).double().mean())
+
+
+def check_exact_data(parser: argparse.ArgumentParser, names: list[str], option: str) -> None:
+    """A usage error unless every dataset of ``names`` loads and has an exact ``log_prob`` (the KL gap needs one)."""
+    if not names:
+        parser.error(f"{option}: give at least one dataset")
+    for name in names:
+        try:
+            exact = load(name, seed=0).log_prob is not None
+        except (ValueError, OSError) as e:
+            parser.error(f"{option}: {e}")
+        if not exact:
+            parser.error(f"{option}: dataset {name!r} has no exact log_prob; the KL gap needs one")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import importlib.metadata
+import math
 import os
 import platform
 import random
@@ -17,6 +19,77 @@ from typing import Callable, Sequence
 import torch
 
 RESULTS = Path(__file__).parent / "results"
+#: How to install the peer libraries the benchmarks compare with.
+EXTRA = "pip install -e '.[bench]'"
+
+
+def require(*modules: str) -> None:
+    """Exit with a message naming the ``bench`` extra when a peer library of a suite is not importable.
+
+    Called before any work, so a run does not train for an hour and then fail on a missing peer.
+    """
+    missing = []
+    for m in dict.fromkeys(modules):
+        try:
+            importlib.import_module(m)
+        except ImportError as e:
+            missing.append(f"{m} ({e})")
+    if missing:
+        raise SystemExit(f"peer libraries not installed: {', '.join(missing)}; install them with {EXTRA}")
+
+
+def positive(text: str) -> int:
+    """``argparse`` type of a count that must be at least 1 (rounds, repeats, steps, ...)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """``argparse`` type of a finite number above 0 (learning rate, gradient-norm clip)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def check_device(parser: argparse.ArgumentParser, device: str) -> None:
+    """A usage error for a device torch cannot allocate on (a bad name, or CUDA on a machine without it)."""
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError, NotImplementedError) as e:
+        parser.error(f"--device {device!r}: {str(e).splitlines()[0]}")
+
+
+def add_out(parser: argparse.ArgumentParser, default: str | None, option: str = "--out", what: str = "") -> None:
+    """The results-file option (a bare name: ``bench/results/NAME.md``) and ``--force`` to overwrite one."""
+    parser.add_argument(option, default=default, help=f"results file name under bench/results/, without .md{what}; "
+                        "an existing file is refused unless --force")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing results file")
+
+
+def results_path(name: str) -> Path:
+    """``bench/results/NAME.md``; ``name`` must be a bare file name (no directory, no ``.md``)."""
+    if not name or name in {".", ".."} or Path(name).name != name or "\\" in name or name.endswith(".md"):
+        raise ValueError(f"results name must be a bare file name (no directory, no .md suffix), got {name!r}")
+    return RESULTS / f"{name}.md"
+
+
+def check_out(parser: argparse.ArgumentParser, name: str, force: bool, option: str = "--out") -> None:
+    """Refuse (as a usage error, before any work) a bad results name or an existing file without ``--force``."""
+    try:
+        path = results_path(name)
+    except ValueError as e:
+        parser.error(f"{option}: {e}")
+    if path.exists() and not force:
+        parser.error(f"{option}: {path} exists (a recorded result); choose another name or pass --force to overwrite it")
 
 
 def versions(packages: Sequence[str]) -> dict[str, str]:
@@ -33,11 +106,16 @@ def versions(packages: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def command() -> str:
+    """The command line of this run, as ``python -m bench SUITE ...``."""
+    return "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
 def header(title: str, packages: Sequence[str] = ("invertible", "torch", "zuko", "nflows", "normflows")) -> str:
     """Markdown header: title, date, machine, threads, library versions and the command that made it."""
     cpu = platform.processor() or platform.machine()
     vs = ", ".join(f"{k} {v}" for k, v in versions(packages).items())
-    cmd = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    cmd = command()
     return (
         f"# {title}\n\n"
         f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}\n"
@@ -60,9 +138,9 @@ def table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
 
 
 def write(name: str, text: str) -> Path:
-    """Write ``bench/results/NAME.md`` and print it."""
+    """Write ``bench/results/NAME.md`` and print it (:func:`check_out` refuses an existing one first)."""
+    path = results_path(name)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.md"
     path.write_text(text)
     print(text)
     print(f"written to {path}")

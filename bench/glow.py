@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import header, round_order, rounds_ms, table, write
+from bench.common import add_out, check_out, header, positive, positive_float, require, round_order, rounds_ms, table, write
 from invertible.data import load
 from invertible.metrics import bits_per_dim
 from invertible.models import Glow
@@ -147,16 +148,20 @@ def quality(args, argv: list[str]) -> str:
     """Train the models in separate processes (identical batches), ``--jobs`` at a time, then tabulate."""
     with tempfile.TemporaryDirectory() as tmp:
         pending = [(key, os.path.join(tmp, f"{key}.json")) for key in MODELS]
-        running: list[tuple[str, subprocess.Popen]] = []
+        running: list[tuple[str, str, subprocess.Popen]] = []
         rows = []
         while pending or running:
             while pending and len(running) < args.jobs:
                 key, out = pending.pop(0)
                 cmd = [sys.executable, "-m", "bench", "glow", *argv, "--part", "one", "--model", key, "--json", out]
-                running.append((out, subprocess.Popen(cmd)))
-            out, proc = running.pop(0)
+                running.append((key, out, subprocess.Popen(cmd)))
+            key, out, proc = running.pop(0)
             if proc.wait() != 0:
-                raise RuntimeError(f"training run {proc.args} failed")
+                for _, _, other in running:  # no training run outlives the failed benchmark
+                    other.kill()
+                    other.wait()
+                raise SystemExit(f"the training run of {key!r} failed (exit status {proc.returncode}; its error is "
+                                 f"printed above), the other runs were stopped: {shlex.join(proc.args)}")
             rows.append(json.loads(Path(out).read_text()))
     ref = next(r["test bits/dim"] for r in rows if r["model"] == MODELS["normflows"])
     torch.set_num_threads(args.threads)  # header() records the threads of the training processes
@@ -227,26 +232,26 @@ def main(argv: list[str]) -> int:
     p.add_argument("--part", choices=["quality", "speed", "one"], default="quality")
     p.add_argument("--model", choices=list(MODELS), help="with --part one: the model to train")
     p.add_argument("--json", help="with --part one: where to write its result")
-    p.add_argument("--threads", type=int, default=1, help="torch threads of each training process")
-    p.add_argument("--jobs", type=int, default=len(MODELS), help="training processes run at once (1: one after another)")
-    p.add_argument("--steps-budget", type=int, default=2000)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--threads", type=positive, default=1, help="torch threads of each training process")
+    p.add_argument("--jobs", type=positive, default=len(MODELS), help="training processes run at once (1: one after another)")
+    p.add_argument("--steps-budget", type=positive, default=2000)
+    p.add_argument("--batch", type=positive, default=128)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument(
         "--schedule",
         choices=["cosine", "constant"],
         default="cosine",
         help="learning-rate schedule of every model (cosine: decay to 0 over the budget, as `invertible train`)",
     )
-    p.add_argument("--clip", type=float, default=5.0, help="global gradient-norm clip of every model (`invertible train`: 5)")
-    p.add_argument("--levels", type=int, default=2)
-    p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--clip", type=positive_float, default=5.0, help="global gradient-norm clip of every model (`invertible train`: 5)")
+    p.add_argument("--levels", type=positive, default=2)
+    p.add_argument("--steps", type=positive, default=8)
+    p.add_argument("--hidden", type=positive, default=64)
     p.add_argument("--alpha", type=float, default=0.05)
-    p.add_argument("--eval-draws", type=int, default=10)
-    p.add_argument("--repeats", type=int, default=30)
-    p.add_argument("--speed-threads", type=int, default=2, help="torch threads of the speed part")
-    p.add_argument("--out", help="results file name under bench/results (default glow_digits / glow_speed)")
+    p.add_argument("--eval-draws", type=positive, default=10)
+    p.add_argument("--repeats", type=positive, default=30)
+    p.add_argument("--speed-threads", type=positive, default=2, help="torch threads of the speed part")
+    add_out(p, None, what=" (default glow_digits / glow_speed)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--glow-option",
@@ -256,16 +261,21 @@ def main(argv: list[str]) -> int:
         help="extra option of our Glow (both rows), e.g. prior=conditional; repeatable",
     )
     args = p.parse_args(argv)
-    if args.clip <= 0 or not math.isfinite(args.clip):
-        p.error(f"--clip must be a positive finite number, got {args.clip}")
-    if args.jobs < 1:
-        p.error(f"--jobs must be at least 1, got {args.jobs}")
+    try:
+        glow_options(args)
+    except ValueError as e:
+        p.error(str(e))
     if args.part == "one":
         if not args.model or not args.json:
             p.error("--part one needs --model and --json")
         Path(args.json).write_text(json.dumps(train_one(args.model, args)))
-    elif args.part == "quality":
-        write(args.out or "glow_digits", quality(args, argv))
+        return 0
+    name = args.out or ("glow_digits" if args.part == "quality" else "glow_speed")
+    check_out(p, name, args.force)
+    if args.part == "quality":
+        require("normflows", "zuko")
+        write(name, quality(args, argv))
     else:
-        write(args.out or "glow_speed", speed(args))
+        require("normflows")
+        write(name, speed(args))
     return 0

@@ -36,9 +36,9 @@ from torch import nn
 
 from invertible.data import load
 
-from .common import header, round_order, rounds_ms, table, write
+from .common import add_out, check_out, header, positive, require, round_order, rounds_ms, table, write
 from ._flows import Model
-from ._training import fit, mean_log_prob
+from ._training import check_exact_data, fit, mean_log_prob
 
 FEATURES, LAYERS, HIDDEN, BATCH = 16, 5, (128, 128), 1024
 
@@ -178,7 +178,8 @@ def speed(repeats: int, compile_: bool = False, decompose: bool = False) -> str:
         unmasked = bare_networks(FEATURES)
         reference[UNMASKED] = chained_step(list(unmasked), unmasked, x)
     train = rounds_ms({**reference, **{k: train_step(m) for k, m in {**entries, **compiled}.items()}}, repeats)
-    sample = rounds_ms({k: sample_step(m) for k, m in entries.items()}, max(repeats // 2, 5))
+    sample_rounds = max(repeats // 2, 5)
+    sample = rounds_ms({k: sample_step(m) for k, m in entries.items()}, sample_rounds)
 
     def fastest_peer(times: dict[str, list[float]], names) -> str:
         return min((n for n in names if n in PEERS), key=lambda n: statistics.median(times[n]))
@@ -198,7 +199,8 @@ def speed(repeats: int, compile_: bool = False, decompose: bool = False) -> str:
         })
     return (
         f"## Speed: batch {BATCH}, {FEATURES} features, {LAYERS} layers, MADE {HIDDEN[0]}x{len(HIDDEN)}, "
-        f"CPU, {torch.get_num_threads()} threads ({repeats} rounds, {round_order()}; times are "
+        f"CPU, {torch.get_num_threads()} threads ({repeats} rounds of training steps, {sample_rounds} of sampling, "
+        f"{round_order()}; times are "
         "medians over the rounds, ratios medians of the per-round ratios)\n\n" + table(rows)
         + ("\nRows marked (torch.compile) run `torch.compile(log_prob)` (compiled before timing) and are "
            "compared with the fastest compiled peer; the others with the fastest eager peer.\n" if compiled else "")
@@ -252,24 +254,35 @@ def quality(steps: int, batch: int, datasets: list[str], models: list[str], seed
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench maf", description=__doc__.split("\n\n")[0])
     p.add_argument("part", choices=["speed", "quality"], help="which half to run")
-    p.add_argument("--repeats", type=int, default=30, help="timed repetitions (speed)")
+    p.add_argument("--repeats", type=positive, default=30,
+                   help="timing rounds of the training step (speed; sampling runs half as many, at least 5)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd MAFs of this library and zuko (speed)")
     p.add_argument("--decompose", action="store_true",
                    help="also time the MAF without its soft clamp and the networks chained without masks (speed)")
-    p.add_argument("--steps", type=int, default=3000, help="training steps (quality)")
-    p.add_argument("--batch-size", type=int, default=256, help="batch size (quality)")
+    p.add_argument("--steps", type=positive, default=3000, help="training steps (quality)")
+    p.add_argument("--batch-size", type=positive, default=256, help="batch size (quality)")
     p.add_argument("--datasets", default="checkerboard,8gaussians", help="comma-separated 2-D datasets (quality)")
-    p.add_argument("--models", default=",".join(QUALITY_MODELS), help="comma-separated models (quality)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads (quality; speed always uses 2)")
-    p.add_argument("--name", default=None, help="results file name (default maf_speed / maf_quality)")
+    p.add_argument("--models", default=",".join(QUALITY_MODELS),
+                   help="comma-separated models (quality), from: " + ", ".join(QUALITY_MODELS))
+    p.add_argument("--threads", type=positive, default=2, help="torch threads (quality; speed always uses 2)")
+    add_out(p, None, "--name", " (default maf_speed / maf_quality)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of data, weights and batches (quality)")
     args = p.parse_args(argv)
+    models = args.models.split(",")
+    unknown = [m for m in models if m not in QUALITY_MODELS]
+    if args.part == "quality" and unknown:
+        p.error(f"--models: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(QUALITY_MODELS)}")
+    if args.part == "quality":
+        check_exact_data(p, args.datasets.split(","), "--datasets")
+    name = args.name or f"maf_{args.part}"
+    check_out(p, name, args.force, "--name")
+    require(*(["zuko", "nflows"] if args.part == "speed" else [m.split()[0] for m in models if not m.startswith("invertible")]))
     torch.set_num_threads(2 if args.part == "speed" else args.threads)  # before header(), which records it
     if args.part == "speed":
         text = header("MAF speed: invertible vs zuko, nflows and the bare networks") + speed(args.repeats, args.compile, args.decompose)
     else:
         text = header("MAF/NSF quality: KL gap against zuko") + quality(
-            args.steps, args.batch_size, args.datasets.split(","), args.models.split(","), args.seeds
+            args.steps, args.batch_size, args.datasets.split(","), models, args.seeds
         )
-    write(args.name or f"maf_{args.part}", text)
+    write(name, text)
     return 0

@@ -21,29 +21,47 @@ from typing import Callable
 
 import torch
 
-from .common import header, round_order, rounds_ms, table, write
-from ._flows import MODELS, Spec, build, parameters
+from .common import add_out, check_device, check_out, header, positive, require, round_order, rounds_ms, table, write
+from ._flows import MODELS, Spec, build, check_names, parameters
 
 
 def _csv(text: str) -> list[str]:
     return [t for t in text.split(",") if t]
 
 
+def _sizes(text: str) -> list[int]:
+    return [positive(v) for v in _csv(text)]
+
+
+def _even_sizes(text: str) -> list[int]:
+    """Data sizes: even, as the couplings split the features in two halves of equal size."""
+    sizes = _sizes(text)
+    odd = [d for d in sizes if d % 2]
+    if odd or not sizes:
+        raise argparse.ArgumentTypeError(f"expected comma-separated even sizes, got {text!r}")
+    return sizes
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench speed", description=__doc__.splitlines()[0])
     p.add_argument("--models", type=_csv, default=["realnvp"], help="comma-separated, from: " + ", ".join(MODELS))
-    p.add_argument("--peers", type=_csv, default=["zuko", "nflows", "normflows"])
-    p.add_argument("--features", type=lambda s: [int(v) for v in _csv(s)], default=[2, 16], help="data sizes (even)")
-    p.add_argument("--layers", type=int, default=8)
-    p.add_argument("--hidden", type=lambda s: tuple(int(h) for h in _csv(s)), default=(64, 64))
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--sample-size", type=int, default=4096)
-    p.add_argument("--rounds", type=int, default=15)
-    p.add_argument("--calls", type=int, default=10, help="calls per library per round")
+    p.add_argument("--peers", type=_csv, default=["zuko", "nflows", "normflows"], help="comma-separated peer libraries")
+    p.add_argument("--features", type=_even_sizes, default=[2, 16], help="data sizes (even)")
+    p.add_argument("--layers", type=positive, default=8)
+    p.add_argument("--hidden", type=lambda s: tuple(_sizes(s)), default=(64, 64))
+    p.add_argument("--batch-size", type=positive, default=512)
+    p.add_argument("--sample-size", type=positive, default=4096)
+    p.add_argument("--rounds", type=positive, default=15, help="timing rounds; a time is the best (minimum) round")
+    p.add_argument("--calls", type=positive, default=10, help="calls per library per round")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default="speed", help="results file name under bench/results/")
-    return p.parse_args(argv)
+    p.add_argument("--threads", type=positive, default=2)
+    add_out(p, "speed")
+    args = p.parse_args(argv)
+    check_names(p, args.models, args.peers)
+    check_device(p, args.device)
+    check_out(p, args.out, args.force)
+    require(*args.peers)
+    return args
 
 
 def best_round_ms(fns: dict[str, Callable[[], object]], rounds: int, calls: int, device: str) -> dict[str, float]:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import torch
 from torch import Tensor, nn
 
-from bench.common import header, table, write
+from bench.common import add_out, check_out, header, positive, positive_float, require, table, write
 from invertible.variational import FAMILIES, approximation, fit, get_target
 
 
@@ -94,22 +95,40 @@ def _kl_cell(rows: list[dict]) -> str:
 
 def energies(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench variational energies")
-    p.add_argument("--steps", type=int, default=10_000)
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--steps", type=positive, default=10_000)
+    p.add_argument("--batch", type=positive, default=256)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument("--anneal", type=int, default=0, help="annealing steps (0: none)")
     p.add_argument("--targets", default="u1,u2,u3,u4")
     p.add_argument(
         "--models", default="planar-2,planar-8,planar-32,normflows-32,radial-32,sylvester-16,nsf,iaf",
         help="comma-separated: planar-K, radial-K, sylvester-K, normflows-K, nsf[-layers], iaf[-layers], zuko_nsf",
     )
-    p.add_argument("--eval", type=int, default=100_000)
+    p.add_argument("--eval", type=positive, default=100_000)
     p.add_argument("--seeds", default="0", help="comma-separated seeds; every (target, model) runs once per seed")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes (one thread each)")
-    p.add_argument("--name", default="variational_energies")
+    p.add_argument("--jobs", type=positive, default=1, help="worker processes (one thread each)")
+    add_out(p, "variational_energies", "--name")
     a = p.parse_args(argv)
     targets, specs = a.targets.split(","), a.models.split(",")
-    seeds = [int(x) for x in a.seeds.split(",")]
+    try:
+        seeds = [int(x) for x in a.seeds.split(",")]
+    except ValueError:
+        p.error(f"--seeds takes comma-separated integers, got {a.seeds!r}")
+    if a.anneal < 0:
+        p.error(f"--anneal must be >= 0, got {a.anneal}")
+    check_out(p, a.name, a.force, "--name")
+    peers = {"normflows": "normflows", "zuko_nsf": "zuko"}
+    require(*[peers[kind] for kind in (spec.partition("-")[0] for spec in specs) if kind in peers])
+    for target in targets:
+        try:
+            get_target(target)
+        except ValueError as e:
+            p.error(f"--targets: {e}")
+    for spec in specs:
+        try:
+            _model(spec)
+        except ValueError as e:
+            p.error(f"--models: {spec!r}: {e}")
     torch.set_num_threads(1)  # as every worker (_run); header() records it
     top = header("Reverse-KL fits of U1-U4 (Rezende & Mohamed 2015, Table 1)", ("invertible", "torch", "normflows", "zuko"))
     top += (
@@ -143,8 +162,12 @@ def energies(argv: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
+    usage = "usage: python -m bench variational {energies,vae} [options]"
+    if argv and argv[0] in {"-h", "--help"}:
+        print(usage + "\n\n" + __doc__)
+        return 0
     if not argv or argv[0] not in {"energies", "vae"}:
-        print("usage: python -m bench variational {energies,vae} [options]")
+        print(usage, file=sys.stderr)
         return 2
     if argv[0] == "energies":
         return energies(argv[1:])

@@ -34,14 +34,15 @@ def test_quality_row_averages_entropy_over_the_same_seeds_as_the_nll() -> None:
     assert row["diverged (NaN)"] == "1 of 3"
 
 
-def test_quality_table_is_consistent(tmp_path) -> None:
+def test_quality_table_is_consistent(tmp_path, monkeypatch) -> None:
     """A tiny end-to-end run: in the written table test NLL - H(p) equals the KL gap on every row
     (seeds 0 and 2 of 8gaussians have test entropies 0.006 nats apart at this size)."""
+    import bench.common
     from bench.quality import main as quality
 
-    out = tmp_path / "q"
+    monkeypatch.setattr(bench.common, "RESULTS", tmp_path)
     args = ["--data", "8gaussians", "--peers", "zuko", "--seeds", "0", "2", "--steps", "3", "--n-train", "512",
-            "--layers", "2", "--hidden", "8", "--out", str(out)]
+            "--layers", "2", "--hidden", "8", "--out", "q"]
     assert quality(args) == 0
     lines = [line for line in (tmp_path / "q.md").read_text().splitlines() if line.startswith("| 8gaussians")]
     assert len(lines) == 2
@@ -62,8 +63,9 @@ def test_quality_ratio_survives_a_diverged_invertible_seed(monkeypatch, tmp_path
     monkeypatch.setattr(q, "run_one", fake_run)
     rows = []
     monkeypatch.setattr(q, "table", lambda r: rows.extend(r) or "")
+    monkeypatch.setattr("bench.common.RESULTS", tmp_path)
     assert q.main(["--data", "checkerboard", "--peers", "zuko", "--seeds", "0", "1", "--n-train", "64",
-                   "--out", str(tmp_path / "q")]) == 0
+                   "--out", "q"]) == 0
     ratio = {r["library"]: r["gap / invertible"] for r in rows}
     assert ratio["invertible"] == pytest.approx(1.0) and ratio["zuko"] == pytest.approx(2.0)
 
