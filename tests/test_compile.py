@@ -93,6 +93,23 @@ def test_train_compile_failure_is_a_one_line_error(tmp_path, monkeypatch, capsys
     assert err[-1] == f"error: torch.compile failed on this flow ({cause}); train without compile"
 
 
+def test_train_compile_where_torch_has_no_compiler_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    """``torch.compile`` itself refuses some Pythons (a ``RuntimeError`` when called, before any tracing)."""
+    from invertible.cli import main
+
+    def unsupported(model, **kwargs):
+        raise RuntimeError("torch.compile is not supported on Python 3.15+")
+
+    monkeypatch.setattr(torch, "compile", unsupported)
+    code = main(["train", "--data", "engine-gauss", "--model", "maf", "-m", "layers=1", "-m", "hidden=[8]", "--steps", "2",
+                 "--batch-size", "16", "--compile", "--no-progress", "--no-plots", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == ["error: torch.compile is not available here (torch.compile is not supported on Python 3.15+); "
+                   "train without compile"]
+    assert not (tmp_path / "run").exists()  # stopped before the run wrote anything
+
+
 class _CountingBackend:
     """A ``torch.compile`` backend that runs the traced graphs as they are and counts compilations and graph runs."""
 

@@ -132,6 +132,17 @@ def _compiler_errors() -> Iterator[None]:
         raise TrainingError(f"torch.compile failed on this flow ({type(e).__name__}: {first}); train without compile") from e
 
 
+def _compiled(model: torch.nn.Module) -> torch.nn.Module:
+    """``torch.compile(model)``, or a one-line :class:`TrainingError` where this Python has no ``torch.compile``
+    (called there, it raises a ``RuntimeError``: "torch.compile is not supported on Python 3.15+"), raised
+    before the run writes anything."""
+    try:
+        return torch.compile(model)
+    except RuntimeError as e:
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise TrainingError(f"torch.compile is not available here ({first}); train without compile") from e
+
+
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -195,7 +206,7 @@ class _Trainer:
             ids = [runtime.device.index] if runtime.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.flow, device_ids=ids)
         # compiled lazily, and used from this process's second step on (see `_step`)
-        self.compiled_model = torch.compile(self.model) if config.compile else None
+        self.compiled_model = _compiled(self.model) if config.compile else None
 
     def release_replica(self) -> None:
         """Drop the ``DistributedDataParallel`` wrapper (and its compiled form) while the process group lives.
