@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -69,3 +71,15 @@ def test_a_small_image_pass_under_inference_mode_leaves_later_training_its_gradi
     net = GlowConvNet(3, 4, 6).double()
     net(x).square().sum().backward()
     assert all(p.grad is not None for p in net.parameters())
+
+
+def test_the_conv_matrix_compiles_without_the_cache_warning() -> None:
+    """Under ``torch.compile`` the shift matrices are built in the graph, not looked up in the process-wide cache
+    that Dynamo skips with a warning ("Dynamo detected a call to a functools.lru_cache-wrapped function")."""
+    weight = torch.randn(3, 2, 3, 3)
+    fn = torch.compile(lambda w: conv_matrix(w, 2, 2), backend="eager", fullgraph=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = fn(weight)
+    torch.testing.assert_close(got, conv_matrix(weight, 2, 2))
+    assert not [w for w in caught if "lru_cache" in str(w.message)], [str(w.message) for w in caught]

@@ -94,7 +94,9 @@ def conv_matrix(
     if k != k_w or k % 2 == 0:
         raise ValueError(f"conv_matrix needs a square kernel of odd size, got {k}x{k_w}")
     pixels = height * width
-    shifts = _shift_matrices(height, width, k, weight.device, weight.dtype)
+    # traced by torch.compile without the cache (which Dynamo would skip anyway, with a warning)
+    shift_matrices = _shift_matrices.__wrapped__ if torch.compiler.is_compiling() else _shift_matrices
+    shifts = shift_matrices(height, width, k, weight.device, weight.dtype)
     m = (weight.reshape(out_channels * in_channels, k * k) @ shifts).view(out_channels, in_channels, pixels, pixels)
     rows = (2, 0) if channels_last_out else (0, 2)
     cols = (3, 1) if channels_last_in else (1, 3)
