@@ -24,7 +24,7 @@ import pickle
 import warnings
 import zlib
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from torch import Tensor
 
 from .images import class_indices, image_bundle, number_names, numbers_to_names, one_hot
 from .registry import DataBundle, register_reader, register_rows_reader
+
+if TYPE_CHECKING:  # Pillow is imported where a PNG folder is read
+    from PIL import Image
 
 __all__ = ["read_idx", "read_image_path", "read_image_rows"]
 

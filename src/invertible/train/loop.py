@@ -119,6 +119,11 @@ class TrainingError(RuntimeError):
     """Training cannot go on (the loss diverged, the run directory is taken, nothing to resume)."""
 
 
+def _first_line(error: BaseException) -> str:
+    """The first line of an error's message (torch's compiler errors run to pages)."""
+    return (str(error).strip().splitlines() or [""])[0]
+
+
 @contextmanager
 def _compiler_errors() -> Iterator[None]:
     """A ``torch.compile`` failure (e.g. no C++ compiler) in the block, raised as a one-line :class:`TrainingError`.
@@ -128,8 +133,8 @@ def _compiler_errors() -> Iterator[None]:
     try:
         yield
     except torch._dynamo.exc.TorchDynamoException as e:  # only torch.compile raises these
-        first = (str(e).strip().splitlines() or [""])[0]
-        raise TrainingError(f"torch.compile failed on this flow ({type(e).__name__}: {first}); train without compile") from e
+        raise TrainingError(f"torch.compile failed on this flow ({type(e).__name__}: {_first_line(e)}); "
+                            "train without compile") from e
 
 
 def _compiled(model: torch.nn.Module) -> torch.nn.Module:
@@ -139,8 +144,7 @@ def _compiled(model: torch.nn.Module) -> torch.nn.Module:
     try:
         return torch.compile(model)
     except RuntimeError as e:
-        first = (str(e).strip().splitlines() or [""])[0]
-        raise TrainingError(f"torch.compile is not available here ({first}); train without compile") from e
+        raise TrainingError(f"torch.compile is not available here ({_first_line(e)}); train without compile") from e
 
 
 def seed_everything(seed: int) -> None:
