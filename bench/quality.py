@@ -89,6 +89,7 @@ def summary_row(name: str, model: str, library: str, runs: list[dict], ours: flo
         "H(p) (nats)": _mean([r["entropy"] for r in finite]),
         "KL gap (nats)": kl,
         "KL gap sd": statistics.stdev(r["kl"] for r in finite) if len(finite) > 1 else "",
+        "KL gap per seed": " / ".join(f"{r['kl']:.3f}" for r in runs),
         "gap / invertible": kl / ours,
         "diverged (NaN)": f"{len(runs) - len(finite)} of {len(runs)}",
     }
@@ -119,7 +120,8 @@ def main(argv: list[str]) -> int:
         f"{args.n_train} training samples; seeds {args.seeds}; device {args.device}. "
         f"KL gap = mean over the {n_test} test samples (each seed draws its own) of log p(x) - log q(x) (nats; 0 is perfect). "
         "gap / invertible above 1 means the peer is worse. Test NLL, H(p), KL gap and sd are means over the seeds "
-        "whose training did not diverge (so test NLL - H(p) = KL gap).\n\n"
+        "whose training did not diverge (so test NLL - H(p) = KL gap); "
+        "KL gap per seed lists every seed in order (nan: diverged).\n\n"
     )
     write(args.out, header("Quality: KL gap at equal architecture and budget") + budget + table(rows))
     return 0

@@ -32,6 +32,7 @@ def test_quality_row_averages_entropy_over_the_same_seeds_as_the_nll() -> None:
     assert row["H(p) (nats)"] == pytest.approx(2.82)
     assert row["test NLL (nats)"] - row["H(p) (nats)"] == pytest.approx(row["KL gap (nats)"])
     assert row["diverged (NaN)"] == "1 of 3"
+    assert row["KL gap per seed"] == "0.200 / 0.260 / nan"
 
 
 def test_quality_table_is_consistent(tmp_path, monkeypatch) -> None:
