@@ -428,3 +428,19 @@ def test_an_ensemble_evaluated_under_inference_mode_trains_afterwards(name):
     model.train()
     model.log_prob(x).mean().backward()
     assert all(p.grad is not None for p in model.net.parameters())
+
+
+@pytest.mark.parametrize("name", ["made", "bernoulli_made"])
+def test_a_pool_of_several_mask_sets_needs_an_agnostic_kind_of_training(name):
+    """With neither order- nor connectivity-agnostic training every mask set of a pool is the same MADE: ``masks > 1``
+    was a plain MADE evaluated ``masks`` times over; it is refused, and either kind of training alone is accepted."""
+    with pytest.raises(ValueError, match=r"masks=3 needs order_agnostic or connectivity_agnostic"):
+        build(name, features=3, hidden=[8], masks=3, order_agnostic=False, connectivity_agnostic=False)
+    build(name, features=3, hidden=[8], masks=1, order_agnostic=False, connectivity_agnostic=False)
+    for options in (dict(order_agnostic=False), dict(connectivity_agnostic=False)):
+        model = build(name, features=3, hidden=[8], masks=3, **options)
+        sets = []
+        for k in range(3):
+            model.use_masks(k)
+            sets.append([b.clone() for b in model.net.buffers()])
+        assert not all(torch.equal(a, b) for a, b in zip(sets[0], sets[1]))

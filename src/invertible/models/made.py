@@ -55,6 +55,9 @@ class _MaskPool:
         ensemble = masks if ensemble is None else ensemble
         if not 1 <= ensemble <= masks:
             raise ValueError(f"ensemble must be between 1 and masks={masks}, got {ensemble}")
+        if masks > 1 and not (order_agnostic or connectivity_agnostic):
+            raise ValueError(f"masks={masks} needs order_agnostic or connectivity_agnostic: with both off every mask set "
+                             "is the same MADE (use masks=1)")
         self.masks, self.ensemble = masks, ensemble
         self.order_agnostic, self.connectivity_agnostic = order_agnostic, connectivity_agnostic
         self.base_order, self.seed = order, seed
@@ -194,7 +197,7 @@ class MADE(_MaskPool, Flow):
         masks: size of the mask pool (1: a single fixed MADE).
         ensemble: mask sets averaged at evaluation (default: all ``masks``).
         order_agnostic: mask sets draw random input orders.
-        connectivity_agnostic: mask sets draw random hidden degrees.
+        connectivity_agnostic: mask sets draw random hidden degrees (with ``masks > 1``, at least one of the two is on).
         seed: seed of the mask pool.
     """
 
