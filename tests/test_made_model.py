@@ -444,3 +444,34 @@ def test_a_pool_of_several_mask_sets_needs_an_agnostic_kind_of_training(name):
             model.use_masks(k)
             sets.append([b.clone() for b in model.net.buffers()])
         assert not all(torch.equal(a, b) for a, b in zip(sets[0], sets[1]))
+
+
+def test_a_run_draws_the_density_and_samples_of_the_ensemble_and_keeps_the_loaded_mask_set(tmp_path, monkeypatch):
+    """The run's pictures are drawn from the flow the run ends with, in training mode without EMA or early stopping:
+    each batch of grid points loaded the next mask set, so density.png was a patchwork of single mask sets, and the
+    samples came from the loaded set alone. They show the ensemble, as test_nll scores it, and the mode and loaded
+    set are left as they were."""
+    from invertible.data import DataBundle
+    from invertible.plots import density_grid
+    from invertible.train import pictures
+
+    torch.manual_seed(0)
+    model = build("made", features=2, hidden=[16], masks=3)
+    perturb(model, 0.5)
+    model.train()
+    model.use_masks(1)
+    drawn = {}
+
+    def density_2d(flow, data, samples, preprocess=None):
+        drawn["density"] = density_grid(flow, (-3, 3, -3, 3), 60, batch_size=500)[2]
+        drawn["samples"] = samples
+        return pictures.loss_curve([])
+
+    monkeypatch.setattr(pictures, "density_2d", density_2d)
+    data = torch.randn(30, 2)
+    pictures.draw_run(tmp_path, model, DataBundle("points", data, data, data), [], seed=3)
+    assert model.training and int(model.mask_index) == 1
+    model.eval()
+    np.testing.assert_allclose(drawn["density"], density_grid(model, (-3, 3, -3, 3), 60)[2], rtol=1e-5, atol=0)
+    torch.manual_seed(3)
+    torch.testing.assert_close(drawn["samples"], model.sample(30))
