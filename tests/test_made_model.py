@@ -475,3 +475,16 @@ def test_a_run_draws_the_density_and_samples_of_the_ensemble_and_keeps_the_loade
     np.testing.assert_allclose(drawn["density"], density_grid(model, (-3, 3, -3, 3), 60)[2], rtol=1e-5, atol=0)
     torch.manual_seed(3)
     torch.testing.assert_close(drawn["samples"], model.sample(30))
+
+
+@pytest.mark.parametrize("name", ["made", "bernoulli_made"])
+def test_a_seed_beyond_the_generators_range_is_refused_by_name(name):
+    """Mask set ``k`` is drawn from a generator seeded with ``1000003 * seed + k``: a seed that takes it beyond
+    torch's range ended in "Overflow when unpacking long long"; it is a ValueError naming the seeds that work,
+    and the ends of that range build."""
+    low, high = -(2**63 // 1_000_003), (2**64 - 3) // 1_000_003
+    for seed in (low, -1, 0, high):
+        build(name, features=3, hidden=[8], masks=3, seed=seed)
+    for seed in (low - 1, high + 1, 2**62):
+        with pytest.raises(ValueError, match=rf"seed must lie in {low}\.\.{high} .* got {seed}"):
+            build(name, features=3, hidden=[8], masks=3, seed=seed)
