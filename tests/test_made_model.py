@@ -428,3 +428,63 @@ def test_an_ensemble_evaluated_under_inference_mode_trains_afterwards(name):
     model.train()
     model.log_prob(x).mean().backward()
     assert all(p.grad is not None for p in model.net.parameters())
+
+
+@pytest.mark.parametrize("name", ["made", "bernoulli_made"])
+def test_a_pool_of_several_mask_sets_needs_an_agnostic_kind_of_training(name):
+    """With neither order- nor connectivity-agnostic training every mask set of a pool is the same MADE: ``masks > 1``
+    was a plain MADE evaluated ``masks`` times over; it is refused, and either kind of training alone is accepted."""
+    with pytest.raises(ValueError, match=r"masks=3 needs order_agnostic or connectivity_agnostic"):
+        build(name, features=3, hidden=[8], masks=3, order_agnostic=False, connectivity_agnostic=False)
+    build(name, features=3, hidden=[8], masks=1, order_agnostic=False, connectivity_agnostic=False)
+    for options in (dict(order_agnostic=False), dict(connectivity_agnostic=False)):
+        model = build(name, features=3, hidden=[8], masks=3, **options)
+        sets = []
+        for k in range(3):
+            model.use_masks(k)
+            sets.append([b.clone() for b in model.net.buffers()])
+        assert not all(torch.equal(a, b) for a, b in zip(sets[0], sets[1]))
+
+
+def test_a_run_draws_the_density_and_samples_of_the_ensemble_and_keeps_the_loaded_mask_set(tmp_path, monkeypatch):
+    """The run's pictures are drawn from the flow the run ends with, in training mode without EMA or early stopping:
+    each batch of grid points loaded the next mask set, so density.png was a patchwork of single mask sets, and the
+    samples came from the loaded set alone. They show the ensemble, as test_nll scores it, and the mode and loaded
+    set are left as they were."""
+    from invertible.data import DataBundle
+    from invertible.plots import density_grid
+    from invertible.train import pictures
+
+    torch.manual_seed(0)
+    model = build("made", features=2, hidden=[16], masks=3)
+    perturb(model, 0.5)
+    model.train()
+    model.use_masks(1)
+    drawn = {}
+
+    def density_2d(flow, data, samples, preprocess=None):
+        drawn["density"] = density_grid(flow, (-3, 3, -3, 3), 60, batch_size=500)[2]
+        drawn["samples"] = samples
+        return pictures.loss_curve([])
+
+    monkeypatch.setattr(pictures, "density_2d", density_2d)
+    data = torch.randn(30, 2)
+    pictures.draw_run(tmp_path, model, DataBundle("points", data, data, data), [], seed=3)
+    assert model.training and int(model.mask_index) == 1
+    model.eval()
+    np.testing.assert_allclose(drawn["density"], density_grid(model, (-3, 3, -3, 3), 60)[2], rtol=1e-5, atol=0)
+    torch.manual_seed(3)
+    torch.testing.assert_close(drawn["samples"], model.sample(30))
+
+
+@pytest.mark.parametrize("name", ["made", "bernoulli_made"])
+def test_a_seed_beyond_the_generators_range_is_refused_by_name(name):
+    """Mask set ``k`` is drawn from a generator seeded with ``1000003 * seed + k``: a seed that takes it beyond
+    torch's range ended in "Overflow when unpacking long long"; it is a ValueError naming the seeds that work,
+    and the ends of that range build."""
+    low, high = -(2**63 // 1_000_003), (2**64 - 3) // 1_000_003
+    for seed in (low, -1, 0, high):
+        build(name, features=3, hidden=[8], masks=3, seed=seed)
+    for seed in (low - 1, high + 1, 2**62):
+        with pytest.raises(ValueError, match=rf"seed must lie in {low}\.\.{high} .* got {seed}"):
+            build(name, features=3, hidden=[8], masks=3, seed=seed)

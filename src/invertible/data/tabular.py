@@ -163,7 +163,11 @@ def table_bundle(
     preprocess, digests = None, None
     if standardize:
         digests = split_digests((x_train, x_val, x_test), tuple(contexts))
-        preprocess = Standardize.fit(x_train).float()
+        try:
+            preprocess = Standardize.fit(x_train).float()
+        except ValueError as e:  # constant columns: fine for a discrete model (0/1 pixels), which takes them unscaled
+            raise ValueError(f"{e}, or read the table as it is with -d standardize=false (a discrete model, such as "
+                             "bernoulli_made on 0/1 columns, takes its values unstandardised)") from None
         with torch.no_grad():
             x_train, x_val, x_test = (standardized(preprocess, s) for s in (x_train, x_val, x_test))
     return DataBundle(

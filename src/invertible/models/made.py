@@ -41,6 +41,9 @@ from .registry import register
 
 __all__ = ["MADE", "BernoulliMADE"]
 
+#: Mask set ``k`` of a pool is drawn from a generator seeded with ``seed * _SEED_STRIDE + k``.
+_SEED_STRIDE = 1_000_003
+
 
 class _MaskPool:
     """A pool of ``masks`` mask sets for one :class:`MaskedMLP` and the ensemble logic around it."""
@@ -55,6 +58,13 @@ class _MaskPool:
         ensemble = masks if ensemble is None else ensemble
         if not 1 <= ensemble <= masks:
             raise ValueError(f"ensemble must be between 1 and masks={masks}, got {ensemble}")
+        low, high = -(2**63 // _SEED_STRIDE), (2**64 - masks) // _SEED_STRIDE  # set k's generator: seed * stride + k
+        if not low <= seed <= high:
+            raise ValueError(f"seed must lie in {low}..{high} (mask set k's generator is seeded with {_SEED_STRIDE} * seed + k, "
+                             f"which torch.Generator takes in -2**63..2**64 - 1), got {seed}")
+        if masks > 1 and not (order_agnostic or connectivity_agnostic):
+            raise ValueError(f"masks={masks} needs order_agnostic or connectivity_agnostic: with both off every mask set "
+                             "is the same MADE (use masks=1)")
         self.masks, self.ensemble = masks, ensemble
         self.order_agnostic, self.connectivity_agnostic = order_agnostic, connectivity_agnostic
         self.base_order, self.seed = order, seed
@@ -104,11 +114,11 @@ class _MaskPool:
 
     def _build_masks(self, k: int) -> None:
         """Draw mask set ``k`` from ``seed`` and set the network's degrees and masks to it."""
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
+        g = torch.Generator().manual_seed(self.seed * _SEED_STRIDE + k)
         if self.order_agnostic and self.masks > 1:
             degrees = input_degrees(self.net.features, "random", g)
         else:
-            fixed = torch.Generator().manual_seed(self.seed * 1_000_003)
+            fixed = torch.Generator().manual_seed(self.seed * _SEED_STRIDE)
             degrees = input_degrees(self.net.features, self.base_order, fixed)
         random_degrees = self.net.random_degrees
         self.net.random_degrees = random_degrees or (self.connectivity_agnostic and self.masks > 1)
@@ -194,8 +204,8 @@ class MADE(_MaskPool, Flow):
         masks: size of the mask pool (1: a single fixed MADE).
         ensemble: mask sets averaged at evaluation (default: all ``masks``).
         order_agnostic: mask sets draw random input orders.
-        connectivity_agnostic: mask sets draw random hidden degrees.
-        seed: seed of the mask pool.
+        connectivity_agnostic: mask sets draw random hidden degrees (with ``masks > 1``, at least one of the two is on).
+        seed: seed of the mask pool (mask set ``k`` from ``1000003 * seed + k``, within torch's generator range).
     """
 
     def __init__(

@@ -109,7 +109,7 @@ def check_fits(flow: Flow, bundle: DataBundle) -> None:
             try:
                 flow._check(getattr(bundle, split), getattr(bundle, f"{split}_context"))
             except (TypeError, ValueError) as e:
-                raise ValueError(f"dataset {bundle.name!r}, {split} split: {e}") from None
+                raise ValueError(f"dataset {bundle.name!r}, {split} split: {e}{_standardised_bits(bundle, split)}") from None
     if isinstance(flow, Flow) and _on_a_lattice(bundle):
         raise ValueError(
             f"dataset {bundle.name!r} holds only {bundle.levels} discrete values per dimension and is not dequantized: "
@@ -122,6 +122,19 @@ def check_fits(flow: Flow, bundle: DataBundle) -> None:
             f"feature(s) {constant} of dataset {bundle.name!r} are constant in the training split: a continuous "
             "flow's density on them grows without bound; drop them before fitting a density"
         )
+
+
+@torch.no_grad()
+def _standardised_bits(bundle: DataBundle, split: str) -> str:
+    """The reason, for a Bernoulli MADE's error, when ``split`` holds 0/1 values before the bundle's standardisation
+    (a table is standardised unless read with ``standardize=false``); ``""`` otherwise."""
+    if bundle.raw or not isinstance(bundle.preprocess, Standardize):
+        return ""
+    x, _ = bundle.preprocess.inverse(getattr(bundle, split))
+    if not ((x.round() == 0) | (x.round() == 1)).all() or (x - x.round()).abs().max() > 1e-3:
+        return ""
+    return ("; the table holds 0s and 1s, but the model sees them standardised (a table's default): "
+            "read it as it is with -d standardize=false")
 
 
 def check_shapes(flow: Flow, name: str, event_shape: tuple[int, ...], context_features: int | None) -> None:

@@ -16,8 +16,22 @@ __all__ = ["draw_run"]
 
 
 def draw_run(run_dir: str | Path, flow: Flow, bundle: DataBundle, records: Sequence[dict[str, Any]], seed: int) -> list[Path]:
-    """Draw the run's figures into ``run_dir``; returns their paths."""
-    run_dir = Path(run_dir)
+    """Draw the run's figures into ``run_dir``; returns their paths.
+
+    The flow is drawn in evaluation mode, as ``test_nll`` is computed, and left in the mode it came in: in training
+    mode a MADE mask pool loads the next mask set at every ``log_prob`` call (the density grid became a patchwork of
+    single mask sets, not the ensemble) and batch norm uses the statistics of each batch of grid points.
+    """
+    was_training = flow.training
+    flow.eval()
+    try:
+        return _draw(Path(run_dir), flow, bundle, records, seed)
+    finally:
+        flow.train(was_training)
+
+
+def _draw(run_dir: Path, flow: Flow, bundle: DataBundle, records: Sequence[dict[str, Any]], seed: int) -> list[Path]:
+    """:func:`draw_run` with the flow already in evaluation mode."""
     paths = [run_dir / "loss.png"]
     save_figure(loss_curve(records, title=f"{flow.config['model'] if flow.config else 'flow'} on {bundle.name}"), paths[0])
     if tuple(bundle.event_shape) == (2,) and bundle.context_features is None and isinstance(flow, Flow):
