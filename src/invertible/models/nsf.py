@@ -10,6 +10,7 @@ from typing import Sequence
 import torch
 
 from ..core import Compose, Flow, Transform
+from ..seeding import seeded_generator
 from ..transforms.coupling import alternating_mask
 from ..transforms.spline import MaskedRQSAutoregressive, RQSCoupling
 from .maf import layer_orders, make_base
@@ -22,7 +23,7 @@ def _coupling_masks(features: int, layers: int, permutation: str, seed: int) -> 
     if permutation == "reverse":
         return [alternating_mask(features, i % 2) for i in range(layers)]
     if permutation == "random":
-        g = torch.Generator().manual_seed(seed)
+        g = seeded_generator(seed)
         masks = []
         for _ in range(layers):
             m = torch.zeros(features, dtype=torch.bool)

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..seeding import seeded_generator
 from .mlp import make_activation
 
 __all__ = ["MaskedLinear", "MaskedMLP", "input_degrees", "hidden_degrees"]
@@ -130,7 +131,7 @@ class MaskedMLP(nn.Module):
         self.register_buffer("degrees", torch.zeros(features, dtype=torch.long))
         for i, h in enumerate(hidden):
             self.register_buffer(f"hidden_degrees_{i}", torch.zeros(h, dtype=torch.long))
-        g = torch.Generator().manual_seed(seed)
+        g = seeded_generator(seed)
         self.set_degrees(input_degrees(features, order, g), g)
 
     @property

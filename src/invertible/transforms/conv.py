@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core import Transform
+from ..seeding import seeded_generator
 from .cache import InferenceCache
 from .linear import LULinear
 
@@ -45,7 +46,7 @@ class Conv1x1(InferenceCache, Transform):
 
     def __init__(self, channels: int, seed: int = 0):
         super().__init__()
-        g = torch.Generator().manual_seed(seed)
+        g = seeded_generator(seed)
         self.weight = nn.Parameter(torch.linalg.qr(torch.randn(channels, channels, generator=g))[0])
 
     def _logdet(self) -> Tensor:

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core import Transform
+from ..seeding import seeded_generator
 from .cache import InferenceCache
 
 __all__ = ["LULinear", "FullLinear", "DiagonalLinear", "TriangularLinear", "BlockDiagonalLinear"]
@@ -39,7 +40,7 @@ class LULinear(Transform):
 
     def __init__(self, features: int, seed: int = 0):
         super().__init__()
-        g = torch.Generator().manual_seed(seed)
+        g = seeded_generator(seed)
         q, _ = torch.linalg.qr(torch.randn(features, features, generator=g))
         p, lower, upper = torch.linalg.lu(q)
         s = torch.diagonal(upper)
@@ -76,7 +77,7 @@ class LULinear(Transform):
 
 
 def _random_rotation(features: int, seed: int) -> Tensor:
-    g = torch.Generator().manual_seed(seed)
+    g = seeded_generator(seed)
     return torch.linalg.qr(torch.randn(features, features, generator=g))[0]
 
 

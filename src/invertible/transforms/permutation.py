@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from ..core import Transform
+from ..seeding import seeded_generator
 
 __all__ = ["Permutation", "ReversePermutation", "RandomPermutation"]
 
@@ -49,5 +50,5 @@ class RandomPermutation(Permutation):
     """A random but fixed permutation, drawn from ``seed`` so the model is reproducible."""
 
     def __init__(self, features: int, seed: int = 0):
-        g = torch.Generator().manual_seed(seed)
+        g = seeded_generator(seed)
         super().__init__(torch.randperm(features, generator=g))
