@@ -42,3 +42,21 @@ def test_weights_of_other_widths_name_their_shapes(tmp_path):
     message = str(info.value)
     assert "\n" not in message
     assert "6 of another shape (transform.transforms.0.conditioner.net.0.weight (saved (9, 1), model (8, 1))" in message
+
+
+def test_a_file_that_is_not_a_saved_model_is_named(tmp_path, monkeypatch):
+    """The README's torch.save(flow.state_dict(), "my-flow.pt") is a file that load does not read: said so,
+    instead of a model.json the caller never named, or the model of the directory that holds the file."""
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    flow = invertible.models.build("realnvp", features=2, layers=2, hidden=[8])
+    torch.save(flow.state_dict(), "my-flow.pt")
+    with pytest.raises(ValueError, match=r"my-flow\.pt is a file; invertible\.load reads the directory"):
+        invertible.load("my-flow.pt")
+    flow.save(tmp_path / "m")
+    (tmp_path / "m" / "notes.txt").write_text("a note")
+    with pytest.raises(ValueError, match="notes.txt is a file"):
+        invertible.load(tmp_path / "m" / "notes.txt")
+    for name in ("model.json", "model.safetensors"):  # the model's own files name its directory
+        assert invertible.load(tmp_path / "m" / name).config == flow.config

@@ -176,7 +176,8 @@ def _misfit(expected: dict[str, torch.Tensor], saved: dict[str, torch.Tensor], s
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Flow:
-    """Load a flow saved by :meth:`Flow.save` or written by ``invertible train`` (a run directory).
+    """Load a flow saved by :meth:`Flow.save` or written by ``invertible train`` (a run directory; the
+    path of its ``model.json`` or ``model.safetensors`` names it too).
 
     The flow comes back in the floating dtype its weights were saved in (a
     ``flow.double()`` saved is a float64 flow loaded).
@@ -187,6 +188,12 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> F
     if not path.exists():
         raise FileNotFoundError(f"no saved model or run directory at {path}")
     if path.is_file():
+        if path.name not in (MODEL_JSON, MODEL_WEIGHTS):
+            raise ValueError(
+                f"{path} is a file; invertible.load reads the directory that flow.save or invertible train wrote "
+                f"({MODEL_JSON} and {MODEL_WEIGHTS}); a state_dict saved with torch.save loads into the flow "
+                "rebuilt as it was: flow.load_state_dict(torch.load(path))"
+            )
         path = path.parent
     config = read_json(path / MODEL_JSON, "model config")
     if "model" not in config or not isinstance(config.get("options"), dict):
