@@ -158,8 +158,26 @@ def check_format(version: Any, model: Any, where: Path) -> None:
         )
 
 
+def _misfit(expected: dict[str, torch.Tensor], saved: dict[str, torch.Tensor], shown: int = 3) -> str:
+    """How the ``saved`` tensors differ from the ``expected`` state of the model, in one line (the first ``shown``
+    names of each kind: a model's weights file holds hundreds), or ``""`` when they have its names and shapes."""
+    def names(keys: list[str]) -> str:
+        more = f", ... ({len(keys) - shown} more)" if len(keys) > shown else ""
+        return ", ".join(keys[:shown]) + more
+
+    missing = [k for k in expected if k not in saved]
+    unexpected = [k for k in saved if k not in expected]
+    reshaped = [f"{k} (saved {tuple(saved[k].shape)}, model {tuple(v.shape)})" for k, v in expected.items()
+                if k in saved and saved[k].shape != v.shape]
+    parts = [f"{len(missing)} tensor(s) missing ({names(missing)})" if missing else "",
+             f"{len(unexpected)} unexpected ({names(unexpected)})" if unexpected else "",
+             f"{len(reshaped)} of another shape ({names(reshaped)})" if reshaped else ""]
+    return "; ".join(p for p in parts if p)
+
+
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Flow:
-    """Load a flow saved by :meth:`Flow.save` or written by ``invertible train`` (a run directory).
+    """Load a flow saved by :meth:`Flow.save` or written by ``invertible train`` (a run directory; the
+    path of its ``model.json`` or ``model.safetensors`` names it too).
 
     The flow comes back in the floating dtype its weights were saved in (a
     ``flow.double()`` saved is a float64 flow loaded).
@@ -170,6 +188,12 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> F
     if not path.exists():
         raise FileNotFoundError(f"no saved model or run directory at {path}")
     if path.is_file():
+        if path.name not in (MODEL_JSON, MODEL_WEIGHTS):
+            raise ValueError(
+                f"{path} is a file; invertible.load reads the directory that flow.save or invertible train wrote "
+                f"({MODEL_JSON} and {MODEL_WEIGHTS}); a state_dict saved with torch.save loads into the flow "
+                "rebuilt as it was: flow.load_state_dict(torch.load(path))"
+            )
         path = path.parent
     config = read_json(path / MODEL_JSON, "model config")
     if "model" not in config or not isinstance(config.get("options"), dict):
@@ -180,10 +204,14 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> F
     dtypes = {t.dtype for t in tensors.values() if t.is_floating_point()}
     if len(dtypes) == 1:
         flow = flow.to(dtypes.pop())
+    misfit = _misfit(flow.state_dict(), tensors)
     try:
+        if misfit:
+            raise RuntimeError(misfit)
         flow.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
-        raise ValueError(f"weights in {path / MODEL_WEIGHTS} do not fit model {config['model']!r}: {e}") from None
+        reason = " ".join(str(e).split())
+        raise ValueError(f"weights in {path / MODEL_WEIGHTS} do not fit model {config['model']!r}: {reason}") from None
     digest = config.get("weights_sha256")  # absent in files saved before it was recorded
     if digest is not None and file_sha256(path / MODEL_WEIGHTS) != digest:
         raise ValueError(

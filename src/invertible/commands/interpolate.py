@@ -24,7 +24,7 @@ from ..core import Flow
 from ..data import DataBundle
 from ..persistence import load
 from ..train.distributed import resolve_device
-from ..train.evaluate import seeded_rng, to_model_space
+from ..train.evaluate import flow_dtype, seeded_rng, to_model_space
 from ._common import existing_run, label_index, run_bundle, run_classes, run_config
 
 __all__ = ["register", "latent_interpolation"]
@@ -117,10 +117,11 @@ def run(args: argparse.Namespace) -> int:
     if len(bundle.event_shape) != 3:
         raise ValueError(f"dataset {bundle.name!r} does not hold images")
     ia, ib = _image_pairs(bundle, args.pairs, args.seed, label)
+    dtype = flow_dtype(flow)
     with seeded_rng(args.seed, device):  # dequantization noise of raw bundles
-        a, _ = to_model_space(bundle, bundle.test[ia].to(device))
-        b, _ = to_model_space(bundle, bundle.test[ib].to(device))
-    context = None if bundle.test_context is None else bundle.test_context[ia].to(device)
+        a = to_model_space(bundle, bundle.test[ia].to(device))[0].to(dtype)
+        b = to_model_space(bundle, bundle.test[ib].to(device))[0].to(dtype)
+    context = None if bundle.test_context is None else bundle.test_context[ia].to(device, dtype)
     x = latent_interpolation(flow, a, b, args.steps, context)
     pixels = unit_pixels(bundle, x.flatten(0, 1).cpu())
     model = run_config(run_dir).get("model", "flow")

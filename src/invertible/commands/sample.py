@@ -25,6 +25,7 @@ from ..core import Flow, Transform
 from ..persistence import load
 from ..train.build import REBUILDABLE, describe_preprocess, read_preprocess_record, rebuild_preprocess
 from ..train.distributed import resolve_device
+from ..train.evaluate import flow_dtype
 from ._common import check_array_path, existing_run, label_index, named_classes, run_bundle, run_classes, run_config, run_summary, save_array
 
 
@@ -44,7 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(command=run)
 
 
-def _context(path: str | None, n: int, features: int | None, device: torch.device) -> torch.Tensor | None:
+def _context(path: str | None, n: int, features: int | None, device: torch.device,
+             dtype: torch.dtype) -> torch.Tensor | None:
+    """The ``(n, features)`` context of ``--context`` (``None`` for an unconditional flow), in the flow's ``dtype``."""
     if features is None:
         if path is not None:
             raise ValueError("this flow is unconditional; --context is not accepted")
@@ -56,7 +59,7 @@ def _context(path: str | None, n: int, features: int | None, device: torch.devic
         raise ValueError(f"--context {path} holds values of dtype {values.dtype}; expected real numbers")
     if values.shape not in ((features,), (n, features)):
         raise ValueError(f"--context has shape {values.shape}; expected ({features},) or ({n}, {features})")
-    return torch.as_tensor(values, dtype=torch.float32).expand(n, features).to(device)
+    return torch.as_tensor(values, dtype=dtype).expand(n, features).to(device)
 
 
 @torch.no_grad()
@@ -78,13 +81,13 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"this flow is unconditional; --label {args.label} needs a class-conditional flow")
         _check_one_hot(run_dir)
         label = label_index(args.label, run_classes(run_dir), flow.context_features)
-        context = torch.nn.functional.one_hot(torch.full((args.num,), label), flow.context_features).float().to(device)
+        context = torch.nn.functional.one_hot(torch.full((args.num,), label), flow.context_features).to(device, flow_dtype(flow))
     else:
         if args.context is None and flow.context_features is not None and _one_hot_context(run_dir):
             raise ValueError(f"this flow is class-conditional: pass --label K (K in 0..{flow.context_features - 1}"
                              f"{named_classes(run_classes(run_dir))}) "
                              f"or --context FILE.npy with {flow.context_features} values per sample")
-        context = _context(args.context, args.num, flow.context_features, device)
+        context = _context(args.context, args.num, flow.context_features, device, flow_dtype(flow))
     if grid:
         preprocess, levels = _grid_preprocess(run_dir, flow)
     elif args.raw:

@@ -36,13 +36,19 @@ from ..core import Flow, Transform
 from ..data import SPLITS as BUNDLE_SPLITS
 from ..data import DataBundle
 
-__all__ = ["preprocess_ladj", "evaluate_split", "split_log_densities", "row_log_densities", "summarize", "split_tensors", "to_model_space",
+__all__ = ["flow_dtype", "preprocess_ladj", "evaluate_split", "split_log_densities", "row_log_densities", "summarize", "split_tensors", "to_model_space",
            "seeded_rng", "EVAL_NOISE_SEED", "SPLITS"]
 
 #: Seed of the dequantization noise of evaluation draw 0 (draw ``k`` uses ``EVAL_NOISE_SEED + k``).
 EVAL_NOISE_SEED = 0
 #: The splits :func:`split_tensors` knows: a bundle's three, and ``all`` of them together.
 SPLITS = (*BUNDLE_SPLITS, "all")
+
+
+def flow_dtype(flow: torch.nn.Module) -> torch.dtype:
+    """The floating dtype of ``flow``'s parameters (``torch.get_default_dtype()`` for a flow without any): the
+    dtype its inputs and contexts take, float64 for a ``flow.double()`` saved and loaded."""
+    return next((p.dtype for p in flow.parameters() if p.is_floating_point()), torch.get_default_dtype())
 
 
 def split_tensors(bundle: DataBundle, split: str) -> tuple[Tensor, Tensor | None]:
@@ -115,6 +121,7 @@ def row_log_densities(
     ``data`` are in the model's space, mapped there by ``preprocess``, or, with ``raw``, the raw values that
     ``preprocess`` maps there per batch (dequantization): each row's values are then averaged over ``draws``
     seeded dequantization draws (seeds ``EVAL_NOISE_SEED + k``), so they do not depend on ``batch_size``.
+    The model's inputs and contexts take the flow's dtype (:func:`flow_dtype`): a float64 flow scores float32 data.
     """
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
@@ -122,6 +129,7 @@ def row_log_densities(
     draws = draws if raw else 1
     log_p = torch.zeros(n, dtype=torch.float64)
     gap = None if log_prob is None else torch.zeros(n, dtype=torch.float64)
+    dtype = flow_dtype(flow)
     was_training = flow.training
     flow.eval()
     try:
@@ -130,7 +138,8 @@ def row_log_densities(
                 for start in range(0, n, batch_size):
                     rows = slice(start, start + batch_size)
                     y, ladj = _model_input(preprocess, raw, data[rows].to(device))
-                    c = None if context is None else context[rows].to(device)
+                    y = y.to(dtype)
+                    c = None if context is None else context[rows].to(device, dtype)
                     log_q = flow.log_prob(y, c).double()
                     log_p[rows] += (log_q + ladj.double()).cpu()
                     if gap is not None:
