@@ -126,3 +126,38 @@ def test_replica_released_before_the_process_group(tmp_path):
     for rank, (code, out, err) in enumerate(results):
         assert code == 0, f"rank {rank}: {err[-3000:]}"
         assert json.loads(out) == [0, 0], f"rank {rank}: DDP wrappers alive at teardown (finished run, stopped run)"
+
+
+def _torchrun(flags: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 -m invertible train FLAGS`` on the CPU."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "invertible", "train", "--device", "cpu", "--threads", "1", "--no-progress", "--no-plots", *flags],
+        capture_output=True, text=True, env=env, timeout=120, cwd=cwd,
+    )
+
+
+@pytest.mark.slow
+def test_batch_norm_pools_the_global_batch(tmp_path):
+    """MAF's batch norm normalises each shard by the statistics of the whole global batch: the replicas' running
+    averages stay equal, and two processes train as one process on the same batches does."""
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "table.npy", rng.normal(size=(400, 2)) * [1.0, 3.0] + [0.0, 2.0])
+    settings = dict(data=str(tmp_path / "table.npy"), model="maf",
+                    model_options={"layers": 3, "hidden": [8], "batch_norm": True}, steps=12, batch_size=32,
+                    eval_every=6, log_every=3, device="cpu", threads=1)
+    proc = _torchrun(["--data", "table.npy", "--model", "maf", "-m", "layers=3", "-m", "hidden=[8]",
+                      "-m", "batch_norm=true", "--steps", "12", "--batch-size", "32", "--eval-every", "6",
+                      "--log-every", "3", "--out", "run"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    digests = summary["param_sha256_by_rank"]
+    assert digests[0] == digests[1]  # the running mean and variance included
+    single = train(TrainConfig(**settings, progress=False, plots=False, out=str(tmp_path / "single")))
+    train_loss = lambda run: [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+                              if r["split"] == "train"]
+    # shard statistics instead of the batch's make the loss differ by ~1 %
+    assert train_loss(tmp_path / "run") == pytest.approx(train_loss(tmp_path / "single"), rel=1e-5)
+    assert summary["test_nll"] == pytest.approx(single["test_nll"], rel=1e-3)
