@@ -504,7 +504,9 @@ class _Trainer:
 
     # -- the end ------------------------------------------------------------------------
     def final_flow(self) -> Flow:
-        """The EMA or last weights, or the best ones on validation when early stopping is on.
+        """The EMA or last weights, or the best ones on validation when early stopping is on, in evaluation mode:
+        the pictures then show the density that is tested and saved (a BatchNorm's running averages, not the
+        statistics of each batch of grid points, which under ``torchrun`` rank 0 would pool alone).
 
         A trained preprocessing (learned dequantizer) is set to its weights of that same step, and
         to their average with EMA, so the flow is tested and saved with the noise flow it was validated with.
@@ -514,7 +516,7 @@ class _Trainer:
         elif self.ema_preprocess is not None:
             self.bundle.preprocess.load_state_dict(self.ema_preprocess.model.state_dict())
         if self.best is None:
-            return self.eval_flow
+            return self.eval_flow.eval()
         flow = copy.deepcopy(self.eval_flow)
         flow.load_state_dict(self.best)
         return flow.eval()
