@@ -163,3 +163,19 @@ def test_batch_norm_pools_the_global_batch(tmp_path):
     # shard statistics instead of the batch's make the loss differ by ~1 %
     assert train_loss(tmp_path / "run") == pytest.approx(train_loss(tmp_path / "single"), rel=1e-5)
     assert summary["test_nll"] == pytest.approx(single["test_nll"], rel=1e-3)
+
+
+@pytest.mark.slow
+def test_a_run_directory_rank_0_cannot_write_stops_every_rank_in_one_line(tmp_path):
+    """Only rank 0 writes: ``--out`` naming a file used to fail there alone, and rank 1 died in its next collective
+    with a gloo traceback ("Connection closed by peer"); now it stops with a one-line error pointing to rank 0's."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "table.npy", rng.normal(size=(200, 2)))
+    (tmp_path / "taken").write_text("not a directory")
+    proc = _torchrun(["--data", "table.npy", "-m", "layers=2", "-m", "hidden=[8]", "--steps", "4", "--batch-size", "32",
+                      "--no-plots", "--out", "taken"], tmp_path)
+    assert proc.returncode != 0
+    assert "error: cannot make the directory taken: a file of that name exists" in proc.stderr  # rank 0
+    assert "error: rank 0 could not write the run directory taken (its error says why)" in proc.stderr  # rank 1
+    assert "[rank1]: Traceback" not in proc.stderr and "Connection closed" not in proc.stderr
+    assert (tmp_path / "taken").read_text() == "not a directory"

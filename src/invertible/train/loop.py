@@ -314,9 +314,27 @@ class _Trainer:
                       f"starts from the preprocessing weights of step {ckpt.step}", stacklevel=2)
         return ckpt.preprocess
 
+    def _on_main(self, what: str, write: Callable[[], None]) -> None:
+        """``write()`` on rank 0, the only process that writes; the others learn whether it failed and stop with it.
+
+        Rank 0 alone can fail there (``--out`` naming a file, a full disk); the other processes would otherwise
+        go on to the next collective and die of the lost peer with a gloo traceback.
+        """
+        error: Exception | None = None
+        if self.rt.main:
+            try:
+                write()
+            except Exception as e:
+                error = e
+        if not broadcast_flag(self.rt, error is None):
+            if error is not None:
+                raise error
+            raise TrainingError(f"rank 0 could not write {what} (its error says why)")
+
     def _checkpoint(self) -> None:
-        if not self.rt.main:
-            return
+        self._on_main(f"the checkpoint of {self.run_dir}", self._write_checkpoint)
+
+    def _write_checkpoint(self) -> None:
         state = dict(self.state)
         if self.ema is not None:
             state["ema_updates"] = self.ema.updates
@@ -470,9 +488,12 @@ class _Trainer:
 
     def fit(self, callbacks: Sequence[Callback]) -> None:
         cfg = self.config
-        if self.rt.main:
+
+        def write_config() -> None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write(self.run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(cfg.to_yaml()))
+
+        self._on_main(f"the run directory {self.run_dir}", write_config)
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and self.rt.main),
                    desc="train", dynamic_ncols=True, mininterval=0.5)
         started = time.perf_counter() - self.state["wall_time_s"]
