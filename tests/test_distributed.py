@@ -157,6 +157,7 @@ def test_batch_norm_pools_the_global_batch(tmp_path):
     digests = summary["param_sha256_by_rank"]
     assert digests[0] == digests[1]  # the running mean and variance included
     assert (tmp_path / "run" / "density.png").is_file()
+    assert "warning" not in proc.stderr
     single = train(TrainConfig(**settings, progress=False, plots=False, out=str(tmp_path / "single")))
     train_loss = lambda run: [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
                               if r["split"] == "train"]

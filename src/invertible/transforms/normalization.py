@@ -28,12 +28,24 @@ def _peak(x: Tensor, dims: list[int]) -> Tensor:
     return torch.maximum(x.amax(dim=dims), -x.amin(dim=dims))
 
 
-def _all_reduce(t: Tensor) -> Tensor:
-    """The sum of ``t`` over every rank, differentiable: the gradient of each rank's copy is the sum of the
-    gradients of all ranks' results."""
-    from torch.distributed.nn.functional import all_reduce
+class _AllReduce(torch.autograd.Function):
+    """The sum of a tensor over every rank; the gradient of each rank's copy is the sum of the gradients of all
+    ranks' results (``torch.distributed.nn.functional.all_reduce``, which is deprecated)."""
 
-    return all_reduce(t)
+    @staticmethod
+    def forward(ctx, t: Tensor) -> Tensor:  # noqa: D102
+        t = t.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(t)
+        return t
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # noqa: D102
+        return _AllReduce.apply(grad)
+
+
+def _all_reduce(t: Tensor) -> Tensor:
+    """The sum of ``t`` over every rank, differentiable (see :class:`_AllReduce`)."""
+    return _AllReduce.apply(t)
 
 
 def _rsqrt(y: Tensor, log_y: Tensor) -> Tensor:
