@@ -96,6 +96,65 @@ def _free_ports(n: int) -> list[int]:
         return [s.getsockname()[1] for s in sockets]
 
 
+def _run_pair(tmp_path: Path, worker: str, ports: list[int]) -> list[tuple[int, str, str]]:
+    """``worker.py table.npy out<rank> PORTS`` as ranks 0 and 1 of a gloo group on ``ports[0]``: (code, out, err)."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "table.npy", rng.normal(size=(200, 3)))
+    (tmp_path / "worker.py").write_text(worker)
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(ports[0]),
+               "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+        procs.append(subprocess.Popen([sys.executable, "worker.py", "table.npy", f"out{rank}", ",".join(map(str, ports))],
+                                      cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            results.append((proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            proc.kill()
+    return results
+
+
+_COMPILE_REFUSED_WORKER = """
+import gc, json, sys
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from invertible.train import TrainConfig, TrainingError, loop
+
+real_teardown, alive = loop.teardown, []
+
+def teardown(runtime):
+    gc.collect()
+    alive.append(sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects()))
+    real_teardown(runtime)
+
+def refuse(*args, **kwargs):  # what torch.compile does on a Python it does not support
+    raise RuntimeError("torch.compile is not supported on Python 3.15+")
+
+loop.teardown, torch.compile = teardown, refuse
+try:
+    loop.train(TrainConfig(data=sys.argv[1], model_options={"layers": 2, "hidden": [8]}, steps=2, batch_size=32,
+                           device="cpu", threads=1, compile=True, progress=False, plots=False, out=sys.argv[2]))
+except TrainingError as e:
+    print(json.dumps([alive, str(e)]))
+"""
+
+
+@pytest.mark.slow
+def test_replica_released_when_compile_is_refused(tmp_path):
+    """A ``torch.compile`` that refuses this Python stops the run while the trainer is being built; the
+    error's traceback kept that trainer, and with it the DDP wrapper, alive past the process group."""
+    for rank, (code, out, err) in enumerate(_run_pair(tmp_path, _COMPILE_REFUSED_WORKER, _free_ports(1))):
+        assert code == 0, f"rank {rank}: {err[-3000:]}"
+        alive, message = json.loads(out)
+        assert message.startswith("torch.compile is not available here")
+        assert alive == [0], f"rank {rank}: a DDP wrapper alive at teardown"
+
+
 @pytest.mark.slow
 def test_replica_released_before_the_process_group(tmp_path):
     """Each process drops its DDP wrapper before the gloo group is destroyed, after a finished and a stopped run.

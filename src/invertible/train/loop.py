@@ -41,6 +41,7 @@ import math
 import os
 import random
 import time
+import traceback
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -140,11 +141,19 @@ def _compiler_errors() -> Iterator[None]:
 def _compiled(model: torch.nn.Module) -> torch.nn.Module:
     """``torch.compile(model)``, or a one-line :class:`TrainingError` where this Python has no ``torch.compile``
     (called there, it raises a ``RuntimeError``: "torch.compile is not supported on Python 3.15+"), raised
-    before the run writes anything."""
+    before the run writes anything.
+
+    The error keeps no reference to ``model``: under ``torchrun`` that is the ``DistributedDataParallel`` wrapper,
+    which must not outlive the process group (see :meth:`_Trainer.release_replica`), and the traceback of an
+    error keeps the local variables of its frames.
+    """
     try:
         return torch.compile(model)
     except RuntimeError as e:
-        raise TrainingError(f"torch.compile is not available here ({_first_line(e)}); train without compile") from e
+        error = e
+    del model
+    traceback.clear_frames(error.__traceback__)  # torch.compile's frames, which hold the model
+    raise TrainingError(f"torch.compile is not available here ({_first_line(error)}); train without compile") from error
 
 
 def seed_everything(seed: int) -> None:
@@ -210,7 +219,12 @@ class _Trainer:
             ids = [runtime.device.index] if runtime.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.flow, device_ids=ids)
         # compiled lazily, and used from this process's second step on (see `_step`)
-        self.compiled_model = _compiled(self.model) if config.compile else None
+        self.compiled_model = None
+        try:
+            self.compiled_model = _compiled(self.model) if config.compile else None
+        except TrainingError:
+            self.release_replica()  # the traceback keeps this trainer: its wrapper must not outlive the group
+            raise
 
     def release_replica(self) -> None:
         """Drop the ``DistributedDataParallel`` wrapper (and its compiled form) while the process group lives.
