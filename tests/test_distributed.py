@@ -96,6 +96,65 @@ def _free_ports(n: int) -> list[int]:
         return [s.getsockname()[1] for s in sockets]
 
 
+def _run_pair(tmp_path: Path, worker: str, ports: list[int]) -> list[tuple[int, str, str]]:
+    """``worker.py table.npy out<rank> PORTS`` as ranks 0 and 1 of a gloo group on ``ports[0]``: (code, out, err)."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "table.npy", rng.normal(size=(200, 3)))
+    (tmp_path / "worker.py").write_text(worker)
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(ports[0]),
+               "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+        procs.append(subprocess.Popen([sys.executable, "worker.py", "table.npy", f"out{rank}", ",".join(map(str, ports))],
+                                      cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            results.append((proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            proc.kill()
+    return results
+
+
+_COMPILE_REFUSED_WORKER = """
+import gc, json, sys
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from invertible.train import TrainConfig, TrainingError, loop
+
+real_teardown, alive = loop.teardown, []
+
+def teardown(runtime):
+    gc.collect()
+    alive.append(sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects()))
+    real_teardown(runtime)
+
+def refuse(*args, **kwargs):  # what torch.compile does on a Python it does not support
+    raise RuntimeError("torch.compile is not supported on Python 3.15+")
+
+loop.teardown, torch.compile = teardown, refuse
+try:
+    loop.train(TrainConfig(data=sys.argv[1], model_options={"layers": 2, "hidden": [8]}, steps=2, batch_size=32,
+                           device="cpu", threads=1, compile=True, progress=False, plots=False, out=sys.argv[2]))
+except TrainingError as e:
+    print(json.dumps([alive, str(e)]))
+"""
+
+
+@pytest.mark.slow
+def test_replica_released_when_compile_is_refused(tmp_path):
+    """A ``torch.compile`` that refuses this Python stops the run while the trainer is being built; the
+    error's traceback kept that trainer, and with it the DDP wrapper, alive past the process group."""
+    for rank, (code, out, err) in enumerate(_run_pair(tmp_path, _COMPILE_REFUSED_WORKER, _free_ports(1))):
+        assert code == 0, f"rank {rank}: {err[-3000:]}"
+        alive, message = json.loads(out)
+        assert message.startswith("torch.compile is not available here")
+        assert alive == [0], f"rank {rank}: a DDP wrapper alive at teardown"
+
+
 @pytest.mark.slow
 def test_replica_released_before_the_process_group(tmp_path):
     """Each process drops its DDP wrapper before the gloo group is destroyed, after a finished and a stopped run.
@@ -126,3 +185,57 @@ def test_replica_released_before_the_process_group(tmp_path):
     for rank, (code, out, err) in enumerate(results):
         assert code == 0, f"rank {rank}: {err[-3000:]}"
         assert json.loads(out) == [0, 0], f"rank {rank}: DDP wrappers alive at teardown (finished run, stopped run)"
+
+
+def _torchrun(flags: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 -m invertible train FLAGS`` on the CPU."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "invertible", "train", "--device", "cpu", "--threads", "1", "--no-progress", *flags],
+        capture_output=True, text=True, env=env, timeout=120, cwd=cwd,
+    )
+
+
+@pytest.mark.slow
+def test_batch_norm_pools_the_global_batch(tmp_path):
+    """MAF's batch norm normalises each shard by the statistics of the whole global batch: the replicas' running
+    averages stay equal, and two processes train as one process on the same batches does. Rank 0 alone draws
+    the density picture, with the running averages (pooling there would wait for the other rank for ever)."""
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "table.npy", rng.normal(size=(400, 2)) * [1.0, 3.0] + [0.0, 2.0])
+    settings = dict(data=str(tmp_path / "table.npy"), model="maf",
+                    model_options={"layers": 3, "hidden": [8], "batch_norm": True}, steps=12, batch_size=32,
+                    eval_every=6, log_every=3, device="cpu", threads=1)
+    proc = _torchrun(["--data", "table.npy", "--model", "maf", "-m", "layers=3", "-m", "hidden=[8]",
+                      "-m", "batch_norm=true", "--steps", "12", "--batch-size", "32", "--eval-every", "6",
+                      "--log-every", "3", "--out", "run"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    digests = summary["param_sha256_by_rank"]
+    assert digests[0] == digests[1]  # the running mean and variance included
+    assert (tmp_path / "run" / "density.png").is_file()
+    assert "warning" not in proc.stderr
+    single = train(TrainConfig(**settings, progress=False, plots=False, out=str(tmp_path / "single")))
+    train_loss = lambda run: [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+                              if r["split"] == "train"]
+    # shard statistics instead of the batch's make the loss differ by ~1 %
+    assert train_loss(tmp_path / "run") == pytest.approx(train_loss(tmp_path / "single"), rel=1e-5)
+    assert summary["test_nll"] == pytest.approx(single["test_nll"], rel=1e-3)
+
+
+@pytest.mark.slow
+def test_a_run_directory_rank_0_cannot_write_stops_every_rank_in_one_line(tmp_path):
+    """Only rank 0 writes: ``--out`` naming a file used to fail there alone, and rank 1 died in its next collective
+    with a gloo traceback ("Connection closed by peer"); now it stops with a one-line error pointing to rank 0's."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "table.npy", rng.normal(size=(200, 2)))
+    (tmp_path / "taken").write_text("not a directory")
+    proc = _torchrun(["--data", "table.npy", "-m", "layers=2", "-m", "hidden=[8]", "--steps", "4", "--batch-size", "32",
+                      "--no-plots", "--out", "taken"], tmp_path)
+    assert proc.returncode != 0
+    assert "error: cannot make the directory taken: a file of that name exists" in proc.stderr  # rank 0
+    assert "error: rank 0 could not write the run directory taken (its error says why)" in proc.stderr  # rank 1
+    assert "[rank1]: Traceback" not in proc.stderr and "Connection closed" not in proc.stderr
+    assert (tmp_path / "taken").read_text() == "not a directory"

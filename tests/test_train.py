@@ -433,3 +433,22 @@ def test_a_directory_holding_a_saved_model_is_not_overwritten(tmp_path):
         train(tiny_config(tmp_path, steps=2, eval_every=2))
     assert (tmp_path / "run" / "model.safetensors").read_bytes() == weights
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["model.json", "model.safetensors"]
+
+
+def test_density_picture_of_a_batch_norm_flow_is_the_saved_density(tmp_path, monkeypatch):
+    """``density.png`` of a MAF with batch norm used to be drawn in training mode: every chunk of grid points
+    normalised by its own statistics (and the running averages moved), not the density that is tested and saved."""
+    import numpy as np
+
+    import invertible.train.pictures as pictures
+    from invertible.plots import density_grid
+
+    figures = {}
+    monkeypatch.setattr(pictures, "save_figure", lambda fig, path: figures.__setitem__(path.name, fig))
+    train(tiny_config(tmp_path, model="maf", model_options={**TINY, "batch_norm": True}, plots=True))
+    assert load_bundle("engine-gauss", 0).preprocess is None  # the picture's grid is the flow's own space
+    density = figures["density.png"].axes[0]
+    extent = (*density.get_xlim(), *density.get_ylim())
+    _, _, saved = density_grid(invertible.load(tmp_path / "run"), extent)
+    drawn = np.asarray(density.collections[0].get_array()).reshape(saved.shape)
+    np.testing.assert_allclose(drawn, saved, rtol=1e-4, atol=1e-12)

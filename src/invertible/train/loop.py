@@ -41,6 +41,7 @@ import math
 import os
 import random
 import time
+import traceback
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -140,11 +141,19 @@ def _compiler_errors() -> Iterator[None]:
 def _compiled(model: torch.nn.Module) -> torch.nn.Module:
     """``torch.compile(model)``, or a one-line :class:`TrainingError` where this Python has no ``torch.compile``
     (called there, it raises a ``RuntimeError``: "torch.compile is not supported on Python 3.15+"), raised
-    before the run writes anything."""
+    before the run writes anything.
+
+    The error keeps no reference to ``model``: under ``torchrun`` that is the ``DistributedDataParallel`` wrapper,
+    which must not outlive the process group (see :meth:`_Trainer.release_replica`), and the traceback of an
+    error keeps the local variables of its frames.
+    """
     try:
         return torch.compile(model)
     except RuntimeError as e:
-        raise TrainingError(f"torch.compile is not available here ({_first_line(e)}); train without compile") from e
+        error = e
+    del model
+    traceback.clear_frames(error.__traceback__)  # torch.compile's frames, which hold the model
+    raise TrainingError(f"torch.compile is not available here ({_first_line(error)}); train without compile") from error
 
 
 def seed_everything(seed: int) -> None:
@@ -210,7 +219,12 @@ class _Trainer:
             ids = [runtime.device.index] if runtime.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.flow, device_ids=ids)
         # compiled lazily, and used from this process's second step on (see `_step`)
-        self.compiled_model = _compiled(self.model) if config.compile else None
+        self.compiled_model = None
+        try:
+            self.compiled_model = _compiled(self.model) if config.compile else None
+        except TrainingError:
+            self.release_replica()  # the traceback keeps this trainer: its wrapper must not outlive the group
+            raise
 
     def release_replica(self) -> None:
         """Drop the ``DistributedDataParallel`` wrapper (and its compiled form) while the process group lives.
@@ -314,9 +328,27 @@ class _Trainer:
                       f"starts from the preprocessing weights of step {ckpt.step}", stacklevel=2)
         return ckpt.preprocess
 
+    def _on_main(self, what: str, write: Callable[[], None]) -> None:
+        """``write()`` on rank 0, the only process that writes; the others learn whether it failed and stop with it.
+
+        Rank 0 alone can fail there (``--out`` naming a file, a full disk); the other processes would otherwise
+        go on to the next collective and die of the lost peer with a gloo traceback.
+        """
+        error: Exception | None = None
+        if self.rt.main:
+            try:
+                write()
+            except Exception as e:
+                error = e
+        if not broadcast_flag(self.rt, error is None):
+            if error is not None:
+                raise error
+            raise TrainingError(f"rank 0 could not write {what} (its error says why)")
+
     def _checkpoint(self) -> None:
-        if not self.rt.main:
-            return
+        self._on_main(f"the checkpoint of {self.run_dir}", self._write_checkpoint)
+
+    def _write_checkpoint(self) -> None:
         state = dict(self.state)
         if self.ema is not None:
             state["ema_updates"] = self.ema.updates
@@ -470,9 +502,12 @@ class _Trainer:
 
     def fit(self, callbacks: Sequence[Callback]) -> None:
         cfg = self.config
-        if self.rt.main:
+
+        def write_config() -> None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write(self.run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(cfg.to_yaml()))
+
+        self._on_main(f"the run directory {self.run_dir}", write_config)
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and self.rt.main),
                    desc="train", dynamic_ncols=True, mininterval=0.5)
         started = time.perf_counter() - self.state["wall_time_s"]
@@ -504,7 +539,9 @@ class _Trainer:
 
     # -- the end ------------------------------------------------------------------------
     def final_flow(self) -> Flow:
-        """The EMA or last weights, or the best ones on validation when early stopping is on.
+        """The EMA or last weights, or the best ones on validation when early stopping is on, in evaluation mode:
+        the pictures then show the density that is tested and saved (a BatchNorm's running averages, not the
+        statistics of each batch of grid points, which under ``torchrun`` rank 0 would pool alone).
 
         A trained preprocessing (learned dequantizer) is set to its weights of that same step, and
         to their average with EMA, so the flow is tested and saved with the noise flow it was validated with.
@@ -514,7 +551,7 @@ class _Trainer:
         elif self.ema_preprocess is not None:
             self.bundle.preprocess.load_state_dict(self.ema_preprocess.model.state_dict())
         if self.best is None:
-            return self.eval_flow
+            return self.eval_flow.eval()
         flow = copy.deepcopy(self.eval_flow)
         flow.load_state_dict(self.best)
         return flow.eval()

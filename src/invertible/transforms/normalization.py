@@ -28,6 +28,26 @@ def _peak(x: Tensor, dims: list[int]) -> Tensor:
     return torch.maximum(x.amax(dim=dims), -x.amin(dim=dims))
 
 
+class _AllReduce(torch.autograd.Function):
+    """The sum of a tensor over every rank; the gradient of each rank's copy is the sum of the gradients of all
+    ranks' results (``torch.distributed.nn.functional.all_reduce``, which is deprecated)."""
+
+    @staticmethod
+    def forward(ctx, t: Tensor) -> Tensor:  # noqa: D102
+        t = t.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(t)
+        return t
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # noqa: D102
+        return _AllReduce.apply(grad)
+
+
+def _all_reduce(t: Tensor) -> Tensor:
+    """The sum of ``t`` over every rank, differentiable (see :class:`_AllReduce`)."""
+    return _AllReduce.apply(t)
+
+
 def _rsqrt(y: Tensor, log_y: Tensor) -> Tensor:
     """``1 / sqrt(y)``, from ``log_y = log y`` where ``y`` is below the smallest normal float (or 0 by
     underflow), capped at the largest float there."""
@@ -153,6 +173,11 @@ class BatchNorm(Transform):
     running averages (the same map as evaluation-mode ``forward``); so does a
     training-mode ``forward`` on a batch of one, whose variance is undefined.
 
+    Under ``torch.distributed`` a training batch's ``(m, v)`` are those of the global batch, pooled over
+    all ranks (as ``torch.nn.SyncBatchNorm`` does), with gradients through the pooling: each replica
+    normalises its shard as the whole batch would be normalised, so a data-parallel run is the one-process
+    run of the same global batch, and the running averages stay equal on every rank.
+
     Values near the float range. A training batch's channel whose largest ``|x|`` could overflow the
     sums of its statistics (``max |x| > sqrt(finfo.max / count) / 2`` for ``count`` values per channel:
     about 5e17 in float32 for 300 values) is normalised as ``x / s``, with ``s`` the largest power of
@@ -190,13 +215,26 @@ class BatchNorm(Transform):
         ``sqrt(finfo.max / count) / 2``, below which no sum of the statistics can overflow."""
         dims = [d for d in range(x.dim()) if d != 1]
         finfo = torch.finfo(x.dtype)
-        limit = math.sqrt(finfo.max / (x.numel() // x.shape[1])) / 2
+        pooled = dist.is_available() and dist.is_initialized()
+        count: int | Tensor = x.numel() // x.shape[1]
         with torch.no_grad():
             peak = _peak(x, dims)
+            if pooled:
+                dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+                count = torch.tensor([float(count)], dtype=torch.float64, device=x.device)
+                dist.all_reduce(count)
+                limit = (finfo.max / count).sqrt() / 2
+                count = count.to(x.dtype)
+            else:
+                limit = math.sqrt(finfo.max / count) / 2
             unit = torch.where(peak > limit, _unit(peak), 1.0)
             log_unit = torch.log(unit)
         x = x / self._view(unit, x)
-        mean, var = x.mean(dim=dims), x.var(dim=dims, unbiased=False)
+        if pooled:  # the global batch's statistics; the pooling's backward sums the gradients of every rank
+            mean = _all_reduce(x.sum(dim=dims)) / count
+            var = _all_reduce((x - self._view(mean, x)).pow(2).sum(dim=dims)) / count
+        else:
+            mean, var = x.mean(dim=dims), x.var(dim=dims, unbiased=False)
         with torch.no_grad():
             self.running_mean.lerp_(mean * unit, self.momentum)
             self.running_var.lerp_((var * unit * unit).clamp_max(finfo.max), self.momentum)
