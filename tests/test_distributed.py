@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from invertible.train import TrainConfig, train
 
@@ -239,3 +240,33 @@ def test_a_run_directory_rank_0_cannot_write_stops_every_rank_in_one_line(tmp_pa
     assert "error: rank 0 could not write the run directory taken (its error says why)" in proc.stderr  # rank 1
     assert "[rank1]: Traceback" not in proc.stderr and "Connection closed" not in proc.stderr
     assert (tmp_path / "taken").read_text() == "not a directory"
+
+
+def test_normalization_pools_only_when_synchronized(monkeypatch):
+    """ActNorm and BatchNorm make no collective call in a process group unless ``synchronize_normalization`` asked
+    for it (``invertible train`` does under ``torchrun``): in a user's own distributed program, a training-mode
+    pass on one rank would otherwise wait for the others for ever."""
+    import torch.distributed as dist
+
+    from invertible.models import build
+    from invertible.transforms import ActNorm
+    from invertible.transforms.normalization import synchronize_normalization
+
+    calls = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "all_reduce", lambda t, op=None: calls.append(op))  # one rank: the sum is t itself
+    x = torch.randn(16, 2)
+    torch.manual_seed(0)
+    plain = build("maf", features=2, layers=2, hidden=[8], batch_norm=True).train().log_prob(x)
+    ActNorm(2).train()(x)
+    assert calls == []
+    torch.manual_seed(0)
+    flow = build("maf", features=2, layers=2, hidden=[8], batch_norm=True).train()
+    assert synchronize_normalization(flow) == 1
+    pooled = flow.log_prob(x)
+    assert calls  # the peak, the count and the two sums
+    assert torch.allclose(pooled, plain)  # one rank's global batch is its own
+    actnorm, calls[:] = ActNorm(2).train(), []
+    synchronize_normalization(actnorm)
+    actnorm(x)
+    assert calls

@@ -204,14 +204,14 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> F
     dtypes = {t.dtype for t in tensors.values() if t.is_floating_point()}
     if len(dtypes) == 1:
         flow = flow.to(dtypes.pop())
-    misfit = _misfit(flow.state_dict(), tensors)
+    misfit = f"weights in {path / MODEL_WEIGHTS} do not fit model {config['model']!r}"
+    reason = _misfit(flow.state_dict(), tensors)
+    if reason:
+        raise ValueError(f"{misfit}: {reason}")
     try:
-        if misfit:
-            raise RuntimeError(misfit)
         flow.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
-        reason = " ".join(str(e).split())
-        raise ValueError(f"weights in {path / MODEL_WEIGHTS} do not fit model {config['model']!r}: {reason}") from None
+        raise ValueError(f"{misfit}: {' '.join(str(e).split())}") from None
     digest = config.get("weights_sha256")  # absent in files saved before it was recorded
     if digest is not None and file_sha256(path / MODEL_WEIGHTS) != digest:
         raise ValueError(

@@ -56,6 +56,7 @@ from ..core import Flow
 from ..data import SPLITS, DataBundle
 from ..data.fingerprint import changed_splits, data_fingerprint
 from ..persistence import MODEL_JSON, atomic_write, write_json
+from ..transforms.normalization import synchronize_normalization
 from .build import (adopt_fitted_state, build_flow, data_path, fitted_state, load_bundle, raw_dequantizer,
                     reopened_data, save_preprocess, trainable_preprocess)
 from .batches import BatchPlan
@@ -216,6 +217,7 @@ class _Trainer:
             self.metrics.truncate(0)  # lines left by an earlier attempt that failed before its first checkpoint
         self.model = self.flow
         if runtime.distributed:
+            synchronize_normalization(self.flow)  # ActNorm/BatchNorm statistics of the global batch
             ids = [runtime.device.index] if runtime.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.flow, device_ids=ids)
         # compiled lazily, and used from this process's second step on (see `_step`)

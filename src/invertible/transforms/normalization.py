@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from ..core import Transform
 from .stable import exp_bound, log_add
 
-__all__ = ["ActNorm", "BatchNorm"]
+__all__ = ["ActNorm", "BatchNorm", "synchronize_normalization"]
 
 
 def _unit(peak: Tensor) -> Tensor:
@@ -67,8 +67,9 @@ class ActNorm(Transform):
     On its first forward pass in training mode the layer sets ``loc`` and
     ``log_scale`` to the batch's per-channel mean and standard deviation, so
     its output starts at zero mean and unit variance (an empty batch leaves that
-    to the next one). Under ``torch.distributed`` the statistics are pooled over
-    all ranks, so every replica starts identical. The ``initialized`` flag is a buffer: it is saved
+    to the next one). With ``synchronized = True`` (:func:`synchronize_normalization`, which ``invertible
+    train`` calls under ``torchrun``) and a ``torch.distributed`` process group the statistics are pooled
+    over all ranks, so every replica starts identical (every rank must then run that first pass). The ``initialized`` flag is a buffer: it is saved
     in ``state_dict`` and restored by ``load_state_dict``, so a reloaded model
     is not initialised a second time. Once the layer has seen the flag set, it
     remembers that in a Python attribute, so later passes read no tensor to decide
@@ -92,13 +93,15 @@ class ActNorm(Transform):
         self.log_scale = nn.Parameter(torch.zeros(channels))
         self.register_buffer("initialized", torch.tensor(False))
         self._known_initialized = False  # a Python copy of `initialized` once it is True
+        self.synchronized = False  # pool the initialising statistics over the ranks of a process group
 
     def _view(self, p: Tensor, x: Tensor) -> Tensor:
         return p.view(1, -1, *([1] * (x.dim() - 2)))
 
     @torch.no_grad()
     def _initialize(self, x: Tensor) -> bool:
-        """Set ``loc`` and ``log_scale`` from the per-channel mean and std of ``x`` (pooled over all ranks).
+        """Set ``loc`` and ``log_scale`` from the per-channel mean and std of ``x`` (pooled over all ranks when
+        ``synchronized``).
 
         Two passes: the mean, then the mean squared deviation from it (the one-pass
         ``E[x^2] - E[x]^2`` cancels where ``|mean| >> std``). A channel has no spread when
@@ -111,7 +114,7 @@ class ActNorm(Transform):
         Returns whether it did: a batch with no values (on every rank) leaves the layer for the next one.
         """
         dims = [d for d in range(x.dim()) if d != 1]
-        pooled = dist.is_available() and dist.is_initialized()
+        pooled = self.synchronized and dist.is_available() and dist.is_initialized()
         if x.numel():
             extremes = torch.cat([x.amax(dim=dims), -x.amin(dim=dims)])
         else:
@@ -173,10 +176,13 @@ class BatchNorm(Transform):
     running averages (the same map as evaluation-mode ``forward``); so does a
     training-mode ``forward`` on a batch of one, whose variance is undefined.
 
-    Under ``torch.distributed`` a training batch's ``(m, v)`` are those of the global batch, pooled over
-    all ranks (as ``torch.nn.SyncBatchNorm`` does), with gradients through the pooling: each replica
-    normalises its shard as the whole batch would be normalised, so a data-parallel run is the one-process
-    run of the same global batch, and the running averages stay equal on every rank.
+    With ``synchronized = True`` (set by :func:`synchronize_normalization`, which ``invertible train`` calls
+    under ``torchrun``) and a ``torch.distributed`` process group, a training batch's ``(m, v)`` are those
+    of the global batch, pooled over all ranks (as ``torch.nn.SyncBatchNorm`` does), with gradients through
+    the pooling: each replica normalises its shard as the whole batch would be normalised, so a
+    data-parallel run is the one-process run of the same global batch, and the running averages stay equal
+    on every rank. Every rank must then run the same training-mode passes. Off by default: a layer makes no
+    collective call of its own accord in a user's distributed program.
 
     Values near the float range. A training batch's channel whose largest ``|x|`` could overflow the
     sums of its statistics (``max |x| > sqrt(finfo.max / count) / 2`` for ``count`` values per channel:
@@ -200,6 +206,7 @@ class BatchNorm(Transform):
         self.beta = nn.Parameter(torch.zeros(channels))
         self.register_buffer("running_mean", torch.zeros(channels))
         self.register_buffer("running_var", torch.ones(channels))
+        self.synchronized = False  # pool the statistics over the ranks of a process group (see the class)
 
     def _view(self, p: Tensor, x: Tensor) -> Tensor:
         return p.view(1, -1, *([1] * (x.dim() - 2)))
@@ -215,7 +222,7 @@ class BatchNorm(Transform):
         ``sqrt(finfo.max / count) / 2``, below which no sum of the statistics can overflow."""
         dims = [d for d in range(x.dim()) if d != 1]
         finfo = torch.finfo(x.dtype)
-        pooled = dist.is_available() and dist.is_initialized()
+        pooled = self.synchronized and dist.is_available() and dist.is_initialized()
         count: int | Tensor = x.numel() // x.shape[1]
         with torch.no_grad():
             peak = _peak(x, dims)
@@ -257,3 +264,13 @@ class BatchNorm(Transform):
         x = (z - self._view(self.beta, z)) * self._view(torch.exp(-self.log_gamma), z)
         x = x * torch.sqrt(self._view(var, z) + self.eps) + self._view(mean, z)
         return x, -self._ladj(torch.log(var + self.eps), z)
+
+
+def synchronize_normalization(module: nn.Module) -> int:
+    """Make every :class:`ActNorm` and :class:`BatchNorm` in ``module`` pool its statistics over the ranks of the
+    process group (``synchronized = True``): ActNorm's initialising batch and BatchNorm's training batches are
+    then the global batch of a data-parallel run. Returns how many layers it set."""
+    layers = [m for m in module.modules() if isinstance(m, (ActNorm, BatchNorm))]
+    for layer in layers:
+        layer.synchronized = True
+    return len(layers)
