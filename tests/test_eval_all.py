@@ -251,3 +251,20 @@ def test_images_of_a_file_are_scored_with_the_runs_dequantization(tmp_path, caps
     _pngs(tmp_path / "bright", images + 1)  # a pixel of 8 is beyond the run's 8 levels
     assert "bright: pixel values must be integers in [0, 7], the levels of the images" in \
         _error(capsys, run, "--data", tmp_path / "bright", "--split", "all")
+
+
+def test_a_row_of_zero_density_gives_strict_json_with_null_and_a_note(table_run, tmp_path, capsys) -> None:
+    """A row beyond the float range has log-density -inf: the mean NLL is infinite and is written as null in the
+    printed line and in --out (Python's ``Infinity`` is not JSON), with a note counting such rows."""
+    run, _ = table_run
+    rows = NEW.copy()
+    rows[2, 0] = 1e30  # finite once standardised, but its square overflows float32
+    np.save(tmp_path / "far.npy", rows)
+    code, out, err = _cli(capsys, "eval", run, "--data", tmp_path / "far.npy", "--split", "all",
+                          "--out", tmp_path / "e.json", "--per-row", tmp_path / "rows.npy")
+    assert code == 0, err
+    strict = lambda text: json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+    assert strict(out)["all_nll"] is None and strict((tmp_path / "e.json").read_text())["all_nll"] is None
+    assert "note: 1 of 5 rows have a log-density that is not finite" in err
+    per_row = np.load(tmp_path / "rows.npy")
+    assert per_row[2] == -np.inf and np.isfinite(np.delete(per_row, 2)).all()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -85,12 +86,31 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Atomically write ``obj`` as indented JSON."""
+def _finite_or_null(obj: Any) -> Any:
+    """``obj`` with every non-finite float (in dicts, lists and tuples) replaced by ``None``."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_null(v) for v in obj]
+    return obj
+
+
+def report_json(obj: Any, indent: int | None = None) -> str:
+    """``obj`` as strict JSON for people and other programs (a printed result line, ``summary.json``): a non-finite
+    figure, such as the infinite NLL of a row of zero density, is ``null``; Python's own ``Infinity`` and ``NaN``
+    are not JSON, and ``jq`` or a browser refuse them."""
+    return json.dumps(_finite_or_null(obj), allow_nan=False, indent=indent)
+
+
+def write_json(path: str | os.PathLike, obj: Any, report: bool = False) -> None:
+    """Atomically write ``obj`` as indented JSON; with ``report``, strict JSON (:func:`report_json`). Records
+    only this library reads back (checkpoints) keep ``Infinity`` (a best validation NLL before any validation)."""
 
     def write(tmp: str) -> None:
         with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
+            f.write(report_json(obj, indent=2) if report else json.dumps(obj, indent=2))
             f.write("\n")
 
     atomic_write(path, write)

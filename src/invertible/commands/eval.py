@@ -47,7 +47,7 @@ from ..core import Flow
 from ..data import DATASETS, load_rows, rows_options
 from ..data.images import check_pixels, relabel_classes
 from ..data.tabular import standardized
-from ..persistence import load, write_json
+from ..persistence import load, report_json, write_json
 from ..train.build import (REBUILDABLE, check_fits, check_shapes, load_bundle, read_preprocess_record,
                            rebuild_preprocess, restore_preprocess, unsaved_preprocess)
 from ..train.config import parse_options
@@ -100,9 +100,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         log_p, summary = _score_split(flow, args, data, own, config, run_dir, device)
     result = {"data": args.data or config.get("data"), "split": args.split, "rows": log_p.numel(), **summary}
-    print(json.dumps(result))
+    off = int((~torch.isfinite(log_p)).sum())
+    if off:
+        print(f"note: {off} of {log_p.numel()} rows have a log-density that is not finite (-inf: zero density, or "
+              "a row beyond the float range); the figures they enter are not finite and are written as null",
+              file=sys.stderr)
+    print(report_json(result))
     if args.out:
-        write_json(args.out, result)
+        write_json(args.out, result, report=True)
     if args.per_row:
         save_array(args.per_row, log_p.numpy(), "--per-row")
         print(f"wrote the log-densities of {log_p.numel()} rows to {args.per_row}", file=sys.stderr)

@@ -16,6 +16,7 @@ import json
 
 import torch
 
+from ..persistence import report_json, write_json
 from ._common import output_dir, results_kept_on_success
 
 __all__ = ["register", "run"]
@@ -86,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
         title = f"{args.model} K={args.layers}, KL={result.kl:.3f}"
         plot_fit(flow, target, out / "density.png", title=title)
         summary = {"target": args.target, "model": args.model, "layers": args.layers, **result.summary()}
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary))
+        write_json(out / "summary.json", summary, report=True)
+    print(report_json(summary))
     return 0
 
 

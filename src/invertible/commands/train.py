@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from ..persistence import report_json
 from ..train import TrainConfig, parse_options, read_config_file, train
 from ..train.checkpoint import checkpoint_settings, has_checkpoint
 from ..train.config import merge_settings
@@ -107,6 +107,6 @@ def run(args: argparse.Namespace) -> int:
     summary = train(config, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         keys = [k for k in ("test_nll", "kl_gap", "test_bpd", "steps", "wall_time_s", "parameters") if k in summary]
-        print(json.dumps({k: summary[k] for k in keys}))
+        print(report_json({k: summary[k] for k in keys}))
         print(f"run written to {run_directory(config)}", file=sys.stderr)
     return 0

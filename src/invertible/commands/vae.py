@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from ..persistence import atomic_write, state_tensors, write_json
+from ..persistence import atomic_write, report_json, state_tensors, write_json
 from ._common import output_dir, results_kept_on_success
 from .fit_density import _diverged_is_a_training_error
 
@@ -94,8 +94,8 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
         summary = {**config, "test_elbo": stats["elbo"], "test_iw_log_px": stats["iw_log_px"], "iw_samples": args.iw_samples,
                    "test_images": len(test), "train_elbo": history[-1]["train_elbo"], "steps": args.steps,
                    "wall_time_s": train_time, "parameters": sum(p.numel() for p in model.parameters())}
-        write_json(out / "summary.json", summary)
-    print(json.dumps(summary))
+        write_json(out / "summary.json", summary, report=True)
+    print(report_json(summary))
     return summary
 
 

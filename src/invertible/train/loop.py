@@ -588,7 +588,7 @@ class _Trainer:
                 from .pictures import draw_run
 
                 draw_run(self.run_dir, flow, self.bundle, self.metrics.records(), cfg.seed)
-            write_json(self.run_dir / "summary.json", summary)
+            write_json(self.run_dir / "summary.json", summary, report=True)
         return summary
 
 
