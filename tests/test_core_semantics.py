@@ -587,3 +587,30 @@ def test_samples_that_overflow_at_a_temperature_name_it() -> None:
     with pytest.warns(RuntimeWarning, match=r"of 8 sample\(s\) are not finite: the inverse map overflowed the "
                                             r"torch.float64 range at temperature 2; sample in float64 or at a lower"):
         flow.sample(8, temperature=2.0)
+
+
+@pytest.mark.parametrize("temperature", [0.25, 3.0])
+def test_temperature_scales_a_learned_base_about_its_mean(temperature: float) -> None:
+    """A diagonal normal base ``N(m, sigma^2)`` at temperature ``T`` is ``N(m, T^2 sigma^2)`` (Glow's
+    ``p(z)^(1/T^2)``, normalised): the mean stays, only the spread shrinks or grows. A mixture scales each
+    component about its mean and keeps the weights: a tight two-component mixture at ``T`` keeps its two modes."""
+    from invertible.distributions import MixtureOfGaussians
+
+    base = DiagonalNormal(D).double()
+    with torch.no_grad():
+        base.loc.copy_(torch.tensor([5.0, -3.0, 0.5]))
+        base.log_scale.copy_(torch.log(torch.tensor([0.5, 2.0, 1.0])))
+    flow = Flow(Compose([]), base)
+    torch.manual_seed(3)
+    eps = torch.randn(6, D, dtype=torch.float64)
+    torch.manual_seed(3)
+    torch.testing.assert_close(flow.sample(6, temperature=temperature), base.loc + base.log_scale.exp() * temperature * eps)
+
+    mixture = MixtureOfGaussians(1, components=2).double()
+    with torch.no_grad():
+        mixture.loc.copy_(torch.tensor([[-4.0, 4.0]]))
+        mixture.log_scale.fill_(math.log(0.1))
+    x = Flow(Compose([]), mixture).sample(4000, temperature=temperature).squeeze(-1)
+    near = (x.abs() - 4.0).abs() < 0.1 * temperature * 5  # within five of the tempered component scales
+    assert near.all() and 0.45 < (x > 0).double().mean() < 0.55
+    assert (x.abs() - 4.0).std().item() == pytest.approx(0.1 * temperature, rel=0.1)

@@ -25,6 +25,8 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
+from .distributions import _Base
+
 __all__ = ["Transform", "Compose", "Inverse", "Flow", "FlowDistribution", "LayerError", "sum_except_batch", "vmapped"]
 
 
@@ -516,10 +518,12 @@ class Flow(nn.Module):
     ) -> Tensor:
         """Reparameterised samples (gradients flow to the parameters).
 
-        ``temperature`` ``T`` scales the base noise, ``x = f^{-1}(T u)``: for a
-        standard normal base this samples the base at variance ``T^2`` (Glow's
-        reduced-temperature samples, Kingma & Dhariwal 2018, Section 5.3);
-        ``T < 1`` trades diversity for fidelity; ``T`` must be finite and positive.
+        ``temperature`` ``T`` scales the base's noise about its location, ``x = f^{-1}(u_T)``: for a
+        standard normal base ``u_T = T u``, the base at variance ``T^2`` (Glow's
+        reduced-temperature samples, Kingma & Dhariwal 2018, Section 5.3); a learned
+        base keeps its mean (``mu + T sigma eps``; a mixture scales each component about
+        its mean), and a base of your own whose ``rsample`` takes no temperature gets
+        ``T u``. ``T < 1`` trades diversity for fidelity; ``T`` must be finite and positive.
         """
         shape, context, u = self._base_noise(n, context, temperature)
         x, _ = _flow_step(self, "inverse", u, context)
@@ -568,14 +572,17 @@ class Flow(nn.Module):
     def _base_noise(
         self, n: int | Sequence[int], context: Tensor | None, temperature: float
     ) -> tuple[torch.Size, Tensor | None, Tensor]:
-        """``(sample shape, flat context, T u)``: one row of base noise ``u`` per sample, scaled by ``T``."""
+        """``(sample shape, flat context, u_T)``: one row of base noise per sample at temperature ``T`` (see
+        :meth:`rsample`)."""
         if not 0 < temperature < math.inf:
             raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
         shape, context = self._sample_shape(n, context)
-        u = self.base.rsample((math.prod(shape),))
         if temperature == 1.0:
-            return shape, context, u
-        u = u * temperature
+            return shape, context, self.base.rsample((math.prod(shape),))
+        if isinstance(self.base, _Base):
+            u = self.base.rsample((math.prod(shape),), temperature)
+        else:
+            u = self.base.rsample((math.prod(shape),)) * temperature
         if self.validate and not vmapped(u) and not bool(torch.isfinite(u).all()):
             raise ValueError(
                 f"temperature {temperature:g} takes the base noise beyond the {u.dtype} range "

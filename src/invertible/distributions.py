@@ -1,7 +1,9 @@
 """Base distributions of flows, as modules so they move with ``.to(device)`` and are saved.
 
 Each has ``event_shape``, ``log_prob(z)`` summed over the event (shape ``(batch,)``),
-``sample(shape)`` and ``rsample(shape)``.
+``sample(shape)`` and ``rsample(shape, temperature=1.0)``: at temperature ``T`` the base's noise about its
+location is scaled by ``T`` (Glow's reduced-temperature sampling, Kingma & Dhariwal 2018, Section 5.3: for a
+Gaussian base ``N(mu, T^2 sigma^2)``, the density ``p(z)^(1/T^2)`` normalised).
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ class _Base(nn.Module):
     def _sum_event(self, x: Tensor) -> Tensor:
         return x.sum(dim=tuple(range(-len(self.event_shape), 0))) if len(self.event_shape) else x
 
-    def sample(self, shape: Sequence[int] | int = ()) -> Tensor:
+    def sample(self, shape: Sequence[int] | int = (), temperature: float = 1.0) -> Tensor:
         with torch.no_grad():
-            return self.rsample(shape)
+            return self.rsample(shape, temperature)
 
 
 class StandardNormal(_Base):
@@ -44,9 +46,10 @@ class StandardNormal(_Base):
     def log_prob(self, z: Tensor) -> Tensor:
         return -0.5 * (self._sum_event(z.square()) + self.event_shape.numel() * _LOG_2PI)
 
-    def rsample(self, shape: Sequence[int] | int = ()) -> Tensor:
+    def rsample(self, shape: Sequence[int] | int = (), temperature: float = 1.0) -> Tensor:
         a = self._anchor
-        return torch.randn(self._noise_shape(shape), device=a.device, dtype=a.dtype)
+        eps = torch.randn(self._noise_shape(shape), device=a.device, dtype=a.dtype)
+        return eps if temperature == 1.0 else temperature * eps
 
 
 class DiagonalNormal(_Base):
@@ -61,9 +64,10 @@ class DiagonalNormal(_Base):
         e = (z - self.loc) * torch.exp(-self.log_scale)
         return self._sum_event(-0.5 * (e.pow(2) + _LOG_2PI) - self.log_scale)
 
-    def rsample(self, shape: Sequence[int] | int = ()) -> Tensor:
+    def rsample(self, shape: Sequence[int] | int = (), temperature: float = 1.0) -> Tensor:
+        """``mu + T sigma eps``: the mean stays where it is at every temperature ``T``."""
         eps = torch.randn(self._noise_shape(shape), device=self.loc.device, dtype=self.loc.dtype)
-        return self.loc + torch.exp(self.log_scale) * eps
+        return self.loc + torch.exp(self.log_scale) * (eps if temperature == 1.0 else temperature * eps)
 
 
 class StandardLogistic(_Base):
@@ -75,13 +79,15 @@ class StandardLogistic(_Base):
     def log_prob(self, z: Tensor) -> Tensor:
         return self._sum_event(-(F.softplus(z) + F.softplus(-z)))
 
-    def rsample(self, shape: Sequence[int] | int = ()) -> Tensor:
-        """``log u - log(1 - u)`` of ``u ~ U(0, 1)``, kept in ``[eps/2, 1 - eps/2]``: ``torch.rand``'s
-        grid step, so both tails reach the same ``|z|`` (16.6 in float32, 36.7 in float64) and ``u = 0`` is not ``-inf``."""
+    def rsample(self, shape: Sequence[int] | int = (), temperature: float = 1.0) -> Tensor:
+        """``T (log u - log(1 - u))`` of ``u ~ U(0, 1)`` (a logistic of scale ``T``), ``u`` kept in
+        ``[eps/2, 1 - eps/2]``: ``torch.rand``'s grid step, so both tails reach the same ``|z|`` (16.6 in float32,
+        36.7 in float64 at ``T = 1``) and ``u = 0`` is not ``-inf``."""
         a = self._anchor
         half_eps = torch.finfo(a.dtype).eps / 2
         u = torch.rand(self._noise_shape(shape), device=a.device, dtype=a.dtype).clamp(half_eps, 1 - half_eps)
-        return torch.log(u) - torch.log1p(-u)
+        z = torch.log(u) - torch.log1p(-u)
+        return z if temperature == 1.0 else temperature * z
 
 
 BASES: dict[str, type[_Base]] = {
@@ -107,7 +113,8 @@ class MixtureOfGaussians(_Base):
     a mixture for each conditional ``p(z_d | z_<d)``. Means start spread over ``[-1, 1]``, scales at 1 and
     weights equal. ``rsample`` picks components without gradient and
     reparameterises the Gaussian draw, so gradients reach the means and scales
-    but not the weights (a discrete choice has no pathwise gradient).
+    but not the weights (a discrete choice has no pathwise gradient). At temperature ``T`` every
+    component's scale is multiplied by ``T`` about its mean, the weights kept.
     """
 
     def __init__(self, event_shape: int | Sequence[int], components: int = 5):
@@ -125,14 +132,15 @@ class MixtureOfGaussians(_Base):
         log_n = -0.5 * (e.pow(2) + _LOG_2PI) - self.log_scale
         return self._sum_event(torch.logsumexp(log_n + F.log_softmax(self.logits, -1), dim=-1))
 
-    def rsample(self, shape: Sequence[int] | int = ()) -> Tensor:
+    def rsample(self, shape: Sequence[int] | int = (), temperature: float = 1.0) -> Tensor:
         shape = self._noise_shape(shape)
         with torch.no_grad():
             probs = F.softmax(self.logits, -1).expand(*shape, self.components)
             k = torch.multinomial(probs.reshape(-1, self.components), 1).view(*shape, 1)
         loc = torch.gather(self.loc.expand(*shape, self.components), -1, k).squeeze(-1)
         log_scale = torch.gather(self.log_scale.expand(*shape, self.components), -1, k).squeeze(-1)
-        return loc + torch.exp(log_scale) * torch.randn(shape, device=loc.device, dtype=loc.dtype)
+        eps = torch.randn(shape, device=loc.device, dtype=loc.dtype)
+        return loc + torch.exp(log_scale) * (eps if temperature == 1.0 else temperature * eps)
 
 
 BASES["mog"] = MixtureOfGaussians
