@@ -38,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    "records, or a label index")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--temperature", type=float, default=1.0,
-                   help="scale of the base noise: x = f^-1(T u); T < 1 trades diversity for typical samples")
+                   help="scale of the base noise about the base's mean: x = f^-1(T u) for a standard normal base; "
+                        "T < 1 trades diversity for typical samples")
     p.add_argument("--context", metavar="FILE.npy", help="conditioning vectors, shape (C,) or (n, C), for conditional flows")
     p.add_argument("--raw", action="store_true", help="undo the dataset's preprocessing (the run's own; older runs load their dataset)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
