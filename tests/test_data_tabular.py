@@ -77,7 +77,7 @@ def test_standardisation_keeps_the_precision_of_features_far_from_zero(tmp_path:
 ])
 def test_a_feature_finer_than_float32_at_its_mean_is_refused(tmp_path: Path, column: np.ndarray, spacing: str) -> None:
     """Rounded to float32, the mean of such a feature is off by many of its standard deviations (the first column
-    was standardised to -3e8 in every row): a ``ValueError`` naming it, not a table the model cannot fit."""
+    would be standardised to -3e8 in every row): a ``ValueError`` naming it, not a table the model cannot fit."""
     raw = _table(400)
     raw[:, 1] = column
     np.save(tmp_path / "t.npy", raw)

@@ -78,9 +78,9 @@ def fit_float32(x: Tensor) -> Standardize:
     """:meth:`Standardize.fit` of the float64 rows ``x``, its statistics rounded to float32 (the bundles' preprocess).
 
     ``ValueError`` naming the features whose standard deviation is below the spacing of float32 numbers at their
-    mean: rounded to float32, such a mean is off by up to half that spacing, which is many of their standard
+    mean: rounded to float32, such a mean is off by up to half that spacing, which can be many of their standard
     deviations (a column that is constant up to float64 rounding, ``0.1 + 0.2`` and ``0.3``, has a standard
-    deviation near 4e-17 and was standardised to -3e8, every row the same float32 value).
+    deviation near 4e-17 and would be standardised to -3e8, every row the same float32 value).
     """
     exact = Standardize.fit(x)
     mean = exact.mean.float().abs()
