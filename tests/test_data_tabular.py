@@ -71,6 +71,21 @@ def test_standardisation_keeps_the_precision_of_features_far_from_zero(tmp_path:
     assert math.isclose(slope, 1 / float(b.preprocess.std[0]), rel_tol=1e-5)
 
 
+@pytest.mark.parametrize("column, spacing", [
+    (np.where(np.arange(400) % 2 == 0, 0.1 + 0.2, 0.3), "2.98e-08"),  # constant up to float64 rounding
+    (45.1234567 + 1e-6 * np.random.default_rng(1).standard_normal(400), "3.81e-06"),  # spread below float32's spacing
+])
+def test_a_feature_finer_than_float32_at_its_mean_is_refused(tmp_path: Path, column: np.ndarray, spacing: str) -> None:
+    """Rounded to float32, the mean of such a feature is off by many of its standard deviations (the first column
+    would be standardised to -3e8 in every row): a ``ValueError`` naming it, not a table the model cannot fit."""
+    raw = _table(400)
+    raw[:, 1] = column
+    np.save(tmp_path / "t.npy", raw)
+    with pytest.raises(ValueError, match=rf"feature\(s\) \[1\] vary by less than float32 resolves at their mean "
+                                         rf"\(feature 1: .* where float32 numbers are {spacing} apart\)"):
+        load(str(tmp_path / "t.npy"))
+
+
 def test_the_carried_standardisation_is_the_map_the_splits_went_through(tmp_path: Path) -> None:
     """The float32 statistics of ``preprocess`` (what a run saves) standardise the rows exactly, even at a mean of 3e6."""
     raw = _table(400)

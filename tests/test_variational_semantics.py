@@ -464,11 +464,37 @@ def test_discretized_logistic_is_the_mass_of_its_bin() -> None:
 
 
 def test_discretized_logistic_in_its_far_tails() -> None:
-    """Masses below ``1e-5``, where the library uses the density at the bin centre times the bin width: within the
-    midpoint rule's error ``(width / s)^2 / 24 = 1.0e-3`` of the exact log-mass."""
+    """Masses below ``1e-5``: within ``1.2e-3`` of the exact log-mass (the midpoint rule's error ``(width / s)^2 / 24
+    = 1.0e-3``, the bound kept from when the library used the density at the bin centre times the bin width)."""
     got, exact = _logistic(torch.tensor([40.0, 60.0, 200.0, 215.0], dtype=D64) / 255, 0.5, 0.025, levels=256)
     assert float(exact.exp().max()) < 1e-5
     torch.testing.assert_close(got, exact, atol=1.2e-3, rtol=0)
+
+
+def test_discretized_logistic_far_from_its_location_at_the_scale_floor() -> None:
+    """Digits' 17 levels at the floor scale ``s = e^-7``: a bin is 68.5 scales wide, and its log-mass many levels
+    from the location (down to -843 nats) is exact, not the density at the bin centre times the width (30 nats
+    below it)."""
+    x = torch.arange(2, 15, dtype=D64) / 16
+    for loc in (-0.3, 0.05, 0.5, 1.2):
+        got, exact = _logistic(x[(x - loc).abs() > 0.1], loc, math.exp(-7.0), levels=17)
+        assert float(exact.min()) < -100
+        torch.testing.assert_close(got, exact, atol=1e-9, rtol=1e-12)
+
+
+def test_discretized_logistic_in_float32_where_both_sigmoids_are_near_one() -> None:
+    """Interior bins a few scales above the location (``sigmoid(x+)`` and ``sigmoid(x-)`` both near 1, masses
+    ``2e-5`` to ``2e-3``) in float32: within ``2e-6`` nats per pixel of the exact log-mass of the same float32
+    inputs (their difference of sigmoids lost up to ``2e-3``)."""
+    levels, half = 17, 0.5 / 16
+    x = torch.arange(1, 16, dtype=D64) / 16
+    for offset, log_s in ((0.1, -5.0), (0.1, -4.5), (0.15, -4.5), (0.15, -4.0), (0.2, -4.0)):
+        out = torch.stack([x - offset, torch.full_like(x, log_s)], -1).float()
+        got = log_likelihood("logistic", out, x.float().view(-1, 1), levels)
+        x32, loc32, s32 = x.float().double(), out[:, 0].double(), out[:, 1].double().exp()
+        exact = _log_bin_mass((x32 - loc32 + half) / s32, (x32 - loc32 - half) / s32)
+        assert 1e-5 < float(exact.exp().min()) and float(exact.exp().max()) < 0.05
+        assert float((got.double() - exact).abs().max()) < 2e-6
 
 
 def test_decoder_means() -> None:

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .fingerprint import split_digests
 from .registry import DataBundle, register_dataset
-from .tabular import Standardize, standardized
+from .tabular import fit_float32, standardized
 
 __all__ = ["wine", "breast_cancer", "digits", "fixed_split"]
 
@@ -50,7 +50,7 @@ def _bundle(name: str, x: np.ndarray, labels: np.ndarray, class_names: list[str]
     contexts = one_hot[i_train], one_hot[i_val], one_hot[i_test]
     if standardize:
         digests = split_digests((train, val, test), contexts)
-        preprocess = Standardize.fit(train).float()
+        preprocess = fit_float32(train)
         train, val, test = (standardized(preprocess, part) for part in (train, val, test))
     train, val, test = (part.float() for part in (train, val, test))
     return DataBundle(

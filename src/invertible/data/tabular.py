@@ -33,7 +33,7 @@ from .fingerprint import split_digests
 from .registry import DataBundle, register_reader, register_rows_reader
 
 __all__ = ["Standardize", "read_npy", "read_csv", "read_npy_rows", "read_csv_rows", "table_bundle", "table_rows",
-           "standardized"]
+           "standardized", "fit_float32"]
 
 
 class Standardize(Transform):
@@ -72,6 +72,29 @@ class Standardize(Transform):
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return z * self.std + self.mean, -self._ladj(z)
+
+
+def fit_float32(x: Tensor) -> Standardize:
+    """:meth:`Standardize.fit` of the float64 rows ``x``, its statistics rounded to float32 (the bundles' preprocess).
+
+    ``ValueError`` naming the features whose standard deviation is below the spacing of float32 numbers at their
+    mean: rounded to float32, such a mean is off by up to half that spacing, which can be many of their standard
+    deviations (a column that is constant up to float64 rounding, ``0.1 + 0.2`` and ``0.3``, has a standard
+    deviation near 4e-17 and would be standardised to -3e8, every row the same float32 value).
+    """
+    exact = Standardize.fit(x)
+    mean = exact.mean.float().abs()
+    spacing = (torch.nextafter(mean, torch.full_like(mean, math.inf)) - mean).double()
+    fine = exact.std >= spacing
+    if not fine.all():
+        cols = (~fine).nonzero().flatten().tolist()
+        j = cols[0]
+        raise ValueError(
+            f"feature(s) {cols} vary by less than float32 resolves at their mean (feature {j}: standard deviation "
+            f"{float(exact.std[j]):.3g} at mean {float(exact.mean[j]):.9g}, where float32 numbers are "
+            f"{float(spacing[j]):.3g} apart); subtract a constant near the mean from them, or drop them, first"
+        )
+    return exact.float()
 
 
 def _split_sizes(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
@@ -164,7 +187,7 @@ def table_bundle(
     if standardize:
         digests = split_digests((x_train, x_val, x_test), tuple(contexts))
         try:
-            preprocess = Standardize.fit(x_train).float()
+            preprocess = fit_float32(x_train)
         except ValueError as e:  # constant columns: fine for a discrete model (0/1 pixels), which takes them unscaled
             raise ValueError(f"{e}, or read the table as it is with -d standardize=false (a discrete model, such as "
                              "bernoulli_made on 0/1 columns, takes its values unstandardised)") from None

@@ -49,14 +49,9 @@ def log_likelihood(kind: str, out: Tensor, x: Tensor, levels: int = 256) -> Tens
     plus, minus = (x - loc + half) * inv_s, (x - loc - half) * inv_s
     log_cdf_plus = plus - F.softplus(plus)  # log sigmoid(plus): the lowest bin takes the left tail
     log_sf_minus = -F.softplus(minus)  # log(1 - sigmoid(minus)): the highest bin takes the right tail
-    mid = torch.log((torch.sigmoid(plus) - torch.sigmoid(minus)).clamp_min(1e-12))
-    centre = (x - loc) * inv_s
-    # far in a tail the difference underflows: use the density at the bin centre times the bin width
-    mid = torch.where(
-        torch.sigmoid(plus) - torch.sigmoid(minus) > 1e-5,
-        mid,
-        centre - log_scale - 2 * F.softplus(centre) + math.log(2 * half),
-    )
+    # log(sigmoid(plus) - sigmoid(minus)) = log sigmoid(plus) + log sigmoid(-minus) + log(1 - exp(-(plus - minus))):
+    # exact, and no difference of two probabilities near 1 (or 0) cancels in either tail
+    mid = F.logsigmoid(plus) + F.logsigmoid(-minus) + torch.log(-torch.expm1(-2 * half * inv_s))
     lp = torch.where(x < half, log_cdf_plus, torch.where(x > 1 - half, log_sf_minus, mid))
     return lp.sum(-1)
 
