@@ -33,7 +33,7 @@ def _root(root: str | None, sub: str) -> Path:
     base = Path(root or os.environ.get("INVERTIBLE_DATA", "data"))
     path = base / sub
     if not path.exists():
-        raise ValueError(f"{path} not found: pass root=DIR (or set INVERTIBLE_DATA) to the folder holding {sub!r}")
+        raise ValueError(f"{path} not found: pass root=DIR (-d root=DIR on the command line) or set INVERTIBLE_DATA to the folder holding {sub!r}")
     return path
 
 
