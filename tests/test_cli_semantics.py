@@ -370,3 +370,10 @@ def test_an_older_run_undoes_its_standardisation_with_its_own_seeds_split(tmp_pa
         code, _, err = _cli(capsys, "sample", source, "-n", 5, "--raw", "--out", tmp_path / out)
         assert code == 0, err
     np.testing.assert_allclose(np.load(tmp_path / "old.npy"), np.load(tmp_path / "new.npy"), rtol=1e-5)
+
+
+def test_eval_refuses_draws_on_data_without_dequantization_noise(gauss, capsys):
+    """``--draws K`` averages fresh dequantization noise of raw pixels; a table has none, so ``--draws 3`` would
+    print the one-draw figure as if it were an average: it is refused in one line."""
+    _error(capsys, "--draws 3 averages dequantization noise draws of raw pixels, but engine-gauss is scored as it is",
+           "eval", gauss, "--draws", 3)

@@ -151,6 +151,7 @@ def _score_split(flow: Flow, args: argparse.Namespace, data: str, own: str | Non
               file=sys.stderr)
     with _dropped_options(config, options, args.data):
         restore_preprocess(bundle, run_dir)
+    _check_draws(args.draws, bundle.raw, data)
     log_p, gap = split_log_densities(flow, bundle, args.split, args.batch_size, device, args.draws)
     return log_p, summarize(args.split, log_p, gap, bundle.levels, bundle.event_shape)
 
@@ -184,8 +185,17 @@ def _score_file(flow: Flow, args: argparse.Namespace, config: dict[str, Any], re
             raise ValueError(f"{name}: {e}, the levels of the images {run_dir} was trained on") from None
     elif preprocess is not None:
         data = standardized(preprocess, data)
+    _check_draws(args.draws, raw, name)
     log_p, _ = row_log_densities(flow, data.float(), context, preprocess, raw, args.batch_size, device, args.draws)
     return log_p, summarize("all", log_p, None, record.get("levels"), tuple(data.shape[1:]))
+
+
+def _check_draws(draws: int, raw: bool, data: str) -> None:
+    """``ValueError`` for ``--draws`` above 1 on data that are not raw pixels: only those get fresh dequantization
+    noise per draw (tables have none; images read with ``raw=false`` were dequantized once, with the dataset's seed)."""
+    if draws > 1 and not raw:
+        raise ValueError(f"--draws {draws} averages dequantization noise draws of raw pixels, but {data} is scored as it "
+                         "is (a table, or images dequantized once with -d raw=false): leave --draws out")
 
 
 @contextmanager
