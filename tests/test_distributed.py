@@ -164,25 +164,7 @@ def test_replica_released_before_the_process_group(tmp_path):
     worker threads holding the GIL, and a worker still releasing a collective's tensors waited for the GIL:
     ``torchrun ... train`` hung at exit in about one run in eight.
     """
-    rng = np.random.default_rng(0)
-    np.save(tmp_path / "table.npy", rng.normal(size=(200, 3)))
-    (tmp_path / "worker.py").write_text(_RELEASE_WORKER)
-    ports = ",".join(map(str, _free_ports(2)))
-    procs = []
-    for rank in (0, 1):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1",
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": ports.split(",")[0],
-               "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-        procs.append(subprocess.Popen([sys.executable, "worker.py", "table.npy", f"out{rank}", ports], cwd=tmp_path,
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    results = []
-    try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=120)
-            results.append((proc.returncode, out, err))
-    finally:
-        for proc in procs:
-            proc.kill()
+    results = _run_pair(tmp_path, _RELEASE_WORKER, _free_ports(2))
     for rank, (code, out, err) in enumerate(results):
         assert code == 0, f"rank {rank}: {err[-3000:]}"
         assert json.loads(out) == [0, 0], f"rank {rank}: DDP wrappers alive at teardown (finished run, stopped run)"
