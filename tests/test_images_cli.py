@@ -76,3 +76,11 @@ def test_interpolate_of_a_bare_saved_model_says_it_needs_the_runs_dataset(glow_r
     err = capsys.readouterr().err.strip()
     assert err == (f"error: interpolate needs the test images of the run's dataset, but {bare} has no config.yaml "
                    "naming its dataset (a run of `invertible train`)")
+
+
+def test_interpolate_names_a_steps_count_below_two(glow_run: Path, tmp_path: Path, capsys) -> None:
+    """A row holds both ends of its interpolation: ``--steps 1`` is refused by the flag's name, before the model loads."""
+    capsys.readouterr()
+    assert main(["interpolate", str(glow_run), "--steps", "1", "--out", str(tmp_path / "x.png")]) == 2
+    assert capsys.readouterr().err.strip() == "error: --steps must be >= 2 (both ends of each row), got 1"
+    assert not (tmp_path / "x.png").exists()

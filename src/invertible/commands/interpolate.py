@@ -103,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.pairs < 1:
         raise ValueError(f"--pairs must be >= 1, got {args.pairs}")
+    if args.steps < 2:
+        raise ValueError(f"--steps must be >= 2 (both ends of each row), got {args.steps}")
     if not args.out.lower().endswith(".png"):
         raise ValueError(f"--out must end in .png, got {args.out!r}")
     run_dir = existing_run(args.run)
