@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -22,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ..core import Compose, Transform
+from ..seeding import check_seed
 from ..transforms import UniformDequantization, VariationalDequantization
 
 __all__ = ["DataBundle", "SPLITS", "register_dataset", "register_reader", "register_rows_reader", "available", "load",
@@ -226,21 +226,11 @@ def check_splits(bundle: DataBundle) -> None:
             _check_pixels(bundle.name, split, getattr(bundle, split), dequantizer.levels)
 
 
-def check_seed(seed: Any) -> int:
-    """``seed`` as an ``int``, or ``ValueError`` unless it is an integer in ``[0, 2**64 - 1]``, the seeds both
-    ``torch.Generator.manual_seed`` and ``numpy.random.default_rng`` take as they are: a float is not truncated
-    (``2.5`` would draw seed 2's data), ``True`` is no seed, and a negative seed, which torch wraps modulo
-    ``2**64`` (``-1`` draws seed ``2**64 - 1``'s data) and NumPy refuses, is refused for every dataset."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**64:
-        raise ValueError(f"seed must be an integer in [0, 2**64 - 1], got {seed!r}")
-    return int(seed)
-
-
 def load(name_or_path: str, seed: int = 0, **options: Any) -> DataBundle:
     """A built-in dataset by name, or a local file by path (its suffix picks the reader), checked by
     :func:`check_splits`: a ``TypeError`` when the dataset returns no :class:`DataBundle`, a ``ValueError`` naming
     the split that is not finite or not shaped like the train split (a separate test file of another width), and a
-    ``ValueError`` for a ``seed`` :func:`check_seed` refuses."""
+    ``ValueError`` for a ``seed`` :func:`~invertible.seeding.check_seed` refuses (an integer in ``[0, 2**64 - 1]``)."""
     seed = check_seed(seed)
     fn = DATASETS[name_or_path] if name_or_path in DATASETS else _file_reader(name_or_path, READERS)
     bundle = _call(fn, name_or_path, seed=seed, **options)

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from ..core import Flow
 from ..distributions import StandardNormal
 from ..nets.made import MaskedMLP, input_degrees
+from ..seeding import SEED_RANGE, seeded_generator
 from ..transforms.autoregressive import MaskedAffineAutoregressive
 from .registry import register
 
@@ -58,7 +59,8 @@ class _MaskPool:
         ensemble = masks if ensemble is None else ensemble
         if not 1 <= ensemble <= masks:
             raise ValueError(f"ensemble must be between 1 and masks={masks}, got {ensemble}")
-        low, high = -(2**63 // _SEED_STRIDE), (2**64 - masks) // _SEED_STRIDE  # set k's generator: seed * stride + k
+        # set k's generator takes seed * stride + k, for k < masks
+        low, high = -(-SEED_RANGE[0] // _SEED_STRIDE), (SEED_RANGE[1] - (masks - 1)) // _SEED_STRIDE
         if not low <= seed <= high:
             raise ValueError(f"seed must lie in {low}..{high} (mask set k's generator is seeded with {_SEED_STRIDE} * seed + k, "
                              f"which torch.Generator takes in -2**63..2**64 - 1), got {seed}")
@@ -114,11 +116,11 @@ class _MaskPool:
 
     def _build_masks(self, k: int) -> None:
         """Draw mask set ``k`` from ``seed`` and set the network's degrees and masks to it."""
-        g = torch.Generator().manual_seed(self.seed * _SEED_STRIDE + k)
+        g = seeded_generator(self.seed * _SEED_STRIDE + k)
         if self.order_agnostic and self.masks > 1:
             degrees = input_degrees(self.net.features, "random", g)
         else:
-            fixed = torch.Generator().manual_seed(self.seed * _SEED_STRIDE)
+            fixed = seeded_generator(self.seed * _SEED_STRIDE)
             degrees = input_degrees(self.net.features, self.base_order, fixed)
         random_degrees = self.net.random_degrees
         self.net.random_degrees = random_degrees or (self.connectivity_agnostic and self.masks > 1)
