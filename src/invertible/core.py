@@ -36,6 +36,12 @@ def _check_context_features(context_features: int | None) -> None:
         raise ValueError(f"context_features must be None (unconditional) or an integer >= 1, got {context_features!r}")
 
 
+def flow_dtype(flow: nn.Module, default: torch.dtype | None = None) -> torch.dtype:
+    """The floating dtype of ``flow``'s parameters, the dtype its inputs and contexts take (float64 for a
+    ``flow.double()``); ``default`` (else ``torch.get_default_dtype()``) for a flow without any."""
+    return next((p.dtype for p in flow.parameters() if p.is_floating_point()), default or torch.get_default_dtype())
+
+
 def sum_except_batch(x: Tensor) -> Tensor:
     """Sum every dimension but the first: per-element log-dets to a ``(batch,)`` vector."""
     return x.reshape(x.shape[0], math.prod(x.shape[1:])).sum(1)  # explicit width: an empty batch too
@@ -409,7 +415,7 @@ class Flow(nn.Module):
         """``x`` is floating point, of the parameters' precision (torch would fail deep inside a layer otherwise)."""
         if not x.is_floating_point():
             raise TypeError(f"{name} has dtype {x.dtype}; a flow takes floating-point data ({name}.float())")
-        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), x.dtype)
+        dtype = flow_dtype(self, x.dtype)
         if x.dtype != dtype:
             raise TypeError(
                 f"{name} has dtype {x.dtype} but the flow's parameters are {dtype}; convert one to the other "

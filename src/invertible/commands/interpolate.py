@@ -20,11 +20,11 @@ import sys
 import torch
 from torch import Tensor
 
-from ..core import Flow
+from ..core import Flow, flow_dtype
 from ..data import DataBundle
 from ..persistence import load
 from ..train.distributed import resolve_device
-from ..train.evaluate import flow_dtype, seeded_rng, to_model_space
+from ..train.evaluate import seeded_rng, to_model_space
 from ._common import existing_run, label_index, run_bundle, run_classes, run_config
 
 __all__ = ["register", "latent_interpolation"]

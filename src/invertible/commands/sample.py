@@ -21,11 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core import Flow, Transform
+from ..core import Flow, Transform, flow_dtype
 from ..persistence import load
 from ..train.build import REBUILDABLE, describe_preprocess, read_preprocess_record, rebuild_preprocess
 from ..train.distributed import resolve_device
-from ..train.evaluate import flow_dtype
 from ._common import check_array_path, existing_run, label_index, named_classes, run_bundle, run_classes, run_config, run_summary, save_array
 
 

@@ -32,23 +32,17 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
-from ..core import Flow, Transform
+from ..core import Flow, Transform, flow_dtype
 from ..data import SPLITS as BUNDLE_SPLITS
 from ..data import DataBundle
 
-__all__ = ["flow_dtype", "preprocess_ladj", "evaluate_split", "split_log_densities", "row_log_densities", "summarize", "split_tensors", "to_model_space",
+__all__ = ["evaluation_mode", "preprocess_ladj", "evaluate_split", "split_log_densities", "row_log_densities", "summarize", "split_tensors", "to_model_space",
            "seeded_rng", "EVAL_NOISE_SEED", "SPLITS"]
 
 #: Seed of the dequantization noise of evaluation draw 0 (draw ``k`` uses ``EVAL_NOISE_SEED + k``).
 EVAL_NOISE_SEED = 0
 #: The splits :func:`split_tensors` knows: a bundle's three, and ``all`` of them together.
 SPLITS = (*BUNDLE_SPLITS, "all")
-
-
-def flow_dtype(flow: torch.nn.Module) -> torch.dtype:
-    """The floating dtype of ``flow``'s parameters (``torch.get_default_dtype()`` for a flow without any): the
-    dtype its inputs and contexts take, float64 for a ``flow.double()`` saved and loaded."""
-    return next((p.dtype for p in flow.parameters() if p.is_floating_point()), torch.get_default_dtype())
 
 
 def split_tensors(bundle: DataBundle, split: str) -> tuple[Tensor, Tensor | None]:
@@ -75,6 +69,18 @@ def _inverse_ladj(preprocess: Transform | None, y: Tensor) -> Tensor:
         return y.new_zeros(y.shape[0])
     _, ladj_inverse = preprocess.to(y.device).inverse(y)
     return -ladj_inverse
+
+
+@contextmanager
+def evaluation_mode(module: torch.nn.Module) -> Iterator[None]:
+    """Run the block with ``module`` in evaluation mode (an ensemble's average, batch norm's running averages),
+    and give it back in the mode it came in."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
 
 
 @contextmanager
@@ -121,7 +127,7 @@ def row_log_densities(
     ``data`` are in the model's space, mapped there by ``preprocess``, or, with ``raw``, the raw values that
     ``preprocess`` maps there per batch (dequantization): each row's values are then averaged over ``draws``
     seeded dequantization draws (seeds ``EVAL_NOISE_SEED + k``), so they do not depend on ``batch_size``.
-    The model's inputs and contexts take the flow's dtype (:func:`flow_dtype`): a float64 flow scores float32 data.
+    The model's inputs and contexts take the flow's dtype (:func:`~invertible.core.flow_dtype`): a float64 flow scores float32 data.
     """
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
@@ -130,9 +136,7 @@ def row_log_densities(
     log_p = torch.zeros(n, dtype=torch.float64)
     gap = None if log_prob is None else torch.zeros(n, dtype=torch.float64)
     dtype = flow_dtype(flow)
-    was_training = flow.training
-    flow.eval()
-    try:
+    with evaluation_mode(flow):
         for k in range(draws):
             with seeded_rng(EVAL_NOISE_SEED + k, device):
                 for start in range(0, n, batch_size):
@@ -144,8 +148,6 @@ def row_log_densities(
                     log_p[rows] += (log_q + ladj.double()).cpu()
                     if gap is not None:
                         gap[rows] += (log_prob(y).double() - log_q).cpu()
-    finally:
-        flow.train(was_training)
     return log_p / draws, None if gap is None else gap / draws
 
 

@@ -11,6 +11,7 @@ import torch
 from ..core import Flow
 from ..data import DataBundle
 from ..plots import density_2d, image_grid, loss_curve, save_figure
+from .evaluate import evaluation_mode
 
 __all__ = ["draw_run"]
 
@@ -22,12 +23,9 @@ def draw_run(run_dir: str | Path, flow: Flow, bundle: DataBundle, records: Seque
     mode a MADE mask pool loads the next mask set at every ``log_prob`` call (the density grid became a patchwork of
     single mask sets, not the ensemble) and batch norm uses the statistics of each batch of grid points.
     """
-    was_training = flow.training
-    flow.eval()
-    try:
-        return _draw(Path(run_dir), flow, bundle, records, seed)
-    finally:
-        flow.train(was_training)
+    run_dir = Path(run_dir)
+    with evaluation_mode(flow):
+        return _draw(run_dir, flow, bundle, records, seed)
 
 
 def _draw(run_dir: Path, flow: Flow, bundle: DataBundle, records: Sequence[dict[str, Any]], seed: int) -> list[Path]:
