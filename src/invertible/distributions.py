@@ -48,8 +48,7 @@ class StandardNormal(_Base):
 
     def rsample(self, shape: Sequence[int] | int = (), temperature: float = 1.0) -> Tensor:
         a = self._anchor
-        eps = torch.randn(self._noise_shape(shape), device=a.device, dtype=a.dtype)
-        return eps if temperature == 1.0 else temperature * eps
+        return temperature * torch.randn(self._noise_shape(shape), device=a.device, dtype=a.dtype)
 
 
 class DiagonalNormal(_Base):
@@ -67,7 +66,7 @@ class DiagonalNormal(_Base):
     def rsample(self, shape: Sequence[int] | int = (), temperature: float = 1.0) -> Tensor:
         """``mu + T sigma eps``: the mean stays where it is at every temperature ``T``."""
         eps = torch.randn(self._noise_shape(shape), device=self.loc.device, dtype=self.loc.dtype)
-        return self.loc + torch.exp(self.log_scale) * (eps if temperature == 1.0 else temperature * eps)
+        return self.loc + torch.exp(self.log_scale) * (temperature * eps)
 
 
 class StandardLogistic(_Base):
@@ -86,8 +85,7 @@ class StandardLogistic(_Base):
         a = self._anchor
         half_eps = torch.finfo(a.dtype).eps / 2
         u = torch.rand(self._noise_shape(shape), device=a.device, dtype=a.dtype).clamp(half_eps, 1 - half_eps)
-        z = torch.log(u) - torch.log1p(-u)
-        return z if temperature == 1.0 else temperature * z
+        return temperature * (torch.log(u) - torch.log1p(-u))
 
 
 BASES: dict[str, type[_Base]] = {
@@ -140,7 +138,7 @@ class MixtureOfGaussians(_Base):
         loc = torch.gather(self.loc.expand(*shape, self.components), -1, k).squeeze(-1)
         log_scale = torch.gather(self.log_scale.expand(*shape, self.components), -1, k).squeeze(-1)
         eps = torch.randn(shape, device=loc.device, dtype=loc.dtype)
-        return loc + torch.exp(log_scale) * (eps if temperature == 1.0 else temperature * eps)
+        return loc + torch.exp(log_scale) * (temperature * eps)
 
 
 BASES["mog"] = MixtureOfGaussians

@@ -48,6 +48,12 @@ def _all_reduce(t: Tensor) -> Tensor:
     return _AllReduce.apply(t)
 
 
+def _pooled(layer: nn.Module) -> bool:
+    """Whether ``layer`` pools its statistics over the ranks: it is ``synchronized`` (:func:`synchronize_normalization`)
+    and a process group exists."""
+    return layer.synchronized and dist.is_available() and dist.is_initialized()
+
+
 def _rsqrt(y: Tensor, log_y: Tensor) -> Tensor:
     """``1 / sqrt(y)``, from ``log_y = log y`` where ``y`` is below the smallest normal float (or 0 by
     underflow), capped at the largest float there."""
@@ -114,7 +120,7 @@ class ActNorm(Transform):
         Returns whether it did: a batch with no values (on every rank) leaves the layer for the next one.
         """
         dims = [d for d in range(x.dim()) if d != 1]
-        pooled = self.synchronized and dist.is_available() and dist.is_initialized()
+        pooled = _pooled(self)
         if x.numel():
             extremes = torch.cat([x.amax(dim=dims), -x.amin(dim=dims)])
         else:
@@ -222,7 +228,7 @@ class BatchNorm(Transform):
         ``sqrt(finfo.max / count) / 2``, below which no sum of the statistics can overflow."""
         dims = [d for d in range(x.dim()) if d != 1]
         finfo = torch.finfo(x.dtype)
-        pooled = self.synchronized and dist.is_available() and dist.is_initialized()
+        pooled = _pooled(self)
         count: int | Tensor = x.numel() // x.shape[1]
         with torch.no_grad():
             peak = _peak(x, dims)
