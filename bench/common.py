@@ -38,6 +38,11 @@ def require(*modules: str) -> None:
         raise SystemExit(f"peer libraries not installed: {', '.join(missing)}; install them with {EXTRA}")
 
 
+def csv_list(text: str) -> list[str]:
+    """``argparse`` type of a comma-separated list (empty items dropped)."""
+    return [t for t in text.split(",") if t]
+
+
 def positive(text: str) -> int:
     """``argparse`` type of a count that must be at least 1 (rounds, repeats, steps, ...)."""
     try:

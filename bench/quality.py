@@ -20,13 +20,9 @@ import torch
 
 from invertible.data import load
 
-from .common import add_out, check_device, check_out, header, positive, positive_float, require, table, write
+from .common import add_out, check_device, check_out, csv_list, header, positive, positive_float, require, table, write
 from ._flows import MODELS, Spec, build, check_names, parameters
 from ._training import check_exact_data, fit, mean_log_prob
-
-
-def _csv(text: str) -> list[str]:
-    return [t for t in text.split(",") if t]
 
 
 def _mean(values: list[float]) -> float:
@@ -36,16 +32,16 @@ def _mean(values: list[float]) -> float:
 
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench quality", description=__doc__.splitlines()[0])
-    p.add_argument("--models", type=_csv, default=["realnvp"], help="comma-separated, from: " + ", ".join(MODELS))
-    p.add_argument("--peers", type=_csv, default=["zuko", "nflows", "normflows"])
-    p.add_argument("--data", type=_csv, default=["checkerboard", "8gaussians"], help="toys with an exact log_prob")
+    p.add_argument("--models", type=csv_list, default=["realnvp"], help="comma-separated, from: " + ", ".join(MODELS))
+    p.add_argument("--peers", type=csv_list, default=["zuko", "nflows", "normflows"])
+    p.add_argument("--data", type=csv_list, default=["checkerboard", "8gaussians"], help="toys with an exact log_prob")
     p.add_argument("--steps", type=positive, default=5000)
     p.add_argument("--batch-size", type=positive, default=256)
     p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument("--warmup", type=int, default=0)
     p.add_argument("--clip", type=positive_float, default=5.0)
     p.add_argument("--layers", type=positive, default=8)
-    p.add_argument("--hidden", type=lambda s: tuple(positive(h) for h in _csv(s)), default=(64, 64))
+    p.add_argument("--hidden", type=lambda s: tuple(positive(h) for h in csv_list(s)), default=(64, 64))
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--n-train", type=positive, default=50_000)
     p.add_argument("--device", default="cpu")

@@ -21,16 +21,12 @@ from typing import Callable
 
 import torch
 
-from .common import add_out, check_device, check_out, header, positive, require, round_order, rounds_ms, table, write
+from .common import add_out, check_device, check_out, csv_list, header, positive, require, round_order, rounds_ms, table, write
 from ._flows import MODELS, Spec, build, check_names, parameters
 
 
-def _csv(text: str) -> list[str]:
-    return [t for t in text.split(",") if t]
-
-
 def _sizes(text: str) -> list[int]:
-    return [positive(v) for v in _csv(text)]
+    return [positive(v) for v in csv_list(text)]
 
 
 def _even_sizes(text: str) -> list[int]:
@@ -44,8 +40,8 @@ def _even_sizes(text: str) -> list[int]:
 
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench speed", description=__doc__.splitlines()[0])
-    p.add_argument("--models", type=_csv, default=["realnvp"], help="comma-separated, from: " + ", ".join(MODELS))
-    p.add_argument("--peers", type=_csv, default=["zuko", "nflows", "normflows"], help="comma-separated peer libraries")
+    p.add_argument("--models", type=csv_list, default=["realnvp"], help="comma-separated, from: " + ", ".join(MODELS))
+    p.add_argument("--peers", type=csv_list, default=["zuko", "nflows", "normflows"], help="comma-separated peer libraries")
     p.add_argument("--features", type=_even_sizes, default=[2, 16], help="data sizes (even)")
     p.add_argument("--layers", type=positive, default=8)
     p.add_argument("--hidden", type=lambda s: tuple(_sizes(s)), default=(64, 64))
