@@ -155,3 +155,25 @@ def test_spline_layers_apply_each_coordinates_own_parameters_on_their_bound(kind
     tails = x.abs() > 1.5
     assert tails[:, moved].any() and (~tails[:, moved]).any()  # both the spline and the tails were exercised
     assert torch.equal(z[tails], x[tails])
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_parameters_along_axis_minus_two_give_the_same_map_as_along_the_last(inverse):
+    """``dim=-2`` reads ``params (batch, 3K - 1, D)`` for ``x (batch, D)``, the layers' layout: the same
+    spline, value and gradient, as ``dim=-1`` on the transposed parameters."""
+    g = torch.Generator().manual_seed(3)
+    params = (2.0 * torch.randn(5, 3 * K - 1, 4, generator=g, dtype=torch.float64)).requires_grad_(True)
+    x = torch.linspace(-B - 0.5, B + 0.5, 20, dtype=torch.float64).reshape(5, 4)
+    y_last, lad_last = rqs(x, params.transpose(1, 2), B, inverse=inverse)
+    (g_last,) = torch.autograd.grad((y_last * lad_last).sum(), params)
+    y_mid, lad_mid = rqs(x, params, B, inverse=inverse, dim=-2)
+    (g_mid,) = torch.autograd.grad((y_mid * lad_mid).sum(), params)
+    assert y_mid.shape == lad_mid.shape == x.shape
+    torch.testing.assert_close(y_mid, y_last, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(lad_mid, lad_last, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(g_mid, g_last, rtol=1e-10, atol=1e-12)
+
+
+def test_parameter_axis_other_than_the_last_two_is_refused():
+    with pytest.raises(ValueError, match="dim -1 or -2, got dim=0"):
+        rqs(torch.zeros(3), torch.zeros(3 * K - 1, 3), B, dim=0)
