@@ -1,4 +1,4 @@
-"""``python -m bench maf``: MAF speed against nflows, zuko and the bare networks; MAF/NSF quality against zuko.
+"""``python -m bench maf``: MAF and NSF speed against nflows, zuko and the bare networks; MAF/NSF quality against zuko.
 
 Speed (CPU, ``torch.set_num_threads(2)``): a training step (``log_prob`` +
 backward) at batch 1024, 16 features, 5 layers of MADE 2x128, and drawing 1,024
@@ -15,7 +15,12 @@ backpropagate into its input. ``--compile`` adds this library's and zuko's MAF
 with ``torch.compile(log_prob)`` (a compiled model is compared with the fastest
 compiled peer). ``--decompose`` adds the MAF without its soft clamp (``scale="exp"``)
 and the plain networks chained like the MADEs, which split the MAF's cost beyond
-the bare networks into its parts.
+the bare networks into its parts. ``--flow nsf`` times the autoregressive
+rational-quadratic spline flows instead (8 bins on ``[-5, 5]``, linear tails, the
+same MADEs with ``3K - 1 = 23`` outputs per feature): this library's ``NSF``
+preset, zuko ``NSF(transforms=5, hidden_features=(128, 128))`` and nflows
+``MaskedPiecewiseRationalQuadraticAutoregressiveTransform`` with reversal
+permutations; its bare networks are five ``16 -> 128 -> 128 -> 368`` MLPs.
 
 Quality ("invertible MAF (identity start)" is the MAF with ``init="identity"``):
 3,000 steps, batch 256, Adam 1e-3 with cosine decay (no warm-up;
@@ -41,6 +46,8 @@ from ._flows import Model
 from ._training import check_exact_data, fit, mean_log_prob
 
 FEATURES, LAYERS, HIDDEN, BATCH = 16, 5, (128, 128), 1024
+#: The splines of every NSF here (zuko's defaults): bins on ``[-bound, bound]``, linear tails.
+NSF_BINS, NSF_BOUND = 8, 5.0
 
 
 # ----------------------------------------------------------------------------- models
@@ -50,7 +57,7 @@ def ours(kind: str, features: int, hidden=HIDDEN, layers=LAYERS, **options):
     if kind == "maf":
         flow = build("maf", features=features, layers=layers, hidden=list(hidden), **options)
     else:
-        flow = build("nsf", features=features, layers=layers, hidden=list(hidden), bins=8, bound=5.0)
+        flow = build("nsf", features=features, layers=layers, hidden=list(hidden), bins=NSF_BINS, bound=NSF_BOUND)
     flow.validate = False  # the peers do not check their inputs either
     return Model(flow, flow.log_prob, flow.sample)
 
@@ -78,13 +85,34 @@ def nflows_maf(features: int, hidden=HIDDEN, layers=LAYERS):
     return Model(flow, flow.log_prob, flow.sample)
 
 
-def bare_networks(features: int, hidden=HIDDEN, layers=LAYERS) -> nn.ModuleList:
+def nflows_nsf(features: int, hidden=HIDDEN, layers=LAYERS, bins: int = NSF_BINS, bound: float = NSF_BOUND):
+    """nflows' autoregressive rational-quadratic spline flow, linear tails, with reversal permutations."""
+    from nflows.distributions import StandardNormal
+    from nflows.flows import Flow
+    from nflows.transforms import (CompositeTransform, MaskedPiecewiseRationalQuadraticAutoregressiveTransform,
+                                   ReversePermutation)
+
+    ts = []
+    for _ in range(layers):
+        ts += [
+            MaskedPiecewiseRationalQuadraticAutoregressiveTransform(
+                features, hidden[0], num_bins=bins, tails="linear", tail_bound=bound, num_blocks=len(hidden) - 1,
+                use_residual_blocks=False),
+            ReversePermutation(features),
+        ]
+    flow = Flow(CompositeTransform(ts), StandardNormal([features]))
+    return Model(flow, flow.log_prob, flow.sample)
+
+
+def bare_networks(features: int, hidden=HIDDEN, layers=LAYERS, per_dim: int = 2) -> nn.ModuleList:
+    """``layers`` plain MLPs ``features -> hidden -> per_dim * features``: a MADE's arithmetic without masks."""
+
     def mlp() -> nn.Sequential:
         sizes = [features, *hidden]
         mods: list[nn.Module] = []
         for a, b in zip(sizes[:-1], sizes[1:]):
             mods += [nn.Linear(a, b), nn.ReLU()]
-        return nn.Sequential(*mods, nn.Linear(sizes[-1], 2 * features))
+        return nn.Sequential(*mods, nn.Linear(sizes[-1], per_dim * features))
 
     return nn.ModuleList(mlp() for _ in range(layers))
 
@@ -125,7 +153,8 @@ def chained_mades_step(flow: Model, x: torch.Tensor) -> Callable[[], None]:
 
 COMPILED = " (torch.compile)"
 #: The rows of other libraries (the fastest of them is the reference of the ratios).
-PEERS = ("zuko MAF", "nflows MAF", "zuko MAF" + COMPILED)
+PEERS = tuple(f"{lib} {kind}{mode}" for kind in ("MAF", "NSF") for lib, mode in
+              (("zuko", ""), ("nflows", ""), ("zuko", COMPILED)))
 #: ``--decompose``'s row of the plain networks chained like the MADEs (not autoregressive: a cost reference only).
 UNMASKED = "bare networks chained (no masks)"
 
@@ -135,22 +164,24 @@ def _compiled(model: Model) -> Model:
     return Model(model.net, torch.compile(model.log_prob), model.sample)
 
 
-def speed(repeats: int, compile_: bool = False, decompose: bool = False) -> str:
+def speed(repeats: int, compile_: bool = False, decompose: bool = False, flow: str = "maf") -> str:
+    """The speed table of ``flow`` (``"maf"`` or ``"nsf"``, see the module docstring)."""
     torch.set_num_threads(2)
     torch.manual_seed(0)
     x = torch.randn(BATCH, FEATURES)
-    chained = ours("maf", FEATURES)
+    title = flow.upper()
+    chained = ours("maf", FEATURES) if flow == "maf" else None
     entries = {
-        "invertible MAF": ours("maf", FEATURES),
-        "zuko MAF": zuko_flow("maf", FEATURES),
-        "nflows MAF": nflows_maf(FEATURES),
+        f"invertible {title}": ours(flow, FEATURES),
+        f"zuko {title}": zuko_flow(flow, FEATURES),
+        f"nflows {title}": nflows_maf(FEATURES) if flow == "maf" else nflows_nsf(FEATURES),
     }
     compiled = {}
     if compile_:
-        compiled = {"invertible MAF" + COMPILED: ours("maf", FEATURES), "zuko MAF" + COMPILED: zuko_flow("maf", FEATURES)}
+        compiled = {f"invertible {title}" + COMPILED: ours(flow, FEATURES), f"zuko {title}" + COMPILED: zuko_flow(flow, FEATURES)}
     if decompose:
         entries["invertible MAF (scale=exp)"] = ours("maf", FEATURES, scale="exp")
-    nets = bare_networks(FEATURES)
+    nets = bare_networks(FEATURES, per_dim=2 if flow == "maf" else 3 * NSF_BINS - 1)
 
     def bare_step() -> None:
         nets.zero_grad(set_to_none=True)
@@ -170,10 +201,12 @@ def speed(repeats: int, compile_: bool = False, decompose: bool = False) -> str:
 
         return step
 
-    for model in (*entries.values(), *compiled.values(), chained):
+    for model in (*entries.values(), *compiled.values(), *([chained] if chained else [])):
         _perturb(model)
+    reference = {"bare networks": bare_step}
+    if chained:  # the least a MAF computes beyond its networks
+        reference["chained MADEs"] = chained_mades_step(chained, x)
     compiled = {k: _compiled(m) for k, m in compiled.items()}
-    reference = {"bare networks": bare_step, "chained MADEs": chained_mades_step(chained, x)}
     if decompose:  # the same chain on the plain networks: what the MADEs' masks cost
         unmasked = bare_networks(FEATURES)
         reference[UNMASKED] = chained_step(list(unmasked), unmasked, x)
@@ -199,6 +232,7 @@ def speed(repeats: int, compile_: bool = False, decompose: bool = False) -> str:
         })
     return (
         f"## Speed: batch {BATCH}, {FEATURES} features, {LAYERS} layers, MADE {HIDDEN[0]}x{len(HIDDEN)}, "
+        + (f"{NSF_BINS} spline bins on [-{NSF_BOUND:g}, {NSF_BOUND:g}], " if flow == "nsf" else "") +
         f"CPU, {torch.get_num_threads()} threads ({repeats} rounds of training steps, {sample_rounds} of sampling, "
         f"{round_order()}; times are "
         "medians over the rounds, ratios medians of the per-round ratios)\n\n" + table(rows)
@@ -256,7 +290,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("part", choices=["speed", "quality"], help="which half to run")
     p.add_argument("--repeats", type=positive, default=30,
                    help="timing rounds of the training step (speed; sampling runs half as many, at least 5)")
-    p.add_argument("--compile", action="store_true", help="also time torch.compile'd MAFs of this library and zuko (speed)")
+    p.add_argument("--flow", choices=["maf", "nsf"], default="maf",
+                   help="the flow to time (speed): the affine MAF, or the autoregressive rational-quadratic NSF")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile'd flows of this library and zuko (speed)")
     p.add_argument("--decompose", action="store_true",
                    help="also time the MAF without its soft clamp and the networks chained without masks (speed)")
     p.add_argument("--steps", type=positive, default=3000, help="training steps (quality)")
@@ -274,12 +310,16 @@ def main(argv: list[str]) -> int:
         p.error(f"--models: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(QUALITY_MODELS)}")
     if args.part == "quality":
         check_exact_data(p, args.datasets.split(","), "--datasets")
-    name = args.name or f"maf_{args.part}"
+    if args.decompose and args.flow != "maf":
+        p.error("--decompose splits the MAF's cost; it does not apply to --flow nsf")
+    name = args.name or ("nsf_speed" if args.part == "speed" and args.flow == "nsf" else f"maf_{args.part}")
     check_out(p, name, args.force, "--name")
     require(*(["zuko", "nflows"] if args.part == "speed" else [m.split()[0] for m in models if not m.startswith("invertible")]))
     torch.set_num_threads(2 if args.part == "speed" else args.threads)  # before header(), which records it
     if args.part == "speed":
-        text = header("MAF speed: invertible vs zuko, nflows and the bare networks") + speed(args.repeats, args.compile, args.decompose)
+        title = args.flow.upper()
+        text = header(f"{title} speed: invertible vs zuko, nflows and the bare networks") + speed(
+            args.repeats, args.compile, args.decompose, args.flow)
     else:
         text = header("MAF/NSF quality: KL gap against zuko") + quality(
             args.steps, args.batch_size, args.datasets.split(","), models, args.seeds

@@ -111,6 +111,7 @@ def test_the_vae_suite_checks_its_options(vae_results, capsys) -> None:
     ("quality", ["--data", "nope"], "unknown dataset 'nope'"),
     ("quality", ["--data", "digits"], "no exact log_prob"),
     ("maf speed", ["--repeats", "-1"], "--repeats: must be at least 1, got -1"),
+    ("maf speed", ["--flow", "nsf", "--decompose"], "does not apply to --flow nsf"),
     ("maf quality", ["--models", "zuko MAF,nflows MAF"], "unknown 'nflows MAF'"),
     ("maf quality", ["--datasets", "checkerboard,moon"], "unknown dataset 'moon'"),
     ("maf quality", ["--datasets", "digits"], "no exact log_prob"),
@@ -191,6 +192,30 @@ def test_maf_speed_ratios_read_peer_time_over_ours(monkeypatch) -> None:
     assert float(rows["nflows MAF"]["fastest peer / this"]) == pytest.approx(0.4)
     assert float(rows["invertible MAF"]["fastest peer / this (sampling)"]) == pytest.approx(2.0)  # nflows is the fastest
     assert float(rows["zuko MAF"]["train step ms"]) == pytest.approx(12.0)  # median, not mean
+
+
+def test_nsf_speed_times_the_spline_flows_against_bare_networks_of_their_output_size(monkeypatch) -> None:
+    """``--flow nsf``: the NSF rows of the three libraries, no chained-MADE row (a MAF's floor), and bare
+    networks with the splines' ``3K - 1`` outputs per feature."""
+    import bench.maf as maf
+
+    seen = []
+
+    def fake_rounds(fns, rounds):
+        seen.append(sorted(fns))
+        return {name: [{"bare networks": 10.0, "invertible NSF": 20.0, "zuko NSF": 30.0}.get(name, 40.0)] * 2
+                for name in fns}
+
+    built = []
+    real_bare = maf.bare_networks
+    monkeypatch.setattr(maf, "bare_networks", lambda *a, **k: built.append(real_bare(*a, **k)) or built[-1])
+    monkeypatch.setattr(maf, "rounds_ms", fake_rounds)
+    rows = {r["model"]: r for r in _table(maf.speed(2, flow="nsf"))}
+    assert seen == [["bare networks", "invertible NSF", "nflows NSF", "zuko NSF"],
+                    ["invertible NSF", "nflows NSF", "zuko NSF"]]
+    assert float(rows["invertible NSF"]["fastest peer / this"]) == pytest.approx(1.5)
+    assert float(rows["invertible NSF"]["x bare networks"]) == pytest.approx(2.0)
+    assert built[0][0][-1].out_features == (3 * maf.NSF_BINS - 1) * maf.FEATURES
 
 
 def test_glow_speed_up_is_normflows_time_over_ours(monkeypatch, tmp_path) -> None:

@@ -78,7 +78,7 @@ def test_maf_speed_header_records_the_threads_it_times_with(monkeypatch) -> None
     import bench.maf as maf
 
     written = {}
-    monkeypatch.setattr(maf, "speed", lambda repeats, compile_=False, decompose=False: "")
+    monkeypatch.setattr(maf, "speed", lambda repeats, compile_=False, decompose=False, flow="maf": "")
     monkeypatch.setattr(maf, "write", lambda name, text: written.setdefault(name, text))
     before = torch.get_num_threads()
     try:
