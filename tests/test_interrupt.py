@@ -163,3 +163,27 @@ def test_a_run_in_another_thread_leaves_the_signal_handlers_alone(tmp_path):
     assert not thread.is_alive() and errors == []
     assert load_checkpoint(tmp_path / "run").step == 50 and has_checkpoint(tmp_path / "run")
     assert _handlers() == before
+
+
+def test_a_second_sigterm_during_the_step_ends_the_process_as_sigterm_does(tmp_path):
+    """The displaced handler of SIGTERM is the default one: the second signal kills the process, the checkpoint
+    left is the last periodic one."""
+    script = f"""
+import signal
+from invertible.train import TrainConfig, train
+
+def twice(step, metrics):
+    if step == 4:
+        signal.raise_signal(signal.SIGTERM)
+        signal.raise_signal(signal.SIGTERM)
+
+train(TrainConfig(model="realnvp", model_options={{"layers": 2, "hidden": [8]}}, data="moons",
+                  data_options={{"n_train": 500, "n_val": 100, "n_test": 100}}, steps=50, batch_size=32,
+                  eval_every=1000, checkpoint_every=3, out={str(tmp_path / "run")!r}, progress=False, plots=False),
+      callbacks=[twice])
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=TIMEOUT_S,
+                          preexec_fn=_default_signals)
+    assert proc.returncode == -signal.SIGTERM, proc.stderr[-3000:]
+    assert load_checkpoint(tmp_path / "run").step == 3
