@@ -187,3 +187,23 @@ train(TrainConfig(model="realnvp", model_options={{"layers": 2, "hidden": [8]}},
                           preexec_fn=_default_signals)
     assert proc.returncode == -signal.SIGTERM, proc.stderr[-3000:]
     assert load_checkpoint(tmp_path / "run").step == 3
+
+
+def test_ctrl_c_before_the_first_checkpoint_does_not_promise_a_resume(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while the data load (outside the steps) exits 130 as before; with no checkpoint yet the hint is to
+    start again (``--resume`` would find nothing), with one it is to resume."""
+    real_load = loop.load_bundle
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "load_bundle", ctrl_c)
+    run = ["train", *FLAGS, "--steps", "4", "--out", str(tmp_path / "run")]
+    assert main(run) == 130
+    assert capsys.readouterr().err == "interrupted; no checkpoint was written: start the run again\n"
+    monkeypatch.setattr(loop, "load_bundle", real_load)
+    assert main(run) == 0
+    monkeypatch.setattr(loop, "load_bundle", ctrl_c)
+    capsys.readouterr()
+    assert main([*run, "--resume"]) == 130
+    assert capsys.readouterr().err == "interrupted; continue the run with --resume\n"

@@ -92,7 +92,8 @@ def _run(args: argparse.Namespace) -> int:
     except TrainingInterrupted as e:  # SIGTERM or SIGINT during the steps of `train`: its checkpoint holds the step
         print(str(e), file=sys.stderr)
         return e.exit_status
-    except KeyboardInterrupt:
-        resumable = hasattr(args, "resume")  # a command that checkpoints (train)
-        print("interrupted; continue the run with --resume" if resumable else "interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        # a command that checkpoints (train) says whether there is a checkpoint to resume from
+        hint = str(e) or ("continue the run with --resume" if hasattr(args, "resume") else "")
+        print(f"interrupted; {hint}" if hint else "interrupted", file=sys.stderr)
         return 130
