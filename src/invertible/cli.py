@@ -18,7 +18,7 @@ import warnings
 from typing import NoReturn, Sequence
 
 from . import __version__, commands
-from .train import TrainingError
+from .train import TrainingError, TrainingInterrupted
 
 __all__ = ["main", "build_parser"]
 
@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad input or failed run, 130 interrupted,
-    141 when the reader of standard output went away, as ``head`` does: the status of a process ended by SIGPIPE)."""
+    141 when the reader of standard output went away, as ``head`` does: the status of a process ended by SIGPIPE;
+    ``train`` stopped by SIGTERM or SIGINT after checkpointing its step: 143 or 130, as a process ended by it)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "command"):
@@ -88,7 +89,11 @@ def _run(args: argparse.Namespace) -> int:
             raise
         print(f"error: {_message(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        resumable = hasattr(args, "resume")  # a command that checkpoints (train)
-        print("interrupted; continue the run with --resume" if resumable else "interrupted", file=sys.stderr)
+    except TrainingInterrupted as e:  # SIGTERM or SIGINT during the steps of `train`: its checkpoint holds the step
+        print(str(e), file=sys.stderr)
+        return e.exit_status
+    except KeyboardInterrupt as e:
+        # a command that checkpoints (train) says whether there is a checkpoint to resume from
+        hint = str(e) or ("continue the run with --resume" if hasattr(args, "resume") else "")
+        print(f"interrupted; {hint}" if hint else "interrupted", file=sys.stderr)
         return 130

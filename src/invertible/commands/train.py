@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..persistence import report_json
-from ..train import TrainConfig, parse_options, read_config_file, train
+from ..train import TrainConfig, TrainingInterrupted, parse_options, read_config_file, train
 from ..train.checkpoint import checkpoint_settings, has_checkpoint
 from ..train.config import merge_settings
 from ..train.loop import run_directory
@@ -104,7 +104,14 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = resolve_config(args)
-    summary = train(config, resume=args.resume)
+    try:
+        summary = train(config, resume=args.resume)
+    except TrainingInterrupted:
+        raise  # its checkpoint holds the step it stopped at
+    except KeyboardInterrupt:  # Ctrl-C outside the steps (loading, building), or twice
+        if has_checkpoint(run_directory(config)):
+            raise KeyboardInterrupt("continue the run with --resume") from None
+        raise KeyboardInterrupt("no checkpoint was written: start the run again") from None
     if int(os.environ.get("RANK", "0")) == 0:
         keys = [k for k in ("test_nll", "kl_gap", "test_bpd", "steps", "wall_time_s", "parameters") if k in summary]
         print(report_json({k: summary[k] for k in keys}))

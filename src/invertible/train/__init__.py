@@ -4,6 +4,7 @@ from .build import build_flow, load_bundle
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, parse_options, read_config_file
 from .evaluate import evaluate_split
+from .interrupt import TrainingInterrupted
 from .loop import TrainingError, train
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "parse_options",
     "train",
     "TrainingError",
+    "TrainingInterrupted",
     "load_bundle",
     "build_flow",
     "evaluate_split",

@@ -66,10 +66,11 @@ from .config import TrainConfig
 from .distributed import Runtime, broadcast_flag, gather_objects, mean_over_ranks, parameter_digest, setup, teardown
 from .ema import EMA
 from .evaluate import evaluate_split, preprocess_ladj, seeded_rng
+from .interrupt import StopSignals, TrainingInterrupted
 from .metrics import MetricsLog
 from .schedule import lr_factor
 
-__all__ = ["train", "TrainingError", "Callback"]
+__all__ = ["train", "TrainingError", "TrainingInterrupted", "Callback"]
 
 #: Called after every optimisation step with the number of steps done and that step's metrics.
 Callback = Callable[[int, dict[str, float]], None]
@@ -514,30 +515,41 @@ class _Trainer:
                    desc="train", dynamic_ncols=True, mininterval=0.5)
         started = time.perf_counter() - self.state["wall_time_s"]
         self._batch_checks(False)
-        try:
-            while self.step < cfg.steps and not self.state["stopped"]:
-                out = self._step()
-                self.state["loss_sum"] += out["loss"]
-                self.state["bpd_sum"] += out.get("bpd", 0.0)
-                self.state["loss_count"] += 1
-                bar.update(1)
-                bar.set_postfix({k: f"{out[k]:.3f}" for k in ("loss", "bpd") if k in out}, refresh=False)
-                last = self.step == cfg.steps
-                if self.step % cfg.log_every == 0 or last:
-                    self._log_train(out)
-                if self.step % cfg.eval_every == 0 or last:
-                    self._validate()
-                    if self.state["stopped"] and self.state["loss_count"]:
-                        self._log_train(out)  # the steps since the last line, which no later line will cover
-                for callback in callbacks:
-                    callback(self.step, out)
-                self.state["wall_time_s"] = time.perf_counter() - started
-                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not (last or self.state["stopped"]):
-                    self._checkpoint()
-        finally:
-            bar.close()
-            self._batch_checks(True)
-        self._checkpoint()
+        # under torchrun the ranks would have to agree on the step to stop at (see docs/engine.md)
+        with StopSignals(enabled=not self.rt.distributed) as stop:
+            try:
+                self._loop(callbacks, bar, started, stop)
+            finally:
+                bar.close()
+                self._batch_checks(True)
+            stop.hold()  # a further signal must not cut the checkpoint of the step the run stops at
+            self._checkpoint()
+        if stop.signum is not None:
+            raise TrainingInterrupted(stop.signum, self.step, self.run_dir)
+
+    def _loop(self, callbacks: Sequence[Callback], bar: tqdm, started: float, stop: StopSignals) -> None:
+        """The optimisation steps, until the last one, early stopping, or a stop signal (after its step)."""
+        cfg = self.config
+        while self.step < cfg.steps and not self.state["stopped"] and stop.signum is None:
+            out = self._step()
+            self.state["loss_sum"] += out["loss"]
+            self.state["bpd_sum"] += out.get("bpd", 0.0)
+            self.state["loss_count"] += 1
+            bar.update(1)
+            bar.set_postfix({k: f"{out[k]:.3f}" for k in ("loss", "bpd") if k in out}, refresh=False)
+            last = self.step == cfg.steps
+            if self.step % cfg.log_every == 0 or last:
+                self._log_train(out)
+            if self.step % cfg.eval_every == 0 or last:
+                self._validate()
+                if self.state["stopped"] and self.state["loss_count"]:
+                    self._log_train(out)  # the steps since the last line, which no later line will cover
+            for callback in callbacks:
+                callback(self.step, out)
+            self.state["wall_time_s"] = time.perf_counter() - started
+            ends = last or self.state["stopped"] or stop.signum is not None  # `fit` writes the checkpoint then
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not ends:
+                self._checkpoint()
 
     # -- the end ------------------------------------------------------------------------
     def final_flow(self) -> Flow:
@@ -604,6 +616,9 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
 
     ``callbacks`` are called after every step as ``callback(steps_done, metrics)``;
     an exception raised by one stops the run, leaving the last checkpoint as it was.
+    SIGTERM or SIGINT during the steps (in the main thread of a process not under ``torchrun``) ends the run
+    after its current step: the checkpoint of that step is written and :class:`TrainingInterrupted` raised
+    (see :mod:`invertible.train.interrupt`); the signal handlers are restored when the steps end.
     The number of torch threads is set for the run (see ``TrainConfig.threads``)
     and restored afterwards.
     """
