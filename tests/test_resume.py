@@ -471,3 +471,17 @@ def test_a_run_configured_with_tuples_resumes_from_the_same_config(tmp_path):
     cfg.model_options = {"layers": 2, "hidden": (4,)}
     with pytest.raises(TrainingError, match=r"cannot resume: model_options is \{'layers': 2, 'hidden': \(4,\)\}"):
         train(cfg, resume=True)
+
+
+def test_a_run_holding_an_inert_model_option_resumes(tmp_path, monkeypatch):
+    """A run started before ``build`` refused options without effect (here RealNVP's image ``levels`` on vectors)
+    resumes: its model options cannot change on resume, so refusing them would strand the run."""
+    cfg = config(tmp_path, "run", "table")
+    cfg.model_options = {**cfg.model_options, "levels": 3}
+    with pytest.raises(ValueError, match="model option levels=3 has no effect"):
+        train(cfg)
+    with monkeypatch.context() as m:
+        m.setattr(invertible.models, "build", invertible.models.rebuild)  # as before the refusal
+        with pytest.raises(Interrupted):
+            train(cfg, callbacks=[recorder({}, stop_at=13)])
+    assert train(cfg, resume=True)["steps"] == 20

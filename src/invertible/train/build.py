@@ -83,8 +83,10 @@ def reopened_data(name: str, recorded: Any) -> str:
     return name
 
 
-def build_flow(model: str, options: dict[str, Any], bundle: DataBundle) -> Flow:
-    """Build preset ``model`` for the data: ``features=D`` for vectors, ``event_shape=(C, H, W)`` for images."""
+def build_flow(model: str, options: dict[str, Any], bundle: DataBundle, resumed: bool = False) -> Flow:
+    """Build preset ``model`` for the data: ``features=D`` for vectors, ``event_shape=(C, H, W)`` for images.
+    ``resumed`` (the options of a run being continued) lets be an option without effect under the others, which
+    :func:`~invertible.models.build` refuses: a run started before it did so resumes as it was built."""
     clash = [k for k in SET_BY_DATA if k in options]
     if clash:
         raise ValueError(f"model option(s) {', '.join(clash)} are set from the data and cannot be given")
@@ -95,7 +97,8 @@ def build_flow(model: str, options: dict[str, Any], bundle: DataBundle) -> Flow:
     if key not in takes:
         accepted = " and ".join(kinds[k] for k in kinds if k in takes)
         raise ValueError(f"model {model!r} takes {accepted}; dataset {bundle.name!r} holds {kinds[key]} of shape {shape}")
-    flow = models.build(model, **size, context_features=bundle.context_features, **options)
+    make = models.rebuild if resumed else models.build
+    flow = make(model, **size, context_features=bundle.context_features, **options)
     check_fits(flow, bundle)
     return flow
 

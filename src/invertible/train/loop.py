@@ -185,7 +185,7 @@ class _Trainer:
         self.data_source = self._data_source(resume)
         self.bundle: DataBundle = load_bundle(self.data_source, config.seed, config.data_options)
         self.data_fingerprint = data_fingerprint(self.bundle)
-        self.flow: Flow = build_flow(config.model, config.model_options, self.bundle).to(runtime.device)
+        self.flow: Flow = build_flow(config.model, config.model_options, self.bundle, resume).to(runtime.device)
         self.flow.train()
         if config.threads is None and runtime.device.type == "cpu" and single_thread_pays(count_parameters(self.flow)):
             torch.set_num_threads(1)
