@@ -268,3 +268,25 @@ def test_a_row_of_zero_density_gives_strict_json_with_null_and_a_note(table_run,
     assert "note: 1 of 5 rows have a log-density that is not finite" in err
     per_row = np.load(tmp_path / "rows.npy")
     assert per_row[2] == -np.inf and np.isfinite(np.delete(per_row, 2)).all()
+
+
+def test_a_file_of_binary_rows_gets_the_bits_per_dim_of_a_bernoulli_run(tmp_path, capsys) -> None:
+    """A Bernoulli MADE on binarised digits (2 levels, no preprocessing): ``--data FILE`` of 0/1 rows reports
+    ``all_bpd = all_nll / (D ln 2)`` as the run's own test split does, and an older run, whose record keeps no
+    levels, still scores its own data."""
+    run = tmp_path / "run"
+    assert main(["train", "--data", "digits_vectors", "-d", "binarize=true", "--model", "bernoulli_made", "-m",
+                 "hidden=[8]", "--steps", "2", "--batch-size", "32", "--no-progress", "--no-plots", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert json.loads((run / PREPROCESS_JSON).read_text()) == {"kind": "none", "levels": 2}
+    bundle = load("digits_vectors", binarize=True)
+    rows = np.concatenate([bundle.test[:20].numpy(), bundle.test_context[:20].numpy()], axis=1)
+    np.savetxt(tmp_path / "bin.csv", rows, delimiter=",", fmt="%d")
+    columns = "context_columns=[" + ",".join(str(64 + k) for k in range(10)) + "]"
+    result = _eval(capsys, run, "--data", tmp_path / "bin.csv", "-d", columns)
+    assert result["split"] == "all" and result["rows"] == 20
+    assert result["all_bpd"] == pytest.approx(result["all_nll"] / (64 * np.log(2)))
+    own = _eval(capsys, run)
+    assert own["test_bpd"] == pytest.approx(own["test_nll"] / (64 * np.log(2)))
+    (run / PREPROCESS_JSON).write_text(json.dumps({"kind": "none"}))  # a record written before records kept levels
+    assert _eval(capsys, run) == own

@@ -5,10 +5,13 @@ from __future__ import annotations
 import gzip
 import math
 import pickle
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import invertible
 from invertible import Compose, Flow
@@ -130,6 +133,33 @@ def test_saturated_variational_noise_lies_in_the_open_unit_interval(monkeypatch,
     assert torch.isfinite(z).all() and torch.isfinite(ladj).all()
     u, _ = deq._noise(x, None)
     assert torch.equal(u, torch.full_like(x, step if e < 0 else 1 - step))
+
+
+@settings(max_examples=12, deadline=None)
+@given(dtype=st.sampled_from([torch.float32, torch.float64]), levels=st.integers(2, 256), size=st.floats(1e3, 1e4),
+       seed=st.integers(0, 2**16))
+def test_variational_inverse_log_det_is_minus_forward_log_det_at_saturated_noise(dtype: torch.dtype, levels: int,
+                                                                                 size: float, seed: int) -> None:
+    """``inverse(forward(x)) == (x, -ladj)`` for images with noise flow draws far in the tails (its sigmoid saturates
+    to 0 or 1, or the noise is within an ulp of a bin edge): the forward's term is that of the noise ``y`` carries."""
+    torch.manual_seed(seed)
+    deq = VariationalDequantization(levels, (1, 2, 2), steps=2, hidden=4).to(dtype).eval()
+    with torch.no_grad():
+        for p in deq.noise_flow.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randint(0, levels, (6, 1, 2, 2)).to(dtype)
+    x[:2] = torch.tensor([0.0, levels - 1.0], dtype=dtype).repeat(4).view(2, 1, 2, 2)
+    e = torch.randn_like(x)
+    far = torch.rand_like(x) < 0.5
+    far[:, 0, 0, 0] = True  # a far draw in every image
+    e[far] = size * torch.sign(e[far])
+    with mock.patch.object(torch, "randn_like", lambda t: e.clone()):
+        y, term = deq(x)
+    v, _ = deq.noise_flow.inverse(e, deq._condition(x))
+    assert ((torch.sigmoid(v) == 0) | (torch.sigmoid(v) == 1)).any()  # some noise saturates
+    back, term_back = deq.inverse(y)
+    assert torch.equal(back, x) and torch.isfinite(term).all()
+    torch.testing.assert_close(term_back, -term)
 
 
 def _bin_edge_noise(dtype: torch.dtype) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import invertible
 from invertible.cli import main
@@ -471,3 +473,37 @@ def test_a_run_configured_with_tuples_resumes_from_the_same_config(tmp_path):
     cfg.model_options = {"layers": 2, "hidden": (4,)}
     with pytest.raises(TrainingError, match=r"cannot resume: model_options is \{'layers': 2, 'hidden': \(4,\)\}"):
         train(cfg, resume=True)
+
+
+def test_a_run_holding_an_inert_model_option_resumes(tmp_path, monkeypatch):
+    """A run started before ``build`` refused options without effect (here RealNVP's image ``levels`` on vectors)
+    resumes: its model options cannot change on resume, so refusing them would strand the run."""
+    cfg = config(tmp_path, "run", "table")
+    cfg.model_options = {**cfg.model_options, "levels": 3}
+    with pytest.raises(ValueError, match="model option levels=3 has no effect"):
+        train(cfg)
+    with monkeypatch.context() as m:
+        m.setattr(invertible.models, "build", invertible.models.rebuild)  # as before the refusal
+        with pytest.raises(Interrupted):
+            train(cfg, callbacks=[recorder({}, stop_at=13)])
+    assert train(cfg, resume=True)["steps"] == 20
+
+
+def test_config_yaml_keeps_the_settings_a_resume_changed(tmp_path, capsys):
+    """A resume with another ``steps`` and ``lr`` rewrote ``config.yaml`` with the new values alone, as if the whole
+    run had used them; it now also records the step of each resume that changed settings and what they were before
+    it (a resume that changes nothing adds nothing), and ``config.yaml`` still resumes and configures a run."""
+    cfg = dataclasses.replace(config(tmp_path, "run", "table"), steps=10)
+    train(cfg)
+    path = Path(cfg.out) / "config.yaml"
+    assert "resumed" not in yaml.safe_load(path.read_text())
+    train(dataclasses.replace(cfg, steps=16, lr=1e-3), resume=True)
+    written = yaml.safe_load(path.read_text())
+    assert (written["steps"], written["lr"]) == (16, 1e-3)
+    assert written["resumed"] == [{"step": 10, "before": {"steps": 10, "lr": 5e-3}}]
+    assert main(["train", "--resume", "--out", cfg.out, "--steps", "20"]) == 0
+    assert main(["train", "--resume", "--out", cfg.out]) == 0  # nothing changed: nothing added
+    written = yaml.safe_load(path.read_text())
+    assert written["steps"] == 20
+    assert written["resumed"] == [{"step": 10, "before": {"steps": 10, "lr": 5e-3}}, {"step": 16, "before": {"steps": 16}}]
+    assert TrainConfig.from_dict(written) == dataclasses.replace(cfg, steps=20, lr=1e-3)

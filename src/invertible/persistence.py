@@ -202,7 +202,7 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> F
     The flow comes back in the floating dtype its weights were saved in (a
     ``flow.double()`` saved is a float64 flow loaded).
     """
-    from .models import build
+    from .models import rebuild
 
     path = Path(path)
     if not path.exists():
@@ -219,7 +219,7 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> F
     if "model" not in config or not isinstance(config.get("options"), dict):
         raise ValueError(f"corrupt model config {path / MODEL_JSON}: needs 'model' and 'options'")
     check_format(config.get("format", 1), config["model"], path / MODEL_JSON)
-    flow = build(config["model"], **config["options"])
+    flow = rebuild(config["model"], **config["options"])
     tensors = read_tensors(path / MODEL_WEIGHTS, "model weights")
     dtypes = {t.dtype for t in tensors.values() if t.is_floating_point()}
     if len(dtypes) == 1:

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..core import Compose, Transform
 from ..transforms import Logit, UniformDequantization, VariationalDequantization
-from .registry import SPLITS, DataBundle, register_dataset
+from .registry import SPLITS, DataBundle, off_pixels, register_dataset
 
 __all__ = ["image_bundle", "check_pixels", "one_hot", "class_indices", "number_names", "numbers_to_names", "relabel_classes",
            "image_preprocess", "unit_pixels", "scaled_pixels"]
@@ -136,8 +136,7 @@ def scaled_pixels(y: Tensor, levels: int, preprocess: Transform | None) -> Tenso
 
 def check_pixels(images: np.ndarray | Tensor, levels: int) -> None:
     """``ValueError`` unless every pixel of ``images`` is an integer in ``[0, levels - 1]``."""
-    images = np.asarray(images)
-    if images.min() < 0 or images.max() > levels - 1 or not np.array_equal(images, np.round(images)):
+    if off_pixels(torch.as_tensor(np.asarray(images, dtype=np.float64)), levels).any():
         raise ValueError(f"pixel values must be integers in [0, {levels - 1}]")
 
 

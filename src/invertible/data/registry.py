@@ -190,9 +190,14 @@ def raw_dequantizer(bundle: DataBundle) -> UniformDequantization | VariationalDe
     return first if isinstance(first, (UniformDequantization, VariationalDequantization)) else None
 
 
+def off_pixels(values: Tensor, levels: int) -> Tensor:
+    """The mask of ``values`` that are not integer pixels in ``[0, levels - 1]`` (NaN included)."""
+    return (values < 0) | (values > levels - 1) | (values != torch.round(values))
+
+
 def _check_pixels(name: str, split: str, t: Tensor, levels: int) -> None:
     """``ValueError`` unless the raw split ``t`` holds integers in ``[0, levels - 1]``, the dequantizer's domain."""
-    bad = (t < 0) | (t > levels - 1) | (t != torch.round(t))
+    bad = off_pixels(t, levels)
     if bad.any():
         raise ValueError(f"dataset {name!r}: the {split} split must hold integer pixel values in [0, {levels - 1}] "
                          f"(the levels of its dequantization); {int(bad.sum())} value(s) are not, e.g. {t[bad][0].item():g}")

@@ -7,10 +7,10 @@ from .nice import NICE
 from .nsf import NSF
 from .planar import Planar, Radial
 from .realnvp import RealNVP
-from .registry import available, build, get, preset_options, register
+from .registry import available, build, get, preset_options, rebuild, register
 from .sylvester import Sylvester
 
 __all__ = [
     "BernoulliMADE", "Glow", "IAF", "MADE", "MAF", "NICE", "NSF", "Planar", "Radial", "RealNVP", "Sylvester",
-    "available", "build", "get", "preset_options", "register",
+    "available", "build", "get", "preset_options", "rebuild", "register",
 ]

@@ -94,6 +94,13 @@ class Glow(Flow):
             costs 0.010 to 0.016 bits/dim at test, see :class:`~invertible.nets.GlowConvNet`).
     """
 
+    @staticmethod
+    def inert_options(options: dict) -> dict[str, str]:
+        """``scale`` with additive couplings."""
+        if options["coupling"] == "affine":
+            return {}
+        return {"scale": f"it is the log-scale function of affine couplings, and coupling is {options['coupling']!r}"}
+
     def __init__(
         self,
         event_shape: Sequence[int],

@@ -16,7 +16,7 @@ from ..transforms.autoregressive import InverseAutoregressiveAffine, MaskedAffin
 from ..transforms.normalization import BatchNorm
 from .registry import register
 
-__all__ = ["MAF", "IAF", "layer_orders", "make_base"]
+__all__ = ["MAF", "IAF", "layer_orders", "make_base", "mixture_inert"]
 
 
 def layer_orders(layers: int, permutation: str) -> list[str]:
@@ -38,6 +38,13 @@ def make_base(base: str, features: int, components: int) -> nn.Module:
     if base == "mog":
         return MixtureOfGaussians(features, components)
     return build_base(base, features)
+
+
+def mixture_inert(options: dict) -> dict[str, str]:
+    """``components`` without ``base="mog"``, for a preset's ``inert_options``."""
+    if options["base"] == "mog":
+        return {}
+    return {"components": f"it sizes the mixture of base='mog', and base is {options['base']!r}"}
 
 
 def _stack(layer_cls: type, features: int, context_features: int | None, layers: int, hidden: Sequence[int],
@@ -90,6 +97,16 @@ class MAF(Flow):
 
     layer_class: type = MaskedAffineAutoregressive
     default_init: str = "shear"
+
+    @staticmethod
+    def inert_options(options: dict) -> dict[str, str]:
+        """The options that do nothing under the others: ``components`` without ``base="mog"``, ``seed`` with
+        neither random orders nor random degrees."""
+        inert = mixture_inert(options)
+        if options["permutation"] != "random" and not options["random_degrees"]:
+            inert["seed"] = (f"it draws random orders (permutation='random') and random degrees (random_degrees=true), "
+                             f"and permutation is {options['permutation']!r} with random_degrees false")
+        return inert
 
     def __init__(
         self,

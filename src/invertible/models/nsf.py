@@ -13,7 +13,7 @@ from ..core import Compose, Flow, Transform
 from ..seeding import seeded_generator
 from ..transforms.coupling import alternating_mask
 from ..transforms.spline import MaskedRQSAutoregressive, RQSCoupling
-from .maf import layer_orders, make_base
+from .maf import layer_orders, make_base, mixture_inert
 from .registry import register
 
 __all__ = ["NSF"]
@@ -55,6 +55,14 @@ class NSF(Flow):
         components: mixture components when ``base="mog"``.
         seed: seed of random orders/masks.
     """
+
+    @staticmethod
+    def inert_options(options: dict) -> dict[str, str]:
+        """``components`` without ``base="mog"``, ``seed`` without ``permutation="random"``."""
+        inert = mixture_inert(options)
+        if options["permutation"] != "random":
+            inert["seed"] = f"it draws the orders or masks of permutation='random', and permutation is {options['permutation']!r}"
+        return inert
 
     def __init__(
         self,

@@ -36,6 +36,17 @@ class RealNVP(Flow):
         levels, hidden_channels, blocks: scales, ResNet width and depth for images.
     """
 
+    @staticmethod
+    def inert_options(options: dict) -> dict[str, str]:
+        """The vector options (``layers``, ``hidden``, ``activation``) for an image, the image options (``levels``,
+        ``hidden_channels``, ``blocks``) for vectors."""
+        shape = options["event_shape"]
+        if shape is not None and len(shape) == 3:
+            return {k: f"it shapes the coupling MLPs of vectors, and event_shape is the image {list(shape)} "
+                       "(levels, hidden_channels and blocks shape the image model)" for k in ("layers", "hidden", "activation")}
+        return {k: "it shapes the multi-scale model of images (event_shape [C, H, W]), and the data are vectors "
+                   "(layers, hidden and activation shape the vector model)" for k in ("levels", "hidden_channels", "blocks")}
+
     def __init__(
         self,
         features: int | None = None,

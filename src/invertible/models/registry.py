@@ -3,6 +3,11 @@
 A preset is a :class:`~invertible.Flow` subclass registered under a name. The
 decorator records the options each instance was built with in ``flow.config``,
 so ``flow.save`` and :func:`invertible.load` can rebuild it exactly.
+
+Some options act only under other settings (``components`` sizes the mixture of
+``base="mog"``; RealNVP's ``levels`` are scales of images). A preset names them in
+its ``inert_options(options)``, and :func:`build` refuses such an option set away
+from its default where it would do nothing; :func:`rebuild` (a saved model) lets it be.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any, Callable, TypeVar
 
 from ..core import Flow, _check_context_features
 
-__all__ = ["register", "available", "build", "get", "preset_options", "PRESETS"]
+__all__ = ["register", "available", "build", "rebuild", "get", "preset_options", "PRESETS"]
 
 PRESETS: dict[str, type[Flow]] = {}
 F = TypeVar("F", bound=type[Flow])
@@ -119,7 +124,30 @@ def build(name: str, **options: Any) -> Flow:
 
     Each option is checked against the preset's type annotation first, so ``hidden=64``
     or ``batch_norm="yes"`` is a ``ValueError`` that names the option, not a failure deep inside.
+    An option given a value other than its default where the other settings make it do nothing
+    (``components=5`` with ``base="normal"``) is a ``ValueError`` that says why.
     """
+    flow = rebuild(name, **options)
+    _refuse_inert(name, options)
+    return flow
+
+
+def _refuse_inert(name: str, options: dict[str, Any]) -> None:
+    """``ValueError`` for an option of ``options`` away from its default that preset ``name``'s
+    ``inert_options`` says has no effect under the settings (given or default) of the others."""
+    inert = getattr(get(name), "inert_options", None)
+    if inert is None:
+        return
+    defaults = preset_options(name)
+    settings = {**defaults, **options}
+    for key, why in inert(settings).items():
+        if key in options and _jsonable(options[key]) != _jsonable(defaults[key]):
+            raise ValueError(f"model option {key}={options[key]!r} has no effect: {why}")
+
+
+def rebuild(name: str, **options: Any) -> Flow:
+    """:func:`build` for the options of a saved model (:func:`invertible.load`): the same checks, except that
+    options without effect under the others are let be (a model saved before :func:`build` refused them)."""
     cls = get(name)
     try:
         inspect.signature(cls).bind(**options)

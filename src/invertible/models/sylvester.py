@@ -26,6 +26,13 @@ class Sylvester(Flow):
         base: ``"normal"`` or ``"diagonal_normal"``.
     """
 
+    @staticmethod
+    def inert_options(options: dict) -> dict[str, str]:
+        """``bottleneck`` of the householder variant, ``reflections`` of the orthogonal one."""
+        if options["variant"] == "householder":
+            return {"bottleneck": "it sizes Q of variant='orthogonal', and variant is 'householder' (M = features)"}
+        return {"reflections": f"it counts the reflections of variant='householder', and variant is {options['variant']!r}"}
+
     def __init__(
         self,
         features: int,

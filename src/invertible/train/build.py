@@ -83,8 +83,10 @@ def reopened_data(name: str, recorded: Any) -> str:
     return name
 
 
-def build_flow(model: str, options: dict[str, Any], bundle: DataBundle) -> Flow:
-    """Build preset ``model`` for the data: ``features=D`` for vectors, ``event_shape=(C, H, W)`` for images."""
+def build_flow(model: str, options: dict[str, Any], bundle: DataBundle, resumed: bool = False) -> Flow:
+    """Build preset ``model`` for the data: ``features=D`` for vectors, ``event_shape=(C, H, W)`` for images.
+    ``resumed`` (the options of a run being continued) lets be an option without effect under the others, which
+    :func:`~invertible.models.build` refuses: a run started before it did so resumes as it was built."""
     clash = [k for k in SET_BY_DATA if k in options]
     if clash:
         raise ValueError(f"model option(s) {', '.join(clash)} are set from the data and cannot be given")
@@ -95,7 +97,8 @@ def build_flow(model: str, options: dict[str, Any], bundle: DataBundle) -> Flow:
     if key not in takes:
         accepted = " and ".join(kinds[k] for k in kinds if k in takes)
         raise ValueError(f"model {model!r} takes {accepted}; dataset {bundle.name!r} holds {kinds[key]} of shape {shape}")
-    flow = models.build(model, **size, context_features=bundle.context_features, **options)
+    make = models.rebuild if resumed else models.build
+    flow = make(model, **size, context_features=bundle.context_features, **options)
     check_fits(flow, bundle)
     return flow
 
@@ -181,17 +184,26 @@ def _has_state(bundle: DataBundle) -> bool:
 
 def preprocess_record(bundle: DataBundle) -> dict[str, Any]:
     """What ``bundle``'s preprocessing is, as JSON: ``{"kind": "none"}``, ``"standardize"`` (with its number of
-    features), ``"image"`` (levels, logit alpha, dequantizer, image shape) or ``"custom"`` (its class name)."""
+    features), ``"image"`` (levels, logit alpha, dequantizer, image shape) or ``"custom"`` (its class name); the
+    first two also keep the ``levels`` of discrete data (binarised digits: 2), by which a file scored through the
+    record alone gets its bits/dim."""
     p = bundle.preprocess
-    if p is None:
-        return {"kind": "none"}
-    if isinstance(p, Standardize):
-        return {"kind": "standardize", "features": p.mean.numel()}
     parts = list(p.transforms) if isinstance(p, Compose) else []
     if len(parts) == 2 and type(parts[0]) in _DEQUANTIZERS and isinstance(parts[1], Logit):
         return {"kind": "image", "levels": parts[0].levels, "alpha": parts[1].alpha,
                 "dequantization": _DEQUANTIZERS[type(parts[0])], "event_shape": list(bundle.event_shape)}
-    return {"kind": "custom", "type": type(p).__name__}
+    if p is not None and not isinstance(p, Standardize):
+        return {"kind": "custom", "type": type(p).__name__}
+    record: dict[str, Any] = {"kind": "none"} if p is None else {"kind": "standardize", "features": p.mean.numel()}
+    if bundle.levels is not None:
+        record["levels"] = int(bundle.levels)
+    return record
+
+
+def _mapping(record: dict[str, Any]) -> dict[str, Any]:
+    """The part of a preprocessing record that says how data are mapped: all of it but the ``levels`` of data
+    mapped without a dequantizer, which describe the data, not the map (and which older records lack)."""
+    return record if record.get("kind") == "image" else {k: v for k, v in record.items() if k != "levels"}
 
 
 def describe_preprocess(record: dict[str, Any]) -> str:
@@ -270,7 +282,7 @@ def _check_record(bundle: DataBundle, run_dir: str | Path) -> dict[str, Any] | N
     records (runs without a record are not checked)."""
     record = read_preprocess_record(run_dir)
     own = preprocess_record(bundle)
-    if record is not None and record != own:
+    if record is not None and _mapping(record) != _mapping(own):
         raise ValueError(f"{run_dir} was trained on data with {describe_preprocess(record)}, but dataset "
                          f"{bundle.name!r} has {describe_preprocess(own)}: load it with the run's data options")
     return record

@@ -21,7 +21,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["TrainConfig", "read_config_file", "merge_settings", "parse_option", "parse_options", "parse_error"]
+__all__ = ["TrainConfig", "RESUMED", "read_config_file", "merge_settings", "parse_option", "parse_options", "parse_error"]
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
 _FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -33,6 +33,11 @@ def _number(value: Any) -> Any:
     if isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
         return float(value)
     return value
+
+
+#: The key of ``config.yaml`` that records, for each resume that changed settings, the step it resumed at and
+#: the values those settings had before it: ``[{"step": 1000, "before": {"lr": 0.001, "steps": 1000}}, ...]``.
+RESUMED = "resumed"
 
 
 @dataclass
@@ -112,13 +117,16 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str = "config") -> "TrainConfig":
-        """Build from a mapping (``-`` in keys read as ``_``); unknown keys are an error."""
+        """Build from a mapping (``-`` in keys read as ``_``); unknown keys are an error, except :data:`RESUMED`,
+        the record of a resumed run's earlier settings that its ``config.yaml`` holds (not a setting: left out)."""
         if not isinstance(values, Mapping):
             raise ValueError(f"{source}: expected a mapping of settings, got {type(values).__name__}")
         names = cls.field_names()
         clean = {}
         for key, value in values.items():
             k = str(key).replace("-", "_")
+            if k == RESUMED:
+                continue
             if k not in names:
                 raise ValueError(f"{source}: unknown setting {key!r}; known settings: {', '.join(names)}")
             clean[k] = _number(value) if k in _FLOATS else value

@@ -12,7 +12,8 @@ logit's domain), each a device synchronisation on a GPU; a step whose loss is no
 finite replays its preprocessing with the checks on, so a batch outside the logit's
 domain stops the run with the logit's ``ValueError``. The loop writes the run directory::
 
-    RUN/config.yaml          the resolved configuration
+    RUN/config.yaml          the resolved configuration; after a resume that changed settings, also ``resumed``:
+                             each such resume's step and the values the run had used before it
     RUN/metrics.jsonl        training and validation metrics, one JSON object a line
     RUN/checkpoint/          safetensors of model, optimizer, EMA + checkpoint.json (resume state)
     RUN/model.json           the final model (``invertible.load(RUN)``)
@@ -49,6 +50,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
+import yaml
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
@@ -62,7 +64,7 @@ from .build import (adopt_fitted_state, build_flow, data_path, fitted_state, loa
 from .batches import BatchPlan
 from .checkpoint import (CHECKPOINT_DIR, Checkpoint, checkpoint_record, has_checkpoint, load_checkpoint, rng_state,
                          save_checkpoint, set_rng_state)
-from .config import TrainConfig
+from .config import RESUMED, TrainConfig
 from .distributed import Runtime, broadcast_flag, gather_objects, mean_over_ranks, parameter_digest, setup, teardown
 from .ema import EMA
 from .evaluate import evaluate_split, preprocess_ladj, seeded_rng
@@ -186,7 +188,7 @@ class _Trainer:
         self.data_source = self._data_source(resume)
         self.bundle: DataBundle = load_bundle(self.data_source, config.seed, config.data_options)
         self.data_fingerprint = data_fingerprint(self.bundle)
-        self.flow: Flow = build_flow(config.model, config.model_options, self.bundle).to(runtime.device)
+        self.flow: Flow = build_flow(config.model, config.model_options, self.bundle, resume).to(runtime.device)
         self.flow.train()
         if config.threads is None and runtime.device.type == "cpu" and single_thread_pays(count_parameters(self.flow)):
             torch.set_num_threads(1)
@@ -287,6 +289,7 @@ class _Trainer:
         self.flow.to(self.rt.device)
         self.step = ckpt.step
         self.state.update(ckpt.state)
+        self._record_changed_settings(ckpt)
         if self.ema is not None:
             self.ema.updates = int(self.state.get("ema_updates", self.step))
         if self.ema_preprocess is not None:
@@ -294,6 +297,16 @@ class _Trainer:
         self._restore_early_stopping(ckpt)
         set_rng_state(ckpt.rng)
         self.metrics.truncate(self.step)
+
+    def _record_changed_settings(self, ckpt: Checkpoint) -> None:
+        """Add to the run's record of resumes (:data:`~invertible.train.config.RESUMED`, kept in the checkpoint's
+        state and written into ``config.yaml``) the settings this resume changed, with the values the run used
+        up to the checkpoint's step; a resume that changes nothing adds nothing. ``out`` names the directory
+        and may be spelled another way."""
+        before = {key: saved for key, saved in ckpt.config.items()
+                  if key != "out" and hasattr(self.config, key) and saved != _as_recorded(getattr(self.config, key))}
+        if before:
+            self.state[RESUMED] = [*self.state.get(RESUMED, []), {"step": ckpt.step, "before": before}]
 
     def _check_fingerprint(self, ckpt: Checkpoint) -> None:
         """``TrainingError`` when the data loaded now are not those the checkpoint was trained on (a checkpoint
@@ -508,7 +521,10 @@ class _Trainer:
 
         def write_config() -> None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(cfg.to_yaml()))
+            text = cfg.to_yaml()
+            if self.state.get(RESUMED):
+                text += yaml.safe_dump({RESUMED: self.state[RESUMED]}, sort_keys=False)
+            atomic_write(self.run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(text))
 
         self._on_main(f"the run directory {self.run_dir}", write_config)
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and self.rt.main),

@@ -108,8 +108,13 @@ class _Dequantization(Transform):
             x = x.to(torch.get_default_dtype())
         self._check(x)
         u, log_r = self._noise(x, context)
+        y = _in_bin(x, u, self.levels)
         d = math.prod(x.shape[1:])
-        return _in_bin(x, u, self.levels), -d * math.log(self.levels) - log_r
+        return y, -d * math.log(self.levels) - self._carried_log_noise(y, x, u, log_r, context)
+
+    def _carried_log_noise(self, y: Tensor, x: Tensor, u: Tensor, log_r: Tensor, context: Tensor | None) -> Tensor:
+        """``log r`` of the noise that ``y`` carries, given the drawn ``u`` and its ``log_r``: ``log_r`` itself here."""
+        return log_r
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         scaled = z * self.levels
@@ -144,7 +149,9 @@ class VariationalDequantization(_Dequantization):
         log r(u | x) = log N(e) + log|de/dv| - log sigmoid'(v).
 
     Where the sigmoid saturates to exactly 0 or 1, ``u`` is moved to ``eps / 2`` or ``1 - eps / 2``
-    (:func:`_open_unit`), so it stays in the open interval ``(0, 1)``.
+    (:func:`_open_unit`), so it stays in the open interval ``(0, 1)``; there, and where ``y`` cannot hold the noise
+    (within an ulp of a bin edge), the term of that image is ``log r`` of the noise ``y`` carries, the value
+    ``inverse`` reads back, so ``inverse(forward(x)) == (x, -ladj)`` holds at saturated noise too.
 
     Trained jointly with the model on the bound above, ``r`` learns to put the
     noise where the model's density is high, which tightens the bound; the
@@ -191,9 +198,25 @@ class VariationalDequantization(_Dequantization):
         log_u = log_v + sum_except_batch(F.softplus(v) + F.softplus(-v))
         return _open_unit(torch.sigmoid(v)), log_u
 
+    def _carried_log_noise(self, y: Tensor, x: Tensor, u: Tensor, log_r: Tensor, context: Tensor | None) -> Tensor:
+        """``log r`` of the noise ``y`` carries, the noise :meth:`inverse` reads back: the drawn noise's ``log_r``,
+        except for an image with a pixel whose noise ``y`` cannot hold, where it is :meth:`_log_noise` of the
+        carried noise ``L y - x``. That is a noise at the edge of the float grid (a saturated sigmoid, moved by
+        :func:`_open_unit`), one within an ulp of ``x`` lost in ``x + u``, or one within an ulp of ``x + 1`` that
+        :func:`_in_bin` moved back into the bin; there the two differ by up to the whole tail of ``r``."""
+        if vmapped(y):
+            return log_r
+        step = torch.finfo(u.dtype).eps / 2
+        carried = y * self.levels - x
+        edge = (u <= step) | (u >= 1 - step) | (carried == 0) | (y != (x + u) / self.levels)
+        lost = edge.flatten(1).any(1)
+        if not lost.any():
+            return log_r
+        return torch.where(lost, self._log_noise(carried, x, context), log_r)
+
     def _log_noise(self, u: Tensor, x: Tensor, context: Tensor | None) -> Tensor:
         self._check_shape(x)
-        u = u.clamp(torch.finfo(u.dtype).eps, 1 - torch.finfo(u.dtype).eps)
+        u = _open_unit(u)
         v = torch.log(u) - torch.log1p(-u)
         e, ladj = self.noise_flow(v, self._condition(x))
         return sum_except_batch(-0.5 * (e.pow(2) + _LOG_2PI)) + ladj + sum_except_batch(F.softplus(v) + F.softplus(-v))
