@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import invertible
+from invertible.cli import main
 from invertible.train import TrainConfig, train
+from invertible.train.checkpoint import has_checkpoint, load_checkpoint
+from invertible.train.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,7 +94,6 @@ print(json.dumps(alive))
 
 def _free_ports(n: int) -> list[int]:
     """``n`` distinct ports free now (held open together while they are picked, so none is given twice)."""
-    import contextlib
     import socket
 
     with contextlib.ExitStack() as stack:
@@ -168,6 +174,46 @@ def test_replica_released_before_the_process_group(tmp_path):
     for rank, (code, out, err) in enumerate(results):
         assert code == 0, f"rank {rank}: {err[-3000:]}"
         assert json.loads(out) == [0, 0], f"rank {rank}: DDP wrappers alive at teardown (finished run, stopped run)"
+
+
+_SIGNAL_WORKER = """
+import json, os, signal, sys
+from invertible.train import TrainConfig, TrainingInterrupted, loop
+from invertible.train.checkpoint import load_checkpoint
+
+table, out, ports = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
+rank = int(os.environ["RANK"])
+
+def sigterm_on_rank_1_after(at):  # callbacks run after the step's all-reduce: the next step's carries the signal
+    def callback(step, metrics):
+        if rank == 1 and step == at:
+            signal.raise_signal(signal.SIGTERM)
+    return callback
+
+settings = dict(data=table, model_options={"layers": 2, "hidden": [8]}, steps=6, batch_size=32, eval_every=100,
+                log_every=1, checkpoint_every=0, device="cpu", threads=1, progress=False, plots=False)
+results = []
+for port, at in zip(ports, (3, 6)):
+    os.environ["MASTER_PORT"] = port
+    run = os.path.join(out, f"at{at}")
+    try:
+        loop.train(TrainConfig(**settings, out=run), callbacks=[sigterm_on_rank_1_after(at)])
+        results.append(None)
+    except TrainingInterrupted as e:
+        results.append([e.step, e.signum, load_checkpoint(run).step if rank == 0 else None])
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_rank_stops_every_rank_after_the_next_step(tmp_path):
+    """SIGTERM on rank 1 after step 3 reaches rank 0 in the all-reduce of step 4's loss: both stop after step 4,
+    rank 0 checkpoints it. One after the last step's all-reduce is counted once more after the final checkpoint:
+    both raise at step 6, and neither goes on to the test evaluation alone."""
+    for rank, (code, out, err) in enumerate(_run_pair(tmp_path, _SIGNAL_WORKER, _free_ports(2))):
+        assert code == 0, f"rank {rank}: {err[-3000:]}"
+        checkpoint = (lambda step: step) if rank == 0 else (lambda step: None)
+        assert json.loads(out) == [[4, signal.SIGTERM, checkpoint(4)], [6, signal.SIGTERM, checkpoint(6)]], f"rank {rank}"
 
 
 def _torchrun(flags: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -252,3 +298,95 @@ def test_normalization_pools_only_when_synchronized(monkeypatch):
     synchronize_normalization(actnorm)
     actnorm(x)
     assert calls
+
+
+#: a tiny RealNVP on a small toy set, a metrics line every step; no validation or periodic checkpoint before the end
+_STOP_EVERY = 1_000_000
+_STOP_FLAGS = ["--model", "realnvp", "-m", "layers=2", "-m", "hidden=[8]", "--data", "moons", "-d", "n_train=2000",
+               "-d", "n_val=200", "-d", "n_test=200", "--batch-size", "32", "--schedule", "constant", "--log-every", "1",
+               "--eval-every", str(_STOP_EVERY), "--checkpoint-every", str(_STOP_EVERY), "--no-plots"]
+_STOP_TIMEOUT_S = 180
+
+
+def _workers(launcher: int) -> dict[int, int]:
+    """The process id of each rank that the ``torchrun`` process ``launcher`` started, by rank (Linux ``/proc``)."""
+    ranks = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            environ = (entry / "environ").read_bytes().split(b"\0") if ppid == launcher else []
+        except (OSError, ValueError, IndexError):  # not a process, or one that ended meanwhile
+            continue
+        ranks.update((int(v[5:]), int(entry.name)) for v in environ if v.startswith(b"RANK="))
+    return ranks
+
+
+def _stopped_torchrun(cwd: Path, run: str, target: str, progress: int = 5) -> tuple[int, str, int]:
+    """``torchrun --nproc_per_node 2 ... train`` for a million steps; once ``metrics.jsonl`` reaches step ``progress``,
+    SIGTERM to ``target`` ("rank 1" or the "torchrun" launcher). Returns torchrun's exit status, its standard error and
+    the last step the metrics showed before the signal. Every process is killed if the run does not end in time."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "invertible",
+         "train", "--device", "cpu", "--threads", "1", "--no-progress", *_STOP_FLAGS, "--steps", str(_STOP_EVERY),
+         "--out", run], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+    workers: dict[int, int] = {}
+    try:
+        deadline, seen = time.monotonic() + _STOP_TIMEOUT_S, 0
+        while seen < progress or len(workers) < 2:
+            if launcher.poll() is not None:
+                pytest.fail(f"torchrun ended before the signal (status {launcher.returncode}): "
+                            f"{launcher.stderr.read()[-3000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no training progress in {_STOP_TIMEOUT_S} s")
+            workers = workers if len(workers) == 2 else _workers(launcher.pid)
+            seen = max((r["step"] for r in read_metrics(cwd / run / "metrics.jsonl")), default=0)
+            time.sleep(0.05)
+        os.kill(workers[1] if target == "rank 1" else launcher.pid, signal.SIGTERM)
+        _, err = launcher.communicate(timeout=_STOP_TIMEOUT_S)
+        return launcher.returncode, err, seen
+    finally:
+        for pid in [*workers.values()]:  # in sessions of their own: killing torchrun would leave them running
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.communicate()
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_rank_or_to_torchrun_stops_every_rank_after_the_same_step(tmp_path, capsys):
+    """SIGTERM to one worker only, or to ``torchrun`` (which forwards it to every worker), ends both ranks after the
+    same step, with the checkpoint of that step; the resume ends as the uninterrupted run does. The ranks learn of
+    the signal in the all-reduce of a step's loss; before, the signalled rank died at once and the run lost every
+    step since its last periodic checkpoint (here: all of them)."""
+    stopped = {}
+    for target, run in (("rank 1", "one-rank"), ("torchrun", "launcher")):
+        code, err, seen = _stopped_torchrun(tmp_path, run, target)
+        assert code == 1, err[-3000:]  # torchrun reports the workers' status 143, or its own signal, as a failure
+        assert has_checkpoint(tmp_path / run), f"{target}: no checkpoint; {err[-3000:]}"
+        step = load_checkpoint(tmp_path / run).step
+        assert seen <= step < _STOP_EVERY  # the step it stopped at, which no periodic checkpoint could hold
+        assert (f"stopped by SIGTERM at step {step}, which the checkpoint in {run} holds; continue the run with "
+                "--resume") in err.splitlines()
+        assert "[rank0]:" not in err and "[rank1]:" not in err, err[-3000:]  # no worker's traceback (a lost peer)
+        assert max(r["step"] for r in read_metrics(tmp_path / run / "metrics.jsonl")) == step  # none lost
+        assert not (tmp_path / run / "summary.json").exists()
+        stopped[run] = step
+
+    steps = ["--steps", str(max(stopped.values()) + 3)]  # a constant schedule: the number of steps changes nothing
+    for flags in ([*steps, "--out", "whole"], [*steps, "--resume", "--out", "one-rank"]):
+        proc = _torchrun([*_STOP_FLAGS, *flags], tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    whole = invertible.load(tmp_path / "whole").state_dict()
+    resumed = invertible.load(tmp_path / "one-rank").state_dict()
+    assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole)
+    assert read_metrics(tmp_path / "whole" / "metrics.jsonl") == read_metrics(tmp_path / "one-rank" / "metrics.jsonl")
+
+    # the other number of processes that --resume allows: the same run up to float summation order
+    assert main(["train", "--device", "cpu", "--threads", "1", "--no-progress", *_STOP_FLAGS, *steps, "--resume",
+                 "--out", str(tmp_path / "launcher")]) == 0
+    capsys.readouterr()
+    alone = invertible.load(tmp_path / "launcher").state_dict()
+    assert all(torch.allclose(whole[k], alone[k], rtol=1e-4, atol=1e-5) for k in whole)

@@ -4,6 +4,9 @@
 ``WORLD_SIZE`` and ``LOCAL_RANK``; the engine then joins a process group
 (NCCL on CUDA, gloo on CPU), wraps the flow in ``DistributedDataParallel`` and
 gives every process its own shard of each batch. Only rank 0 writes files.
+Decisions that end the run are taken by every rank alike: early stopping by
+rank 0 (:func:`broadcast_flag`), a stop signal received by any rank through
+the counts that ride with each step's loss (:func:`mean_and_counts_over_ranks`).
 """
 
 from __future__ import annotations
@@ -11,12 +14,13 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.distributed as dist
 
 __all__ = ["Runtime", "setup", "teardown", "resolve_device", "parameter_digest", "gather_objects", "broadcast_flag",
-           "mean_over_ranks"]
+           "mean_over_ranks", "mean_and_counts_over_ranks", "counts_over_ranks"]
 
 
 @dataclass
@@ -95,7 +99,7 @@ def broadcast_flag(runtime: Runtime, flag: bool) -> bool:
     """Rank 0's value of ``flag`` on every process (keeps decisions such as early stopping in sync)."""
     if not runtime.distributed:
         return flag
-    t = torch.tensor([int(flag)], device=runtime.device if dist.get_backend() == "nccl" else "cpu")
+    t = torch.tensor([int(flag)], device=_flag_device(runtime))
     dist.broadcast(t, src=0)
     return bool(t.item())
 
@@ -107,3 +111,32 @@ def mean_over_ranks(runtime: Runtime, value: torch.Tensor) -> torch.Tensor:
     t = value.detach().clone()
     dist.all_reduce(t)
     return t / runtime.world_size
+
+
+def _flag_device(runtime: Runtime) -> torch.device | str:
+    """Where a collective's small tensor of flags lives: the device with NCCL, which reduces only there; else the CPU."""
+    return runtime.device if dist.get_backend() == "nccl" else "cpu"
+
+
+def mean_and_counts_over_ranks(runtime: Runtime, value: torch.Tensor, flags: Sequence[bool]) -> tuple[float, list[int]]:
+    """The mean of a detached scalar ``value`` over every process, and for each of ``flags`` how many processes set it.
+
+    One all-reduce of ``[value, *flags]``: a training step reduces its loss anyway, so the flags cost no further
+    collective. Without a process group: ``value`` itself and the flags as 0 or 1.
+    """
+    if not runtime.distributed:
+        return value.detach().item(), [int(f) for f in flags]
+    t = torch.cat([value.detach().reshape(1), torch.tensor(flags, dtype=value.dtype).to(value.device)])
+    dist.all_reduce(t)
+    t[0] /= runtime.world_size  # in the value's dtype, as mean_over_ranks divides
+    mean, *counts = t.tolist()  # one read back from the device
+    return mean, [round(c) for c in counts]
+
+
+def counts_over_ranks(runtime: Runtime, flags: Sequence[bool]) -> list[int]:
+    """For each of ``flags``, how many processes set it (the flags as 0 or 1 without a process group)."""
+    if not runtime.distributed:
+        return [int(f) for f in flags]
+    t = torch.tensor(flags, dtype=torch.int64).to(_flag_device(runtime))
+    dist.all_reduce(t)
+    return t.tolist()

@@ -10,6 +10,11 @@ before that (a long step or validation) a second signal goes to the handler it d
 raises ``KeyboardInterrupt`` at once, a second SIGTERM kills the process, and the run resumes from its last
 complete checkpoint. The handlers are put back when the loop and its checkpoint are done, also on an error.
 
+Under ``torchrun`` the ranks receive a signal at different moments, or only one of them does (a scheduler's
+``kill`` of one process). Each step's all-reduce of the loss carries :meth:`StopSignals.flags` too, so after the
+same step every rank knows whether any rank was signalled (:func:`agreed_signal`), and all stop after it; one more
+count after the final checkpoint covers a signal that arrived after the last step's all-reduce.
+
 Handlers are only installed in the main thread (Python allows no other) and not for a signal whose handler
 is ``SIG_IGN`` (a job started in the background by a shell ignores SIGINT) or was not set from Python.
 """
@@ -20,9 +25,9 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Sequence
 
-__all__ = ["StopSignals", "TrainingInterrupted", "STOP_SIGNALS"]
+__all__ = ["StopSignals", "TrainingInterrupted", "STOP_SIGNALS", "agreed_signal"]
 
 #: The signals that stop a run cleanly.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -44,6 +49,12 @@ class TrainingInterrupted(KeyboardInterrupt):
     @property
     def exit_status(self) -> int:
         return 128 + self.signum
+
+
+def agreed_signal(counts: Sequence[int]) -> int | None:
+    """The signal every rank stops on, from how many ranks received each of :data:`STOP_SIGNALS` (summed
+    :meth:`StopSignals.flags`): the first one any rank received, SIGTERM before SIGINT; ``None`` when none did."""
+    return next((int(signum) for signum, count in zip(STOP_SIGNALS, counts) if count), None)
 
 
 class StopSignals:
@@ -75,6 +86,10 @@ class StopSignals:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
         self._previous.clear()
+
+    def flags(self) -> list[bool]:
+        """For each of :data:`STOP_SIGNALS`, whether it is the signal received: what a rank adds to a collective."""
+        return [self.signum == signum for signum in STOP_SIGNALS]
 
     def hold(self) -> None:
         """From now on a signal is ignored: the final checkpoint is being written."""

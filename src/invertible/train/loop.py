@@ -41,6 +41,7 @@ import gc
 import math
 import os
 import random
+import signal
 import time
 import traceback
 import warnings
@@ -65,10 +66,11 @@ from .batches import BatchPlan
 from .checkpoint import (CHECKPOINT_DIR, Checkpoint, checkpoint_record, has_checkpoint, load_checkpoint, rng_state,
                          save_checkpoint, set_rng_state)
 from .config import RESUMED, TrainConfig
-from .distributed import Runtime, broadcast_flag, gather_objects, mean_over_ranks, parameter_digest, setup, teardown
+from .distributed import (Runtime, broadcast_flag, counts_over_ranks, gather_objects, mean_and_counts_over_ranks,
+                          mean_over_ranks, parameter_digest, setup, teardown)
 from .ema import EMA
 from .evaluate import evaluate_split, preprocess_ladj, seeded_rng
-from .interrupt import StopSignals, TrainingInterrupted
+from .interrupt import StopSignals, TrainingInterrupted, agreed_signal
 from .metrics import MetricsLog
 from .schedule import lr_factor
 
@@ -210,6 +212,8 @@ class _Trainer:
         self.train_c = None if self.bundle.train_context is None else self.bundle.train_context.to(runtime.device)
         self.metrics = MetricsLog(self.run_dir, enabled=runtime.main)
         self.step = 0
+        #: under ``torchrun``: the stop signal some rank had received by the all-reduce of the last step's loss
+        self.agreed_stop: int | None = None
         self.state: dict[str, Any] = {"best_val": None, "best_step": 0, "bad_evals": 0, "stopped": False,
                                       "wall_time_s": 0.0, "loss_sum": 0.0, "bpd_sum": 0.0, "loss_count": 0}
         self.best: dict[str, torch.Tensor] | None = None
@@ -403,8 +407,11 @@ class _Trainer:
             return self.bundle
         return dataclasses.replace(self.bundle, preprocess=self.ema_preprocess.model)
 
-    def _step(self) -> dict[str, float]:
+    def _step(self, stop: StopSignals) -> dict[str, float]:
         """One optimisation step on the next batch; returns its metrics.
+
+        Under ``torchrun`` the all-reduce of the loss also counts the ranks that have received a stop signal
+        (``stop.flags()``), and :attr:`agreed_stop` is the signal every rank then stops on after this step.
 
         With ``compile`` the first step of the process (of the run, or after a resume) runs eagerly and the
         later ones compiled: a layer's data-dependent initialisation (ActNorm) then happens outside the
@@ -425,7 +432,9 @@ class _Trainer:
         else:
             with _compiler_errors():
                 loss = -self.model(x, c).mean()
-        global_loss = mean_over_ranks(self.rt, loss).item()  # the loss of the whole batch, the same on every rank
+        # the loss of the whole batch, the same on every rank, and the stop signals received by any rank
+        global_loss, signalled = mean_and_counts_over_ranks(self.rt, loss, stop.flags())
+        self.agreed_stop = agreed_signal(signalled)
         if not math.isfinite(global_loss):
             if self.bundle.raw:
                 self._recheck_preprocess(x)
@@ -531,8 +540,7 @@ class _Trainer:
                    desc="train", dynamic_ncols=True, mininterval=0.5)
         started = time.perf_counter() - self.state["wall_time_s"]
         self._batch_checks(False)
-        # under torchrun the ranks would have to agree on the step to stop at (see docs/engine.md)
-        with StopSignals(enabled=not self.rt.distributed) as stop:
+        with StopSignals() as stop:
             try:
                 self._loop(callbacks, bar, started, stop)
             finally:
@@ -540,14 +548,25 @@ class _Trainer:
                 self._batch_checks(True)
             stop.hold()  # a further signal must not cut the checkpoint of the step the run stops at
             self._checkpoint()
-        if stop.signum is not None:
-            raise TrainingInterrupted(stop.signum, self.step, self.run_dir)
+            # under torchrun every rank raises or none: one count more, for a signal after the last step's all-reduce
+            agreed = agreed_signal(counts_over_ranks(self.rt, stop.flags()))
+        signum = agreed if self.rt.distributed else stop.signum
+        if signum is None and stop.signum is not None:  # reached this rank after the ranks' last count
+            signal.raise_signal(stop.signum)  # as after the steps: to the handler now restored
+        if signum is not None:
+            raise TrainingInterrupted(signum, self.step, self.run_dir)
+
+    def _stop_signal(self, stop: StopSignals) -> int | None:
+        """The signal the run stops on after this step: this process's, or under ``torchrun`` the one the ranks
+        agreed on in the step's all-reduce (every rank must stop after the same step, or the others would wait in
+        the next collective for ever)."""
+        return self.agreed_stop if self.rt.distributed else stop.signum
 
     def _loop(self, callbacks: Sequence[Callback], bar: tqdm, started: float, stop: StopSignals) -> None:
         """The optimisation steps, until the last one, early stopping, or a stop signal (after its step)."""
         cfg = self.config
-        while self.step < cfg.steps and not self.state["stopped"] and stop.signum is None:
-            out = self._step()
+        while self.step < cfg.steps and not self.state["stopped"] and self._stop_signal(stop) is None:
+            out = self._step(stop)
             self.state["loss_sum"] += out["loss"]
             self.state["bpd_sum"] += out.get("bpd", 0.0)
             self.state["loss_count"] += 1
@@ -563,7 +582,7 @@ class _Trainer:
             for callback in callbacks:
                 callback(self.step, out)
             self.state["wall_time_s"] = time.perf_counter() - started
-            ends = last or self.state["stopped"] or stop.signum is not None  # `fit` writes the checkpoint then
+            ends = last or self.state["stopped"] or self._stop_signal(stop) is not None  # `fit` checkpoints then
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not ends:
                 self._checkpoint()
 
@@ -632,8 +651,9 @@ def train(config: TrainConfig, resume: bool = False, callbacks: Sequence[Callbac
 
     ``callbacks`` are called after every step as ``callback(steps_done, metrics)``;
     an exception raised by one stops the run, leaving the last checkpoint as it was.
-    SIGTERM or SIGINT during the steps (in the main thread of a process not under ``torchrun``) ends the run
-    after its current step: the checkpoint of that step is written and :class:`TrainingInterrupted` raised
+    SIGTERM or SIGINT during the steps (in the main thread) ends the run after its current step (under
+    ``torchrun``, a signal to any rank ends every rank after the same step, at most one step later): the
+    checkpoint of that step is written and :class:`TrainingInterrupted` raised
     (see :mod:`invertible.train.interrupt`); the signal handlers are restored when the steps end.
     The number of torch threads is set for the run (see ``TrainConfig.threads``)
     and restored afterwards.
