@@ -275,11 +275,12 @@ def test_python_dash_m_runs_the_command_line():
 def test_a_reader_that_went_away_ends_the_command_quietly():
     """``invertible models | head -1``: no error line for the closed pipe, the status of a SIGPIPE death (141)."""
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.Popen([sys.executable, "-m", "invertible", "models"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    proc.stdout.close()  # before the command has written anything: its first write meets a closed pipe
-    err = proc.stderr.read()
-    assert proc.wait(timeout=120) == 141 and err == ""
+    with subprocess.Popen([sys.executable, "-m", "invertible", "models"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=env) as proc:
+        proc.stdout.close()  # before the command has written anything: its first write meets a closed pipe
+        err = proc.stderr.read()
+        assert proc.wait(timeout=120) == 141 and err == ""
+
 
 def test_table_files_and_built_in_toys(tmp_path, capsys):
     rng = np.random.default_rng(1)
