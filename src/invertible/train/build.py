@@ -16,7 +16,7 @@ from .. import models
 from ..core import Compose, Flow, Transform
 from ..data import SPLITS, DataBundle, Standardize
 from ..data.images import image_preprocess
-from ..data.registry import check_splits, raw_dequantizer
+from ..data.registry import check_splits, off_pixels, raw_dequantizer
 from ..persistence import atomic_write, read_json, read_tensors, state_tensors, write_json
 from ..transforms import Logit, UniformDequantization, VariationalDequantization
 
@@ -195,7 +195,7 @@ def preprocess_record(bundle: DataBundle) -> dict[str, Any]:
     if p is not None and not isinstance(p, Standardize):
         return {"kind": "custom", "type": type(p).__name__}
     record: dict[str, Any] = {"kind": "none"} if p is None else {"kind": "standardize", "features": p.mean.numel()}
-    if bundle.levels is not None:
+    if bundle.levels is not None and not off_pixels(bundle.train, bundle.levels).any():
         record["levels"] = int(bundle.levels)
     return record
 
