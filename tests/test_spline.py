@@ -177,3 +177,11 @@ def test_parameters_along_axis_minus_two_give_the_same_map_as_along_the_last(inv
 def test_parameter_axis_other_than_the_last_two_is_refused():
     with pytest.raises(ValueError, match="dim -1 or -2, got dim=0"):
         rqs(torch.zeros(3), torch.zeros(3 * K - 1, 3), B, dim=0)
+
+
+@pytest.mark.parametrize("x_shape, params_shape, dim", [((4, 3), (4, 3 * K - 1, 5), -2), ((4, 3), (4, 3, 3 * K - 1), -2),
+                                                         ((4,), (3 * K - 1,), -1), ((4, 2), (4, 3 * K - 1), -1)])
+def test_parameters_that_do_not_fit_x_are_refused_by_name(x_shape, params_shape, dim):
+    """Not a shape error from inside torch (or a broadcast): ``params`` is ``x``'s shape with the parameter axis added."""
+    with pytest.raises(ValueError, match=r"do not fit x of shape"):
+        rqs(torch.zeros(x_shape), torch.zeros(params_shape), B, dim=dim)

@@ -63,6 +63,10 @@ def rational_quadratic_spline(
     """
     if dim not in (-1, -2):
         raise ValueError(f"the spline parameters lie along dim -1 or -2, got dim={dim}")
+    if params.dim() != x.dim() + 1 or params.shape[:dim] + params.shape[dim:][1:] != x.shape:
+        layout = "(..., 3K - 1)" if dim == -1 else "(..., 3K - 1, D)"
+        raise ValueError(f"spline parameters of shape {tuple(params.shape)} do not fit x of shape {tuple(x.shape)}: "
+                         f"with dim={dim} they are x's shape with the 3K - 1 parameters inserted, {layout}")
     k = (params.shape[dim] + 1) // 3
     if 3 * k - 1 != params.shape[dim] or k < 1:
         raise ValueError(f"spline parameters must have 3K - 1 entries, got {params.shape[dim]}")
