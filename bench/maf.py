@@ -21,6 +21,10 @@ same MADEs with ``3K - 1 = 23`` outputs per feature): this library's ``NSF``
 preset, zuko ``NSF(transforms=5, hidden_features=(128, 128))`` and nflows
 ``MaskedPiecewiseRationalQuadraticAutoregressiveTransform`` with reversal
 permutations; its bare networks are five ``16 -> 128 -> 128 -> 368`` MLPs.
+``--flow nsf-coupling`` times spline couplings of alternating even/odd features
+(``NSF(kind="coupling")``) against nflows' ``PiecewiseRationalQuadraticCouplingTransform``
+with the same masks and plain ``8 -> 128 -> 128 -> 184`` MLP conditioners (zuko has no
+spline coupling flow; ``--compile`` compiles this library's and nflows').
 
 Quality ("invertible MAF (identity start)" is the MAF with ``init="identity"``):
 3,000 steps, batch 256, Adam 1e-3 with cosine decay (no warm-up;
@@ -51,13 +55,14 @@ NSF_BINS, NSF_BOUND = 8, 5.0
 
 
 # ----------------------------------------------------------------------------- models
-def ours(kind: str, features: int, hidden=HIDDEN, layers=LAYERS, **options):
+def ours(preset: str, features: int, hidden=HIDDEN, layers=LAYERS, **options):
     from invertible.models import build
 
-    if kind == "maf":
+    if preset == "maf":
         flow = build("maf", features=features, layers=layers, hidden=list(hidden), **options)
     else:
-        flow = build("nsf", features=features, layers=layers, hidden=list(hidden), bins=NSF_BINS, bound=NSF_BOUND)
+        flow = build("nsf", features=features, layers=layers, hidden=list(hidden), bins=NSF_BINS, bound=NSF_BOUND,
+                     **options)
     flow.validate = False  # the peers do not check their inputs either
     return Model(flow, flow.log_prob, flow.sample)
 
@@ -81,6 +86,24 @@ def nflows_maf(features: int, hidden=HIDDEN, layers=LAYERS):
             MaskedAffineAutoregressiveTransform(features, hidden[0], num_blocks=len(hidden) - 1, use_residual_blocks=False),
             ReversePermutation(features),
         ]
+    flow = Flow(CompositeTransform(ts), StandardNormal([features]))
+    return Model(flow, flow.log_prob, flow.sample)
+
+
+def nflows_coupling_nsf(features: int, hidden=HIDDEN, layers=LAYERS, bins: int = NSF_BINS, bound: float = NSF_BOUND):
+    """nflows' rational-quadratic spline couplings, linear tails, alternating even/odd features (as this library's
+    ``NSF(kind="coupling")``), each conditioner a plain MLP of ``hidden``."""
+    from nflows.distributions import StandardNormal
+    from nflows.flows import Flow
+    from nflows.transforms import CompositeTransform, PiecewiseRationalQuadraticCouplingTransform
+
+    from ._flows import _PlainMLP
+
+    parity = torch.arange(features) % 2  # nflows: mask > 0 marks the transformed features
+    ts = [PiecewiseRationalQuadraticCouplingTransform(parity if i % 2 == 0 else 1 - parity,
+                                                      lambda a, b: _PlainMLP(a, b, tuple(hidden)), num_bins=bins,
+                                                      tails="linear", tail_bound=bound)
+          for i in range(layers)]
     flow = Flow(CompositeTransform(ts), StandardNormal([features]))
     return Model(flow, flow.log_prob, flow.sample)
 
@@ -153,8 +176,18 @@ def chained_mades_step(flow: Model, x: torch.Tensor) -> Callable[[], None]:
 
 COMPILED = " (torch.compile)"
 #: The rows of other libraries (the fastest of them is the reference of the ratios).
-PEERS = tuple(f"{lib} {kind}{mode}" for kind in ("MAF", "NSF") for lib, mode in
-              (("zuko", ""), ("nflows", ""), ("zuko", COMPILED)))
+PEERS = tuple(f"{lib} {kind}{mode}" for kind in ("MAF", "NSF", "NSF (coupling)") for lib in ("zuko", "nflows")
+              for mode in ("", COMPILED))
+
+
+def flow_models(flow: str) -> dict[str, Callable[[], Model]]:
+    """The rows of ``--flow``, this library's first and then its peers: name -> builder."""
+    if flow == "nsf-coupling":  # zuko has no spline coupling flow
+        return {"invertible NSF (coupling)": lambda: ours("nsf", FEATURES, kind="coupling"),
+                "nflows NSF (coupling)": lambda: nflows_coupling_nsf(FEATURES)}
+    title = flow.upper()
+    return {f"invertible {title}": lambda: ours(flow, FEATURES), f"zuko {title}": lambda: zuko_flow(flow, FEATURES),
+            f"nflows {title}": lambda: nflows_maf(FEATURES) if flow == "maf" else nflows_nsf(FEATURES)}
 #: ``--decompose``'s row of the plain networks chained like the MADEs (not autoregressive: a cost reference only).
 UNMASKED = "bare networks chained (no masks)"
 
@@ -169,23 +202,23 @@ def speed(repeats: int, compile_: bool = False, decompose: bool = False, flow: s
     torch.set_num_threads(2)
     torch.manual_seed(0)
     x = torch.randn(BATCH, FEATURES)
-    title = flow.upper()
     chained = ours("maf", FEATURES) if flow == "maf" else None
-    entries = {
-        f"invertible {title}": ours(flow, FEATURES),
-        f"zuko {title}": zuko_flow(flow, FEATURES),
-        f"nflows {title}": nflows_maf(FEATURES) if flow == "maf" else nflows_nsf(FEATURES),
-    }
+    builders = flow_models(flow)
+    entries = {name: build() for name, build in builders.items()}
     compiled = {}
-    if compile_:
-        compiled = {f"invertible {title}" + COMPILED: ours(flow, FEATURES), f"zuko {title}" + COMPILED: zuko_flow(flow, FEATURES)}
+    if compile_:  # this library's and the first peer's (zuko's where it has the flow)
+        compiled = {name + COMPILED: builders[name]() for name in list(builders)[:2]}
     if decompose:
         entries["invertible MAF (scale=exp)"] = ours("maf", FEATURES, scale="exp")
-    nets = bare_networks(FEATURES, per_dim=2 if flow == "maf" else 3 * NSF_BINS - 1)
+    if flow == "nsf-coupling":  # each conditioner reads half the features and gives the spline of the other half
+        half = FEATURES // 2
+        nets, bare_x = bare_networks(half, per_dim=3 * NSF_BINS - 1), x[:, :half].contiguous()
+    else:
+        nets, bare_x = bare_networks(FEATURES, per_dim=2 if flow == "maf" else 3 * NSF_BINS - 1), x
 
     def bare_step() -> None:
         nets.zero_grad(set_to_none=True)
-        sum(net(x).sum() for net in nets).backward()
+        sum(net(bare_x).sum() for net in nets).backward()
 
     def train_step(model: Model) -> Callable[[], None]:
         def step() -> None:
@@ -232,7 +265,8 @@ def speed(repeats: int, compile_: bool = False, decompose: bool = False, flow: s
         })
     return (
         f"## Speed: batch {BATCH}, {FEATURES} features, {LAYERS} layers, MADE {HIDDEN[0]}x{len(HIDDEN)}, "
-        + (f"{NSF_BINS} spline bins on [-{NSF_BOUND:g}, {NSF_BOUND:g}], " if flow == "nsf" else "") +
+        + (f"{NSF_BINS} spline bins on [-{NSF_BOUND:g}, {NSF_BOUND:g}], " if flow != "maf" else "")
+        + ("spline couplings of alternating features (MLP 128x2 conditioners), " if flow == "nsf-coupling" else "") +
         f"CPU, {torch.get_num_threads()} threads ({repeats} rounds of training steps, {sample_rounds} of sampling, "
         f"{round_order()}; times are "
         "medians over the rounds, ratios medians of the per-round ratios)\n\n" + table(rows)
@@ -290,8 +324,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("part", choices=["speed", "quality"], help="which half to run")
     p.add_argument("--repeats", type=positive, default=30,
                    help="timing rounds of the training step (speed; sampling runs half as many, at least 5)")
-    p.add_argument("--flow", choices=["maf", "nsf"], default="maf",
-                   help="the flow to time (speed): the affine MAF, or the autoregressive rational-quadratic NSF")
+    p.add_argument("--flow", choices=["maf", "nsf", "nsf-coupling"], default="maf",
+                   help="the flow to time (speed): the affine MAF, the autoregressive rational-quadratic NSF, or the "
+                        "NSF of spline couplings (against nflows: zuko has none)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd flows of this library and zuko (speed)")
     p.add_argument("--decompose", action="store_true",
                    help="also time the MAF without its soft clamp and the networks chained without masks (speed)")
@@ -311,14 +346,16 @@ def main(argv: list[str]) -> int:
     if args.part == "quality":
         check_exact_data(p, args.datasets.split(","), "--datasets")
     if args.decompose and args.flow != "maf":
-        p.error("--decompose splits the MAF's cost; it does not apply to --flow nsf")
-    name = args.name or ("nsf_speed" if args.part == "speed" and args.flow == "nsf" else f"maf_{args.part}")
+        p.error(f"--decompose splits the MAF's cost; it does not apply to --flow {args.flow}")
+    name = args.name or (f"{args.flow.replace('-', '_')}_speed" if args.part == "speed" and args.flow != "maf"
+                         else f"maf_{args.part}")
     check_out(p, name, args.force, "--name")
     require(*(["zuko", "nflows"] if args.part == "speed" else [m.split()[0] for m in models if not m.startswith("invertible")]))
     torch.set_num_threads(2 if args.part == "speed" else args.threads)  # before header(), which records it
     if args.part == "speed":
-        title = args.flow.upper()
-        text = header(f"{title} speed: invertible vs zuko, nflows and the bare networks") + speed(
+        title = {"nsf-coupling": "NSF (coupling)"}.get(args.flow, args.flow.upper())
+        peers = "nflows" if args.flow == "nsf-coupling" else "zuko, nflows"
+        text = header(f"{title} speed: invertible vs {peers} and the bare networks") + speed(
             args.repeats, args.compile, args.decompose, args.flow)
     else:
         text = header("MAF/NSF quality: KL gap against zuko") + quality(

@@ -112,6 +112,7 @@ def test_the_vae_suite_checks_its_options(vae_results, capsys) -> None:
     ("quality", ["--data", "digits"], "no exact log_prob"),
     ("maf speed", ["--repeats", "-1"], "--repeats: must be at least 1, got -1"),
     ("maf speed", ["--flow", "nsf", "--decompose"], "does not apply to --flow nsf"),
+    ("maf speed", ["--flow", "nsf-coupling", "--decompose"], "does not apply to --flow nsf-coupling"),
     ("maf quality", ["--models", "zuko MAF,nflows MAF"], "unknown 'nflows MAF'"),
     ("maf quality", ["--datasets", "checkerboard,moon"], "unknown dataset 'moon'"),
     ("maf quality", ["--datasets", "digits"], "no exact log_prob"),
@@ -216,6 +217,33 @@ def test_nsf_speed_times_the_spline_flows_against_bare_networks_of_their_output_
     assert float(rows["invertible NSF"]["fastest peer / this"]) == pytest.approx(1.5)
     assert float(rows["invertible NSF"]["x bare networks"]) == pytest.approx(2.0)
     assert built[0][0][-1].out_features == (3 * maf.NSF_BINS - 1) * maf.FEATURES
+
+
+def test_coupling_nsf_speed_compares_with_nflows_and_half_width_bare_networks(monkeypatch) -> None:
+    """``--flow nsf-coupling``: this library's and nflows' spline couplings (zuko has none), ``--compile`` compiles
+    both, and the bare networks read half the features and give the splines of the other half."""
+    import bench.maf as maf
+
+    seen = []
+
+    def fake_rounds(fns, rounds):
+        seen.append(sorted(fns))
+        return {name: [15.0 if name.startswith("invertible") else 10.0 if name == "bare networks" else 30.0] * 2
+                for name in fns}
+
+    built = []
+    real_bare = maf.bare_networks
+    monkeypatch.setattr(maf, "bare_networks", lambda *a, **k: built.append(real_bare(*a, **k)) or built[-1])
+    monkeypatch.setattr(maf, "rounds_ms", fake_rounds)
+    monkeypatch.setattr(maf, "_compiled", lambda model: model)  # the rows, not the compiler
+    rows = {r["model"]: r for r in _table(maf.speed(2, compile_=True, flow="nsf-coupling"))}
+    compiled = maf.COMPILED
+    assert seen[0] == sorted(["bare networks", "invertible NSF (coupling)", "nflows NSF (coupling)",
+                              "invertible NSF (coupling)" + compiled, "nflows NSF (coupling)" + compiled])
+    assert float(rows["invertible NSF (coupling)"]["fastest peer / this"]) == pytest.approx(2.0)
+    assert float(rows["invertible NSF (coupling)" + compiled]["fastest peer / this"]) == pytest.approx(2.0)
+    first = built[0][0]
+    assert (first[0].in_features, first[-1].out_features) == (maf.FEATURES // 2, (3 * maf.NSF_BINS - 1) * maf.FEATURES // 2)
 
 
 def test_glow_speed_up_is_normflows_time_over_ours(monkeypatch, tmp_path) -> None:
