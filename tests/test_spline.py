@@ -157,13 +157,14 @@ def test_spline_layers_apply_each_coordinates_own_parameters_on_their_bound(kind
     assert torch.equal(z[tails], x[tails])
 
 
+@pytest.mark.parametrize("features", [4, 20])  # below and above the width where the features are flattened
 @pytest.mark.parametrize("inverse", [False, True])
-def test_parameters_along_axis_minus_two_give_the_same_map_as_along_the_last(inverse):
+def test_parameters_along_axis_minus_two_give_the_same_map_as_along_the_last(inverse, features):
     """``dim=-2`` reads ``params (batch, 3K - 1, D)`` for ``x (batch, D)``, the layers' layout: the same
     spline, value and gradient, as ``dim=-1`` on the transposed parameters."""
     g = torch.Generator().manual_seed(3)
-    params = (2.0 * torch.randn(5, 3 * K - 1, 4, generator=g, dtype=torch.float64)).requires_grad_(True)
-    x = torch.linspace(-B - 0.5, B + 0.5, 20, dtype=torch.float64).reshape(5, 4)
+    params = (2.0 * torch.randn(5, 3 * K - 1, features, generator=g, dtype=torch.float64)).requires_grad_(True)
+    x = torch.linspace(-B - 0.5, B + 0.5, 5 * features, dtype=torch.float64).reshape(5, features)
     y_last, lad_last = rqs(x, params.transpose(1, 2), B, inverse=inverse)
     (g_last,) = torch.autograd.grad((y_last * lad_last).sum(), params)
     y_mid, lad_mid = rqs(x, params, B, inverse=inverse, dim=-2)

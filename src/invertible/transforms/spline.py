@@ -78,10 +78,19 @@ def rational_quadratic_spline(
         # a zero raw value maps to slope 1 (the identity at init), which needs a floor below 1
         raise ValueError(f"min_derivative must lie in (0, 1), got {min_derivative}")
     if dim == -1:
-        y, lad = _spline(x.unsqueeze(-1), params.unsqueeze(-1), k, bound, inverse, min_bin_width, min_bin_height,
-                         min_derivative)
-        return y.squeeze(-1), lad.squeeze(-1)
-    return _spline(x, params, k, bound, inverse, min_bin_width, min_bin_height, min_derivative)
+        x, params = x.unsqueeze(-1), params.unsqueeze(-1)
+    if x.shape[-1] < _FLAT_BELOW:  # a narrow feature axis: every element side by side, (1, 3K - 1, N)
+        flat = params.movedim(-2, 0).reshape(1, params.shape[-2], -1)
+        y, lad = _spline(x.reshape(1, -1), flat, k, bound, inverse, min_bin_width, min_bin_height, min_derivative)
+        y, lad = y.view(x.shape), lad.view(x.shape)
+    else:
+        y, lad = _spline(x, params, k, bound, inverse, min_bin_width, min_bin_height, min_derivative)
+    return (y.squeeze(-1), lad.squeeze(-1)) if dim == -1 else (y, lad)
+
+
+#: Below this many features the spline runs on ``(1, 3K - 1, batch x D)``: the per-bin operations then run along
+#: ``batch x D`` contiguous values instead of a few (one copy of the parameters; see docs/autoreg.md).
+_FLAT_BELOW = 16
 
 
 def _spline(x: Tensor, params: Tensor, k: int, bound: float, inverse: bool, min_bin_width: float,
