@@ -142,8 +142,6 @@ def build(model: str, library: str, spec: Spec) -> Model:
 
 def check_names(parser: argparse.ArgumentParser, models: list[str], peers: list[str]) -> None:
     """A usage error for an unknown ``--models`` or ``--peers`` name (instead of a silently skipped peer)."""
-    if not models:
-        parser.error(f"--models: give at least one of {', '.join(MODELS)}")
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         parser.error(f"--models: unknown {', '.join(map(repr, unknown))}; benchmarked models: {', '.join(MODELS)}")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import RESULTS, command, header, positive, results_path, table, write
+from bench.common import RESULTS, command, csv_list, header, positive, results_path, table, write
 from invertible.commands.vae import train_and_evaluate
 from invertible.variational.data import IMAGE_SETS
 from invertible.variational.vae import POSTERIORS
@@ -43,7 +43,7 @@ def vae_bench(argv: list[str]) -> int:
     p.add_argument("--data", default="mnist", choices=IMAGE_SETS)
     p.add_argument("--steps", type=positive, default=2000)
     p.add_argument("--batch-size", type=positive, default=100)
-    p.add_argument("--posteriors", default="diagonal,planar-16,sylvester-4")
+    p.add_argument("--posteriors", type=csv_list, default=["diagonal", "planar-16", "sylvester-4"])
     p.add_argument("--iw", type=positive, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None,
@@ -62,7 +62,7 @@ def vae_bench(argv: list[str]) -> int:
     if recorded and not a.append:
         p.error(f"--name: {recorded[0]} exists (recorded results); pass --append to add rows to it, or choose another name")
     try:
-        posteriors = [(spec, *_posterior(spec)) for spec in a.posteriors.split(",")]
+        posteriors = [(spec, *_posterior(spec)) for spec in a.posteriors]
     except ValueError as e:
         p.error(f"--posteriors: {e}")
     out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="invertible-bench-vae-"))

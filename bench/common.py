@@ -39,8 +39,12 @@ def require(*modules: str) -> None:
 
 
 def csv_list(text: str) -> list[str]:
-    """``argparse`` type of a comma-separated list (empty items dropped)."""
-    return [t for t in text.split(",") if t]
+    """``argparse`` type of a comma-separated list: empty items are dropped, and a list with no item is an error
+    (an empty name would otherwise be read as a name: ``""`` as a dataset is the path of the current directory)."""
+    items = [t for t in text.split(",") if t]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return items
 
 
 def positive(text: str) -> int:

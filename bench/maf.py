@@ -45,7 +45,7 @@ from torch import nn
 
 from invertible.data import load
 
-from .common import add_out, check_out, header, positive, require, round_order, rounds_ms, table, write
+from .common import add_out, check_out, csv_list, header, positive, require, round_order, rounds_ms, table, write
 from ._flows import Model
 from ._training import check_exact_data, fit, mean_log_prob
 
@@ -332,19 +332,19 @@ def main(argv: list[str]) -> int:
                    help="also time the MAF without its soft clamp and the networks chained without masks (speed)")
     p.add_argument("--steps", type=positive, default=3000, help="training steps (quality)")
     p.add_argument("--batch-size", type=positive, default=256, help="batch size (quality)")
-    p.add_argument("--datasets", default="checkerboard,8gaussians", help="comma-separated 2-D datasets (quality)")
-    p.add_argument("--models", default=",".join(QUALITY_MODELS),
+    p.add_argument("--datasets", type=csv_list, default=["checkerboard", "8gaussians"], help="comma-separated 2-D datasets (quality)")
+    p.add_argument("--models", type=csv_list, default=list(QUALITY_MODELS),
                    help="comma-separated models (quality), from: " + ", ".join(QUALITY_MODELS))
     p.add_argument("--threads", type=positive, default=2, help="torch threads (quality; speed always uses 2)")
     add_out(p, None, "--name", " (default maf_speed / maf_quality)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of data, weights and batches (quality)")
     args = p.parse_args(argv)
-    models = args.models.split(",")
+    models = args.models
     unknown = [m for m in models if m not in QUALITY_MODELS]
     if args.part == "quality" and unknown:
         p.error(f"--models: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(QUALITY_MODELS)}")
     if args.part == "quality":
-        check_exact_data(p, args.datasets.split(","), "--datasets")
+        check_exact_data(p, args.datasets, "--datasets")
     if args.decompose and args.flow != "maf":
         p.error(f"--decompose splits the MAF's cost; it does not apply to --flow {args.flow}")
     name = args.name or (f"{args.flow.replace('-', '_')}_speed" if args.part == "speed" and args.flow != "maf"
@@ -359,7 +359,7 @@ def main(argv: list[str]) -> int:
             args.repeats, args.compile, args.decompose, args.flow)
     else:
         text = header("MAF/NSF quality: KL gap against zuko") + quality(
-            args.steps, args.batch_size, args.datasets.split(","), models, args.seeds
+            args.steps, args.batch_size, args.datasets, models, args.seeds
         )
     write(name, text)
     return 0

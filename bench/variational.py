@@ -23,7 +23,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 import torch
 from torch import Tensor, nn
 
-from bench.common import add_out, check_out, header, positive, positive_float, require, table, write
+from bench.common import add_out, check_out, csv_list, header, positive, positive_float, require, table, write
 from invertible.variational import FAMILIES, approximation, fit, get_target
 
 
@@ -99,21 +99,22 @@ def energies(argv: list[str]) -> int:
     p.add_argument("--batch", type=positive, default=256)
     p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument("--anneal", type=int, default=0, help="annealing steps (0: none)")
-    p.add_argument("--targets", default="u1,u2,u3,u4")
+    p.add_argument("--targets", type=csv_list, default=["u1", "u2", "u3", "u4"])
     p.add_argument(
-        "--models", default="planar-2,planar-8,planar-32,normflows-32,radial-32,sylvester-16,nsf,iaf",
+        "--models", type=csv_list,
+        default=["planar-2", "planar-8", "planar-32", "normflows-32", "radial-32", "sylvester-16", "nsf", "iaf"],
         help="comma-separated: planar-K, radial-K, sylvester-K, normflows-K, nsf[-layers], iaf[-layers], zuko_nsf",
     )
     p.add_argument("--eval", type=positive, default=100_000)
-    p.add_argument("--seeds", default="0", help="comma-separated seeds; every (target, model) runs once per seed")
+    p.add_argument("--seeds", type=csv_list, default=["0"], help="comma-separated seeds; every (target, model) runs once per seed")
     p.add_argument("--jobs", type=positive, default=1, help="worker processes (one thread each)")
     add_out(p, "variational_energies", "--name")
     a = p.parse_args(argv)
-    targets, specs = a.targets.split(","), a.models.split(",")
+    targets, specs = a.targets, a.models
     try:
-        seeds = [int(x) for x in a.seeds.split(",")]
+        seeds = [int(x) for x in a.seeds]
     except ValueError:
-        p.error(f"--seeds takes comma-separated integers, got {a.seeds!r}")
+        p.error(f"--seeds takes comma-separated integers, got {','.join(a.seeds)!r}")
     if a.anneal < 0:
         p.error(f"--anneal must be >= 0, got {a.anneal}")
     check_out(p, a.name, a.force, "--name")
@@ -132,7 +133,7 @@ def energies(argv: list[str]) -> int:
     torch.set_num_threads(1)  # as every worker (_run); header() records it
     top = header("Reverse-KL fits of U1-U4 (Rezende & Mohamed 2015, Table 1)", ("invertible", "torch", "normflows", "zuko"))
     top += (
-        f"Budget: {a.steps} Adam steps of {a.batch} samples, lr {a.lr}, annealing {a.anneal or 'off'}, seeds {a.seeds}; "
+        f"Budget: {a.steps} Adam steps of {a.batch} samples, lr {a.lr}, annealing {a.anneal or 'off'}, seeds {','.join(a.seeds)}; "
         f"every model trained by the same loop (`invertible.variational.fit`) in this run ({a.jobs} worker process(es), 1 thread each). "
         f"KL(q||p) = log Z - ELBO in nats, log Z by quadrature, ELBO from {a.eval} samples. "
         "Planar/radial/Sylvester (this library) and normflows' planar use a learnable diagonal Gaussian base. "

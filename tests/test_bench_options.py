@@ -91,6 +91,7 @@ def test_the_vae_suite_checks_its_options(vae_results, capsys) -> None:
     for spec in ["planar-x", "nice-2", "planar", "diagonal-2", "iaf-0"]:
         assert f"bad posterior {spec!r}" in _usage_error(["variational", "vae", "--posteriors", f"diagonal,{spec}"], capsys)
     assert "invalid choice" in _usage_error(["variational", "vae", "--data", "cifar10"], capsys)
+    assert "--posteriors: expected a comma-separated list" in _usage_error(["variational", "vae", "--posteriors", ","], capsys)
 
 
 @pytest.mark.parametrize("suite, extra, message", [
@@ -127,6 +128,13 @@ def test_the_vae_suite_checks_its_options(vae_results, capsys) -> None:
     ("variational", ["--models", "spline-4"], "unknown flow family 'spline'"),
     ("variational", ["--targets", "u9"], "unknown target 'u9'"),
     ("variational", ["--seeds", "0,one"], "--seeds takes comma-separated integers"),
+    # a list with no item names nothing (an empty dataset name would be read as the current directory)
+    ("maf quality", ["--datasets", ","], "--datasets: expected a comma-separated list, got ','"),
+    ("maf quality", ["--models", ""], "--models: expected a comma-separated list, got ''"),
+    ("quality", ["--data", ","], "--data: expected a comma-separated list"),
+    ("speed", ["--models", ","], "--models: expected a comma-separated list"),
+    ("variational", ["--targets", ","], "--targets: expected a comma-separated list"),
+    ("variational", ["--seeds", ""], "--seeds: expected a comma-separated list"),
 ])
 def test_bad_options_are_usage_errors(suite, extra, message, results, capsys) -> None:
     assert message in _usage_error(_argv(suite, "new_name", *extra), capsys)
