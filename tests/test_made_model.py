@@ -488,3 +488,34 @@ def test_a_seed_beyond_the_generators_range_is_refused_by_name(name):
     for seed in (low - 1, high + 1, 2**62):
         with pytest.raises(ValueError, match=rf"seed must lie in {low}\.\.{high} .* got {seed}"):
             build(name, features=3, hidden=[8], masks=3, seed=seed)
+
+
+@pytest.mark.parametrize("name", ["made", "bernoulli_made"])
+@pytest.mark.parametrize("method", ["log_prob", "sample"])
+def test_an_ensemble_pass_that_raises_leaves_the_loaded_mask_set_in_place(name, method, monkeypatch):
+    """An error (or an interrupt) inside the ensemble loop restores the mask set that was loaded before it."""
+    model = build(name, features=3, hidden=[8], masks=3).eval()
+    model.use_masks(2)
+    loaded = {k: v.clone() for k, v in model.net.state_dict().items() if "mask" in k or "degree" in k}
+    assert loaded
+    calls = {"n": 0}
+    pass_name = "forward" if method == "log_prob" else "sequential"  # a density pass, or a sampling pass
+    one_pass = getattr(model.net, pass_name)
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return one_pass(*args, **kwargs)
+
+    monkeypatch.setattr(model.net, pass_name, failing)
+    with pytest.raises(KeyboardInterrupt):
+        if method == "log_prob":
+            model.log_prob(torch.zeros(4, 3))
+        else:
+            torch.manual_seed(0)
+            model.sample(64)
+    assert calls["n"] == 2
+    assert int(model.mask_index) == 2
+    now = {k: v for k, v in model.net.state_dict().items() if k in loaded}
+    assert now.keys() == loaded.keys() and all(torch.equal(now[k], loaded[k]) for k in loaded)

@@ -140,7 +140,8 @@ class _MaskPool:
         self.use_masks((int(self.mask_index) + 1) % self.masks)  # type: ignore[attr-defined]
 
     def _ensemble_log_prob(self, single) -> Tensor:
-        """``log (1/E) sum_k exp(single())`` over the first ``E`` mask sets, restoring the loaded set.
+        """``log (1/E) sum_k exp(single())`` over the first ``E`` mask sets, restoring the loaded set
+        (also when ``single`` raises).
 
         In training mode: the loaded mask set alone, after which the next set of the pool is
         loaded (one set per minibatch).
@@ -153,10 +154,12 @@ class _MaskPool:
             return out
         current = int(self.mask_index)  # type: ignore[attr-defined]
         parts = []
-        for k in range(self.ensemble):
-            self.use_masks(k)
-            parts.append(single())
-        self.use_masks(current)
+        try:
+            for k in range(self.ensemble):
+                self.use_masks(k)
+                parts.append(single())
+        finally:  # a refused input or an interrupt must not leave another set loaded
+            self.use_masks(current)
         return torch.logsumexp(torch.stack(parts), 0) - math.log(self.ensemble)
 
     def _ensemble_sample(self, n: int, draw) -> Tensor:
@@ -170,14 +173,16 @@ class _MaskPool:
         current = int(self.mask_index)  # type: ignore[attr-defined]
         which = torch.randint(0, self.ensemble, (n,))
         out = None
-        for k in range(self.ensemble):
-            idx = (which == k).nonzero().squeeze(1)
-            if len(idx):
-                self.use_masks(k)
-                part = draw(idx)
-                out = part.new_empty(n, *part.shape[1:]) if out is None else out
-                out[idx] = part
-        self.use_masks(current)
+        try:
+            for k in range(self.ensemble):
+                idx = (which == k).nonzero().squeeze(1)
+                if len(idx):
+                    self.use_masks(k)
+                    part = draw(idx)
+                    out = part.new_empty(n, *part.shape[1:]) if out is None else out
+                    out[idx] = part
+        finally:
+            self.use_masks(current)
         return out
 
 
