@@ -26,7 +26,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from invertible.models import build
+from invertible.models import build, rebuild
 from invertible.nets import MaskedMLP
 
 from .perturb import perturb
@@ -284,8 +284,8 @@ def test_every_made_of_a_stack_has_the_requested_hidden_widths(name):
 
 def test_switching_order_agnostic_training_off_rebuilds_the_pool_in_the_given_order():
     """A pool built order-agnostically has its own orders; with ``order_agnostic`` switched off, every set comes
-    back in the model's ``order``."""
-    model = build("made", features=5, hidden=[16], masks=3, order="reverse")
+    back in the model's ``order`` (given through ``rebuild``: ``build`` refuses an order the pool does not use)."""
+    model = rebuild("made", features=5, hidden=[16], masks=3, order="reverse")
     drawn = []
     for k in range(3):
         model.use_masks(k)

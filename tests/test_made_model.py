@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import invertible
-from invertible.models import build
+from invertible.models import build, rebuild
 
 from .perturb import perturb
 
@@ -436,7 +436,7 @@ def test_a_pool_of_several_mask_sets_needs_an_agnostic_kind_of_training(name):
     was a plain MADE evaluated ``masks`` times over; it is refused, and either kind of training alone is accepted."""
     with pytest.raises(ValueError, match=r"masks=3 needs order_agnostic or connectivity_agnostic"):
         build(name, features=3, hidden=[8], masks=3, order_agnostic=False, connectivity_agnostic=False)
-    build(name, features=3, hidden=[8], masks=1, order_agnostic=False, connectivity_agnostic=False)
+    rebuild(name, features=3, hidden=[8], masks=1, order_agnostic=False, connectivity_agnostic=False)
     for options in (dict(order_agnostic=False), dict(connectivity_agnostic=False)):
         model = build(name, features=3, hidden=[8], masks=3, **options)
         sets = []
@@ -519,3 +519,25 @@ def test_an_ensemble_pass_that_raises_leaves_the_loaded_mask_set_in_place(name, 
     assert int(model.mask_index) == 2
     now = {k: v for k, v in model.net.state_dict().items() if k in loaded}
     assert now.keys() == loaded.keys() and all(torch.equal(now[k], loaded[k]) for k in loaded)
+
+
+@pytest.mark.parametrize("name", ["made", "bernoulli_made"])
+def test_a_pool_option_the_other_settings_make_inert_is_refused_by_build_and_accepted_by_rebuild(name):
+    """``order`` of an order-agnostic pool, the agnostic kinds of training of one mask set and the ``seed`` of a
+    fixed order do nothing: ``build`` names the option and says why; a saved model (``rebuild``) is let be."""
+    refused = [
+        (dict(masks=3, order="reverse"), r"order='reverse' has no effect: with masks=3 and order_agnostic true"),
+        (dict(order_agnostic=False), r"order_agnostic=False has no effect: .*masks is 1"),
+        (dict(connectivity_agnostic=False), r"connectivity_agnostic=False has no effect: .*masks is 1"),
+        (dict(seed=5), r"seed=5 has no effect: .*masks is 1 with order 'default'"),
+        (dict(seed=5, order=[2, 0, 1]), r"seed=5 has no effect"),
+    ]
+    for options, message in refused:
+        with pytest.raises(ValueError, match=message):
+            build(name, features=3, hidden=[8], **options)
+        rebuild(name, features=3, hidden=[8], **options)
+    for options in (dict(masks=3, order="reverse", order_agnostic=False), dict(seed=5, order="random"),
+                    dict(masks=3, seed=5), dict(masks=3, order_agnostic=False)):
+        build(name, features=3, hidden=[8], **options)
+    orders = {tuple(build(name, features=4, hidden=[8], order="random", seed=s).net.order().tolist()) for s in range(6)}
+    assert len(orders) > 1

@@ -52,6 +52,23 @@ class _MaskPool:
     net: MaskedMLP
     training: bool
 
+    @staticmethod
+    def inert_options(options: dict) -> dict[str, str]:
+        """The pool options that do nothing under the others: ``order`` when every set of a pool draws its own
+        order; with one mask set (a fixed MADE), the two kinds of agnostic training, and ``seed`` unless the
+        order is ``"random"``."""
+        inert: dict[str, str] = {}
+        if options["masks"] > 1 and options["order_agnostic"]:
+            inert["order"] = (f"with masks={options['masks']} and order_agnostic true every mask set draws its own "
+                              "input order")
+        if options["masks"] == 1:
+            why = "it resamples the mask sets of a pool, and masks is 1 (a single fixed MADE)"
+            inert["order_agnostic"] = inert["connectivity_agnostic"] = why
+            if options["order"] != "random":
+                inert["seed"] = (f"it draws the mask sets of a pool or a random order, and masks is 1 with "
+                                 f"order {options['order']!r}")
+        return inert
+
     def _init_pool(self, masks: int, ensemble: int | None, order_agnostic: bool, connectivity_agnostic: bool,
                    order: str | Sequence[int], seed: int) -> None:
         if masks < 1:
