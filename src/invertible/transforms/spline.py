@@ -63,6 +63,11 @@ def rational_quadratic_spline(
     MADE's or a coupling network's output, which the layers pass as it is (the
     softmax, cumulative sums and gathers then run along a strided axis with ``D``
     contiguous values under each, several times faster than along a short last axis).
+
+    The floors bound the knot slopes and bin sizes, not the slope inside a bin, which can fall below
+    ``min_derivative``. Where the slope is ``m``, ``y`` in a float with machine epsilon ``eps`` fixes ``x`` only to
+    about ``eps (|y| + 1) / m``: a float32 round trip through a bin of slope ``3e-4`` is off by ~1e-3 in ``x``
+    (float64: ~1e-11). Larger floors or float64 give tighter round trips.
     """
     if dim not in (-1, -2):
         raise ValueError(f"the spline parameters lie along dim -1 or -2, got dim={dim}")
