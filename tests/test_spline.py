@@ -186,3 +186,67 @@ def test_parameters_that_do_not_fit_x_are_refused_by_name(x_shape, params_shape,
     """Not a shape error from inside torch (or a broadcast): ``params`` is ``x``'s shape with the parameter axis added."""
     with pytest.raises(ValueError, match=r"do not fit x of shape"):
         rqs(torch.zeros(x_shape), torch.zeros(params_shape), B, dim=dim)
+
+
+def _preimage_error(dtype: torch.dtype, scale: float, seed: int = 0) -> float:
+    """The inverse in ``dtype`` of a float64 spline value, against the exact preimage: the largest error in units
+    of what rounding alone allows there, ``eps (|y| + 1) / slope + eps (|x| + 1)`` (a flat bin leaves ``x``
+    ill-determined, a steep one pins it)."""
+    g = torch.Generator().manual_seed(seed)
+    params = scale * torch.randn(20000, 3 * K - 1, generator=g, dtype=torch.float64)
+    x = 2 * B * torch.rand(20000, generator=g, dtype=torch.float64) - B
+    y, lad = rqs(x, params, B)
+    back, _ = rqs(y.to(dtype), params.to(dtype), B, inverse=True)
+    eps = torch.finfo(dtype).eps
+    allowed = eps * (y.abs() + 1) / lad.exp() + eps * (x.abs() + 1)
+    return float(((back.double() - x).abs() / allowed).max())
+
+
+@pytest.mark.parametrize("dtype, scale", [(torch.float32, 1e4), (torch.float32, 1e6), (torch.float32, 1e8),
+                                          (torch.float64, 1e4), (torch.float64, 1e6), (torch.float64, 1e8),
+                                          (torch.float64, 1e12)])
+def test_inverse_of_steep_and_flat_bins_is_as_accurate_as_the_precision_allows(dtype, scale):
+    """Large raw parameters (near-empty bins, slopes from the floor to ~scale): the quadratic's root was taken as
+    ``2c / (-b - sqrt(b^2 - 4ac))`` for either sign of ``b``; for ``b < 0`` (a large ``y - y^k`` under a large
+    ``d^{k+1}``) that cancels, and the preimage was off by 4e4 to 1e7 of those units here; the root of the
+    right form for each sign stays below 7e3 (the quadratic's own coefficients carry rounding errors)."""
+    assert _preimage_error(dtype, scale) < 1e4
+
+
+@pytest.mark.parametrize("dtype, scale", [(torch.float32, 1e8), (torch.float32, 1e15), (torch.float64, 1e20),
+                                          (torch.float64, 1e100)])
+def test_inverse_with_huge_raw_parameters_finds_the_preimage_with_finite_gradients(dtype, scale):
+    """Raw parameters as a conditioner gives them for inputs of that size (a far-tail coordinate of an NSF feeds
+    the next layers' networks): the inverse is the preimage and its gradients are finite. Before, the cancelling
+    root gave ``-inf``, clamped to the wrong end of the bin, with NaN gradients from raw 1e8 in float32 and 1e20
+    in float64; dividing the quadratic by ``s + d^k + d^{k+1}`` also keeps ``b^2`` in range."""
+    g = torch.Generator().manual_seed(1)
+    params = (scale * torch.randn(512, 3 * K - 1, generator=g, dtype=torch.float64)).to(dtype).requires_grad_(True)
+    y = torch.cat([torch.linspace(-B, B, 448, dtype=dtype), torch.tensor([B, -B, 1e30, -1e30], dtype=dtype).repeat(16)])
+    back, lad = rqs(y, params, B, inverse=True)
+    assert torch.isfinite(back).all() and torch.isfinite(lad).all()
+    assert _preimage_error(dtype, scale) < 1e4
+    (grad,) = torch.autograd.grad(back.sum() + lad.sum(), params)
+    assert torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("kind", ["autoregressive", "coupling"])
+@pytest.mark.parametrize("dtype, big", [(torch.float32, 1e6), (torch.float32, 1e15), (torch.float64, 1e15),
+                                        (torch.float64, 1e30)])
+def test_nsf_inverse_has_finite_gradients_with_one_coordinate_far_in_the_tail(kind, dtype, big):
+    """A latent coordinate of ``1e30`` passes the splines as the identity but reaches the other coordinates'
+    conditioners, whose raw parameters are then of that order: sampling's inverse gave NaN gradients (here in
+    float32 at 1e15 and in float64 at 1e30)."""
+    from invertible.models import build
+
+    torch.manual_seed(0)
+    flow = build("nsf", features=4, layers=3, hidden=[16, 16], bins=8, kind=kind).to(dtype)
+    perturb(flow, 0.5)
+    for j in range(4):
+        z = torch.tensor([[0.3, -0.2, 0.5, 0.1]], dtype=dtype)
+        z[0, j] = big
+        z.requires_grad_(True)
+        x, ladj = flow.transform.inverse(z)
+        assert torch.isfinite(x).all() and torch.isfinite(ladj).all()
+        grads = torch.autograd.grad(x.sum() + ladj.sum(), [z, *flow.parameters()], allow_unused=True)
+        assert all(torch.isfinite(gr).all() for gr in grads if gr is not None), f"coordinate {j}"
