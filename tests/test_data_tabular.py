@@ -143,6 +143,22 @@ def test_csv_errors(tmp_path: Path, content: str, message: str) -> None:
         load(str(path), val_fraction=0.0, test_fraction=0.0)
 
 
+@pytest.mark.parametrize("content, line", [
+    ("a,b\n1,2\n,\n3,4\n", 3),  # a row of empty cells: missing values, not a blank line to skip
+    ("a,b\n1,2\n \t, \n3,4\n", 3),
+    ("a,b\n\n\n1,2\n,5\n", 5),  # blank lines skipped, but counted in the line number
+    ("\n1,2\n\n3,\n", 4),
+])
+def test_a_row_of_missing_values_is_refused_on_its_own_line(tmp_path: Path, content: str, line: int) -> None:
+    """The rows read are the file's rows in order (``load_rows`` scores them one for one): a row of empty cells
+    used to be dropped silently, and an error after a blank line named a line too early."""
+    path = tmp_path / "gaps.csv"
+    path.write_text(content)
+    for read in (lambda: load_rows(str(path)), lambda: load(str(path), val_fraction=0.0, test_fraction=0.0)):
+        with pytest.raises(ValueError, match=rf"on line {line}; the cell is empty \(a missing value\)"):
+            read()
+
+
 @pytest.mark.parametrize(
     "array, message",
     [

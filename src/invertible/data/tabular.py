@@ -258,10 +258,19 @@ def read_npy_rows(path: str | Path, context_columns: int | Sequence[int] | None 
 def _parse_csv(path: Path, delimiter: str) -> tuple[np.ndarray, list[str] | None]:
     """The numbers of a CSV file and its header's names (or ``None``), read as UTF-8 whatever the locale; a
     leading byte-order mark (spreadsheets write one) is dropped, so it neither hides a first number's row as a
-    header nor sticks to the first name."""
+    header nor sticks to the first name.
+
+    Blank lines (nothing but white space) are skipped; a row of empty cells (``,,``) is a row of missing values,
+    refused like any empty cell, so that the rows kept are the file's rows in order. Errors name the file's line.
+    """
+    rows, lines = [], []
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = [r for r in csv.reader(f, delimiter=delimiter) if r and any(c.strip() for c in r)]
+            reader = csv.reader(f, delimiter=delimiter)
+            for r in reader:
+                if len(r) > 1 or (r and r[0].strip()):
+                    rows.append(r)
+                    lines.append(reader.line_num)
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text (a CSV file of numbers was expected): {e}") from None
     if not rows:
@@ -277,13 +286,12 @@ def _parse_csv(path: Path, delimiter: str) -> tuple[np.ndarray, list[str] | None
     names = None
     if any(c.strip() and not numeric(c) for c in rows[0]):  # a text cell; an empty one is a missing value
         names = [c.strip() for c in rows[0]]
-        rows = rows[1:]
+        rows, lines = rows[1:], lines[1:]
     if not rows:
         raise ValueError(f"{path}: the file has a header but no data rows")
     width = len(rows[0])
     out = np.empty((len(rows), width))
-    for i, row in enumerate(rows):
-        line = i + 1 + (names is not None)
+    for i, (row, line) in enumerate(zip(rows, lines)):
         if len(row) != width:
             raise ValueError(f"{path}: line {line} has {len(row)} columns, expected {width}")
         for j, cell in enumerate(row):
