@@ -300,3 +300,33 @@ def test_load_refuses_a_dataset_that_returns_no_bundle(monkeypatch) -> None:
     monkeypatch.setitem(DATASETS, "no-bundle", lambda seed=0: {"train": torch.zeros(4, 2)})
     with pytest.raises(TypeError, match="^dataset 'no-bundle' returned a dict, not a DataBundle$"):
         load("no-bundle")
+
+
+@pytest.mark.parametrize("name, options, option", [
+    ("table.csv", {"standardize": "false"}, "standardize"),
+    ("table.npy", {"standardize": "flase"}, "standardize"),
+    ("digits_vectors", {"binarize": "false"}, "binarize"),
+    ("digits_vectors", {"dequantize": "no"}, "dequantize"),
+    ("digits_vectors", {"binarize": 1}, "binarize"),
+])
+def test_an_on_off_option_that_is_not_a_bool_is_refused(tmp_path: Path, name: str, options: dict, option: str) -> None:
+    """A string is truthy: ``standardize="false"`` standardised and ``binarize="false"`` binarised, silently."""
+    _write_csv(tmp_path / "table.csv", _table())
+    np.save(tmp_path / "table.npy", _table())
+    source = name if name in DATASETS else str(tmp_path / name)
+    with pytest.raises(ValueError, match=rf"^{option} must be true or false, got {re.escape(repr(options[option]))}$"):
+        load(source, **options)
+    with pytest.raises(ValueError, match=r"^standardize must be true or false"):
+        load(str(tmp_path / "table.csv"), standardize=None)
+
+
+def test_the_image_readers_refuse_on_off_options_that_are_not_bools(tmp_path: Path) -> None:
+    """``conditional="false"`` made a class-conditional bundle, ``raw="false"`` one of raw pixels."""
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") * 3 + bytes(8))
+    assert load(str(path), test_fraction=0.0, val_fraction=0.0).train.shape == (2, 1, 2, 2)
+    for read, option in ((lambda: load(str(path), conditional="false"), "conditional"),
+                         (lambda: load(str(path), raw="false"), "raw"),
+                         (lambda: load_rows(str(path), conditional="false"), "conditional")):
+        with pytest.raises(ValueError, match=rf"^{option} must be true or false, got 'false'$"):
+            read()

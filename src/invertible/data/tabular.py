@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..core import Transform
 from .fingerprint import split_digests
-from .registry import DataBundle, register_reader, register_rows_reader
+from .registry import DataBundle, check_flag, register_reader, register_rows_reader
 
 __all__ = ["Standardize", "read_npy", "read_csv", "read_npy_rows", "read_csv_rows", "table_bundle", "table_rows",
            "standardized", "fit_float32"]
@@ -178,6 +178,7 @@ def table_bundle(
     against its spread keeps its precision, and the ``preprocess`` carried (and
     saved with a run) is exactly the map the splits went through.
     """
+    standardize = check_flag("standardize", standardize)
     features, context = table_rows(name, table, context_columns, column_names)
     sizes = _split_sizes(features.shape[0], val_fraction, test_fraction)
     perm = torch.randperm(features.shape[0], generator=torch.Generator().manual_seed(int(seed)))
