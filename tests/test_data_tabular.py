@@ -330,3 +330,15 @@ def test_the_image_readers_refuse_on_off_options_that_are_not_bools(tmp_path: Pa
                          (lambda: load_rows(str(path), conditional="false"), "conditional")):
         with pytest.raises(ValueError, match=rf"^{option} must be true or false, got 'false'$"):
             read()
+
+
+@pytest.mark.parametrize("column, words", [
+    (np.tile([1e308, -1e308], 20), r"feature\(s\) \[1\] have a mean or standard deviation that overflows torch\.float64"),
+    (1e40 + 1e34 * np.arange(40.0), r"feature\(s\) \[1\] have a mean or standard deviation beyond the largest float32"),
+])
+def test_features_too_large_for_their_statistics_are_named(tmp_path: Path, column: np.ndarray, words: str) -> None:
+    """A standard deviation that overflows is NaN or inf: it was reported as "feature(s) [] are constant", and a
+    mean beyond float32 as statistics that are not finite, naming no feature."""
+    np.save(tmp_path / "big.npy", np.column_stack([np.arange(40.0), column]))
+    with pytest.raises(ValueError, match=rf"^{words}.*; rescale them first"):
+        load(str(tmp_path / "big.npy"), val_fraction=0.0, test_fraction=0.0)

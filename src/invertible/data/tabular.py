@@ -58,11 +58,16 @@ class Standardize(Transform):
         """Mean and (population) standard deviation of ``x`` over its first dimension."""
         if x.shape[0] < 2:
             raise ValueError(f"need at least 2 rows to estimate a standard deviation, got {x.shape[0]}")
-        std = x.std(0, unbiased=False)
+        mean, std = x.mean(0), x.std(0, unbiased=False)
+        huge = ~(torch.isfinite(mean) & torch.isfinite(std))
+        if huge.any():
+            cols = huge.nonzero().flatten().tolist()
+            raise ValueError(f"feature(s) {cols} have a mean or standard deviation that overflows {x.dtype} "
+                             "(values near its largest number); rescale them first")
         if not (std > 0).all():
             cols = (std <= 0).nonzero().flatten().tolist()
             raise ValueError(f"feature(s) {cols} are constant in the training split; drop them before fitting a density")
-        return cls(x.mean(0), std)
+        return cls(mean, std)
 
     def _ladj(self, x: Tensor) -> Tensor:
         return (-torch.log(self.std).sum()).expand(x.shape[0]).to(x.dtype)
@@ -83,6 +88,11 @@ def fit_float32(x: Tensor) -> Standardize:
     deviation near 4e-17 and would be standardised to -3e8, every row the same float32 value).
     """
     exact = Standardize.fit(x)
+    big = (exact.mean.abs() > torch.finfo(torch.float32).max) | (exact.std > torch.finfo(torch.float32).max)
+    if big.any():
+        cols = big.nonzero().flatten().tolist()
+        raise ValueError(f"feature(s) {cols} have a mean or standard deviation beyond the largest float32 "
+                         f"({torch.finfo(torch.float32).max:.3g}); rescale them first")
     mean = exact.mean.float().abs()
     spacing = (torch.nextafter(mean, torch.full_like(mean, math.inf)) - mean).double()
     fine = exact.std >= spacing
