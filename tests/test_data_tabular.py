@@ -342,3 +342,15 @@ def test_features_too_large_for_their_statistics_are_named(tmp_path: Path, colum
     np.save(tmp_path / "big.npy", np.column_stack([np.arange(40.0), column]))
     with pytest.raises(ValueError, match=rf"^{words}.*; rescale them first"):
         load(str(tmp_path / "big.npy"), val_fraction=0.0, test_fraction=0.0)
+
+
+def test_numpy_integers_name_context_columns(tmp_path: Path) -> None:
+    """An index from numpy (``np.argmax``, an index array) failed as "'numpy.int64' object is not iterable"."""
+    path = _write_csv(tmp_path / "t.csv", _table(30))
+    plain = load_rows(str(path), context_columns=[2])
+    for columns in (np.int64(2), np.array([2]), [np.int32(-1)]):
+        rows = load_rows(str(path), context_columns=columns)
+        assert torch.equal(rows[0], plain[0]) and torch.equal(rows[1], plain[1])
+    assert load_rows(str(path), context_columns=np.array([0, 2]))[1].shape == (30, 2)
+    with pytest.raises(ValueError, match=r"context column True is not a column name or an index"):
+        load_rows(str(path), context_columns=[True])

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import math
+import numbers
 from pathlib import Path
 from typing import Sequence
 
@@ -122,9 +123,9 @@ def _split_sizes(n: int, val_fraction: float, test_fraction: float) -> tuple[int
 
 def _context_indices(columns: int | str | Sequence[int | str] | None, names: list[str] | None, width: int) -> list[int]:
     """Column indices of ``columns``: one name or index, or a sequence of them."""
-    if isinstance(columns, (int, str)):
+    if isinstance(columns, (numbers.Integral, str)):
         columns = [columns]
-    if not columns:
+    if columns is None or len(columns) == 0:
         return []
     out = []
     for c in columns:
@@ -133,8 +134,8 @@ def _context_indices(columns: int | str | Sequence[int | str] | None, names: lis
                 known = f"; columns are {names}" if names else " (the file has no header row)"
                 raise ValueError(f"unknown context column {c!r}{known}")
             out.append(names.index(c))
-        elif isinstance(c, int) and not isinstance(c, bool) and -width <= c < width:
-            out.append(c % width)
+        elif isinstance(c, numbers.Integral) and not isinstance(c, (bool, np.bool_)) and -width <= c < width:
+            out.append(int(c) % width)
         else:
             raise ValueError(f"context column {c!r} is not a column name or an index in [-{width}, {width})")
     if len(set(out)) != len(out):
