@@ -143,6 +143,22 @@ def test_csv_errors(tmp_path: Path, content: str, message: str) -> None:
         load(str(path), val_fraction=0.0, test_fraction=0.0)
 
 
+@pytest.mark.parametrize("content, line", [
+    ("a,b\n1,2\n,\n3,4\n", 3),  # a row of empty cells: missing values, not a blank line to skip
+    ("a,b\n1,2\n \t, \n3,4\n", 3),
+    ("a,b\n\n\n1,2\n,5\n", 5),  # blank lines skipped, but counted in the line number
+    ("\n1,2\n\n3,\n", 4),
+])
+def test_a_row_of_missing_values_is_refused_on_its_own_line(tmp_path: Path, content: str, line: int) -> None:
+    """The rows read are the file's rows in order (``load_rows`` scores them one for one): a row of empty cells
+    used to be dropped silently, and an error after a blank line named a line too early."""
+    path = tmp_path / "gaps.csv"
+    path.write_text(content)
+    for read in (lambda: load_rows(str(path)), lambda: load(str(path), val_fraction=0.0, test_fraction=0.0)):
+        with pytest.raises(ValueError, match=rf"on line {line}; the cell is empty \(a missing value\)"):
+            read()
+
+
 @pytest.mark.parametrize(
     "array, message",
     [
@@ -284,3 +300,57 @@ def test_load_refuses_a_dataset_that_returns_no_bundle(monkeypatch) -> None:
     monkeypatch.setitem(DATASETS, "no-bundle", lambda seed=0: {"train": torch.zeros(4, 2)})
     with pytest.raises(TypeError, match="^dataset 'no-bundle' returned a dict, not a DataBundle$"):
         load("no-bundle")
+
+
+@pytest.mark.parametrize("name, options, option", [
+    ("table.csv", {"standardize": "false"}, "standardize"),
+    ("table.npy", {"standardize": "flase"}, "standardize"),
+    ("digits_vectors", {"binarize": "false"}, "binarize"),
+    ("digits_vectors", {"dequantize": "no"}, "dequantize"),
+    ("digits_vectors", {"binarize": 1}, "binarize"),
+])
+def test_an_on_off_option_that_is_not_a_bool_is_refused(tmp_path: Path, name: str, options: dict, option: str) -> None:
+    """A string is truthy: ``standardize="false"`` standardised and ``binarize="false"`` binarised, silently."""
+    _write_csv(tmp_path / "table.csv", _table())
+    np.save(tmp_path / "table.npy", _table())
+    source = name if name in DATASETS else str(tmp_path / name)
+    with pytest.raises(ValueError, match=rf"^{option} must be true or false, got {re.escape(repr(options[option]))}$"):
+        load(source, **options)
+    with pytest.raises(ValueError, match=r"^standardize must be true or false"):
+        load(str(tmp_path / "table.csv"), standardize=None)
+
+
+def test_the_image_readers_refuse_on_off_options_that_are_not_bools(tmp_path: Path) -> None:
+    """``conditional="false"`` made a class-conditional bundle, ``raw="false"`` one of raw pixels."""
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") * 3 + bytes(8))
+    assert load(str(path), test_fraction=0.0, val_fraction=0.0).train.shape == (2, 1, 2, 2)
+    for read, option in ((lambda: load(str(path), conditional="false"), "conditional"),
+                         (lambda: load(str(path), raw="false"), "raw"),
+                         (lambda: load_rows(str(path), conditional="false"), "conditional")):
+        with pytest.raises(ValueError, match=rf"^{option} must be true or false, got 'false'$"):
+            read()
+
+
+@pytest.mark.parametrize("column, words", [
+    (np.tile([1e308, -1e308], 20), r"feature\(s\) \[1\] have a mean or standard deviation that overflows torch\.float64"),
+    (1e40 + 1e34 * np.arange(40.0), r"feature\(s\) \[1\] have a mean or standard deviation beyond the largest float32"),
+])
+def test_features_too_large_for_their_statistics_are_named(tmp_path: Path, column: np.ndarray, words: str) -> None:
+    """A standard deviation that overflows is NaN or inf: it was reported as "feature(s) [] are constant", and a
+    mean beyond float32 as statistics that are not finite, naming no feature."""
+    np.save(tmp_path / "big.npy", np.column_stack([np.arange(40.0), column]))
+    with pytest.raises(ValueError, match=rf"^{words}.*; rescale them first"):
+        load(str(tmp_path / "big.npy"), val_fraction=0.0, test_fraction=0.0)
+
+
+def test_numpy_integers_name_context_columns(tmp_path: Path) -> None:
+    """An index from numpy (``np.argmax``, an index array) failed as "'numpy.int64' object is not iterable"."""
+    path = _write_csv(tmp_path / "t.csv", _table(30))
+    plain = load_rows(str(path), context_columns=[2])
+    for columns in (np.int64(2), np.array([2]), [np.int32(-1)]):
+        rows = load_rows(str(path), context_columns=columns)
+        assert torch.equal(rows[0], plain[0]) and torch.equal(rows[1], plain[1])
+    assert load_rows(str(path), context_columns=np.array([0, 2]))[1].shape == (30, 2)
+    with pytest.raises(ValueError, match=r"context column True is not a column name or an index"):
+        load_rows(str(path), context_columns=[True])

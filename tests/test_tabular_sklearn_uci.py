@@ -273,3 +273,79 @@ def test_bsds300_refuses_a_test_file_shaped_unlike_its_training_file(tmp_path, t
     np.save(folder / "test.npy", test)
     with pytest.raises(ValueError, match=rf"^dataset 'bsds300': {words}$"):
         load("bsds300", root=str(tmp_path))
+
+
+def _miniboone(tmp_path, data) -> str:
+    (tmp_path / "miniboone").mkdir(exist_ok=True)
+    np.save(tmp_path / "miniboone/data.npy", data)
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize("rows, split", [(9, "test"), (10, "validation"), (5, "test")])
+def test_uci_tail_split_refuses_too_few_rows_for_a_split(tmp_path, rows, split):
+    """``data[-int(0.1 n):]`` is every row when ``int(0.1 n)`` is 0: the test (or validation) split took all rows
+    and left the others empty, which surfaced as "non-finite values" (statistics of no rows)."""
+    root = _miniboone(tmp_path, np.random.default_rng(0).normal(size=(rows, 3)))
+    with pytest.raises(ValueError, match=rf"^miniboone: \d+ rows are too few to hold out the last 10% as the {split} split$"):
+        load("miniboone", root=root)
+    assert [len(s) for s in (lambda b: (b.train, b.val, b.test))(
+        load("miniboone", root=_miniboone(tmp_path, np.random.default_rng(0).normal(size=(11, 3)))))] == [9, 1, 1]
+
+
+@pytest.mark.parametrize("data, words", [
+    (np.ones(30), r"should hold a non-empty 2-D array \(rows, features\), got shape \(30,\)"),
+    (np.zeros((0, 3)), r"should hold a non-empty 2-D array \(rows, features\), got shape \(0, 3\)"),
+    (np.array([[1.0, 2.0]] * 29 + [[np.nan, 1.0]]), r"holds 1 NaN or inf value\(s\), the first at row 29, column 0"),
+    (np.full((30, 2), "a"), r"should hold real numbers, got dtype <U1"),
+    (np.column_stack([np.arange(30.0), np.full(30, 4.0)]), r"feature\(s\) \[1\] are constant"),
+])
+def test_uci_arrays_are_checked_with_errors_that_say_what_is_wrong(tmp_path, data, words):
+    """A 1-D array, NaN or a constant feature used to fail as a numpy shape error or "the data contain
+    non-finite values" (a division by a zero standard deviation)."""
+    with pytest.raises(ValueError, match=rf"^miniboone: .*{words}"):
+        load("miniboone", root=_miniboone(tmp_path, data))
+
+
+def test_uci_npy_files_that_are_not_npy_arrays_are_named(tmp_path):
+    root = _miniboone(tmp_path, np.zeros((30, 2)))
+    (tmp_path / "miniboone/data.npy").write_text("1,2\n3,4\n")
+    with pytest.raises(ValueError, match=r"cannot read .*miniboone/data.npy as a .npy array"):
+        load("miniboone", root=root)
+
+
+def test_gas_without_the_maf_columns_or_with_a_constant_sensor_is_refused(tmp_path):
+    (tmp_path / "gas").mkdir()
+    path = tmp_path / "gas/ethylene_CO.pickle"
+    pd.DataFrame({"Time": np.arange(40.0), "s0": np.arange(40.0) % 7}).to_pickle(path)
+    with pytest.raises(ValueError, match=r"^gas: .*the columns Meth, Eth and Time .*missing \['Meth', 'Eth'\]"):
+        load("gas", root=str(tmp_path))  # was a pandas KeyError
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"Time": np.arange(40.0), "Meth": rng.normal(size=40), "Eth": rng.normal(size=40),
+                  "s0": rng.normal(size=40), "s1": np.full(40, 2.0)}).to_pickle(path)
+    with pytest.raises(ValueError, match=r"^gas: feature\(s\) \[1\] are constant"):
+        load("gas", root=str(tmp_path))
+
+
+def _hepmass(tmp_path, train, test) -> str:
+    (tmp_path / "hepmass").mkdir(exist_ok=True)
+    for name, rows in (("1000_train.csv", train), ("1000_test.csv", test)):
+        text = rows if isinstance(rows, str) else "\n".join(",".join(map(str, r)) for r in rows)
+        (tmp_path / "hepmass" / name).write_text(f"label,f0,f1,mass\n{text}\n")
+    return str(tmp_path)
+
+
+def test_hepmass_bad_files_give_errors_that_name_the_problem(tmp_path):
+    rng = np.random.default_rng(0)
+    train = [[1, *rng.normal(size=2)] for _ in range(30)]
+    test = [[1, *rng.normal(size=2), 1000] for _ in range(5)]
+    with pytest.raises(ValueError, match=r"^hepmass: cannot read .*1000_train.csv as comma-separated numbers"):
+        load("hepmass", root=_hepmass(tmp_path, "1,2,x", test))
+    with pytest.raises(ValueError, match=r"^hepmass: 0 training and 5 test rows of the signal class"):
+        load("hepmass", root=_hepmass(tmp_path, [[0, *r[1:]] for r in train], test))  # was an IndexError
+    with pytest.raises(ValueError, match=r"^hepmass: feature\(s\) \[1\] are constant"):
+        load("hepmass", root=_hepmass(tmp_path, [[*r[:2], 3.0] for r in train], test))
+    with pytest.raises(ValueError, match=r"^hepmass: 9 rows are too few to hold out the last 10% as the validation"):
+        load("hepmass", root=_hepmass(tmp_path, train[:9], test))
+    with pytest.raises(ValueError, match=r"^hepmass: .*1000_train.csv holds 1 NaN or inf value\(s\), the first at row 2"):
+        load("hepmass", root=_hepmass(tmp_path, [*train[:2], [1, float("nan"), 0.5], *train[3:]], test))
+    assert load("hepmass", root=_hepmass(tmp_path, train, test)).event_shape == (2,)

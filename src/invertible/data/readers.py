@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from .images import class_indices, image_bundle, number_names, numbers_to_names, one_hot
-from .registry import DataBundle, register_reader, register_rows_reader
+from .registry import DataBundle, check_flag, register_reader, register_rows_reader
 
 if TYPE_CHECKING:  # Pillow is imported where a PNG folder is read
     from PIL import Image
@@ -223,6 +223,7 @@ def read_image_path(
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
+    conditional, raw = check_flag("conditional", conditional), check_flag("raw", raw)
     path = Path(path)
     images, labels, test, names, numbered = _image_sets(path)
     if limit is not None:
@@ -250,6 +251,7 @@ def read_image_rows(path: str | Path, conditional: bool = False,
     class's name (a class folder, or ``"0"``, ``"1"``, ... for numeric labels), and a class not among them
     is a ``ValueError``. By default the files' own labels, as many classes as they hold.
     """
+    conditional = check_flag("conditional", conditional)
     path = Path(path)
     images, labels, test, names, numbered = _image_sets(path)
     if test is not None:

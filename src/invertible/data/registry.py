@@ -25,7 +25,7 @@ from ..seeding import check_seed
 from ..transforms import UniformDequantization, VariationalDequantization
 
 __all__ = ["DataBundle", "SPLITS", "register_dataset", "register_reader", "register_rows_reader", "available", "load",
-           "load_rows", "rows_options", "check_splits", "check_seed", "raw_dequantizer", "DATASETS", "READERS", "ROWS_READERS"]
+           "load_rows", "rows_options", "check_splits", "check_seed", "check_flag", "raw_dequantizer", "DATASETS", "READERS", "ROWS_READERS"]
 
 #: The splits of a :class:`DataBundle`, in order: its ``train``, ``val`` and ``test`` tensors (and contexts).
 SPLITS = ("train", "val", "test")
@@ -135,6 +135,14 @@ def register_rows_reader(*suffixes: str) -> Callable[[Callable[..., Any]], Calla
         return fn
 
     return decorate
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """``value`` of the on/off option ``name``, or ``ValueError`` naming it unless ``value`` is a bool: a string
+    such as ``"false"`` (or a misspelt ``-d standardize=flase``) is truthy and would switch the option on."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
 
 
 def available() -> list[str]:

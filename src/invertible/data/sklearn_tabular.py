@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from .fingerprint import split_digests
-from .registry import DataBundle, register_dataset
+from .registry import DataBundle, check_flag, register_dataset
 from .tabular import fit_float32, standardized
 
 __all__ = ["wine", "breast_cancer", "digits", "fixed_split"]
@@ -83,6 +83,8 @@ def digits(seed: int = 0, dequantize: bool | None = None, binarize: bool = False
     """8x8 digits (bundled with scikit-learn) as 1,797 vectors of 64 pixels; the digit class as context."""
     from sklearn.datasets import load_digits
 
+    binarize = check_flag("binarize", binarize)
+    dequantize = None if dequantize is None else check_flag("dequantize", dequantize)
     if dequantize and binarize:
         raise ValueError("digits: choose at most one of dequantize and binarize")
     dequantize = not binarize if dequantize is None else dequantize

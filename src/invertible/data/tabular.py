@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import math
+import numbers
 from pathlib import Path
 from typing import Sequence
 
@@ -30,7 +31,7 @@ from torch import Tensor
 
 from ..core import Transform
 from .fingerprint import split_digests
-from .registry import DataBundle, register_reader, register_rows_reader
+from .registry import DataBundle, check_flag, register_reader, register_rows_reader
 
 __all__ = ["Standardize", "read_npy", "read_csv", "read_npy_rows", "read_csv_rows", "table_bundle", "table_rows",
            "standardized", "fit_float32"]
@@ -58,11 +59,16 @@ class Standardize(Transform):
         """Mean and (population) standard deviation of ``x`` over its first dimension."""
         if x.shape[0] < 2:
             raise ValueError(f"need at least 2 rows to estimate a standard deviation, got {x.shape[0]}")
-        std = x.std(0, unbiased=False)
+        mean, std = x.mean(0), x.std(0, unbiased=False)
+        huge = ~(torch.isfinite(mean) & torch.isfinite(std))
+        if huge.any():
+            cols = huge.nonzero().flatten().tolist()
+            raise ValueError(f"feature(s) {cols} have a mean or standard deviation that overflows {x.dtype} "
+                             "(values near its largest number); rescale them first")
         if not (std > 0).all():
             cols = (std <= 0).nonzero().flatten().tolist()
             raise ValueError(f"feature(s) {cols} are constant in the training split; drop them before fitting a density")
-        return cls(x.mean(0), std)
+        return cls(mean, std)
 
     def _ladj(self, x: Tensor) -> Tensor:
         return (-torch.log(self.std).sum()).expand(x.shape[0]).to(x.dtype)
@@ -83,6 +89,11 @@ def fit_float32(x: Tensor) -> Standardize:
     deviation near 4e-17 and would be standardised to -3e8, every row the same float32 value).
     """
     exact = Standardize.fit(x)
+    big = (exact.mean.abs() > torch.finfo(torch.float32).max) | (exact.std > torch.finfo(torch.float32).max)
+    if big.any():
+        cols = big.nonzero().flatten().tolist()
+        raise ValueError(f"feature(s) {cols} have a mean or standard deviation beyond the largest float32 "
+                         f"({torch.finfo(torch.float32).max:.3g}); rescale them first")
     mean = exact.mean.float().abs()
     spacing = (torch.nextafter(mean, torch.full_like(mean, math.inf)) - mean).double()
     fine = exact.std >= spacing
@@ -112,9 +123,9 @@ def _split_sizes(n: int, val_fraction: float, test_fraction: float) -> tuple[int
 
 def _context_indices(columns: int | str | Sequence[int | str] | None, names: list[str] | None, width: int) -> list[int]:
     """Column indices of ``columns``: one name or index, or a sequence of them."""
-    if isinstance(columns, (int, str)):
+    if isinstance(columns, (numbers.Integral, str)):
         columns = [columns]
-    if not columns:
+    if columns is None or len(columns) == 0:
         return []
     out = []
     for c in columns:
@@ -123,8 +134,8 @@ def _context_indices(columns: int | str | Sequence[int | str] | None, names: lis
                 known = f"; columns are {names}" if names else " (the file has no header row)"
                 raise ValueError(f"unknown context column {c!r}{known}")
             out.append(names.index(c))
-        elif isinstance(c, int) and not isinstance(c, bool) and -width <= c < width:
-            out.append(c % width)
+        elif isinstance(c, numbers.Integral) and not isinstance(c, (bool, np.bool_)) and -width <= c < width:
+            out.append(int(c) % width)
         else:
             raise ValueError(f"context column {c!r} is not a column name or an index in [-{width}, {width})")
     if len(set(out)) != len(out):
@@ -178,6 +189,7 @@ def table_bundle(
     against its spread keeps its precision, and the ``preprocess`` carried (and
     saved with a run) is exactly the map the splits went through.
     """
+    standardize = check_flag("standardize", standardize)
     features, context = table_rows(name, table, context_columns, column_names)
     sizes = _split_sizes(features.shape[0], val_fraction, test_fraction)
     perm = torch.randperm(features.shape[0], generator=torch.Generator().manual_seed(int(seed)))
@@ -258,10 +270,19 @@ def read_npy_rows(path: str | Path, context_columns: int | Sequence[int] | None 
 def _parse_csv(path: Path, delimiter: str) -> tuple[np.ndarray, list[str] | None]:
     """The numbers of a CSV file and its header's names (or ``None``), read as UTF-8 whatever the locale; a
     leading byte-order mark (spreadsheets write one) is dropped, so it neither hides a first number's row as a
-    header nor sticks to the first name."""
+    header nor sticks to the first name.
+
+    Blank lines (nothing but white space) are skipped; a row of empty cells (``,,``) is a row of missing values,
+    refused like any empty cell, so that the rows kept are the file's rows in order. Errors name the file's line.
+    """
+    rows, lines = [], []
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = [r for r in csv.reader(f, delimiter=delimiter) if r and any(c.strip() for c in r)]
+            reader = csv.reader(f, delimiter=delimiter)
+            for r in reader:
+                if len(r) > 1 or (r and r[0].strip()):
+                    rows.append(r)
+                    lines.append(reader.line_num)
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text (a CSV file of numbers was expected): {e}") from None
     if not rows:
@@ -277,13 +298,12 @@ def _parse_csv(path: Path, delimiter: str) -> tuple[np.ndarray, list[str] | None
     names = None
     if any(c.strip() and not numeric(c) for c in rows[0]):  # a text cell; an empty one is a missing value
         names = [c.strip() for c in rows[0]]
-        rows = rows[1:]
+        rows, lines = rows[1:], lines[1:]
     if not rows:
         raise ValueError(f"{path}: the file has a header but no data rows")
     width = len(rows[0])
     out = np.empty((len(rows), width))
-    for i, row in enumerate(rows):
-        line = i + 1 + (names is not None)
+    for i, (row, line) in enumerate(zip(rows, lines)):
         if len(row) != width:
             raise ValueError(f"{path}: line {line} has {len(row)} columns, expected {width}")
         for j, cell in enumerate(row):

@@ -13,11 +13,17 @@ Splits and normalisation are the paper's: the last 10% of the rows is the test
 set and the last 10% of the rest the validation set, except HEPMASS (its own
 test file) and BSDS300 (its own splits). The data come already in the model's
 space (``preprocess`` is ``None``), as in the paper's reported numbers.
+
+Files are checked before that preprocessing: a ``ValueError`` names a file that
+is not a 2-D table of finite numbers, a constant feature (its standardisation
+would divide by zero) and a table too short for the tail split to leave every
+split a row (``data[-int(0.1 * N):]`` is every row when ``N < 10``).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -25,6 +31,7 @@ import numpy as np
 import torch
 
 from .registry import DataBundle, register_dataset
+from .tabular import _load_npy
 
 __all__ = ["power", "gas", "hepmass", "miniboone", "bsds300"]
 
@@ -37,12 +44,58 @@ def _root(root: str | None, sub: str) -> Path:
     return path
 
 
-def _tail_split(data: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _table(name: str, array: np.ndarray, where: object) -> np.ndarray:
+    """``array`` (read from ``where``) unchanged, or ``ValueError`` unless it is a non-empty 2-D table of real
+    numbers without NaN or inf."""
+    if array.ndim != 2 or 0 in array.shape:
+        raise ValueError(f"{name}: {where} should hold a non-empty 2-D array (rows, features), got shape {array.shape}")
+    if array.dtype.kind not in "fiu":
+        raise ValueError(f"{name}: {where} should hold real numbers, got dtype {array.dtype}")
+    bad = ~np.isfinite(array)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise ValueError(f"{name}: {where} holds {int(bad.sum())} NaN or inf value(s), the first at row {r}, column {c}")
+    return array
+
+
+def _load(name: str, path: Path) -> np.ndarray:
+    """The 2-D numeric array of the ``.npy`` file ``path`` (:func:`_table`)."""
+    return _table(name, _load_npy(path), path)
+
+
+def _load_csv(name: str, path: Path) -> np.ndarray:
+    """The numbers of the CSV file ``path`` after its header line (:func:`_table`)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # numpy warns of an empty file; _table refuses it
+        try:
+            array = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+        except ValueError as e:
+            raise ValueError(f"{name}: cannot read {path} as comma-separated numbers after a header line: {e}") from None
+    return _table(name, array, path)
+
+
+def _last(name: str, data: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of ``data`` before its last 10% and that last 10% (the MAF code's ``data[-int(0.1 * N):]``),
+    or ``ValueError`` when either would be empty (``data[-0:]`` is every row)."""
+    n = int(0.1 * data.shape[0])
+    if n == 0 or n == data.shape[0]:
+        raise ValueError(f"{name}: {data.shape[0]} rows are too few to hold out the last 10% as the {what} split")
+    return data[:-n], data[-n:]
+
+
+def _tail_split(name: str, data: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Last 10% test, last 10% of the rest validation (the MAF code's split)."""
-    n_test = int(0.1 * data.shape[0])
-    test, rest = data[-n_test:], data[:-n_test]
-    n_val = int(0.1 * rest.shape[0])
-    return rest[:-n_val], rest[-n_val:], test
+    rest, test = _last(name, data, "test")
+    train, val = _last(name, rest, "validation")
+    return train, val, test
+
+
+def _check_scale(name: str, s: np.ndarray) -> None:
+    """``ValueError`` naming the features whose standard deviation ``s`` is zero (constant: no density)."""
+    if not (s > 0).all():
+        cols = np.flatnonzero(~(s > 0)).tolist()
+        raise ValueError(f"{name}: feature(s) {cols} are constant where the statistics are taken; "
+                         "their standardisation divides by zero")
 
 
 def _bundle(name: str, train: np.ndarray, val: np.ndarray, test: np.ndarray) -> DataBundle:
@@ -53,9 +106,10 @@ def _bundle(name: str, train: np.ndarray, val: np.ndarray, test: np.ndarray) -> 
     return DataBundle(name=name, train=t[0], val=t[1], test=t[2])
 
 
-def _normalise_by_train_and_val(train, val, test):
+def _normalise_by_train_and_val(name: str, train, val, test):
     both = np.vstack((train, val))
     mu, s = both.mean(0), both.std(0)
+    _check_scale(name, s)
     return (train - mu) / s, (val - mu) / s, (test - mu) / s
 
 
@@ -68,7 +122,7 @@ def power(seed: int = 0, root: str | None = None) -> DataBundle:
     drawn from ``RandomState(42)`` after the shuffle, voltage first, so the splits
     are the MAF code's numbers.
     """
-    data = np.load(_root(root, "power/data.npy"))
+    data = _load("power", _root(root, "power/data.npy"))
     if data.ndim != 2 or data.shape[1] != 8:
         raise ValueError(f"power/data.npy should be (N, 8), got {data.shape}")
     rng = np.random.RandomState(42)
@@ -78,7 +132,7 @@ def power(seed: int = 0, root: str | None = None) -> DataBundle:
     voltage = 0.01 * rng.rand(n, 1)
     active_power = 0.001 * rng.rand(n, 1)
     noise = np.hstack((active_power, voltage, rng.rand(n, 3), np.zeros((n, 1))))
-    return _bundle("power", *_normalise_by_train_and_val(*_tail_split(data + noise)))
+    return _bundle("power", *_normalise_by_train_and_val("power", *_tail_split("power", data + noise)))
 
 
 def _drop_correlated(frame):
@@ -96,36 +150,45 @@ def gas(seed: int = 0, root: str | None = None) -> DataBundle:
     import pandas as pd
 
     frame = pd.read_pickle(_root(root, "gas/ethylene_CO.pickle"))
-    frame = _drop_correlated(frame.drop(columns=["Meth", "Eth", "Time"]))
+    missing = [c for c in ("Meth", "Eth", "Time") if c not in getattr(frame, "columns", ())]
+    if not isinstance(frame, pd.DataFrame) or missing:
+        raise ValueError(f"gas: ethylene_CO.pickle should hold a DataFrame with the columns Meth, Eth and Time "
+                         f"(the MAF code's), missing {missing}")
+    frame = frame.drop(columns=["Meth", "Eth", "Time"])
+    _table("gas", frame.values, "ethylene_CO.pickle")
+    _check_scale("gas", frame.std().values)
+    frame = _drop_correlated(frame)
     frame = (frame - frame.mean()) / frame.std()
-    return _bundle("gas", *_tail_split(frame.values))
+    return _bundle("gas", *_tail_split("gas", frame.values))
 
 
 @register_dataset("hepmass")
 def hepmass(seed: int = 0, root: str | None = None) -> DataBundle:
     """UCI HEPMASS: signal events (label 1) of the 1000-mass files, 21 features after dropping discrete ones."""
     folder = _root(root, "hepmass")
-    train = np.loadtxt(folder / "1000_train.csv", delimiter=",", skiprows=1, ndmin=2)
-    test = np.loadtxt(folder / "1000_test.csv", delimiter=",", skiprows=1, ndmin=2)
+    train, test = (_load_csv("hepmass", folder / f) for f in ("1000_train.csv", "1000_test.csv"))
     if test.shape[1] != train.shape[1] + 1:
         raise ValueError(f"{folder}: 1000_test.csv must have one column more than 1000_train.csv (the trailing "
                          f"column the MAF code drops), got {test.shape[1]} and {train.shape[1]}")
     train = train[train[:, 0] == 1][:, 1:]
     test = test[test[:, 0] == 1][:, 1:-1]  # the test file has one extra trailing column
+    if len(train) < 2 or len(test) == 0:
+        raise ValueError(f"hepmass: {len(train)} training and {len(test)} test rows of the signal class (label 1 in "
+                         "the first column); need 2 or more and 1 or more")
     mu, s = train.mean(0), train.std(0, ddof=1)
+    _check_scale("hepmass", s)
     train, test = (train - mu) / s, (test - mu) / s
     # the MAF code drops a feature when its *smallest* value occurs more than 5 times
     keep = [i for i, col in enumerate(train.T) if sorted(Counter(col).items())[0][1] <= 5]
     train, test = train[:, keep], test[:, keep]
-    n_val = int(0.1 * train.shape[0])
-    return _bundle("hepmass", train[:-n_val], train[-n_val:], test)
+    return _bundle("hepmass", *_last("hepmass", train, "validation"), test)
 
 
 @register_dataset("miniboone")
 def miniboone(seed: int = 0, root: str | None = None) -> DataBundle:
     """UCI MiniBooNE particle identification: 43 features (the paper's cleaned data.npy)."""
-    data = np.load(_root(root, "miniboone/data.npy"))
-    return _bundle("miniboone", *_normalise_by_train_and_val(*_tail_split(data)))
+    data = _load("miniboone", _root(root, "miniboone/data.npy"))
+    return _bundle("miniboone", *_normalise_by_train_and_val("miniboone", *_tail_split("miniboone", data)))
 
 
 @register_dataset("bsds300")
@@ -144,5 +207,5 @@ def bsds300(seed: int = 0, root: str | None = None) -> DataBundle:
         missing = [str(p) for p in files if not p.exists()]
         if missing:
             raise ValueError(f"BSDS300: need BSDS300.hdf5 or {', '.join(missing)}")
-        parts = [np.load(p) for p in files]
+        parts = [_load_npy(p) for p in files]  # shapes are checked as the splits of every dataset are
     return _bundle("bsds300", *parts)
