@@ -227,6 +227,22 @@ def test_eval_on_other_data_names_the_run_options_it_drops(tmp_path, capsys):
     assert code == 0 and "test_nll" in json.loads(out)
 
 
+
+def test_eval_on_another_dataset_names_no_run_option_that_dataset_does_not_take(tmp_path, capsys):
+    """A toy run's -d n_train=... means nothing to digits: the shape refusal of eval --data digits blamed it
+    (``the run was trained with -d n_train=200, which --data does not carry over``); only options the other
+    dataset takes are named."""
+    run = tmp_path / "moons"
+    assert main(["train", "--data", "moons", "-d", "n_train=200", "-d", "n_val=50", "-d", "n_test=50", "--model", "maf",
+                 "-m", "layers=1", "-m", "hidden=[8]", "--steps", "2", "--batch-size", "32", "--no-progress", "--no-plots",
+                 "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--data", "digits"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the model expects events of shape (2,) but dataset 'digits' has (1, 8, 8)"), err
+    assert "carry over" not in err and "n_train" not in err, err
+
+
 def test_usage_errors_are_one_line(capsys):
     for argv in (["train", "--steps", "x"], ["train", "--no-such-flag"], ["nosuchcommand"], ["eval"]):
         with pytest.raises(SystemExit) as stop:

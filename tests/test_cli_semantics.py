@@ -377,3 +377,17 @@ def test_eval_refuses_draws_on_data_without_dequantization_noise(gauss, capsys):
     print the one-draw figure as if it were an average: it is refused in one line."""
     _error(capsys, "--draws 3 averages dequantization noise draws of raw pixels, but engine-gauss is scored as it is",
            "eval", gauss, "--draws", 3)
+
+
+def test_eval_on_a_table_of_other_classes_names_them_as_plain_strings(tmp_path, capsys):
+    """Class names read from a dataset are numpy strings, and the refusal of classes the run does not know showed
+    them as np.str_('malignant'); it shows them as the names they are."""
+    run = tmp_path / "run"
+    assert main(["train", "--data", "wine", "--model", "maf", "-m", "layers=1", "-m", "hidden=[8]", "--steps", "2",
+                 "--batch-size", "32", "--no-progress", "--no-plots", "--out", str(run)]) == 0
+    capsys.readouterr()
+    code = main(["eval", str(run), "--data", "breast_cancer"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: "), err
+    assert "holds class(es) 'malignant', 'benign' that the model does not know" in err, err
+    assert "its classes are 'class_0', 'class_1', 'class_2'" in err and "np.str_" not in err, err

@@ -37,3 +37,20 @@ def test_a_table_that_is_not_binary_gets_no_standardisation_hint(tmp_path, capsy
     code = main([*TRAIN, "--data", str(tmp_path / "halves.npy"), "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 2 and "BernoulliMADE models binary data" in err and "standardize" not in err, err
+
+
+def test_digit_vectors_that_are_not_binary_name_the_option_that_binarizes_them(tmp_path, capsys):
+    """digits_vectors holds 17 grey levels unless read with -d binarize=true: the Bernoulli MADE's refusal named
+    none of its options, so the error gave no way forward; it names that one, and with it the run trains."""
+    args = [*TRAIN, "--data", "digits_vectors", "--out", str(tmp_path / "run")]
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert "BernoulliMADE models binary data" in err and "-d binarize=true" in err, err
+    assert main([*args, "-d", "binarize=true"]) == 0, capsys.readouterr().err
+
+
+def test_a_dataset_with_no_binarize_option_gets_no_binarize_hint(capsys, tmp_path):
+    code = main([*TRAIN, "--data", "moons", "-d", "n_train=64", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "BernoulliMADE models binary data" in err and "binarize" not in err, err

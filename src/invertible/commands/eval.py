@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from ..core import Flow
-from ..data import DATASETS, load_rows, rows_options
+from ..data import DATASETS, dataset_options, load_rows, rows_options
 from ..data.images import check_pixels, relabel_classes
 from ..data.tabular import standardized
 from ..persistence import load, report_json, write_json
@@ -201,12 +201,13 @@ def _check_draws(draws: int, raw: bool, data: str) -> None:
 @contextmanager
 def _dropped_options(config: dict[str, Any], options: dict[str, Any], data: str | None) -> Iterator[None]:
     """A ``ValueError`` in the block (data that do not fit the run) names the run's data options that
-    ``--data``, which starts from none, left out: the new data set may need them."""
+    ``--data``, which starts from none, left out and that its loader takes: the new data set may need them
+    (options another dataset has no use for, the ``n_train`` of a toy run scored on digits, would mislead)."""
     try:
         yield
     except ValueError as e:
         given = config.get("data_options") or {}
-        dropped = sorted(set(given) - set(options)) if data else []
+        dropped = sorted(set(given) & set(dataset_options(data)) - set(options)) if data else []
         if dropped:
             flags = " ".join(f"-d {key}={_flag_value(given[key])}" for key in dropped)
             raise ValueError(f"{e} (the run was trained with {flags}, which --data does not carry over)") from None

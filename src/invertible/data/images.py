@@ -49,8 +49,9 @@ def class_indices(names: Sequence[str], known: Sequence[str], where: str) -> np.
     index = {name: i for i, name in enumerate(known)}
     unknown = [name for name in dict.fromkeys(names) if name not in index]
     if unknown:
-        raise ValueError(f"{where} holds class(es) {', '.join(map(repr, unknown))} that the model does not know; "
-                         f"its classes are {', '.join(map(repr, known))}")
+        # str() first: names read from files are often numpy strings, whose repr is np.str_('name')
+        raise ValueError(f"{where} holds class(es) {', '.join(repr(str(n)) for n in unknown)} that the model does not "
+                         f"know; its classes are {', '.join(repr(str(n)) for n in known)}")
     return np.array([index[name] for name in names], dtype=np.int64)
 
 

@@ -25,7 +25,8 @@ from ..seeding import check_seed
 from ..transforms import UniformDequantization, VariationalDequantization
 
 __all__ = ["DataBundle", "SPLITS", "register_dataset", "register_reader", "register_rows_reader", "available", "load",
-           "load_rows", "rows_options", "check_splits", "check_seed", "check_flag", "raw_dequantizer", "DATASETS", "READERS", "ROWS_READERS"]
+           "load_rows", "rows_options", "dataset_options", "check_splits", "check_seed", "check_flag", "raw_dequantizer",
+           "DATASETS", "READERS", "ROWS_READERS"]
 
 #: The splits of a :class:`DataBundle`, in order: its ``train``, ``val`` and ``test`` tensors (and contexts).
 SPLITS = ("train", "val", "test")
@@ -262,3 +263,10 @@ def load_rows(path: str | Path, **options: Any) -> tuple[Tensor, Tensor | None]:
 def rows_options(path: str | Path) -> list[str]:
     """The options the rows reader of file ``path`` takes (``context_columns``, ``delimiter``, ...)."""
     return list(inspect.signature(_file_reader(str(path), ROWS_READERS)).parameters)
+
+
+def dataset_options(name_or_path: str) -> list[str]:
+    """The ``-d`` options that :func:`load` of built-in dataset or local file ``name_or_path`` takes
+    (``seed`` included); ``ValueError`` as :func:`load` for a name that is neither."""
+    fn = DATASETS[name_or_path] if name_or_path in DATASETS else _file_reader(name_or_path, READERS)
+    return list(inspect.signature(fn).parameters)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from .. import models
 from ..core import Compose, Flow, Transform
 from ..data import SPLITS, DataBundle, Standardize
 from ..data.images import image_preprocess
-from ..data.registry import check_splits, off_pixels, raw_dequantizer
+from ..data.registry import DATASETS, check_splits, off_pixels, raw_dequantizer
 from ..persistence import atomic_write, read_json, read_tensors, state_tensors, write_json
 from ..transforms import Logit, UniformDequantization, VariationalDequantization
 
@@ -112,7 +113,8 @@ def check_fits(flow: Flow, bundle: DataBundle) -> None:
             try:
                 flow._check(getattr(bundle, split), getattr(bundle, f"{split}_context"))
             except (TypeError, ValueError) as e:
-                raise ValueError(f"dataset {bundle.name!r}, {split} split: {e}{_standardised_bits(bundle, split)}") from None
+                hint = _standardised_bits(bundle, split) or _binarize_hint(bundle)
+                raise ValueError(f"dataset {bundle.name!r}, {split} split: {e}{hint}") from None
     if isinstance(flow, Flow) and _on_a_lattice(bundle):
         raise ValueError(
             f"dataset {bundle.name!r} holds only {bundle.levels} discrete values per dimension and is not dequantized: "
@@ -138,6 +140,15 @@ def _standardised_bits(bundle: DataBundle, split: str) -> str:
         return ""
     return ("; the table holds 0s and 1s, but the model sees them standardised (a table's default): "
             "read it as it is with -d standardize=false")
+
+
+def _binarize_hint(bundle: DataBundle) -> str:
+    """The option, for a Bernoulli MADE's error, of a built-in dataset whose loader can binarize its values
+    (``binarize``, as ``digits_vectors`` takes); ``""`` for any other data."""
+    loader = DATASETS.get(bundle.name)
+    if loader is None or "binarize" not in inspect.signature(loader).parameters:
+        return ""
+    return f"; dataset {bundle.name!r} reads its values as 0s and 1s with -d binarize=true"
 
 
 def check_shapes(flow: Flow, name: str, event_shape: tuple[int, ...], context_features: int | None) -> None:
