@@ -308,3 +308,9 @@ def test_a_conditional_made_called_without_its_context_says_so():
     for call in (lambda: net(torch.zeros(1, 3)), lambda: net.sequential(lambda i, p: p[:, 0], 1)):
         with pytest.raises(ValueError, match="expects a context of 2 features"):
             call()
+
+
+@pytest.mark.parametrize("hidden, shown", [([], r"hidden=\[\]"), ([16, 0], r"hidden=\[16, 0\]")])
+def test_a_masked_mlp_without_hidden_units_is_refused_naming_the_widths(hidden, shown):
+    with pytest.raises(ValueError, match=r"each of width >= 1; got features=3, params=2, " + shown):
+        MaskedMLP(3, 2, hidden)

@@ -212,7 +212,7 @@ class MADE(_MaskPool, Flow):
     standard normal base gives exactly these Gaussian conditionals, with
     ``alpha_i = -beta_i`` and ``mu_i = -m_i exp(-beta_i)`` (the paper's
     ``z_i = (x_i - mu_i) exp(-alpha_i)``), so every conditional standard deviation
-    lies in ``(e^-3, e^3)``, about ``(0.05, 20)``, on the (standardised) data, and it is a
+    lies in ``(e^-3, e^3)``, about ``(0.05, 20)``, on the (standardised) data, and it is an
     :class:`~invertible.Flow` and works wherever flows do (``transform`` is the
     :class:`MaskedAffineAutoregressive` layer for the loaded mask set).
     With ``masks > 1`` it trains order/connectivity-agnostically and evaluates as

@@ -116,7 +116,8 @@ class MaskedMLP(nn.Module):
         super().__init__()
         hidden = list(hidden)
         if features < 1 or params < 1 or not hidden or min(hidden) < 1:
-            raise ValueError(f"MaskedMLP needs features >= 1, params >= 1 and at least one hidden layer, got {features}, {params}, {hidden}")
+            raise ValueError(f"MaskedMLP needs features >= 1, params >= 1 and at least one hidden layer, each of width >= 1; "
+                             f"got features={features}, params={params}, hidden={hidden}")
         self.features, self.params, self.hidden = features, params, hidden
         self.context_features = context_features
         self.random_degrees = random_degrees
