@@ -60,6 +60,14 @@ def test_digits_binarized_and_dequantized():
         load("digits_vectors", binarize=True, dequantize=True)
 
 
+def test_digits_kept_as_integers_are_refused_with_the_settings_that_work():
+    """Without noise, the border pixels that are 0 in every image cannot be standardised; the error was the
+    table's 'constant features', which named neither the option that caused it nor the two that work."""
+    with pytest.raises(ValueError, match=r"digits_vectors with dequantize=false: feature\(s\) \[0, .*\] are constant"
+                                         r".*keep dequantize=true \(the default\).*or use binarize=true"):
+        load("digits_vectors", dequantize=False)
+
+
 def test_scikit_learn_tables_split_70_15_15() -> None:
     """``int(0.7 n)`` training rows, ``int(0.15 n)`` validation rows, the rest for the test, disjoint."""
     n = 178  # wine's rows

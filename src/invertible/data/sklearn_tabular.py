@@ -96,4 +96,8 @@ def digits(seed: int = 0, dequantize: bool | None = None, binarize: bool = False
     if dequantize:
         x = x + np.random.default_rng(seed).random(x.shape)
         return _bundle("digits_vectors", x, d.target, names, levels=17)
-    return _bundle("digits_vectors", x, d.target, names)
+    try:
+        return _bundle("digits_vectors", x, d.target, names)
+    except ValueError as e:  # the integer pixels keep the border pixels that are 0 in every image
+        raise ValueError(f"digits_vectors with dequantize=false: {e}; keep dequantize=true (the default) for a "
+                         "continuous flow, or use binarize=true for a Bernoulli MADE") from None
