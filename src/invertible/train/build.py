@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from .. import models
 from ..core import Compose, Flow, Transform
 from ..data import SPLITS, DataBundle, Standardize
 from ..data.images import image_preprocess
-from ..data.registry import DATASETS, check_splits, off_pixels, raw_dequantizer
+from ..data.registry import DATASETS, check_splits, dataset_options, off_pixels, raw_dequantizer
 from ..persistence import atomic_write, read_json, read_tensors, state_tensors, write_json
 from ..transforms import Logit, UniformDequantization, VariationalDequantization
 
@@ -145,8 +144,7 @@ def _standardised_bits(bundle: DataBundle, split: str) -> str:
 def _binarize_hint(bundle: DataBundle) -> str:
     """The option, for a Bernoulli MADE's error, of a built-in dataset whose loader can binarize its values
     (``binarize``, as ``digits_vectors`` takes); ``""`` for any other data."""
-    loader = DATASETS.get(bundle.name)
-    if loader is None or "binarize" not in inspect.signature(loader).parameters:
+    if bundle.name not in DATASETS or "binarize" not in dataset_options(bundle.name):
         return ""
     return f"; dataset {bundle.name!r} reads its values as 0s and 1s with -d binarize=true"
 
