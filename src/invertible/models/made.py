@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -156,6 +157,16 @@ class _MaskPool:
         """
         self.use_masks((int(self.mask_index) + 1) % self.masks)  # type: ignore[attr-defined]
 
+    @contextmanager
+    def _keeping_loaded_masks(self) -> Iterator[None]:
+        """Load the mask set loaded before the block once it ends, also when it raises (a refused input or an
+        interrupt inside an ensemble loop must not leave another set loaded)."""
+        current = int(self.mask_index)  # type: ignore[attr-defined]
+        try:
+            yield
+        finally:
+            self.use_masks(current)
+
     def _ensemble_log_prob(self, single) -> Tensor:
         """``log (1/E) sum_k exp(single())`` over the first ``E`` mask sets, restoring the loaded set
         (also when ``single`` raises).
@@ -169,14 +180,11 @@ class _MaskPool:
             out = single()
             self._load_next_masks()
             return out
-        current = int(self.mask_index)  # type: ignore[attr-defined]
         parts = []
-        try:
+        with self._keeping_loaded_masks():
             for k in range(self.ensemble):
                 self.use_masks(k)
                 parts.append(single())
-        finally:  # a refused input or an interrupt must not leave another set loaded
-            self.use_masks(current)
         return torch.logsumexp(torch.stack(parts), 0) - math.log(self.ensemble)
 
     def _ensemble_sample(self, n: int, draw) -> Tensor:
@@ -187,10 +195,9 @@ class _MaskPool:
         """
         if self.training or self.masks == 1 or n == 0:
             return draw(torch.arange(n))
-        current = int(self.mask_index)  # type: ignore[attr-defined]
         which = torch.randint(0, self.ensemble, (n,))
         out = None
-        try:
+        with self._keeping_loaded_masks():
             for k in range(self.ensemble):
                 idx = (which == k).nonzero().squeeze(1)
                 if len(idx):
@@ -198,8 +205,6 @@ class _MaskPool:
                     part = draw(idx)
                     out = part.new_empty(n, *part.shape[1:]) if out is None else out
                     out[idx] = part
-        finally:
-            self.use_masks(current)
         return out
 
 
