@@ -138,8 +138,9 @@ def _spline(x: Tensor, params: Tensor, k: int, bound: float, inverse: bool, min_
         # not depend on the scale)
         scale = (s + dk + dk1).detach().reciprocal()
         sn, dkn, dk1n = s * scale, dk * scale, dk1 * scale
-        a = hk * (sn - dkn) + dy * (dk1n + dkn - 2 * sn)
-        b = hk * dkn - dy * (dk1n + dkn - 2 * sn)
+        curvature = dk1n + dkn - 2 * sn  # the (d^{k+1} + d^k - 2 s) of the denominator, scaled
+        a = hk * (sn - dkn) + dy * curvature
+        b = hk * dkn - dy * curvature
         c = -sn * dy
         # floored at the smallest normal float, not 0: where b^2 - 4ac rounds to 0 or below (steep bins, or the
         # clamped input of a tail), sqrt's gradient at 0 is inf, and times the clamp's 0 it was NaN
