@@ -213,7 +213,7 @@ def test_eval_refuses_a_directory_as_out_before_scoring(trained, tmp_path, capsy
     def score(*args):
         raise AssertionError("scored before --out was checked")
 
-    monkeypatch.setattr(eval_command, "_score_split", score)
+    monkeypatch.setattr(eval_command, "selected_rows", score)
     assert_error(capsys, f"--out {tmp_path} is a directory; give the path of the JSON file to write", "eval", trained,
                  "--out", tmp_path)
 
