@@ -443,19 +443,54 @@ class Flow(nn.Module):
     # -- density --------------------------------------------------------------------
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Exact log-density of ``x`` (shape ``(*batch, *event_shape)``), in nats; returns ``(*batch,)``."""
-        k = len(self.event_shape)
-        if self.validate:
-            self._check_x(x)
-            self._check_context(context, x.shape[: x.dim() - k])
-        batch_shape = x.shape[: x.dim() - k]
-        x = x.reshape(-1, *self.event_shape)
-        if context is not None:
-            context = context.reshape(-1, context.shape[-1])
+        batch_shape, x, context = self._flat_batch(x, context, "x")
         z, ladj = _flow_step(self, "forward", x, context)
         log_p = (self.base.log_prob(z) + ladj).reshape(batch_shape)
         if self.validate:
             self._check_log_prob(log_p)
         return log_p
+
+    def _flat_batch(self, x: Tensor, context: Tensor | None, name: str) -> tuple[torch.Size, Tensor, Tensor | None]:
+        """``(batch shape, x, context)`` with the batch dimensions of ``x`` (``(*batch, *event_shape)``) and of its
+        ``context`` flattened into one, both checked first when ``validate`` is on (``name`` names ``x``)."""
+        k = len(self.event_shape)
+        if self.validate:
+            self._check_x(x, name)
+            self._check_context(context, x.shape[: x.dim() - k])
+        batch_shape = x.shape[: x.dim() - k]
+        x = x.reshape(-1, *self.event_shape)
+        if context is not None:
+            context = context.reshape(-1, context.shape[-1])
+        return batch_shape, x, context
+
+    # -- latents ------------------------------------------------------------------
+    def encode(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """The latent ``z = f(x)`` of data ``x`` (shape ``(*batch, *event_shape)``), of the same shape.
+
+        ``z`` lies in the base's space: for a standard normal base a point of the data
+        maps near the origin, and :meth:`decode` maps ``z`` back, ``x = f^{-1}(z)``
+        (Dinh, Krueger & Bengio 2015, Section 2: the encoder of a flow is its bijection).
+        Gradients flow to ``x`` and the parameters. With ``validate`` on, latents that the map
+        overflowed come back as they are with a ``RuntimeWarning`` saying how many.
+        """
+        return self._latent_map("forward", x, context)
+
+    def decode(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """The data point ``x = f^{-1}(z)`` of latents ``z`` (shape ``(*batch, *event_shape)``): :meth:`encode` inverted.
+
+        :meth:`sample` decodes base noise; this decodes given latents (edited, interpolated, or
+        encoded under another context). With ``validate`` on, points that the inverse map
+        overflowed come back as they are with a ``RuntimeWarning``, as samples do.
+        """
+        return self._latent_map("inverse", z, context)
+
+    def _latent_map(self, direction: str, x: Tensor, context: Tensor | None) -> Tensor:
+        """:meth:`encode` (``direction="forward"``) or :meth:`decode` (``"inverse"``) of ``x`` under ``context``."""
+        batch_shape, flat, context = self._flat_batch(x, context, "x" if direction == "forward" else "z")
+        y, _ = _flow_step(self, direction, flat, context)
+        if self.validate:
+            self._check_samples(y, direction=direction)
+        return y.reshape(*batch_shape, *self.event_shape)
 
     def _check_log_prob(self, log_p: Tensor) -> None:
         """A ``ValueError`` where the log-density of finite inputs is NaN (``-inf`` is a value: see the class)."""
@@ -541,22 +576,26 @@ class Flow(nn.Module):
         """Whether a parameter is NaN or infinite (asked only once a result is, to name the cause)."""
         return not all(bool(torch.isfinite(p).all()) for p in self.parameters())
 
-    def _check_samples(self, x: Tensor, temperature: float | None = None) -> None:
+    def _check_samples(self, x: Tensor, temperature: float | None = None, direction: str | None = None) -> None:
         """A ``RuntimeWarning`` for samples that are not finite: the inverse map overflowed (or the flow diverged).
 
         ``temperature``: that of :meth:`rsample`, named in the message; ``None`` for a method that has none.
+        ``direction``: ``"forward"`` (latents of :meth:`encode`) or ``"inverse"`` (points of :meth:`decode`)
+        for the maps of given values, ``None`` for samples.
         """
         if vmapped(x):
             return
         bad = ~torch.isfinite(x.flatten(1)).all(1)
         if bad.any():
+            what, verb = {None: ("sample(s)", "sample"), "forward": ("latent(s)", "encode"),
+                          "inverse": ("decoded point(s)", "decode")}[direction]
+            overflow = f"the {direction or 'inverse'} map overflowed the {x.dtype} range"
             cause = (
                 "the flow's parameters are not all finite (a diverged model)" if self._diverged() else
-                f"the inverse map overflowed the {x.dtype} range; sample in float64" if temperature is None else
-                f"the inverse map overflowed the {x.dtype} range at temperature {temperature:g}; "
-                "sample in float64 or at a lower temperature"
+                f"{overflow}; {verb} in float64" if temperature is None else
+                f"{overflow} at temperature {temperature:g}; sample in float64 or at a lower temperature"
             )
-            _warn_at_caller(f"{int(bad.sum())} of {len(bad)} sample(s) are not finite: {cause}")
+            _warn_at_caller(f"{int(bad.sum())} of {len(bad)} {what} are not finite: {cause}")
 
     def _check_sample_log_prob(self, x: Tensor, log_p: Tensor) -> None:
         """A ``RuntimeWarning`` for finite samples whose log-density is not finite (NaN or ``+-inf``).

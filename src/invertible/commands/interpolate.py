@@ -39,13 +39,11 @@ def latent_interpolation(flow: Flow, a: Tensor, b: Tensor, steps: int, context: 
     """
     if steps < 2:
         raise ValueError(f"steps must be >= 2, got {steps}")
-    z_a, _ = flow.transform(a, context)
-    z_b, _ = flow.transform(b, context)
+    z_a, z_b = flow.encode(a, context), flow.encode(b, context)
     t = torch.linspace(0, 1, steps, dtype=a.dtype, device=a.device).view(1, steps, *([1] * (a.dim() - 1)))
     z = (1 - t) * z_a.unsqueeze(1) + t * z_b.unsqueeze(1)
-    ctx = None if context is None else context.repeat_interleave(steps, 0)
-    x, _ = flow.transform.inverse(z.flatten(0, 1), ctx)
-    return x.view(a.shape[0], steps, *a.shape[1:])
+    ctx = None if context is None else context.unsqueeze(1).expand(-1, steps, -1)
+    return flow.decode(z, ctx)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

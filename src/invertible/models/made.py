@@ -258,6 +258,14 @@ class MADE(_MaskPool, Flow):
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         return self._ensemble_log_prob(lambda: Flow.log_prob(self, x, context))
 
+    def _latent_map(self, direction: str, x: Tensor, context: Tensor | None) -> Tensor:
+        """:meth:`Flow.encode` and :meth:`Flow.decode` of a single MADE; a pool has no one latent space."""
+        if self.masks > 1:
+            raise ValueError(f"this MADE is a pool of {self.masks} mask sets, each a bijection of its own, so it has no "
+                             "one latent space to encode into or decode from: use one set's, model.transform (the "
+                             f"loaded set, {int(self.mask_index)}; model.use_masks(k) loads set k), or train with masks=1")
+        return Flow._latent_map(self, direction, x, context)
+
     def rsample(
         self, n: int | Sequence[int] = 1, context: Tensor | None = None, temperature: float = 1.0
     ) -> Tensor:
