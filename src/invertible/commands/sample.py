@@ -17,6 +17,7 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -68,6 +69,22 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"-n must be >= 1, got {args.num}")
     if not 0 < args.temperature < math.inf:
         raise ValueError(f"--temperature must be a finite number > 0, got {args.temperature}")
+
+    def draw(flow: torch.nn.Module, context: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+        torch.manual_seed(args.seed)
+        return _draw(flow, args.num, context, args.temperature)
+
+    label = "" if args.label is None else f", class {args.label}"
+    return write_points(args, args.num, draw, "samples", f"samples, T = {args.temperature:g}{label}")
+
+
+def write_points(args: argparse.Namespace, n: int,
+                 points: Callable[[torch.nn.Module, torch.Tensor | None, torch.device], torch.Tensor], what: str,
+                 title: str) -> int:
+    """Write to ``args.out`` the ``n`` points (``what``: ``samples``, say) that ``points(model, context, device)``
+    makes from the model of run ``args.run`` (loaded onto ``device``), under the context that ``args.label`` or ``args.context`` gives, as
+    :mod:`sample <invertible.commands.sample>` describes: values (``args.raw``: in the data's units) or a
+    picture grid titled ``title`` after the model's name."""
     grid = args.out.lower().endswith(".png")
     if not grid:
         check_array_path(args.out)
@@ -81,43 +98,49 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"this flow is unconditional; --label {args.label} needs a class-conditional flow")
         _check_one_hot(run_dir)
         label = label_index(args.label, run_classes(run_dir), flow.context_features)
-        context = torch.nn.functional.one_hot(torch.full((args.num,), label), flow.context_features).to(device, flow_dtype(flow))
+        context = torch.nn.functional.one_hot(torch.full((n,), label), flow.context_features).to(device, flow_dtype(flow))
     else:
         if args.context is None and flow.context_features is not None and _one_hot_context(run_dir):
             raise ValueError(f"this flow is class-conditional: pass --label K (K in 0..{flow.context_features - 1}"
                              f"{named_classes(run_classes(run_dir))}) "
                              f"or --context FILE.npy with {flow.context_features} values per sample")
-        context = _context(args.context, args.num, flow.context_features, device, flow_dtype(flow))
+        context = _context(args.context, n, flow.context_features, device, flow_dtype(flow))
     if grid:
         preprocess, levels = _grid_preprocess(run_dir, flow)
     elif args.raw:
         preprocess, _ = _run_preprocess(run_dir, "--raw")
     else:
         preprocess = None
-    torch.manual_seed(args.seed)
-    x = _draw(flow, args.num, context, args.temperature)
+    x = points(flow, context, device)
     if grid:
-        return _write_grid(args, run_dir, x, preprocess, levels)
+        from ..data.images import scaled_pixels
+        from ..plots import image_grid, save_figure
+
+        pixels = scaled_pixels(x.cpu(), levels, preprocess)
+        model = run_config(run_dir).get("model", "flow")
+        save_figure(image_grid(pixels, title=f"{model} {title}"), args.out)
+        print(f"wrote a grid of {n} {what} to {args.out}", file=sys.stderr)
+        return 0
     if preprocess is not None:
         x, _ = preprocess.to(device).inverse(x)
     save_array(args.out, x.cpu().numpy())
-    print(f"wrote {args.num} samples of shape {tuple(flow.event_shape)} to {args.out}", file=sys.stderr)
+    print(f"wrote {n} {what} of shape {tuple(flow.event_shape)} to {args.out}", file=sys.stderr)
     if not args.raw:
-        _note_model_space(run_dir)
+        _note_model_space(run_dir, what)
     return 0
 
 
-def _note_model_space(run_dir: Path) -> None:
-    """A ``note:`` on stderr when samples written without ``--raw`` are not in the data's units: the run records
+def _note_model_space(run_dir: Path, what: str) -> None:
+    """A ``note:`` on stderr when ``what`` (samples) written without ``--raw`` are not in the data's units: the run records
     a preprocessing, or records none but names a dataset (a run written before runs kept their record), whose
     preprocessing may then be a table's standardisation. A bare saved model, known to have none, gets no note."""
     record = read_preprocess_record(run_dir)
     if record is not None and record["kind"] != "none":
-        print(f"note: the samples are in the space the model saw, after {describe_preprocess(record)}; "
+        print(f"note: the {what} are in the space the model saw, after {describe_preprocess(record)}; "
               "pass --raw for the data's own units", file=sys.stderr)
     elif record is None and "data" in run_config(run_dir):
         print(f"note: {run_dir} does not record its data's preprocessing (an older run): if its data were "
-              "preprocessed (a table is standardised by default), the samples are in that space; pass --raw for "
+              f"preprocessed (a table is standardised by default), the {what} are in that space; pass --raw for "
               "the data's own units", file=sys.stderr)
 
 
@@ -173,16 +196,3 @@ def _grid_preprocess(run_dir: Path, flow: Flow) -> tuple[Transform | None, int]:
     if levels is None:
         raise ValueError(f"a .png grid needs images of discrete levels; the data of {run_dir} have none")
     return preprocess, levels
-
-
-def _write_grid(args: argparse.Namespace, run_dir: Path, x: torch.Tensor, preprocess: Transform | None,
-                levels: int) -> int:
-    from ..data.images import scaled_pixels
-    from ..plots import image_grid, save_figure
-
-    pixels = scaled_pixels(x.cpu(), levels, preprocess)
-    label = "" if args.label is None else f", class {args.label}"
-    model = run_config(run_dir).get("model", "flow")
-    save_figure(image_grid(pixels, title=f"{model} samples, T = {args.temperature:g}{label}"), args.out)
-    print(f"wrote a grid of {args.num} samples to {args.out}", file=sys.stderr)
-    return 0

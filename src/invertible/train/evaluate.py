@@ -36,7 +36,7 @@ from ..core import Flow, Transform, flow_dtype
 from ..data import SPLITS as BUNDLE_SPLITS
 from ..data import DataBundle
 
-__all__ = ["evaluation_mode", "preprocess_ladj", "evaluate_split", "split_log_densities", "row_log_densities", "summarize", "split_tensors", "to_model_space",
+__all__ = ["evaluation_mode", "preprocess_ladj", "evaluate_split", "split_log_densities", "row_log_densities", "row_latents", "summarize", "split_tensors", "to_model_space",
            "seeded_rng", "EVAL_NOISE_SEED", "SPLITS"]
 
 #: Seed of the dequantization noise of evaluation draw 0 (draw ``k`` uses ``EVAL_NOISE_SEED + k``).
@@ -135,20 +135,48 @@ def row_log_densities(
     draws = draws if raw else 1
     log_p = torch.zeros(n, dtype=torch.float64)
     gap = None if log_prob is None else torch.zeros(n, dtype=torch.float64)
-    dtype = flow_dtype(flow)
     with evaluation_mode(flow):
         for k in range(draws):
             with seeded_rng(EVAL_NOISE_SEED + k, device):
-                for start in range(0, n, batch_size):
-                    rows = slice(start, start + batch_size)
-                    y, ladj = _model_input(preprocess, raw, data[rows].to(device))
-                    y = y.to(dtype)
-                    c = None if context is None else context[rows].to(device, dtype)
+                for rows, y, ladj, c in _model_batches(flow, data, context, preprocess, raw, batch_size, device):
                     log_q = flow.log_prob(y, c).double()
                     log_p[rows] += (log_q + ladj.double()).cpu()
                     if gap is not None:
                         gap[rows] += (log_prob(y).double() - log_q).cpu()
     return log_p / draws, None if gap is None else gap / draws
+
+
+@torch.no_grad()
+def row_latents(
+    flow: Flow,
+    data: Tensor,
+    context: Tensor | None,
+    preprocess: Transform | None,
+    raw: bool,
+    batch_size: int,
+    device: torch.device,
+) -> Tensor:
+    """The latents ``z = f(y)`` (on the CPU, in the flow's dtype) of the rows ``data`` (with their ``context``),
+    the model's inputs ``y`` taken as by :func:`row_log_densities` with one draw: raw pixels get the
+    dequantization noise of its first draw (seed ``EVAL_NOISE_SEED``), so the latents are reproducible."""
+    with evaluation_mode(flow), seeded_rng(EVAL_NOISE_SEED, device):
+        return torch.cat([flow.encode(y, c).cpu()
+                          for _, y, _, c in _model_batches(flow, data, context, preprocess, raw, batch_size, device)])
+
+
+def _model_batches(
+    flow: Flow, data: Tensor, context: Tensor | None, preprocess: Transform | None, raw: bool, batch_size: int,
+    device: torch.device,
+) -> Iterator[tuple[slice, Tensor, Tensor, Tensor | None]]:
+    """``(rows, y, ladj, c)`` for consecutive batches of ``batch_size`` rows of ``data``: the model's inputs ``y``
+    (:func:`to_model_space`, in the flow's dtype on ``device``), the preprocessing's log-det at them and the
+    batch's context."""
+    dtype = flow_dtype(flow)
+    for start in range(0, data.shape[0], batch_size):
+        rows = slice(start, start + batch_size)
+        y, ladj = _model_input(preprocess, raw, data[rows].to(device))
+        c = None if context is None else context[rows].to(device, dtype)
+        yield rows, y.to(dtype), ladj, c
 
 
 def summarize(
