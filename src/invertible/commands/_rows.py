@@ -28,7 +28,7 @@ from ..train.config import parse_options
 from ..train.evaluate import SPLITS, split_tensors
 from ._common import add_option_flags, run_classes, run_config, run_data
 
-__all__ = ["Rows", "add_row_flags", "selected_rows"]
+__all__ = ["Rows", "add_row_flags", "check_row_flags", "selected_rows"]
 
 
 @dataclass
@@ -58,6 +58,15 @@ def add_row_flags(p: argparse.ArgumentParser) -> None:
                    help="which split; all: every row (of a --data file: in file order, nothing fitted); default: test, "
                         "but all for a --data file other than the run's (see above)")
     p.add_argument("--seed", type=int, help="dataset seed (default: the run's)")
+
+
+def check_row_flags(args: argparse.Namespace, command: str) -> None:
+    """``ValueError`` for a ``--batch-size`` below 1, and for model options (``-m``), which ``command`` does not
+    take: the model is the run's."""
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.model_option:
+        raise ValueError(f"{command} takes no model options: the model is rebuilt from the run")
 
 
 def selected_rows(flow: Flow, args: argparse.Namespace, run_dir: Path) -> Rows:

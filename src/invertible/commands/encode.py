@@ -23,7 +23,7 @@ from ..persistence import load
 from ..train.distributed import resolve_device
 from ..train.evaluate import row_latents
 from ._common import check_array_path, existing_run, save_array
-from ._rows import add_row_flags, selected_rows
+from ._rows import add_row_flags, check_row_flags, selected_rows
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,10 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.model_option:
-        raise ValueError("encode takes no model options: the model is rebuilt from the run")
+    check_row_flags(args, "encode")
     check_array_path(args.out)
     run_dir = existing_run(args.run)
     device = resolve_device(args.device)

@@ -43,7 +43,7 @@ from ..persistence import load, report_json, write_json
 from ..train.distributed import resolve_device
 from ..train.evaluate import row_log_densities, summarize
 from ._common import check_array_path, existing_run, run_config, save_array
-from ._rows import add_row_flags, selected_rows
+from ._rows import add_row_flags, check_row_flags, selected_rows
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,10 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.model_option:
-        raise ValueError("eval takes no model options: the model is rebuilt from the run")
+    check_row_flags(args, "eval")
     if args.out and Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} is a directory; give the path of the JSON file to write")
     if args.per_row:
