@@ -5,7 +5,8 @@ Pinned here: a layer built for other features, inside a :class:`Compose` (nested
 :class:`Inverse`) or as a flow's whole transform, is a :class:`LayerError` locating it, in both directions;
 a conditioned layer given no context, or one of another width, says the width its conditioner takes; a
 transform that changes the event shape away from the base's is refused at the first call; ``Squeeze`` and
-``Reshape`` refuse inputs of other shapes; ``Flow`` and ``Inverse`` refuse non-transforms.
+``Reshape`` refuse inputs of other shapes; ``Flow`` and ``Inverse`` refuse non-transforms; elementwise and
+per-channel layers refuse events their parameters would broadcast over.
 """
 
 from __future__ import annotations
@@ -135,3 +136,35 @@ def test_a_step_given_what_is_not_a_tensor_is_named_with_its_type():
     with pytest.raises(LayerError, match=r"step 0 \(LULinear\) failed in forward on an input of shape \(2, 3\) and a "
                                          r"context of shape list"):
         Compose([T.LULinear(4)])(torch.randn(2, 3), [1.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    ("layer", "shape"),
+    [
+        (lambda: T.ElementwiseAffine(1), (4, 5)),  # one log-scale would scale all 5 features, counted once
+        (lambda: T.ElementwiseAffine(3), (4, 3, 2, 3)),  # per-channel intent, broadcast along the width
+        (lambda: T.ElementwiseAffine(5), (4, 1)),  # would widen the events to 5 features
+        (lambda: T.DiagonalLinear(1), (4, 5)),
+        (lambda: T.DiagonalLinear(3), (4, 2, 3)),
+        (lambda: T.ActNorm(1), (4, 5)),
+        (lambda: T.ActNorm(1), (4, 3, 2, 2)),
+        (lambda: T.BatchNorm(1), (4, 5)),
+        (lambda: T.BatchNorm(1), (4, 3, 2, 2)),
+    ],
+)
+def test_a_layer_whose_parameters_would_broadcast_over_other_events_refuses_them(layer, shape):
+    """Elementwise and per-channel layers built for other features refuse the input in both directions (in
+    evaluation mode, where nothing of theirs depends on the batch), instead of broadcasting their parameters over
+    it with a log-det that counts each parameter once."""
+    made = layer().eval()
+    with torch.no_grad():
+        for p in made.parameters():
+            p.add_(0.3)
+    x = torch.randn(shape)
+    name = type(made).__name__
+    for direction in (made, made.inverse):
+        with pytest.raises(ValueError, match=rf"{name} .*got shape {re.escape(str(shape))}"):
+            direction(x)
+    flow = Flow(Compose([made]), StandardNormal(shape[1:]))
+    with pytest.raises(LayerError, match=rf"step 0 \({name}\) failed in forward on an input of shape"):
+        flow.log_prob(x)

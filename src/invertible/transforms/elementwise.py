@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core import Transform, sum_except_batch, vmapped
+from .shapes import check_event
 
 __all__ = ["ElementwiseAffine", "LeakyReLU", "SmoothLeakyELU", "Sigmoid", "Logit"]
 
@@ -35,12 +36,14 @@ class ElementwiseAffine(Transform):
         return self.log_scale.sum().expand(x.shape[0])
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_event(x, self.log_scale.shape, "ElementwiseAffine")
         z = x * torch.exp(self.log_scale)
         if self.shift is not None:
             z = z + self.shift
         return z, self._ladj(x)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_event(z, self.log_scale.shape, "ElementwiseAffine")
         if self.shift is not None:
             z = z - self.shift
         return z * torch.exp(-self.log_scale), -self._ladj(z)

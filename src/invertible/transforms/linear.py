@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from ..core import Transform
 from ..seeding import seeded_generator
 from .cache import InferenceCache
+from .shapes import check_event
 
 __all__ = ["LULinear", "FullLinear", "DiagonalLinear", "TriangularLinear", "BlockDiagonalLinear"]
 
@@ -120,9 +121,11 @@ class DiagonalLinear(Transform):
         self.bias = nn.Parameter(torch.zeros(features))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_event(x, self.log_scale.shape, "DiagonalLinear")
         return x * torch.exp(self.log_scale) + self.bias, self.log_scale.sum().expand(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_event(z, self.log_scale.shape, "DiagonalLinear")
         return (z - self.bias) * torch.exp(-self.log_scale), -self.log_scale.sum().expand(z.shape[0])
 
 

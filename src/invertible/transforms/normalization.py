@@ -9,6 +9,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..core import Transform
+from .shapes import check_channels
 from .stable import exp_bound, log_add
 
 __all__ = ["ActNorm", "BatchNorm", "synchronize_normalization"]
@@ -156,12 +157,14 @@ class ActNorm(Transform):
         self._known_initialized = False  # the loaded flag is read at the next training pass
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_channels(x, self.loc.numel(), "ActNorm")
         if self.training and not self._known_initialized:
             self._known_initialized = bool(self.initialized) or self._initialize(x)
         z = (x - self._view(self.loc, x)) * torch.exp(-self._view(self.log_scale, x))
         return z, self._ladj(x)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_channels(z, self.loc.numel(), "ActNorm")
         x = z * torch.exp(self._view(self.log_scale, z)) + self._view(self.loc, z)
         return x, -self._ladj(z)
 
@@ -256,6 +259,7 @@ class BatchNorm(Transform):
         return x, mean, _rsqrt(var + eps, log_var), log_var + 2.0 * log_unit
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_channels(x, self.log_gamma.numel(), "BatchNorm")
         if self.training and x.shape[0] > 1:
             scaled, mean, inv_std, log_var = self._batch_statistics(x)
         else:
@@ -266,6 +270,7 @@ class BatchNorm(Transform):
         return z, self._ladj(log_var, x)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_channels(z, self.log_gamma.numel(), "BatchNorm")
         mean, var = self.running_mean, self.running_var
         x = (z - self._view(self.beta, z)) * self._view(torch.exp(-self.log_gamma), z)
         x = x * torch.sqrt(self._view(var, z) + self.eps) + self._view(mean, z)

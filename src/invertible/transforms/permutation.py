@@ -7,6 +7,7 @@ from torch import Tensor
 
 from ..core import Transform
 from ..seeding import seeded_generator
+from .shapes import check_channels
 
 __all__ = ["Permutation", "ReversePermutation", "RandomPermutation"]
 
@@ -25,17 +26,12 @@ class Permutation(Transform):
         self.register_buffer("perm", perm)
         self.register_buffer("inverse_perm", torch.argsort(perm))
 
-    def _check(self, x: Tensor) -> None:
-        if x.dim() < 2 or x.shape[1] != self.perm.numel():
-            n = self.perm.numel()
-            raise ValueError(f"expected a batch with {n} features/channels in dimension 1, got shape {tuple(x.shape)}")
-
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        self._check(x)
+        check_channels(x, self.perm.numel(), type(self).__name__)
         return x.index_select(1, self.perm), x.new_zeros(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        self._check(z)
+        check_channels(z, self.perm.numel(), type(self).__name__)
         return z.index_select(1, self.inverse_perm), z.new_zeros(z.shape[0])
 
 
