@@ -3,7 +3,8 @@
 - ``inverse(forward(x)) == x`` and ``forward(inverse(z)) == z``;
 - the inverse's log-det is minus the forward's;
 - the log-det equals ``log|det J|`` of the autograd Jacobian (``torch.func.jacrev``);
-- with a context, the output depends on it; batch size 1 and many; an empty batch stays empty;
+- with a context, the output depends on it; built without one, a transform ignores a context it is given;
+  batch size 1 and many; an empty batch stays empty;
 - gradients: once the parameters are moved off their start, every parameter, the input and the context get a
   finite gradient that is not zero from ``log_prob(x).mean()``, from the output ``z`` alone, and from the
   reparameterised sampling path (``rsample_and_log_prob``); no parameter is exempt. A learned dequantizer gets
@@ -123,6 +124,24 @@ def test_conditional_transform_properties(case: Case, batch: int, seed: int, sca
     y1, _ = t(xs, cs)
     y2, _ = t(xs, cs + 1.0)
     assert not torch.allclose(y1, y2), "the output does not depend on the context"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_unconditional_transform_ignores_a_context(case: Case) -> None:
+    """Built without a context, a transform takes one and ignores it, in both directions: the same output and
+    log-det as without it. A conditional flow passes its context to every step of its ``Compose``, so this is what
+    lets an unconditional layer sit beside conditional ones."""
+    t = _prepare(case, None, 0)
+    x, z, _ = _inputs(case, 3, None, 0, 1.0)
+    ctx = torch.randn(3, CONTEXT, dtype=torch.float64)
+    for direction, value in ((t, x), (t.inverse, z)):
+        with torch.random.fork_rng():
+            torch.manual_seed(1)
+            plain = direction(value)
+        with torch.random.fork_rng():
+            torch.manual_seed(1)
+            given = direction(value, ctx)
+        torch.testing.assert_close(given, plain, atol=0.0, rtol=0.0)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)

@@ -27,7 +27,8 @@ class ContextParameters(nn.Module):
 
     Calling the module with ``context`` of shape ``(batch, context_features)``
     returns a dict name -> tensor of shape ``(batch, *shape)``; without a context,
-    ``(1, *shape)`` (broadcast over the batch).
+    ``(1, *shape)`` (broadcast over the batch). Free parameters ignore a context they are given, as
+    every unconditional transform does: a conditional flow passes its context to all of its layers.
     """
 
     def __init__(self, init: Mapping[str, Tensor], context_features: int | None = None):
@@ -44,8 +45,6 @@ class ContextParameters(nn.Module):
 
     def forward(self, context: Tensor | None = None) -> dict[str, Tensor]:
         if self.context_features is None:
-            if context is not None:
-                raise ValueError("this layer has free parameters (context_features=None) but a context was given")
             flat = self.theta.unsqueeze(0)
         else:
             if context is None:
