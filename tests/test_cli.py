@@ -163,6 +163,9 @@ def test_bad_input_gives_one_line_and_exit_2(trained, tmp_path, capsys):
     assert_error(capsys, "cannot parse config file", *TRAIN, "--config", tmp_path / "bad.yaml")  # one line, not YAML's picture
     assert_error(capsys, "nothing to resume", *TRAIN, "--resume", "--out", tmp_path / "a")
     assert not (tmp_path / "a").exists()
+    (tmp_path / "empty").mkdir()
+    for missing in (tmp_path / "a", tmp_path / "empty"):  # no config.yaml to read the dataset from either
+        assert_error(capsys, f"nothing to resume: no checkpoint in {missing}", "train", "--resume", "--out", missing)
     if not torch.cuda.is_available():
         assert_error(capsys, "CUDA is not available", *TRAIN, "--device", "cuda", "--out", tmp_path / "a")
     # wrong feature count: the 2-D model on 3-D data

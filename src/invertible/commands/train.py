@@ -12,7 +12,7 @@ from ..persistence import report_json
 from ..train import TrainConfig, TrainingInterrupted, parse_options, read_config_file, train
 from ..train.checkpoint import checkpoint_settings, has_checkpoint
 from ..train.config import merge_settings
-from ..train.loop import run_directory
+from ..train.loop import check_resumable, run_directory
 from ._common import add_option_flags, run_config
 
 
@@ -96,9 +96,8 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         out = flags.get("out", from_file.get("out"))
         if out is None:
             raise ValueError("--resume needs the run directory: pass --out RUN")
-        saved = run_config(Path(out))
-        if not saved and has_checkpoint(out):  # config.yaml lost: the checkpoint records the same settings
-            saved = checkpoint_settings(out)
+        check_resumable(out)  # before the settings: a missing run has none, and "no dataset given" would say so
+        saved = run_config(Path(out)) or checkpoint_settings(out)  # config.yaml lost: the checkpoint records them
     return TrainConfig.from_dict(merge_settings(saved, from_file, flags), source=args.config or "settings")
 
 

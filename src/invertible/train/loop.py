@@ -172,14 +172,20 @@ def run_directory(config: TrainConfig) -> Path:
     return Path(config.out) if config.out else Path("runs") / f"{config.model}-{Path(config.data).stem}"
 
 
+def check_resumable(run_dir: str | Path) -> None:
+    """``TrainingError`` unless ``run_dir`` holds a checkpoint to resume from."""
+    if not has_checkpoint(run_dir):
+        raise TrainingError(f"nothing to resume: no checkpoint in {run_dir}")
+
+
 class _Trainer:
     """State of one run on one process; :func:`train` drives it."""
 
     def __init__(self, config: TrainConfig, runtime: Runtime, resume: bool):
         self.config, self.rt = config, runtime
         self.run_dir = run_directory(config)
-        if resume and not has_checkpoint(self.run_dir):
-            raise TrainingError(f"nothing to resume: no checkpoint in {self.run_dir}")
+        if resume:
+            check_resumable(self.run_dir)
         if not resume and (has_checkpoint(self.run_dir) or (self.run_dir / "summary.json").exists()):
             raise TrainingError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out")
         if not resume and (self.run_dir / MODEL_JSON).exists():  # a run writes its model after its checkpoint
