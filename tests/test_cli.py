@@ -274,6 +274,9 @@ def test_corrupt_run_files(trained, tmp_path, capsys):
     (run / "config.yaml").write_bytes(config[:30])  # cut inside a key: YAML's complaint spans several lines
     assert_error(capsys, "corrupt run config", "eval", run)
     assert_error(capsys, "corrupt run config", "train", "--resume", "--out", run, "--steps", 12, "--no-progress")
+    (run / "config.yaml").write_bytes(config.split(b"\nlr:")[0] + b"\nlr:")  # cut after a key: lr reads as null
+    for command in (("eval", run), ("train", "--resume", "--out", run, "--steps", 12, "--no-progress")):
+        assert_error(capsys, f"corrupt run config {run / 'config.yaml'}: lr must be a finite number, got None", *command)
     (run / "config.yaml").write_bytes(b"\xff" + config)
     assert_error(capsys, f"corrupt run config {run / 'config.yaml'}", "eval", run)
     (tmp_path / "latin.yaml").write_bytes(b"model: \xe9\n")

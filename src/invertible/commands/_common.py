@@ -17,7 +17,7 @@ from ..data import DataBundle
 from ..data.images import relabel_classes
 from ..persistence import MODEL_JSON, atomic_write, read_json
 from ..train.build import load_bundle, reopened_data, restore_preprocess
-from ..train.config import parse_error
+from ..train.config import TrainConfig, parse_error
 
 __all__ = ["existing_run", "output_dir", "results_kept_on_success", "run_config", "run_summary", "run_classes", "run_data", "run_bundle",
            "label_index", "named_classes", "add_option_flags", "check_array_path", "save_array", "describe",
@@ -80,7 +80,9 @@ def results_kept_on_success(out: Path, results: Sequence[str]) -> Iterator[None]
 
 
 def run_config(run: Path) -> dict[str, Any]:
-    """The resolved training settings of a run (``config.yaml``), or ``{}`` for a bare saved model."""
+    """The resolved training settings of a run (``config.yaml``), or ``{}`` for a bare saved model;
+    ``ValueError`` naming the file when it is no mapping of valid settings (a file cut off after a key reads
+    as that key set to ``null``)."""
     path = run / "config.yaml"
     if not path.is_file():
         return {}
@@ -90,6 +92,11 @@ def run_config(run: Path) -> dict[str, Any]:
         raise ValueError(f"corrupt run config {path}: {parse_error(e)}") from None
     if not isinstance(values, dict):
         raise ValueError(f"corrupt run config {path}: expected a mapping")
+    corrupt = f"corrupt run config {path}"
+    try:
+        TrainConfig.from_dict(values, source=corrupt)  # an unknown key's message starts with ``corrupt``
+    except ValueError as e:
+        raise ValueError(str(e) if str(e).startswith(corrupt) else f"{corrupt}: {e}") from None
     return values
 
 
