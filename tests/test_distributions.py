@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from invertible.distributions import StandardLogistic
+from invertible.distributions import BASES, StandardLogistic, build_base
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -77,3 +78,13 @@ def test_a_fresh_mixture_has_equal_weights_unit_scales_and_means_spread_over_min
     means = torch.linspace(-1, 1, 4, dtype=torch.float64)
     expected = torch.distributions.Normal(means, 1.0).log_prob(z[:, None]).exp().mean(1).log()
     torch.testing.assert_close(base.log_prob(z[:, None]), expected)
+
+
+@pytest.mark.parametrize("name", sorted(BASES))
+def test_bases_take_the_sample_shapes_a_flow_takes(name: str) -> None:
+    """NumPy and 0-d tensor integers, as ``Flow.sample`` takes them; a float is refused by name."""
+    base = build_base(name, 3)
+    for shape, expected in ((np.int64(5), (5, 3)), ((np.int64(2), 4), (2, 4, 3)), (torch.tensor(4), (4, 3)), ((), (3,))):
+        assert base.sample(shape).shape == expected
+    with pytest.raises(TypeError, match="sample shape must be an integer or a sequence of integers, got 2.0"):
+        base.sample(2.0)

@@ -17,7 +17,6 @@ dimensions and flattens them before calling its transform. ``context`` has shape
 from __future__ import annotations
 
 import math
-import operator
 import sys
 import warnings
 from typing import Any, Iterable, Sequence
@@ -25,7 +24,7 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from .distributions import _Base
+from .distributions import _Base, as_sample_shape
 
 __all__ = ["Transform", "Compose", "Inverse", "Flow", "FlowDistribution", "LayerError", "sum_except_batch", "vmapped"]
 
@@ -289,18 +288,6 @@ class Inverse(Transform):
         return self.transform
 
 
-def _as_shape(shape: int | Sequence[int] | torch.Size) -> torch.Size:
-    """A sample shape from an integer (Python, NumPy or a 0-d integer tensor) or a sequence of them."""
-    try:
-        return torch.Size((operator.index(shape),))
-    except TypeError:
-        pass
-    try:
-        return torch.Size(shape)
-    except TypeError:
-        raise TypeError(f"sample shape must be an integer or a sequence of integers, got {shape!r}") from None
-
-
 def _flow_step(flow: "Flow", direction: str, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
     """The flow's transform in ``direction`` on ``(x, context)``, its errors located (:class:`LayerError`), and
     with ``validate`` on, its output checked against the event shape (the base's in ``forward``)."""
@@ -515,7 +502,7 @@ class Flow(nn.Module):
 
     # -- sampling -------------------------------------------------------------------
     def _sample_shape(self, n: int | Sequence[int], context: Tensor | None) -> tuple[torch.Size, Tensor | None]:
-        shape = _as_shape(n)
+        shape = as_sample_shape(n)
         if self.validate:
             if any(s < 0 for s in shape):
                 raise ValueError(f"sample shape must be non-negative, got {tuple(shape)}")
@@ -712,7 +699,7 @@ class FlowDistribution(torch.distributions.Distribution):
 
     def rsample(self, sample_shape: int | Sequence[int] = torch.Size()) -> Tensor:
         """Shape ``(*sample_shape, *batch_shape, *event_shape)``; an integer ``n`` is ``(n,)``, as in :meth:`Flow.rsample`."""
-        sample_shape = _as_shape(sample_shape)
+        sample_shape = as_sample_shape(sample_shape)
         if self.context is None:
             return self.flow.rsample((*sample_shape, *self.batch_shape))
         return self.flow.rsample(tuple(sample_shape), self.context)

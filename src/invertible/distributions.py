@@ -9,6 +9,7 @@ Gaussian base ``N(mu, T^2 sigma^2)``, the density ``p(z)^(1/T^2)`` normalised).
 from __future__ import annotations
 
 import math
+import operator
 from typing import Sequence
 
 import torch
@@ -20,6 +21,18 @@ __all__ = ["StandardNormal", "DiagonalNormal", "StandardLogistic", "BASES", "bui
 _LOG_2PI = math.log(2 * math.pi)
 
 
+def as_sample_shape(shape: int | Sequence[int] | torch.Size) -> torch.Size:
+    """A sample shape from an integer (Python, NumPy or a 0-d integer tensor) or a sequence of them."""
+    try:
+        return torch.Size((operator.index(shape),))
+    except TypeError:
+        pass
+    try:
+        return torch.Size(shape)
+    except TypeError:
+        raise TypeError(f"sample shape must be an integer or a sequence of integers, got {shape!r}") from None
+
+
 class _Base(nn.Module):
     """Shared plumbing: a fixed event shape and a device/dtype anchor buffer."""
 
@@ -29,8 +42,7 @@ class _Base(nn.Module):
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)
 
     def _noise_shape(self, shape: Sequence[int] | int) -> tuple[int, ...]:
-        shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        return (*shape, *self.event_shape)
+        return (*as_sample_shape(shape), *self.event_shape)
 
     def _sum_event(self, x: Tensor) -> Tensor:
         return x.sum(dim=tuple(range(-len(self.event_shape), 0))) if len(self.event_shape) else x
