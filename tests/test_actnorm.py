@@ -53,6 +53,29 @@ def test_loaded_flag_decides_whether_the_next_pass_initialises():
     torch.testing.assert_close(trained.loc.detach(), (x + 100.0).mean(0), rtol=1e-5, atol=1e-4)
 
 
+def test_training_through_the_inverse_marks_the_layer_initialised():
+    """A layer fitted by its samples keeps what it learnt when a forward pass comes later; sampling alone
+    (no gradients) leaves the data-dependent start to the first forward pass."""
+    torch.manual_seed(0)
+    sampled = ActNorm(2)
+    with torch.no_grad():
+        sampled.inverse(torch.randn(64, 2))
+    x = 3.0 + 2.0 * torch.randn(256, 2)
+    sampled(x)
+    torch.testing.assert_close(sampled.loc.detach(), x.mean(0))
+    fitted = ActNorm(2)
+    optimizer = torch.optim.SGD(fitted.parameters(), lr=0.1)
+    for _ in range(5):
+        x_fit, _ = fitted.inverse(torch.randn(64, 2))
+        optimizer.zero_grad()
+        (x_fit - 5.0).square().mean().backward()
+        optimizer.step()
+    learnt = fitted.loc.detach().clone()
+    assert bool(fitted.initialized) and learnt.abs().min() > 0.5
+    fitted(x)
+    torch.testing.assert_close(fitted.loc.detach(), learnt)
+
+
 def test_a_channel_without_spread_is_centred_not_scaled_by_one_over_eps():
     x = torch.tensor([[[[0.3]], [[-1.2]]]])  # one image of 2 channels and 1x1 pixels
     layer = ActNorm(2)

@@ -87,6 +87,11 @@ class ActNorm(Transform):
     inside :class:`~invertible.Compose`'s loop over its layers, and the compiler then
     runs that loop eagerly for good, every layer a graph of its own.
 
+    A layer trained through its inverse (a flow fitted by its samples, as a variational posterior) has no data
+    to start from: its first training-mode inverse pass with gradients on marks it initialised as it is (the
+    identity), so a later forward pass does not overwrite what it has learnt. An inverse pass without
+    gradients (``sample``) leaves the flag alone.
+
     A channel with no spread in that first batch (a single value per channel:
     a batch of one image at a level of 1x1 pixels; or a constant channel) is
     centred and keeps ``log_scale = 0``: dividing by its standard deviation of
@@ -165,6 +170,9 @@ class ActNorm(Transform):
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_channels(z, self.loc.numel(), "ActNorm")
+        if self.training and not self._known_initialized and torch.is_grad_enabled():
+            self.initialized.fill_(True)  # trained through its inverse: keep what it learns from a later forward
+            self._known_initialized = True
         x = z * torch.exp(self._view(self.log_scale, z)) + self._view(self.loc, z)
         return x, -self._ladj(z)
 
