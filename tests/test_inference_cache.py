@@ -229,3 +229,19 @@ def test_a_glow_scored_after_a_fused_adam_step_scores_with_its_new_weights(permu
         cached = flow.log_prob(x)
     flow.train()
     torch.testing.assert_close(cached, flow.log_prob(x).detach())
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_writing_to_a_returned_log_det_leaves_the_cache_alone(name: str) -> None:
+    """A batch of one gets the stored log-det expanded to one row: a caller's ``+=`` on it must not reach the
+    value that later calls return."""
+    make, shape = LAYERS[name]
+    layer = make()
+    x = _input(shape)[:1]
+    _warm(layer, x)
+    with torch.no_grad():
+        for direction in ("forward", "inverse"):
+            _, ladj = getattr(layer, direction)(x)
+            expected = ladj.clone()
+            ladj += 100.0
+            torch.testing.assert_close(getattr(layer, direction)(x)[1], expected, msg=direction)

@@ -33,6 +33,9 @@ class InferenceCache:
     mode, with gradients on, under ``torch.func`` transforms (``vmap``, ``jacrev``)
     or while ``torch.compile`` traces, it is computed afresh every call, so
     gradients reach the parameters and the transforms see their own tensors.
+    Each call returns a copy of the stored value (again ``O(#parameters)``), so a caller's in-place write to
+    what a layer returned (``ladj += ...`` on a batch of one, whose log-det is the stored scalar expanded)
+    cannot change what later calls get.
     """
 
     def cached(self, name: str, compute: Callable[[], Tensor]) -> Tensor:
@@ -50,4 +53,4 @@ class InferenceCache:
             self.__dict__["_inference_cache"] = (snapshot, store)
         if name not in store:
             store[name] = compute().detach()
-        return store[name]
+        return store[name].clone()
