@@ -207,7 +207,7 @@ def test_a_file_that_is_not_one_npy_array_is_named(tmp_path: Path) -> None:
     cases = (("archive.npy", "a .npz archive"), ("text.npy", "no .npy header"), ("empty.npy", "no .npy header"))
     for name, what in cases:
         path = tmp_path / name
-        words = rf"^cannot read {re.escape(str(path))} as a \.npy array: {what}; save one 2-D array with numpy\.save$"
+        words = rf"^cannot read {re.escape(str(path))} as a \.npy array: {what}; save one array with numpy\.save$"
         for read in (load, load_rows):
             with pytest.raises(ValueError, match=words):
                 read(str(path))

@@ -168,19 +168,29 @@ def test_encode_reads_the_rows_eval_scores(table_run, tmp_path, capsys) -> None:
 def test_decode_refuses_latents_it_cannot_decode(table_run, tmp_path, capsys) -> None:
     run, _ = table_run
     np.save(tmp_path / "wide.npy", np.zeros((4, 5)))
-    _error(capsys, "has shape (4, 5); this flow's latents have shape (n, 3), or (n, 3) flattened", "decode", run,
-           "--latents", tmp_path / "wide.npy", "--out", tmp_path / "x.npy")
+    code, err = _cli(capsys, "decode", run, "--latents", tmp_path / "wide.npy", "--out", tmp_path / "x.npy")
+    assert code == 2 and err.endswith("has shape (4, 5); this flow's latents have shape (n, 3)\n"), err
     np.save(tmp_path / "nan.npy", np.array([[0.0, np.nan, 1.0]]))
     _error(capsys, "holds 1 non-finite value(s)", "decode", run, "--latents", tmp_path / "nan.npy", "--out",
            tmp_path / "x.npy")
     np.save(tmp_path / "flat.npy", np.zeros(3))
     _error(capsys, "has shape (3,); expected one latent per row", "decode", run, "--latents", tmp_path / "flat.npy",
            "--out", tmp_path / "x.npy")
-    (tmp_path / "words.csv").write_text("a,b,c\n")
-    _error(capsys, "is not a table of numbers", "decode", run, "--latents", tmp_path / "words.csv", "--out",
+    (tmp_path / "words.csv").write_text("a,b,c\n1,x,3\n")
+    _error(capsys, "words.csv: column 'b' (index 1) is not numeric: 'x' on line 2", "decode", run, "--latents",
+           tmp_path / "words.csv", "--out", tmp_path / "x.npy")
+    (tmp_path / "header.csv").write_text("a,b,c\n")
+    _error(capsys, "header.csv: the file has a header but no data rows", "decode", run, "--latents",
+           tmp_path / "header.csv", "--out", tmp_path / "x.npy")
+    np.savez(tmp_path / "archive.npz", z=np.zeros((2, 3)))
+    (tmp_path / "archive.npz").rename(tmp_path / "archive.npy")
+    _error(capsys, "--latents cannot read", "decode", run, "--latents", tmp_path / "archive.npy", "--out",
            tmp_path / "x.npy")
     _error(capsys, "--latents must end in .npy or .csv", "decode", run, "--latents", tmp_path / "z.txt", "--out",
            tmp_path / "x.npy")
+    (tmp_path / "named.csv").write_bytes(b"\xef\xbb\xbfz0,z1,z2\n0,0,0\n1,1,1\n")  # a spreadsheet's header and mark
+    code, err = _cli(capsys, "decode", run, "--latents", tmp_path / "named.csv", "--out", tmp_path / "named.npy")
+    assert code == 0 and np.load(tmp_path / "named.npy").shape == (2, 3), err
     np.save(tmp_path / "good.npy", np.zeros((2, 3)))
     _error(capsys, "a .png grid needs an image model", "decode", run, "--latents", tmp_path / "good.npy", "--out",
            tmp_path / "x.png")

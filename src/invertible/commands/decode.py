@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..core import Flow, flow_dtype
+from ..data.tabular import load_npy, parse_csv
 from ._common import check_array_path
 from .sample import write_points
 
@@ -51,16 +52,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def read_latents(path: str) -> np.ndarray:
-    """The array of latents in ``path`` (``.npy``, or ``.csv`` of comma-separated rows), at least 2-D, of finite
-    real numbers, one latent per row; ``ValueError`` naming the file otherwise."""
+    """The array of latents in ``path`` (``.npy``, or ``.csv`` of comma-separated rows, as the data readers take
+    them: an optional header row, a byte-order mark), at least 2-D, of finite real numbers, one latent per row;
+    ``ValueError`` naming the file otherwise."""
     check_array_path(path, "--latents")
-    if Path(path).suffix.lower() == ".npy":
-        values = np.load(path)
-    else:
-        try:
-            values = np.loadtxt(path, delimiter=",", ndmin=2)
-        except ValueError as e:
-            raise ValueError(f"--latents {path} is not a table of numbers: {e}") from None
+    try:
+        values = load_npy(Path(path)) if Path(path).suffix.lower() == ".npy" else parse_csv(Path(path), ",")[0]
+    except ValueError as e:
+        raise ValueError(f"--latents {e}") from None
     if not (np.issubdtype(values.dtype, np.number) or values.dtype == np.bool_) or np.iscomplexobj(values):
         raise ValueError(f"--latents {path} holds values of dtype {values.dtype}; expected real numbers")
     if values.ndim < 2 or len(values) == 0:
@@ -76,6 +75,7 @@ def _event_rows(latents: np.ndarray, flow: Flow, path: str) -> torch.Tensor:
     flattened; ``ValueError`` naming the file for any other shape."""
     shape = tuple(flow.event_shape)
     if latents.shape[1:] != shape and latents.shape[1:] != (math.prod(shape),):
-        raise ValueError(f"--latents {path} has shape {latents.shape}; this flow's latents have shape (n, "
-                         f"{', '.join(map(str, shape))}), or (n, {math.prod(shape)}) flattened")
+        flat = f", or (n, {math.prod(shape)}) flattened" if len(shape) > 1 else ""
+        raise ValueError(f"--latents {path} has shape {latents.shape}; this flow's latents have shape "
+                         f"(n, {', '.join(map(str, shape))}){flat}")
     return torch.as_tensor(latents).reshape(len(latents), *shape)

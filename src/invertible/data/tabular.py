@@ -34,7 +34,7 @@ from .fingerprint import split_digests
 from .registry import DataBundle, check_flag, register_reader, register_rows_reader
 
 __all__ = ["Standardize", "read_npy", "read_csv", "read_npy_rows", "read_csv_rows", "table_bundle", "table_rows",
-           "standardized", "fit_float32"]
+           "standardized", "fit_float32", "load_npy", "parse_csv"]
 
 
 class Standardize(Transform):
@@ -230,7 +230,7 @@ def standardized(preprocess: Standardize, x: Tensor) -> Tensor:
 _NPY_MAGIC = b"\x93NUMPY"
 
 
-def _load_npy(path: Path) -> np.ndarray:
+def load_npy(path: Path) -> np.ndarray:
     """The array of a ``.npy`` file (no pickled objects); ``ValueError`` for a file that is not one: it must start
     with the format's magic string, else ``np.load`` reads a ``.npz`` archive as one (an ``NpzFile``, not an
     array) and calls any other file pickled data."""
@@ -239,7 +239,7 @@ def _load_npy(path: Path) -> np.ndarray:
             head = f.read(len(_NPY_MAGIC))
             if head != _NPY_MAGIC:
                 what = "a .npz archive" if head.startswith(b"PK") else "no .npy header"
-                raise ValueError(f"{what}; save one 2-D array with numpy.save")
+                raise ValueError(f"{what}; save one array with numpy.save")
             f.seek(0)
             return np.load(f, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
@@ -257,17 +257,17 @@ def read_npy(
 ) -> DataBundle:
     """A 2-D numeric ``.npy`` array, one row per sample (no pickled objects)."""
     path = Path(path)
-    return table_bundle(path.name, _load_npy(path), seed, val_fraction, test_fraction, standardize, context_columns)
+    return table_bundle(path.name, load_npy(path), seed, val_fraction, test_fraction, standardize, context_columns)
 
 
 @register_rows_reader(".npy")
 def read_npy_rows(path: str | Path, context_columns: int | Sequence[int] | None = None) -> tuple[Tensor, Tensor | None]:
     """Every row of a ``.npy`` table in file order (:func:`table_rows`): nothing fitted, nothing split."""
     path = Path(path)
-    return table_rows(path.name, _load_npy(path), context_columns)
+    return table_rows(path.name, load_npy(path), context_columns)
 
 
-def _parse_csv(path: Path, delimiter: str) -> tuple[np.ndarray, list[str] | None]:
+def parse_csv(path: Path, delimiter: str) -> tuple[np.ndarray, list[str] | None]:
     """The numbers of a CSV file and its header's names (or ``None``), read as UTF-8 whatever the locale; a
     leading byte-order mark (spreadsheets write one) is dropped, so it neither hides a first number's row as a
     header nor sticks to the first name.
@@ -342,7 +342,7 @@ def read_csv(
 ) -> DataBundle:
     """A ``.csv`` file of numeric columns, with an optional header row of column names."""
     path = Path(path)
-    table, names = _parse_csv(path, delimiter)
+    table, names = parse_csv(path, delimiter)
     return table_bundle(path.name, table, seed, val_fraction, test_fraction, standardize, context_columns, names)
 
 
@@ -352,5 +352,5 @@ def read_csv_rows(
 ) -> tuple[Tensor, Tensor | None]:
     """Every row of a ``.csv`` table in file order (:func:`table_rows`): nothing fitted, nothing split."""
     path = Path(path)
-    table, names = _parse_csv(path, delimiter)
+    table, names = parse_csv(path, delimiter)
     return table_rows(path.name, table, context_columns, names)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .registry import DataBundle, register_dataset
-from .tabular import _load_npy
+from .tabular import load_npy
 
 __all__ = ["power", "gas", "hepmass", "miniboone", "bsds300"]
 
@@ -60,7 +60,7 @@ def _table(name: str, array: np.ndarray, where: object) -> np.ndarray:
 
 def _load(name: str, path: Path) -> np.ndarray:
     """The 2-D numeric array of the ``.npy`` file ``path`` (:func:`_table`)."""
-    return _table(name, _load_npy(path), path)
+    return _table(name, load_npy(path), path)
 
 
 def _load_csv(name: str, path: Path) -> np.ndarray:
@@ -207,5 +207,5 @@ def bsds300(seed: int = 0, root: str | None = None) -> DataBundle:
         missing = [str(p) for p in files if not p.exists()]
         if missing:
             raise ValueError(f"BSDS300: need BSDS300.hdf5 or {', '.join(missing)}")
-        parts = [_load_npy(p) for p in files]  # shapes are checked as the splits of every dataset are
+        parts = [load_npy(p) for p in files]  # shapes are checked as the splits of every dataset are
     return _bundle("bsds300", *parts)
