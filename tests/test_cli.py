@@ -115,12 +115,14 @@ def test_plots_and_progress_can_be_turned_back_on_at_a_resume(tmp_path, capsys):
     assert code == 0 and "plots: false" in (run / "config.yaml").read_text()
 
 
-def test_every_subcommand_is_runnable():
+def test_every_subcommand_is_runnable_and_documents_its_options():
     parser = build_parser()
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert {"train", "sample", "eval", "models", "datasets"} <= set(subparsers.choices)
     for name, sub in subparsers.choices.items():
         assert callable(sub.get_default("command")), f"{name} does not set_defaults(command=...)"
+        undocumented = [a.option_strings or a.dest for a in sub._actions if not a.help]
+        assert not undocumented, f"{name}: options without help: {undocumented}"
 
 
 def test_listing_commands(capsys):

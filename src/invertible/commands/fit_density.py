@@ -29,16 +29,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..variational import ESTIMATORS, FAMILIES, TARGETS
 
     p.add_argument("--target", required=True, choices=sorted(TARGETS), help="unnormalized 2-D target density")
-    p.add_argument("--model", default="planar", choices=list(FAMILIES), help="flow family")
+    p.add_argument("--model", default="planar", choices=list(FAMILIES), help="flow family (default: %(default)s)")
     defaults = ", ".join(f"{k} {v}" for k, v in FAMILIES.items())
     p.add_argument("--layers", type=int, default=None, help=f"number of flow layers K (default: {defaults})")
-    p.add_argument("--steps", type=int, default=10_000)
-    p.add_argument("--batch-size", type=int, default=256, help="samples of q per step")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--estimator", default="reparam", choices=ESTIMATORS)
+    p.add_argument("--steps", type=int, default=10_000, help="Adam steps (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=256, help="samples of q per step (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate of Adam (default: %(default)s)")
+    p.add_argument(
+        "--estimator",
+        default="reparam",
+        choices=ESTIMATORS,
+        help="ELBO gradient: reparam differentiates through the samples, reinforce is the score-function"
+        " estimator with a leave-one-out baseline, for targets without gradients (default: %(default)s)",
+    )
     p.add_argument("--anneal", type=int, default=0, help="steps of linear annealing of the target from 0.01 to 1 (0: off)")
-    p.add_argument("--eval-samples", type=int, default=100_000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--eval-samples",
+        type=int,
+        default=100_000,
+        help="samples of q for the final ELBO, importance-sampled log Z and ESS (default: %(default)s)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--out", required=True, help="output directory; one that holds an earlier fit's results is refused")
 
 

