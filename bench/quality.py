@@ -33,18 +33,23 @@ def _mean(values: list[float]) -> float:
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench quality", description=__doc__.splitlines()[0])
     p.add_argument("--models", type=csv_list, default=["realnvp"], help="comma-separated, from: " + ", ".join(MODELS))
-    p.add_argument("--peers", type=csv_list, default=["zuko", "nflows", "normflows"])
+    p.add_argument("--peers", type=csv_list, default=["zuko", "nflows", "normflows"], help="comma-separated peer libraries")
     p.add_argument("--data", type=csv_list, default=["checkerboard", "8gaussians"], help="toys with an exact log_prob")
-    p.add_argument("--steps", type=positive, default=5000)
-    p.add_argument("--batch-size", type=positive, default=256)
-    p.add_argument("--lr", type=positive_float, default=1e-3)
-    p.add_argument("--warmup", type=int, default=0)
-    p.add_argument("--clip", type=positive_float, default=5.0)
-    p.add_argument("--layers", type=positive, default=8)
-    p.add_argument("--hidden", type=lambda s: tuple(positive(h) for h in csv_list(s)), default=(64, 64))
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--n-train", type=positive, default=50_000)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--steps", type=positive, default=5000, help="training steps (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive, default=256, help="batch size (default: %(default)s)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate of Adam (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=0, help="linear warm-up steps before the cosine decay (default: %(default)s)")
+    p.add_argument("--clip", type=positive_float, default=5.0, help="global gradient-norm clip (default: %(default)s)")
+    p.add_argument("--layers", type=positive, default=8, help="flow layers (default: %(default)s)")
+    p.add_argument(
+        "--hidden",
+        type=lambda s: tuple(positive(h) for h in csv_list(s)),
+        default=(64, 64),
+        help="comma-separated hidden sizes of the conditioners (default: 64,64)",
+    )
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of data and training, one run each (default: 0)")
+    p.add_argument("--n-train", type=positive, default=50_000, help="training samples drawn from the toy (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     p.add_argument("--threads", type=positive, default=1, help="torch intra-op threads (1: as the engine for small flows)")
     add_out(p, "quality")
     args = p.parse_args(argv)

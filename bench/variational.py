@@ -95,17 +95,17 @@ def _kl_cell(rows: list[dict]) -> str:
 
 def energies(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench variational energies")
-    p.add_argument("--steps", type=positive, default=10_000)
-    p.add_argument("--batch", type=positive, default=256)
-    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--steps", type=positive, default=10_000, help="Adam steps of every fit (default: %(default)s)")
+    p.add_argument("--batch", type=positive, default=256, help="samples of q per step (default: %(default)s)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate of Adam (default: %(default)s)")
     p.add_argument("--anneal", type=int, default=0, help="annealing steps (0: none)")
-    p.add_argument("--targets", type=csv_list, default=["u1", "u2", "u3", "u4"])
+    p.add_argument("--targets", type=csv_list, default=["u1", "u2", "u3", "u4"], help="comma-separated targets (default: u1,u2,u3,u4)")
     p.add_argument(
         "--models", type=csv_list,
         default=["planar-2", "planar-8", "planar-32", "normflows-32", "radial-32", "sylvester-16", "nsf", "iaf"],
         help="comma-separated: planar-K, radial-K, sylvester-K, normflows-K, nsf[-layers], iaf[-layers], zuko_nsf",
     )
-    p.add_argument("--eval", type=positive, default=100_000)
+    p.add_argument("--eval", type=positive, default=100_000, help="samples of q for the final ELBO (default: %(default)s)")
     p.add_argument("--seeds", type=csv_list, default=["0"], help="comma-separated seeds; every (target, model) runs once per seed")
     p.add_argument("--jobs", type=positive, default=1, help="worker processes (one thread each)")
     add_out(p, "variational_energies", "--name")

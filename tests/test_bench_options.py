@@ -4,6 +4,7 @@ a recorded results file is never overwritten without ``--force``, a missing peer
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import pytest
@@ -167,6 +168,23 @@ def test_variational_help_exits_zero_and_a_bad_part_is_an_error(capsys) -> None:
     assert "energies" in capsys.readouterr().out
     assert main(["variational", "bogus"]) == 2
     assert "usage" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suite", ["speed", "quality", "maf", "glow", "variational energies", "variational vae"])
+def test_every_option_of_a_suite_has_help(suite, monkeypatch, capsys) -> None:
+    parsers: list[argparse.ArgumentParser] = []
+    parse_args = argparse.ArgumentParser.parse_args
+
+    def recording(self, *args, **kwargs):
+        parsers.append(self)
+        return parse_args(self, *args, **kwargs)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", recording)
+    with pytest.raises(SystemExit) as exit_:
+        main([*suite.split(), "--help"])
+    assert exit_.value.code == 0 and parsers and "usage:" in capsys.readouterr().out
+    undocumented = [a.option_strings or a.dest for p in parsers for a in p._actions if not a.help]
+    assert not undocumented, f"{suite}: options without help: {undocumented}"
 
 
 # ----------------------------------------------------------------------------- the written ratios
