@@ -109,6 +109,21 @@ def test_palette_pngs_are_read_as_the_colours_they_name(tmp_path: Path) -> None:
     assert sorted(map(tuple, read.flatten(1).tolist())) == sorted(map(tuple, expected.reshape(3, -1).astype(float).tolist()))
 
 
+def test_pngs_of_several_shapes_are_refused_with_an_example_file_of_each(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "a" / f"{i}.png")
+    Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(tmp_path / "b" / "grey.png")
+    Image.fromarray(rng.integers(0, 256, (9, 8, 3), dtype=np.uint8)).save(tmp_path / "b" / "tall.png")
+    with pytest.raises(ValueError) as e:
+        load(str(tmp_path))
+    assert str(e.value) == (
+        f"PNG images in {tmp_path} differ in shape (channels, height, width): (1, 8, 8): 1 file(s), e.g. b/grey.png; "
+        "(3, 8, 8): 3 file(s), e.g. a/0.png; (3, 9, 8): 1 file(s), e.g. b/tall.png"
+    )
+
+
 def test_the_bits_per_dim_of_a_run_count_the_levels_and_the_logit(tmp_path: Path, capsys) -> None:
     """``test_bpd`` of a Glow run on digits against a hand computation: the uniform noise of evaluation draw 0, the
     logit of RealNVP with ``alpha``, ``-d log 17`` of the dequantization and the logit's log-det."""

@@ -19,6 +19,7 @@ All give 8-bit images (256 levels) as :func:`~invertible.data.images.image_bundl
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 import gzip
 import pickle
 import warnings
@@ -167,7 +168,12 @@ def _png_folder(directory: Path) -> tuple[np.ndarray, np.ndarray | None, list[st
         images.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
     shapes = {a.shape for a in images}
     if len(shapes) != 1:
-        raise ValueError(f"PNG images in {directory} differ in shape: {sorted(shapes)}")
+        counts = Counter(image.shape for image in images)
+        first: dict[tuple[int, ...], str] = {}
+        for f, image in zip(files, images):
+            first.setdefault(image.shape, f.relative_to(directory).as_posix())
+        each = "; ".join(f"{shape}: {counts[shape]} file(s), e.g. {first[shape]}" for shape in sorted(shapes))
+        raise ValueError(f"PNG images in {directory} differ in shape (channels, height, width): {each}")
     labels = None
     if classes:
         index = {c: i for i, c in enumerate(classes)}
