@@ -204,7 +204,6 @@ def test_a_conditional_run_encodes_under_each_rows_context_and_decodes_under_a_g
     capsys.readouterr()
     code, err = _cli(capsys, "encode", run, "--out", tmp_path / "z.npy")
     assert code == 0 and "note: each row was encoded under its own context" in err, err
-    z = np.load(tmp_path / "z.npy")
     _error(capsys, "this flow is conditional: pass --context FILE.npy with 3 values per sample", "decode", run,
            "--latents", tmp_path / "z.npy", "--out", tmp_path / "x.npy")
     bundle = invertible.data.load("engine-gauss", seed=0, conditional=True)

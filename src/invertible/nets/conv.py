@@ -246,7 +246,7 @@ class ConvResNet(nn.Module):
 
     def _small_image_forward(self, x: Tensor) -> Tensor:
         """The same network with every convolution as a matrix product (:func:`small_image_conv`)."""
-        batch, _, height, width = x.shape
+        height, width = x.shape[-2:]
         size = dict(height=height, width=width)
         h = small_image_conv(x.flatten(1), self.head, **size, channels_last_out=True)
         for block in self.blocks:

@@ -155,7 +155,7 @@ class MaskedMLP(nn.Module):
         self.degrees.copy_(degrees)
         low = self.min_hidden_degree
         prev = degrees
-        for i, layer in enumerate(self.layers):
+        for i in range(len(self.layers)):
             lo = max(int(prev.min()), low) if self.random_degrees and i > 0 else low
             lo = min(lo, max(d - 1, low))
             deg = hidden_degrees(self.hidden[i], lo, max(d - 1, low), self.random_degrees, generator)

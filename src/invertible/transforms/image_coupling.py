@@ -18,7 +18,7 @@ inverse costs one conditioner pass.
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..core import Transform, sum_except_batch
 from ..nets import ConvResNet, GlowConvNet

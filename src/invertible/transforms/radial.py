@@ -134,7 +134,7 @@ class Radial(Transform):
         return m * (d / m).norm(dim=-1, keepdim=True)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        z0, alpha, beta, s, log_alpha, log_s = self._coefficients(context)
+        z0, alpha, beta, _, log_alpha, log_s = self._coefficients(context)
         d = z - z0
         r = self._radius(d)
         y = z + beta * (d / (alpha + r).clamp_min(torch.finfo(r.dtype).tiny))
