@@ -12,6 +12,7 @@ an affine flow), its samples' log-density is ``log p(u) - log|det dx/du|``; ``te
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -240,6 +241,15 @@ def test_flow_distribution_is_a_reparameterised_distribution_over_real_vectors()
     torch.testing.assert_close(ctx.grad, torch.full((2, D), 3.0))
     with pytest.raises(ValueError, match="context has shape"):
         flow.as_distribution(torch.zeros(2, D + 1))
+
+
+def test_the_moments_and_entropy_of_a_flow_distribution_say_how_to_estimate_them() -> None:
+    d = Flow(ContextShift(), StandardNormal(D), context_features=D).as_distribution(torch.zeros(2, D))
+    for moment, name, estimate in [("mean", "mean", "mean"), ("variance", "variance", "var"), ("stddev", "standard deviation", "std")]:
+        with pytest.raises(NotImplementedError, match=re.escape(f"a flow's {name} has no closed form: estimate it as sample((n,)).{estimate}(0)")):
+            getattr(d, moment)
+    with pytest.raises(NotImplementedError, match=re.escape("estimate it as -log_prob(sample((n,))).mean(0)")):
+        d.entropy()
 
 
 def test_an_expanded_unconditional_distribution_samples_its_batch_shape() -> None:

@@ -670,6 +670,23 @@ class FlowDistribution(torch.distributions.Distribution):
             torch.distributions.constraints.real, len(self.event_shape)
         )
 
+    @property
+    def mean(self) -> Tensor:
+        raise NotImplementedError("a flow's mean has no closed form: estimate it as sample((n,)).mean(0)")
+
+    @property
+    def variance(self) -> Tensor:
+        raise NotImplementedError("a flow's variance has no closed form: estimate it as sample((n,)).var(0)")
+
+    @property
+    def stddev(self) -> Tensor:
+        raise NotImplementedError("a flow's standard deviation has no closed form: estimate it as sample((n,)).std(0)")
+
+    def entropy(self) -> Tensor:
+        raise NotImplementedError(
+            "a flow's entropy has no closed form: estimate it as -log_prob(sample((n,))).mean(0), n samples"
+        )
+
     def expand(self, batch_shape: Sequence[int], _instance: "FlowDistribution | None" = None) -> "FlowDistribution":
         """The same flow with batch shape ``batch_shape`` (the context expanded to it, without copying)."""
         new = self._get_checked_instance(FlowDistribution, _instance)
