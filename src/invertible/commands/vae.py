@@ -40,7 +40,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="q(z | x): a diagonal Gaussian, or that Gaussian through a flow (default: %(default)s)",
     )
     p.add_argument("--layers", type=int, default=16, help="flow layers of the posterior (ignored for diagonal; default: %(default)s)")
-    p.add_argument("--likelihood", default="bernoulli", choices=LIKELIHOODS, help="decoder p(x | z); bernoulli binarizes the images (default: %(default)s)")
+    p.add_argument(
+        "--likelihood",
+        default="bernoulli",
+        choices=LIKELIHOODS,
+        help="decoder p(x | z): bernoulli binarizes the images; logistic is a probability of each grey level; gaussian"
+        " is a density on [0, 1], so its nats are not comparable with the other two (default: %(default)s)",
+    )
     p.add_argument("--latent", type=int, default=32, help="dimension of z (default: %(default)s)")
     p.add_argument("--hidden", type=int, default=300, help="width of the encoder's and decoder's hidden layers (default: %(default)s)")
     p.add_argument("--steps", type=int, default=5_000, help="Adam steps (default: %(default)s)")
