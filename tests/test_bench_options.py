@@ -5,6 +5,7 @@ a recorded results file is never overwritten without ``--force``, a missing peer
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 import pytest
@@ -165,7 +166,8 @@ def test_a_suite_without_its_missing_peer_runs(results, monkeypatch) -> None:
 
 def test_variational_help_exits_zero_and_a_bad_part_is_an_error(capsys) -> None:
     assert main(["variational", "--help"]) == 0
-    assert "energies" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "energies" in out and "``" not in out and ":func:" not in out
     assert main(["variational", "bogus"]) == 2
     assert "usage" in capsys.readouterr().err
 
@@ -182,7 +184,9 @@ def test_every_option_of_a_suite_has_help(suite, monkeypatch, capsys) -> None:
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", recording)
     with pytest.raises(SystemExit) as exit_:
         main([*suite.split(), "--help"])
-    assert exit_.value.code == 0 and parsers and "usage:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and parsers and "usage:" in out
+    assert "``" not in out and not re.search(r":\w+:`", out), "reStructuredText markup in --help"
     undocumented = [a.option_strings or a.dest for p in parsers for a in p._actions if not a.help]
     assert not undocumented, f"{suite}: options without help: {undocumented}"
 
