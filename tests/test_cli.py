@@ -327,6 +327,18 @@ def test_table_files_and_built_in_toys(tmp_path, capsys):
     assert code == 0 and "kl_gap" in json.loads(out)
 
 
+def test_a_table_of_few_integer_values_trains_with_a_warning_that_its_density_is_degenerate(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "levels.npy", rng.integers(0, 4, size=(300, 2)))
+    np.save(tmp_path / "counts.npy", rng.integers(0, 1000, size=(300, 2)))  # integers, but many values per feature
+    code, _, err = run_cli(capsys, *TRAIN[:1], "--data", tmp_path / "levels.npy", *TRAIN[3:], "--out", tmp_path / "a")
+    assert code == 0
+    assert "warning: every feature of dataset 'levels.npy' takes at most 4 distinct values in the training split" in err
+    assert "dequantize the values first" in err
+    code, _, err = run_cli(capsys, *TRAIN[:1], "--data", tmp_path / "counts.npy", *TRAIN[3:], "--out", tmp_path / "b")
+    assert code == 0 and "warning" not in err
+
+
 def test_sample_contexts_of_a_flow_on_real_valued_contexts(tmp_path, capsys):
     """--label is a one-hot context: refused for a flow trained on real-valued contexts, which take --context
     (one row for every sample, or one row per sample); a bad --context file is named by its own shape."""

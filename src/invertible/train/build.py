@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,16 @@ def build_flow(model: str, options: dict[str, Any], bundle: DataBundle, resumed:
     make = models.rebuild if resumed else models.build
     flow = make(model, **size, context_features=bundle.context_features, **options)
     check_fits(flow, bundle)
+    levels = _table_lattice(bundle) if isinstance(flow, Flow) and not isinstance(flow, models.BernoulliMADE) else None
+    if levels is not None:
+        warnings.warn(
+            f"every feature of dataset {bundle.name!r} takes at most {levels} distinct values in the training split: "
+            "a continuous flow's density on discrete data grows without bound as it fits them, so its NLL means "
+            "little; dequantize the values first (add uniform noise in [0, 1) to integers), or model 0/1 data with "
+            "bernoulli_made",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return flow
 
 
@@ -169,6 +180,18 @@ def _on_a_lattice(bundle: DataBundle) -> bool:
     if bundle.levels is None or bundle.raw:
         return False
     return all(torch.unique(column).numel() <= bundle.levels for column in bundle.train.flatten(1).T)
+
+
+def _table_lattice(bundle: DataBundle) -> int | None:
+    """The largest number of distinct values of a feature of a table with no recorded levels (a file) when every
+    feature takes few of them (at most 256 and a tenth of the training rows): discrete data that
+    :func:`_on_a_lattice` cannot see, as the file says nothing of its levels. ``None`` for other data."""
+    train = bundle.train
+    if bundle.levels is not None or bundle.raw or train.dim() != 2 or train.shape[0] < 20:
+        return None
+    counts = [torch.unique(column).numel() for column in train.T]
+    largest = max(counts, default=0)
+    return largest if 0 < largest <= min(256, train.shape[0] // 10) else None
 
 
 def _constant_features(bundle: DataBundle) -> list[int]:
