@@ -105,7 +105,7 @@ def energies(argv: list[str]) -> int:
         default=["planar-2", "planar-8", "planar-32", "normflows-32", "radial-32", "sylvester-16", "nsf", "iaf"],
         help="comma-separated: planar-K, radial-K, sylvester-K, normflows-K, nsf[-layers], iaf[-layers], zuko_nsf",
     )
-    p.add_argument("--eval", type=positive, default=100_000, help="samples of q for the final ELBO (default: %(default)s)")
+    p.add_argument("--eval", type=positive, default=100_000, help="samples of q for the final ELBO, importance-sampled log Z and ESS (default: %(default)s)")
     p.add_argument("--seeds", type=csv_list, default=["0"], help="comma-separated seeds; every (target, model) runs once per seed")
     p.add_argument("--jobs", type=positive, default=1, help="worker processes (one thread each)")
     add_out(p, "variational_energies", "--name")
