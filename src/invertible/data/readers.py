@@ -19,11 +19,11 @@ All give 8-bit images (256 levels) as :func:`~invertible.data.images.image_bundl
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 import gzip
 import pickle
 import warnings
 import zlib
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -166,13 +166,12 @@ def _png_folder(directory: Path) -> tuple[np.ndarray, np.ndarray | None, list[st
         if a.dtype != np.uint8:
             raise ValueError(f"{f}: only 8-bit PNGs are supported, got {a.dtype}")
         images.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-    shapes = {a.shape for a in images}
-    if len(shapes) != 1:
-        counts = Counter(image.shape for image in images)
+    counts = Counter(image.shape for image in images)
+    if len(counts) != 1:
         first: dict[tuple[int, ...], str] = {}
         for f, image in zip(files, images):
             first.setdefault(image.shape, f.relative_to(directory).as_posix())
-        each = "; ".join(f"{shape}: {counts[shape]} file(s), e.g. {first[shape]}" for shape in sorted(shapes))
+        each = "; ".join(f"{shape}: {counts[shape]} file(s), e.g. {first[shape]}" for shape in sorted(counts))
         raise ValueError(f"PNG images in {directory} differ in shape (channels, height, width): {each}")
     labels = None
     if classes:
