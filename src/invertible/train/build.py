@@ -189,9 +189,12 @@ def _table_lattice(bundle: DataBundle) -> int | None:
     train = bundle.train
     if bundle.levels is not None or bundle.raw or train.dim() != 2 or train.shape[0] < 20:
         return None
-    counts = [torch.unique(column).numel() for column in train.T]
-    largest = max(counts, default=0)
-    return largest if 0 < largest <= min(256, train.shape[0] // 10) else None
+    limit, largest = min(256, train.shape[0] // 10), 0
+    for column in train.T:  # a continuous table stops at its first column
+        largest = max(largest, torch.unique(column).numel())
+        if largest > limit:
+            return None
+    return largest or None
 
 
 def _constant_features(bundle: DataBundle) -> list[int]:
