@@ -9,7 +9,6 @@ import math
 import os
 import platform
 import random
-import re
 import shlex
 import sys
 import time
@@ -37,11 +36,6 @@ def require(*modules: str) -> None:
             missing.append(f"{m} ({e})")
     if missing:
         raise SystemExit(f"peer libraries not installed: {', '.join(missing)}; install them with {EXTRA}")
-
-
-def plain(doc: str) -> str:
-    """A docstring as ``--help`` text: no double backquotes, Sphinx roles (:func:`~x.y`) as their names."""
-    return re.sub(r":\w+:`~?([^`]+)`", r"\1", doc.replace("``", ""))
 
 
 def csv_list(text: str) -> list[str]:

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import torch
 
-from bench.common import add_out, check_out, header, plain, positive, positive_float, require, round_order, rounds_ms, table, write
+from bench.common import add_out, check_out, header, positive, positive_float, require, round_order, rounds_ms, table, write
+from invertible.commands._common import plain_text
 from invertible.data import load
 from invertible.metrics import bits_per_dim
 from invertible.models import Glow
@@ -228,7 +229,7 @@ def speed(args) -> str:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench glow", description=plain(__doc__))
+    p = argparse.ArgumentParser(prog="python -m bench glow", description=plain_text(__doc__))
     p.add_argument(
         "--part",
         choices=["quality", "speed", "one"],

@@ -43,9 +43,10 @@ from typing import Callable
 import torch
 from torch import nn
 
+from invertible.commands._common import plain_text
 from invertible.data import load
 
-from .common import add_out, check_out, csv_list, header, plain, positive, require, round_order, rounds_ms, table, write
+from .common import add_out, check_out, csv_list, header, positive, require, round_order, rounds_ms, table, write
 from ._flows import Model
 from ._training import check_exact_data, fit, mean_log_prob
 
@@ -320,7 +321,7 @@ def quality(steps: int, batch: int, datasets: list[str], models: list[str], seed
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench maf", description=plain(__doc__.split("\n\n")[0]))
+    p = argparse.ArgumentParser(prog="python -m bench maf", description=plain_text(__doc__.split("\n\n")[0]))
     p.add_argument("part", choices=["speed", "quality"], help="which half to run")
     p.add_argument("--repeats", type=positive, default=30,
                    help="timing rounds of the training step (speed; sampling runs half as many, at least 5)")

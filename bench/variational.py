@@ -23,7 +23,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 import torch
 from torch import Tensor, nn
 
-from bench.common import add_out, check_out, csv_list, header, plain, positive, positive_float, require, table, write
+from bench.common import add_out, check_out, csv_list, header, positive, positive_float, require, table, write
+from invertible.commands._common import plain_text
 from invertible.variational import FAMILIES, approximation, fit, get_target
 
 
@@ -165,7 +166,7 @@ def energies(argv: list[str]) -> int:
 def main(argv: list[str]) -> int:
     usage = "usage: python -m bench variational {energies,vae} [options]"
     if argv and argv[0] in {"-h", "--help"}:
-        print(usage + "\n\n" + plain(__doc__))
+        print(usage + "\n\n" + plain_text(__doc__))
         return 0
     if not argv or argv[0] not in {"energies", "vae"}:
         print(usage, file=sys.stderr)

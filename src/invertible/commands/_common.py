@@ -20,7 +20,7 @@ from ..train.build import load_bundle, reopened_data, restore_preprocess
 from ..train.config import TrainConfig, parse_error
 
 __all__ = ["existing_run", "output_dir", "results_kept_on_success", "run_config", "run_summary", "run_classes", "run_data", "run_bundle",
-           "label_index", "named_classes", "add_option_flags", "check_array_path", "save_array", "describe",
+           "label_index", "named_classes", "add_option_flags", "check_array_path", "save_array", "describe", "plain_text",
            "default_text"]
 
 
@@ -198,10 +198,14 @@ def default_text(default: Any) -> str:
     return "required" if default is inspect.Parameter.empty else repr(default)
 
 
+def plain_text(doc: str) -> str:
+    """A docstring as terminal text: no ``quotes``, Sphinx roles such as :class:`~x.Y` as their names."""
+    return re.sub(r":\w+:`~?([^`]+)`", r"\1", doc.replace("``", ""))
+
+
 def describe(doc: str | None, name: str, flag: str, options: dict[str, str]) -> None:
-    """Print a docstring as plain text (no ``quotes``, Sphinx roles such as :class:`~x.Y` as names), then the options."""
-    text = inspect.cleandoc(doc or name).replace("``", "")
-    print(re.sub(r":\w+:`~?([^`]+)`", r"\1", text))
+    """Print a docstring as plain text (:func:`plain_text`), then the options."""
+    print(plain_text(inspect.cleandoc(doc or name)))
     print(f"\noptions ({flag} key=value):")
     for key, shown in options.items():
         print(f"  {key:20s} {shown}")
