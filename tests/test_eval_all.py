@@ -13,7 +13,6 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from sklearn.datasets import load_digits
 
 from invertible import load as load_flow
 from invertible.cli import main
@@ -250,7 +249,7 @@ def test_images_of_a_file_are_scored_with_the_runs_dequantization(tmp_path, caps
     own = _eval(capsys, run, "--split", "all")  # a dataset name: its three splits
     assert own["rows"] == 96 and "all_bpd" in own
     _pngs(tmp_path / "bright", images + 1)  # a pixel of 8 is beyond the run's 8 levels
-    assert "bright: pixel values must be integers in [0, 7], the levels of the images" in \
+    assert "bright: pixel values must be integers in [0, 7], the levels of the data" in \
         _error(capsys, run, "--data", tmp_path / "bright", "--split", "all")
 
 
@@ -291,20 +290,3 @@ def test_a_file_of_binary_rows_gets_the_bits_per_dim_of_a_bernoulli_run(tmp_path
     assert own["test_bpd"] == pytest.approx(own["test_nll"] / (64 * np.log(2)))
     (run / PREPROCESS_JSON).write_text(json.dumps({"kind": "none"}))  # a record written before records kept levels
     assert _eval(capsys, run) == own
-
-
-def test_a_file_scored_through_a_run_of_data_dequantized_once_gets_no_bits_per_dim(tmp_path, capsys) -> None:
-    """``digits_vectors``' default adds uniform noise once, in the dataset: its test split has bits/dim, but a file's
-    rows are scored as they are, and the density at integer pixel rows bounds nothing, so they get none."""
-    run = tmp_path / "run"
-    assert main(["train", "--data", "digits_vectors", "--model", "maf", "-m", "layers=1", "-m", "hidden=[8]",
-                 "--steps", "2", "--batch-size", "32", "--no-progress", "--no-plots", "--out", str(run)]) == 0
-    capsys.readouterr()
-    assert "levels" not in json.loads((run / PREPROCESS_JSON).read_text())
-    assert "test_bpd" in _eval(capsys, run)
-    digits = load_digits()
-    rows = np.concatenate([digits.data[:20], np.eye(10)[digits.target[:20]]], axis=1)  # integer pixels and labels
-    np.savetxt(tmp_path / "pixels.csv", rows, delimiter=",", fmt="%d")
-    columns = "context_columns=[" + ",".join(str(64 + k) for k in range(10)) + "]"
-    result = _eval(capsys, run, "--data", tmp_path / "pixels.csv", "-d", columns)
-    assert result["rows"] == 20 and "all_nll" in result and "all_bpd" not in result

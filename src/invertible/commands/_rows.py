@@ -21,7 +21,7 @@ from ..core import Flow, Transform
 from ..data import DATASETS, dataset_options, load_rows, rows_options
 from ..data.images import check_pixels, relabel_classes
 from ..data.tabular import standardized
-from ..train.build import (REBUILDABLE, check_fits, check_shapes, load_bundle, read_preprocess_record,
+from ..train.build import (RAW_KINDS, REBUILDABLE, check_fits, check_shapes, load_bundle, read_preprocess_record,
                            rebuild_preprocess, restore_preprocess, unsaved_preprocess)
 from ..train.config import parse_options
 from ..train.evaluate import SPLITS, split_tensors
@@ -149,12 +149,12 @@ def _file_rows(flow: Flow, args: argparse.Namespace, config: dict[str, Any], rec
     name = Path(args.data).name
     check_shapes(flow, name, tuple(data.shape[1:]), None if context is None else context.shape[1])
     preprocess = rebuild_preprocess(record, run_dir)
-    raw = record["kind"] == "image"
+    raw = record["kind"] in RAW_KINDS
     if raw:
         try:
             check_pixels(data, int(record["levels"]))
         except ValueError as e:
-            raise ValueError(f"{name}: {e}, the levels of the images {run_dir} was trained on") from None
+            raise ValueError(f"{name}: {e}, the levels of the data {run_dir} was trained on") from None
     elif preprocess is not None:
         data = standardized(preprocess, data)
     return Rows(name, "all", data.float(), context, preprocess, raw, record.get("levels"), tuple(data.shape[1:]))

@@ -11,11 +11,13 @@ The standardisation is the bundle's ``preprocess`` bijection, whose log-det
 ``-sum_i log std_i`` turns a model's log-likelihood back into the raw units.
 
 Digits are 8x8 images with integer intensities 0..16, used as 64-D vectors:
-``dequantize=True`` (the default unless ``binarize``) adds uniform noise ``u ~ U[0, 1)`` per pixel
-(drawn from ``seed``) before standardising, so a continuous density on them is
-a lower bound of the discrete likelihood (``levels=17``); ``binarize=True``
-gives 0/1 vectors (pixel > 8) for the Bernoulli MADE, unstandardised. Without
-either, standardising fails: some pixels are constant in the training split.
+``dequantize=True`` (the default unless ``binarize``) keeps the integer pixels in the splits (``raw``)
+with :func:`~invertible.data.tabular.dequantized_standardization` as the preprocessing, applied to every
+batch as an image's is: fresh uniform noise ``y = (x + u) / 17``, then a standardisation by the exact
+moments of ``y``. A continuous density on them is then a lower bound of the discrete likelihood
+(``levels=17``), a file of integer pixel rows is scored by the same bound, and samples mapped back are
+integer pixels. ``binarize=True`` gives 0/1 vectors (pixel > 8) for the Bernoulli MADE, unstandardised.
+Without either, standardising fails: some pixels are constant in the training split.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from torch import Tensor
 
 from .fingerprint import split_digests
 from .registry import DataBundle, check_flag, register_dataset
-from .tabular import fit_float32, standardized
+from .tabular import dequantized_standardization, fit_float32, standardized
 
 __all__ = ["wine", "breast_cancer", "digits", "fixed_split"]
 
@@ -41,14 +43,18 @@ def fixed_split(n: int, fractions: tuple[float, float] = (0.7, 0.15)) -> tuple[T
 
 
 def _bundle(name: str, x: np.ndarray, labels: np.ndarray, class_names: list[str], standardize: bool = True,
-            levels: int | None = None) -> DataBundle:
+            levels: int | None = None, dequantize: bool = False) -> DataBundle:
+    """The fixed split of rows ``x`` with one-hot ``labels``: standardised by the training split's statistics, or
+    (``dequantize``: integers of ``levels`` levels) kept raw behind :func:`dequantized_standardization`."""
     data = torch.as_tensor(x, dtype=torch.float64)
     i_train, i_val, i_test = fixed_split(len(data))
     train, val, test = data[i_train], data[i_val], data[i_test]
     preprocess, digests = None, None
     one_hot = torch.nn.functional.one_hot(torch.as_tensor(labels, dtype=torch.long), len(class_names)).float()
     contexts = one_hot[i_train], one_hot[i_val], one_hot[i_test]
-    if standardize:
+    if dequantize:
+        preprocess = dequantized_standardization(levels, train)
+    elif standardize:
         digests = split_digests((train, val, test), contexts)
         preprocess = fit_float32(train)
         train, val, test = (standardized(preprocess, part) for part in (train, val, test))
@@ -56,7 +62,7 @@ def _bundle(name: str, x: np.ndarray, labels: np.ndarray, class_names: list[str]
     return DataBundle(
         name=name, train=train, val=val, test=test,
         train_context=contexts[0], val_context=contexts[1], test_context=contexts[2],
-        levels=levels, preprocess=preprocess, class_names=class_names, split_digests=digests,
+        levels=levels, preprocess=preprocess, class_names=class_names, split_digests=digests, raw=dequantize,
     )
 
 
@@ -94,8 +100,7 @@ def digits(seed: int = 0, dequantize: bool | None = None, binarize: bool = False
         return _bundle("digits_vectors", (d.data > 8).astype(np.float32), d.target, names, standardize=False, levels=2)
     x = d.data.astype(np.float64)
     if dequantize:
-        x = x + np.random.default_rng(seed).random(x.shape)
-        return _bundle("digits_vectors", x, d.target, names, levels=17)
+        return _bundle("digits_vectors", x, d.target, names, levels=17, dequantize=True)
     try:
         return _bundle("digits_vectors", x, d.target, names)
     except ValueError as e:  # the integer pixels keep the border pixels that are 0 in every image

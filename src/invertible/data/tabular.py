@@ -29,12 +29,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..core import Transform
+from ..core import Compose, Transform
+from ..transforms import UniformDequantization
 from .fingerprint import split_digests
 from .registry import DataBundle, check_flag, register_reader, register_rows_reader
 
 __all__ = ["Standardize", "read_npy", "read_csv", "read_npy_rows", "read_csv_rows", "table_bundle", "table_rows",
-           "standardized", "fit_float32", "load_npy", "parse_csv"]
+           "standardized", "fit_float32", "dequantized_standardization", "load_npy", "parse_csv"]
 
 
 class Standardize(Transform):
@@ -106,6 +107,23 @@ def fit_float32(x: Tensor) -> Standardize:
             f"{float(spacing[j]):.3g} apart); subtract a constant near the mean from them, or drop them, first"
         )
     return exact.float()
+
+
+def dequantized_standardization(levels: int, pixels: Tensor) -> Compose:
+    """Uniform dequantization of integer values ``x`` in ``[0, levels - 1]``, ``y = (x + u) / L``, then the
+    standardisation of ``y`` by its exact moments over the training rows ``pixels`` (float64, rounded to float32):
+
+        E[y] = (mean(x) + 1/2) / L,    Var[y] = (var(x) + 1/12) / L^2,
+
+    as ``u ~ U(0, 1)`` is independent of ``x``. No noise is drawn to fit it, and a value that is the same in
+    every row still has ``std = 1 / (L sqrt 12)``. This is the map of a table of discrete values
+    (``digits_vectors``), applied afresh to every batch as an image's dequantization is (Theis et al. 2016);
+    its log-det is ``-d log L - sum_i log std_i``.
+    """
+    x = pixels.double()
+    mean = (x.mean(0) + 0.5) / levels
+    std = torch.sqrt(x.var(0, unbiased=False) + 1 / 12) / levels
+    return Compose(UniformDequantization(levels), Standardize(mean.float(), std.float()))
 
 
 def _split_sizes(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:

@@ -33,7 +33,9 @@ PREPROCESS_WEIGHTS = "preprocess.safetensors"
 #: were): enough, with :data:`PREPROCESS_WEIGHTS`, to rebuild it without the data.
 PREPROCESS_JSON = "preprocess.json"
 #: Preprocessing kinds that :func:`rebuild_preprocess` builds from a record alone.
-REBUILDABLE = ("none", "standardize", "image")
+REBUILDABLE = ("none", "standardize", "image", "dequantized_table")
+#: Preprocessing kinds applied to the raw data per batch (dequantization noise): their data are integer pixels.
+RAW_KINDS = ("image", "dequantized_table")
 #: The dequantizers of image bundles, by the ``dequantization`` option that chooses them.
 _DEQUANTIZERS = {UniformDequantization: "uniform", VariationalDequantization: "variational"}
 
@@ -219,7 +221,9 @@ def _has_state(bundle: DataBundle) -> bool:
 
 def preprocess_record(bundle: DataBundle) -> dict[str, Any]:
     """What ``bundle``'s preprocessing is, as JSON: ``{"kind": "none"}``, ``"standardize"`` (with its number of
-    features), ``"image"`` (levels, logit alpha, dequantizer, image shape) or ``"custom"`` (its class name); the
+    features), ``"image"`` (levels, logit alpha, dequantizer, image shape), ``"dequantized_table"`` (levels,
+    dequantizer, number of features: :func:`~invertible.data.tabular.dequantized_standardization`) or
+    ``"custom"`` (its class name); the
     first two also keep the ``levels`` of discrete data (binarised digits: 2), by which a file scored through the
     record alone gets its bits/dim."""
     p = bundle.preprocess
@@ -227,6 +231,9 @@ def preprocess_record(bundle: DataBundle) -> dict[str, Any]:
     if len(parts) == 2 and type(parts[0]) in _DEQUANTIZERS and isinstance(parts[1], Logit):
         return {"kind": "image", "levels": parts[0].levels, "alpha": parts[1].alpha,
                 "dequantization": _DEQUANTIZERS[type(parts[0])], "event_shape": list(bundle.event_shape)}
+    if len(parts) == 2 and type(parts[0]) is UniformDequantization and isinstance(parts[1], Standardize):
+        return {"kind": "dequantized_table", "levels": parts[0].levels, "dequantization": "uniform",
+                "features": parts[1].mean.numel()}
     if p is not None and not isinstance(p, Standardize):
         return {"kind": "custom", "type": type(p).__name__}
     record: dict[str, Any] = {"kind": "none"} if p is None else {"kind": "standardize", "features": p.mean.numel()}
@@ -238,7 +245,7 @@ def preprocess_record(bundle: DataBundle) -> dict[str, Any]:
 def _mapping(record: dict[str, Any]) -> dict[str, Any]:
     """The part of a preprocessing record that says how data are mapped: all of it but the ``levels`` of data
     mapped without a dequantizer, which describe the data, not the map (and which older records lack)."""
-    return record if record.get("kind") == "image" else {k: v for k, v in record.items() if k != "levels"}
+    return record if record.get("kind") in RAW_KINDS else {k: v for k, v in record.items() if k != "levels"}
 
 
 def describe_preprocess(record: dict[str, Any]) -> str:
@@ -251,6 +258,9 @@ def describe_preprocess(record: dict[str, Any]) -> str:
     if kind == "image":
         return (f"{record.get('dequantization')} dequantization of {record.get('levels')} levels and a logit "
                 f"with alpha={record.get('alpha')}")
+    if kind == "dequantized_table":
+        return (f"{record.get('dequantization')} dequantization of {record.get('levels')} levels and a "
+                f"standardisation of {record.get('features')} features")
     return f"a {record.get('type')} preprocessing"
 
 
@@ -288,6 +298,12 @@ def rebuild_preprocess(record: dict[str, Any], run_dir: str | Path) -> Transform
         if kind == "standardize":
             features = int(record["features"])
             preprocess: Transform = Standardize(torch.zeros(features), torch.ones(features))
+        elif kind == "dequantized_table":
+            if record["dequantization"] != "uniform":
+                raise ValueError(f"unknown dequantization {record['dequantization']!r}")
+            features = int(record["features"])
+            standardize = Standardize(torch.zeros(features), torch.ones(features))  # the run's state is loaded below
+            preprocess = Compose(UniformDequantization(int(record["levels"])), standardize)
         else:
             preprocess = image_preprocess(int(record["levels"]), float(record["alpha"]), str(record["dequantization"]),
                                           tuple(int(n) for n in record["event_shape"]))

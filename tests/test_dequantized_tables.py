@@ -1,0 +1,115 @@
+"""``digits_vectors``: integer pixels kept raw behind a per-batch uniform dequantization and a standardisation by the
+exact moments of the dequantized values, so a file of integer rows is scored by the same bound (with bits/dim) and
+samples mapped back to the data's units are integer pixels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from sklearn.datasets import load_digits
+
+from invertible.cli import main
+from invertible.data import Standardize, load
+from invertible.data.sklearn_tabular import fixed_split
+from invertible.data.tabular import dequantized_standardization
+from invertible.train.build import PREPROCESS_JSON, PREPROCESS_WEIGHTS, rebuild_preprocess
+from invertible.transforms import UniformDequantization
+
+from .test_run_preprocess import _cli
+
+#: a class-conditional one-layer MAF on the digits, a few steps
+TRAIN = ["train", "--data", "digits_vectors", "--model", "maf", "-m", "layers=1", "-m", "hidden=[8]", "--steps", "3",
+         "--batch-size", "32", "--no-progress", "--no-plots"]
+#: the context columns of a file of 64 pixels followed by 10 one-hot label columns
+LABEL_COLUMNS = "context_columns=[" + ",".join(str(64 + k) for k in range(10)) + "]"
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("digits") / "run"
+    assert main([*TRAIN, "--out", str(run)]) == 0
+    return run
+
+
+def _pixel_rows(path: Path, rows: np.ndarray, labels: np.ndarray, fmt: str = "%d") -> None:
+    np.savetxt(path, np.concatenate([rows, np.eye(10)[labels]], axis=1), delimiter=",", fmt=fmt)
+
+
+def test_the_splits_hold_the_integer_pixels_of_the_fixed_split() -> None:
+    digits = load_digits()
+    bundle = load("digits_vectors")
+    i_train, _, i_test = fixed_split(len(digits.data))
+    assert bundle.raw and bundle.levels == 17
+    assert torch.equal(bundle.train, torch.as_tensor(digits.data[i_train.numpy()], dtype=torch.float32))
+    assert torch.equal(bundle.test, torch.as_tensor(digits.data[i_test.numpy()], dtype=torch.float32))
+    assert torch.equal(load("digits_vectors", seed=5).train, bundle.train)  # no noise drawn by the dataset
+
+
+def test_the_standardisation_holds_the_exact_moments_of_the_dequantized_training_pixels() -> None:
+    """``E[(x + u) / 17] = (mean x + 1/2) / 17`` and ``Var = (var x + 1/12) / 17^2`` (float64, rounded to float32);
+    fresh noise through the whole map then gives features of mean near 0 and standard deviation near 1."""
+    bundle = load("digits_vectors")
+    dequantize, standardize = bundle.preprocess.transforms
+    assert isinstance(dequantize, UniformDequantization) and dequantize.levels == 17
+    x = bundle.train.double().numpy()
+    np.testing.assert_array_equal(standardize.mean.numpy(), ((x.mean(0) + 0.5) / 17).astype(np.float32))
+    np.testing.assert_array_equal(standardize.std.numpy(), (np.sqrt(x.var(0) + 1 / 12) / 17).astype(np.float32))
+    torch.manual_seed(0)
+    y, ladj = bundle.preprocess(bundle.train.repeat(20, 1))
+    assert y.mean(0).abs().max() < 0.02 and (y.std(0) - 1).abs().max() < 0.02
+    expected = -64 * np.log(17) - np.log(standardize.std.double().numpy()).sum()
+    assert ladj[0].item() == pytest.approx(expected, rel=1e-6)
+    pixels, _ = bundle.preprocess.inverse(y)
+    assert torch.equal(pixels, bundle.train.repeat(20, 1))  # the noise stays inside each pixel's bin
+
+
+def test_a_pixel_constant_in_every_row_keeps_the_noise_as_its_spread() -> None:
+    standardize = dequantized_standardization(17, torch.zeros(10, 1)).transforms[1]
+    assert standardize.mean.item() == pytest.approx(0.5 / 17) and standardize.std.item() == pytest.approx(1 / (17 * 12**0.5))
+
+
+def test_the_run_records_the_map_and_rebuilds_it_without_the_data(digits_run) -> None:
+    record = json.loads((digits_run / PREPROCESS_JSON).read_text())
+    assert record == {"kind": "dequantized_table", "levels": 17, "dequantization": "uniform", "features": 64}
+    stored = load_file(str(digits_run / PREPROCESS_WEIGHTS))
+    own = load("digits_vectors").preprocess.transforms[1]
+    assert torch.equal(stored["transforms.1.mean"], own.mean) and torch.equal(stored["transforms.1.std"], own.std)
+    rebuilt = rebuild_preprocess(record, digits_run)
+    assert isinstance(rebuilt.transforms[0], UniformDequantization) and rebuilt.transforms[0].levels == 17
+    assert isinstance(rebuilt.transforms[1], Standardize) and torch.equal(rebuilt.transforms[1].std, own.std)
+
+
+def test_a_file_of_integer_pixels_is_scored_by_the_bound_of_the_test_split(digits_run, tmp_path, capsys) -> None:
+    """A file of the test split's rows gets the test split's NLL (the same seeded noise) and its bits/dim; a file of
+    dequantized (non-integer) rows is refused, naming the levels."""
+    code, out, err = _cli(capsys, "eval", digits_run)
+    assert code == 0, err
+    own = json.loads(out)
+    bundle = load("digits_vectors")
+    labels = bundle.test_context.argmax(1).numpy()
+    _pixel_rows(tmp_path / "test.csv", bundle.test.numpy(), labels)
+    code, out, err = _cli(capsys, "eval", digits_run, "--data", tmp_path / "test.csv", "-d", LABEL_COLUMNS)
+    assert code == 0, err
+    scored = json.loads(out)
+    assert scored["rows"] == len(bundle.test)
+    assert scored["all_nll"] == pytest.approx(own["test_nll"], rel=1e-6)
+    assert scored["all_bpd"] == pytest.approx(scored["all_nll"] / (64 * np.log(2)))
+    _pixel_rows(tmp_path / "noisy.csv", bundle.test.numpy() + 0.5, labels, fmt="%g")
+    code, out, err = _cli(capsys, "eval", digits_run, "--data", tmp_path / "noisy.csv", "-d", LABEL_COLUMNS)
+    assert code == 2 and "must be integers in [0, 16], the levels of the data" in err, err
+
+
+def test_raw_samples_are_integer_pixels(digits_run, tmp_path, capsys) -> None:
+    code, _, err = _cli(capsys, "sample", digits_run, "-n", "50", "--label", "3", "--raw", "--out", tmp_path / "s.npy")
+    assert code == 0, err
+    samples = np.load(tmp_path / "s.npy")
+    assert samples.shape == (50, 64)
+    assert np.array_equal(samples, np.round(samples)) and samples.min() >= 0 and samples.max() <= 16
+    code, _, err = _cli(capsys, "sample", digits_run, "-n", "50", "--label", "3", "--out", tmp_path / "z.npy")
+    assert code == 0 and "uniform dequantization of 17 levels and a standardisation of 64 features" in err, err
+    assert not np.array_equal(np.load(tmp_path / "z.npy"), np.round(np.load(tmp_path / "z.npy")))
