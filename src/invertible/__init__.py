@@ -6,10 +6,12 @@ base distribution into a density model, and :mod:`invertible.models` builds the
 classic flows by their papers' names.
 """
 
-from . import distributions, models, transforms
+from . import distributions, models, transforms, vml
 from .core import Compose, Flow, FlowDistribution, Inverse, LayerError, Transform
 from .persistence import load
 
 __version__ = "0.1.0"
+
+vml.warm_up()  # before any parallel call of a VML function can race for its kernel (see invertible.vml)
 
 __all__ = ["Transform", "Compose", "Inverse", "Flow", "FlowDistribution", "LayerError", "load", "models", "transforms", "distributions"]
