@@ -113,3 +113,16 @@ def test_raw_samples_are_integer_pixels(digits_run, tmp_path, capsys) -> None:
     code, _, err = _cli(capsys, "sample", digits_run, "-n", "50", "--label", "3", "--out", tmp_path / "z.npy")
     assert code == 0 and "uniform dequantization of 17 levels and a standardisation of 64 features" in err, err
     assert not np.array_equal(np.load(tmp_path / "z.npy"), np.round(np.load(tmp_path / "z.npy")))
+
+
+def test_latents_of_the_test_split_decode_to_its_integer_pixels(digits_run, tmp_path, capsys) -> None:
+    """encode dequantizes the rows (seeded noise); decode --raw maps the latents back and quantizes them, so the
+    round trip gives the test split's pixels exactly."""
+    code, _, err = _cli(capsys, "encode", digits_run, "--split", "test", "--out", tmp_path / "z.npy")
+    assert code == 0, err
+    bundle = load("digits_vectors")
+    np.save(tmp_path / "c.npy", bundle.test_context.numpy())
+    code, _, err = _cli(capsys, "decode", digits_run, "--latents", tmp_path / "z.npy", "--context", tmp_path / "c.npy",
+                        "--raw", "--out", tmp_path / "x.npy")
+    assert code == 0, err
+    np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), bundle.test.numpy())
