@@ -86,7 +86,12 @@ def breast_cancer(seed: int = 0) -> DataBundle:
 
 @register_dataset("digits_vectors")
 def digits(seed: int = 0, dequantize: bool | None = None, binarize: bool = False) -> DataBundle:
-    """8x8 digits (bundled with scikit-learn) as 1,797 vectors of 64 pixels; the digit class as context."""
+    """8x8 digits (bundled with scikit-learn) as 1,797 vectors of 64 pixels; the digit class as context.
+
+    ``dequantize`` (the default unless ``binarize``): the integer pixels 0..16, dequantized afresh in every
+    batch and standardised, for continuous flows; ``binarize=True``: 0/1 pixels (above 8) for the Bernoulli
+    MADE. The split is fixed; ``seed`` changes nothing here.
+    """
     from sklearn.datasets import load_digits
 
     binarize = check_flag("binarize", binarize)
