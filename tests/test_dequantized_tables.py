@@ -1,6 +1,6 @@
 """``digits_vectors``: integer pixels kept raw behind a per-batch uniform dequantization and a standardisation by the
 exact moments of the dequantized values, so a file of integer rows is scored by the same bound (with bits/dim) and
-samples mapped back to the data's units are integer pixels."""
+samples mapped back to the data's units are integer pixels; a run draws its samples as the 8x8 images they are."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ from invertible.cli import main
 from invertible.data import Standardize, load
 from invertible.data.sklearn_tabular import fixed_split
 from invertible.data.tabular import dequantized_standardization
+from invertible.models import build
+from invertible.plots import image_grid
+from invertible.train import pictures
+from invertible.train.pictures import draw_run
 from invertible.train.build import PREPROCESS_JSON, PREPROCESS_WEIGHTS, rebuild_preprocess
 from invertible.transforms import UniformDequantization
 
@@ -126,3 +130,31 @@ def test_latents_of_the_test_split_decode_to_its_integer_pixels(digits_run, tmp_
                         "--raw", "--out", tmp_path / "x.npy")
     assert code == 0, err
     np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), bundle.test.numpy())
+
+
+@pytest.mark.parametrize("model, options", [("maf", {}), ("bernoulli_made", {"binarize": True})])
+def test_a_run_on_digit_vectors_draws_its_samples_as_8x8_pictures(model, options, tmp_path, monkeypatch) -> None:
+    """``samples.png``: a row of 8 per class, each sample mapped back to its pixels (17 levels for the flow, at
+    temperature 0.7; 0/1 for the Bernoulli MADE, which has no temperature) and shown as the 8x8 image it is."""
+    drawn = {}
+
+    def grid(pixels, nrow, title, row_labels):
+        drawn.update(pixels=pixels, title=title, labels=row_labels)
+        return image_grid(pixels, nrow=nrow, title=title, row_labels=row_labels)
+
+    monkeypatch.setattr(pictures, "image_grid", grid)
+    bundle = load("digits_vectors", **options)
+    flow = build(model, features=64, context_features=10, hidden=[8], **({"layers": 1} if model == "maf" else {}))
+    paths = draw_run(tmp_path, flow, bundle, [{"step": 1, "loss": 1.0}], seed=0)
+    assert [p.name for p in paths] == ["loss.png", "samples.png"] and paths[1].stat().st_size > 0
+    pixels = drawn["pixels"]
+    assert pixels.shape == (80, 1, 8, 8) and drawn["labels"] == [str(k) for k in range(10)]
+    levels = pixels * (bundle.levels - 1)
+    assert torch.equal(levels, levels.round()) and pixels.min() >= 0 and pixels.max() <= 1
+    assert drawn["title"] == ("samples, T = 0.7" if model == "maf" else "samples")
+
+
+def test_a_table_of_features_draws_no_samples_picture(tmp_path) -> None:
+    flow = build("maf", features=13, context_features=3, layers=1, hidden=[8])
+    paths = draw_run(tmp_path, flow, load("wine"), [{"step": 1, "loss": 1.0}], seed=0)
+    assert [p.name for p in paths] == ["loss.png"]

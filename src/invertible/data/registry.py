@@ -60,6 +60,9 @@ class DataBundle:
         numbered_classes: ``class_names`` are the names that the files give their numeric labels
             (CIFAR-10's ``batches.meta``), so the label numbers ``"0"``, ``"1"``, ... name the same
             classes (:func:`~invertible.data.images.relabel_classes`).
+        picture_shape: the ``(C, H, W)`` of images that the vectors of a vector dataset are
+            (``digits_vectors``: ``(1, 8, 8)``), by which a run draws its samples as pictures;
+            ``None`` for other data.
         split_digests: the SHA-256 of each split (``train``, ``val``, ``test``) with its context, taken
             before a preprocessing fitted to the data mapped it
             (:func:`~invertible.data.fingerprint.split_digests`), set by datasets that fit one, whose
@@ -81,6 +84,7 @@ class DataBundle:
     numbered_classes: bool = False
     raw: bool = False
     split_digests: dict[str, str] | None = None
+    picture_shape: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.raw and self.preprocess is None:

@@ -33,6 +33,8 @@ from .tabular import dequantized_standardization, fit_float32, standardized
 __all__ = ["wine", "breast_cancer", "digits", "fixed_split"]
 
 SPLIT_SEED = 20150707  # fixed: the split never changes
+#: The images that the digits' 64-D vectors are.
+_DIGIT_SHAPE = (1, 8, 8)
 
 
 def fixed_split(n: int, fractions: tuple[float, float] = (0.7, 0.15)) -> tuple[Tensor, Tensor, Tensor]:
@@ -43,7 +45,8 @@ def fixed_split(n: int, fractions: tuple[float, float] = (0.7, 0.15)) -> tuple[T
 
 
 def _bundle(name: str, x: np.ndarray, labels: np.ndarray, class_names: list[str], standardize: bool = True,
-            levels: int | None = None, dequantize: bool = False) -> DataBundle:
+            levels: int | None = None, dequantize: bool = False,
+            picture_shape: tuple[int, int, int] | None = None) -> DataBundle:
     """The fixed split of rows ``x`` with one-hot ``labels``: standardised by the training split's statistics, or
     (``dequantize``: integers of ``levels`` levels) kept raw behind :func:`dequantized_standardization`."""
     data = torch.as_tensor(x, dtype=torch.float64)
@@ -63,6 +66,7 @@ def _bundle(name: str, x: np.ndarray, labels: np.ndarray, class_names: list[str]
         name=name, train=train, val=val, test=test,
         train_context=contexts[0], val_context=contexts[1], test_context=contexts[2],
         levels=levels, preprocess=preprocess, class_names=class_names, split_digests=digests, raw=dequantize,
+        picture_shape=picture_shape,
     )
 
 
@@ -102,10 +106,11 @@ def digits(seed: int = 0, dequantize: bool | None = None, binarize: bool = False
     d = load_digits()
     names = [str(c) for c in d.target_names]
     if binarize:
-        return _bundle("digits_vectors", (d.data > 8).astype(np.float32), d.target, names, standardize=False, levels=2)
+        return _bundle("digits_vectors", (d.data > 8).astype(np.float32), d.target, names, standardize=False, levels=2,
+                       picture_shape=_DIGIT_SHAPE)
     x = d.data.astype(np.float64)
     if dequantize:
-        return _bundle("digits_vectors", x, d.target, names, levels=17, dequantize=True)
+        return _bundle("digits_vectors", x, d.target, names, levels=17, dequantize=True, picture_shape=_DIGIT_SHAPE)
     try:
         return _bundle("digits_vectors", x, d.target, names)
     except ValueError as e:  # the integer pixels keep the border pixels that are 0 in every image

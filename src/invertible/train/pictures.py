@@ -1,5 +1,6 @@
 """The pictures of a run directory: ``loss.png`` always, ``density.png`` for unconditional 2-D data
-(continuous models: a discrete one has no density on a grid), ``samples.png`` (temperature 0.7; a row per class when conditional) for image data."""
+(continuous models: a discrete one has no density on a grid), ``samples.png`` (temperature 0.7 for a flow; a
+row per class when conditional) for image data and for vectors that are images (``picture_shape``)."""
 
 from __future__ import annotations
 
@@ -39,25 +40,34 @@ def _draw(run_dir: Path, flow: Flow, bundle: DataBundle, records: Sequence[dict[
         paths.append(run_dir / "density.png")
         preprocess = None if bundle.raw else bundle.preprocess  # drawn in raw data space, as test_nll is reported
         save_figure(density_2d(flow, bundle.test, samples, preprocess=preprocess), paths[-1])
-    if len(bundle.event_shape) == 3 and bundle.levels is not None:
+    if bundle.levels is not None and (len(bundle.event_shape) == 3 or bundle.picture_shape is not None):
         paths.append(run_dir / "samples.png")
         save_figure(_image_samples(flow, bundle, seed), paths[-1])
     return paths
 
 
 @torch.no_grad()
-def _image_samples(flow: Flow, bundle: DataBundle, seed: int, per_row: int = 8, temperature: float = 0.7):
-    from ..data.images import unit_pixels
+def _image_samples(flow: Flow | torch.nn.Module, bundle: DataBundle, seed: int, per_row: int = 8,
+                   temperature: float = 0.7):
+    """A grid of the model's samples as pictures: a flow's at ``temperature``, a discrete model's (a Bernoulli
+    MADE, which has none) as drawn; mapped back to pixels by the bundle's preprocessing, vectors shaped as
+    ``bundle.picture_shape``."""
+    from ..data.images import scaled_pixels
 
     classes = flow.context_features
+    options = {"temperature": temperature} if isinstance(flow, Flow) else {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if classes is None:
-            x = flow.sample(per_row * per_row, temperature=temperature)
+            x = flow.sample(per_row * per_row, **options)
             labels = None
         else:
             k = min(classes, 10)
             context = torch.eye(classes)[:k].repeat_interleave(per_row, 0).to(next(flow.parameters()).device)
-            x = flow.sample(1, context, temperature=temperature)[0]
+            x = flow.sample(1, context, **options)[0]
             labels = (bundle.class_names or [str(i) for i in range(classes)])[:k]
-    return image_grid(unit_pixels(bundle, x.cpu()), nrow=per_row, title=f"samples, T = {temperature}", row_labels=labels)
+    pixels = scaled_pixels(x.cpu(), bundle.levels, bundle.preprocess)
+    if bundle.picture_shape is not None:
+        pixels = pixels.reshape(-1, *bundle.picture_shape)
+    title = f"samples, T = {temperature}" if options else "samples"
+    return image_grid(pixels, nrow=per_row, title=title, row_labels=labels)
