@@ -5,6 +5,7 @@ samples mapped back to the data's units are integer pixels; a run draws its samp
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -158,3 +159,30 @@ def test_a_table_of_features_draws_no_samples_picture(tmp_path) -> None:
     flow = build("maf", features=13, context_features=3, layers=1, hidden=[8])
     paths = draw_run(tmp_path, flow, load("wine"), [{"step": 1, "loss": 1.0}], seed=0)
     assert [p.name for p in paths] == ["loss.png"]
+
+
+def test_sample_and_interpolate_draw_digit_vectors_as_pictures(digits_run, tmp_path, capsys) -> None:
+    """The run's summary keeps the 8x8 shape of its vectors, by which ``sample --out FILE.png`` (and decode) draw a
+    grid, as ``interpolate`` does from the dataset; a table of features, or a corrupt shape, is refused in one line."""
+    assert json.loads((digits_run / "summary.json").read_text())["picture_shape"] == [1, 8, 8]
+    code, _, err = _cli(capsys, "sample", digits_run, "-n", "16", "--label", "7", "--out", tmp_path / "s.png")
+    assert code == 0 and (tmp_path / "s.png").stat().st_size > 0, err
+    code, _, err = _cli(capsys, "interpolate", digits_run, "--pairs", "2", "--steps", "4", "--out", tmp_path / "i.png")
+    assert code == 0 and (tmp_path / "i.png").stat().st_size > 0, err
+    bad = tmp_path / "bad"
+    shutil.copytree(digits_run, bad)
+    summary = json.loads((bad / "summary.json").read_text())
+    (bad / "summary.json").write_text(json.dumps({**summary, "picture_shape": [1, 8, 9]}))
+    code, _, err = _cli(capsys, "sample", bad, "-n", "4", "--label", "7", "--out", tmp_path / "b.png")
+    assert code == 2 and "corrupt run summary" in err and "picture_shape [1, 8, 9]" in err, err
+
+
+def test_a_run_on_a_table_of_features_draws_no_grid(tmp_path, capsys) -> None:
+    run = tmp_path / "wine"
+    assert main(["train", "--data", "wine", "--model", "maf", "-m", "layers=1", "-m", "hidden=[8]", "--steps", "2",
+                 "--batch-size", "32", "--no-progress", "--no-plots", "--out", str(run)]) == 0
+    assert json.loads((run / "summary.json").read_text())["picture_shape"] is None
+    code, _, err = _cli(capsys, "sample", run, "-n", "4", "--label", "0", "--out", tmp_path / "w.png")
+    assert code == 2 and "a .png grid needs an image model" in err, err
+    code, _, err = _cli(capsys, "interpolate", run, "--out", tmp_path / "i.png")
+    assert code == 2 and "does not hold images" in err, err

@@ -1,6 +1,7 @@
 """``invertible interpolate RUN --out FILE.png``: decode straight lines between the latents of test images.
 
-For pairs of test images ``a, b`` of the run's dataset, ``z = f(x)`` maps both
+For pairs of test images ``a, b`` of the run's dataset (images, or vectors that are images:
+``digits_vectors``), ``z = f(x)`` maps both
 to the latent space, ``z_t = (1 - t) z_a + t z_b`` for ``t`` in ``[0, 1]``, and
 ``x_t = f^{-1}(z_t)`` is drawn, one row per pair (Kingma & Dhariwal 2018,
 Section 5.2, for Glow).
@@ -96,7 +97,7 @@ def _same_class_pairs(order: Tensor, classes: Tensor, pairs: int, which: str) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.images import unit_pixels
+    from ..data.images import shows_images, unit_pixels
     from ..plots import image_grid, save_figure
 
     if args.pairs < 1:
@@ -114,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"this flow is unconditional; --label {args.label} needs a class-conditional flow")
         label = label_index(args.label, run_classes(run_dir), flow.context_features)
     bundle = run_bundle(run_dir, "interpolate needs the test images of the run's dataset")
-    if len(bundle.event_shape) != 3:
+    if not shows_images(bundle):
         raise ValueError(f"dataset {bundle.name!r} does not hold images")
     ia, ib = _image_pairs(bundle, args.pairs, args.seed, label)
     dtype = flow_dtype(flow)

@@ -1,7 +1,8 @@
 """``invertible sample RUN -n N --out FILE.npy``: draw samples from a trained flow.
 
 With ``--out FILE.png`` an image model writes a picture grid of its samples
-(pixels recovered through the run's dataset preprocessing); ``--label K``
+(pixels recovered through the run's dataset preprocessing), as does a run on
+vectors that are images (``digits_vectors``, drawn 8x8); ``--label K``
 draws class-conditional samples of class ``K`` (one-hot context): a class
 name the run records (a PNG class folder of its data) or else a label index. ``--raw``
 maps samples back to the raw data's units by the run's own preprocessing (the
@@ -106,7 +107,7 @@ def write_points(args: argparse.Namespace, n: int,
                              f"or --context FILE.npy with {flow.context_features} values per sample")
         context = _context(args.context, n, flow.context_features, device, flow_dtype(flow))
     if grid:
-        preprocess, levels = _grid_preprocess(run_dir, flow)
+        preprocess, levels, shape = _grid_preprocess(run_dir, flow)
     elif args.raw:
         preprocess, _ = _run_preprocess(run_dir, "--raw")
     else:
@@ -116,7 +117,7 @@ def write_points(args: argparse.Namespace, n: int,
         from ..data.images import scaled_pixels
         from ..plots import image_grid, save_figure
 
-        pixels = scaled_pixels(x.cpu(), levels, preprocess)
+        pixels = scaled_pixels(x.cpu(), levels, preprocess).reshape(-1, *shape)
         model = run_config(run_dir).get("model", "flow")
         save_figure(image_grid(pixels, title=f"{model} {title}"), args.out)
         print(f"wrote a grid of {n} {what} to {args.out}", file=sys.stderr)
@@ -188,11 +189,18 @@ def _draw(model: torch.nn.Module, n: int, context: torch.Tensor | None, temperat
     return model.sample(n, **options) if context is None else model.sample(1, context, **options)[0]
 
 
-def _grid_preprocess(run_dir: Path, flow: Flow) -> tuple[Transform | None, int]:
-    """The preprocessing and pixel levels a ``.png`` grid of ``flow``'s samples needs, checked before sampling."""
-    if len(flow.event_shape) != 3:
+def _grid_preprocess(run_dir: Path, flow: Flow) -> tuple[Transform | None, int, tuple[int, ...]]:
+    """The preprocessing, pixel levels and image shape that a ``.png`` grid of ``flow``'s samples needs, checked
+    before sampling: an image model's event shape, or the ``picture_shape`` of a vector run's images (the summary's,
+    ``digits_vectors``: ``(1, 8, 8)``)."""
+    shape = tuple(flow.event_shape) if len(flow.event_shape) == 3 else run_summary(run_dir).get("picture_shape")
+    if shape is None:
         raise ValueError(f"a .png grid needs an image model; this one draws vectors of shape {tuple(flow.event_shape)} (use .npy or .csv)")
+    if not (isinstance(shape, (list, tuple)) and len(shape) == 3 and all(type(n) is int and n > 0 for n in shape)
+            and math.prod(shape) == math.prod(flow.event_shape)):
+        raise ValueError(f"corrupt run summary {run_dir / 'summary.json'}: picture_shape {shape!r} is not the (C, H, W) "
+                         f"of the model's {math.prod(flow.event_shape)} values")
     preprocess, levels = _run_preprocess(run_dir, "a .png grid", levels=True)
     if levels is None:
         raise ValueError(f"a .png grid needs images of discrete levels; the data of {run_dir} have none")
-    return preprocess, levels
+    return preprocess, levels, tuple(shape)

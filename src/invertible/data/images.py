@@ -32,7 +32,7 @@ from ..transforms import Logit, UniformDequantization, VariationalDequantization
 from .registry import SPLITS, DataBundle, off_pixels, register_dataset
 
 __all__ = ["image_bundle", "check_pixels", "one_hot", "class_indices", "number_names", "numbers_to_names", "relabel_classes",
-           "image_preprocess", "unit_pixels", "scaled_pixels"]
+           "image_preprocess", "shows_images", "unit_pixels", "scaled_pixels"]
 
 
 def one_hot(labels: np.ndarray | Tensor, classes: int) -> Tensor:
@@ -119,12 +119,19 @@ def image_preprocess(
     raise ValueError(f"unknown dequantization {dequantization!r}; choose from {', '.join(DEQUANTIZATIONS)}")
 
 
+def shows_images(bundle: DataBundle) -> bool:
+    """Whether ``bundle`` holds images of discrete levels, or vectors that are such images (``picture_shape``)."""
+    return bundle.levels is not None and (len(bundle.event_shape) == 3 or bundle.picture_shape is not None)
+
+
 @torch.no_grad()
 def unit_pixels(bundle: DataBundle, y: Tensor) -> Tensor:
-    """Model-space images ``y`` of an image bundle back to pixels scaled to ``[0, 1]`` (for pictures)."""
-    if bundle.levels is None or len(bundle.event_shape) != 3:
+    """Model-space images ``y`` of an image bundle (or vectors that are images) back to pixels scaled to
+    ``[0, 1]``, shaped ``(n, C, H, W)`` (for pictures)."""
+    if not shows_images(bundle):
         raise ValueError(f"dataset {bundle.name!r} is not an image dataset with discrete levels")
-    return scaled_pixels(y, bundle.levels, bundle.preprocess)
+    pixels = scaled_pixels(y, bundle.levels, bundle.preprocess)
+    return pixels if bundle.picture_shape is None else pixels.reshape(-1, *bundle.picture_shape)
 
 
 @torch.no_grad()

@@ -628,6 +628,7 @@ class _Trainer:
             ema=cfg.ema is not None,
             one_hot_context=one_hot(self.bundle.train_context),
             class_names=self.bundle.class_names if self.bundle.train_context is not None else None,
+            picture_shape=None if self.bundle.picture_shape is None else list(self.bundle.picture_shape),
             world_size=self.rt.world_size,
             device=str(self.rt.device),
             param_sha256_by_rank=digests,

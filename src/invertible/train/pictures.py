@@ -11,6 +11,7 @@ import torch
 
 from ..core import Flow
 from ..data import DataBundle
+from ..data.images import shows_images, unit_pixels
 from ..plots import density_2d, image_grid, loss_curve, save_figure
 from .evaluate import evaluation_mode
 
@@ -40,7 +41,7 @@ def _draw(run_dir: Path, flow: Flow, bundle: DataBundle, records: Sequence[dict[
         paths.append(run_dir / "density.png")
         preprocess = None if bundle.raw else bundle.preprocess  # drawn in raw data space, as test_nll is reported
         save_figure(density_2d(flow, bundle.test, samples, preprocess=preprocess), paths[-1])
-    if bundle.levels is not None and (len(bundle.event_shape) == 3 or bundle.picture_shape is not None):
+    if shows_images(bundle):
         paths.append(run_dir / "samples.png")
         save_figure(_image_samples(flow, bundle, seed), paths[-1])
     return paths
@@ -52,8 +53,6 @@ def _image_samples(flow: Flow | torch.nn.Module, bundle: DataBundle, seed: int, 
     """A grid of the model's samples as pictures: a flow's at ``temperature``, a discrete model's (a Bernoulli
     MADE, which has none) as drawn; mapped back to pixels by the bundle's preprocessing, vectors shaped as
     ``bundle.picture_shape``."""
-    from ..data.images import scaled_pixels
-
     classes = flow.context_features
     options = {"temperature": temperature} if isinstance(flow, Flow) else {}
     with torch.random.fork_rng(devices=[]):
@@ -66,8 +65,5 @@ def _image_samples(flow: Flow | torch.nn.Module, bundle: DataBundle, seed: int, 
             context = torch.eye(classes)[:k].repeat_interleave(per_row, 0).to(next(flow.parameters()).device)
             x = flow.sample(1, context, **options)[0]
             labels = (bundle.class_names or [str(i) for i in range(classes)])[:k]
-    pixels = scaled_pixels(x.cpu(), bundle.levels, bundle.preprocess)
-    if bundle.picture_shape is not None:
-        pixels = pixels.reshape(-1, *bundle.picture_shape)
     title = f"samples, T = {temperature}" if options else "samples"
-    return image_grid(pixels, nrow=per_row, title=title, row_labels=labels)
+    return image_grid(unit_pixels(bundle, x.cpu()), nrow=per_row, title=title, row_labels=labels)
