@@ -5,6 +5,7 @@ samples mapped back to the data's units are integer pixels; a run draws its samp
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -186,3 +187,21 @@ def test_a_run_on_a_table_of_features_draws_no_grid(tmp_path, capsys) -> None:
     assert code == 2 and "a .png grid needs an image model" in err, err
     code, _, err = _cli(capsys, "interpolate", run, "--out", tmp_path / "i.png")
     assert code == 2 and "does not hold images" in err, err
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"levels": 17, "dequantization": "uniform"}, "corrupt preprocessing record .*'features'"),
+    ({"levels": 17, "dequantization": "variational", "features": 64}, "unknown dequantization 'variational'"),
+    ({"levels": 1, "dequantization": "uniform", "features": 64}, "levels must be >= 2, got 1"),
+    ({"levels": 17, "dequantization": "uniform", "features": 63},
+     r"does not fit the uniform dequantization of 17 levels and a standardisation of 63 features .*size mismatch "
+     r"for transforms.1.mean.*; size mismatch for transforms.1.std"),
+])
+def test_a_corrupt_dequantized_table_record_is_refused_in_one_line(digits_run, tmp_path, capsys, record,
+                                                                    message) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    (run / PREPROCESS_JSON).write_text(json.dumps({"kind": "dequantized_table", **record}))
+    code, out, err = _cli(capsys, "sample", run, "-n", "2", "--label", "1", "--raw", "--out", tmp_path / "s.npy")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert re.search(message, err), err

@@ -316,7 +316,8 @@ def rebuild_preprocess(record: dict[str, Any], run_dir: str | Path) -> Transform
         try:
             preprocess.load_state_dict(read_tensors(weights, "run preprocessing"))
         except RuntimeError as e:
-            raise ValueError(f"{weights} does not fit the {describe_preprocess(record)} of {path}: {e}") from None
+            raise ValueError(f"{weights} does not fit the {describe_preprocess(record)} of {path}: "
+                             f"{_load_error(e)}") from None
     return preprocess.eval()
 
 
@@ -407,7 +408,7 @@ def _take_state(bundle: DataBundle, state: dict[str, Tensor], where: str | Path)
     try:
         bundle.preprocess.load_state_dict(state)
     except RuntimeError as e:
-        raise ValueError(f"{where} does not fit the preprocessing of dataset {bundle.name!r}: {e}") from None
+        raise ValueError(f"{where} does not fit the preprocessing of dataset {bundle.name!r}: {_load_error(e)}") from None
     bundle.preprocess.eval()
     if own is not None and not _same_state(own, bundle.preprocess):
         device = bundle.train.device  # the preprocessing may sit on the training device, the splits elsewhere
@@ -416,6 +417,12 @@ def _take_state(bundle: DataBundle, state: dict[str, Tensor], where: str | Path)
             for split in SPLITS:
                 y = getattr(bundle, split)
                 setattr(bundle, split, new(old.inverse(y.double())[0])[0].to(y.dtype).contiguous())
+
+
+def _load_error(e: RuntimeError) -> str:
+    """``load_state_dict``'s error on one line: its list of missing, unexpected and mismatched tensors."""
+    lines = [line.strip() for line in str(e).splitlines()]
+    return "; ".join(line.rstrip(".") for line in lines[1:] if line) or lines[0]
 
 
 def _same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
