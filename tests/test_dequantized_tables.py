@@ -205,3 +205,16 @@ def test_a_corrupt_dequantized_table_record_is_refused_in_one_line(digits_run, t
     code, out, err = _cli(capsys, "sample", run, "-n", "2", "--label", "1", "--raw", "--out", tmp_path / "s.npy")
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
     assert re.search(message, err), err
+
+
+def test_a_bernoulli_made_on_binarized_digits_draws_a_grid_but_has_no_latents_to_interpolate(tmp_path, capsys) -> None:
+    """A Bernoulli MADE has no latent space: interpolate refuses it in one line, as encode and decode do (it raised
+    an AttributeError once digit vectors became pictures); its samples still make a grid."""
+    run = tmp_path / "made"
+    assert main(["train", "--data", "digits_vectors", "-d", "binarize=true", "--model", "bernoulli_made", "-m",
+                 "hidden=[8]", "--steps", "2", "--batch-size", "32", "--no-progress", "--no-plots", "--out", str(run)]) == 0
+    capsys.readouterr()
+    code, out, err = _cli(capsys, "interpolate", run, "--out", tmp_path / "i.png")
+    assert code == 2 and out == "" and err.strip() == f"error: {run} holds a BernoulliMADE, a model of discrete data with no latent space"
+    code, _, err = _cli(capsys, "sample", run, "-n", "8", "--label", "2", "--out", tmp_path / "s.png")
+    assert code == 0 and (tmp_path / "s.png").stat().st_size > 0, err

@@ -13,6 +13,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import yaml
 
+from ..core import Flow
 from ..data import DataBundle
 from ..data.images import relabel_classes
 from ..persistence import MODEL_JSON, atomic_write, read_json
@@ -22,6 +23,13 @@ from ..train.config import TrainConfig, parse_error
 __all__ = ["existing_run", "output_dir", "results_kept_on_success", "run_config", "run_summary", "run_classes", "run_data", "run_bundle",
            "label_index", "named_classes", "add_option_flags", "check_array_path", "save_array", "describe", "plain_text",
            "default_text"]
+
+
+def check_latent_space(model: Any, run: str | Path) -> None:
+    """``ValueError`` unless ``model``, loaded from ``run``, is a flow: encode, decode and interpolate need its
+    latent space, which a model of discrete data (a Bernoulli MADE) does not have."""
+    if not isinstance(model, Flow):
+        raise ValueError(f"{run} holds a {type(model).__name__}, a model of discrete data with no latent space")
 
 
 def existing_run(path: str) -> Path:

@@ -21,7 +21,7 @@ import torch
 
 from ..core import Flow, flow_dtype
 from ..data.tabular import load_npy, parse_csv
-from ._common import check_array_path
+from ._common import check_array_path, check_latent_space
 from .sample import write_points
 
 
@@ -44,8 +44,7 @@ def run(args: argparse.Namespace) -> int:
     latents = read_latents(args.latents)
 
     def decode(flow: torch.nn.Module, context: torch.Tensor | None, device: torch.device) -> torch.Tensor:
-        if not isinstance(flow, Flow):
-            raise ValueError(f"{args.run} holds a {type(flow).__name__}, a model of discrete data with no latent space")
+        check_latent_space(flow, args.run)
         return flow.decode(_event_rows(latents, flow, args.latents).to(device, flow_dtype(flow)), context)
 
     return write_points(args, len(latents), decode, "decoded points", "decoded latents")

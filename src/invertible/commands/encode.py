@@ -18,11 +18,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..core import Flow
 from ..persistence import load
 from ..train.distributed import resolve_device
 from ..train.evaluate import row_latents
-from ._common import check_array_path, existing_run, save_array
+from ._common import check_array_path, check_latent_space, existing_run, save_array
 from ._rows import add_row_flags, check_row_flags, selected_rows
 
 
@@ -43,8 +42,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = existing_run(args.run)
     device = resolve_device(args.device)
     flow = load(run_dir, map_location=device)
-    if not isinstance(flow, Flow):
-        raise ValueError(f"{run_dir} holds a {type(flow).__name__}, a model of discrete data with no latent space")
+    check_latent_space(flow, run_dir)
     rows = selected_rows(flow, args, run_dir)
     z = row_latents(flow, rows.data, rows.context, rows.preprocess, rows.raw, args.batch_size, device)
     save_array(args.out, z.numpy())

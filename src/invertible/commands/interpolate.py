@@ -26,7 +26,7 @@ from ..data import DataBundle
 from ..persistence import load
 from ..train.distributed import resolve_device
 from ..train.evaluate import seeded_rng, to_model_space
-from ._common import existing_run, label_index, run_bundle, run_classes, run_config
+from ._common import check_latent_space, existing_run, label_index, run_bundle, run_classes, run_config
 
 __all__ = ["register", "latent_interpolation"]
 
@@ -109,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = existing_run(args.run)
     device = resolve_device(args.device)
     flow = load(run_dir, map_location=device).eval()
+    check_latent_space(flow, run_dir)
     label = None
     if args.label is not None:
         if flow.context_features is None:
