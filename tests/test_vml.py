@@ -38,3 +38,18 @@ def test_the_first_parallel_call_of_every_vml_function_is_exact() -> None:
     for (out, err), p in zip(results, procs):
         assert p.returncode == 0, err
         assert out.strip() == "exact"
+
+
+def test_the_warm_up_calls_every_function_on_the_cpu_whatever_the_default_device(monkeypatch) -> None:
+    """Under ``torch.set_default_device("cuda")`` it must not start CUDA at import: every call is on a CPU tensor,
+    once per function for float32 and float64."""
+    import torch
+
+    from invertible import vml
+
+    calls = []
+    for name in vml.VML_FUNCTIONS:
+        monkeypatch.setattr(torch, name, lambda x, name=name: calls.append((name, x.device.type, x.dtype)))
+    with torch.device("meta"):
+        vml.warm_up()
+    assert calls == [(name, "cpu", dtype) for dtype in (torch.float32, torch.float64) for name in vml.VML_FUNCTIONS]

@@ -28,6 +28,6 @@ def warm_up() -> None:
     """Call every function of :data:`VML_FUNCTIONS` once on a one-element float32 and float64 tensor."""
     with torch.no_grad():
         for dtype in (torch.float32, torch.float64):
-            x = torch.full((1,), 0.5, dtype=dtype)
+            x = torch.full((1,), 0.5, dtype=dtype, device="cpu")  # whatever the default device
             for name in VML_FUNCTIONS:
                 getattr(torch, name)(x)
