@@ -27,6 +27,7 @@ from ..core import Flow, Transform, flow_dtype
 from ..persistence import load
 from ..train.build import REBUILDABLE, describe_preprocess, read_preprocess_record, rebuild_preprocess
 from ..train.distributed import resolve_device
+from ..train.evaluate import model_samples
 from ._common import check_array_path, existing_run, label_index, named_classes, run_bundle, run_classes, run_config, run_summary, save_array
 
 
@@ -185,8 +186,7 @@ def _draw(model: torch.nn.Module, n: int, context: torch.Tensor | None, temperat
     """
     if not isinstance(model, Flow) and temperature != 1.0:
         raise ValueError(f"--temperature scales a flow's base noise; a {type(model).__name__} has none")
-    options = {"temperature": temperature} if isinstance(model, Flow) else {}
-    return model.sample(n, **options) if context is None else model.sample(1, context, **options)[0]
+    return model_samples(model, n, context, temperature)
 
 
 def _grid_preprocess(run_dir: Path, flow: Flow) -> tuple[Transform | None, int, tuple[int, ...]]:

@@ -36,7 +36,7 @@ from ..core import Flow, Transform, flow_dtype
 from ..data import SPLITS as BUNDLE_SPLITS
 from ..data import DataBundle
 
-__all__ = ["evaluation_mode", "preprocess_ladj", "evaluate_split", "split_log_densities", "row_log_densities", "row_latents", "summarize", "split_tensors", "to_model_space",
+__all__ = ["evaluation_mode", "preprocess_ladj", "evaluate_split", "split_log_densities", "row_log_densities", "row_latents", "model_samples", "summarize", "split_tensors", "to_model_space",
            "seeded_rng", "EVAL_NOISE_SEED", "SPLITS"]
 
 #: Seed of the dequantization noise of evaluation draw 0 (draw ``k`` uses ``EVAL_NOISE_SEED + k``).
@@ -217,3 +217,10 @@ def split_log_densities(
         raise ValueError(f"the {split} split of dataset {bundle.name!r} is empty")
     return row_log_densities(flow, data, context, bundle.preprocess, bundle.raw, batch_size, device, draws,
                              bundle.log_prob)
+
+
+def model_samples(model: torch.nn.Module, n: int, context: Tensor | None, temperature: float = 1.0) -> Tensor:
+    """``n`` samples (one per context row when conditional) from the model's own sampler, a flow's at
+    ``temperature``; a Bernoulli MADE, a discrete model with no base noise, takes no temperature."""
+    options = {"temperature": temperature} if isinstance(model, Flow) else {}
+    return model.sample(n, **options) if context is None else model.sample(1, context, **options)[0]

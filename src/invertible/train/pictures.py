@@ -13,7 +13,7 @@ from ..core import Flow
 from ..data import DataBundle
 from ..data.images import shows_images, unit_pixels
 from ..plots import density_2d, image_grid, loss_curve, save_figure
-from .evaluate import evaluation_mode
+from .evaluate import evaluation_mode, model_samples
 
 __all__ = ["draw_run"]
 
@@ -54,16 +54,14 @@ def _image_samples(flow: Flow | torch.nn.Module, bundle: DataBundle, seed: int, 
     MADE, which has none) as drawn; mapped back to pixels by the bundle's preprocessing, vectors shaped as
     ``bundle.picture_shape``."""
     classes = flow.context_features
-    options = {"temperature": temperature} if isinstance(flow, Flow) else {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if classes is None:
-            x = flow.sample(per_row * per_row, **options)
-            labels = None
+            context, labels = None, None
         else:
             k = min(classes, 10)
             context = torch.eye(classes)[:k].repeat_interleave(per_row, 0).to(next(flow.parameters()).device)
-            x = flow.sample(1, context, **options)[0]
             labels = (bundle.class_names or [str(i) for i in range(classes)])[:k]
-    title = f"samples, T = {temperature}" if options else "samples"
+        x = model_samples(flow, per_row * per_row, context, temperature)
+    title = f"samples, T = {temperature}" if isinstance(flow, Flow) else "samples"
     return image_grid(unit_pixels(bundle, x.cpu()), nrow=per_row, title=title, row_labels=labels)
