@@ -308,9 +308,13 @@ def test_load_refuses_a_dataset_that_returns_no_bundle(monkeypatch) -> None:
     ("digits_vectors", {"binarize": "false"}, "binarize"),
     ("digits_vectors", {"dequantize": "no"}, "dequantize"),
     ("digits_vectors", {"binarize": 1}, "binarize"),
+    ("digits", {"conditional": "nope"}, "conditional"),
+    ("digits", {"raw": 0.5}, "raw"),
+    ("mnist", {"conditional": "flase"}, "conditional"),
 ])
 def test_an_on_off_option_that_is_not_a_bool_is_refused(tmp_path: Path, name: str, options: dict, option: str) -> None:
-    """A string is truthy: ``standardize="false"`` standardised and ``binarize="false"`` binarised, silently."""
+    """A string is truthy: ``standardize="false"`` standardised, ``binarize="false"`` binarised and
+    ``conditional="nope"`` made the built-in images class-conditional, silently."""
     _write_csv(tmp_path / "table.csv", _table())
     np.save(tmp_path / "table.npy", _table())
     source = name if name in DATASETS else str(tmp_path / name)

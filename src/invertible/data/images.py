@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..core import Compose, Transform
 from ..transforms import Logit, UniformDequantization, VariationalDequantization
-from .registry import SPLITS, DataBundle, off_pixels, register_dataset
+from .registry import SPLITS, DataBundle, check_flag, off_pixels, register_dataset
 
 __all__ = ["image_bundle", "check_pixels", "one_hot", "class_indices", "number_names", "numbers_to_names", "relabel_classes",
            "image_preprocess", "shows_images", "unit_pixels", "scaled_pixels"]
@@ -196,6 +196,7 @@ def image_bundle(
     of the labels in label order, or gives their number (then named ``"0"``,
     ``"1"``, ...); by default as many as the largest label + 1.
     """
+    conditional, raw = check_flag("conditional", conditional), check_flag("raw", raw)
     images = np.asarray(images)
     if images.ndim != 4:
         raise ValueError(f"images must have shape (n, C, H, W), got {images.shape}")
