@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -9,6 +16,7 @@ from invertible.cli import main as cli
 from invertible.variational import approximation, fit, get_target
 from invertible.variational.vae import VAE, evaluate_vae, train_vae
 
+ROOT = Path(__file__).resolve().parents[1]
 BINARY = (torch.rand(12, 1, 4, 4, generator=torch.Generator().manual_seed(0)) < 0.5).float()
 
 
@@ -105,6 +113,32 @@ def test_an_interrupted_run_leaves_no_partial_results(tmp_path, monkeypatch, cap
     out = tmp_path / "run"
     argv = ["vae", "--data", "digits", "--latent", "3", "--hidden", "16", "--steps", "2", "--out", str(out)]
     assert cli(argv) == 130
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [
+    ["fit-density", "--target", "u1", "--layers", "2", "--steps", "1000000"],
+    ["vae", "--data", "digits", "--latent", "3", "--hidden", "16", "--steps", "1000000", "--test-size", "10"],
+])
+def test_sigterm_leaves_out_free_for_the_same_command(tmp_path, command) -> None:
+    """``kill`` used to end the process at once, leaving the partial ``metrics.jsonl`` that made the same
+    command refuse the same ``--out``; now the results are removed and the exit status is SIGTERM's, 143."""
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "invertible", *command, "--out", str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        while not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err[-3000:]
+    assert err.strip().splitlines()[-1] == f"stopped by SIGTERM; what it had written to {out} was removed"
     assert list(out.iterdir()) == []
 
 

@@ -18,6 +18,7 @@ import warnings
 from typing import NoReturn, Sequence
 
 from . import __version__, commands
+from .commands._common import Terminated
 from .train import TrainingError, TrainingInterrupted
 
 __all__ = ["main", "build_parser"]
@@ -64,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad input or failed run, 130 interrupted,
     141 when the reader of standard output went away, as ``head`` does: the status of a process ended by SIGPIPE;
-    ``train`` stopped by SIGTERM or SIGINT after checkpointing its step: 143 or 130, as a process ended by it)."""
+    ``train`` stopped by SIGTERM or SIGINT after checkpointing its step: 143 or 130, as a process ended by it;
+    ``fit-density`` and ``vae`` stopped by SIGTERM, after removing what they wrote: 143)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "command"):
@@ -89,7 +91,7 @@ def _run(args: argparse.Namespace) -> int:
             raise
         print(f"error: {_message(e)}", file=sys.stderr)
         return 2
-    except TrainingInterrupted as e:  # SIGTERM or SIGINT during the steps of `train`: its checkpoint holds the step
+    except (TrainingInterrupted, Terminated) as e:  # `train`'s checkpointed stop, or SIGTERM in fit-density or vae
         print(str(e), file=sys.stderr)
         return e.exit_status
     except KeyboardInterrupt as e:

@@ -7,7 +7,10 @@ import contextlib
 import inspect
 import re
 import shutil
+import signal
+import threading
 from pathlib import Path
+from types import FrameType
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -20,7 +23,7 @@ from ..persistence import MODEL_JSON, atomic_write, read_json
 from ..train.build import load_bundle, reopened_data, restore_preprocess
 from ..train.config import TrainConfig, parse_error
 
-__all__ = ["existing_run", "output_dir", "results_kept_on_success", "run_config", "run_summary", "run_classes", "run_data", "run_bundle",
+__all__ = ["Terminated", "existing_run", "output_dir", "results_kept_on_success", "run_config", "run_summary", "run_classes", "run_data", "run_bundle",
            "label_index", "named_classes", "add_option_flags", "check_array_path", "save_array", "describe", "plain_text",
            "default_text"]
 
@@ -66,17 +69,45 @@ def output_dir(path: str, results: Sequence[str] = ()) -> Path:
     return out
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived while a command wrote results that it removes on failure; the CLI exits 143 with its text."""
+
+    exit_status = 128 + signal.SIGTERM
+
+
+@contextlib.contextmanager
+def _sigterm_raises(out: Path) -> Iterator[None]:
+    """While the block runs in the main thread, SIGTERM raises :class:`Terminated` (once: a further SIGTERM is
+    ignored until the block is left, so the clean-up after the first one completes). A handler that is not the
+    default one (set by the program that calls the command) is left in place."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def terminated(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated(f"stopped by SIGTERM; what it had written to {out} was removed")
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextlib.contextmanager
 def results_kept_on_success(out: Path, results: Sequence[str]) -> Iterator[None]:
-    """Remove the ``results`` under ``out`` when the block fails (an error, a divergence, Ctrl-C).
+    """Remove the ``results`` under ``out`` when the block fails (an error, a divergence, Ctrl-C, SIGTERM).
 
     For an ``out`` that :func:`output_dir` found holding none of them: whatever of them is there on failure
     (a partial ``metrics.jsonl``, the weights of a run whose evaluation failed) was written by this run,
     so the directory goes back to how it was and the same command, with a lower learning rate say,
-    can be run into it again.
+    can be run into it again. SIGTERM (``kill``, a scheduler) raises :class:`Terminated` in the block
+    (see :func:`_sigterm_raises`), so it is a failure like Ctrl-C rather than the end of the process.
     """
     try:
-        yield
+        with _sigterm_raises(out):
+            yield
     except BaseException:
         for name in results:
             path = out / name

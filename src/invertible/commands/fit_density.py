@@ -5,7 +5,7 @@ of Rezende & Mohamed 2015), ``OUT/summary.json`` (ELBO, importance-sampling
 ``log Z``, true ``log Z`` by quadrature, ``KL = log Z - ELBO``, ESS) and
 ``OUT/metrics.jsonl`` (the ELBO curve), and saves the flow to ``OUT/model``.
 An ``OUT`` that already holds any of these is refused: results are never overwritten. A fit that fails
-(a divergence, Ctrl-C) removes what it wrote, so the same ``OUT`` can be used again.
+(a divergence, Ctrl-C, SIGTERM) removes what it wrote, so the same ``OUT`` can be used again.
 """
 
 from __future__ import annotations

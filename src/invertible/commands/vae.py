@@ -6,7 +6,7 @@ nats per image, train ELBO, steps, wall time, parameters), ``OUT/metrics.jsonl``
 ``OUT/samples.png`` (decoder means at prior samples) and the weights
 ``OUT/vae.safetensors`` with ``OUT/config.json``. An ``OUT`` that already holds
 any of these is refused: results are never overwritten. A run that fails
-(a divergence, Ctrl-C) removes what it wrote, so the same ``OUT`` can be used again.
+(a divergence, Ctrl-C, SIGTERM) removes what it wrote, so the same ``OUT`` can be used again.
 """
 
 from __future__ import annotations
