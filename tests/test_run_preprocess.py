@@ -396,3 +396,19 @@ def test_raw_samples_of_a_damaged_record_are_refused(table_run, tmp_path, capsys
     code, _, err = _cli(capsys, "sample", run, "--raw", "--out", tmp_path / "x.npy")
     assert code == 2 and len(err.strip().splitlines()) == 1 and words in err
     assert not (tmp_path / "x.npy").exists()
+
+
+@pytest.mark.parametrize("record", ["[1, 2]", '{"features": 2}'])
+@pytest.mark.parametrize("command", ["sample", "decode"])
+def test_points_in_model_space_of_a_damaged_record_are_refused_before_a_file_is_written(
+        table_run, tmp_path, capsys, record, command) -> None:
+    """Without ``--raw`` the record is read only for the closing note: that note used to fail after the file
+    was written, so the command exited 2 with its output left behind."""
+    run = tmp_path / "run"
+    shutil.copytree(table_run[0], run)
+    (run / PREPROCESS_JSON).write_text(record)
+    np.save(tmp_path / "z.npy", np.zeros((3, 2), dtype=np.float32))
+    given = ["-n", "3"] if command == "sample" else ["--latents", tmp_path / "z.npy"]
+    code, _, err = _cli(capsys, command, run, *given, "--out", tmp_path / "x.npy")
+    assert code == 2 and err.strip().splitlines() == [err.strip()] and "corrupt preprocessing record" in err
+    assert not (tmp_path / "x.npy").exists()

@@ -113,6 +113,8 @@ def write_points(args: argparse.Namespace, n: int,
         preprocess, _ = _run_preprocess(run_dir, "--raw")
     else:
         preprocess = None
+    # read before anything is written: a corrupt record is refused with no output file left behind
+    note = None if grid or args.raw else _model_space_note(run_dir, what)
     x = points(flow, context, device)
     if grid:
         from ..data.images import scaled_pixels
@@ -127,23 +129,24 @@ def write_points(args: argparse.Namespace, n: int,
         x, _ = preprocess.to(device).inverse(x)
     save_array(args.out, x.cpu().numpy())
     print(f"wrote {n} {what} of shape {tuple(flow.event_shape)} to {args.out}", file=sys.stderr)
-    if not args.raw:
-        _note_model_space(run_dir, what)
+    if note is not None:
+        print(note, file=sys.stderr)
     return 0
 
 
-def _note_model_space(run_dir: Path, what: str) -> None:
-    """A ``note:`` on stderr when ``what`` (samples) written without ``--raw`` are not in the data's units: the run records
-    a preprocessing, or records none but names a dataset (a run written before runs kept their record), whose
-    preprocessing may then be a table's standardisation. A bare saved model, known to have none, gets no note."""
+def _model_space_note(run_dir: Path, what: str) -> str | None:
+    """The ``note:`` for ``what`` (samples) written without ``--raw`` when they are not in the data's units: the run
+    records a preprocessing, or records none but names a dataset (a run written before runs kept their record),
+    whose preprocessing may then be a table's standardisation. A bare saved model, known to have none, gets none."""
     record = read_preprocess_record(run_dir)
     if record is not None and record["kind"] != "none":
-        print(f"note: the {what} are in the space the model saw, after {describe_preprocess(record)}; "
-              "pass --raw for the data's own units", file=sys.stderr)
-    elif record is None and "data" in run_config(run_dir):
-        print(f"note: {run_dir} does not record its data's preprocessing (an older run): if its data were "
-              f"preprocessed (a table is standardised by default), the {what} are in that space; pass --raw for "
-              "the data's own units", file=sys.stderr)
+        return (f"note: the {what} are in the space the model saw, after {describe_preprocess(record)}; "
+                "pass --raw for the data's own units")
+    if record is None and "data" in run_config(run_dir):
+        return (f"note: {run_dir} does not record its data's preprocessing (an older run): if its data were "
+                f"preprocessed (a table is standardised by default), the {what} are in that space; pass --raw for "
+                "the data's own units")
+    return None
 
 
 def _run_preprocess(run_dir: Path, why: str, levels: bool = False) -> tuple[Transform | None, int | None]:
