@@ -95,6 +95,9 @@ def test_resume_from_the_command_line(tmp_path, capsys):
     assert code == 0 and json.loads(out)["steps"] == 14
     assert_error(capsys, "cannot resume: steps is 5 but the run has done 14", "train", "--resume", "--out", run, "--steps", 5)
     assert_error(capsys, "cannot resume: ema is 0.5 but the checkpoint has none", "train", "--resume", "--out", run, "--ema", 0.5)
+    # another model is named as such, not as the bad options that the run's (planar takes no hidden) are for it
+    assert_error(capsys, "cannot resume: model is 'planar' but the checkpoint has 'realnvp'",
+                 "train", "--resume", "--out", run, "--model", "planar")
     (run / "config.yaml").unlink()  # the checkpoint records the settings too
     code, out, _ = run_cli(capsys, "train", "--resume", "--out", run, "--steps", 16, "--no-progress")
     assert code == 0 and json.loads(out)["steps"] == 16

@@ -63,8 +63,8 @@ from ..transforms.normalization import synchronize_normalization
 from .build import (adopt_fitted_state, build_flow, data_path, fitted_state, load_bundle, raw_dequantizer,
                     reopened_data, save_preprocess, trainable_preprocess)
 from .batches import BatchPlan
-from .checkpoint import (CHECKPOINT_DIR, Checkpoint, checkpoint_record, has_checkpoint, load_checkpoint, rng_state,
-                         save_checkpoint, set_rng_state)
+from .checkpoint import (CHECKPOINT_DIR, Checkpoint, checkpoint_record, checkpoint_settings, has_checkpoint,
+                         load_checkpoint, rng_state, save_checkpoint, set_rng_state)
 from .config import RESUMED, TrainConfig
 from .distributed import (Runtime, broadcast_flag, counts_over_ranks, gather_objects, mean_and_counts_over_ranks,
                           mean_over_ranks, parameter_digest, setup, teardown)
@@ -186,6 +186,8 @@ class _Trainer:
         self.run_dir = run_directory(config)
         if resume:
             check_resumable(self.run_dir)
+            # before the data and the model are built: another model's options would fail as bad options
+            self._refuse_changed_settings(checkpoint_settings(self.run_dir))
         if not resume and (has_checkpoint(self.run_dir) or (self.run_dir / "summary.json").exists()):
             raise TrainingError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out")
         if not resume and (self.run_dir / MODEL_JSON).exists():  # a run writes its model after its checkpoint
@@ -266,12 +268,16 @@ class _Trainer:
             return self.config.data  # refused by `_restore`, which names both
         return reopened_data(self.config.data, record.get("data_path"))
 
-    def _restore(self) -> None:
-        ckpt = load_checkpoint(self.run_dir)
+    def _refuse_changed_settings(self, saved_config: dict[str, Any]) -> None:
+        """``TrainingError`` naming the first of :data:`_FIXED_ON_RESUME` whose value differs from the checkpoint's."""
         for key in _FIXED_ON_RESUME:
-            saved, now = ckpt.config.get(key), getattr(self.config, key)
+            saved, now = saved_config.get(key), getattr(self.config, key)
             if saved != _as_recorded(now):  # `hidden=(8, 8)` from Python is the `[8, 8]` the JSON holds
                 raise TrainingError(f"cannot resume: {key} is {_setting(now)} but the checkpoint has {_setting(saved)}")
+
+    def _restore(self) -> None:
+        ckpt = load_checkpoint(self.run_dir)
+        self._refuse_changed_settings(ckpt.config)
         if self.config.steps < ckpt.step:
             raise TrainingError(f"cannot resume: steps is {self.config.steps} but the run has done {ckpt.step}")
         if ckpt.fitted_preprocess is not None:  # a checkpoint written before checkpoints held it is not checked
