@@ -360,6 +360,9 @@ def test_sample_contexts_of_a_flow_on_real_valued_contexts(tmp_path, capsys):
                           (np.array(["a", "b", "c"]), "holds values of dtype <U1; expected real numbers")]:
         np.save(tmp_path / "bad.npy", values)
         assert_error(capsys, words, "sample", run, "-n", 4, "--context", tmp_path / "bad.npy", "--out", tmp_path / "b.npy")
+    (tmp_path / "script.py").write_text("print(1)\n")  # was "This file contains pickled (object) data..."
+    assert_error(capsys, f"cannot read {tmp_path / 'script.py'} as a .npy array: no .npy header", "sample", run,
+                 "-n", 4, "--context", tmp_path / "script.py", "--out", tmp_path / "b.npy")
 
 
 def test_sample_draws_from_the_models_own_sampler(tmp_path, capsys):

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..core import Flow, Transform, flow_dtype
+from ..data.tabular import load_npy
 from ..persistence import load
 from ..train.build import REBUILDABLE, describe_preprocess, read_preprocess_record, rebuild_preprocess
 from ..train.distributed import resolve_device
@@ -57,7 +58,7 @@ def _context(path: str | None, n: int, features: int | None, device: torch.devic
         return None
     if path is None:
         raise ValueError(f"this flow is conditional: pass --context FILE.npy with {features} values per sample")
-    values = np.load(path)
+    values = load_npy(Path(path))
     if not (np.issubdtype(values.dtype, np.number) or values.dtype == np.bool_) or np.iscomplexobj(values):
         raise ValueError(f"--context {path} holds values of dtype {values.dtype}; expected real numbers")
     if values.shape not in ((features,), (n, features)):
