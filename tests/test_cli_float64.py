@@ -85,3 +85,38 @@ def test_interpolate_encodes_test_images_for_a_float64_flow(tmp_path, capsys):
     as_float64(run)
     code, _, err = run_cli(capsys, "interpolate", run, "--pairs", 2, "--steps", 3, "--out", tmp_path / "i.png")
     assert code == 0 and (tmp_path / "i.png").is_file(), err
+
+
+@pytest.fixture(scope="module")
+def float32_table(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("f32") / "table"
+    assert main(["train", "--data", "engine-gauss", "-m", "layers=2", "-m", "hidden=[8]", *QUICK,
+                 "--out", str(run)]) == 0
+    return run
+
+
+def test_float64_samples_and_decodes_beyond_the_float32_range(float32_table, tmp_path, capsys):
+    """The overflow errors and warnings say "sample in float64", which the commands had no way to do."""
+    run = float32_table
+    capsys.readouterr()
+    code, _, err = run_cli(capsys, "sample", run, "-n", 4, "--temperature", 1e39, "--out", tmp_path / "s.npy")
+    assert code == 2 and "beyond the torch.float32 range" in err and not (tmp_path / "s.npy").exists()
+    code, _, err = run_cli(capsys, "sample", run, "-n", 4, "--temperature", 1e39, "--float64", "--seed", 3,
+                           "--out", tmp_path / "s.npy")
+    assert code == 0, err
+    samples = np.load(tmp_path / "s.npy")
+    flow = invertible.load(run).double()
+    torch.manual_seed(3)
+    expected = flow.sample(4, temperature=1e39)
+    assert samples.dtype == np.float64 and np.isfinite(samples).all() and np.abs(samples).max() > 1e38
+    np.testing.assert_array_equal(samples, expected.numpy())
+
+    np.save(tmp_path / "z.npy", np.full((2, 2), 1e300))
+    code, _, err = run_cli(capsys, "decode", run, "--latents", tmp_path / "z.npy", "--out", tmp_path / "d.npy")
+    assert code == 2 and err.strip() == (f"error: --latents {tmp_path / 'z.npy'} holds values beyond the "
+                                         "torch.float32 range (+-3.4e+38): pass --float64")
+    code, _, err = run_cli(capsys, "decode", run, "--latents", tmp_path / "z.npy", "--float64",
+                           "--out", tmp_path / "d.npy")
+    assert code == 0, err
+    expected = invertible.load(run).double().decode(torch.full((2, 2), 1e300, dtype=torch.float64))
+    np.testing.assert_array_equal(np.load(tmp_path / "d.npy"), expected.detach().numpy())

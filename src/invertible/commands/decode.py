@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--context", metavar="FILE.npy", help="conditioning vectors, shape (C,) or (n, C), for conditional flows")
     p.add_argument("--raw", action="store_true", help="undo the dataset's preprocessing (the run's own; older runs load their dataset)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--float64", action="store_true",
+                   help="decode with the model cast to float64 (values written in float64), for points beyond the "
+                        "float32 range, which a warning names")
     p.set_defaults(command=run)
 
 
@@ -45,7 +48,11 @@ def run(args: argparse.Namespace) -> int:
 
     def decode(flow: torch.nn.Module, context: torch.Tensor | None, device: torch.device) -> torch.Tensor:
         check_latent_space(flow, args.run)
-        return flow.decode(_event_rows(latents, flow, args.latents).to(device, flow_dtype(flow)), context)
+        z = _event_rows(latents, flow, args.latents).to(device, flow_dtype(flow))
+        if not bool(torch.isfinite(z).all()):  # finite in the file (read_latents), so beyond the flow's dtype
+            raise ValueError(f"--latents {args.latents} holds values beyond the {z.dtype} range "
+                             f"(+-{torch.finfo(z.dtype).max:.3g}): pass --float64")
+        return flow.decode(z, context)
 
     return write_points(args, len(latents), decode, "decoded points", "decoded latents")
 

@@ -46,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--context", metavar="FILE.npy", help="conditioning vectors, shape (C,) or (n, C), for conditional flows")
     p.add_argument("--raw", action="store_true", help="undo the dataset's preprocessing (the run's own; older runs load their dataset)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--float64", action="store_true",
+                   help="sample with the model cast to float64 (values written in float64), for points beyond the "
+                        "float32 range, which a warning names")
     p.set_defaults(command=run)
 
 
@@ -94,6 +97,10 @@ def write_points(args: argparse.Namespace, n: int,
     run_dir = existing_run(args.run)
     device = resolve_device(args.device)
     flow = load(run_dir, map_location=device)
+    if args.float64:
+        if device.type == "mps":
+            raise ValueError("--float64 needs a device with float64 arithmetic: mps has none; pass --device cpu")
+        flow = flow.double()
     if args.label is not None:
         if args.context is not None:
             raise ValueError("give --label or --context, not both")
