@@ -387,3 +387,21 @@ def test_sample_draws_from_the_models_own_sampler(tmp_path, capsys):
     assert bits.shape == (5, 64) and set(np.unique(bits)) <= {0.0, 1.0}
     assert_error(capsys, "a BernoulliMADE has none", "sample", run, "-n", 5, "--label", 2, "--temperature", 0.5,
                  "--out", tmp_path / "c.npy")
+
+
+@pytest.mark.parametrize("command", [
+    ["sample", "RUN", "--out", "s.npy"], ["interpolate", "RUN", "--out", "i.png"], ["eval", "RUN"],
+    ["encode", "RUN", "--out", "z.npy"], ["fit-density", "--target", "u1", "--out", "fd"],
+    ["vae", "--data", "digits", "--out", "fd"],
+])
+def test_every_seed_flag_refuses_a_seed_that_torch_would_wrap(tmp_path, capsys, command):
+    """``--seed -1`` drew seed 2**64 - 1's numbers in sample and interpolate (and fit-density, vae), which train,
+    eval and encode refused; now the flag refuses it before anything runs or is written."""
+    argv = [str(tmp_path / a) if a in ("RUN", "s.npy", "i.png", "z.npy", "fd") else a for a in command]
+    for seed in ("-1", "18446744073709551616", "1.5"):
+        with pytest.raises(SystemExit) as stop:  # a usage error, as argparse reports it
+            main([*argv, "--seed", seed])
+        assert stop.value.code == 2
+        assert capsys.readouterr().err.startswith(
+            f"error: argument --seed: must be an integer in [0, 2**64 - 1], got '{seed}'")
+    assert list(tmp_path.iterdir()) == []

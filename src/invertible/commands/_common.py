@@ -20,12 +20,23 @@ from ..core import Flow
 from ..data import DataBundle
 from ..data.images import relabel_classes
 from ..persistence import MODEL_JSON, atomic_write, read_json
+from ..seeding import check_seed
 from ..train.build import load_bundle, reopened_data, restore_preprocess
 from ..train.config import TrainConfig, parse_error
 
-__all__ = ["Terminated", "existing_run", "output_dir", "results_kept_on_success", "run_config", "run_summary", "run_classes", "run_data", "run_bundle",
+__all__ = ["Terminated", "seed_argument", "existing_run", "output_dir", "results_kept_on_success", "run_config", "run_summary", "run_classes", "run_data", "run_bundle",
            "label_index", "named_classes", "add_option_flags", "check_array_path", "save_array", "describe", "plain_text",
            "default_text"]
+
+
+def seed_argument(text: str) -> int:
+    """The value of a ``--seed`` flag: an integer in ``[0, 2**64 - 1]`` (:func:`~invertible.seeding.check_seed`), so
+    that ``--seed -1``, which torch takes modulo ``2**64`` (seed ``2**64 - 1``'s numbers), is refused in every
+    command as ``train`` refuses it."""
+    try:
+        return check_seed(int(text), "--seed")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**64 - 1], got {text!r}") from None
 
 
 def check_latent_space(model: Any, run: str | Path) -> None:

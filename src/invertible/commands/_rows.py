@@ -25,7 +25,7 @@ from ..train.build import (RAW_KINDS, REBUILDABLE, check_fits, check_shapes, loa
                            rebuild_preprocess, restore_preprocess, unsaved_preprocess)
 from ..train.config import parse_options
 from ..train.evaluate import SPLITS, split_tensors
-from ._common import add_option_flags, run_classes, run_config, run_data
+from ._common import add_option_flags, run_classes, run_config, run_data, seed_argument
 
 __all__ = ["Rows", "add_row_flags", "check_row_flags", "selected_rows"]
 
@@ -56,7 +56,7 @@ def add_row_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", choices=SPLITS,
                    help="which split; all: every row (of a --data file: in file order, nothing fitted); default: test, "
                         "but all for a --data file other than the run's (see above)")
-    p.add_argument("--seed", type=int, help="dataset seed (default: the run's)")
+    p.add_argument("--seed", type=seed_argument, help="dataset seed (default: the run's)")
 
 
 def check_row_flags(args: argparse.Namespace, command: str) -> None:

@@ -17,7 +17,7 @@ import json
 import torch
 
 from ..persistence import report_json, write_json
-from ._common import output_dir, results_kept_on_success
+from ._common import output_dir, results_kept_on_success, seed_argument
 
 __all__ = ["register", "run"]
 
@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=100_000,
         help="samples of q for the final ELBO, importance-sampled log Z and ESS (default: %(default)s)",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--seed", type=seed_argument, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--out", required=True, help="output directory; one that holds an earlier fit's results is refused")
 
 

@@ -26,7 +26,7 @@ from ..data import DataBundle
 from ..persistence import load
 from ..train.distributed import resolve_device
 from ..train.evaluate import seeded_rng, to_model_space
-from ._common import check_latent_space, existing_run, label_index, run_bundle, run_classes, run_config
+from ._common import check_latent_space, existing_run, label_index, run_bundle, run_classes, run_config, seed_argument
 
 __all__ = ["register", "latent_interpolation"]
 
@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=8, help="images per row, ends included")
     p.add_argument("--label", help="class of a class-conditional flow to draw every pair from: a class name the run "
                                    "records, or a label index (default: each pair of one class, any class)")
-    p.add_argument("--seed", type=int, default=0, help="random seed that picks the pairs")
+    p.add_argument("--seed", type=seed_argument, default=0, help="random seed that picks the pairs")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.set_defaults(command=run)
 

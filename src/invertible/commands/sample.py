@@ -29,7 +29,8 @@ from ..persistence import load
 from ..train.build import REBUILDABLE, describe_preprocess, read_preprocess_record, rebuild_preprocess
 from ..train.distributed import resolve_device
 from ..train.evaluate import model_samples
-from ._common import check_array_path, existing_run, label_index, named_classes, run_bundle, run_classes, run_config, run_summary, save_array
+from ._common import (check_array_path, existing_run, label_index, named_classes, run_bundle, run_classes, run_config,
+                      run_summary, save_array, seed_argument)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output file: .npy or .csv (values), .png (image grid)")
     p.add_argument("--label", help="class of a class-conditional flow (one-hot context): a class name the run "
                                    "records, or a label index")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--seed", type=seed_argument, default=0, help="random seed")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="scale of the base noise about the base's mean: x = f^-1(T u) for a standard normal base; "
                         "T < 1 trades diversity for typical samples")

@@ -18,7 +18,7 @@ import time
 import torch
 
 from ..persistence import atomic_write, report_json, state_tensors, write_json
-from ._common import output_dir, results_kept_on_success
+from ._common import output_dir, results_kept_on_success, seed_argument
 from .fit_density import _diverged_is_a_training_error
 
 __all__ = ["register", "run", "train_and_evaluate"]
@@ -55,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=0, help="steps of KL warm-up from 0 to 1 (0: off; default: %(default)s)")
     p.add_argument("--iw-samples", type=int, default=500, help="k of the importance-weighted log p(x) (default: %(default)s)")
     p.add_argument("--test-size", type=int, default=0, help="evaluate on the first N test images (0: all)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--seed", type=seed_argument, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--out", required=True, help="output directory; one that holds an earlier run's results is refused")
 
 
