@@ -132,7 +132,8 @@ def table_run(tmp_path_factory) -> tuple[Path, Path]:
 def test_encode_a_table_and_decode_its_latents_back_to_the_rows(table_run, tmp_path, capsys) -> None:
     run, path = table_run
     code, err = _cli(capsys, "encode", run, "--data", path, "--split", "all", "--out", tmp_path / "z.npy")
-    assert code == 0 and "wrote the latents of 300 rows (every row of table.csv), each of shape (3,)" in err, err
+    assert code == 0 and "wrote the latents of 300 rows (every row of table.csv, in file order), each of shape (3,)" \
+        in err, err
     z = np.load(tmp_path / "z.npy")
     rows = np.loadtxt(path, delimiter=",", skiprows=1)
     flow = invertible.load(run)
@@ -252,3 +253,17 @@ def test_models_without_one_latent_space_are_refused(tmp_path, capsys) -> None:
     _error(capsys, "this MADE is a pool of 2 mask sets", "decode", pool, "--latents", tmp_path / "z2.npy", "--out",
            tmp_path / "x.npy")
     _error(capsys, "this MADE is a pool of 2 mask sets", "encode", pool, "--out", tmp_path / "z.npy")
+
+
+def test_encode_of_the_runs_own_data_names_the_order_of_its_splits(table_run, tmp_path, capsys) -> None:
+    """``--split all`` of the run's own dataset is its three splits in turn, not the file's order, which the
+    message "every row of table.csv" let a user assume when lining the latents up with the file's rows."""
+    run, path = table_run
+    code, err = _cli(capsys, "encode", run, "--split", "all", "--out", tmp_path / "z.npy")
+    assert code == 0 and (f"wrote the latents of 300 rows (the train, val and test splits of {path}, in that order)"
+                          in err), err
+    code, err = _cli(capsys, "encode", run, "--out", tmp_path / "t.npy")
+    assert code == 0 and f"(the test split of {path})" in err, err
+    code, err = _cli(capsys, "eval", run, "--split", "all", "--per-row", tmp_path / "p.npy")
+    assert code == 0 and f"wrote the log-densities of 300 rows (the train, val and test splits of {path}, in that order)" \
+        in err, err

@@ -47,6 +47,17 @@ class Rows:
     levels: int | None
     event_shape: tuple[int, ...]
     log_prob: Callable[[Tensor], Tensor] | None = None
+    #: every row of a file as it is, in file order (``split`` is then ``"all"``)
+    file_order: bool = False
+
+    def described(self) -> str:
+        """Which rows these are, in their order, for messages: "every row of t.npy, in file order", "the train,
+        val and test splits of moons, in that order" (``--split all`` of a dataset) or "the test split of moons"."""
+        if self.file_order:
+            return f"every row of {self.name}, in file order"
+        if self.split == "all":
+            return f"the train, val and test splits of {self.name}, in that order"
+        return f"the {self.split} split of {self.name}"
 
 
 def add_row_flags(p: argparse.ArgumentParser) -> None:
@@ -157,7 +168,8 @@ def _file_rows(flow: Flow, args: argparse.Namespace, config: dict[str, Any], rec
             raise ValueError(f"{name}: {e}, the levels of the data {run_dir} was trained on") from None
     elif preprocess is not None:
         data = standardized(preprocess, data)
-    return Rows(name, "all", data.float(), context, preprocess, raw, record.get("levels"), tuple(data.shape[1:]))
+    return Rows(name, "all", data.float(), context, preprocess, raw, record.get("levels"), tuple(data.shape[1:]),
+                file_order=True)
 
 
 @contextmanager

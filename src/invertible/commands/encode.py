@@ -46,8 +46,7 @@ def run(args: argparse.Namespace) -> int:
     rows = selected_rows(flow, args, run_dir)
     z = row_latents(flow, rows.data, rows.context, rows.preprocess, rows.raw, args.batch_size, device)
     save_array(args.out, z.numpy())
-    rows_read = f"every row of {rows.name}" if rows.split == "all" else f"the {rows.split} split of {rows.name}"
-    print(f"wrote the latents of {len(z)} rows ({rows_read}), each of shape {tuple(flow.event_shape)}, "
+    print(f"wrote the latents of {len(z)} rows ({rows.described()}), each of shape {tuple(flow.event_shape)}, "
           f"to {args.out}", file=sys.stderr)
     if rows.context is not None:
         print("note: each row was encoded under its own context; decode the latents under the same contexts "

@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.out, result, report=True)
     if args.per_row:
         save_array(args.per_row, log_p.numpy(), "--per-row")
-        print(f"wrote the log-densities of {log_p.numel()} rows to {args.per_row}", file=sys.stderr)
+        print(f"wrote the log-densities of {log_p.numel()} rows ({rows.described()}) to {args.per_row}",
+              file=sys.stderr)
     return 0
 
 
