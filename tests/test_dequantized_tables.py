@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from sklearn.datasets import load_digits
 
 from invertible.cli import main
+from invertible.persistence import file_sha256
 from invertible.data import Standardize, load
 from invertible.data.sklearn_tabular import fixed_split
 from invertible.data.tabular import dequantized_standardization
@@ -81,7 +82,8 @@ def test_a_pixel_constant_in_every_row_keeps_the_noise_as_its_spread() -> None:
 
 def test_the_run_records_the_map_and_rebuilds_it_without_the_data(digits_run) -> None:
     record = json.loads((digits_run / PREPROCESS_JSON).read_text())
-    assert record == {"kind": "dequantized_table", "levels": 17, "dequantization": "uniform", "features": 64}
+    assert record == {"kind": "dequantized_table", "levels": 17, "dequantization": "uniform", "features": 64,
+                      "weights_sha256": file_sha256(digits_run / PREPROCESS_WEIGHTS)}
     stored = load_file(str(digits_run / PREPROCESS_WEIGHTS))
     own = load("digits_vectors").preprocess.transforms[1]
     assert torch.equal(stored["transforms.1.mean"], own.mean) and torch.equal(stored["transforms.1.std"], own.std)

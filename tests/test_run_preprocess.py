@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import yaml
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from invertible import load as load_flow
 from invertible.cli import main
+from invertible.persistence import file_sha256
 from invertible.data import Standardize, load
 from invertible.train import TrainConfig, TrainingError, train
 from invertible.train.build import PREPROCESS_JSON, PREPROCESS_WEIGHTS, adopt_fitted_state, restore_preprocess, save_preprocess
@@ -157,7 +158,9 @@ def plain_run(tmp_path_factory) -> tuple[Path, Path, dict]:
 
 
 def test_a_run_records_its_preprocessing_also_when_there_is_none(table_run, plain_run) -> None:
-    assert json.loads((table_run[0] / PREPROCESS_JSON).read_text()) == {"kind": "standardize", "features": 2}
+    digest = file_sha256(table_run[0] / PREPROCESS_WEIGHTS)
+    assert json.loads((table_run[0] / PREPROCESS_JSON).read_text()) == {"kind": "standardize", "features": 2,
+                                                                      "weights_sha256": digest}
     run = plain_run[0]
     assert json.loads((run / PREPROCESS_JSON).read_text()) == {"kind": "none"}
     assert not (run / PREPROCESS_WEIGHTS).exists()
@@ -266,7 +269,10 @@ def test_image_samples_need_no_data(image_run, tmp_path, capsys) -> None:
     """Raw pixels and a .png grid come from the run's record and stored dequantizer alone; the same pixels as the
     path that loads the data, which runs without a record still take."""
     record = json.loads((image_run / PREPROCESS_JSON).read_text())
-    assert record == {"kind": "image", "levels": 8, "alpha": 0.1, "dequantization": image_run.name, "event_shape": [1, 4, 4]}
+    # only the learned dequantizer has a state, whose file's digest the record keeps
+    digest = {"weights_sha256": file_sha256(image_run / PREPROCESS_WEIGHTS)} if image_run.name == "variational" else {}
+    assert record == {"kind": "image", "levels": 8, "alpha": 0.1, "dequantization": image_run.name,
+                      "event_shape": [1, 4, 4], **digest}
     gone = _without_data(image_run, tmp_path, "gone")
     code, _, err = _cli(capsys, "sample", gone, "-n", 9, "--out", tmp_path / "grid.png")
     assert code == 0 and (tmp_path / "grid.png").stat().st_size > 0, err
@@ -412,3 +418,31 @@ def test_points_in_model_space_of_a_damaged_record_are_refused_before_a_file_is_
     code, _, err = _cli(capsys, command, run, *given, "--out", tmp_path / "x.npy")
     assert code == 2 and err.strip().splitlines() == [err.strip()] and "corrupt preprocessing record" in err
     assert not (tmp_path / "x.npy").exists()
+
+
+def test_a_changed_preprocessing_state_is_refused_by_every_command_that_reads_it(table_run, tmp_path, capsys) -> None:
+    """``preprocess.safetensors`` was read unchecked: a NaN std made ``sample --raw`` write NaN columns (exit 0) and
+    changed bytes made ``eval`` score by wrong statistics. Its record keeps its SHA-256 now; a record written
+    before it did is read as before."""
+    run = tmp_path / "run"
+    shutil.copytree(table_run[0], run)
+    stats = load_file(str(run / PREPROCESS_WEIGHTS))
+    stats["std"][1] = float("nan")
+    save_file(stats, str(run / PREPROCESS_WEIGHTS))
+    np.save(tmp_path / "z.npy", np.zeros((3, 2), dtype=np.float32))
+    words = f"error: corrupt run preprocessing {run / PREPROCESS_WEIGHTS}: it is not the file preprocess.json was written with"
+    for argv in (["sample", run, "-n", 3, "--raw", "--out", tmp_path / "s.npy"],
+                 ["decode", run, "--latents", tmp_path / "z.npy", "--raw", "--out", tmp_path / "d.npy"],
+                 ["eval", run], ["eval", run, "--data", table_run[1], "--split", "all"],
+                 ["encode", run, "--out", tmp_path / "e.npy"]):
+        code, out, err = _cli(capsys, *argv)
+        assert code == 2 and out == "" and err.strip().splitlines() == [err.strip()] and err.startswith(words), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "z.npy"]
+    shutil.copy(table_run[0] / PREPROCESS_WEIGHTS, run / PREPROCESS_WEIGHTS)  # the file it was written with
+    assert _cli(capsys, "sample", run, "-n", 3, "--raw", "--out", tmp_path / "s.npy")[0] == 0
+    record = json.loads((run / PREPROCESS_JSON).read_text())
+    del record["weights_sha256"]  # a run written before records kept the digest
+    (run / PREPROCESS_JSON).write_text(json.dumps(record))
+    stats["std"][1] = 2.0
+    save_file(stats, str(run / PREPROCESS_WEIGHTS))
+    assert _nll(capsys, run) != _nll(capsys, table_run[0])  # read unchecked, as before

@@ -18,7 +18,7 @@ from ..core import Compose, Flow, Transform
 from ..data import SPLITS, DataBundle, Standardize
 from ..data.images import image_preprocess
 from ..data.registry import DATASETS, check_splits, dataset_options, off_pixels, raw_dequantizer
-from ..persistence import atomic_write, read_json, read_tensors, state_tensors, write_json
+from ..persistence import atomic_write, file_sha256, read_json, read_tensors, state_tensors, write_json
 from ..transforms import Logit, UniformDequantization, VariationalDequantization
 
 __all__ = ["load_bundle", "check_bundle", "raw_dequantizer", "build_flow", "check_fits", "check_shapes", "trainable_preprocess",
@@ -32,6 +32,8 @@ PREPROCESS_WEIGHTS = "preprocess.safetensors"
 #: What a run's preprocessing is (``kind`` and its settings; ``"none"`` for data the model saw as they
 #: were): enough, with :data:`PREPROCESS_WEIGHTS`, to rebuild it without the data.
 PREPROCESS_JSON = "preprocess.json"
+#: The key of :data:`PREPROCESS_JSON` that holds the SHA-256 of :data:`PREPROCESS_WEIGHTS`, when there is one.
+WEIGHTS_DIGEST = "weights_sha256"
 #: Preprocessing kinds that :func:`rebuild_preprocess` builds from a record alone.
 REBUILDABLE = ("none", "standardize", "image", "dequantized_table")
 #: Preprocessing kinds applied to the raw data per batch (dequantization noise): their data are integer pixels.
@@ -243,8 +245,10 @@ def preprocess_record(bundle: DataBundle) -> dict[str, Any]:
 
 
 def _mapping(record: dict[str, Any]) -> dict[str, Any]:
-    """The part of a preprocessing record that says how data are mapped: all of it but the ``levels`` of data
-    mapped without a dequantizer, which describe the data, not the map (and which older records lack)."""
+    """The part of a preprocessing record that says how data are mapped: all of it but the digest of the state
+    (:data:`WEIGHTS_DIGEST`) and the ``levels`` of data mapped without a dequantizer, which describe the data,
+    not the map (and which older records lack)."""
+    record = {k: v for k, v in record.items() if k != WEIGHTS_DIGEST}
     return record if record.get("kind") in RAW_KINDS else {k: v for k, v in record.items() if k != "levels"}
 
 
@@ -267,10 +271,25 @@ def describe_preprocess(record: dict[str, Any]) -> str:
 def save_preprocess(bundle: DataBundle, run_dir: str | Path) -> None:
     """Write what ``bundle``'s preprocessing is (:data:`PREPROCESS_JSON`, also when there is none) and its
     state (:data:`PREPROCESS_WEIGHTS`, when it holds one) into ``run_dir``."""
+    record = preprocess_record(bundle)
     if _has_state(bundle):
         tensors = state_tensors(bundle.preprocess)
-        atomic_write(Path(run_dir) / PREPROCESS_WEIGHTS, lambda tmp: save_file(tensors, tmp))
-    write_json(Path(run_dir) / PREPROCESS_JSON, preprocess_record(bundle))
+        weights = Path(run_dir) / PREPROCESS_WEIGHTS
+        atomic_write(weights, lambda tmp: save_file(tensors, tmp))
+        record[WEIGHTS_DIGEST] = file_sha256(weights)
+    write_json(Path(run_dir) / PREPROCESS_JSON, record)
+
+
+def _preprocess_state(run_dir: str | Path, record: dict[str, Any] | None) -> dict[str, Tensor]:
+    """The tensors of the run's :data:`PREPROCESS_WEIGHTS`; ``ValueError`` when their file is not the one its
+    ``record`` was written with (its SHA-256, :data:`WEIGHTS_DIGEST`; runs written before records held it are
+    not checked): changed bytes would map the data by wrong statistics, or samples to NaN, without a word."""
+    path = Path(run_dir) / PREPROCESS_WEIGHTS
+    digest = None if record is None else record.get(WEIGHTS_DIGEST)
+    if digest is not None and path.is_file() and file_sha256(path) != digest:
+        raise ValueError(f"corrupt run preprocessing {path}: it is not the file {PREPROCESS_JSON} was written with "
+                         "(its SHA-256 differs)")
+    return read_tensors(path, "run preprocessing")
 
 
 def read_preprocess_record(run_dir: str | Path) -> dict[str, Any] | None:
@@ -314,7 +333,7 @@ def rebuild_preprocess(record: dict[str, Any], run_dir: str | Path) -> Transform
         if not weights.is_file():
             raise ValueError(f"{run_dir} records {describe_preprocess(record)} but holds no {PREPROCESS_WEIGHTS}")
         try:
-            preprocess.load_state_dict(read_tensors(weights, "run preprocessing"))
+            preprocess.load_state_dict(_preprocess_state(run_dir, record))
         except RuntimeError as e:
             raise ValueError(f"{weights} does not fit the {describe_preprocess(record)} of {path}: "
                              f"{_load_error(e)}") from None
@@ -362,7 +381,7 @@ def restore_preprocess(bundle: DataBundle, run_dir: str | Path) -> DataBundle:
             raise ValueError(f"dataset {bundle.name!r} has a fitted or trained preprocessing, but {run_dir} holds "
                              f"no {PREPROCESS_WEIGHTS}")
         return bundle
-    _take_state(bundle, read_tensors(path, "run preprocessing"), path)
+    _take_state(bundle, _preprocess_state(run_dir, record), path)
     return bundle
 
 
