@@ -290,3 +290,23 @@ def test_a_file_of_binary_rows_gets_the_bits_per_dim_of_a_bernoulli_run(tmp_path
     assert own["test_bpd"] == pytest.approx(own["test_nll"] / (64 * np.log(2)))
     (run / PREPROCESS_JSON).write_text(json.dumps({"kind": "none"}))  # a record written before records kept levels
     assert _eval(capsys, run) == own
+
+
+def test_a_value_beyond_float32_once_standardised_is_named_with_its_file_row_and_feature(table_run, tmp_path,
+                                                                                         capsys) -> None:
+    """Finite in the file but infinite as the model's float32: it was refused as "x contains 1 non-finite value(s)",
+    a message that named neither the file nor the row; a value that stays finite (1e30) is still scored."""
+    run, table = table_run
+    rows = np.load(table)[:10].copy()
+    rows[3, 1] = 1e39
+    np.save(tmp_path / "over.npy", rows)
+    err = _error(capsys, run, "--data", tmp_path / "over.npy")
+    assert err.startswith("error: over.npy: 1 value(s) lie beyond the float32 range once standardised, the first at "
+                          "row 3, feature 1: 1e+39, "), err
+    err = _error(capsys, run, "--data", tmp_path / "over.npy", "-d", "test_fraction=0.5")  # split and fitted to it
+    assert err.startswith("error: over.npy, ") and "split (rows in split order): 1 value(s) lie beyond the float32 " \
+        "range once standardised" in err, err
+    rows[3, 1] = 1e30
+    np.save(tmp_path / "huge.npy", rows)
+    code, out, err = _cli(capsys, "eval", run, "--data", tmp_path / "huge.npy")
+    assert code == 0 and json.loads(out)["rows"] == 10, err

@@ -167,7 +167,10 @@ def _file_rows(flow: Flow, args: argparse.Namespace, config: dict[str, Any], rec
         except ValueError as e:
             raise ValueError(f"{name}: {e}, the levels of the data {run_dir} was trained on") from None
     elif preprocess is not None:
-        data = standardized(preprocess, data)
+        try:
+            data = standardized(preprocess, data)
+        except ValueError as e:
+            raise ValueError(f"{name}: {e} of the data {run_dir} was trained on") from None
     return Rows(name, "all", data.float(), context, preprocess, raw, record.get("levels"), tuple(data.shape[1:]),
                 file_order=True)
 

@@ -32,7 +32,7 @@ from torch import Tensor
 from ..core import Compose, Transform
 from ..transforms import UniformDequantization
 from .fingerprint import split_digests
-from .registry import DataBundle, check_flag, register_reader, register_rows_reader
+from .registry import SPLITS, DataBundle, check_flag, register_reader, register_rows_reader
 
 __all__ = ["Standardize", "read_npy", "read_csv", "read_npy_rows", "read_csv_rows", "table_bundle", "table_rows",
            "standardized", "fit_float32", "dequantized_standardization", "load_npy", "parse_csv"]
@@ -221,8 +221,8 @@ def table_bundle(
         except ValueError as e:  # constant columns: fine for a discrete model (0/1 pixels), which takes them unscaled
             raise ValueError(f"{e}, or read the table as it is with -d standardize=false (a discrete model, such as "
                              "bernoulli_made on 0/1 columns, takes its values unstandardised)") from None
-        with torch.no_grad():
-            x_train, x_val, x_test = (standardized(preprocess, s) for s in (x_train, x_val, x_test))
+        x_train, x_val, x_test = (_standardized_split(name, split, preprocess, x)
+                                  for split, x in zip(SPLITS, (x_train, x_val, x_test)))
     return DataBundle(
         name=name,
         train=x_train.float().contiguous(),
@@ -236,12 +236,30 @@ def table_bundle(
     )
 
 
+def _standardized_split(name: str, split: str, preprocess: Standardize, x: Tensor) -> Tensor:
+    """:func:`standardized` of the ``split`` rows ``x`` of table ``name``, whose errors name both."""
+    try:
+        return standardized(preprocess, x)
+    except ValueError as e:
+        raise ValueError(f"{name}, {split} split (rows in split order): {e}") from None
+
+
 @torch.no_grad()
 def standardized(preprocess: Standardize, x: Tensor) -> Tensor:
     """Rows ``x`` standardised in float64 by the float32 statistics of ``preprocess``, as float32: the map
-    the splits of :func:`table_bundle` go through (float32 alone would lose a large mean's digits)."""
+    the splits of :func:`table_bundle` go through (float32 alone would lose a large mean's digits).
+
+    ``ValueError`` naming the first row and feature whose standardised value lies beyond the float32 range: as
+    float32 it would be infinite, a value the model refuses as if the data held one."""
     exact = Standardize(preprocess.mean.double(), preprocess.std.double())
-    return exact(x.double())[0].float()
+    y = exact(x.double())[0]
+    over = y.abs() > torch.finfo(torch.float32).max
+    if over.any():
+        r, c = over.nonzero()[0].tolist()
+        raise ValueError(f"{int(over.sum())} value(s) lie beyond the float32 range once standardised, the first at "
+                         f"row {r}, feature {c}: {float(x[r, c]):.6g}, {float(y[r, c]):.3g} standard deviations "
+                         "from the mean")
+    return y.float()
 
 
 #: The first bytes of every ``.npy`` file (``numpy.lib.format.MAGIC_PREFIX``).
