@@ -197,6 +197,19 @@ def test_bad_files_and_options(tmp_path: Path) -> None:
             load(str(tmp_path / "t.npy"), val_fraction=0.5, test_fraction=0.45, standardize=standardize)
 
 
+def test_a_context_column_name_that_the_header_repeats_is_refused(tmp_path: Path) -> None:
+    """It used to take the first of the columns of that name, silently; the other stays a feature."""
+    path = _write_csv(tmp_path / "dupe.csv", _table(40), ["a", "a", "c"])
+    with pytest.raises(ValueError, match=r"^context column 'a' is ambiguous: the header names columns \[0, 1\] so; "
+                                         r"give the column's index instead$"):
+        load(str(path), context_columns="a")
+    with pytest.raises(ValueError, match="is ambiguous"):
+        load_rows(str(path), context_columns=["c", "a"])
+    bundle = load(str(path), context_columns=1)  # by index
+    assert bundle.train.shape[1] == 2 and bundle.train_context.shape[1] == 1
+    assert load(str(path), context_columns="c").train_context.shape[1] == 1
+
+
 def test_a_file_that_is_not_one_npy_array_is_named(tmp_path: Path) -> None:
     """A ``.npz`` archive saved under a ``.npy`` name used to reach the table checks as an ``NpzFile`` (an
     ``AttributeError``); any other file was called pickled data, with advice to load it unsafely."""

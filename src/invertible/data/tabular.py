@@ -151,6 +151,10 @@ def _context_indices(columns: int | str | Sequence[int | str] | None, names: lis
             if names is None or c not in names:
                 known = f"; columns are {names}" if names else " (the file has no header row)"
                 raise ValueError(f"unknown context column {c!r}{known}")
+            if names.count(c) > 1:
+                at = [i for i, name in enumerate(names) if name == c]
+                raise ValueError(f"context column {c!r} is ambiguous: the header names columns {at} so; "
+                                 "give the column's index instead")
             out.append(names.index(c))
         elif isinstance(c, numbers.Integral) and not isinstance(c, (bool, np.bool_)) and -width <= c < width:
             out.append(int(c) % width)
