@@ -74,3 +74,22 @@ def test_resume_reads_the_recorded_path_from_another_directory(tmp_path, monkeyp
     resumed = json.loads((run / "summary.json").read_text())
     assert resumed["steps"] == 15 and resumed["data_path"] == str(tmp_path / "t.npy")
     assert resumed["data_sha256"] == first["data_sha256"]
+
+
+def test_a_run_whose_data_file_is_gone_says_so(tmp_path, monkeypatch, capsys) -> None:
+    """Moved or deleted, the file was called an unknown dataset ("no such built-in name or file") by eval,
+    encode, the loads of sample and interpolate, and a resume; another file given by --data is still read."""
+    run = _train_relative(tmp_path, monkeypatch, capsys, "--checkpoint-every", "5")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    (tmp_path / "elsewhere" / "t.npy").unlink()  # nothing of that name here either
+    (tmp_path / "t.npy").rename(tmp_path / "moved.npy")
+    gone = f"error: the run's data file {tmp_path / 't.npy'} no longer exists (moved or deleted): put it back there"
+    for argv, advice in ((["eval", run], ", or pass --data FILE to read another"),
+                         (["encode", run, "--out", tmp_path / "z.npy"], ", or pass --data FILE to read another"),
+                         ([*TRAIN[:-1], "--resume", "--out", run, "--steps", "15"],
+                          ": a resumed run reads the data it was trained on")):
+        code, out, err = _cli(capsys, *argv)
+        assert code == 2 and err.strip() == gone + advice, err
+    with pytest.raises(ValueError, match="^the run's data file .* no longer exists \\(moved or deleted\\): put it back there$"):
+        run_bundle(run, "a test")
+    assert _eval(capsys, run, "--data", tmp_path / "moved.npy")["rows"] == 300

@@ -83,7 +83,7 @@ def selected_rows(flow: Flow, args: argparse.Namespace, run_dir: Path) -> Rows:
     """The rows ``args`` (:func:`add_row_flags`) select from the data of the run in ``run_dir`` (its ``flow``);
     ``args.split`` is set to the split chosen."""
     config = run_config(run_dir)
-    own = run_data(run_dir, config)
+    own = run_data(run_dir, config, None if args.data else "put it back there, or pass --data FILE to read another")
     data = args.data or own
     if data is None:
         raise ValueError(f"{run_dir} records no dataset; pass --data")

@@ -24,7 +24,7 @@ from ..transforms import Logit, UniformDequantization, VariationalDequantization
 __all__ = ["load_bundle", "check_bundle", "raw_dequantizer", "build_flow", "check_fits", "check_shapes", "trainable_preprocess",
            "save_preprocess", "restore_preprocess", "unsaved_preprocess", "preprocess_record", "describe_preprocess",
            "read_preprocess_record", "rebuild_preprocess", "fitted_state", "adopt_fitted_state", "data_path",
-           "reopened_data", "PREPROCESS_WEIGHTS", "PREPROCESS_JSON"]
+           "reopened_data", "check_run_data", "PREPROCESS_WEIGHTS", "PREPROCESS_JSON"]
 
 #: The state of a run's preprocessing, beside ``model.safetensors``: the fitted statistics of a
 #: standardisation, the weights of a learned dequantizer.
@@ -86,6 +86,14 @@ def reopened_data(name: str, recorded: Any) -> str:
     if isinstance(recorded, str) and recorded and Path(recorded).exists():
         return recorded
     return name
+
+
+def check_run_data(name: str, recorded: Any, advice: str) -> None:
+    """``ValueError`` when a run's data file is gone: neither the absolute path ``recorded`` at training time nor
+    ``name`` as given exists from here. The message says so, with ``advice``, instead of the loader's "unknown
+    dataset" for ``name``."""
+    if isinstance(recorded, str) and recorded and not Path(recorded).exists() and not Path(name).exists():
+        raise ValueError(f"the run's data file {recorded} no longer exists (moved or deleted): {advice}")
 
 
 def build_flow(model: str, options: dict[str, Any], bundle: DataBundle, resumed: bool = False) -> Flow:
