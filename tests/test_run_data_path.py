@@ -93,3 +93,19 @@ def test_a_run_whose_data_file_is_gone_says_so(tmp_path, monkeypatch, capsys) ->
     with pytest.raises(ValueError, match="^the run's data file .* no longer exists \\(moved or deleted\\): put it back there$"):
         run_bundle(run, "a test")
     assert _eval(capsys, run, "--data", tmp_path / "moved.npy")["rows"] == 300
+
+
+def test_eval_notes_that_the_runs_own_data_changed_since_it_was_trained(tmp_path, monkeypatch, capsys) -> None:
+    """A changed file was scored as the run's test split without a word, against the digests its summary keeps."""
+    run = _train_relative(tmp_path, monkeypatch, capsys)
+    code, _, err = _cli(capsys, "eval", run)
+    assert code == 0 and "note" not in err, err
+    np.save(tmp_path / "t.npy", _table() * 1.5)
+    note = (f"note: the test split(s) of {tmp_path / 't.npy'} differ from those {run} was trained and tested on "
+            "(the data changed since): the figures are of the data as they are now")
+    code, _, err = _cli(capsys, "eval", run)
+    assert code == 0 and note in err, err
+    code, _, err = _cli(capsys, "eval", run, "--split", "all")
+    assert code == 0 and "the train, val, test split(s) of" in err, err
+    code, _, err = _cli(capsys, "eval", run, "--seed", "2")  # another split asked for: not the run's rows anyway
+    assert code == 0 and "differ from those" not in err, err

@@ -18,14 +18,16 @@ from typing import Any, Callable, Iterator
 from torch import Tensor
 
 from ..core import Flow, Transform
-from ..data import DATASETS, dataset_options, load_rows, rows_options
+from ..data import DATASETS, DataBundle, dataset_options, load_rows, rows_options
+from ..data import SPLITS as BUNDLE_SPLITS
+from ..data.fingerprint import data_fingerprint
 from ..data.images import check_pixels, relabel_classes
 from ..data.tabular import standardized
 from ..train.build import (RAW_KINDS, REBUILDABLE, check_fits, check_shapes, load_bundle, read_preprocess_record,
                            rebuild_preprocess, restore_preprocess, unsaved_preprocess)
 from ..train.config import parse_options
 from ..train.evaluate import SPLITS, split_tensors
-from ._common import add_option_flags, run_classes, run_config, run_data, seed_argument
+from ._common import add_option_flags, run_classes, run_config, run_data, run_summary, seed_argument
 
 __all__ = ["Rows", "add_row_flags", "check_row_flags", "selected_rows"]
 
@@ -124,7 +126,12 @@ def _split_rows(flow: Flow, args: argparse.Namespace, data: str, own: str | None
     options = dict(config.get("data_options") or {}) if args.data is None else {}
     options.update(parse_options(args.data_option))
     seed = args.seed if args.seed is not None else int(config.get("seed", 0))
-    bundle = relabel_classes(load_bundle(data, seed, options), run_classes(run_dir))
+    loaded = load_bundle(data, seed, options)
+    same_loading = _is_run_data(data, own) and seed == int(config.get("seed", 0)) \
+        and options == (config.get("data_options") or {})
+    if same_loading:
+        _note_changed_data(loaded, args.split, data, run_dir)
+    bundle = relabel_classes(loaded, run_classes(run_dir))
     with _dropped_options(config, options, args.data):
         check_fits(flow, bundle)
     if unsaved_preprocess(bundle, run_dir) and (not _is_run_data(data, own) or seed != int(config.get("seed", 0))):
@@ -138,6 +145,20 @@ def _split_rows(flow: Flow, args: argparse.Namespace, data: str, own: str | None
         raise ValueError(f"the {args.split} split of dataset {bundle.name!r} is empty")
     return Rows(data, args.split, x, context, bundle.preprocess, bundle.raw, bundle.levels, tuple(bundle.event_shape),
                 bundle.log_prob)
+
+
+def _note_changed_data(bundle: DataBundle, split: str, data: str, run_dir: Path) -> None:
+    """A ``note:`` when the rows of ``split`` (``all``: any split) of the run's own data, loaded as the run loaded
+    them, are not those it was trained and tested on: their digests differ from the ones its summary keeps (the
+    file changed since). Runs whose summary keeps no digests are not checked."""
+    summary = run_summary(run_dir)
+    fingerprint = data_fingerprint(bundle)
+    names = BUNDLE_SPLITS if split == "all" else (split,)
+    changed = [name for name in names
+               if f"data_sha256_{name}" in summary and summary[f"data_sha256_{name}"] != fingerprint[name]]
+    if changed:
+        print(f"note: the {', '.join(changed)} split(s) of {data} differ from those {run_dir} was trained and "
+              "tested on (the data changed since): the figures are of the data as they are now", file=sys.stderr)
 
 
 def _file_rows(flow: Flow, args: argparse.Namespace, config: dict[str, Any], record: dict[str, Any],
