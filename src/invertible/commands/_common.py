@@ -24,8 +24,8 @@ from ..seeding import check_seed
 from ..train.build import check_run_data, load_bundle, reopened_data, restore_preprocess
 from ..train.config import TrainConfig, parse_error
 
-__all__ = ["Terminated", "seed_argument", "existing_run", "output_dir", "results_kept_on_success", "run_config", "run_summary", "run_classes", "run_data", "run_bundle",
-           "label_index", "named_classes", "add_option_flags", "check_array_path", "save_array", "describe", "plain_text",
+__all__ = ["Terminated", "seed_argument", "existing_run", "output_dir", "results_kept_on_success", "run_config",
+           "run_summary", "run_classes", "run_data", "run_bundle", "label_index", "named_classes", "add_option_flags", "check_array_path", "save_array", "describe", "plain_text",
            "default_text"]
 
 
@@ -34,7 +34,7 @@ def seed_argument(text: str) -> int:
     that ``--seed -1``, which torch takes modulo ``2**64`` (seed ``2**64 - 1``'s numbers), is refused in every
     command as ``train`` refuses it."""
     try:
-        return check_seed(int(text), "--seed")
+        return check_seed(int(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**64 - 1], got {text!r}") from None
 
