@@ -25,8 +25,8 @@ from ..train.build import check_run_data, load_bundle, reopened_data, restore_pr
 from ..train.config import TrainConfig, parse_error
 
 __all__ = ["Terminated", "seed_argument", "existing_run", "output_dir", "results_kept_on_success", "run_config",
-           "run_summary", "run_classes", "run_data", "run_bundle", "label_index", "named_classes", "add_option_flags", "check_array_path", "save_array", "describe", "plain_text",
-           "default_text"]
+           "run_summary", "run_classes", "run_data", "run_bundle", "label_index", "named_classes", "add_option_flags",
+           "check_array_path", "save_array", "describe", "plain_text", "default_text"]
 
 
 def seed_argument(text: str) -> int:
