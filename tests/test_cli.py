@@ -142,7 +142,8 @@ def test_listing_commands(capsys):
     assert_error(capsys, "unknown model 'nosuch'", "models", "nosuch")
     code, out, _ = run_cli(capsys, "datasets", "digits_vectors")  # one dataset: its -d options
     options = dict(line.split(None, 1) for line in out.splitlines()[out.splitlines().index("options (-d key=value):") + 1 :])
-    assert code == 0 and options == {"seed": "set by --seed", "dequantize": "None", "binarize": "False"}
+    # dequantize's default None means "on unless binarize", which the description says: listed as auto, not None
+    assert code == 0 and options == {"seed": "set by --seed", "dequantize": "auto (see above)", "binarize": "False"}
     code, out, _ = run_cli(capsys, "datasets", ".csv")
     assert code == 0 and "context_columns" in out and "path" not in out.split("options (-d key=value):")[1]
     assert_error(capsys, "unknown dataset or file suffix 'nosuch'", "datasets", "nosuch")

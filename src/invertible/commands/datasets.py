@@ -35,9 +35,18 @@ def _describe(name: str) -> int:
         raise ValueError(f"unknown dataset or file suffix {name!r}; datasets: {', '.join(data.available())}; "
                          f"file suffixes: {', '.join(s for s in sorted(READERS) if s)}")
     options = {
-        key: "set by --seed" if key == "seed" else default_text(p.default)
-        for key, p in inspect.signature(fn).parameters.items()
+        key: _default(key, p) for key, p in inspect.signature(fn).parameters.items()
         if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and not (reader and key == "path")
     }
     describe(fn.__doc__, name, "-d", options)
     return 0
+
+
+def _default(key: str, p: inspect.Parameter) -> str:
+    """An option's default as listed: an on/off option whose default ``None`` means "chosen by the other options"
+    (``digits_vectors``' ``dequantize``: on unless ``binarize``) is ``auto``, which its description explains."""
+    if key == "seed":
+        return "set by --seed"
+    if p.default is None and str(p.annotation).replace(" ", "") in ("bool|None", "Optional[bool]"):
+        return "auto (see above)"
+    return default_text(p.default)
