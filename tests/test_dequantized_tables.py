@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from sklearn.datasets import load_digits
 
 from invertible.cli import main
@@ -220,3 +220,19 @@ def test_a_bernoulli_made_on_binarized_digits_draws_a_grid_but_has_no_latents_to
     assert code == 2 and out == "" and err.strip() == f"error: {run} holds a BernoulliMADE, a model of discrete data with no latent space"
     code, _, err = _cli(capsys, "sample", run, "-n", "8", "--label", "2", "--out", tmp_path / "s.png")
     assert code == 0 and (tmp_path / "s.png").stat().st_size > 0, err
+
+
+def test_a_run_that_recorded_another_preprocessing_of_its_own_dataset_is_told_to_train_again(
+        digits_run, tmp_path, capsys) -> None:
+    """A run of ``digits_vectors`` from before the dataset kept integer pixels records a plain standardisation.
+    Loaded with the run's own options the dataset cannot give it, so the advice to load it "with the run's data
+    options" led nowhere (data loaded with other options still get it)."""
+    run = tmp_path / "old"
+    shutil.copytree(digits_run, run)
+    (run / PREPROCESS_JSON).write_text(json.dumps({"kind": "standardize", "features": 64}))
+    save_file({"mean": torch.zeros(64), "std": torch.ones(64)}, str(run / PREPROCESS_WEIGHTS))
+    code, _, err = _cli(capsys, "eval", run)
+    assert code == 2 and err.strip() == (
+        f"error: {run} was trained on data with a standardisation of 64 features, but dataset 'digits_vectors' has "
+        "uniform dequantization of 17 levels and a standardisation of 64 features: the dataset, loaded with the "
+        "run's own options, preprocesses otherwise than when the run was trained: train the run again"), err

@@ -194,7 +194,7 @@ def run_bundle(run: Path, why: str) -> DataBundle:
         raise ValueError(f"{why}, but {run} has no config.yaml naming its dataset (a run of `invertible train`)")
     bundle = load_bundle(run_data(run, config, "put it back there"), config.get("seed", 0),
                          config.get("data_options") or {})
-    return restore_preprocess(relabel_classes(bundle, run_classes(run)), run)
+    return restore_preprocess(relabel_classes(bundle, run_classes(run)), run, as_trained=True)
 
 
 def label_index(label: str, names: list[str] | None, classes: int) -> int:

@@ -139,7 +139,7 @@ def _split_rows(flow: Flow, args: argparse.Namespace, data: str, own: str | None
               f"seed {seed} is standardised by its own training split, so its figures do not compare with the run's",
               file=sys.stderr)
     with _dropped_options(config, options, args.data):
-        restore_preprocess(bundle, run_dir)
+        restore_preprocess(bundle, run_dir, as_trained=same_loading)
     x, context = split_tensors(bundle, args.split)
     if x.shape[0] == 0:
         raise ValueError(f"the {args.split} split of dataset {bundle.name!r} is empty")

@@ -356,18 +356,22 @@ def unsaved_preprocess(bundle: DataBundle, run_dir: str | Path) -> bool:
     return _has_state(bundle) and not trainable_preprocess(bundle) and not kept
 
 
-def _check_record(bundle: DataBundle, run_dir: str | Path) -> dict[str, Any] | None:
+def _check_record(bundle: DataBundle, run_dir: str | Path, as_trained: bool = False) -> dict[str, Any] | None:
     """The run's preprocessing record; ``ValueError`` when ``bundle``'s preprocessing is not the one it
-    records (runs without a record are not checked)."""
+    records (runs without a record are not checked). ``as_trained``: the bundle was loaded with the run's own
+    seed and data options, so other options would not help: the dataset preprocesses otherwise than it did
+    (``digits_vectors`` before it kept integer pixels), and the message says so."""
     record = read_preprocess_record(run_dir)
     own = preprocess_record(bundle)
     if record is not None and _mapping(record) != _mapping(own):
+        advice = ("the dataset, loaded with the run's own options, preprocesses otherwise than when the run was "
+                  "trained: train the run again" if as_trained else "load it with the run's data options")
         raise ValueError(f"{run_dir} was trained on data with {describe_preprocess(record)}, but dataset "
-                         f"{bundle.name!r} has {describe_preprocess(own)}: load it with the run's data options")
+                         f"{bundle.name!r} has {describe_preprocess(own)}: {advice}")
     return record
 
 
-def restore_preprocess(bundle: DataBundle, run_dir: str | Path) -> DataBundle:
+def restore_preprocess(bundle: DataBundle, run_dir: str | Path, as_trained: bool = False) -> DataBundle:
     """Give ``bundle`` the preprocessing of the run in ``run_dir``: its fitted statistics and trained weights.
 
     Splits already in the model's space (a standardised table) are then re-mapped, in float64, back to
@@ -375,9 +379,10 @@ def restore_preprocess(bundle: DataBundle, run_dir: str | Path) -> DataBundle:
     table of another file or split seed is seen through the statistics the model was trained behind. A
     run that holds no statistics (see :func:`unsaved_preprocess`) leaves the bundle as it is. Data whose
     preprocessing is not the one the run recorded (:data:`PREPROCESS_JSON`) are a ``ValueError``: a run
-    trained on unstandardised data would score standardised data in another space.
+    trained on unstandardised data would score standardised data in another space. ``as_trained``: ``bundle``
+    was loaded with the run's own seed and data options (see :func:`_check_record`'s message).
     """
-    record = _check_record(bundle, run_dir)
+    record = _check_record(bundle, run_dir, as_trained)
     path = Path(run_dir) / PREPROCESS_WEIGHTS
     if bundle.preprocess is None:
         if path.is_file():
