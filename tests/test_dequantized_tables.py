@@ -192,7 +192,8 @@ def test_a_run_on_a_table_of_features_draws_no_grid(tmp_path, capsys) -> None:
 
 
 @pytest.mark.parametrize("record, message", [
-    ({"levels": 17, "dequantization": "uniform"}, "corrupt preprocessing record .*'features'"),
+    ({"levels": 17, "dequantization": "uniform"},
+     "corrupt preprocessing record .*: a 'dequantized_table' record with no features$"),
     ({"levels": 17, "dequantization": "variational", "features": 64}, "unknown dequantization 'variational'"),
     ({"levels": 1, "dequantization": "uniform", "features": 64}, "levels must be >= 2, got 1"),
     ({"levels": 17, "dequantization": "uniform", "features": 63},

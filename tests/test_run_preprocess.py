@@ -404,7 +404,7 @@ def test_raw_samples_of_a_damaged_record_are_refused(table_run, tmp_path, capsys
     assert not (tmp_path / "x.npy").exists()
 
 
-@pytest.mark.parametrize("record", ["[1, 2]", '{"features": 2}'])
+@pytest.mark.parametrize("record", ["[1, 2]", '{"features": 2}', '{"kind": "standardize"}'])
 @pytest.mark.parametrize("command", ["sample", "decode"])
 def test_points_in_model_space_of_a_damaged_record_are_refused_before_a_file_is_written(
         table_run, tmp_path, capsys, record, command) -> None:

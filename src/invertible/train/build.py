@@ -34,6 +34,9 @@ PREPROCESS_WEIGHTS = "preprocess.safetensors"
 PREPROCESS_JSON = "preprocess.json"
 #: The key of :data:`PREPROCESS_JSON` that holds the SHA-256 of :data:`PREPROCESS_WEIGHTS`, when there is one.
 WEIGHTS_DIGEST = "weights_sha256"
+#: The keys that a record of each kind holds (:func:`preprocess_record`), checked when one is read.
+_RECORD_KEYS = {"standardize": ("features",), "image": ("levels", "alpha", "dequantization", "event_shape"),
+                "dequantized_table": ("levels", "dequantization", "features"), "custom": ("type",)}
 #: Preprocessing kinds that :func:`rebuild_preprocess` builds from a record alone.
 REBUILDABLE = ("none", "standardize", "image", "dequantized_table")
 #: Preprocessing kinds applied to the raw data per batch (dequantization noise): their data are integer pixels.
@@ -309,6 +312,10 @@ def read_preprocess_record(run_dir: str | Path) -> dict[str, Any] | None:
     record = read_json(path, "preprocessing record")
     if not isinstance(record.get("kind"), str):
         raise ValueError(f"corrupt preprocessing record {path}: no kind")
+    missing = [key for key in _RECORD_KEYS.get(record["kind"], ()) if key not in record]
+    if missing:
+        raise ValueError(f"corrupt preprocessing record {path}: a {record['kind']!r} record with no "
+                         f"{', '.join(missing)}")
     return record
 
 
