@@ -84,3 +84,18 @@ def test_interpolate_names_a_steps_count_below_two(glow_run: Path, tmp_path: Pat
     assert main(["interpolate", str(glow_run), "--steps", "1", "--out", str(tmp_path / "x.png")]) == 2
     assert capsys.readouterr().err.strip() == "error: --steps must be >= 2 (both ends of each row), got 1"
     assert not (tmp_path / "x.png").exists()
+
+
+def test_eval_of_another_split_of_the_runs_images_counts_the_training_rows_in_it(glow_run, capsys) -> None:
+    """``--seed 3`` draws another test split of digits, most of it images the run was trained on; it was scored
+    with no word of that. The run's own split, and its training split, get no such note."""
+    capsys.readouterr()
+    assert main(["eval", str(glow_run)]) == 0
+    assert "note" not in capsys.readouterr().err
+    assert main(["eval", str(glow_run), "--seed", "3"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["rows"] == 300
+    words = err.split("note: ")[1].split(" of the 300 rows scored (test) are rows of the run's training split, ")
+    assert len(words) == 2 and 150 < int(words[0]) < 300, err  # about 1,347 of 1,797 images train the run
+    assert main(["eval", str(glow_run), "--seed", "3", "--split", "train"]) == 0
+    assert "note" not in capsys.readouterr().err

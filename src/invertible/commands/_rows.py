@@ -131,6 +131,8 @@ def _split_rows(flow: Flow, args: argparse.Namespace, data: str, own: str | None
         and options == (config.get("data_options") or {})
     if same_loading:
         _note_changed_data(loaded, args.split, data, run_dir)
+    elif _is_run_data(data, own) and loaded.raw and args.split != "train":
+        _note_training_rows(loaded, args.split, data, config)
     bundle = relabel_classes(loaded, run_classes(run_dir))
     with _dropped_options(config, options, args.data):
         check_fits(flow, bundle)
@@ -159,6 +161,20 @@ def _note_changed_data(bundle: DataBundle, split: str, data: str, run_dir: Path)
     if changed:
         print(f"note: the {', '.join(changed)} split(s) of {data} differ from those {run_dir} was trained and "
               "tested on (the data changed since): the figures are of the data as they are now", file=sys.stderr)
+
+
+def _note_training_rows(bundle: DataBundle, split: str, data: str, config: dict[str, Any]) -> None:
+    """A ``note:`` when ``split`` of the run's own data, loaded with another seed or other data options, holds
+    rows of the run's training split (loaded as the run loaded it): the figure is then partly of rows the model
+    was fitted to. Only raw bundles (integer pixels) are compared, row by row; a table's splits are standardised
+    by their own statistics, so their rows cannot be matched exactly."""
+    trained = load_bundle(data, int(config.get("seed", 0)), config.get("data_options") or {})
+    seen = {row.tobytes() for row in trained.train.flatten(1).numpy()}
+    rows, _ = split_tensors(bundle, split)
+    overlap = sum(row.tobytes() in seen for row in rows.flatten(1).numpy())
+    if overlap:
+        print(f"note: {overlap} of the {len(rows)} rows scored ({split}) are rows of the run's training split, which "
+              "another seed or other split options drew into it: the figure is optimistic", file=sys.stderr)
 
 
 def _file_rows(flow: Flow, args: argparse.Namespace, config: dict[str, Any], record: dict[str, Any],

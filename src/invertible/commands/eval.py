@@ -22,7 +22,10 @@ which the model never saw any of, is scored whole (as --split all), unless
 --seed or a -d option that splits or fits it (test_fraction, standardize, ...)
 asks for a split, or the run stores no preprocessing it can rebuild (then
 the file is split and standardised by its own training split).
-The result names the split and the number of rows scored.
+The result names the split and the number of rows scored. A note says
+when the run's own images, split by another --seed or -d option, put rows
+the run was trained on into the split scored (how many), and when the run's
+own data, loaded as it loaded them, changed since it was trained.
 
 Images of a class-conditional run take the label index that their class's
 name (a PNG class folder; "0", "1", ... for numeric labels) has among the
