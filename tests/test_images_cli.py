@@ -95,7 +95,7 @@ def test_eval_of_another_split_of_the_runs_images_counts_the_training_rows_in_it
     assert main(["eval", str(glow_run), "--seed", "3"]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["rows"] == 300
-    words = err.split("note: ")[1].split(" of the 300 rows scored (test) are rows of the run's training split, ")
+    words = err.split("note: ")[1].split(" of the 300 rows read (test) are rows of the run's training split, ")
     assert len(words) == 2 and 150 < int(words[0]) < 300, err  # about 1,347 of 1,797 images train the run
     assert main(["eval", str(glow_run), "--seed", "3", "--split", "train"]) == 0
     assert "note" not in capsys.readouterr().err

@@ -173,8 +173,9 @@ def _note_training_rows(bundle: DataBundle, split: str, data: str, config: dict[
     rows, _ = split_tensors(bundle, split)
     overlap = sum(row.tobytes() in seen for row in rows.flatten(1).numpy())
     if overlap:
-        print(f"note: {overlap} of the {len(rows)} rows scored ({split}) are rows of the run's training split, which "
-              "another seed or other split options drew into it: the figure is optimistic", file=sys.stderr)
+        print(f"note: {overlap} of the {len(rows)} rows read ({split}) are rows of the run's training split, which "
+              "another seed or other split options drew into it: they are not held out (an NLL of them is "
+              "optimistic)", file=sys.stderr)
 
 
 def _file_rows(flow: Flow, args: argparse.Namespace, config: dict[str, Any], record: dict[str, Any],
