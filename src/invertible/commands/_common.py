@@ -21,7 +21,7 @@ from ..data import DataBundle
 from ..data.images import relabel_classes
 from ..persistence import MODEL_JSON, atomic_write, read_json
 from ..seeding import check_seed
-from ..train.build import check_run_data, load_bundle, reopened_data, restore_preprocess
+from ..train.build import load_bundle, reopened_data, restore_preprocess
 from ..train.config import TrainConfig, parse_error
 
 __all__ = ["Terminated", "seed_argument", "existing_run", "output_dir", "results_kept_on_success", "run_config",
@@ -168,20 +168,17 @@ def run_classes(run: Path) -> list[str] | None:
     return names
 
 
-def run_data(run: Path, config: dict[str, Any], advice: str | None = None) -> str | None:
+def run_data(run: Path, config: dict[str, Any], gone: str | None = None) -> str | None:
     """Where the dataset of ``run`` (its ``config``'s ``data``, ``None`` when it names none) is read again: the
     absolute path its summary records (``data_path``, beside the same ``data``) while that exists, so that a file
     the training was given by a relative path is found from any working directory; ``data`` as given otherwise
     (:func:`~invertible.train.build.reopened_data`): a run that records no path, a config edited to name another.
-    With ``advice`` (the data are to be read), a file that is gone is a ``ValueError`` that says so, with it."""
+    With ``gone`` (the data are to be read), a file that is gone is a ``ValueError`` that says so, with it."""
     data = config.get("data")
     if data is None:
         return None
     summary = run_summary(run)
-    recorded = summary.get("data_path") if summary.get("data") == data else None
-    if advice is not None:
-        check_run_data(data, recorded, advice)
-    return reopened_data(data, recorded)
+    return reopened_data(data, summary.get("data_path") if summary.get("data") == data else None, gone)
 
 
 def run_bundle(run: Path, why: str) -> DataBundle:

@@ -125,18 +125,19 @@ def _split_rows(flow: Flow, args: argparse.Namespace, data: str, own: str | None
     training, and mapped through the run's preprocessing (the run's own dataset is ``own``)."""
     options = dict(config.get("data_options") or {}) if args.data is None else {}
     options.update(parse_options(args.data_option))
-    seed = args.seed if args.seed is not None else int(config.get("seed", 0))
+    run_seed, run_options = int(config.get("seed", 0)), config.get("data_options") or {}
+    seed = args.seed if args.seed is not None else run_seed
     loaded = load_bundle(data, seed, options)
-    same_loading = _is_run_data(data, own) and seed == int(config.get("seed", 0)) \
-        and options == (config.get("data_options") or {})
+    own_data = _is_run_data(data, own)
+    same_loading = own_data and seed == run_seed and options == run_options
     if same_loading:
         _note_changed_data(loaded, args.split, data, run_dir)
-    elif _is_run_data(data, own) and loaded.raw and args.split != "train":
-        _note_training_rows(loaded, args.split, data, config)
+    elif own_data and loaded.raw and args.split != "train":
+        _note_training_rows(loaded, args.split, load_bundle(data, run_seed, run_options))
     bundle = relabel_classes(loaded, run_classes(run_dir))
     with _dropped_options(config, options, args.data):
         check_fits(flow, bundle)
-    if unsaved_preprocess(bundle, run_dir) and (not _is_run_data(data, own) or seed != int(config.get("seed", 0))):
+    if unsaved_preprocess(bundle, run_dir) and (not own_data or seed != run_seed):
         print(f"note: {run_dir} keeps no preprocessing statistics (an older run, or a bare saved model): {data} with "
               f"seed {seed} is standardised by its own training split, so its figures do not compare with the run's",
               file=sys.stderr)
@@ -163,12 +164,11 @@ def _note_changed_data(bundle: DataBundle, split: str, data: str, run_dir: Path)
               "tested on (the data changed since): the figures are of the data as they are now", file=sys.stderr)
 
 
-def _note_training_rows(bundle: DataBundle, split: str, data: str, config: dict[str, Any]) -> None:
+def _note_training_rows(bundle: DataBundle, split: str, trained: DataBundle) -> None:
     """A ``note:`` when ``split`` of the run's own data, loaded with another seed or other data options, holds
-    rows of the run's training split (loaded as the run loaded it): the figure is then partly of rows the model
-    was fitted to. Only raw bundles (integer pixels) are compared, row by row; a table's splits are standardised
-    by their own statistics, so their rows cannot be matched exactly."""
-    trained = load_bundle(data, int(config.get("seed", 0)), config.get("data_options") or {})
+    rows of the training split of ``trained`` (the data loaded as the run loaded them): the figure is then partly
+    of rows the model was fitted to. Only raw bundles (integer pixels) are compared, row by row; a table's splits
+    are standardised by their own statistics, so their rows cannot be matched exactly."""
     seen = {row.tobytes() for row in trained.train.flatten(1).numpy()}
     rows, _ = split_tensors(bundle, split)
     overlap = sum(row.tobytes() in seen for row in rows.flatten(1).numpy())

@@ -24,7 +24,7 @@ from ..transforms import Logit, UniformDequantization, VariationalDequantization
 __all__ = ["load_bundle", "check_bundle", "raw_dequantizer", "build_flow", "check_fits", "check_shapes", "trainable_preprocess",
            "save_preprocess", "restore_preprocess", "unsaved_preprocess", "preprocess_record", "describe_preprocess",
            "read_preprocess_record", "rebuild_preprocess", "fitted_state", "adopt_fitted_state", "data_path",
-           "reopened_data", "check_run_data", "PREPROCESS_WEIGHTS", "PREPROCESS_JSON"]
+           "reopened_data", "PREPROCESS_WEIGHTS", "PREPROCESS_JSON"]
 
 #: The state of a run's preprocessing, beside ``model.safetensors``: the fitted statistics of a
 #: standardisation, the weights of a learned dequantizer.
@@ -82,21 +82,19 @@ def data_path(name: str) -> str | None:
     return None if name in data_registry.DATASETS else os.path.abspath(name)
 
 
-def reopened_data(name: str, recorded: Any) -> str:
+def reopened_data(name: str, recorded: Any, gone: str | None = None) -> str:
     """Where a run's dataset ``name`` (as given to the training) is read again: the absolute path ``recorded``
     by :func:`data_path` at training time while it exists, so that a relative ``name`` is found from any working
-    directory; ``name`` itself otherwise (a built-in dataset, a run that records no path, a file since moved)."""
+    directory; ``name`` itself otherwise (a built-in dataset, a run that records no path, a file since moved).
+
+    ``gone`` (the data are to be read): when neither ``recorded`` nor ``name`` exists from here, a ``ValueError``
+    says that the run's file was moved or deleted, with ``gone`` as the advice, instead of the loader's
+    "unknown dataset" for ``name``."""
     if isinstance(recorded, str) and recorded and Path(recorded).exists():
         return recorded
+    if gone is not None and isinstance(recorded, str) and recorded and not Path(name).exists():
+        raise ValueError(f"the run's data file {recorded} no longer exists (moved or deleted): {gone}")
     return name
-
-
-def check_run_data(name: str, recorded: Any, advice: str) -> None:
-    """``ValueError`` when a run's data file is gone: neither the absolute path ``recorded`` at training time nor
-    ``name`` as given exists from here. The message says so, with ``advice``, instead of the loader's "unknown
-    dataset" for ``name``."""
-    if isinstance(recorded, str) and recorded and not Path(recorded).exists() and not Path(name).exists():
-        raise ValueError(f"the run's data file {recorded} no longer exists (moved or deleted): {advice}")
 
 
 def build_flow(model: str, options: dict[str, Any], bundle: DataBundle, resumed: bool = False) -> Flow:

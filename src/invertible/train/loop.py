@@ -60,8 +60,8 @@ from ..data import SPLITS, DataBundle
 from ..data.fingerprint import changed_splits, data_fingerprint
 from ..persistence import MODEL_JSON, atomic_write, write_json
 from ..transforms.normalization import synchronize_normalization
-from .build import (adopt_fitted_state, build_flow, check_run_data, data_path, fitted_state, load_bundle,
-                    raw_dequantizer, reopened_data, save_preprocess, trainable_preprocess)
+from .build import (adopt_fitted_state, build_flow, data_path, fitted_state, load_bundle, raw_dequantizer,
+                    reopened_data, save_preprocess, trainable_preprocess)
 from .batches import BatchPlan
 from .checkpoint import (CHECKPOINT_DIR, Checkpoint, checkpoint_record, checkpoint_settings, has_checkpoint,
                          load_checkpoint, rng_state, save_checkpoint, set_rng_state)
@@ -266,9 +266,8 @@ class _Trainer:
         settings = record.get("config")
         if not isinstance(settings, dict) or settings.get("data") != self.config.data:
             return self.config.data  # refused by `_restore`, which names both
-        check_run_data(self.config.data, record.get("data_path"), "put it back there: a resumed run reads the data "
-                       "it was trained on")
-        return reopened_data(self.config.data, record.get("data_path"))
+        return reopened_data(self.config.data, record.get("data_path"),
+                             gone="put it back there: a resumed run reads the data it was trained on")
 
     def _refuse_changed_settings(self, saved_config: dict[str, Any]) -> None:
         """``TrainingError`` naming the first of :data:`_FIXED_ON_RESUME` whose value differs from the checkpoint's."""
