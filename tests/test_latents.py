@@ -225,7 +225,9 @@ def test_image_latents_are_reproducible_and_decode_to_the_pixels(tmp_path, capsy
     z = np.load(tmp_path / "z.npy")
     bundle = invertible.data.load("digits", seed=0)
     assert z.shape == (len(bundle.test), 1, 8, 8)
-    np.testing.assert_array_equal(z, np.load(tmp_path / "again.npy"))  # seeded dequantization noise
+    # seeded dequantization noise: the same latents in any batch size (up to the float rounding of the kernels,
+    # which may differ with the batch size; other noise would move them by far more)
+    np.testing.assert_allclose(z, np.load(tmp_path / "again.npy"), rtol=1e-5, atol=1e-6)
     code, _ = _cli(capsys, "decode", run, "--latents", tmp_path / "z.npy", "--raw", "--out", tmp_path / "x.npy")
     assert code == 0  # the dequantized pixels come back: integer part, the pixel; the rest, its noise
     np.testing.assert_array_equal(np.floor(np.load(tmp_path / "x.npy") + 1e-4), bundle.test.numpy())
