@@ -6,11 +6,15 @@ Pinned here: a layer built for other features, inside a :class:`Compose` (nested
 a conditioned layer given no context, or one of another width, says the width its conditioner takes; a
 transform that changes the event shape away from the base's is refused at the first call; ``Squeeze`` and
 ``Reshape`` refuse inputs of other shapes; ``Flow`` and ``Inverse`` refuse non-transforms; elementwise and
-per-channel layers refuse events their parameters would broadcast over.
+per-channel layers refuse events their parameters would broadcast over, and so do image couplings, ``FactorOut``,
+couplings of general masks, planar, radial and Sylvester layers and 1x1 convolutions; a :class:`LayerError`
+pickles (a process pool sends it back to its caller).
 """
 
 from __future__ import annotations
 
+import copy
+import pickle
 import re
 
 import pytest
@@ -49,7 +53,8 @@ def test_nested_and_inverted_steps_are_located_by_their_path():
     with pytest.raises(LayerError, match=r"step 1 \(Inverse\(Compose\)\) > step 1 \(AffineCoupling\) failed in "
                                          r"inverse on an input of shape \(5, 3\) and no context") as e:
         t(torch.randn(5, 3))
-    assert isinstance(e.value, ValueError) and isinstance(e.value.__cause__, RuntimeError)
+    # the layer's own shape check is the cause
+    assert isinstance(e.value.__cause__, ValueError) and not isinstance(e.value.__cause__, LayerError)
 
 
 def test_a_flow_of_one_misfit_layer_names_it():
@@ -150,6 +155,19 @@ def test_a_step_given_what_is_not_a_tensor_is_named_with_its_type():
         (lambda: T.ActNorm(1), (4, 3, 2, 2)),
         (lambda: T.BatchNorm(1), (4, 5)),
         (lambda: T.BatchNorm(1), (4, 3, 2, 2)),
+        # one transformed channel (or one factored-out channel's prior) would broadcast over the extra ones
+        (lambda: T.AffineImageCoupling((3, 8, 8), "channel", hidden=4), (2, 12, 4, 4)),  # the shape before Squeeze
+        (lambda: T.AdditiveImageCoupling((2, 4, 4), "channel", hidden=4), (2, 3, 4, 4)),
+        (lambda: T.FactorOut(3, 2, T.ActNorm(2), prior="channel"), (2, 5, 4, 4)),
+        (lambda: T.FactorOut(3, 2, T.ActNorm(2), prior="conditional"), (2, 5, 4, 4)),
+        # a mask that is neither interleaved nor two blocks gathers its features and would drop the sixth
+        (lambda: T.AffineCoupling(torch.tensor([True, False, False, True, False]), hidden=(4,)), (4, 6)),
+        (lambda: T.RQSCoupling(torch.tensor([True, False, False, True, False]), hidden=(4,)), (4, 6)),
+        (lambda: T.Planar(3), (4, 1)),  # would widen the events to 3 features
+        (lambda: T.Radial(3), (4, 1)),
+        (lambda: T.Sylvester(3), (4, 6)),  # a reshape to (-1, 3) would make 8 events of 4
+        (lambda: T.Conv1x1(2), (2, 2, 2, 2, 3)),  # every voxel mapped, only H x W of them counted
+        (lambda: T.LUConv1x1(2), (2, 2, 2, 2, 3)),
     ],
 )
 def test_a_layer_whose_parameters_would_broadcast_over_other_events_refuses_them(layer, shape):
@@ -168,3 +186,15 @@ def test_a_layer_whose_parameters_would_broadcast_over_other_events_refuses_them
     flow = Flow(Compose([made]), StandardNormal(shape[1:]))
     with pytest.raises(LayerError, match=rf"step 0 \({name}\) failed in forward on an input of shape"):
         flow.log_prob(x)
+
+
+def test_a_layer_error_survives_pickling_and_copying():
+    """A process pool pickles the error of a worker back to its caller: an exception whose ``__init__`` takes other
+    arguments than its ``args`` does not unpickle, and the pool then reports only a broken pool."""
+    with pytest.raises(LayerError) as e:
+        Compose([T.ReversePermutation(3), T.ActNorm(2)])(torch.randn(4, 3))
+    path = list(e.value.path)
+    for copied in (pickle.loads(pickle.dumps(e.value)), copy.copy(e.value), copy.deepcopy(e.value)):
+        assert type(copied) is LayerError and str(copied) == str(e.value) and copied.path == path
+    unpickled = pickle.loads(pickle.dumps(e.value))
+    assert str(unpickled.within("step 7 (Compose)")).startswith(f"step 7 (Compose) > {path[0]} failed in forward")

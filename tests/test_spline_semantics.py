@@ -188,6 +188,9 @@ def test_spline_layers_refuse_a_bound_that_is_not_positive_and_finite(bound: flo
                  lambda: MaskedRQSAutoregressive(3, hidden=(8,), bound=bound)):
         with pytest.raises(ValueError, match="bound > 0"):
             make()
+    # the function itself too: 0, -1 and NaN passed every input through unchanged as "outside", inf gave NaN
+    with pytest.raises(ValueError, match=rf"finite bound > 0, got bound={bound}"):
+        rqs(torch.zeros(2, dtype=torch.float64), _params(3, k=4).expand(2, -1), bound)
 
 
 # ---------------------------------------------------------------- base distributions

@@ -121,6 +121,17 @@ class LayerError(ValueError):
         self.args = (self._message(),)
         return self
 
+    def __reduce__(self):
+        # rebuilt from its message and attributes: ``__init__`` takes the layer and the tensors, not ``args``
+        return _unpickled_layer_error, self.args, self.__dict__
+
+
+def _unpickled_layer_error(message: str) -> LayerError:
+    """A :class:`LayerError` of ``message`` whose attributes ``pickle`` restores next (see ``LayerError.__reduce__``)."""
+    error = LayerError.__new__(LayerError)
+    error.args = (message,)
+    return error
+
 
 def _shape_of(value: Any) -> tuple[int, ...] | str:
     """The shape of a tensor (or array), else the name of its type: what an error says a layer was given."""

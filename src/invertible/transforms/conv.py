@@ -23,6 +23,7 @@ from ..core import Transform
 from ..seeding import seeded_generator
 from .cache import InferenceCache
 from .linear import LULinear
+from .shapes import check_channels
 
 __all__ = ["Conv1x1", "LUConv1x1", "PeriodicConv"]
 
@@ -32,6 +33,14 @@ def _conv1x1(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     cheaper than a convolution's for the few channels of a flow step."""
     z = torch.matmul(weight, x.flatten(2)).view(x.shape[0], weight.shape[0], *x.shape[2:])
     return z if bias is None else z + bias[:, None, None]
+
+
+def _pixels(x: Tensor, channels: int, layer: str) -> int:
+    """The number of positions a 1x1 convolution of ``x`` (``(batch, C, H, W)``) maps, each by the same matrix."""
+    check_channels(x, channels, layer)
+    if x.dim() != 4:
+        raise ValueError(f"{layer} takes images (batch, {channels}, H, W), got shape {tuple(x.shape)}")
+    return x.shape[2] * x.shape[3]
 
 
 class Conv1x1(InferenceCache, Transform):
@@ -53,11 +62,11 @@ class Conv1x1(InferenceCache, Transform):
         return torch.linalg.slogdet(self.weight.double())[1].to(self.weight.dtype)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        pixels = x.shape[2] * x.shape[3]
+        pixels = _pixels(x, self.weight.shape[0], "Conv1x1")
         return _conv1x1(x, self.weight), (pixels * self.cached("logdet", self._logdet)).expand(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        pixels = z.shape[2] * z.shape[3]
+        pixels = _pixels(z, self.weight.shape[0], "Conv1x1")
         w_inv = self.cached("inverse", lambda: torch.linalg.inv(self.weight.double()).to(self.weight.dtype))
         return _conv1x1(z, w_inv), (-pixels * self.cached("logdet", self._logdet)).expand(z.shape[0])
 
@@ -79,12 +88,12 @@ class LUConv1x1(InferenceCache, LULinear):
         return torch.linalg.solve_triangular(upper, y, upper=True)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        pixels = x.shape[2] * x.shape[3]
+        pixels = _pixels(x, self.bias.numel(), "LUConv1x1")
         z = _conv1x1(x, self.cached("weight", self.weight), self.bias)
         return z, (pixels * self.log_abs_s.sum()).expand(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        pixels = z.shape[2] * z.shape[3]
+        pixels = _pixels(z, self.bias.numel(), "LUConv1x1")
         x = _conv1x1(z - self.bias[:, None, None], self.cached("inverse", self._inverse_weight))
         return x, (-pixels * self.log_abs_s.sum()).expand(z.shape[0])
 

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..core import Transform
 from ..nets import MLP
+from .shapes import check_channels
 from .stable import exp_bound
 
 __all__ = ["AdditiveCoupling", "AffineCoupling", "alternating_mask", "soft_clamp", "SCALE_FUNCTIONS"]
@@ -160,6 +161,7 @@ class _MaskedCoupling(Transform):
         raise NotImplementedError
 
     def _couple(self, x: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
+        check_channels(x, self.features, type(self).__name__)  # a general mask's gathers would drop extra features
         x_a, x_b = self._split(x)
         y_b, ladj = self._element(x_b, self._params(x_a, context), inverse)
         return self._merge(x_a, y_b), ladj

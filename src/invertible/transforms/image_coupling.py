@@ -23,6 +23,7 @@ from torch import Tensor
 from ..core import Transform, sum_except_batch
 from ..nets import ConvResNet, GlowConvNet
 from .coupling import affine_element, check_scale
+from .shapes import check_channels
 
 __all__ = ["checkerboard_mask", "channel_mask", "AdditiveImageCoupling", "AffineImageCoupling", "MASKS", "NETS"]
 
@@ -74,6 +75,7 @@ class _ImageCoupling(Transform):
         if net not in NETS:
             raise ValueError(f"unknown conditioner net {net!r}; choose from {NETS}")
         c, h, w = event_shape
+        self.channels = c
         self.mask_type = mask
         if mask == "channel":
             if c < 2:
@@ -98,6 +100,8 @@ class _ImageCoupling(Transform):
         raise NotImplementedError
 
     def _couple(self, x: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
+        # a one-channel transformed part would broadcast over extra channels, counted once in the log-det
+        check_channels(x, self.channels, type(self).__name__)
         if self.mask_type == "channel":
             n_keep = self.net_in_channels
             # split, not two slices: its backward is one cat, a slice's a zero-filled copy of x each

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from ..core import Transform, sum_except_batch
 from ..nets.conv import ZeroConv2d, with_context
 from .coupling import SCALE_FUNCTIONS
+from .shapes import check_channels
 
 __all__ = ["FactorOut", "AffinePrior", "PRIORS"]
 
@@ -80,7 +81,7 @@ class FactorOut(Transform):
             raise ValueError(f"keep must lie strictly between 0 and channels={channels}, got {keep}")
         if prior not in PRIORS:
             raise ValueError(f"unknown split prior {prior!r}; choose from {PRIORS}")
-        self.keep = keep
+        self.channels, self.keep = channels, keep
         self.inner = inner
         self.prior_kind = prior
         self.context_features = None if prior == "fixed" else context_features
@@ -101,6 +102,8 @@ class FactorOut(Transform):
         return h[:, 0::2], _bounded(h[:, 1::2])
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        # a prior of one factored-out channel would broadcast over extra channels, counted once in the log-det
+        check_channels(x, self.channels, "FactorOut")
         x1, x2 = x[:, : self.keep], x[:, self.keep :]
         ladj = x.new_zeros(x.shape[0])
         params = self._prior(x1, context)
@@ -112,6 +115,7 @@ class FactorOut(Transform):
         return torch.cat([z1, x2], dim=1), ladj + ladj1
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_channels(z, self.channels, "FactorOut")
         z1, e2 = z[:, : self.keep], z[:, self.keep :]
         x1, ladj = self.inner.inverse(z1, context)
         params = self._prior(x1, context)

@@ -24,6 +24,7 @@ from torch import Tensor
 from ..core import Transform
 from .amortized import ContextParameters
 from .roots import bracketed_newton, implicit_step
+from .shapes import check_last
 from .stable import log_add, log_sech2, log_softplus
 
 __all__ = ["Planar"]
@@ -125,11 +126,13 @@ class Planar(Transform):
         return log_add(torch.tanh(a).square(), log_q + log_s2, q * log_s2.exp())
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_last(z, self.features, "Planar")  # its parameters would broadcast over another width
         u_hat, w, b, q, log_q = self._coefficients(context)
         a = (z * w).sum(-1, keepdim=True) + b
         return z + u_hat * torch.tanh(a), self._log_slope(a, q, log_q).squeeze(-1)
 
     def forward(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_last(y, self.features, "Planar")
         u_hat, w, b, q, log_q = self._coefficients(context)
         t = (y * w).sum(-1, keepdim=True) + b
         c = q - 1.0

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ..core import Transform
 from .amortized import ContextParameters
+from .shapes import check_last
 from .stable import log_add, log_softplus
 
 __all__ = ["Radial"]
@@ -134,6 +135,7 @@ class Radial(Transform):
         return m * (d / m).norm(dim=-1, keepdim=True)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_last(z, self.features, "Radial")  # its parameters would broadcast over another width
         z0, alpha, beta, _, log_alpha, log_s = self._coefficients(context)
         d = z - z0
         r = self._radius(d)
@@ -141,6 +143,7 @@ class Radial(Transform):
         return y, self._logdet(r, alpha, beta, log_alpha, log_s)
 
     def forward(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_last(y, self.features, "Radial")
         z0, alpha, beta, s, log_alpha, log_s = self._coefficients(context)
         tiny = torch.finfo(y.dtype).tiny
         d = y - z0

@@ -11,7 +11,7 @@ from typing import Sequence
 
 from torch import Tensor
 
-__all__ = ["check_channels", "check_event"]
+__all__ = ["check_channels", "check_event", "check_last"]
 
 
 def check_channels(x: Tensor, channels: int, layer: str) -> None:
@@ -27,3 +27,9 @@ def check_event(x: Tensor, event_shape: Sequence[int], layer: str) -> None:
     if tuple(x.shape[1:]) != tuple(event_shape):
         shape = ", ".join(map(str, event_shape))
         raise ValueError(f"{layer} expected a batch of events (batch, {shape}), got shape {tuple(x.shape)}")
+
+
+def check_last(x: Tensor, features: int, layer: str) -> None:
+    """``ValueError`` unless ``x`` has ``features`` in its last dimension (layers that take ``(..., batch, D)``)."""
+    if x.dim() < 1 or x.shape[-1] != features:
+        raise ValueError(f"{layer} expected inputs of shape (..., {features}), got shape {tuple(x.shape)}")

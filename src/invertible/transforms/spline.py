@@ -85,6 +85,8 @@ def rational_quadratic_spline(
     if not 0 < min_derivative < 1:
         # a zero raw value maps to slope 1 (the identity at init), which needs a floor below 1
         raise ValueError(f"min_derivative must lie in (0, 1), got {min_derivative}")
+    if not 0 < bound < math.inf:  # 0 or NaN: every input lies outside and is passed on; inf: infinite knots, NaN
+        raise ValueError(f"the spline needs a finite bound > 0, got bound={bound}")
     if dim == -1:
         x, params = x.unsqueeze(-1), params.unsqueeze(-1)
     if x.shape[-1] < _FLAT_BELOW:  # a narrow feature axis: every element side by side, (1, 3K - 1, N)

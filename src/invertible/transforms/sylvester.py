@@ -14,6 +14,7 @@ from torch import Tensor
 from ..core import Transform
 from .amortized import ContextParameters
 from .roots import bracketed_newton
+from .shapes import check_last
 from .stable import log1p_tanh_product, log_add, log_sech2
 
 __all__ = ["Sylvester"]
@@ -154,6 +155,7 @@ class Sylvester(Transform):
         return torch.where(direct, torch.log1p(torch.where(direct, x, 0.0)), near_zero).sum(-1)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_last(z, self.features, type(self).__name__)  # a reshape to (-1, D) would regroup another width
         q, r1, r2, b, log1p_diag = self._coefficients(context)
         v = self._qt(q, z)
         a = _matvec(r2, v) + b
@@ -161,6 +163,7 @@ class Sylvester(Transform):
         return y, self._logdet(a, r1, r2, log1p_diag)
 
     def forward(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_last(y, self.features, type(self).__name__)
         coefficients = self._coefficients(context)
         if y.dim() == 2:
             return self._solve(y, *coefficients)
