@@ -394,6 +394,8 @@ def test_fit_bad_options() -> None:
         fit(q, _log_p, steps=1, batch_size=1, estimator="reinforce")
     with pytest.raises(ValueError, match="anneal_steps must be >= 0, got -1"):
         fit(q, _log_p, steps=1, anneal_steps=-1)
+    with pytest.raises(ValueError, match="anneal_steps must be >= 0, got nan"):
+        fit(q, _log_p, steps=1, anneal_steps=float("nan"))
     with pytest.raises(ValueError, match="lr must be positive, got 0"):
         fit(q, _log_p, steps=1, lr=0.0)
     assert not q.draws  # refused before any step
@@ -670,3 +672,19 @@ def test_commands_refuse_bad_options_before_creating_out(tmp_path, capsys, comma
     assert cli([*command, flag, value, "--out", str(tmp_path / "bad")]) == 2
     assert flag in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.bool, torch.float64])
+def test_vae_refuses_images_of_another_dtype_than_its_own(dtype) -> None:
+    """Binary images as uint8, bool or float64 passed the value checks and then failed inside the encoder with
+    "mat1 and mat2 must have the same dtype", naming no argument."""
+    from invertible.variational.vae import VAE, evaluate_vae, train_vae
+
+    model = VAE((1, 4, 4), latent=2, hidden=8)
+    x = torch.rand(10, 1, 4, 4, generator=torch.Generator().manual_seed(0)) < 0.5
+    with pytest.raises(ValueError, match=rf"x has dtype {dtype} and the model torch.float32: convert the images"):
+        evaluate_vae(model, x.to(dtype), k=2)
+    with pytest.raises(ValueError, match=rf"train has dtype {dtype}"):
+        train_vae(model, x.to(dtype), steps=1, batch_size=5)
+    assert math.isfinite(evaluate_vae(model, x.float(), k=2)["elbo"])
+    assert math.isfinite(evaluate_vae(model.double(), x.double(), k=2)["elbo"])

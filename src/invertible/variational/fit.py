@@ -139,7 +139,7 @@ def fit(
         raise ValueError("the REINFORCE baseline needs batch_size >= 2")
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr}")
-    if anneal_steps < 0:
+    if not anneal_steps >= 0:  # NaN too: min(1, 0.01 + t / nan) is 1, no annealing at all
         raise ValueError(f"anneal_steps must be >= 0, got {anneal_steps}")
     if clip_grad is not None and not clip_grad > 0:
         raise ValueError(f"clip_grad must be positive (or None: no clipping), got {clip_grad}")

@@ -137,11 +137,16 @@ class VAE(nn.Module):
 
     def check_images(self, x: Tensor, name: str = "x") -> None:
         """``ValueError`` unless ``x`` is a non-empty batch ``(n, *event_shape)`` of finite values the decoder can
-        score: 0 or 1 for ``bernoulli`` (binarize grey levels first), in ``[0, 1]`` otherwise."""
+        score, in the dtype of the model: 0 or 1 for ``bernoulli`` (binarize grey levels first), in ``[0, 1]``
+        otherwise."""
         if not isinstance(x, Tensor):
             raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
         if x.dim() < 1 or tuple(x.shape[1:]) != self.event_shape:
             raise ValueError(f"{name} has shape {tuple(x.shape)}; expected (n, {', '.join(map(str, self.event_shape))})")
+        dtype = self.loc.weight.dtype
+        if x.dtype != dtype:  # the encoder's first matrix product would fail on it, naming no argument
+            raise ValueError(f"{name} has dtype {x.dtype} and the model {dtype}: convert the images first "
+                             f"({name}.to({dtype}))")
         if x.shape[0] == 0:
             raise ValueError(f"{name} holds no images")
         if not torch.isfinite(x).all():
