@@ -521,6 +521,35 @@ def test_an_ensemble_pass_that_raises_leaves_the_loaded_mask_set_in_place(name, 
     assert now.keys() == loaded.keys() and all(torch.equal(now[k], loaded[k]) for k in loaded)
 
 
+def _mask_sets(model) -> list[list[torch.Tensor]]:
+    """The masks of every set of ``model``'s pool, set by set."""
+    sets = []
+    for k in range(model.masks):
+        model.use_masks(k)
+        sets.append([layer.mask.clone() for layer in [*model.net.layers, model.net.output]])
+    return sets
+
+
+@pytest.mark.parametrize("name", ["made", "bernoulli_made"])
+@pytest.mark.parametrize(("options", "why"), [
+    (dict(features=2, order_agnostic=False), "the hidden units of 2 features can only have degree 1"),
+    (dict(features=1), "a single feature has one order, and its hidden units one degree"),
+    (dict(features=1, context_features=2), "a single feature has one order"),
+])
+def test_a_pool_whose_sets_can_only_be_drawn_alike_is_refused_by_build(name, options, why):
+    """Two features without a context have hidden degrees 1 only, and one feature one order too: a pool of them was
+    one MADE evaluated ``masks`` times over, accepted. Two features with a context (degrees 0 and 1) or with
+    order-agnostic training draw different sets and are accepted."""
+    with pytest.raises(ValueError, match=rf"model option masks=4 has no effect: every mask set is drawn alike "
+                                         rf"\({re.escape(why)}"):
+        build(name, hidden=[8], masks=4, **options)
+    sets = _mask_sets(rebuild(name, hidden=[8], masks=4, **options))  # a saved one still loads
+    assert all(all(torch.equal(a, b) for a, b in zip(sets[0], s)) for s in sets[1:])
+    for accepted in (dict(features=2, context_features=2, order_agnostic=False), dict(features=2)):
+        sets = _mask_sets(build(name, hidden=[8], masks=4, **accepted))
+        assert any(not all(torch.equal(a, b) for a, b in zip(sets[0], s)) for s in sets[1:])
+
+
 @pytest.mark.parametrize("name", ["made", "bernoulli_made"])
 def test_a_pool_option_the_other_settings_make_inert_is_refused_by_build_and_accepted_by_rebuild(name):
     """``order`` of an order-agnostic pool, the agnostic kinds of training of one mask set and the ``seed`` of a

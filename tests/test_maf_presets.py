@@ -42,6 +42,19 @@ def test_iaf_sample_and_log_prob_agrees_with_log_prob():
     torch.testing.assert_close(flow.log_prob(x[0], ctx), log_p[0])
 
 
+@pytest.mark.parametrize("name", ["maf", "iaf"])
+def test_batch_norm_of_a_single_layer_is_refused_as_inert(name):
+    """Batch-norm goes between layers: ``layers=1, batch_norm=True`` built one plain layer and recorded
+    ``batch_norm: true``. A saved model of it still loads."""
+    from invertible.models import rebuild
+
+    with pytest.raises(ValueError, match=r"model option batch_norm=True has no effect: it normalises between layers, "
+                                         r"and layers is 1"):
+        build(name, features=2, layers=1, batch_norm=True)
+    assert not any(isinstance(t, BatchNorm) for t in rebuild(name, features=2, layers=1, batch_norm=True).modules())
+    assert any(isinstance(t, BatchNorm) for t in build(name, features=2, layers=2, batch_norm=True).modules())
+
+
 def test_maf_with_batch_norm_trains_and_round_trips_through_save(tmp_path):
     torch.manual_seed(0)
     flow = build("maf", features=3, layers=3, hidden=[16, 16], batch_norm=True, base="mog", components=4)

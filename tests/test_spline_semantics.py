@@ -181,6 +181,18 @@ def test_autoregressive_spline_draws_random_hidden_degrees_when_asked() -> None:
     assert drawn.hidden_degrees_0.min() >= 1 and drawn.hidden_degrees_0.max() <= 5
 
 
+@pytest.mark.parametrize("bins", [1000, 1001])
+def test_spline_layers_refuse_bins_that_the_floors_alone_fill(bins: int) -> None:
+    """Each bin is at least 1e-3 of the interval wide and high: 1001 bins were built and failed at the first pass,
+    and 1000 bins trained splines whose widths and heights no network output could change."""
+    for make in (lambda: RQSCoupling(alternating_mask(4), hidden=(8,), bins=bins),
+                 lambda: MaskedRQSAutoregressive(3, hidden=(8,), bins=bins)):
+        with pytest.raises(ValueError, match=rf"spline layers take fewer than 1000 bins .*got bins={bins}"):
+            make()
+    layer = MaskedRQSAutoregressive(3, hidden=(8,), bins=999)
+    assert torch.isfinite(layer(torch.randn(2, 3))[1]).all()
+
+
 @pytest.mark.parametrize("bound", [0.0, -1.0, float("nan"), float("inf")])
 def test_spline_layers_refuse_a_bound_that_is_not_positive_and_finite(bound: float) -> None:
     """``bound=inf`` (``-m bound=.inf``) made every knot infinite: NaN at the first step, reported as divergence."""

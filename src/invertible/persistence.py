@@ -200,7 +200,8 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> F
     path of its ``model.json`` or ``model.safetensors`` names it too).
 
     The flow comes back in the floating dtype its weights were saved in (a
-    ``flow.double()`` saved is a float64 flow loaded).
+    ``flow.double()`` saved is a float64 flow loaded), and in evaluation mode: batch-norm layers use their
+    running statistics and a MADE pool scores with its ensemble. Call ``flow.train()`` to go on training it.
     """
     from .models import rebuild
 

@@ -55,10 +55,18 @@ class _MaskPool:
 
     @staticmethod
     def inert_options(options: dict) -> dict[str, str]:
-        """The pool options that do nothing under the others: ``order`` when every set of a pool draws its own
-        order; with one mask set (a fixed MADE), the two kinds of agnostic training, and ``seed`` unless the
-        order is ``"random"``."""
+        """The pool options that do nothing under the others: ``masks`` when every set would be the same MADE (one
+        feature, or two without a context and no order-agnostic training: one order, one hidden degree); ``order``
+        when every set of a pool draws its own order; with one mask set (a fixed MADE), the two kinds of agnostic
+        training, and ``seed`` unless the order is ``"random"``."""
         inert: dict[str, str] = {}
+        d, low = options["features"], 0 if options["context_features"] else 1
+        one_order, one_degree = d == 1, d - 1 <= low  # hidden degrees lie in [low, max(D - 1, low)]
+        if (options["masks"] > 1 and (one_order or not options["order_agnostic"])
+                and (one_degree or not options["connectivity_agnostic"])):
+            why = ("a single feature has one order, and its hidden units one degree" if one_order else
+                   f"the hidden units of {d} features can only have degree {low}")
+            inert["masks"] = f"every mask set is drawn alike ({why}), so every set is the same MADE (use masks=1)"
         if options["masks"] > 1 and options["order_agnostic"]:
             inert["order"] = (f"with masks={options['masks']} and order_agnostic true every mask set draws its own "
                               "input order")

@@ -101,8 +101,10 @@ class MAF(Flow):
     @staticmethod
     def inert_options(options: dict) -> dict[str, str]:
         """The options that do nothing under the others: ``components`` without ``base="mog"``, ``seed`` with
-        neither random orders nor random degrees."""
+        neither random orders nor random degrees, ``batch_norm`` with one layer."""
         inert = mixture_inert(options)
+        if options["batch_norm"] and options["layers"] == 1:
+            inert["batch_norm"] = "it normalises between layers, and layers is 1"
         if options["permutation"] != "random" and not options["random_degrees"]:
             inert["seed"] = (f"it draws random orders (permutation='random') and random degrees (random_degrees=true), "
                              f"and permutation is {options['permutation']!r} with random_degrees false")

@@ -43,13 +43,17 @@ from .coupling import _MaskedCoupling
 __all__ = ["rational_quadratic_spline", "RQSCoupling", "MaskedRQSAutoregressive"]
 
 
+#: The default floor of every bin's width and height, as a fraction of the interval (the layers' floor).
+_BIN_FLOOR = 1e-3
+
+
 def rational_quadratic_spline(
     x: Tensor,
     params: Tensor,
     bound: float = 3.0,
     inverse: bool = False,
-    min_bin_width: float = 1e-3,
-    min_bin_height: float = 1e-3,
+    min_bin_width: float = _BIN_FLOOR,
+    min_bin_height: float = _BIN_FLOOR,
     min_derivative: float = 1e-3,
     dim: int = -1,
 ) -> tuple[Tensor, Tensor]:
@@ -169,6 +173,10 @@ def _spline(x: Tensor, params: Tensor, k: int, bound: float, inverse: bool, min_
 
 
 def _check(bins: int, bound: float) -> None:
+    if bins * _BIN_FLOOR >= 1:  # the floors alone fill the interval: every bin is as wide and high as the next
+        raise ValueError(f"spline layers take fewer than {round(1 / _BIN_FLOOR)} bins (each bin is at least "
+                         f"{_BIN_FLOOR} of the interval wide and high, so {bins} bins leave the network no widths "
+                         f"or heights to learn), got bins={bins}")
     if bins < 2 or not 0 < bound < math.inf:
         # one bin from (-B, -B) to (B, B) with unit end slopes is the identity, whatever the network says;
         # an infinite bound makes every knot infinite, so log_prob is NaN at the first step
