@@ -357,8 +357,28 @@ def test_features_too_large_for_their_statistics_are_named(tmp_path: Path, colum
     """A standard deviation that overflows is NaN or inf: it was reported as "feature(s) [] are constant", and a
     mean beyond float32 as statistics that are not finite, naming no feature."""
     np.save(tmp_path / "big.npy", np.column_stack([np.arange(40.0), column]))
-    with pytest.raises(ValueError, match=rf"^{words}.*; rescale them first"):
+    with pytest.raises(ValueError, match=rf"^big\.npy: {words}.*; rescale them first"):
         load(str(tmp_path / "big.npy"), val_fraction=0.0, test_fraction=0.0)
+
+
+@pytest.mark.parametrize("suffix", ["csv", "npy"])
+def test_too_few_rows_and_constant_features_name_the_file(tmp_path: Path, suffix: str) -> None:
+    """As every other table error does: "1 rows leave 1 for training" and "feature(s) [0] are constant" named
+    no file."""
+    def write(name: str, table: np.ndarray) -> str:
+        path = tmp_path / f"{name}.{suffix}"
+        if suffix == "csv":
+            _write_csv(path, table)
+        else:
+            np.save(path, table)
+        return str(path)
+
+    with pytest.raises(ValueError, match=rf"^one\.{suffix}: 1 rows leave 1 for training; need at least 2$"):
+        load(write("one", _table(1)))
+    constant = np.column_stack([np.full(20, 7.0), np.arange(20.0)])
+    with pytest.raises(ValueError, match=rf"^constant\.{suffix}: feature\(s\) \[0\] are constant in the training "
+                                         r"split; drop them .*-d standardize=false"):
+        load(write("constant", constant))
 
 
 def test_numpy_integers_name_context_columns(tmp_path: Path) -> None:

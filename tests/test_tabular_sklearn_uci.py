@@ -264,20 +264,64 @@ def test_bsds300_keeps_the_files_own_splits(tmp_path, monkeypatch):
     assert [float(s[0, 0]) for s in (b.train, b.val, b.test)] == [0.0, 1.0, 2.0]
 
 
-@pytest.mark.parametrize("test, words", [
-    (np.zeros((4, 62)), r"the test split has event shape \(62,\), the train split \(63,\)"),
-    (np.zeros(4), r"the test split has event shape \(\), the train split \(63,\)"),
-    (np.zeros((4, 63, 1)), r"the test split has event shape \(63, 1\), the train split \(63,\)"),
-])
-def test_bsds300_refuses_a_test_file_shaped_unlike_its_training_file(tmp_path, test, words):
-    """The files' own splits are read separately: ``load`` refuses a test file of another width or rank, naming
-    the dataset and the split, as the training engine does (a bundle of mismatched splits used to be returned)."""
+def _bsds300(tmp_path, **parts) -> str:
+    """A BSDS300 folder of train/validation/test ``.npy`` files, 63 columns of noise unless given in ``parts``."""
     folder = tmp_path / "BSDS300"
-    folder.mkdir()
-    np.save(folder / "train.npy", np.zeros((5, 63)))
-    np.save(folder / "validation.npy", np.zeros((3, 63)))
-    np.save(folder / "test.npy", test)
-    with pytest.raises(ValueError, match=rf"^dataset 'bsds300': {words}$"):
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for k, rows in (("train", 5), ("validation", 3), ("test", 4)):
+        np.save(folder / f"{k}.npy", parts.get(k, rng.normal(size=(rows, 63))))
+    return str(tmp_path)
+
+
+def test_bsds300_refuses_a_test_file_shaped_unlike_its_training_file(tmp_path):
+    """The files' own splits are read separately: ``load`` refuses a test file of another width, naming the
+    dataset and the split, as the training engine does (a bundle of mismatched splits used to be returned)."""
+    with pytest.raises(ValueError, match=r"^dataset 'bsds300': the test split has event shape \(62,\), the train "
+                                         r"split \(63,\)$"):
+        load("bsds300", root=_bsds300(tmp_path, test=np.zeros((4, 62))))
+
+
+_NAN = np.zeros((4, 63))
+_NAN[2, 5] = np.nan
+
+
+@pytest.mark.parametrize("parts, split, words", [
+    ({k: np.zeros(20) for k in ("train", "validation", "test")}, "train",
+     r"should hold a non-empty 2-D array \(rows, features\), got shape \(20,\)"),
+    ({k: np.zeros((20, 8, 8)) for k in ("train", "validation", "test")}, "train",
+     r"should hold a non-empty 2-D array \(rows, features\), got shape \(20, 8, 8\)"),
+    ({"test": np.zeros((4, 63, 1))}, "test",
+     r"should hold a non-empty 2-D array \(rows, features\), got shape \(4, 63, 1\)"),
+    ({"test": _NAN}, "test", r"holds 1 NaN or inf value\(s\), the first at row 2, column 5"),
+    ({"validation": np.full((3, 63), "a")}, "validation", r"should hold real numbers, got dtype <U1"),
+])
+def test_bsds300_files_are_checked_as_tables_naming_the_file(tmp_path, parts, split, words):
+    """The other UCI sets' checks: 1-D files made a bundle of event shape (), 3-D ones one of 8x8 patches, a NaN
+    gave "the data contain non-finite values" (no file, no split) and text a torch ``TypeError``."""
+    with pytest.raises(ValueError, match=rf"^bsds300: .*BSDS300/{split}\.npy {words}$"):
+        load("bsds300", root=_bsds300(tmp_path, **parts))
+
+
+def test_bsds300_hdf5_splits_are_checked_as_tables_naming_the_file(tmp_path, monkeypatch):
+    """BSDS300.hdf5 (read through a stand-in for h5py) is checked as its ``.npy`` files are."""
+    parts = {"train": np.zeros((5, 63)), "validation": np.zeros((3, 63)), "test": _NAN}
+
+    class File(dict):
+        def __init__(self, path, mode):
+            super().__init__(parts)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setitem(sys.modules, "h5py", types.SimpleNamespace(File=File))
+    (tmp_path / "BSDS300").mkdir()
+    (tmp_path / "BSDS300/BSDS300.hdf5").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"^bsds300: .*BSDS300/BSDS300\.hdf5 dataset 'test' holds 1 NaN or inf "
+                                         r"value\(s\), the first at row 2, column 5$"):
         load("bsds300", root=str(tmp_path))
 
 
@@ -329,6 +373,19 @@ def test_gas_without_the_maf_columns_or_with_a_constant_sensor_is_refused(tmp_pa
     pd.DataFrame({"Time": np.arange(40.0), "Meth": rng.normal(size=40), "Eth": rng.normal(size=40),
                   "s0": rng.normal(size=40), "s1": np.full(40, 2.0)}).to_pickle(path)
     with pytest.raises(ValueError, match=r"^gas: feature\(s\) \[1\] are constant"):
+        load("gas", root=str(tmp_path))
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"not a pickle", "invalid load key"),
+    (b"", "Ran out of input"),
+])
+def test_a_gas_file_that_is_not_a_pickle_is_named(tmp_path, content, words):
+    """A corrupt or empty ethylene_CO.pickle used to fail as pickle's ``UnpicklingError`` or ``EOFError``."""
+    (tmp_path / "gas").mkdir()
+    (tmp_path / "gas/ethylene_CO.pickle").write_bytes(content)
+    with pytest.raises(ValueError, match=rf"^gas: cannot read .*gas/ethylene_CO\.pickle as a pandas pickle "
+                                         rf"\(a DataFrame saved with DataFrame\.to_pickle\): .*{words}"):
         load("gas", root=str(tmp_path))
 
 

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from invertible.cli import main as cli
 from invertible.variational import approximation, fit, get_target
+from invertible.variational.data import load_images
 from invertible.variational.vae import VAE, evaluate_vae, train_vae
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +32,16 @@ BINARY = (torch.rand(12, 1, 4, 4, generator=torch.Generator().manual_seed(0)) < 
 def test_vae_refuses_bad_sizes(options, message) -> None:
     with pytest.raises(ValueError, match=message):
         VAE((1, 4, 4), hidden=8, **options)
+
+
+@pytest.mark.parametrize("seed", [True, 2.5, -1, 2**64])
+def test_load_images_refuses_the_seeds_that_load_refuses(seed) -> None:
+    """docs/data.md's seed rule: ``True`` was seed 1, ``2**64`` was taken, ``-1`` failed as numpy's "expected
+    non-negative integer" and ``2.5`` as a ``TypeError``."""
+    words = rf"^seed must be an integer in \[0, 2\*\*64 - 1\], got {re.escape(repr(seed))}$"
+    with pytest.raises(ValueError, match=words):
+        load_images("digits", seed=seed)
+    assert torch.equal(load_images("digits", seed=np.uint64(2**64 - 1)).test, load_images("digits", seed=2**64 - 1).test)
 
 
 @pytest.mark.parametrize("x, message", [

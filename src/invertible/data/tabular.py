@@ -126,16 +126,18 @@ def dequantized_standardization(levels: int, pixels: Tensor) -> Compose:
     return Compose(UniformDequantization(levels), Standardize(mean.float(), std.float()))
 
 
-def _split_sizes(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
-    for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+def _split_sizes(name: str, n: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
+    """The train, validation and test sizes of the ``n`` rows of table ``name``; ``ValueError`` for fractions
+    outside ``[0, 1)`` and for fewer than 2 training rows (a standard deviation needs 2)."""
+    for option, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not isinstance(f, (int, float)) or not 0 <= f < 1:
-            raise ValueError(f"{name} must lie in [0, 1), got {f!r}")
+            raise ValueError(f"{option} must lie in [0, 1), got {f!r}")
     if val_fraction + test_fraction >= 1:
         raise ValueError(f"val_fraction + test_fraction must be < 1, got {val_fraction + test_fraction}")
     n_val, n_test = math.floor(n * val_fraction), math.floor(n * test_fraction)
     n_train = n - n_val - n_test
     if n_train < 2:
-        raise ValueError(f"{n} rows leave {n_train} for training; need at least 2")
+        raise ValueError(f"{name}: {n} rows leave {n_train} for training; need at least 2")
     return n_train, n_val, n_test
 
 
@@ -213,7 +215,7 @@ def table_bundle(
     """
     standardize = check_flag("standardize", standardize)
     features, context = table_rows(name, table, context_columns, column_names)
-    sizes = _split_sizes(features.shape[0], val_fraction, test_fraction)
+    sizes = _split_sizes(name, features.shape[0], val_fraction, test_fraction)
     perm = torch.randperm(features.shape[0], generator=torch.Generator().manual_seed(int(seed)))
     x_train, x_val, x_test = features[perm].split(sizes)
     contexts = [s.contiguous() for s in context[perm].split(sizes)] if context is not None else [None, None, None]
@@ -223,8 +225,8 @@ def table_bundle(
         try:
             preprocess = fit_float32(x_train)
         except ValueError as e:  # constant columns: fine for a discrete model (0/1 pixels), which takes them unscaled
-            raise ValueError(f"{e}, or read the table as it is with -d standardize=false (a discrete model, such as "
-                             "bernoulli_made on 0/1 columns, takes its values unstandardised)") from None
+            raise ValueError(f"{name}: {e}, or read the table as it is with -d standardize=false (a discrete model, "
+                             "such as bernoulli_made on 0/1 columns, takes its values unstandardised)") from None
         x_train, x_val, x_test = (_standardized_split(name, split, preprocess, x)
                                   for split, x in zip(SPLITS, (x_train, x_val, x_test)))
     return DataBundle(

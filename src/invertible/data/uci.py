@@ -23,6 +23,7 @@ split a row (``data[-int(0.1 * N):]`` is every row when ``N < 10``).
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -72,6 +73,18 @@ def _load_csv(name: str, path: Path) -> np.ndarray:
         except ValueError as e:
             raise ValueError(f"{name}: cannot read {path} as comma-separated numbers after a header line: {e}") from None
     return _table(name, array, path)
+
+
+def _load_pickle(name: str, path: Path) -> object:
+    """The object of the pandas pickle ``path``; ``ValueError`` naming the file when it is not one (a truncated
+    download or another file under its name fails in ``pickle`` with a message that names no file)."""
+    import pandas as pd
+
+    try:
+        return pd.read_pickle(path)
+    except (pickle.UnpicklingError, AttributeError, EOFError, ImportError, IndexError, ValueError) as e:
+        raise ValueError(f"{name}: cannot read {path} as a pandas pickle (a DataFrame saved with "
+                         f"DataFrame.to_pickle): {e}") from None
 
 
 def _last(name: str, data: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -149,7 +162,7 @@ def gas(seed: int = 0, root: str | None = None) -> DataBundle:
     """UCI gas sensors (ethylene + CO): 8 features after removing the targets, time and correlated sensors."""
     import pandas as pd
 
-    frame = pd.read_pickle(_root(root, "gas/ethylene_CO.pickle"))
+    frame = _load_pickle("gas", _root(root, "gas/ethylene_CO.pickle"))
     missing = [c for c in ("Meth", "Eth", "Time") if c not in getattr(frame, "columns", ())]
     if not isinstance(frame, pd.DataFrame) or missing:
         raise ValueError(f"gas: ethylene_CO.pickle should hold a DataFrame with the columns Meth, Eth and Time "
@@ -193,19 +206,22 @@ def miniboone(seed: int = 0, root: str | None = None) -> DataBundle:
 
 @register_dataset("bsds300")
 def bsds300(seed: int = 0, root: str | None = None) -> DataBundle:
-    """BSDS300 natural-image patches: 63-D (8x8 patches, one pixel dropped), the file's own splits."""
+    """BSDS300 natural-image patches: 63-D (8x8 patches, one pixel dropped), the file's own splits, each checked
+    as a table (:func:`_table`)."""
     folder = _root(root, "BSDS300")
     if (folder / "BSDS300.hdf5").exists():
         try:
             import h5py
         except ImportError:
             raise ValueError("reading BSDS300.hdf5 needs h5py; install it or save train/validation/test as .npy") from None
-        with h5py.File(folder / "BSDS300.hdf5", "r") as f:
-            parts = [np.asarray(f[k]) for k in ("train", "validation", "test")]
+        path = folder / "BSDS300.hdf5"
+        with h5py.File(path, "r") as f:
+            parts = [_table("bsds300", np.asarray(f[k]), f"{path} dataset {k!r}")
+                     for k in ("train", "validation", "test")]
     else:
         files = [folder / f"{k}.npy" for k in ("train", "validation", "test")]
         missing = [str(p) for p in files if not p.exists()]
         if missing:
             raise ValueError(f"BSDS300: need BSDS300.hdf5 or {', '.join(missing)}")
-        parts = [load_npy(p) for p in files]  # shapes are checked as the splits of every dataset are
+        parts = [_load("bsds300", p) for p in files]
     return _bundle("bsds300", *parts)

