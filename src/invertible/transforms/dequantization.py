@@ -41,6 +41,9 @@ from .normalization import ActNorm
 __all__ = ["UniformDequantization", "VariationalDequantization"]
 
 _LOG_2PI = math.log(2 * math.pi)
+#: How far the logit of the noise ``y`` carries may lie from the drawn noise's before the carried noise is scored
+#: (:meth:`VariationalDequantization._carried_log_noise`): ``log r`` moves by about the logit's change.
+_CARRIED_LOGIT_TOLERANCE = 1e-3
 
 
 def _open_unit(u: Tensor) -> Tensor:
@@ -149,9 +152,10 @@ class VariationalDequantization(_Dequantization):
         log r(u | x) = log N(e) + log|de/dv| - log sigmoid'(v).
 
     Where the sigmoid saturates to exactly 0 or 1, ``u`` is moved to ``eps / 2`` or ``1 - eps / 2``
-    (:func:`_open_unit`), so it stays in the open interval ``(0, 1)``; there, and where ``y`` cannot hold the noise
-    (within an ulp of a bin edge), the term of that image is ``log r`` of the noise ``y`` carries, the value
-    ``inverse`` reads back, so ``inverse(forward(x)) == (x, -ladj)`` holds at saturated noise too.
+    (:func:`_open_unit`), so it stays in the open interval ``(0, 1)``; there, and where ``y`` holds the noise only
+    roughly (near a bin edge, where the float spacing of ``y`` is a large part of the noise's distance to the edge),
+    the term of that image is ``log r`` of the noise ``y`` carries, the value ``inverse`` reads back, so
+    ``inverse(forward(x)) == (x, -ladj)`` holds at saturated noise too.
 
     Trained jointly with the model on the bound above, ``r`` learns to put the
     noise where the model's density is high, which tightens the bound; the
@@ -200,15 +204,20 @@ class VariationalDequantization(_Dequantization):
 
     def _carried_log_noise(self, y: Tensor, x: Tensor, u: Tensor, log_r: Tensor, context: Tensor | None) -> Tensor:
         """``log r`` of the noise ``y`` carries, the noise :meth:`inverse` reads back: the drawn noise's ``log_r``,
-        except for an image with a pixel whose noise ``y`` cannot hold, where it is :meth:`_log_noise` of the
-        carried noise ``L y - x``. That is a noise at the edge of the float grid (a saturated sigmoid, moved by
-        :func:`_open_unit`), one within an ulp of ``x`` lost in ``x + u``, or one within an ulp of ``x + 1`` that
-        :func:`_in_bin` moved back into the bin; there the two differ by up to the whole tail of ``r``."""
+        except for an image with a pixel whose noise ``y`` holds only roughly, where it is :meth:`_log_noise` of
+        the carried noise ``L y - x``. That is a noise at the edge of the float grid (a saturated sigmoid, moved by
+        :func:`_open_unit`), or one whose logit ``log(u / (1 - u))`` the rounding of ``y`` moves by more than
+        :data:`_CARRIED_LOGIT_TOLERANCE`: near a bin edge the spacing of the floats near ``(x + u) / L`` is a large
+        part of the noise's distance to the edge (a noise within an ulp of ``x`` is lost in ``x + u`` altogether,
+        one within an ulp of ``x + 1`` is moved back into the bin by :func:`_in_bin`), and the two ``log r`` differ
+        by up to the whole tail of ``r``."""
         if vmapped(y):
             return log_r
         step = torch.finfo(u.dtype).eps / 2
         carried = y * self.levels - x
-        edge = (u <= step) | (u >= 1 - step) | (carried == 0) | (y != (x + u) / self.levels)
+        # |d logit(u)| = |du| / (u (1 - u)); log r changes by about as much
+        moved = (carried - u).abs() > _CARRIED_LOGIT_TOLERANCE * u * (1 - u)
+        edge = (u <= step) | (u >= 1 - step) | moved
         lost = edge.flatten(1).any(1)
         if not lost.any():
             return log_r
