@@ -92,6 +92,18 @@ def test_a_layer_given_no_context_or_one_of_another_width_names_the_width_it_tak
     assert fits.log_prob(torch.randn(4, 3), torch.randn(4, 3)).shape == (4,)
 
 
+def test_an_image_context_of_the_right_channels_gets_no_hint_about_its_width():
+    """The hint compared an image context's last dimension (its width in pixels) with the conditioner's channels:
+    a float64 noise flow given float32 pixels blamed "a context of shape (batch, 1)" for a dtype error."""
+    deq = T.VariationalDequantization(4, (1, 2, 2), steps=1, hidden=4).double()
+    with pytest.raises(LayerError, match=r"of shape \(3, 1, 2, 2\): RuntimeError: .*dtype") as e:
+        deq(torch.randint(0, 4, (3, 1, 2, 2), dtype=torch.uint8))
+    assert "takes a context" not in str(e.value)
+    coupling = T.AffineImageCoupling((1, 2, 2), "checkerboard", hidden=4, context_features=2)
+    with pytest.raises(LayerError, match=r"its net \(GlowConvNet\) takes a context of shape \(batch, 2\)"):
+        Compose([coupling])(torch.randn(3, 1, 2, 2), torch.randn(3, 1, 2, 2))
+
+
 def test_a_layer_built_for_other_features_says_how_many():
     t = Compose([T.AffineCoupling(T.alternating_mask(4))])
     built = r"\(it was built for 4 features, shape \(batch, 4\)\)"

@@ -153,7 +153,8 @@ def _misfits(layer: nn.Module, x: Tensor, context: Tensor | None) -> list[str]:
         want = getattr(m, "context_features", None)
         if want is None or not isinstance(want, int):
             continue
-        if context is None or context.shape[-1] != want:
+        # an image context (batch, C, H, W) of a convolutional conditioner has its width in dimension 1
+        if context is None or context.shape[1 if context.dim() == 4 else -1] != want:
             where = "it" if not name else f"its {name} ({type(m).__name__})"
             hints.append(f"{where} takes a context of shape (batch, {want})")
         break
