@@ -224,6 +224,22 @@ def test_hepmass_refuses_a_test_file_without_its_trailing_column(tmp_path):
         load("hepmass", root=str(tmp_path))
 
 
+def _fake_h5py(monkeypatch, parts: dict) -> None:
+    """A stand-in for h5py whose every ``File`` holds the arrays ``parts`` by name."""
+
+    class File(dict):
+        def __init__(self, path, mode):
+            super().__init__(parts)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setitem(sys.modules, "h5py", types.SimpleNamespace(File=File))
+
+
 def test_miniboone_is_normalised_by_train_and_validation_together(tmp_path):
     data = np.random.default_rng(4).normal(size=(200, 3)) * np.array([1.0, 5.0, 0.1]) + 7.0
     (tmp_path / "miniboone").mkdir()
@@ -245,18 +261,7 @@ def test_bsds300_keeps_the_files_own_splits(tmp_path, monkeypatch):
         np.save(folder / f"{k}.npy", a)
     b = load("bsds300", root=str(tmp_path))
     assert [float(s[0, 0]) for s in (b.train, b.val, b.test)] == [0.0, 1.0, 2.0]
-
-    class File(dict):
-        def __init__(self, path, mode):
-            super().__init__(parts)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-    monkeypatch.setitem(sys.modules, "h5py", types.SimpleNamespace(File=File))
+    _fake_h5py(monkeypatch, parts)
     (folder / "BSDS300.hdf5").write_bytes(b"")
     for k in parts:
         (folder / f"{k}.npy").unlink()
@@ -306,18 +311,7 @@ def test_bsds300_files_are_checked_as_tables_naming_the_file(tmp_path, parts, sp
 def test_bsds300_hdf5_splits_are_checked_as_tables_naming_the_file(tmp_path, monkeypatch):
     """BSDS300.hdf5 (read through a stand-in for h5py) is checked as its ``.npy`` files are."""
     parts = {"train": np.zeros((5, 63)), "validation": np.zeros((3, 63)), "test": _NAN}
-
-    class File(dict):
-        def __init__(self, path, mode):
-            super().__init__(parts)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-    monkeypatch.setitem(sys.modules, "h5py", types.SimpleNamespace(File=File))
+    _fake_h5py(monkeypatch, parts)
     (tmp_path / "BSDS300").mkdir()
     (tmp_path / "BSDS300/BSDS300.hdf5").write_bytes(b"")
     with pytest.raises(ValueError, match=r"^bsds300: .*BSDS300/BSDS300\.hdf5 dataset 'test' holds 1 NaN or inf "
