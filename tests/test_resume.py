@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 from pathlib import Path
 
@@ -507,3 +508,42 @@ def test_config_yaml_keeps_the_settings_a_resume_changed(tmp_path, capsys):
     assert written["steps"] == 20
     assert written["resumed"] == [{"step": 10, "before": {"steps": 10, "lr": 5e-3}}, {"step": 16, "before": {"steps": 16}}]
     assert TrainConfig.from_dict(written) == dataclasses.replace(cfg, steps=20, lr=1e-3)
+
+
+def test_a_weight_decay_changed_at_a_resume_is_the_one_the_resumed_steps_use(tmp_path):
+    """The optimiser's state from the checkpoint carries the weight decay it was trained with: a resume with
+    another ``weight_decay`` recorded it in config.yaml and trained on with the old one, weights and all."""
+    for name, decay in (("same", 0.0), ("decayed", 0.5)):
+        first = config(tmp_path, name)
+        first.steps = 10
+        train(first)
+        resumed = config(tmp_path, name)
+        resumed.weight_decay = decay
+        train(resumed, resume=True)
+    ckpt = load_checkpoint(tmp_path / "decayed")
+    assert {g["weight_decay"] for g in ckpt.optimizer["param_groups"]} == {0.5}
+    same = invertible.load(tmp_path / "same").state_dict()
+    decayed = invertible.load(tmp_path / "decayed").state_dict()
+    assert any(not torch.equal(same[k], decayed[k]) for k in same)
+
+
+def test_a_nan_validation_is_never_the_best(tmp_path, monkeypatch):
+    """A NaN validation NLL became the best: every comparison with it is false, so each later validation counted as
+    no improvement, patience stopped the run and the model saved was the weights of the NaN step."""
+    import invertible.train.loop as loop
+
+    evaluate, calls = loop.evaluate_split, []
+
+    def first_nan(flow, bundle, split, *args, **kwargs):
+        result = evaluate(flow, bundle, split, *args, **kwargs)
+        if split == "val":
+            calls.append(split)
+            if len(calls) == 1:
+                result["val_nll"] = float("nan")
+        return result
+
+    monkeypatch.setattr(loop, "evaluate_split", first_nan)
+    cfg = config(tmp_path, "run")
+    cfg.steps, cfg.patience = 20, 2
+    summary = train(cfg)
+    assert summary["best_step"] != 4 and math.isfinite(summary["best_val_nll"])

@@ -53,7 +53,9 @@ class TrainConfig:
         lr: peak learning rate of Adam.
         warmup: steps of linear warm-up from 0 to ``lr``.
         schedule: ``"cosine"`` (decay to ``lr * min_lr_ratio`` after warm-up) or ``"constant"``.
-        min_lr_ratio: final learning rate of the cosine schedule, as a fraction of ``lr``.
+        min_lr_ratio: ``r``, the fraction of ``lr`` the cosine schedule decays toward: step ``s`` (0-based) takes
+            ``lr (r + (1 - r) (1 + cos(pi t)) / 2)`` with ``t = (s - warmup) / (steps - warmup)``, so the last step
+            is a little above ``lr r`` (:func:`~invertible.train.schedule.lr_factor`).
         grad_clip: maximum global gradient norm, or ``None`` for no clipping.
         weight_decay: L2 penalty of Adam.
         ema: decay of an exponential moving average of the weights, or ``None``;

@@ -295,6 +295,8 @@ class _Trainer:
                     raise ValueError("the checkpoint holds no weights of the trained preprocessing")
                 self.bundle.preprocess.load_state_dict(ckpt.preprocess)
             self.optimizer.load_state_dict(ckpt.optimizer)
+            for group in self.optimizer.param_groups:  # the checkpoint's groups carry the weight decay trained with
+                group["weight_decay"] = self.config.weight_decay
             if self.ema is not None:
                 if ckpt.ema is None:
                     raise ValueError("the checkpoint holds no EMA weights but ema is set")
@@ -509,9 +511,10 @@ class _Trainer:
         cfg = self.config
         result = evaluate_split(self.eval_flow, self.eval_bundle, "val", cfg.eval_batch_size, self.rt.device)
         self.metrics.write({"step": self.step, "split": "val", **result})
-        best = self.state["best_val"]
-        if best is None or result["val_nll"] < best - cfg.min_delta:
-            self.state.update(best_val=result["val_nll"], best_step=self.step, bad_evals=0)
+        best, val = self.state["best_val"], result["val_nll"]
+        # a NaN is never the best: every comparison with it is false, so no later validation would improve on it
+        if not math.isnan(val) and (best is None or val < best - cfg.min_delta):
+            self.state.update(best_val=val, best_step=self.step, bad_evals=0)
             if cfg.patience is not None:
                 self.best = {k: v.detach().clone() for k, v in self.eval_flow.state_dict().items()}
                 if self.preprocess_params:
