@@ -20,6 +20,7 @@ from invertible.data.images import image_preprocess
 from invertible.distributions import StandardLogistic
 from invertible.metrics import bits_per_dim
 from invertible.models import Glow, build
+from invertible.transforms import dequantization
 from invertible.transforms import (
     AdditiveImageCoupling,
     AffineImageCoupling,
@@ -126,7 +127,7 @@ def test_saturated_variational_noise_lies_in_the_open_unit_interval(monkeypatch,
     x = _pixels_at_both_ends(levels, dtype)
     pre = image_preprocess(levels, alpha=0.0, dequantization="variational", event_shape=(1, 2, 2)).to(dtype)
     deq = pre[0]
-    monkeypatch.setattr(torch, "randn_like", lambda t: torch.full_like(t, e))
+    monkeypatch.setattr(dequantization, "_row_normals", lambda t: torch.full_like(t, e))
     v, _ = deq.noise_flow.inverse(torch.full_like(x, e), deq._condition(x))
     assert (torch.sigmoid(v) == (0.0 if e < 0 else 1.0)).all()  # saturated
     z, ladj = pre(x)
@@ -153,7 +154,7 @@ def test_variational_inverse_log_det_is_minus_forward_log_det_at_saturated_noise
     far = torch.rand_like(x) < 0.5
     far[:, 0, 0, 0] = True  # a far draw in every image
     e[far] = size * torch.sign(e[far])
-    with mock.patch.object(torch, "randn_like", lambda t: e.clone()):
+    with mock.patch.object(dequantization, "_row_normals", lambda t: e.clone()):
         y, term = deq(x)
     v, _ = deq.noise_flow.inverse(e, deq._condition(x))
     assert ((torch.sigmoid(v) == 0) | (torch.sigmoid(v) == 1)).any()  # some noise saturates
@@ -165,22 +166,43 @@ def test_variational_inverse_log_det_is_minus_forward_log_det_at_saturated_noise
 def test_variational_inverse_log_det_is_minus_forward_log_det_where_y_keeps_part_of_the_noise() -> None:
     """A noise near a bin edge that ``y = (x + u) / L`` holds only in part (float64: ``u = 1.1e-14`` at pixel 112,
     where the floats are ``1.4e-14`` apart) was scored at the drawn ``u`` while ``inverse`` reads back the carried
-    noise: their ``log r`` differ by the tail of ``r``, and the two terms of some images differed by up to 2.7 nats."""
+    noise: their ``log r`` differ by the tail of ``r``, and the two terms of an image differed by 1.3 nats."""
     torch.manual_seed(0)
     deq = VariationalDequantization(256, (2, 3, 3), steps=2, hidden=4).double().eval()
     with torch.no_grad():
         for p in deq.parameters():
             p.add_(0.5 * torch.randn_like(p))
     x = torch.randint(0, 256, (200, 2, 3, 3)).double()
-    torch.manual_seed(1)
+    torch.manual_seed(7)
     u, _ = deq._noise(x, None)
     carried = (x + u) / 256 * 256 - x
     assert ((carried - u).abs() > 0.1 * u).any()  # some noise is held only in part
-    torch.manual_seed(1)
+    torch.manual_seed(7)
     y, term = deq(x)
     back, term_back = deq.inverse(y)
     assert torch.equal(back, x)
     torch.testing.assert_close(term_back, -term, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_variational_noise_of_a_row_does_not_depend_on_its_batch(dtype: torch.dtype) -> None:
+    """Images of 36 pixels dequantized in batches of 7, 13 and 10 get the noise of one batch of 30 under the same
+    seed, so an evaluation's seeded draws score each image alike at every batch size (``randn_like`` splits its
+    stream by the batch size when the pixels per image are not a multiple of 16: test NLL 207.73 at batch 1,
+    207.83 at batch 7, 207.23 at batch 1024 on 6x6 images)."""
+    torch.manual_seed(0)
+    deq = VariationalDequantization(256, (1, 6, 6), steps=2, hidden=4).to(dtype).eval()
+    with torch.no_grad():
+        for p in deq.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randint(0, 256, (30, 1, 6, 6)).to(dtype)
+    torch.manual_seed(5)
+    whole, whole_term = deq(x)
+    torch.manual_seed(5)
+    parts = [deq(chunk) for chunk in x.split([7, 13, 10])]
+    # the same noise; the noise flow's kernels may round otherwise at another batch size (another noise: far more)
+    torch.testing.assert_close(torch.cat([y for y, _ in parts]), whole, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.cat([t for _, t in parts]), whole_term)
 
 
 def _bin_edge_noise(dtype: torch.dtype) -> torch.Tensor:
@@ -247,7 +269,7 @@ def test_variational_dequantization_term_is_minus_log_levels_and_the_noise_densi
     torch.manual_seed(1)
     y, term = deq(x)
     torch.manual_seed(1)
-    e = torch.randn_like(x)  # the draw forward made
+    e = torch.randn(3, 16, dtype=x.dtype)[:, :d].reshape(x.shape)  # the draw forward made: 16 normals per image
     cond = 2 * x / (levels - 1) - 1  # the conditioners see the image scaled to [-1, 1]
     normal = torch.distributions.Normal(0.0, 1.0)
     for i in range(len(x)):

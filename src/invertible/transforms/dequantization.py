@@ -59,6 +59,22 @@ def _open_unit(u: Tensor) -> Tensor:
     return torch.where((u > 0) & (u < 1), u, u.clamp(step, 1 - step))
 
 
+def _row_normals(x: Tensor) -> Tensor:
+    """Standard normal noise shaped like ``x``, drawn so that each row's values do not depend on the batch it
+    is in: every row takes the next ``16 ceil(d / 16)`` normals of the stream (``d`` values per row), and keeps
+    its first ``d``.
+
+    The CPU generator draws ``randn`` in blocks of 16 and redraws the last block of a request whose size is not
+    a multiple of 16, so ``randn_like(x)`` splits its stream differently for every batch size when ``d`` is not
+    a multiple of 16: the noise of a row, and an evaluation's log-densities, would change with the batch size
+    (uniform noise draws one value per element and needs no padding). When ``d`` is a multiple of 16 this is
+    ``randn_like(x)`` itself.
+    """
+    d = math.prod(x.shape[1:])
+    padded = -(-d // 16) * 16
+    return torch.randn(x.shape[0], padded, dtype=x.dtype, device=x.device)[:, :d].reshape(x.shape)
+
+
 def _in_bin(x: Tensor, u: Tensor, levels: int) -> Tensor:
     """``y = (x + u) / L``, placed so that ``floor(L y) == x`` holds in floating point too.
 
@@ -196,7 +212,7 @@ class VariationalDequantization(_Dequantization):
 
     def _noise(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         self._check_shape(x)
-        e = torch.randn_like(x)
+        e = _row_normals(x)
         v, ladj = self.noise_flow.inverse(e, self._condition(x))
         log_v = sum_except_batch(-0.5 * (e.pow(2) + _LOG_2PI)) - ladj
         log_u = log_v + sum_except_batch(F.softplus(v) + F.softplus(-v))
