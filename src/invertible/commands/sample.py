@@ -122,6 +122,8 @@ def write_points(args: argparse.Namespace, n: int,
         preprocess, _ = _run_preprocess(run_dir, "--raw")
     else:
         preprocess = None
+    if args.float64 and preprocess is not None:  # a learned dequantizer maps the float64 points with the model
+        preprocess = preprocess.double()
     # read before anything is written: a corrupt record is refused with no output file left behind
     note = None if grid or args.raw else _model_space_note(run_dir, what)
     x = points(flow, context, device)
