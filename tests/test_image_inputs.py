@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,20 @@ def test_palette_pngs_are_read_as_the_colours_they_name(tmp_path: Path) -> None:
     expected = np.stack([np.asarray(Image.open(colour / f"{i}.png").convert("RGB")).transpose(2, 0, 1) for i in range(3)])
     assert read.shape == (3, 3, 8, 8)
     assert sorted(map(tuple, read.flatten(1).tolist())) == sorted(map(tuple, expected.reshape(3, -1).astype(float).tolist()))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not an image"])
+def test_an_unreadable_png_is_named(tmp_path: Path, damage: str) -> None:
+    """PIL's error for a truncated file, "image file is truncated", named no file: in a folder of thousands of
+    PNGs the bad one could not be found."""
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    bad = tmp_path / "2.png"
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"plain text")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(bad))}: cannot read it as a PNG image: "):
+        load(str(tmp_path))
 
 
 def test_pngs_of_several_shapes_are_refused_with_an_example_file_of_each(tmp_path: Path) -> None:

@@ -161,8 +161,11 @@ def _png_folder(directory: Path) -> tuple[np.ndarray, np.ndarray | None, list[st
     classes = sorted({f.parent.relative_to(directory).as_posix() for f in files} - {"."})
     images = []
     for f in files:
-        with Image.open(f) as im:
-            a = np.asarray(_palette_colours(im))
+        try:
+            with Image.open(f) as im:
+                a = np.asarray(_palette_colours(im))
+        except OSError as e:  # PIL's "image file is truncated" names no file; a folder may hold thousands
+            raise ValueError(f"{f}: cannot read it as a PNG image: {e}") from None
         if a.dtype != np.uint8:
             raise ValueError(f"{f}: only 8-bit PNGs are supported, got {a.dtype}")
         images.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
