@@ -391,3 +391,8 @@ def test_numpy_integers_name_context_columns(tmp_path: Path) -> None:
     assert load_rows(str(path), context_columns=np.array([0, 2]))[1].shape == (30, 2)
     with pytest.raises(ValueError, match=r"context column True is not a column name or an index"):
         load_rows(str(path), context_columns=[True])
+    # a single float or bool (-d context_columns=1.5): was "object of type 'float' has no len()"
+    for column in (1.5, True, np.float64(2.0)):
+        with pytest.raises(ValueError, match=rf"^context column {re.escape(repr(column))} is not a column name or an "
+                                             r"index in \[-3, 3\)$"):
+            load_rows(str(path), context_columns=column)

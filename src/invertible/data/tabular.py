@@ -143,7 +143,7 @@ def _split_sizes(name: str, n: int, val_fraction: float, test_fraction: float) -
 
 def _context_indices(columns: int | str | Sequence[int | str] | None, names: list[str] | None, width: int) -> list[int]:
     """Column indices of ``columns``: one name or index, or a sequence of them."""
-    if isinstance(columns, (numbers.Integral, str)):
+    if isinstance(columns, (numbers.Number, str)):  # one column (a float or bool is refused below, by name)
         columns = [columns]
     if columns is None or len(columns) == 0:
         return []
