@@ -52,6 +52,17 @@ def test_nice_image_couplings_alternate_odd_and_even_pixels() -> None:
     assert torch.equal(moved[1], ~moved[0])
 
 
+def test_nice_refuses_images_of_one_value_as_it_refuses_one_feature() -> None:
+    """1x1 grey images gave "mask must be a 1-D boolean vector with both True (identity) and False (transformed)
+    entries", a message about a mask the user never gave."""
+    with pytest.raises(ValueError, match=r"^coupling flows need at least 2 values per image, got images of shape "
+                                         r"\(1, 1, 1\)$"):
+        build("nice", event_shape=(1, 1, 1))
+    with pytest.raises(ValueError, match=r"^coupling flows need at least 2 features, got 1$"):
+        build("nice", features=1)
+    assert build("nice", event_shape=(2, 1, 1), layers=2, hidden=[4]).log_prob(torch.randn(3, 2, 1, 1)).shape == (3,)
+
+
 def test_realnvp_image_couplings_alternate_their_masks() -> None:
     """Each scale alternates checkerboard parities and then channel parities (Dinh et al. 2017, Section 4.1)."""
     torch.manual_seed(0)

@@ -38,6 +38,8 @@ def nice_image_transform(
 ) -> Transform:
     """NICE on images (Dinh et al. 2014, Section 5): flatten, additive couplings on odd/even pixels, diagonal scaling."""
     d = shape[0] * shape[1] * shape[2]
+    if d < 2:
+        raise ValueError(f"coupling flows need at least 2 values per image, got images of shape {tuple(shape)}")
     flat = Reshape(shape, (d,))
     couplings: list[Transform] = [
         AdditiveCoupling(alternating_mask(d, i % 2), hidden=hidden, context_features=context_features, activation=activation)
