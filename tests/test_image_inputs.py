@@ -124,6 +124,18 @@ def test_an_unreadable_png_is_named(tmp_path: Path, damage: str) -> None:
         load(str(tmp_path))
 
 
+def test_pngs_are_found_whatever_the_case_of_their_suffix(tmp_path: Path) -> None:
+    """Files named ``.PNG`` (as cameras and Windows write them) were not found: a folder of them was "no IDX files,
+    CIFAR-10 batches or PNG images", and a folder of both kinds lost the upper-case ones."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, 8, 8), dtype=np.uint8)
+    for i, a in enumerate(images):
+        Image.fromarray(a).save(tmp_path / f"{i}.PNG" if i % 2 else tmp_path / f"{i}.png", format="PNG")
+    read = load(str(tmp_path), test_fraction=0.0, val_fraction=0.0).train
+    assert read.shape == (4, 1, 8, 8)
+    assert sorted(read.flatten(1).tolist()) == sorted(images.reshape(4, -1).astype(float).tolist())
+
+
 def test_pngs_of_several_shapes_are_refused_with_an_example_file_of_each(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()

@@ -85,6 +85,11 @@ def _find(directory: Path, pattern: str) -> Path | None:
     return found[0] if found else None
 
 
+def _pngs(directory: Path) -> list[Path]:
+    """The PNG files under ``directory``, sorted: every ``.png`` suffix, in any case (cameras and Windows write ``.PNG``)."""
+    return sorted(p for p in directory.rglob("*") if p.suffix.lower() == ".png" and p.is_file())
+
+
 def _cifar(directory: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None]:
     def batch(p: Path) -> tuple[np.ndarray, np.ndarray]:
         with open(p, "rb") as f:
@@ -157,7 +162,7 @@ def _png_folder(directory: Path) -> tuple[np.ndarray, np.ndarray | None, list[st
     sorted (``None`` and ``None`` without sub-folders)."""
     from PIL import Image
 
-    files = sorted(directory.rglob("*.png"))
+    files = _pngs(directory)
     classes = sorted({f.parent.relative_to(directory).as_posix() for f in files} - {"."})
     images = []
     for f in files:
@@ -199,7 +204,7 @@ def _image_sets(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[np.nda
         (images, labels), test = _cifar(path)
         names = _cifar_label_names(path, _label_count(labels, test))
         return images, labels, test, names, names is not None
-    if _find(path, "**/*.png") is not None:
+    if _pngs(path):
         images, labels, classes = _png_folder(path)
         return images, labels, None, classes, False
     raise ValueError(f"{path}: found no IDX files, CIFAR-10 batches or PNG images")
