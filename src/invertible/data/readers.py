@@ -157,12 +157,11 @@ def _palette_colours(im: "Image.Image") -> "Image.Image":
     return rgb.convert("L") if np.array_equal(r, g) and np.array_equal(g, b) else rgb
 
 
-def _png_folder(directory: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
-    """The PNGs of ``directory`` (and its sub-folders), their labels and class names: the class sub-folders,
+def _png_folder(directory: Path, files: list[Path]) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    """The PNGs ``files`` of ``directory`` (:func:`_pngs`), their labels and class names: the class sub-folders,
     sorted (``None`` and ``None`` without sub-folders)."""
     from PIL import Image
 
-    files = _pngs(directory)
     classes = sorted({f.parent.relative_to(directory).as_posix() for f in files} - {"."})
     images = []
     for f in files:
@@ -204,8 +203,8 @@ def _image_sets(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[np.nda
         (images, labels), test = _cifar(path)
         names = _cifar_label_names(path, _label_count(labels, test))
         return images, labels, test, names, names is not None
-    if _pngs(path):
-        images, labels, classes = _png_folder(path)
+    if files := _pngs(path):
+        images, labels, classes = _png_folder(path, files)
         return images, labels, None, classes, False
     raise ValueError(f"{path}: found no IDX files, CIFAR-10 batches or PNG images")
 

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from ..core import Flow
 from ..distributions import StandardNormal
-from ..nets.made import MaskedMLP, input_degrees
+from ..nets.made import MaskedMLP, input_degrees, lowest_hidden_degree
 from ..seeding import SEED_RANGE, seeded_generator
 from ..transforms.autoregressive import MaskedAffineAutoregressive
 from .registry import register
@@ -60,7 +60,7 @@ class _MaskPool:
         when every set of a pool draws its own order; with one mask set (a fixed MADE), the two kinds of agnostic
         training, and ``seed`` unless the order is ``"random"``."""
         inert: dict[str, str] = {}
-        d, low = options["features"], 0 if options["context_features"] else 1
+        d, low = options["features"], lowest_hidden_degree(options["context_features"])
         one_order, one_degree = d == 1, d - 1 <= low  # hidden degrees lie in [low, max(D - 1, low)]
         if (options["masks"] > 1 and (one_order or not options["order_agnostic"])
                 and (one_degree or not options["connectivity_agnostic"])):

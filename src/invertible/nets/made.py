@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from ..seeding import seeded_generator
 from .mlp import make_activation
 
-__all__ = ["MaskedLinear", "MaskedMLP", "input_degrees", "hidden_degrees"]
+__all__ = ["MaskedLinear", "MaskedMLP", "input_degrees", "hidden_degrees", "lowest_hidden_degree"]
 
 #: ``step(i, params)``: given the parameters ``(batch, params)`` of input ``i``, return its value ``(batch,)``.
 Step = Callable[[int, Tensor], Tensor]
@@ -73,6 +73,11 @@ def input_degrees(features: int, order: str | Sequence[int] | Tensor = "default"
     degrees = torch.empty(features, dtype=torch.long)
     degrees[perm] = torch.arange(1, features + 1)
     return degrees
+
+
+def lowest_hidden_degree(context_features: int | None) -> int:
+    """The lowest degree of a hidden unit: 0 with a context (units that see the context alone), else 1."""
+    return 0 if context_features else 1
 
 
 def hidden_degrees(
@@ -137,8 +142,8 @@ class MaskedMLP(nn.Module):
 
     @property
     def min_hidden_degree(self) -> int:
-        """0 with a context (context-only units), else 1."""
-        return 0 if self.context_features else 1
+        """0 with a context (context-only units), else 1 (:func:`lowest_hidden_degree`)."""
+        return lowest_hidden_degree(self.context_features)
 
     def layer_degrees(self) -> list[Tensor]:
         """Degrees of the inputs, then of every hidden layer."""
