@@ -1,5 +1,7 @@
 """Rational-quadratic splines: edges at exactly +-B, linear tails, huge inputs, gradients there."""
 
+import math
+
 import pytest
 import torch
 
@@ -250,3 +252,26 @@ def test_nsf_inverse_has_finite_gradients_with_one_coordinate_far_in_the_tail(ki
         assert torch.isfinite(x).all() and torch.isfinite(ladj).all()
         grads = torch.autograd.grad(x.sum() + ladj.sum(), [z, *flow.parameters()], allow_unused=True)
         assert all(torch.isfinite(gr).all() for gr in grads if gr is not None), f"coordinate {j}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("steep", [1e4, 1e8, 1e16])
+def test_log_det_next_to_a_steep_upper_knot_is_exact(dtype, steep):
+    """Two equal bins on ``[-3, 3]`` meeting at ``(0, 0)`` with slope ``d`` there (unit slopes at the ends). In the
+    left bin ``y = -3 + 3 theta / (1 + (d - 1) theta r)`` with ``r = 1 - theta``, so at ``y = -1.5``
+    ``(d - 1) r^2 - (d + 1) r + 1 = 0``, and the slope is ``(d theta^2 + 2 theta r + r^2) / (1 + (d - 1) theta r)^2``
+    (about ``d / 4``). ``r`` was taken as ``1 - theta``, which rounds to 0 once ``r ~ 1/d`` is below ``eps``: the
+    log-det came out ``log d``, 1.39 nats off (float32 from ``d ~ 1e8``, float64 from ``d ~ 1e16``; 0.05 nats at
+    ``d = 1e6`` in float32)."""
+    shift = math.log(math.expm1(1 - 1e-3))  # raw value v gives the derivative 1e-3 + softplus(v + shift)
+    params = torch.tensor([[0.0, 0.0, 0.0, 0.0, steep - shift]], dtype=dtype)
+    d = 1e-3 + steep  # softplus(steep) is steep to float precision
+    r = 2 / ((d + 1) + math.sqrt((d + 1) ** 2 - 4 * (d - 1)))  # the small root, without cancellation
+    theta = 1 - r
+    log_slope = math.log(d * theta**2 + 2 * theta * r + r**2) - 2 * math.log(1 + (d - 1) * theta * r)
+    x, lad = rqs(torch.tensor([-1.5], dtype=dtype), params, 3.0, inverse=True)
+    assert x.item() == pytest.approx(-3 * r, abs=4 * torch.finfo(dtype).eps)
+    assert lad.item() == pytest.approx(-log_slope, abs=1e-5)
+    y, forward_lad = rqs(torch.tensor([-3 * r], dtype=dtype), params, 3.0)
+    assert forward_lad.item() == pytest.approx(log_slope, abs=1e-5)
+    assert y.item() == pytest.approx(-1.5, abs=1e-5)

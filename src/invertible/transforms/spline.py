@@ -134,40 +134,47 @@ def _spline(x: Tensor, params: Tensor, k: int, bound: float, inverse: bool, min_
     # one gather of both ends of the bin, for knots x, knots y and derivatives (fewer kernels than one gather each)
     table = torch.stack([cum_w, cum_h, derivs], -3)  # (..., 3, K + 1, D)
     ends = torch.cat([idx, idx + 1], -2).unsqueeze(-3).expand(*table.shape[:-2], 2, table.shape[-1])
-    (xk, xk1), (yk, yk1), (dk, dk1) = (pair.unbind(-2) for pair in torch.gather(table, -2, ends).unbind(-3))
+    x_ends, y_ends, d_ends = torch.gather(table, -2, ends).unbind(-3)  # each (..., 2, D): lower and upper end
+    (xk, xk1), (yk, yk1), (dk, dk1) = x_ends.unbind(-2), y_ends.unbind(-2), d_ends.unbind(-2)
     wk, hk = xk1 - xk, yk1 - yk
     s = hk / wk
     if inverse:
-        dy = xc - yk
         # the root is the same for a, b, c all divided by one positive number: dividing by s + d^k + d^{k+1}
         # bounds them by about 3 |dy| + 3 h^k, so b^2 cannot overflow for any raw slope (no gradient: theta does
         # not depend on the scale)
         scale = (s + dk + dk1).detach().reciprocal()
-        sn, dkn, dk1n = s * scale, dk * scale, dk1 * scale
-        curvature = dk1n + dkn - 2 * sn  # the (d^{k+1} + d^k - 2 s) of the denominator, scaled
-        a = hk * (sn - dkn) + dy * curvature
-        b = hk * dkn - dy * curvature
-        c = -sn * dy
+        sn = s * scale
+        curvature = ((dk + dk1) * scale - 2 * sn).unsqueeze(-2)  # the (d^{k+1} + d^k - 2 s) of the denominator, scaled
+        # The bin fraction from each end at once (index 0: theta from the lower knot; index 1: 1 - theta from the
+        # upper one, the bin mirrored, its slopes swapped), each the root of a quadratic in it with a, b, c for
+        # d_near, the slope at its own end, and dy, the distance from that end in y. Taking 1 - theta from theta
+        # rounds it to 0 where theta is within eps of 1 (next to a steep upper knot, 1 - theta ~ s / d^{k+1}), and
+        # the log-det, which needs theta (1 - theta), was then off by log 4.
+        hk2, sn2 = hk.unsqueeze(-2), sn.unsqueeze(-2)
+        d_near = d_ends * scale.unsqueeze(-2)
+        dy = torch.stack([xc - yk, yk1 - xc], -2)
+        a = hk2 * (sn2 - d_near) + dy * curvature
+        b = hk2 * d_near - dy * curvature
+        c = -sn2 * dy
         # floored at the smallest normal float, not 0: where b^2 - 4ac rounds to 0 or below (steep bins, or the
         # clamped input of a tail), sqrt's gradient at 0 is inf, and times the clamp's 0 it was NaN
         root = torch.sqrt((b.pow(2) - 4 * a * c).clamp_min(torch.finfo(b.dtype).tiny))
-        # c <= 0 < a + b = h^k s, so theta = (-b + root) / 2a = 2c / (-b - root); each form is free of cancellation
-        # for one sign of b (b < 0 where dy and d^{k+1} are large, and there -b - root lost every digit: theta came
-        # out -inf, clamped to the wrong end of the bin, and its gradient NaN). Choosing numerator and denominator
-        # before the one division keeps the unused form's inf out of the gradient.
+        # c <= 0 < a + b = h^k s, so the root is (-b + root) / 2a = 2c / (-b - root); each form is free of
+        # cancellation for one sign of b (b < 0 where dy and the far end's slope are large, and there -b - root
+        # lost every digit: the root came out -inf, clamped to the wrong end of the bin, and its gradient NaN).
+        # Choosing numerator and denominator before the one division keeps the unused form's inf out of the gradient.
         pos = b >= 0
-        theta = (torch.where(pos, 2 * c, root - b) / torch.where(pos, -b - root, 2 * a)).clamp(0, 1)
-        out = theta * wk + xk
-    else:
-        theta = ((xc - xk) / wk).clamp(0, 1)
-        tt = theta * (1 - theta)
-        out = yk + hk * (s * theta.pow(2) + dk * tt) / (s + (dk1 + dk - 2 * s) * tt)
-    tt = theta * (1 - theta)
+        theta, rest = (torch.where(pos, 2 * c, root - b) / torch.where(pos, -b - root, 2 * a)).clamp(0, 1).unbind(-2)
+    else:  # 1 - theta from the upper knot as well, for the same reason
+        theta, rest = ((xc - xk) / wk).clamp(0, 1), ((xk1 - xc) / wk).clamp(0, 1)
+    tt = theta * rest
     den = s + (dk1 + dk - 2 * s) * tt
-    num = s.pow(2) * (dk1 * theta.pow(2) + 2 * s * tt + dk * (1 - theta).pow(2))
+    num = s.pow(2) * (dk1 * theta.pow(2) + 2 * s * tt + dk * rest.pow(2))
     lad = torch.log(num) - 2 * torch.log(den)
     if inverse:
-        lad = -lad
+        out, lad = theta * wk + xk, -lad
+    else:
+        out = yk + hk * (s * theta.pow(2) + dk * tt) / den
     y = torch.where(inside, out, x)
     return y, torch.where(inside, lad, torch.zeros_like(lad))
 
