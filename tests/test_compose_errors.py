@@ -200,6 +200,19 @@ def test_a_layer_whose_parameters_would_broadcast_over_other_events_refuses_them
         flow.log_prob(x)
 
 
+@pytest.mark.parametrize("layer", [T.MaskedAffineAutoregressive, T.InverseAutoregressiveAffine,
+                                   T.MaskedRQSAutoregressive])
+@pytest.mark.parametrize("width", [2, 5])
+def test_an_autoregressive_layer_refuses_another_width_in_both_directions(layer, width):
+    """The sequential direction (MAF's and the spline's inverse, IAF's forward) fills in the layer's ``D`` columns
+    one at a time and read no others: an input of 5 features came back as 3, without an error."""
+    made = layer(3)
+    x = torch.randn(4, width)
+    for direction in (made, made.inverse):
+        with pytest.raises(ValueError, match=rf"{layer.__name__} expected a batch of events \(batch, 3\), got shape \(4, {width}\)"):
+            direction(x)
+
+
 def test_a_layer_error_survives_pickling_and_copying():
     """A process pool pickles the error of a worker back to its caller: an exception whose ``__init__`` takes other
     arguments than its ``args`` does not unpickle, and the pool then reports only a broken pool."""

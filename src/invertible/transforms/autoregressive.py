@@ -32,6 +32,7 @@ from torch import Tensor
 from ..core import Transform
 from ..nets.made import MaskedMLP
 from .coupling import affine_element, check_scale
+from .shapes import check_event
 
 __all__ = ["MaskedAffineAutoregressive", "InverseAutoregressiveAffine"]
 
@@ -74,11 +75,14 @@ class _Autoregressive(Transform):
 
     def _one_pass(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         """``z = tau(x; theta(x))``: the network reads ``x`` once."""
+        check_event(x, (self.features,), type(self).__name__)
         y, ladj = self._element(x, self.net(x, context), inverse=False)
         return y, ladj.sum(1)
 
     def _sequential(self, z: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         """``x = tau^{-1}(z; theta(x))``, solved coordinate by coordinate in the order."""
+        # the steps read the first ``features`` columns only: a wider input came back cut to that width
+        check_event(z, (self.features,), type(self).__name__)
         ladj = z.new_zeros(z.shape[0])
 
         def step(i: int, params: Tensor) -> Tensor:
