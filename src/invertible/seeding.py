@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["check_seed", "seeded_generator", "SEED_RANGE"]
+__all__ = ["check_seed", "seeded_generator", "part_seeds", "SEED_RANGE"]
 
 #: The seeds ``torch.Generator.manual_seed`` takes (a negative seed is taken modulo ``2**64``).
 SEED_RANGE = (-(2**63), 2**64 - 1)
@@ -32,3 +32,13 @@ def check_seed(seed: Any, name: str = "seed", negative: bool = False) -> int:
 def seeded_generator(seed: int, name: str = "seed") -> torch.Generator:
     """A CPU ``torch.Generator`` seeded with ``seed``, any seed torch takes (:func:`check_seed` with ``negative``)."""
     return torch.Generator().manual_seed(check_seed(seed, name, negative=True))
+
+
+def part_seeds(seed: int, parts: int, name: str = "seed") -> list[int]:
+    """Seeds of the ``parts`` random parts of one model (its layers' orders, a layer's blocks) seeded with ``seed``:
+    the first ``parts`` draws of a generator seeded with ``seed``.
+
+    Seeding part ``i`` with ``seed + i`` would give seed ``s + 1``'s part ``i`` the numbers of seed ``s``'s part
+    ``i + 1``, so models of consecutive seeds would share all their parts but one.
+    """
+    return torch.randint(2**62, (parts,), generator=seeded_generator(seed, name)).tolist()

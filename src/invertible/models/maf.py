@@ -12,6 +12,7 @@ from torch import nn
 
 from ..core import Compose, Flow, Inverse, Transform
 from ..distributions import MixtureOfGaussians, build_base
+from ..seeding import part_seeds
 from ..transforms.autoregressive import InverseAutoregressiveAffine, MaskedAffineAutoregressive
 from ..transforms.normalization import BatchNorm
 from .registry import register
@@ -55,12 +56,12 @@ def _stack(layer_cls: type, features: int, context_features: int | None, layers:
     transforms: list[Transform] = []
     # batch statistics come from the side the layers read: the data (MAF) or the noise (IAF, whose samples train it)
     sampling_side = issubclass(layer_cls, InverseAutoregressiveAffine)
-    for i, order in enumerate(layer_orders(layers, permutation)):
+    for i, (order, layer_seed) in enumerate(zip(layer_orders(layers, permutation), part_seeds(seed, layers))):
         if batch_norm and i > 0:
             transforms.append(Inverse(BatchNorm(features)) if sampling_side else BatchNorm(features))
         transforms.append(
             layer_cls(features, hidden, context_features, order=order, random_degrees=random_degrees,
-                      activation=activation, scale=scale, init=init, seed=seed + i)
+                      activation=activation, scale=scale, init=init, seed=layer_seed)
         )
     return Compose(transforms)
 

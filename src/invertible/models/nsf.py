@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 
 from ..core import Compose, Flow, Transform
-from ..seeding import seeded_generator
+from ..seeding import part_seeds, seeded_generator
 from ..transforms.coupling import alternating_mask
 from ..transforms.spline import MaskedRQSAutoregressive, RQSCoupling
 from .maf import layer_orders, make_base, mixture_inert
@@ -85,8 +85,8 @@ class NSF(Flow):
         if kind == "autoregressive":
             transforms = [
                 MaskedRQSAutoregressive(features, hidden, context_features, order=order, activation=activation,
-                                        bins=bins, bound=bound, seed=seed + i)
-                for i, order in enumerate(layer_orders(layers, permutation))
+                                        bins=bins, bound=bound, seed=layer_seed)
+                for order, layer_seed in zip(layer_orders(layers, permutation), part_seeds(seed, layers))
             ]
         elif kind == "coupling":
             if features < 2:

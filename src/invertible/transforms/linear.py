@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core import Transform
-from ..seeding import seeded_generator
+from ..seeding import part_seeds, seeded_generator
 from .cache import InferenceCache
 from .shapes import check_event
 
@@ -171,7 +171,7 @@ class BlockDiagonalLinear(InferenceCache, Transform):
         if block_size < 1 or features % block_size:
             raise ValueError(f"block_size must divide features={features}, got {block_size}")
         k = features // block_size
-        self.blocks = nn.Parameter(torch.stack([_random_rotation(block_size, seed + i) for i in range(k)]))
+        self.blocks = nn.Parameter(torch.stack([_random_rotation(block_size, s) for s in part_seeds(seed, k)]))
         self.bias = nn.Parameter(torch.zeros(features))
 
     def _logdet(self) -> Tensor:
