@@ -342,7 +342,9 @@ def _rewrite(path, **changes) -> None:
     ({"format": "2"}, r"bad format '2'"),
     ({"format": True}, r"bad format True"),
     ({"format": 3}, r"written in format 3; this version of invertible reads up to 2"),
-    ({"options": None}, r"needs 'model' and 'options'"),
+    ({"options": None}, r"needs 'model' \(a preset's name\) and 'options'"),
+    ({"model": 3}, r"needs 'model' \(a preset's name\) and 'options'"),  # was "'int' object has no attribute 'lower'"
+    ({"model": None}, r"needs 'model' \(a preset's name\) and 'options'"),
 ])
 def test_a_model_config_from_another_format_or_without_options_is_refused(tmp_path, change, message) -> None:
     import invertible

@@ -217,8 +217,8 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> F
             )
         path = path.parent
     config = read_json(path / MODEL_JSON, "model config")
-    if "model" not in config or not isinstance(config.get("options"), dict):
-        raise ValueError(f"corrupt model config {path / MODEL_JSON}: needs 'model' and 'options'")
+    if not isinstance(config.get("model"), str) or not isinstance(config.get("options"), dict):
+        raise ValueError(f"corrupt model config {path / MODEL_JSON}: needs 'model' (a preset's name) and 'options'")
     check_format(config.get("format", 1), config["model"], path / MODEL_JSON)
     flow = rebuild(config["model"], **config["options"])
     tensors = read_tensors(path / MODEL_WEIGHTS, "model weights")
