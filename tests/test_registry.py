@@ -8,6 +8,7 @@ import typing
 import numpy as np
 import pytest
 
+from invertible.distributions import StandardNormal
 from invertible.models import available, build, get
 from invertible.models.registry import _fits
 
@@ -34,7 +35,15 @@ def test_an_option_of_the_wrong_type_is_named(options: dict, words: str) -> None
     assert words in str(error.value)
 
 
-def test_tuples_pass_and_numpy_scalars_are_named() -> None:
+def test_tuples_pass_and_numpy_scalars_are_taken_as_pythons() -> None:
+    """A numpy integer is an integer (``features=X.shape[1]`` of a sum, an option from a numpy grid): it was refused
+    with "must be an integer, got np.int64(2)". The config keeps plain numbers, so the model saves as JSON."""
     assert build("maf", features=2, layers=2, hidden=(8, 8)).config["options"]["hidden"] == [8, 8]
-    with pytest.raises(ValueError, match="model option features must be an integer"):
-        build("maf", features=np.int64(2))
+    flow = build("nsf", features=np.int64(2), hidden=[np.int32(8)], bound=np.float32(2.5),
+                 permutation="random", seed=np.uint64(3))
+    options = flow.config["options"]
+    assert [type(options[k]) for k in ("features", "seed", "bound")] == [int, int, float]
+    assert type(options["hidden"][0]) is int and options["bound"] == 2.5
+    with pytest.raises(ValueError, match="model option layers must be an integer, got 2.0"):
+        build("maf", features=2, layers=np.float64(2.0))
+    assert StandardNormal(np.int64(3)).event_shape == (3,)  # was "'numpy.int64' object is not iterable"

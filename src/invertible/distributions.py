@@ -9,6 +9,7 @@ Gaussian base ``N(mu, T^2 sigma^2)``, the density ``p(z)^(1/T^2)`` normalised).
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 from typing import Sequence
 
@@ -38,7 +39,7 @@ class _Base(nn.Module):
 
     def __init__(self, event_shape: int | Sequence[int]):
         super().__init__()
-        self.event_shape = torch.Size((event_shape,) if isinstance(event_shape, int) else event_shape)
+        self.event_shape = torch.Size((event_shape,) if isinstance(event_shape, numbers.Integral) else event_shape)
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)
 
     def _noise_shape(self, shape: Sequence[int] | int) -> tuple[int, ...]:

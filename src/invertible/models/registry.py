@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections.abc
 import functools
 import inspect
+import numbers
 import types
 import typing
 from typing import Any, Callable, TypeVar
@@ -105,6 +106,17 @@ def _fits(value: Any, hint: Any) -> bool:
     return not isinstance(hint, type) or isinstance(value, hint)
 
 
+def _plain(value: Any) -> Any:
+    """numpy's integers and floats as Python's (a saved config is JSON), in lists and tuples too; the rest as given."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral)):
+        return float(value)
+    return value
+
+
 def _describe(hint: Any) -> str:
     """``hint`` in words, for an error message."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -125,8 +137,10 @@ def build(name: str, **options: Any) -> Flow:
     Each option is checked against the preset's type annotation first, so ``hidden=64``
     or ``batch_norm="yes"`` is a ``ValueError`` that names the option, not a failure deep inside.
     An option given a value other than its default where the other settings make it do nothing
-    (``components=5`` with ``base="normal"``) is a ``ValueError`` that says why.
+    (``components=5`` with ``base="normal"``) is a ``ValueError`` that says why. numpy's numbers are taken as
+    Python's, so the model's config (saved as JSON) holds plain values.
     """
+    options = {key: _plain(value) for key, value in options.items()}
     flow = rebuild(name, **options)
     _refuse_inert(name, options)
     return flow
