@@ -23,11 +23,12 @@ MAF/IAF stacks (Papamakarios et al. 2017, Kingma et al. 2016):
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from invertible.models import build, rebuild
-from invertible.nets import MaskedMLP
+from invertible.nets import MLP, MaskedMLP
 
 from .perturb import perturb
 
@@ -127,6 +128,28 @@ def test_a_one_dimensional_made_has_unconditioned_outputs():
 def test_made_rejects_empty_sizes_with_a_clear_error(options, message):
     with pytest.raises(ValueError, match=message):
         MaskedMLP(**options)
+
+
+@pytest.mark.parametrize("net", [lambda **o: MaskedMLP(3, **o), lambda **o: MLP(3, 2, **o)])
+@pytest.mark.parametrize("options, message", [
+    (dict(hidden=64), r"hidden must be a list of widths, e.g. \[64, 64\], got 64"),  # "'int' object is not iterable"
+    (dict(hidden="64"), r"hidden must be a list of widths"),
+    (dict(hidden=[8, 2.5]), r"hidden must be a list of widths"),
+    (dict(context_features=0), r"context_features must be None \(unconditional\) or an integer >= 1, got 0"),
+    (dict(context_features=-2), r"context_features must be None"),  # a torch error from nn.Linear
+])
+def test_the_networks_refuse_widths_and_context_sizes_that_are_none(net, options, message):
+    """``context_features=0`` built an unconditional network, where a flow refuses it."""
+    with pytest.raises(ValueError, match=message):
+        net(**options)
+
+
+@pytest.mark.parametrize("order", [[0.2, 1.7, 2.1], torch.tensor([0.0, 1.0, 2.0]), [True, False, True]])
+def test_an_order_of_non_integers_is_refused(order):
+    """A float order was cast to integers: ``[0.2, 1.7, 2.1]`` became the default order ``[0, 1, 2]``."""
+    with pytest.raises(ValueError, match=r"order must be a permutation of 0..2 \(integers\)"):
+        MaskedMLP(3, order=order)
+    assert MaskedMLP(3, order=np.array([2, 0, 1])).order().tolist() == [2, 0, 1]
 
 
 def _centres(model, k_range) -> torch.Tensor:

@@ -17,6 +17,7 @@ dimensions and flattens them before calling its transform. ``context`` has shape
 from __future__ import annotations
 
 import math
+import numbers
 import sys
 import warnings
 from typing import Any, Iterable, Sequence
@@ -31,7 +32,8 @@ __all__ = ["Transform", "Compose", "Inverse", "Flow", "FlowDistribution", "Layer
 
 def _check_context_features(context_features: int | None) -> None:
     """``None`` (unconditional) or a size >= 1: a flow conditioned on zero features is one no context can feed."""
-    if context_features is not None and not (isinstance(context_features, int) and context_features >= 1):
+    if context_features is not None and not (isinstance(context_features, numbers.Integral)
+                                             and not isinstance(context_features, bool) and context_features >= 1):
         raise ValueError(f"context_features must be None (unconditional) or an integer >= 1, got {context_features!r}")
 
 

@@ -31,8 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..core import _check_context_features
 from ..seeding import seeded_generator
-from .mlp import make_activation
+from .mlp import hidden_widths, make_activation
 
 __all__ = ["MaskedLinear", "MaskedMLP", "input_degrees", "hidden_degrees", "lowest_hidden_degree"]
 
@@ -67,7 +68,10 @@ def input_degrees(features: int, order: str | Sequence[int] | Tensor = "default"
         else:
             raise ValueError(f"unknown order {order!r}; use 'default', 'reverse', 'random' or a permutation")
     else:
-        perm = torch.as_tensor(order, dtype=torch.long)
+        perm = torch.as_tensor(order)
+        if perm.is_floating_point() or perm.is_complex() or perm.dtype == torch.bool:  # a cast would truncate them
+            raise ValueError(f"order must be a permutation of 0..{features - 1} (integers), got {order!r}")
+        perm = perm.long()
         if perm.shape != (features,) or not torch.equal(perm.sort().values, torch.arange(features)):
             raise ValueError(f"order must be a permutation of 0..{features - 1}, got {perm.tolist()}")
     degrees = torch.empty(features, dtype=torch.long)
@@ -119,7 +123,8 @@ class MaskedMLP(nn.Module):
         seed: int = 0,
     ):
         super().__init__()
-        hidden = list(hidden)
+        hidden = hidden_widths(hidden)
+        _check_context_features(context_features)
         if features < 1 or params < 1 or not hidden or min(hidden) < 1:
             raise ValueError(f"MaskedMLP needs features >= 1, params >= 1 and at least one hidden layer, each of width >= 1; "
                              f"got features={features}, params={params}, hidden={hidden}")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
+
+from ..core import _check_context_features
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -32,6 +35,15 @@ def make_activation(name: str, inplace: bool = False) -> nn.Module:
     return ACTIVATIONS[name](inplace=True) if inplace and name in _IN_PLACE else ACTIVATIONS[name]()
 
 
+def hidden_widths(hidden: Sequence[int]) -> list[int]:
+    """``hidden`` as a list of ``int``, or a ``ValueError`` unless it is a sequence of integers (each net checks the
+    widths it takes); ``hidden=64`` was "'int' object is not iterable"."""
+    if (isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence)
+            or not all(isinstance(w, numbers.Integral) and not isinstance(w, bool) for w in hidden)):
+        raise ValueError(f"hidden must be a list of widths, e.g. [64, 64], got {hidden!r}")
+    return [int(width) for width in hidden]
+
+
 class MLP(nn.Module):
     """``in_features (+ context_features) -> hidden... -> out_features``.
 
@@ -50,8 +62,10 @@ class MLP(nn.Module):
         zero_init: bool = True,
     ):
         super().__init__()
+        hidden = hidden_widths(hidden)
         if any(width < 1 for width in hidden):
-            raise ValueError(f"hidden widths must be >= 1, got {list(hidden)}")
+            raise ValueError(f"hidden widths must be >= 1, got {hidden}")
+        _check_context_features(context_features)
         self.context_features = context_features
         sizes = [in_features + (context_features or 0), *hidden, out_features]
         layers: list[nn.Module] = []
