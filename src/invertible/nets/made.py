@@ -216,13 +216,14 @@ class MaskedMLP(nn.Module):
         # module-call machinery costs as much as the arithmetic of a small layer (hooks
         # registered on the sub-layers therefore do not fire; hooks on the MADE do).
         act = self.activation.forward
-        h = self.layers[0].forward(x)
+        layers = iter(self.layers)  # slicing a ModuleList builds a new ModuleList at every call
+        h = next(layers).forward(x)
         if self.context is not None:
             if context is None:
                 raise ValueError(f"this network expects a context of {self.context_features} features")
             h = h + self.context(context)
         h = act(h)
-        for layer in self.layers[1:]:
+        for layer in layers:
             h = act(layer.forward(h))
         return self.output.forward(h).view(x.shape[0], self.params, self.features)
 
