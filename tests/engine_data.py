@@ -71,3 +71,8 @@ def engine_pixels(
     images = torch.randint(0, levels, (n, 1, 4, 4), generator=g).float().numpy()
     return image_bundle("engine-pixels", images, None, levels, seed, test=16, val_fraction=0.1, alpha=alpha, raw=raw,
                         dequantization=dequantization)
+
+
+#: The same data under other names: datasets other than the run's own for runs on engine-gauss and engine-pixels.
+register_dataset("engine-gauss-other")(engine_gauss)
+register_dataset("engine-pixels-other")(engine_pixels)

@@ -231,9 +231,21 @@ def test_eval_on_other_data_names_the_run_options_it_drops(tmp_path, capsys):
     assert main([*TRAIN, "-d", "conditional=true", "--out", str(run)]) == 0
     capsys.readouterr()
     assert_error(capsys, "(the run was trained with -d conditional=true, which --data does not carry over)",
-                 "eval", run, "--data", "engine-gauss")
-    code, out, _ = run_cli(capsys, "eval", run, "--data", "engine-gauss", "-d", "conditional=true")
+                 "eval", run, "--data", "engine-gauss-other")
+    code, out, _ = run_cli(capsys, "eval", run, "--data", "engine-gauss-other", "-d", "conditional=true")
     assert code == 0 and "test_nll" in json.loads(out)
+
+
+def test_eval_of_the_runs_own_dataset_named_by_data_reads_it_with_the_runs_options(tmp_path, capsys):
+    """``--data`` naming the run's own dataset is scored as without ``--data``: it was read without the run's
+    ``-d`` options, so a conditional run's own data came without their contexts and were refused."""
+    run = tmp_path / "cond"
+    assert main([*TRAIN, "-d", "conditional=true", "--out", str(run)]) == 0
+    capsys.readouterr()
+    _, plain, _ = run_cli(capsys, "eval", run)
+    code, named, err = run_cli(capsys, "eval", run, "--data", "engine-gauss")
+    assert code == 0, err
+    assert json.loads(named)["test_nll"] == json.loads(plain)["test_nll"]
 
 
 

@@ -166,16 +166,21 @@ def test_a_run_records_its_preprocessing_also_when_there_is_none(table_run, plai
     assert not (run / PREPROCESS_WEIGHTS).exists()
 
 
-def test_a_run_without_preprocessing_refuses_standardised_data(plain_run, capsys) -> None:
-    """``--data`` does not carry the run's ``-d standardize=false`` over: the table comes standardised, which the
-    model never saw; it is refused, not scored in the wrong space under a note that calls the run an older one."""
+def test_a_run_without_preprocessing_refuses_standardised_data(plain_run, tmp_path, capsys) -> None:
+    """``--data`` does not carry the run's ``-d standardize=false`` over to another file it splits: the table comes
+    standardised, which the model never saw; it is refused, not scored in the wrong space under a note that calls
+    the run an older one. The run's own file is read with the run's options, as eval without ``--data`` reads it."""
     run, table, summary = plain_run
     code, out, err = _cli(capsys, "eval", run, "--data", table)
+    assert code == 0 and err == "" and json.loads(out)["test_nll"] == summary["test_nll"]
+    other = tmp_path / "u.npy"
+    shutil.copy(table, other)
+    code, out, err = _cli(capsys, "eval", run, "--data", other, "--split", "test")
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
-    assert err.startswith(f"error: {run} was trained on data with no preprocessing, but dataset 't.npy' has a "
+    assert err.startswith(f"error: {run} was trained on data with no preprocessing, but dataset 'u.npy' has a "
                           "standardisation of 2 features")
     assert err.rstrip().endswith("(the run was trained with -d standardize=false, which --data does not carry over)")
-    code, out, err = _cli(capsys, "eval", run, "--data", table, "-d", "standardize=false")
+    code, out, err = _cli(capsys, "eval", run, "--data", other, "--split", "test", "-d", "standardize=false")
     assert code == 0 and err == "" and json.loads(out)["test_nll"] == summary["test_nll"]
     code, out, err = _cli(capsys, "eval", run, "--seed", 5)  # the run's own options: no preprocessing, no note
     assert code == 0 and err == "" and json.loads(out)["test_nll"] != summary["test_nll"]
@@ -287,14 +292,17 @@ def test_image_samples_need_no_data(image_run, tmp_path, capsys) -> None:
 
 
 def test_images_of_another_logit_are_refused(image_run, capsys) -> None:
-    """``--data`` without the run's ``-d alpha=0.1`` logit-transforms the pixels with alpha 0.05: another space."""
-    code, _, err = _cli(capsys, "eval", image_run, "--data", "engine-pixels", "-d", f"dequantization={image_run.name}")
+    """``--data`` naming another dataset, without the run's ``-d alpha=0.1``, logit-transforms the pixels with
+    alpha 0.05: another space. The run's own dataset is read with the run's options."""
+    dequantization = f"dequantization={image_run.name}"
+    code, _, err = _cli(capsys, "eval", image_run, "--data", "engine-pixels-other", "-d", dequantization)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "levels and a logit with alpha=0.1, but dataset 'engine-pixels' has" in err and "alpha=0.05" in err
     assert "(the run was trained with -d alpha=0.1, which --data does not carry over)" in err
-    code, out, err = _cli(capsys, "eval", image_run, "--data", "engine-pixels", "-d", "alpha=0.1",
-                          "-d", f"dequantization={image_run.name}")
-    assert code == 0 and err == "" and json.loads(out)["test_nll"] == json.loads((image_run / "summary.json").read_text())["test_nll"]
+    trained = json.loads((image_run / "summary.json").read_text())["test_nll"]
+    for extra in (["--data", "engine-pixels-other", "-d", "alpha=0.1", "-d", dequantization], ["--data", "engine-pixels"]):
+        code, out, err = _cli(capsys, "eval", image_run, *extra)
+        assert code == 0 and err == "" and json.loads(out)["test_nll"] == trained
 
 
 class _Stop(Exception):

@@ -123,12 +123,14 @@ def _split_rows(flow: Flow, args: argparse.Namespace, data: str, own: str | None
                 run_dir: Path) -> Rows:
     """The rows of split ``args.split`` of dataset ``data``, loaded with its seed, split and checked as for
     training, and mapped through the run's preprocessing (the run's own dataset is ``own``)."""
-    options = dict(config.get("data_options") or {}) if args.data is None else {}
-    options.update(parse_options(args.data_option))
+    own_data = _is_run_data(data, own)
     run_seed, run_options = int(config.get("seed", 0)), config.get("data_options") or {}
+    # the run's own data (no --data, or --data naming its dataset or file) are read with its options; another
+    # dataset starts from none (they may mean nothing to it, see _dropped_options)
+    options = dict(run_options) if own_data else {}
+    options.update(parse_options(args.data_option))
     seed = args.seed if args.seed is not None else run_seed
     loaded = load_bundle(data, seed, options)
-    own_data = _is_run_data(data, own)
     same_loading = own_data and seed == run_seed and options == run_options
     if same_loading:
         _note_changed_data(loaded, args.split, data, run_dir)
