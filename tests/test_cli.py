@@ -264,6 +264,15 @@ def test_eval_on_another_dataset_names_no_run_option_that_dataset_does_not_take(
     assert "carry over" not in err and "n_train" not in err, err
 
 
+@pytest.mark.parametrize("flag, value", [("-m", "hidden=[8"), ("-d", "context_columns=[label")])
+def test_an_option_value_yaml_cannot_read_is_a_one_line_error(tmp_path, capsys, flag, value):
+    """YAML's complaint spans several lines (the problem, then a picture of the spot)."""
+    assert main([*TRAIN, flag, value, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: cannot read the value of option '{value}': expected ',' or ']'"), err
+
+
 def test_usage_errors_are_one_line(capsys):
     for argv in (["train", "--steps", "x"], ["train", "--no-such-flag"], ["nosuchcommand"], ["eval"]):
         with pytest.raises(SystemExit) as stop:

@@ -265,7 +265,7 @@ def parse_option(text: str) -> tuple[str, Any]:
     try:
         value = _number(yaml.safe_load(raw)) if raw.strip() else ""
     except yaml.YAMLError as e:
-        raise ValueError(f"cannot read the value of option {text!r}: {e}") from None
+        raise ValueError(f"cannot read the value of option {text!r}: {parse_error(e)}") from None
     return key, value
 
 
