@@ -166,6 +166,22 @@ def test_a_run_records_its_preprocessing_also_when_there_is_none(table_run, plai
     assert not (run / PREPROCESS_WEIGHTS).exists()
 
 
+def test_raw_points_that_overflow_in_the_datas_units_are_warned_of(table_run, tmp_path) -> None:
+    """Finite model-space points times the table's scale (about 3 for the first column) can exceed float32: the
+    flow's warning counts only the points that were not finite before that map (20 of 50 written as 21, say)."""
+    import argparse
+
+    from invertible.commands.sample import write_points
+
+    points = torch.tensor([[3e38, 0.0], [float("inf"), 0.0], [1.0, 0.0]])
+    args = argparse.Namespace(out=str(tmp_path / "s.npy"), run=str(table_run[0]), device="cpu", float64=False,
+                              label=None, context=None, raw=True)
+    with pytest.warns(RuntimeWarning, match=r"^1 more of 3 samples are not finite in the data's units: mapping them "
+                                            r"back through the run's preprocessing overflowed the torch.float32 range"):
+        assert write_points(args, 3, lambda flow, context, device: points, "samples", "samples") == 0
+    assert (~np.isfinite(np.load(tmp_path / "s.npy")).all(1)).tolist() == [True, True, False]
+
+
 def test_a_run_without_preprocessing_refuses_standardised_data(plain_run, tmp_path, capsys) -> None:
     """``--data`` does not carry the run's ``-d standardize=false`` over to another file it splits: the table comes
     standardised, which the model never saw; it is refused, not scored in the wrong space under a note that calls

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -137,7 +138,12 @@ def write_points(args: argparse.Namespace, n: int,
         print(f"wrote a grid of {n} {what} to {args.out}", file=sys.stderr)
         return 0
     if preprocess is not None:
+        finite = torch.isfinite(x.flatten(1)).all(1)
         x, _ = preprocess.to(device).inverse(x)
+        lost = int((finite & ~torch.isfinite(x.flatten(1)).all(1)).sum())
+        if lost:  # the flow's own warning counted the points that were not finite before this map
+            warnings.warn(f"{lost} more of {n} {what} are not finite in the data's units: mapping them back through "
+                          f"the run's preprocessing overflowed the {x.dtype} range; pass --float64", RuntimeWarning)
     save_array(args.out, x.cpu().numpy())
     print(f"wrote {n} {what} of shape {tuple(flow.event_shape)} to {args.out}", file=sys.stderr)
     if note is not None:
