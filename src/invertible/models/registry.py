@@ -112,7 +112,7 @@ def _plain(value: Any) -> Any:
         return type(value)(_plain(v) for v in value)
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value)
-    if isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral)):
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):  # bool is Integral too
         return float(value)
     return value
 
