@@ -60,3 +60,35 @@ def test_a_file_that_is_not_a_saved_model_is_named(tmp_path, monkeypatch):
         invertible.load(tmp_path / "m" / "notes.txt")
     for name in ("model.json", "model.safetensors"):  # the model's own files name its directory
         assert invertible.load(tmp_path / "m" / name).config == flow.config
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda k, v: v.fill_(1.0) if k.endswith("layers.1.mask") else v,
+     "the loaded masks are not those of the loaded degrees"),  # a dense MADE: not autoregressive
+    (lambda k, v: v.fill_(7) if k.endswith("net.degrees") else v, r"input degrees \[7, 7, 7\] are not a permutation"),
+    (lambda k, v: v.fill_(5) if k.endswith("hidden_degrees_0") else v, r"hidden layer 0 lie in 5..5, outside 1..2"),
+])
+def test_a_made_whose_masks_or_degrees_were_edited_is_refused(tmp_path, edit, message):
+    """The weights file names its masks and degrees: edited (with the config's digest dropped) they loaded as they
+    were, and a MAF with all-ones masks round-tripped ``decode(encode(x))`` 0.76 away from ``x``."""
+    from safetensors.torch import load_file, save_file
+
+    invertible.models.build("maf", features=3, layers=2, hidden=[8, 8]).save(tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    save_file({k: edit(k, v.clone()) for k, v in load_file(weights).items()}, weights)
+    _config_without_digest(tmp_path / "m")
+    with pytest.raises(ValueError, match=rf"do not fit model 'maf': .*{message}"):
+        invertible.load(tmp_path / "m")
+
+
+def test_a_made_pool_whose_loaded_set_was_edited_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    invertible.models.build("made", features=3, hidden=[8], masks=4).save(tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    tensors = load_file(weights)
+    tensors["mask_index"].fill_(99)
+    save_file(tensors, weights)
+    _config_without_digest(tmp_path / "m")
+    with pytest.raises(ValueError, match=r"do not fit model 'made': the loaded mask set 99 is not in the pool of 4"):
+        invertible.load(tmp_path / "m")

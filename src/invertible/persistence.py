@@ -231,7 +231,7 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> F
         raise ValueError(f"{misfit}: {reason}")
     try:
         flow.load_state_dict(tensors, strict=True)
-    except RuntimeError as e:
+    except (RuntimeError, ValueError) as e:  # ValueError: a layer's own check of what it loaded
         raise ValueError(f"{misfit}: {' '.join(str(e).split())}") from None
     digest = config.get("weights_sha256")  # absent in files saved before it was recorded
     if digest is not None and file_sha256(path / MODEL_WEIGHTS) != digest:

@@ -102,6 +102,14 @@ class _MaskPool:
         # which mask set is loaded; a buffer so a saved model comes back with the same one
         self.register_buffer("mask_index", torch.zeros((), dtype=torch.long))  # type: ignore[attr-defined]
         self.use_masks(0)
+        self.register_load_state_dict_post_hook(_MaskPool._check_loaded_index)  # type: ignore[attr-defined]
+
+    def _check_loaded_index(self, _incompatible_keys: object) -> None:
+        """After ``load_state_dict``: the loaded set is one of the pool's (an edited index loaded, and the first
+        evaluation failed on it)."""
+        k = int(self.mask_index)  # type: ignore[attr-defined]
+        if not 0 <= k < self.masks:
+            raise ValueError(f"the loaded mask set {k} is not in the pool of {self.masks}")
 
     def use_masks(self, k: int) -> None:
         """Load mask set ``k`` of the pool (set 0 with ``masks=1`` is the plain MADE in the given order).

@@ -144,6 +144,7 @@ class MaskedMLP(nn.Module):
             self.register_buffer(f"hidden_degrees_{i}", torch.zeros(h, dtype=torch.long))
         g = seeded_generator(seed)
         self.set_degrees(input_degrees(features, order, g), g)
+        self.register_load_state_dict_post_hook(MaskedMLP._check_loaded)
 
     @property
     def min_hidden_degree(self) -> int:
@@ -183,11 +184,31 @@ class MaskedMLP(nn.Module):
         mask sets in every evaluation): a mask made there would be an inference tensor, which the
         training passes after it could not save for backward.
         """
-        degrees = self.layer_degrees()
         with torch.inference_mode(False):
-            for layer, prev, deg in zip(self.layers, degrees[:-1], degrees[1:]):
-                layer.mask = (deg[:, None] >= prev[None, :]).to(layer.mask)
-            self.output.mask = (self.degrees[:, None] > degrees[-1][None, :]).repeat(self.params, 1).to(self.output.mask)
+            for layer, mask in zip([*self.layers, self.output], self._masks()):
+                layer.mask = mask.to(layer.mask)
+
+    def _masks(self) -> list[Tensor]:
+        """The boolean masks of the degree buffers, of the hidden layers and then of the output layer."""
+        degrees = self.layer_degrees()
+        hidden = [deg[:, None] >= prev[None, :] for prev, deg in zip(degrees[:-1], degrees[1:])]
+        return [*hidden, (self.degrees[:, None] > degrees[-1][None, :]).repeat(self.params, 1)]
+
+    def _check_loaded(self, _incompatible_keys: object) -> None:
+        """After ``load_state_dict``: the degrees are a MADE's and the masks those they give. A state whose masks
+        or degrees were edited loaded as it was: all-ones masks gave a network that is not autoregressive (its
+        log-det no longer that of its Jacobian), degrees outside ``1..D`` sampled silently."""
+        d, low = self.features, self.min_hidden_degree
+        if not torch.equal(self.degrees.sort().values.cpu(), torch.arange(1, d + 1)):
+            raise ValueError(f"the loaded input degrees {self.degrees.tolist()} are not a permutation of 1..{d}")
+        for i, deg in enumerate(self.layer_degrees()[1:]):
+            if int(deg.min()) < low or int(deg.max()) > max(d - 1, low):
+                raise ValueError(f"the loaded degrees of hidden layer {i} lie in {int(deg.min())}..{int(deg.max())}, "
+                                 f"outside {low}..{max(d - 1, low)}")
+        for layer, mask in zip([*self.layers, self.output], self._masks()):
+            if not torch.equal(layer.mask.cpu(), mask.to(layer.mask).cpu()):
+                raise ValueError("the loaded masks are not those of the loaded degrees: the network would not be "
+                                 "autoregressive")
 
     def resample(self, order: bool = True, connectivity: bool = True, generator: torch.Generator | None = None) -> None:
         """Draw a new random input order and/or new hidden degrees (order/connectivity-agnostic training).
