@@ -61,8 +61,10 @@ def load_images(name: str, binarize: bool = True, test_fraction: float = 0.2, se
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     x, side, levels = _raw(name)
     rng = np.random.default_rng(seed)
+    # drawn with or without binarize, so the split after it is the same for every likelihood of one seed
+    noise = rng.random(x.shape)
     if binarize:
-        x = (rng.random(x.shape) < x).astype(np.float64)
+        x = (noise < x).astype(np.float64)
         levels = 2
     x = torch.as_tensor(x, dtype=torch.float32).reshape(-1, 1, side, side)
     order = torch.as_tensor(rng.permutation(len(x)))
