@@ -352,6 +352,8 @@ def test_fit_density_command(tmp_path, capsys) -> None:
     assert code == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["kl"] == pytest.approx(summary["log_z_true"] - summary["elbo"])
+    assert {k: summary[k] for k in ("seed", "estimator", "anneal", "lr", "batch_size", "eval_samples")} == {
+        "seed": 0, "estimator": "reparam", "anneal": 0, "lr": 1e-3, "batch_size": 256, "eval_samples": 500}
     assert (tmp_path / "density.png").stat().st_size > 0
     samples = tmp_path / "s.npy"
     assert cli(["sample", str(tmp_path), "-n", "4", "--out", str(samples)]) == 2

@@ -655,6 +655,9 @@ def test_vae_command_passes_its_options_on(tmp_path, monkeypatch) -> None:
     assert len(seen["evaluate"][0][1]) == 4 and seen["evaluate"][1] == {"k": 3}
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["layers"] == 0 and config["levels"] == 17
+    summary = json.loads((tmp_path / "summary.json").read_text())  # what reruns the run: the seed draws the split
+    assert {k: summary[k] for k in ("seed", "batch_size", "lr", "warmup", "steps")} == {
+        "seed": 2, "batch_size": 10, "lr": 0.002, "warmup": 5, "steps": 2}
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["kl_weight"] for r in records] == [0.2, 0.4]
 
@@ -666,12 +669,22 @@ FIT_DENSITY_ARGV, VAE_ARGV = ["fit-density", "--target", "u1"], ["vae", "--data"
     *((FIT_DENSITY_ARGV, flag, value) for flag, value in [("--layers", "0"), ("--steps", "0"), ("--batch-size", "0"),
                                                       ("--eval-samples", "0"), ("--lr", "0"), ("--anneal", "-1")]),
     *((VAE_ARGV, flag, value) for flag, value in [("--batch-size", "0"), ("--latent", "0"), ("--hidden", "0"),
-                                              ("--test-size", "-1"), ("--warmup", "-1"), ("--lr", "0")]),
+                                              ("--test-size", "-1"), ("--warmup", "-1"), ("--lr", "0"),
+                                              ("--test-size", "360")]),  # digits has 359 test images: was taken as 359
 ])
 def test_commands_refuse_bad_options_before_creating_out(tmp_path, capsys, command, flag, value) -> None:
     assert cli([*command, flag, value, "--out", str(tmp_path / "bad")]) == 2
     assert flag in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("command", [FIT_DENSITY_ARGV, VAE_ARGV])
+def test_commands_refuse_an_empty_out(tmp_path, capsys, monkeypatch, command) -> None:
+    """``Path("")`` is the current directory: ``--out ''`` wrote the results there."""
+    monkeypatch.chdir(tmp_path)
+    assert cli([*command, "--steps", "1", "--out", ""]) == 2
+    assert "error: --out must be a directory path, got ''" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.bool, torch.float64])

@@ -68,6 +68,8 @@ def output_dir(path: str, results: Sequence[str] = ()) -> Path:
     one means an earlier run's results, which are kept: ``FileExistsError`` names them.
     A file at ``path`` is a ``NotADirectoryError``.
     """
+    if not str(path).strip():  # Path("") is the current directory
+        raise ValueError(f"--out must be a directory path, got {path!r}")
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file, not a directory")

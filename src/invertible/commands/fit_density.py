@@ -97,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
         flow.save(str(out / "model"))
         title = f"{args.model} K={args.layers}, KL={result.kl:.3f}"
         plot_fit(flow, target, out / "density.png", title=title)
-        summary = {"target": args.target, "model": args.model, "layers": args.layers, **result.summary()}
+        summary = {"target": args.target, "model": args.model, "layers": args.layers, **result.summary(),
+                   "estimator": args.estimator, "anneal": args.anneal, "lr": args.lr, "batch_size": args.batch_size,
+                   "eval_samples": args.eval_samples, "seed": args.seed}
         write_json(out / "summary.json", summary, report=True)
     print(report_json(summary))
     return 0

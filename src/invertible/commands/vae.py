@@ -76,6 +76,8 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
     data = load_images(args.data, binarize=args.likelihood == "bernoulli", seed=args.seed)
     if args.batch_size > len(data.train):
         raise ValueError(f"--batch-size {args.batch_size} exceeds the {len(data.train)} training images of {args.data}")
+    if args.test_size > len(data.test):
+        raise ValueError(f"--test-size {args.test_size} exceeds the {len(data.test)} test images of {args.data}")
     layers = 0 if args.posterior == "diagonal" else args.layers
     config = {"data": args.data, "posterior": args.posterior, "layers": layers, "likelihood": args.likelihood,
               "latent": args.latent, "hidden": args.hidden, "levels": data.levels}
@@ -104,6 +106,7 @@ def train_and_evaluate(args: argparse.Namespace) -> dict:
         save_grid(model.sample(100), out / "samples.png")
         summary = {**config, "test_elbo": stats["elbo"], "test_iw_log_px": stats["iw_log_px"], "iw_samples": args.iw_samples,
                    "test_images": len(test), "train_elbo": history[-1]["train_elbo"], "steps": args.steps,
+                   "batch_size": args.batch_size, "lr": args.lr, "warmup": args.warmup, "seed": args.seed,
                    "wall_time_s": train_time, "parameters": sum(p.numel() for p in model.parameters())}
         write_json(out / "summary.json", summary, report=True)
     print(report_json(summary))
