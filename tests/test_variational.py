@@ -325,8 +325,7 @@ def test_vae_weights_interrupted_while_written_leave_no_file(tmp_path, monkeypat
             "--iw-samples", "2", "--out", str(tmp_path / "run")]
     assert cli(argv) == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted"  # vae keeps no checkpoint to resume
-    assert not (tmp_path / "run" / "vae.safetensors").exists()
-    assert [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")] == []
+    assert not (tmp_path / "run").exists()  # no temporary file left either: the directory it made is removed
 
 
 def test_train_vae_records_the_elbo_during_warmup() -> None:

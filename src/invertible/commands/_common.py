@@ -62,7 +62,8 @@ def existing_run(path: str) -> Path:
 
 
 def output_dir(path: str, results: Sequence[str] = ()) -> Path:
-    """``path`` as a new or existing output directory (created with its parents) that holds none of ``results``.
+    """``path`` as a new or existing output directory that holds none of ``results`` (:func:`results_kept_on_success`
+    creates it).
 
     ``results`` names the files and directories the command writes there; an existing
     one means an earlier run's results, which are kept: ``FileExistsError`` names them.
@@ -78,7 +79,6 @@ def output_dir(path: str, results: Sequence[str] = ()) -> Path:
         raise FileExistsError(
             f"--out {out} already holds results ({', '.join(taken)}); choose another --out or remove it"
         )
-    out.mkdir(parents=True, exist_ok=True)
     return out
 
 
@@ -117,7 +117,10 @@ def results_kept_on_success(out: Path, results: Sequence[str]) -> Iterator[None]
     so the directory goes back to how it was and the same command, with a lower learning rate say,
     can be run into it again. SIGTERM (``kill``, a scheduler) raises :class:`Terminated` in the block
     (see :func:`_sigterm_raises`), so it is a failure like Ctrl-C rather than the end of the process.
+    ``out`` is created with its parents here, and those it created are removed on failure when left empty.
     """
+    created = [d for d in (out, *out.parents) if not d.exists()]  # deepest first
+    out.mkdir(parents=True, exist_ok=True)
     try:
         with _sigterm_raises(out):
             yield
@@ -128,6 +131,11 @@ def results_kept_on_success(out: Path, results: Sequence[str]) -> Iterator[None]
                 shutil.rmtree(path, ignore_errors=True)
             elif path.exists() or path.is_symlink():
                 path.unlink(missing_ok=True)
+        for d in created:
+            try:
+                d.rmdir()
+            except OSError:  # not empty: something else was written there
+                break
         raise
 
 
