@@ -215,6 +215,15 @@ def test_a_warning_is_one_line_without_a_source_location(trained, tmp_path, caps
     assert wrote.startswith("wrote 20 samples"), err
 
 
+@pytest.mark.parametrize("device", ["foo", "meta", "cpu:0"])
+def test_every_command_refuses_a_device_it_does_not_take_in_one_line(trained, tmp_path, capsys, device):
+    """train checked --device; eval, sample, encode and decode passed it to torch.device: a traceback (exit 1)
+    for 'foo', and 'meta' failed inside the first evaluation."""
+    for argv in (["eval", trained], ["sample", trained, "-n", "2", "--out", tmp_path / "s.npy"],
+                 ["encode", trained, "--out", tmp_path / "z.npy"]):
+        assert_error(capsys, f"device must be auto, cpu, cuda, cuda:N or mps, got '{device}'", *argv, "--device", device)
+
+
 def test_eval_refuses_a_directory_as_out_before_scoring(trained, tmp_path, capsys, monkeypatch):
     """``eval --out DIR`` is refused at once (it failed after the whole evaluation, naming a temporary file)."""
     from invertible.commands import eval as eval_command

@@ -21,9 +21,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+from .distributed import check_device
+
 __all__ = ["TrainConfig", "RESUMED", "read_config_file", "merge_settings", "parse_option", "parse_options", "parse_error"]
 
-_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
 _FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _FLOATS = {"lr", "min_lr_ratio", "grad_clip", "weight_decay", "ema", "min_delta"}
 
@@ -177,8 +178,7 @@ class TrainConfig:
         _int("seed", self.seed, minimum=0)
         if self.seed >= 2**32:  # the global NumPy generator is seeded too, and takes no larger seed
             raise ValueError(f"seed must be < 2**32 (NumPy's global generator is seeded with it), got {self.seed}")
-        if not isinstance(self.device, str) or not _DEVICE.match(self.device):
-            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        check_device(self.device)
         if not isinstance(self.model, str) or not self.model:
             raise ValueError(f"model must be a preset name, got {self.model!r}")
         if self.data is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -40,8 +41,20 @@ class Runtime:
         return self.rank == 0
 
 
+_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
+
+
+def check_device(name: object) -> str:
+    """``name`` if it is a device the commands take (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``), else a
+    ``ValueError`` naming them (torch's own message for ``foo`` is a traceback-sized list of device types)."""
+    if not isinstance(name, str) or not _DEVICE.match(name):
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
+    return name
+
+
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """``auto`` -> CUDA when available (one GPU per local rank), else CPU; ``cuda`` without CUDA is an error."""
+    check_device(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
