@@ -224,6 +224,22 @@ def test_every_command_refuses_a_device_it_does_not_take_in_one_line(trained, tm
         assert_error(capsys, f"device must be auto, cpu, cuda, cuda:N or mps, got '{device}'", *argv, "--device", device)
 
 
+def test_eval_with_another_seed_of_a_dataset_of_fixed_splits_says_it_scores_the_same_rows(trained, tmp_path, capsys):
+    """wine's splits do not depend on the seed: --seed 3 printed the run's own test NLL with no word of why."""
+    run = tmp_path / "wine"
+    assert main(["train", "--data", "wine", "--steps", "2", "--batch-size", "32", "-m", "layers=1", "-m", "hidden=[8]",
+                 "--no-progress", "--no-plots", "--out", str(run)]) == 0
+    capsys.readouterr()
+    _, plain, err = run_cli(capsys, "eval", run)
+    assert "note:" not in err
+    code, seeded, err = run_cli(capsys, "eval", run, "--seed", "3")
+    assert code == 0 and json.loads(seeded)["test_nll"] == json.loads(plain)["test_nll"]
+    assert err.strip() == ("note: the splits of wine are fixed, whatever the seed: --seed 3 scores the same test rows "
+                           "as the run's own seed")
+    code, _, err = run_cli(capsys, "eval", trained, "--seed", "3")  # engine-gauss draws its rows from the seed
+    assert code == 0 and "note:" not in err
+
+
 def test_eval_refuses_a_directory_as_out_before_scoring(trained, tmp_path, capsys, monkeypatch):
     """``eval --out DIR`` is refused at once (it failed after the whole evaluation, naming a temporary file)."""
     from invertible.commands import eval as eval_command
