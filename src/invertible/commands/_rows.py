@@ -134,10 +134,10 @@ def _split_rows(flow: Flow, args: argparse.Namespace, data: str, own: str | None
     same_loading = own_data and seed == run_seed and options == run_options
     if same_loading:
         _note_changed_data(loaded, args.split, data, run_dir)
-    elif own_data and seed != run_seed and options == run_options:
-        _note_fixed_split(loaded, args.split, data, seed, run_dir)
-    elif own_data and loaded.raw and args.split != "train":
-        _note_training_rows(loaded, args.split, load_bundle(data, run_seed, run_options))
+    elif own_data:
+        fixed = seed != run_seed and options == run_options and _noted_fixed_split(loaded, args.split, data, seed, run_dir)
+        if not fixed and loaded.raw and args.split != "train":
+            _note_training_rows(loaded, args.split, load_bundle(data, run_seed, run_options))
     bundle = relabel_classes(loaded, run_classes(run_dir))
     with _dropped_options(config, options, args.data):
         check_fits(flow, bundle)
@@ -168,17 +168,19 @@ def _note_changed_data(bundle: DataBundle, split: str, data: str, run_dir: Path)
               "tested on (the data changed since): the figures are of the data as they are now", file=sys.stderr)
 
 
-def _note_fixed_split(bundle: DataBundle, split: str, data: str, seed: int, run_dir: Path) -> None:
-    """A ``note:`` when ``--seed`` asked for other splits of the run's own data but the dataset's splits are fixed
-    (scikit-learn's tables, the UCI files' own splits): the rows of ``split`` are those the run was scored on,
-    by the digests its summary keeps (runs that keep none are not checked)."""
+def _noted_fixed_split(bundle: DataBundle, split: str, data: str, seed: int, run_dir: Path) -> bool:
+    """Whether ``--seed`` asked for other splits of the run's own data that the dataset keeps fixed (scikit-learn's
+    tables, the UCI files' own splits): the rows of ``split`` are those the run was scored on, by the digests its
+    summary keeps (runs that keep none are not checked). Then a ``note:`` says so."""
     summary = run_summary(run_dir)
     names = BUNDLE_SPLITS if split == "all" else (split,)
     fingerprint = data_fingerprint(bundle)
-    if all(summary.get(f"data_sha256_{name}") == fingerprint[name] for name in names):
-        rows = "rows" if split == "all" else f"{split} rows"
-        print(f"note: the splits of {data} are fixed, whatever the seed: --seed {seed} scores the same {rows} as the "
-              "run's own seed", file=sys.stderr)
+    if not all(summary.get(f"data_sha256_{name}") == fingerprint[name] for name in names):
+        return False
+    rows = "rows" if split == "all" else f"{split} rows"
+    print(f"note: the splits of {data} are fixed, whatever the seed: --seed {seed} scores the same {rows} as the "
+          "run's own seed", file=sys.stderr)
+    return True
 
 
 def _note_training_rows(bundle: DataBundle, split: str, trained: DataBundle) -> None:
