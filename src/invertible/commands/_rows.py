@@ -154,15 +154,20 @@ def _split_rows(flow: Flow, args: argparse.Namespace, data: str, own: str | None
                 bundle.log_prob)
 
 
+def _kept_digests(bundle: DataBundle, split: str, run_dir: Path) -> list[tuple[str, str | None, str]]:
+    """For each split of ``split`` (``all``: every split): its name, the digest the run's summary keeps of it
+    (``None`` for runs that keep none) and the digest of ``bundle``'s rows of it."""
+    summary = run_summary(run_dir)
+    fingerprint = data_fingerprint(bundle)
+    names = BUNDLE_SPLITS if split == "all" else (split,)
+    return [(name, summary.get(f"data_sha256_{name}"), fingerprint[name]) for name in names]
+
+
 def _note_changed_data(bundle: DataBundle, split: str, data: str, run_dir: Path) -> None:
     """A ``note:`` when the rows of ``split`` (``all``: any split) of the run's own data, loaded as the run loaded
     them, are not those it was trained and tested on: their digests differ from the ones its summary keeps (the
     file changed since). Runs whose summary keeps no digests are not checked."""
-    summary = run_summary(run_dir)
-    fingerprint = data_fingerprint(bundle)
-    names = BUNDLE_SPLITS if split == "all" else (split,)
-    changed = [name for name in names
-               if f"data_sha256_{name}" in summary and summary[f"data_sha256_{name}"] != fingerprint[name]]
+    changed = [name for name, kept, now in _kept_digests(bundle, split, run_dir) if kept is not None and kept != now]
     if changed:
         print(f"note: the {', '.join(changed)} split(s) of {data} differ from those {run_dir} was trained and "
               "tested on (the data changed since): the figures are of the data as they are now", file=sys.stderr)
@@ -172,10 +177,7 @@ def _noted_fixed_split(bundle: DataBundle, split: str, data: str, seed: int, run
     """Whether ``--seed`` asked for other splits of the run's own data that the dataset keeps fixed (scikit-learn's
     tables, the UCI files' own splits): the rows of ``split`` are those the run was scored on, by the digests its
     summary keeps (runs that keep none are not checked). Then a ``note:`` says so."""
-    summary = run_summary(run_dir)
-    names = BUNDLE_SPLITS if split == "all" else (split,)
-    fingerprint = data_fingerprint(bundle)
-    if not all(summary.get(f"data_sha256_{name}") == fingerprint[name] for name in names):
+    if not all(kept == now for _, kept, now in _kept_digests(bundle, split, run_dir)):
         return False
     rows = "rows" if split == "all" else f"{split} rows"
     print(f"note: the splits of {data} are fixed, whatever the seed: --seed {seed} scores the same {rows} as the "

@@ -151,6 +151,11 @@ class MaskedMLP(nn.Module):
         """0 with a context (context-only units), else 1 (:func:`lowest_hidden_degree`)."""
         return lowest_hidden_degree(self.context_features)
 
+    @property
+    def max_hidden_degree(self) -> int:
+        """``D - 1`` (a unit of degree ``D`` would reach no output), or the lowest degree where that is below it."""
+        return max(self.features - 1, self.min_hidden_degree)
+
     def layer_degrees(self) -> list[Tensor]:
         """Degrees of the inputs, then of every hidden layer."""
         return [self.degrees, *(getattr(self, f"hidden_degrees_{i}") for i in range(len(self.hidden)))]
@@ -162,14 +167,13 @@ class MaskedMLP(nn.Module):
         The masks are new tensors, not overwritten in place: a graph built with the
         previous masks (an ensemble's earlier mask sets) can still backpropagate.
         """
-        d = self.features
         self.degrees.copy_(degrees)
-        low = self.min_hidden_degree
+        low, high = self.min_hidden_degree, self.max_hidden_degree
         prev = degrees
         for i in range(len(self.layers)):
             lo = max(int(prev.min()), low) if self.random_degrees and i > 0 else low
-            lo = min(lo, max(d - 1, low))
-            deg = hidden_degrees(self.hidden[i], lo, max(d - 1, low), self.random_degrees, generator)
+            lo = min(lo, high)
+            deg = hidden_degrees(self.hidden[i], lo, high, self.random_degrees, generator)
             if self.random_degrees and self.context_features:
                 deg[0] = low  # keep a context-only path to the first variable
             getattr(self, f"hidden_degrees_{i}").copy_(deg)
@@ -198,13 +202,13 @@ class MaskedMLP(nn.Module):
         """After ``load_state_dict``: the degrees are a MADE's and the masks those they give. A state whose masks
         or degrees were edited loaded as it was: all-ones masks gave a network that is not autoregressive (its
         log-det no longer that of its Jacobian), degrees outside ``1..D`` sampled silently."""
-        d, low = self.features, self.min_hidden_degree
+        d, low, high = self.features, self.min_hidden_degree, self.max_hidden_degree
         if not torch.equal(self.degrees.sort().values.cpu(), torch.arange(1, d + 1)):
             raise ValueError(f"the loaded input degrees {self.degrees.tolist()} are not a permutation of 1..{d}")
         for i, deg in enumerate(self.layer_degrees()[1:]):
-            if int(deg.min()) < low or int(deg.max()) > max(d - 1, low):
+            if int(deg.min()) < low or int(deg.max()) > high:
                 raise ValueError(f"the loaded degrees of hidden layer {i} lie in {int(deg.min())}..{int(deg.max())}, "
-                                 f"outside {low}..{max(d - 1, low)}")
+                                 f"outside {low}..{high}")
         for layer, mask in zip([*self.layers, self.output], self._masks()):
             if not torch.equal(layer.mask.cpu(), mask.to(layer.mask).cpu()):
                 raise ValueError("the loaded masks are not those of the loaded degrees: the network would not be "
