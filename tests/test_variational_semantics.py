@@ -542,6 +542,15 @@ def test_vae_elbo_weights_the_kl_term() -> None:
     torch.testing.assert_close(model.elbo(X, kl_weight=0.3), (log_px + 0.3 * (log_pz - log_q))[0])
 
 
+@pytest.mark.parametrize("posterior", ["diagonal", "planar", "radial", "sylvester", "iaf"])
+def test_every_vae_parameter_takes_part_in_the_elbo(posterior: str) -> None:
+    """Each parameter gets a gradient from the ELBO: a diagonal posterior holds no context map it would not use."""
+    model = _vae(posterior, 0 if posterior == "diagonal" else 2)
+    model.elbo(X).sum().backward()
+    assert [name for name, p in model.named_parameters() if p.grad is None] == []
+    assert (model.context is None) == (posterior == "diagonal")
+
+
 def test_train_vae_step_is_adam_on_the_warmed_up_negative_elbo() -> None:
     """One step with ``warmup = 4``: the KL weight is ``1/4``, the parameters move as one Adam step on
     ``-(log p(x|z) + w (log p(z) - log q))`` of the same draws, and the record is the ELBO (``w = 1``)."""

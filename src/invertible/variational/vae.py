@@ -65,7 +65,7 @@ class VAE(nn.Module):
         event_shape: image shape ``(C, H, W)`` (or a vector length).
         latent: dimension of ``z``.
         hidden: width of the two hidden layers of encoder and decoder.
-        context: size of the flow's context, a linear map of the encoder's last hidden layer.
+        context: size of the flow's context, a linear map of the encoder's last hidden layer (none for ``"diagonal"``).
         posterior: one of :data:`POSTERIORS`.
         layers: number of flow layers in the posterior.
         likelihood: ``"bernoulli"``, ``"gaussian"`` or ``"logistic"``.
@@ -97,7 +97,8 @@ class VAE(nn.Module):
         self.act = nn.ELU()
         self.loc = nn.Linear(hidden, latent)
         self.log_scale = nn.Linear(hidden, latent)
-        self.context = nn.Linear(hidden, context)
+        # the flow's context (built before the flow: its initialisation draws come first); a diagonal posterior has none
+        self.context = nn.Linear(hidden, context) if posterior != "diagonal" else None
         self.flow = Compose(posterior_layers(posterior, latent, context, layers))
         # planar, radial and Sylvester layers broadcast per-image parameters over extra leading sample dimensions
         self._broadcast = all(isinstance(t, (Planar, Radial, Sylvester)) for t in self.flow.transforms)
@@ -110,6 +111,8 @@ class VAE(nn.Module):
         eps = torch.randn(k, *loc.shape, dtype=loc.dtype, device=loc.device)
         z0 = loc + torch.exp(log_scale) * eps
         log_q0 = (-0.5 * (eps**2 + _LOG_2PI) - log_scale).sum(-1)
+        if self.context is None:
+            return z0, log_q0
         c = self.context(h)
         if self._broadcast:
             # parameters depend on x only: compute them once per image and broadcast over the k samples
