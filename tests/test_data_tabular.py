@@ -127,6 +127,8 @@ def test_a_single_context_column_needs_no_list(tmp_path: Path, column: str | int
         ("", "empty"),
         ("a,b\n", "no data rows"),
         ("1,2\n3,x\n5,6\n", "not numeric: 'x' on line 2; only numeric columns"),
+        ("1,2\n3,1_000\n5,6\n", "not numeric: '1_000' on line 2; an underscore is no part of a number"),
+        ("1_0,2\n3,4\n5,6\n", "not numeric: '1_0' on line 1"),  # a number-like first row is data, not a header
         ("a,b\n1,2\n3,\n5,6\n", "the cell is empty \\(a missing value\\)"),
         ("1;2\n3;4\n5;6\n", "looks ';'-delimited: pass -d delimiter=';'"),
         ("a,name\n1,foo\n2,bar\n", "'name'"),

@@ -350,6 +350,8 @@ def parse_csv(path: Path, delimiter: str) -> tuple[np.ndarray, list[str] | None]
             raise ValueError(f"{path}: line {line} has {len(row)} columns, expected {width}")
         for j, cell in enumerate(row):
             try:
+                if "_" in cell:  # Python's float() reads '1_000' as 1000; a table's cell is no Python literal
+                    raise ValueError(cell)
                 out[i, j] = float(cell)
             except ValueError:
                 col = f"{names[j]!r} " if names and j < len(names) else ""
@@ -366,6 +368,8 @@ def _why_not_numeric(cell: str, delimiter: str) -> str:
     """The likely reason a cell is not a number: a missing value, another delimiter, or text."""
     if not cell.strip():
         return "the cell is empty (a missing value); fill or drop such rows first"
+    if "_" in cell:
+        return "an underscore is no part of a number here (write 1000, not 1_000)"
     other = next((d for d in (";", "\t", ",", "|") if d != delimiter and d in cell), None)
     if other is not None:
         return f"the file looks {other!r}-delimited: pass -d delimiter={other!r} (in Python: delimiter={other!r})"
