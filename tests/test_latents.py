@@ -12,6 +12,7 @@ import torch
 import invertible
 from invertible import Flow
 from invertible.cli import main
+from invertible.commands._common import run_summary
 from invertible.distributions import StandardNormal
 from invertible.models import build
 from invertible.train.build import read_preprocess_record, rebuild_preprocess
@@ -164,6 +165,25 @@ def test_encode_reads_the_rows_eval_scores(table_run, tmp_path, capsys) -> None:
     _error(capsys, "encode takes no model options", "encode", run, "-m", "layers=3", "--out", tmp_path / "z.npy")
     _error(capsys, "--out must end in .npy or .csv, got 'z.txt'", "encode", run, "--out", tmp_path / "z.txt")
     _error(capsys, "--batch-size must be >= 1, got 0", "encode", run, "--batch-size", "0", "--out", tmp_path / "z.npy")
+
+
+def test_encode_and_decode_refuse_to_overwrite_a_file_they_read(table_run, tmp_path, capsys) -> None:
+    """--out naming the data, latents or context file read (by any path to it) is refused, and the file is kept."""
+    run, path = table_run
+    data = tmp_path / "data.csv"
+    data.write_bytes(path.read_bytes())
+    before = data.read_bytes()
+    _error(capsys, f"--out {data} is the --data file, which this command reads", "encode", run, "--data", data,
+           "--split", "all", "--out", data)
+    own = Path(run_summary(run)["data_path"])
+    (tmp_path / "link.csv").symlink_to(own)
+    _error(capsys, "is the run's data file, which this command reads", "encode", run, "--out", tmp_path / "link.csv")
+    assert data.read_bytes() == before and own.read_bytes() == path.read_bytes()
+    assert _cli(capsys, "encode", run, "--data", data, "--split", "all", "--out", tmp_path / "z.npy")[0] == 0
+    z = (tmp_path / "z.npy").read_bytes()
+    _error(capsys, "is the --latents file, which this command reads", "decode", run, "--latents", tmp_path / "z.npy",
+           "--out", tmp_path / "." / "z.npy")
+    assert (tmp_path / "z.npy").read_bytes() == z
 
 
 def test_decode_refuses_latents_it_cannot_decode(table_run, tmp_path, capsys) -> None:

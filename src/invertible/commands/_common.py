@@ -26,7 +26,7 @@ from ..train.config import TrainConfig, parse_error
 
 __all__ = ["Terminated", "seed_argument", "existing_run", "output_dir", "results_kept_on_success", "run_config",
            "run_summary", "run_classes", "run_data", "run_bundle", "label_index", "named_classes", "add_option_flags",
-           "check_array_path", "save_array", "describe", "plain_text", "default_text"]
+           "check_array_path", "check_not_an_input", "save_array", "describe", "plain_text", "default_text"]
 
 
 def seed_argument(text: str) -> int:
@@ -239,6 +239,15 @@ def check_array_path(path: str | Path, flag: str = "--out") -> Path:
     if path.suffix.lower() not in (".npy", ".csv"):
         raise ValueError(f"{flag} must end in .npy or .csv, got {path.name!r}")
     return path
+
+
+def check_not_an_input(out: str | Path, inputs: dict[str, str | None]) -> None:
+    """``ValueError`` when ``out`` is the same file as one of ``inputs`` (what it is, as "the --latents file" ->
+    its path, or ``None``): writing it would replace what the command read (the run's own data, say) with its output."""
+    for what, path in inputs.items():
+        if path is not None and Path(out).exists() and Path(path).exists() and Path(out).samefile(path):
+            raise ValueError(f"--out {out} is {what}, which this command reads: writing there would overwrite it; "
+                             "choose another --out")
 
 
 def save_array(path: str | Path, array: np.ndarray, flag: str = "--out") -> None:

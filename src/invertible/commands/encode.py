@@ -21,7 +21,7 @@ import sys
 from ..persistence import load
 from ..train.distributed import resolve_device
 from ..train.evaluate import row_latents
-from ._common import check_array_path, check_latent_space, existing_run, save_array
+from ._common import check_array_path, check_latent_space, check_not_an_input, existing_run, save_array
 from ._rows import add_row_flags, check_row_flags, selected_rows
 
 
@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     flow = load(run_dir, map_location=device)
     check_latent_space(flow, run_dir)
     rows = selected_rows(flow, args, run_dir)
+    check_not_an_input(args.out, {"the --data file" if args.data else "the run's data file": args.data or rows.name})
     z = row_latents(flow, rows.data, rows.context, rows.preprocess, rows.raw, args.batch_size, device)
     save_array(args.out, z.numpy())
     print(f"wrote the latents of {len(z)} rows ({rows.described()}), each of shape {tuple(flow.event_shape)}, "

@@ -30,8 +30,8 @@ from ..persistence import load
 from ..train.build import REBUILDABLE, describe_preprocess, read_preprocess_record, rebuild_preprocess
 from ..train.distributed import resolve_device
 from ..train.evaluate import model_samples
-from ._common import (check_array_path, existing_run, label_index, named_classes, run_bundle, run_classes, run_config,
-                      run_summary, save_array, seed_argument)
+from ._common import (check_array_path, check_not_an_input, existing_run, label_index, named_classes, run_bundle,
+                      run_classes, run_config, run_summary, save_array, seed_argument)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -96,6 +96,7 @@ def write_points(args: argparse.Namespace, n: int,
     grid = args.out.lower().endswith(".png")
     if not grid:
         check_array_path(args.out)
+    check_not_an_input(args.out, {"the --latents file": getattr(args, "latents", None), "the --context file": args.context})
     run_dir = existing_run(args.run)
     device = resolve_device(args.device)
     flow = load(run_dir, map_location=device)
