@@ -97,7 +97,7 @@ def test_an_image_context_of_the_right_channels_gets_no_hint_about_its_width():
     a float64 noise flow given float32 pixels blamed "a context of shape (batch, 1)" for a dtype error."""
     deq = T.VariationalDequantization(4, (1, 2, 2), steps=1, hidden=4).double()
     with pytest.raises(LayerError, match=r"of shape \(3, 1, 2, 2\): RuntimeError: .*dtype") as e:
-        deq(torch.randint(0, 4, (3, 1, 2, 2), dtype=torch.uint8))
+        deq(torch.randint(0, 4, (3, 1, 2, 2)).float())
     assert "takes a context" not in str(e.value)
     coupling = T.AffineImageCoupling((1, 2, 2), "checkerboard", hidden=4, context_features=2)
     with pytest.raises(LayerError, match=r"its net \(GlowConvNet\) takes a context of shape \(batch, 2\)"):
@@ -180,6 +180,13 @@ def test_a_step_given_what_is_not_a_tensor_is_named_with_its_type():
         (lambda: T.Sylvester(3), (4, 6)),  # a reshape to (-1, 3) would make 8 events of 4
         (lambda: T.Conv1x1(2), (2, 2, 2, 2, 3)),  # every voxel mapped, only H x W of them counted
         (lambda: T.LUConv1x1(2), (2, 2, 2, 2, 3)),
+        (lambda: T.PeriodicConv(2), (2, 3, 4, 4)),  # a wrong channel count failed inside a batched product
+        (lambda: T.PeriodicConv(2), (2, 2, 4)),
+        # a matrix would map each row of 4, its log-det counted once per event
+        (lambda: T.LULinear(4), (3, 2, 4)),
+        (lambda: T.FullLinear(4), (3, 2, 4)),
+        (lambda: T.TriangularLinear(4), (3, 2, 4)),
+        (lambda: T.BlockDiagonalLinear(4, 2), (3, 4, 1)),  # came back flattened to (3, 4)
     ],
 )
 def test_a_layer_whose_parameters_would_broadcast_over_other_events_refuses_them(layer, shape):

@@ -47,6 +47,12 @@ def test_dequantizers_take_integer_pixel_tensors(dtype: torch.dtype, variational
     torch.testing.assert_close((z, ladj), image_preprocess(levels)(pixels.float()))
     with pytest.raises(TypeError, match="real pixel values, got dtype torch.complex64"):
         dequantize(pixels.to(torch.complex64))
+    if variational:  # a float64 model takes them as float64 (they were cast to the default float32, and failed)
+        dequantize.double()
+        with torch.random.fork_rng():
+            y, ladj = dequantize(pixels)
+        assert y.dtype == ladj.dtype == torch.float64
+        torch.testing.assert_close((y, ladj), dequantize(pixels.double()))
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 4, 4), (2, 1, 6, 6), (2, 16)])

@@ -112,6 +112,11 @@ def test_block_diagonal_linear_is_its_dense_block_diagonal_matrix() -> None:
         _check_affine(layer, torch.block_diag(*layer.blocks.detach()), layer.bias.detach(), features=6)
 
 
+def test_triangular_linear_inverse_refuses_another_dtype() -> None:
+    with pytest.raises(ValueError, match="TriangularLinear holds torch.float32 parameters and got torch.float64"):
+        TriangularLinear(3).inverse(torch.randn(2, 3, dtype=torch.float64))
+
+
 def test_block_size_must_divide_the_features() -> None:
     with pytest.raises(ValueError, match="block_size must divide features=6, got 4"):
         BlockDiagonalLinear(6, 4)

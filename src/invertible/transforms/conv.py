@@ -149,11 +149,13 @@ class PeriodicConv(InferenceCache, Transform):
         return torch.linalg.slogdet(self.cached(f"spectrum{h}x{w}", lambda: self._spectrum(h, w)))[1].sum()
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        _pixels(x, self.kernel.shape[0], "PeriodicConv")
         h, w = x.shape[2:]
         z = _per_frequency(x, self.cached(f"spectrum{h}x{w}", lambda: self._spectrum(h, w)))
         return z, self.cached(f"logdet{h}x{w}", lambda: self._logdet(h, w)).expand(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        _pixels(z, self.kernel.shape[0], "PeriodicConv")
         h, w = z.shape[2:]
         x = _per_frequency(z, self.cached(f"inverse{h}x{w}", lambda: torch.linalg.inv(self._spectrum(h, w))))
         return x, -self.cached(f"logdet{h}x{w}", lambda: self._logdet(h, w)).expand(z.shape[0])

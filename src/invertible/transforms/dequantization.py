@@ -20,8 +20,8 @@ These maps are surjections, not bijections: ``forward`` draws fresh noise, and
 ``y`` (so ``inverse(forward(x)) == (x, -ladj)`` holds exactly, in floating point too). ``exact_logdet``
 is False because the value is a stochastic bound, not a Jacobian.
 
-``forward`` takes pixels of an integer (``uint8`` images) or boolean dtype as floats of torch's default dtype,
-and refuses values that are not integers in ``[0, L - 1]`` with a ``ValueError``; the check
+``forward`` takes pixels of an integer (``uint8`` images) or boolean dtype as floats of the layer's dtype (that of
+its parameters: float64 after ``.double()``; torch's default for the uniform one, which has none), and refuses values that are not integers in ``[0, L - 1]`` with a ``ValueError``; the check
 reads the data back on every call, and ``validate = False`` (:attr:`~invertible.Transform.validate`)
 switches it off for batches checked before (the training engine checks a bundle's pixels when it loads them).
 """
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..core import Compose, Transform, sum_except_batch, vmapped
+from ..core import Compose, Transform, flow_dtype, sum_except_batch, vmapped
 from .image_coupling import AffineImageCoupling
 from .normalization import ActNorm
 
@@ -124,7 +124,7 @@ class _Dequantization(Transform):
         if x.is_complex():
             raise TypeError(f"dequantization expects real pixel values, got dtype {x.dtype}")
         if not x.is_floating_point():
-            x = x.to(torch.get_default_dtype())
+            x = x.to(flow_dtype(self))
         self._check(x)
         u, log_r = self._noise(x, context)
         y = _in_bin(x, u, self.levels)

@@ -65,10 +65,12 @@ class LULinear(Transform):
         return self.permutation @ lower @ upper
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_event(x, self.bias.shape, "LULinear")  # a wider batch would broadcast, its log-det counted once
         z = x @ self.weight().T + self.bias
         return z, self.log_abs_s.sum().expand(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_event(z, self.bias.shape, "LULinear")
         lower, upper = self._factors()
         # x = U^{-1} L^{-1} P^T (z - b), solved on row vectors: x^T = (z - b)^T P L^{-T} U^{-T}.
         y = (z - self.bias) @ self.permutation
@@ -101,9 +103,11 @@ class FullLinear(InferenceCache, Transform):
         return torch.linalg.slogdet(self.weight.double())[1].to(self.weight.dtype)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_event(x, self.bias.shape, "FullLinear")
         return x @ self.weight.T + self.bias, self.cached("logdet", self._logdet).expand(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_event(z, self.bias.shape, "FullLinear")
         w_inv = self.cached("inverse", lambda: torch.linalg.inv(self.weight))
         return (z - self.bias) @ w_inv.T, -self.cached("logdet", self._logdet).expand(z.shape[0])
 
@@ -150,9 +154,13 @@ class TriangularLinear(Transform):
         return self.off_diagonal * self.mask + torch.diag(torch.exp(self.log_diagonal))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_event(x, self.bias.shape, "TriangularLinear")
         return x @ self.matrix().T + self.bias, self.log_diagonal.sum().expand(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_event(z, self.bias.shape, "TriangularLinear")
+        if z.dtype != self.bias.dtype:  # the solve would return the matrix's dtype, as forward's product refuses
+            raise ValueError(f"TriangularLinear holds {self.bias.dtype} parameters and got {z.dtype} values")
         x = torch.linalg.solve_triangular(self.matrix(), (z - self.bias).T, upper=not self.lower).T
         return x, -self.log_diagonal.sum().expand(z.shape[0])
 
@@ -182,8 +190,10 @@ class BlockDiagonalLinear(InferenceCache, Transform):
         return torch.einsum("kij,nkj->nki", blocks, x.reshape(x.shape[0], k, b)).reshape(x.shape[0], k * b)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_event(x, self.bias.shape, "BlockDiagonalLinear")  # other shapes of as many values came back flattened
         return self._blockwise(x, self.blocks) + self.bias, self.cached("logdet", self._logdet).expand(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_event(z, self.bias.shape, "BlockDiagonalLinear")
         inv = self.cached("inverse", lambda: torch.linalg.inv(self.blocks))
         return self._blockwise(z - self.bias, inv), -self.cached("logdet", self._logdet).expand(z.shape[0])
