@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from invertible.transforms import (
@@ -202,6 +203,19 @@ def test_logit_squeezes_symmetrically_into_alpha_one_minus_alpha() -> None:
     # dz/dx = (1 - 2 alpha) / (y (1 - y)) at y = alpha, 1/2, 1 - alpha
     slopes = torch.tensor([alpha * (1 - alpha), 0.25, alpha * (1 - alpha)], dtype=torch.float64)
     torch.testing.assert_close(ladj, (math.log(1 - 2 * alpha) - slopes.log()).sum().view(1))
+
+
+
+def test_smooth_leaky_elu_inverse_solves_to_its_forward_and_needs_an_iteration() -> None:
+    """The inverse's Newton steps: zero of them returned 0 for every negative input."""
+    from invertible.transforms import SmoothLeakyELU
+
+    x = torch.tensor([[-3.0, -0.2, 0.0, 1.5]], dtype=torch.float64)
+    z, _ = SmoothLeakyELU(0.2)(x)
+    torch.testing.assert_close(SmoothLeakyELU(0.2).inverse(z)[0], x)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match=f"iterations must be a positive integer, got {bad!r}"):
+            SmoothLeakyELU(0.2, iterations=bad)
 
 
 # ---------------------------------------------------------------- dequantization

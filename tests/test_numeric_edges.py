@@ -12,6 +12,7 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from invertible.transforms import Planar, Radial, Sylvester
 
@@ -555,6 +556,25 @@ def test_sigmoid_inverse_refuses_values_outside_its_range(dtype: torch.dtype, va
         Inverse(Sigmoid())(z)
     x, ladj = Sigmoid().inverse(torch.tensor([[0.5, 1e-30, 1.0 - 1e-7]], dtype=torch.float64))  # inside, near the edge
     assert torch.isfinite(x).all() and torch.isfinite(ladj).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sigmoid_forward_stays_inside_the_range_its_inverse_takes(dtype: torch.dtype) -> None:
+    """Where ``sigmoid(x)`` rounds to 0 or 1 (``|x|`` beyond about 17 / 88 in float32, 37 / 745 in float64)
+    ``forward`` returns the nearest float inside (0, 1), which ``inverse`` maps back to a finite ``x`` of the same
+    sign (and which ``Inverse(Sigmoid())``, as a data-space logit, can score); the log-det stays the exact one."""
+    from invertible import Inverse
+    from invertible.transforms import Sigmoid
+
+    x = torch.tensor([[40.0, -800.0, 1e30, -1e30, 0.5]], dtype=dtype)
+    z, ladj = Sigmoid()(x)
+    assert bool(((z > 0) & (z < 1)).all())
+    torch.testing.assert_close(ladj, (-F.softplus(-x) - F.softplus(x)).sum(1))
+    back, _ = Sigmoid().inverse(z)
+    assert torch.isfinite(back).all() and torch.equal(back.sign(), x.sign())
+    torch.testing.assert_close(back[:, 4], x[:, 4])
+    _, ladj_back = Inverse(Sigmoid())(z)
+    assert torch.isfinite(ladj_back).all()
 
 
 # ---------------------------------------------------------------- batch normalisation

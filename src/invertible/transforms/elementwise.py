@@ -87,6 +87,8 @@ class SmoothLeakyELU(Transform):
         if not 0 < leak < 1:
             raise ValueError(f"leak must lie in (0, 1), got {leak}")
         self.leak = float(leak)
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+            raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
         self.iterations = iterations
 
     def _branch(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -125,10 +127,16 @@ class Sigmoid(Transform):
     :class:`Logit` does: at 0 or 1 ``logit(z) = -+inf`` and the log-det is ``+inf``,
     beyond them both are NaN. The check follows :class:`Logit`'s: off with ``validate = False``,
     skipped inside ``torch.compile`` and on tensors that ``torch.func.vmap`` batches.
+
+    ``forward`` keeps ``z`` inside (0, 1) as :meth:`Logit.inverse` does: where ``sigmoid(x)`` rounds to 0 or 1
+    (``|x|`` beyond about 88 and 17 in float32) it returns the nearest float inside, which ``inverse`` takes back
+    (to a finite ``x`` of the same sign), with the log-det of the unrounded map.
     """
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return torch.sigmoid(x), sum_except_batch(-F.softplus(-x) - F.softplus(x))
+        finfo = torch.finfo(x.dtype)
+        z = torch.sigmoid(x).clamp(finfo.tiny, 1 - finfo.eps / 2)
+        return z, sum_except_batch(-F.softplus(-x) - F.softplus(x))
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         outside = ~((z > 0) & (z < 1))
