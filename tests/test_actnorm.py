@@ -38,6 +38,30 @@ def test_an_empty_batch_leaves_the_initialisation_to_the_next_one():
     torch.testing.assert_close(layer.loc.detach(), x.mean(0))
 
 
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+def test_a_first_batch_with_nan_or_inf_is_refused_and_the_next_one_initialises(bad):
+    """Its statistics would set loc or log_scale to inf or NaN for good, every later output NaN."""
+    layer = ActNorm(2)
+    x = torch.randn(8, 2)
+    x[3, 1] = bad
+    with pytest.raises(ValueError, match="ActNorm cannot initialise from a batch holding NaN or inf"):
+        layer(x)
+    assert not layer.initialized
+    good = torch.randn(8, 2) * 3 + 1
+    z, _ = layer(good)
+    torch.testing.assert_close(z.mean(0), torch.zeros(2), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("eps", [-1.0, float("nan"), float("inf"), "1e-6", True])
+def test_normalisation_layers_refuse_an_eps_that_is_not_a_finite_number_at_least_zero(eps):
+    from invertible.transforms import BatchNorm
+
+    for layer in (ActNorm, BatchNorm):
+        with pytest.raises(ValueError, match="eps must be a finite number >= 0, got"):
+            layer(2, eps=eps)
+    assert ActNorm(2, eps=0).eps == 0.0 and BatchNorm(2, eps=0).eps == 0.0
+
+
 def test_loaded_flag_decides_whether_the_next_pass_initialises():
     torch.manual_seed(0)
     x = torch.randn(64, 2) * 5

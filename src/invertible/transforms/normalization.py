@@ -63,6 +63,14 @@ def _rsqrt(y: Tensor, log_y: Tensor) -> Tensor:
     return torch.where(normal, torch.rsqrt(torch.where(normal, y, 1.0)), from_log)
 
 
+def _check_eps(eps: float) -> float:
+    """``eps`` as a float, or ``ValueError`` unless it is finite and ``>= 0`` (a negative one makes a log of a
+    negative number, NaN, for a channel of small spread)."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < math.inf:
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    return float(eps)
+
+
 class ActNorm(Transform):
     """Per-channel affine ``z = (x - loc) * exp(-log_scale)`` with data-dependent initialisation.
 
@@ -100,7 +108,7 @@ class ActNorm(Transform):
 
     def __init__(self, channels: int, eps: float = 1e-6):
         super().__init__()
-        self.eps = eps
+        self.eps = _check_eps(eps)
         self.loc = nn.Parameter(torch.zeros(channels))
         self.log_scale = nn.Parameter(torch.zeros(channels))
         self.register_buffer("initialized", torch.tensor(False))
@@ -123,7 +131,9 @@ class ActNorm(Transform):
         ``|x|`` (:func:`_unit`): the division and the final rescaling are exact, so the statistics
         are the same numbers, but neither ``sum x`` nor ``sum (x - mean)^2`` overflows (in float32
         ``x^2`` does from ``|x| ~ 2e19``, and the standard deviation became ``inf``).
-        Returns whether it did: a batch with no values (on every rank) leaves the layer for the next one.
+        Returns whether it did: a batch with no values (on every rank) leaves the layer for the next one. A batch
+        holding NaN or inf is refused with a ``ValueError`` (unless ``validate`` is off): it would set ``loc`` or
+        ``log_scale`` to inf or NaN for good.
         """
         dims = [d for d in range(x.dim()) if d != 1]
         pooled = _pooled(self)
@@ -133,6 +143,10 @@ class ActNorm(Transform):
             extremes = x.new_full((2 * x.shape[1],), -math.inf)
         if pooled:
             dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
+        # (an empty batch's extremes are -inf; off with validate = False, where the training engine names the cause)
+        if self.validate and bool((extremes == math.inf).any() | extremes.isnan().any()):
+            raise ValueError("ActNorm cannot initialise from a batch holding NaN or inf: its first batch sets its "
+                             "loc and log_scale for good")
         high, neg_low = extremes.view(2, -1)
         unit = _unit(torch.maximum(high, neg_low))
         x = x / self._view(unit, x)  # exact, and no overflow of the sums below for |x| up to the float range
@@ -218,7 +232,7 @@ class BatchNorm(Transform):
         super().__init__()
         if not 0 < momentum <= 1:
             raise ValueError(f"momentum must lie in (0, 1], got {momentum}")
-        self.momentum, self.eps = momentum, eps
+        self.momentum, self.eps = momentum, _check_eps(eps)
         self.log_gamma = nn.Parameter(torch.zeros(channels))
         self.beta = nn.Parameter(torch.zeros(channels))
         self.register_buffer("running_mean", torch.zeros(channels))
