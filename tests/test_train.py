@@ -68,6 +68,29 @@ def test_config_files_yaml_and_toml(tmp_path):
         read_config_file(tmp_path / "d.yaml")
 
 
+def test_config_files_read_option_numbers_as_the_flags_do_and_none_switches_settings_off(tmp_path):
+    """PyYAML leaves ``1e-2`` (no dot) and ``1.0e5`` (no exponent sign) strings: inside model_options and
+    data_options they reached the presets as text. TOML has no null: ``"none"`` switches a setting off there."""
+    (tmp_path / "a.yaml").write_text("data: x\nmodel_options: {bound: 5e0, scale: exp, width: 1.0e5}\n"
+                                     "data_options: {alpha: 1e-2, column: '3'}\n")
+    a = TrainConfig.from_dict(read_config_file(tmp_path / "a.yaml"))
+    assert a.model_options == {"bound": 5.0, "scale": "exp", "width": 1e5}
+    assert a.data_options == {"alpha": 0.01, "column": "3"}  # a quoted "3" is text, as a column's name
+    (tmp_path / "b.toml").write_text('data = "x"\ngrad_clip = "none"\nema = "None"\npatience = "null"\n'
+                                     'threads = "none"\n')
+    b = TrainConfig.from_dict(read_config_file(tmp_path / "b.toml"))
+    assert (b.grad_clip, b.ema, b.patience, b.threads) == (None, None, None, None)
+    with pytest.raises(ValueError, match="lr must be a finite number, got 'none'"):
+        TrainConfig.from_dict({"data": "x", "lr": "none"})
+
+
+def test_a_seed_among_the_data_options_is_refused_for_the_seed_setting():
+    from invertible.train.build import load_bundle
+
+    with pytest.raises(ValueError, match="data option seed is set by --seed"):
+        load_bundle("moons", 0, {"seed": 5})
+
+
 def test_schedule_warmup_then_cosine():
     steps, warmup = 100, 10
     f = [lr_factor(s, steps, warmup, "cosine", 0.1) for s in range(steps)]

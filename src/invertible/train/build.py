@@ -71,6 +71,8 @@ def _check_trainable(bundle: DataBundle) -> None:
 def load_bundle(name: str, seed: int = 0, options: dict[str, Any] | None = None) -> DataBundle:
     """``invertible.data.load(name, seed, **options)`` (which checks the splits) followed by the rest of
     :func:`check_bundle`."""
+    if options and "seed" in options:  # the loader's own argument: it failed as one given twice
+        raise ValueError("data option seed is set by --seed (the setting seed), not by -d or data_options")
     bundle = data_registry.load(name, seed=seed, **(options or {}))
     _check_trainable(bundle)
     return bundle

@@ -29,11 +29,22 @@ _FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _FLOATS = {"lr", "min_lr_ratio", "grad_clip", "weight_decay", "ema", "min_delta"}
 
 
+#: Settings that ``None`` switches off; a file may also say so with the string ``"none"`` (TOML has no null).
+_NULLABLE = {"grad_clip", "ema", "patience", "threads"}
+
+
 def _number(value: Any) -> Any:
     """YAML 1.1 reads ``1e-3`` as a string; read such strings as floats."""
     if isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
         return float(value)
     return value
+
+
+def _option_number(value: Any) -> Any:
+    """An option's value from a file: a float where YAML 1.1 left one a string, a number with an exponent but no
+    dot or no sign (``1e-2``, ``5e0``, ``1.0e5``), as the ``-m``/``-d`` flags read it. Other strings stay (``"3"``,
+    quoted in a file, is meant as text: a column's name, say)."""
+    return _number(value) if isinstance(value, str) and "e" in value.lower() else value
 
 
 #: The key of ``config.yaml`` that records, for each resume that changed settings, the step it resumed at and
@@ -132,6 +143,10 @@ class TrainConfig:
                 continue
             if k not in names:
                 raise ValueError(f"{source}: unknown setting {key!r}; known settings: {', '.join(names)}")
+            if k in _NULLABLE and isinstance(value, str) and value.strip().lower() in ("none", "null"):
+                value = None
+            elif k in ("model_options", "data_options") and isinstance(value, Mapping):
+                value = {name: _option_number(v) for name, v in value.items()}
             clean[k] = _number(value) if k in _FLOATS else value
         config = cls(**clean)
         config.validate()
