@@ -216,6 +216,23 @@ def test_another_file_is_scored_whole_unless_a_split_is_asked_for(table_run, tmp
         assert _eval(capsys, run, "--data", same) == {**own, "data": str(same)}
 
 
+def test_another_seeds_split_of_the_runs_table_counts_the_training_rows_in_it(table_run, capsys) -> None:
+    """--seed 3 on the run's own (seed 1) table draws another test split, most of it rows the run was trained on:
+    counted by their row numbers in the file (the standardised values, mapped by another training split's
+    statistics, match none), and named in a note; the run's own seed gets no note."""
+    run, table = table_run
+    perm = lambda seed: torch.randperm(300, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    trained = set(perm(1)[:240].tolist())
+    expected = sum(n in trained for n in perm(3)[270:].tolist())
+    assert 0 < expected < 30
+    code, _, err = _cli(capsys, "eval", run)
+    assert code == 0 and "note" not in err, err
+    for argv in ((), ("--data", table)):
+        code, out, err = _cli(capsys, "eval", run, *argv, "--seed", "3")
+        assert code == 0 and json.loads(out)["rows"] == 30
+        assert f"note: {expected} of the 30 rows read (test) are rows of the run's training split" in err, err
+
+
 def test_a_run_without_a_record_splits_the_file_as_before(table_run, tmp_path, capsys) -> None:
     """A run that does not record its preprocessing cannot rebuild it: --split all of a file is its three splits,
     standardised by the file's own training split, with the note of such runs."""

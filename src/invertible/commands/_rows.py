@@ -136,7 +136,7 @@ def _split_rows(flow: Flow, args: argparse.Namespace, data: str, own: str | None
         _note_changed_data(loaded, args.split, data, run_dir)
     elif own_data:
         fixed = seed != run_seed and options == run_options and _noted_fixed_split(loaded, args.split, data, seed, run_dir)
-        if not fixed and loaded.raw and args.split != "train":
+        if not fixed and (loaded.raw or loaded.file_rows is not None) and args.split != "train":
             _note_training_rows(loaded, args.split, load_bundle(data, run_seed, run_options))
     bundle = relabel_classes(loaded, run_classes(run_dir))
     with _dropped_options(config, options, args.data):
@@ -188,11 +188,18 @@ def _noted_fixed_split(bundle: DataBundle, split: str, data: str, seed: int, run
 def _note_training_rows(bundle: DataBundle, split: str, trained: DataBundle) -> None:
     """A ``note:`` when ``split`` of the run's own data, loaded with another seed or other data options, holds
     rows of the training split of ``trained`` (the data loaded as the run loaded them): the figure is then partly
-    of rows the model was fitted to. Only raw bundles (integer pixels) are compared, row by row; a table's splits
-    are standardised by their own statistics, so their rows cannot be matched exactly."""
-    seen = {row.tobytes() for row in trained.train.flatten(1).numpy()}
-    rows, _ = split_tensors(bundle, split)
-    overlap = sum(row.tobytes() in seen for row in rows.flatten(1).numpy())
+    of rows the model was fitted to. A table split by a seed is compared by its rows' numbers in the file
+    (``file_rows``: its standardised values, mapped by another training split's statistics, match no row
+    exactly), raw bundles (integer pixels) by their values."""
+    if bundle.file_rows is not None and trained.file_rows is not None:
+        seen = set(trained.file_rows["train"].tolist())
+        names = BUNDLE_SPLITS if split == "all" else (split,)
+        numbers = [n for name in names for n in bundle.file_rows[name].tolist()]
+        rows, overlap = numbers, sum(n in seen for n in numbers)
+    else:
+        seen = {row.tobytes() for row in trained.train.flatten(1).numpy()}
+        rows = split_tensors(bundle, split)[0].flatten(1).numpy()
+        overlap = sum(row.tobytes() in seen for row in rows)
     if overlap:
         print(f"note: {overlap} of the {len(rows)} rows read ({split}) are rows of the run's training split, which "
               "another seed or other split options drew into it: they are not held out (an NLL of them is "

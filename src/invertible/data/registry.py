@@ -67,6 +67,9 @@ class DataBundle:
             before a preprocessing fitted to the data mapped it
             (:func:`~invertible.data.fingerprint.split_digests`), set by datasets that fit one, whose
             splits then depend on the fit's float32 rounding; ``None``: the splits are hashed as they are.
+        file_rows: for a table split by a seed, the row numbers in its file of each split's rows (``train``,
+            ``val``, ``test``): the splits of two seeds then compare row by row, which their standardised
+            values, mapped by statistics of different training splits, do not; ``None`` for other data.
     """
 
     name: str
@@ -85,6 +88,7 @@ class DataBundle:
     raw: bool = False
     split_digests: dict[str, str] | None = None
     picture_shape: tuple[int, int, int] | None = None
+    file_rows: dict[str, Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.raw and self.preprocess is None:

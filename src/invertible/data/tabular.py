@@ -239,6 +239,7 @@ def table_bundle(
         test_context=contexts[2],
         preprocess=preprocess,
         split_digests=digests,
+        file_rows=dict(zip(SPLITS, perm.split(sizes))),
     )
 
 
