@@ -113,8 +113,8 @@ def test_uci_readers_follow_the_maf_preprocessing(tmp_path):
     assert len(h.test) == int((test[:, 0] == 1).sum())
 
     (tmp_path / "miniboone").mkdir()
-    np.save(tmp_path / "miniboone/data.npy", rng.normal(size=(100, 4)))
-    assert load("miniboone", root=str(tmp_path)).event_shape == (4,)
+    np.save(tmp_path / "miniboone/data.npy", rng.normal(size=(100, 43)))
+    assert load("miniboone", root=str(tmp_path)).event_shape == (43,)
 
     (tmp_path / "BSDS300").mkdir()
     for k in ("train", "validation", "test"):
@@ -224,6 +224,18 @@ def test_hepmass_refuses_a_test_file_without_its_trailing_column(tmp_path):
         load("hepmass", root=str(tmp_path))
 
 
+def test_hepmass_refuses_a_file_whose_every_feature_is_discrete(tmp_path):
+    """Every feature dropped for its repeated smallest value left a bundle of 0 features."""
+    (tmp_path / "hepmass").mkdir()
+    rows = np.column_stack([np.ones(40), np.arange(40) % 4, np.arange(40) % 3])
+    np.savetxt(tmp_path / "hepmass/1000_train.csv", rows, delimiter=",", header="label,a,b", comments="")
+    np.savetxt(tmp_path / "hepmass/1000_test.csv", np.column_stack([rows, np.ones(40)]), delimiter=",",
+               header="label,a,b,mass", comments="")
+    with pytest.raises(ValueError, match=r"^hepmass: every feature of .*1000_train.csv has its smallest value more "
+                                         r"than 5 times .*none is left$"):
+        load("hepmass", root=str(tmp_path))
+
+
 def _fake_h5py(monkeypatch, parts: dict) -> None:
     """A stand-in for h5py whose every ``File`` holds the arrays ``parts`` by name."""
 
@@ -241,7 +253,7 @@ def _fake_h5py(monkeypatch, parts: dict) -> None:
 
 
 def test_miniboone_is_normalised_by_train_and_validation_together(tmp_path):
-    data = np.random.default_rng(4).normal(size=(200, 3)) * np.array([1.0, 5.0, 0.1]) + 7.0
+    data = np.random.default_rng(4).normal(size=(200, 43)) * np.linspace(0.1, 5.0, 43) + 7.0
     (tmp_path / "miniboone").mkdir()
     np.save(tmp_path / "miniboone/data.npy", data)
     test, rest = data[-20:], data[:-20]
@@ -269,6 +281,23 @@ def test_bsds300_keeps_the_files_own_splits(tmp_path, monkeypatch):
     assert [float(s[0, 0]) for s in (b.train, b.val, b.test)] == [0.0, 1.0, 2.0]
 
 
+def test_bsds300_reads_its_npy_files_beside_an_hdf5_file_without_h5py(tmp_path, monkeypatch):
+    """As documented: BSDS300.hdf5 with h5py, otherwise the .npy files (refused although they were there); without
+    them the error says to install h5py or save them; an hdf5 file without one of the splits names what it holds."""
+    root = _bsds300(tmp_path)
+    (tmp_path / "BSDS300/BSDS300.hdf5").write_bytes(b"")
+    monkeypatch.setitem(sys.modules, "h5py", None)  # import h5py raises ImportError
+    assert len(load("bsds300", root=root).test) == 4
+    (tmp_path / "BSDS300/test.npy").unlink()
+    with pytest.raises(ValueError, match=r"^bsds300: reading .*BSDS300.hdf5 needs h5py: install it, or save its "
+                                         r"datasets as .*BSDS300/test.npy$"):
+        load("bsds300", root=root)
+    _fake_h5py(monkeypatch, {"train": np.zeros((5, 63)), "test": np.zeros((4, 63))})
+    with pytest.raises(ValueError, match=r"^bsds300: .*BSDS300.hdf5 holds no dataset 'validation' \(it holds "
+                                         r"'train', 'test'\)$"):
+        load("bsds300", root=root)
+
+
 def _bsds300(tmp_path, **parts) -> str:
     """A BSDS300 folder of train/validation/test ``.npy`` files, 63 columns of noise unless given in ``parts``."""
     folder = tmp_path / "BSDS300"
@@ -282,8 +311,8 @@ def _bsds300(tmp_path, **parts) -> str:
 def test_bsds300_refuses_a_test_file_shaped_unlike_its_training_file(tmp_path):
     """The files' own splits are read separately: ``load`` refuses a test file of another width, naming the
     dataset and the split, as the training engine does (a bundle of mismatched splits used to be returned)."""
-    with pytest.raises(ValueError, match=r"^dataset 'bsds300': the test split has event shape \(62,\), the train "
-                                         r"split \(63,\)$"):
+    with pytest.raises(ValueError, match=r"^bsds300: .*BSDS300 \(test\) should be 8x8 patches less one pixel, "
+                                         r"\(N, 63\); got \(4, 62\)$"):
         load("bsds300", root=_bsds300(tmp_path, test=np.zeros((4, 62))))
 
 
@@ -329,11 +358,11 @@ def _miniboone(tmp_path, data) -> str:
 def test_uci_tail_split_refuses_too_few_rows_for_a_split(tmp_path, rows, split):
     """``data[-int(0.1 n):]`` is every row when ``int(0.1 n)`` is 0: the test (or validation) split took all rows
     and left the others empty, which surfaced as "non-finite values" (statistics of no rows)."""
-    root = _miniboone(tmp_path, np.random.default_rng(0).normal(size=(rows, 3)))
+    root = _miniboone(tmp_path, np.random.default_rng(0).normal(size=(rows, 43)))
     with pytest.raises(ValueError, match=rf"^miniboone: \d+ rows are too few to hold out the last 10% as the {split} split$"):
         load("miniboone", root=root)
     assert [len(s) for s in (lambda b: (b.train, b.val, b.test))(
-        load("miniboone", root=_miniboone(tmp_path, np.random.default_rng(0).normal(size=(11, 3)))))] == [9, 1, 1]
+        load("miniboone", root=_miniboone(tmp_path, np.random.default_rng(0).normal(size=(11, 43)))))] == [9, 1, 1]
 
 
 @pytest.mark.parametrize("data, words", [
@@ -341,7 +370,11 @@ def test_uci_tail_split_refuses_too_few_rows_for_a_split(tmp_path, rows, split):
     (np.zeros((0, 3)), r"should hold a non-empty 2-D array \(rows, features\), got shape \(0, 3\)"),
     (np.array([[1.0, 2.0]] * 29 + [[np.nan, 1.0]]), r"holds 1 NaN or inf value\(s\), the first at row 29, column 0"),
     (np.full((30, 2), "a"), r"should hold real numbers, got dtype <U1"),
-    (np.column_stack([np.arange(30.0), np.full(30, 4.0)]), r"feature\(s\) \[1\] are constant"),
+    (np.column_stack([np.arange(30.0)[:, None] + np.arange(42.0), np.full(30, 4.0)]), r"feature\(s\) \[42\] are constant"),
+    (np.column_stack([np.arange(30.0)[:, None] + np.arange(42.0), np.full(30, 1e308) * (np.arange(30) % 2)]),
+     r"the mean or standard deviation of feature\(s\) \[42\] overflows the float range"),
+    (np.zeros((30, 50)), r"miniboone/data.npy should be the MAF code's cleaned array \(the UCI file has 50 columns, of "
+                         r"which it drops 7 and outliers\), \(N, 43\); got \(30, 50\)"),
 ])
 def test_uci_arrays_are_checked_with_errors_that_say_what_is_wrong(tmp_path, data, words):
     """A 1-D array, NaN or a constant feature used to fail as a numpy shape error or "the data contain

@@ -15,9 +15,10 @@ test file) and BSDS300 (its own splits). The data come already in the model's
 space (``preprocess`` is ``None``), as in the paper's reported numbers.
 
 Files are checked before that preprocessing: a ``ValueError`` names a file that
-is not a 2-D table of finite numbers, a constant feature (its standardisation
-would divide by zero) and a table too short for the tail split to leave every
-split a row (``data[-int(0.1 * N):]`` is every row when ``N < 10``).
+is not a 2-D table of finite numbers or not of the paper's width (POWER 8 columns, the
+cleaned MINIBOONE 43, BSDS300 63), a constant feature (its standardisation
+would divide by zero) or one whose statistics overflow, and a table too short for the tail
+split to leave every split a row (``data[-int(0.1 * N):]`` is every row when ``N < 10``).
 """
 
 from __future__ import annotations
@@ -103,26 +104,39 @@ def _tail_split(name: str, data: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
     return train, val, test
 
 
-def _check_scale(name: str, s: np.ndarray) -> None:
-    """``ValueError`` naming the features whose standard deviation ``s`` is zero (constant: no density)."""
+def _check_scale(name: str, mu: np.ndarray, s: np.ndarray) -> None:
+    """``ValueError`` naming the features whose standard deviation ``s`` is zero (constant: no density), or whose
+    mean ``mu`` or standard deviation overflowed the float range (values near it: the feature became all zeros)."""
     if not (s > 0).all():
         cols = np.flatnonzero(~(s > 0)).tolist()
         raise ValueError(f"{name}: feature(s) {cols} are constant where the statistics are taken; "
                          "their standardisation divides by zero")
+    huge = ~(np.isfinite(mu) & np.isfinite(s))
+    if huge.any():
+        raise ValueError(f"{name}: the mean or standard deviation of feature(s) {np.flatnonzero(huge).tolist()} "
+                         "overflows the float range; scale those columns down first")
 
 
 def _bundle(name: str, train: np.ndarray, val: np.ndarray, test: np.ndarray) -> DataBundle:
     t = [torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32) for a in (train, val, test)]
-    for part in t:
+    for split, part in zip(("train", "validation", "test"), t):
         if not torch.isfinite(part).all():
-            raise ValueError(f"{name}: the data contain non-finite values")
+            raise ValueError(f"{name}: the {split} split holds values beyond the float32 range (+-3.4e38)")
     return DataBundle(name=name, train=t[0], val=t[1], test=t[2])
+
+
+def _width(name: str, data: np.ndarray, where: object, width: int, what: str) -> np.ndarray:
+    """``data`` unchanged, or ``ValueError`` unless it has ``width`` columns (the file ``what`` the paper used)."""
+    if data.shape[1] != width:
+        raise ValueError(f"{name}: {where} should be {what}, (N, {width}); got {data.shape}")
+    return data
 
 
 def _normalise_by_train_and_val(name: str, train, val, test):
     both = np.vstack((train, val))
-    mu, s = both.mean(0), both.std(0)
-    _check_scale(name, s)
+    with np.errstate(over="ignore"):  # an overflow is refused by _check_scale
+        mu, s = both.mean(0), both.std(0)
+    _check_scale(name, mu, s)
     return (train - mu) / s, (val - mu) / s, (test - mu) / s
 
 
@@ -135,9 +149,8 @@ def power(seed: int = 0, root: str | None = None) -> DataBundle:
     drawn from ``RandomState(42)`` after the shuffle, voltage first, so the splits
     are the MAF code's numbers.
     """
-    data = _load("power", _root(root, "power/data.npy"))
-    if data.ndim != 2 or data.shape[1] != 8:
-        raise ValueError(f"power/data.npy should be (N, 8), got {data.shape}")
+    path = _root(root, "power/data.npy")
+    data = _width("power", _load("power", path), path, 8, "the household power table")
     rng = np.random.RandomState(42)
     rng.shuffle(data)
     n = data.shape[0]
@@ -169,7 +182,7 @@ def gas(seed: int = 0, root: str | None = None) -> DataBundle:
                          f"(the MAF code's), missing {missing}")
     frame = frame.drop(columns=["Meth", "Eth", "Time"])
     _table("gas", frame.values, "ethylene_CO.pickle")
-    _check_scale("gas", frame.std().values)
+    _check_scale("gas", frame.mean().values, frame.std().values)
     frame = _drop_correlated(frame)
     frame = (frame - frame.mean()) / frame.std()
     return _bundle("gas", *_tail_split("gas", frame.values))
@@ -188,11 +201,15 @@ def hepmass(seed: int = 0, root: str | None = None) -> DataBundle:
     if len(train) < 2 or len(test) == 0:
         raise ValueError(f"hepmass: {len(train)} training and {len(test)} test rows of the signal class (label 1 in "
                          "the first column); need 2 or more and 1 or more")
-    mu, s = train.mean(0), train.std(0, ddof=1)
-    _check_scale("hepmass", s)
+    with np.errstate(over="ignore"):  # an overflow is refused by _check_scale
+        mu, s = train.mean(0), train.std(0, ddof=1)
+    _check_scale("hepmass", mu, s)
     train, test = (train - mu) / s, (test - mu) / s
     # the MAF code drops a feature when its *smallest* value occurs more than 5 times
     keep = [i for i, col in enumerate(train.T) if sorted(Counter(col).items())[0][1] <= 5]
+    if not keep:
+        raise ValueError(f"hepmass: every feature of {folder / '1000_train.csv'} has its smallest value more than 5 "
+                         "times among the signal rows (a discrete feature, which the MAF code drops): none is left")
     train, test = train[:, keep], test[:, keep]
     return _bundle("hepmass", *_last("hepmass", train, "validation"), test)
 
@@ -200,7 +217,9 @@ def hepmass(seed: int = 0, root: str | None = None) -> DataBundle:
 @register_dataset("miniboone")
 def miniboone(seed: int = 0, root: str | None = None) -> DataBundle:
     """UCI MiniBooNE particle identification: 43 features (the paper's cleaned data.npy)."""
-    data = _load("miniboone", _root(root, "miniboone/data.npy"))
+    path = _root(root, "miniboone/data.npy")
+    data = _width("miniboone", _load("miniboone", path), path, 43, "the MAF code's cleaned array (the UCI file has 50 "
+                  "columns, of which it drops 7 and outliers)")
     return _bundle("miniboone", *_normalise_by_train_and_val("miniboone", *_tail_split("miniboone", data)))
 
 
@@ -209,19 +228,28 @@ def bsds300(seed: int = 0, root: str | None = None) -> DataBundle:
     """BSDS300 natural-image patches: 63-D (8x8 patches, one pixel dropped), the file's own splits, each checked
     as a table (:func:`_table`)."""
     folder = _root(root, "BSDS300")
-    if (folder / "BSDS300.hdf5").exists():
-        try:
-            import h5py
-        except ImportError:
-            raise ValueError("reading BSDS300.hdf5 needs h5py; install it or save train/validation/test as .npy") from None
-        path = folder / "BSDS300.hdf5"
+    keys = ("train", "validation", "test")
+    path = folder / "BSDS300.hdf5"
+    try:
+        import h5py
+    except ImportError:
+        h5py = None
+    if path.exists() and h5py is not None:
         with h5py.File(path, "r") as f:
-            parts = [_table("bsds300", np.asarray(f[k]), f"{path} dataset {k!r}")
-                     for k in ("train", "validation", "test")]
+            absent = [k for k in keys if k not in f]
+            if absent:
+                raise ValueError(f"bsds300: {path} holds no dataset {', '.join(map(repr, absent))} (it holds "
+                                 f"{', '.join(map(repr, f.keys())) or 'none'})")
+            parts = [_table("bsds300", np.asarray(f[k]), f"{path} dataset {k!r}") for k in keys]
     else:
-        files = [folder / f"{k}.npy" for k in ("train", "validation", "test")]
+        files = [folder / f"{k}.npy" for k in keys]
         missing = [str(p) for p in files if not p.exists()]
+        if missing and path.exists():
+            raise ValueError(f"bsds300: reading {path} needs h5py: install it, or save its datasets as "
+                             f"{', '.join(missing)}")
         if missing:
-            raise ValueError(f"BSDS300: need BSDS300.hdf5 or {', '.join(missing)}")
+            raise ValueError(f"bsds300: need {path} or {', '.join(missing)}")
         parts = [_load("bsds300", p) for p in files]
-    return _bundle("bsds300", *parts)
+    where = path if path.exists() and h5py is not None else folder
+    return _bundle("bsds300", *(_width("bsds300", part, f"{where} ({k})", 63, "8x8 patches less one pixel")
+                                for k, part in zip(keys, parts)))
