@@ -21,7 +21,8 @@ These maps are surjections, not bijections: ``forward`` draws fresh noise, and
 is False because the value is a stochastic bound, not a Jacobian.
 
 ``forward`` takes pixels of an integer (``uint8`` images) or boolean dtype as floats of the layer's dtype (that of
-its parameters: float64 after ``.double()``; torch's default for the uniform one, which has none), and refuses values that are not integers in ``[0, L - 1]`` with a ``ValueError``; the check
+its parameters: float64 after ``.double()``; torch's default for the uniform one, which has none), and refuses
+values that are not integers in ``[0, L - 1]`` with a ``ValueError``; the check
 reads the data back on every call, and ``validate = False`` (:attr:`~invertible.Transform.validate`)
 switches it off for batches checked before (the training engine checks a bundle's pixels when it loads them).
 """
