@@ -6,6 +6,7 @@ import json
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -326,6 +327,25 @@ def test_loss_curve_of_a_one_step_run_shows_both_points():
     assert len(lines) == 2 and all(line.get_marker() not in ("None", "", None) for line in lines)
     fig = loss_curve([{"step": s, "split": "train", "loss": 1.0 / s} for s in (1, 2, 3)])
     assert fig.axes[0].get_lines()[0].get_marker() in ("None", "", None)  # a curve stays a plain line
+
+
+def test_the_loss_curve_draws_the_training_loss_in_the_datas_units(tmp_path):
+    """A table of scale 10, standardised: its training loss, in the model's space, is 2 log 10 below the NLL of
+    the data the validation curve shows (a gap of units, which looked like under-fitting); the picture shifts it
+    by the standardisation's log-det. Raw pixels count their preprocessing in the loss already: no shift."""
+    from invertible.data import load
+    from invertible.plots import loss_curve
+    from invertible.train.pictures import _training_log_det
+
+    np.save(tmp_path / "t.npy", np.random.default_rng(0).normal(size=(400, 2)) * [10.0, 20.0] + 3.0)
+    bundle = load(str(tmp_path / "t.npy"))
+    shift = _training_log_det(bundle)
+    assert shift == pytest.approx(-float(bundle.preprocess.std.log().sum()), rel=1e-6) and shift < -5
+    fig = loss_curve([{"step": 1, "split": "train", "loss": 2.0}], train_shift=shift)
+    assert fig.axes[0].get_lines()[0].get_ydata()[0] == pytest.approx(2.0 - shift)
+    assert fig.axes[0].get_legend().get_texts()[0].get_text() == "train loss (data space)"
+    assert _training_log_det(load("digits")) == 0.0  # raw pixels
+    assert _training_log_det(load("moons")) == 0.0  # no preprocessing
 
 
 def test_pictures_of_a_discrete_model_on_2d_data_skip_the_density(tmp_path):

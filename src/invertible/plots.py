@@ -28,14 +28,19 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
 
 
-def loss_curve(records: Sequence[dict[str, Any]], title: str = "") -> Figure:
-    """Training loss and validation NLL (nats) against the step, from ``metrics.jsonl`` records."""
+def loss_curve(records: Sequence[dict[str, Any]], title: str = "", train_shift: float = 0.0) -> Figure:
+    """Training loss and validation NLL (nats) against the step, from ``metrics.jsonl`` records.
+
+    The validation NLL is in the data's units; the training loss, in the space the model sees, is drawn as
+    ``loss - train_shift``, with ``train_shift`` the log-det of the preprocessing between them (a table's
+    standardisation: ``-sum_j log std_j``), so that both curves are NLLs of the same data.
+    """
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
-    train = [(r["step"], r["loss"]) for r in records if r.get("split") == "train" and "loss" in r]
+    train = [(r["step"], r["loss"] - train_shift) for r in records if r.get("split") == "train" and "loss" in r]
     val = [(r["step"], r["val_nll"]) for r in records if r.get("split") == "val" and "val_nll" in r]
     if train:
-        ax.plot(*zip(*train), "o-" if len(train) == 1 else "-", label="train loss (model space)", lw=1, ms=3)
+        ax.plot(*zip(*train), "o-" if len(train) == 1 else "-", label="train loss (data space)", lw=1, ms=3)
     if val:
         ax.plot(*zip(*val), "o-", label="validation NLL (data space)", ms=3)
     ax.set_xlabel("step")

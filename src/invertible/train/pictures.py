@@ -13,7 +13,7 @@ from ..core import Flow
 from ..data import DataBundle
 from ..data.images import shows_images, unit_pixels
 from ..plots import density_2d, image_grid, loss_curve, save_figure
-from .evaluate import evaluation_mode, model_samples
+from .evaluate import evaluation_mode, model_samples, preprocess_ladj
 
 __all__ = ["draw_run"]
 
@@ -33,7 +33,8 @@ def draw_run(run_dir: str | Path, flow: Flow, bundle: DataBundle, records: Seque
 def _draw(run_dir: Path, flow: Flow, bundle: DataBundle, records: Sequence[dict[str, Any]], seed: int) -> list[Path]:
     """:func:`draw_run` with the flow already in evaluation mode."""
     paths = [run_dir / "loss.png"]
-    save_figure(loss_curve(records, title=f"{flow.config['model'] if flow.config else 'flow'} on {bundle.name}"), paths[0])
+    title = f"{flow.config['model'] if flow.config else 'flow'} on {bundle.name}"
+    save_figure(loss_curve(records, title=title, train_shift=_training_log_det(bundle)), paths[0])
     if tuple(bundle.event_shape) == (2,) and bundle.context_features is None and isinstance(flow, Flow):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -45,6 +46,19 @@ def _draw(run_dir: Path, flow: Flow, bundle: DataBundle, records: Sequence[dict[
         paths.append(run_dir / "samples.png")
         save_figure(_image_samples(flow, bundle, seed), paths[-1])
     return paths
+
+
+@torch.no_grad()
+def _training_log_det(bundle: DataBundle, rows: int = 10_000) -> float:
+    """The mean log-det of the preprocessing over the first ``rows`` training rows: the training loss of a bundle
+    stored in the model's space (a standardised table, logits dequantized once) minus it is an NLL in the data's
+    units, as the validation's; 0 for raw bundles, whose loss already counts the preprocessing, and for data
+    without one. Exact for a standardisation (the same log-det for every row), an estimate otherwise."""
+    if bundle.raw or bundle.preprocess is None:
+        return 0.0
+    held = next(iter([*bundle.preprocess.parameters(), *bundle.preprocess.buffers()]), None)
+    y = bundle.train[:rows]
+    return float(preprocess_ladj(bundle, y if held is None else y.to(held.device)).mean())
 
 
 @torch.no_grad()
