@@ -348,6 +348,49 @@ def test_the_loss_curve_draws_the_training_loss_in_the_datas_units(tmp_path):
     assert _training_log_det(load("moons")) == 0.0  # no preprocessing
 
 
+def test_an_image_grid_draws_images_that_are_not_finite_in_red_and_counts_them():
+    """NaN samples (an overflowed inverse) were drawn as nothing: an all-white grid with only its title."""
+    from invertible.plots import image_grid
+
+    x = torch.rand(4, 1, 3, 3)
+    x[1, 0, 2, 1] = float("nan")
+    fig = image_grid(x, nrow=2, title="samples")
+    assert fig.axes[0].get_title() == "samples (1 of 4 images not finite, red)"
+    canvas = fig.axes[0].get_images()[0].get_array()
+    assert canvas.shape[-1] == 3 and np.allclose(canvas[1 + 2, 1 + 3 + 1 + 1], [1.0, 0.0, 0.0])  # row 0, image 1
+    assert np.allclose(canvas[0, 0], 0.5)  # the frame: mid-grey, not the ink of binary images
+    assert image_grid(torch.rand(2, 1, 3, 3), title="t").axes[0].get_title() == "t"
+
+
+def test_the_density_panel_is_relative_capped_and_marks_what_is_not_finite():
+    """A log-density below float32's exp range drew a uniform dark panel, a spike on a few grid points hid the
+    rest, NaN grid points were white holes, and samples outside the window went uncounted."""
+    from invertible.plots import density_2d
+
+    class Flow2(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(()))
+
+        def log_prob(self, x):
+            lp = -500.0 - 0.5 * x.square().sum(1)  # exp underflowed to 0 in float32
+            spike = (x - torch.tensor([0.3, 0.3])).abs().max(1).values < 0.01
+            lp = torch.where(spike, lp + 50, lp)
+            return torch.where(x[:, 1] > 1.5, torch.full_like(lp, float("nan")), lp)
+
+    data = torch.randn(2000, 2, generator=torch.Generator().manual_seed(0))
+    samples = torch.cat([torch.zeros(90, 2), torch.full((10, 2), 100.0)])
+    fig = density_2d(Flow2(), data, samples, resolution=100)
+    density, _, samples_panel = fig.axes
+    assert density.get_title().startswith("learned density (") and "grid points not finite, red)" in density.get_title()
+    assert samples_panel.get_title() == "samples (100, 10 outside the window)"
+    mesh = density.collections[0]
+    values = mesh.get_array()
+    assert int(np.ma.count_masked(values)) == int(density.get_title().split("(")[1].split()[0])
+    shown = values.compressed()
+    assert mesh.norm.vmax < shown.max() and (shown > 0.5 * mesh.norm.vmax).mean() > 0.05  # the Gaussian is visible
+
+
 def test_pictures_of_a_discrete_model_on_2d_data_skip_the_density(tmp_path):
     """A Bernoulli MADE on 2-D binary data has no density on a continuous grid: ``draw_run`` used to evaluate
     its ``log_prob`` there, which raised, so the run failed after training without a summary."""

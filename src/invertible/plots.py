@@ -10,6 +10,7 @@ import io
 from pathlib import Path
 from typing import Any, Sequence
 
+import matplotlib
 import numpy as np
 import torch
 from matplotlib.figure import Figure
@@ -17,7 +18,7 @@ from torch import Tensor
 
 from .persistence import atomic_write
 
-__all__ = ["save_figure", "loss_curve", "density_grid", "density_2d", "image_grid"]
+__all__ = ["save_figure", "loss_curve", "density_grid", "log_density_grid", "density_colours", "density_2d", "image_grid"]
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> None:
@@ -72,6 +73,19 @@ def density_grid(
     space, e.g. standardisation) the grid lies in raw data space and the density is
     ``exp(log q(preprocess(x)) + ladj)``.
     """
+    xs, ys, log_q = log_density_grid(flow, extent, resolution, batch_size, preprocess)
+    return xs, ys, np.exp(log_q)
+
+
+@torch.no_grad()
+def log_density_grid(
+    flow: torch.nn.Module,
+    extent: Sequence[float],
+    resolution: int = 200,
+    batch_size: int = 8192,
+    preprocess: torch.nn.Module | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``log q(x)`` on the grid of :func:`density_grid` (which exponentiates it): ``(xs, ys, log_density)``."""
     x0, x1, y0, y1 = extent
     xs, ys = np.linspace(x0, x1, resolution), np.linspace(y0, y1, resolution)
     grid = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
@@ -86,7 +100,17 @@ def density_grid(
         return flow.log_prob(y) + ladj
 
     log_q = torch.cat([log_p(points[i : i + batch_size]) for i in range(0, len(points), batch_size)])
-    return xs, ys, log_q.exp().cpu().numpy().reshape(resolution, resolution)
+    return xs, ys, log_q.double().cpu().numpy().reshape(resolution, resolution)
+
+
+def density_colours(log_q: np.ndarray) -> tuple[np.ndarray, float, int]:
+    """``exp(log q)`` of the finite grid values in float64 (float32 underflowed below ``log q = -103``; NaN where
+    ``log q`` is not finite), the top of its colour scale (the 99.5th percentile, so that a spike on a few grid
+    points leaves the rest of the density visible), and the number of grid points whose ``log q`` is not finite."""
+    finite = np.isfinite(log_q)
+    density = np.where(finite, np.exp(np.where(finite, log_q, -np.inf)), np.nan)
+    top = float(np.quantile(density[finite], 0.995)) if finite.any() else 0.0
+    return density, top if top > 0 else None, int((~finite).sum())
 
 
 @torch.no_grad()
@@ -98,6 +122,10 @@ def density_2d(
     preprocess: torch.nn.Module | None = None,
 ) -> Figure:
     """The learned density ``exp(log q)`` on a grid, the data, and the flow's samples, side by side.
+
+    The density's colour scale tops out at the 99.5th percentile of the grid (a spike on a few points would leave
+    the rest dark, :func:`density_colours`); grid points of a non-finite log-density are red and counted in the
+    title, as are samples that are not finite or fall outside the window.
 
     ``data`` and ``samples`` are in the flow's space. With ``preprocess`` (the bijection from raw
     data to that space, a bundle's ``preprocess``) all three panels are drawn in raw data space:
@@ -111,11 +139,13 @@ def density_2d(
     data_np = data.detach().cpu().numpy()
     extent = _extent(data_np)
     panels = 2 if samples is None else 3
-    fig = Figure(figsize=(4 * panels, 4))
+    fig = Figure(figsize=(4 * panels, 4), layout="constrained")
     axes = fig.subplots(1, panels)
-    xs, ys, dens = density_grid(flow, extent, resolution, preprocess=preprocess)
-    axes[0].pcolormesh(xs, ys, dens, shading="auto", cmap="viridis")
-    axes[0].set_title("learned density")
+    xs, ys, log_q = log_density_grid(flow, extent, resolution, preprocess=preprocess)
+    dens, top, bad = density_colours(log_q)
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="red")
+    axes[0].pcolormesh(xs, ys, np.ma.masked_invalid(dens), shading="auto", cmap=cmap, vmin=0.0, vmax=top)
+    axes[0].set_title("learned density" + (f" ({bad} grid points not finite, red)" if bad else ""))
     hist = dict(bins=resolution // 2, range=[extent[:2], extent[2:]], cmap="viridis")
     axes[1].hist2d(data_np[:, 0], data_np[:, 1], **hist)
     axes[1].set_title(f"data ({len(data_np)} points)")
@@ -123,7 +153,11 @@ def density_2d(
         s = samples.detach().cpu().numpy()
         finite = np.isfinite(s).all(axis=1)
         axes[2].hist2d(s[finite, 0], s[finite, 1], **hist)
-        axes[2].set_title(f"samples ({len(s)})" if finite.all() else f"samples ({int(finite.sum())} of {len(s)} finite)")
+        inside = int((finite & (s[:, 0] >= extent[0]) & (s[:, 0] <= extent[1]) & (s[:, 1] >= extent[2])
+                      & (s[:, 1] <= extent[3])).sum())
+        counted = f"{len(s)}" if finite.all() else f"{int(finite.sum())} of {len(s)} finite"
+        outside = f", {int(finite.sum()) - inside} outside the window" if inside < finite.sum() else ""
+        axes[2].set_title(f"samples ({counted}{outside})")
     for ax in axes:
         if preprocess is None:
             ax.set_aspect("equal")
@@ -137,17 +171,26 @@ def density_2d(
 def image_grid(images: Tensor | np.ndarray, nrow: int | None = None, title: str = "", row_labels: Sequence[str] | None = None) -> Figure:
     """Images ``(n, C, H, W)`` with values in ``[0, 1]`` tiled into one picture, ``nrow`` per row.
 
-    One channel is drawn in grey, three as RGB. ``row_labels`` name the rows
-    (class labels of conditional samples, interpolation pairs).
+    One channel is drawn in grey, three as RGB, on a mid-grey frame (white or black would merge with the ink of
+    binary images). ``row_labels`` name the rows (class labels of conditional samples, interpolation pairs).
+    Pixels that are not finite (samples that overflowed) are drawn red, and the title counts their images.
     """
     a = images.detach().cpu().numpy() if isinstance(images, Tensor) else np.asarray(images)
     if a.ndim != 4 or a.shape[1] not in (1, 3):
         raise ValueError(f"images must have shape (n, 1 or 3, H, W), got {a.shape}")
     n, c, h, w = a.shape
+    bad = ~np.isfinite(a)
+    broken = int(bad.reshape(n, -1).any(1).sum())
+    if broken:  # red needs colour: grey images are drawn as RGB
+        a = np.clip(np.repeat(np.where(bad, 0.0, a), 3 // c, axis=1), 0.0, 1.0)
+        red = np.repeat(bad.any(1, keepdims=True), 3, axis=1) * np.array([1.0, 0.0, 0.0])[None, :, None, None]
+        a = np.where(bad.any(1, keepdims=True), red, a)
+        c = 3
+        title = f"{title} ({broken} of {n} images not finite, red)".lstrip()
     nrow = nrow or int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / nrow))
     pad = 1
-    canvas = np.ones((rows * (h + pad) + pad, nrow * (w + pad) + pad, c))
+    canvas = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), 0.5)
     for i in range(n):
         r, col = divmod(i, nrow)
         canvas[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = a[i].transpose(1, 2, 0)
