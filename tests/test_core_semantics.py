@@ -280,6 +280,29 @@ def test_an_interrupted_atomic_write_keeps_the_previous_file_and_leaves_no_tempo
 
 
 
+@pytest.mark.parametrize("fails", ["disk", "safetensors"])
+def test_an_atomic_write_that_runs_out_of_disk_names_its_file_in_an_oserror(tmp_path, fails) -> None:
+    """A full disk: ``[Errno 28] No space left on device`` named no file, and safetensors raised its own
+    SafetensorError, which the command line reported as a traceback."""
+    import errno
+
+    from safetensors import SafetensorError
+
+    from invertible.persistence import atomic_write
+
+    def full(tmp: str) -> None:
+        Path(tmp).write_bytes(b"par")
+        if fails == "disk":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    target = tmp_path / "model.safetensors"
+    with pytest.raises(OSError, match=f"cannot write {target}: .*No space left on device") as e:
+        atomic_write(target, full)
+    assert e.value.errno == (errno.ENOSPC if fails == "disk" else None)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_atomic_write_onto_a_directory_is_refused_before_writing(tmp_path) -> None:
     """The error names the directory (the rename used to fail naming the temporary file, after the write)."""
     from invertible.persistence import atomic_write

@@ -176,6 +176,30 @@ def test_replica_released_before_the_process_group(tmp_path):
         assert json.loads(out) == [0, 0], f"rank {rank}: DDP wrappers alive at teardown (finished run, stopped run)"
 
 
+_OTHER_DATA_WORKER = """
+import os, sys
+import numpy as np
+from invertible.train import TrainConfig, TrainingError, loop
+
+rank = os.environ["RANK"]
+os.makedirs(f"node{rank}")
+os.chdir(f"node{rank}")  # each rank in its own directory, as on its own node
+np.save("table.npy", np.random.default_rng(int(rank)).normal(size=(200, 3)))  # a stale copy: other values
+try:
+    loop.train(TrainConfig(data="table.npy", model_options={"layers": 2, "hidden": [8]}, steps=2, batch_size=32,
+                           device="cpu", threads=1, progress=False, plots=False, out=os.path.join("..", sys.argv[2])))
+except TrainingError as e:
+    print(e)
+"""
+
+
+@pytest.mark.slow
+def test_ranks_that_read_different_data_are_stopped(tmp_path):
+    """Every rank reads the data itself: ranks whose files differed trained together without a word."""
+    for code, out, err in _run_pair(tmp_path, _OTHER_DATA_WORKER, _free_ports(1)):
+        assert code == 0 and "the processes read different data as table.npy (its digest differs between ranks)" in out, err
+
+
 _SIGNAL_WORKER = """
 import json, os, signal, sys
 from invertible.train import TrainConfig, TrainingInterrupted, loop
@@ -266,6 +290,13 @@ def test_a_run_directory_rank_0_cannot_write_stops_every_rank_in_one_line(tmp_pa
     assert proc.returncode != 0
     assert "error: cannot make the directory taken: a file of that name exists" in proc.stderr  # rank 0
     assert "error: rank 0 could not write the run directory taken (its error says why)" in proc.stderr  # rank 1
+    # the metrics file too (a full disk): rank 1 died in its next collective
+    (tmp_path / "run" / "metrics.jsonl").mkdir(parents=True)
+    proc = _torchrun(["--data", "table.npy", "-m", "layers=2", "-m", "hidden=[8]", "--steps", "4", "--batch-size", "32",
+                      "--no-plots", "--out", "run"], tmp_path)
+    assert proc.returncode != 0 and "[rank1]" not in proc.stderr, proc.stderr[-3000:]  # no worker's traceback
+    assert "error: cannot write run/metrics.jsonl: it is a directory" in proc.stderr  # rank 0
+    assert "error: rank 0 could not write run/metrics.jsonl (its error says why)" in proc.stderr  # rank 1
     assert "[rank1]: Traceback" not in proc.stderr and "Connection closed" not in proc.stderr
     assert (tmp_path / "taken").read_text() == "not a directory"
 

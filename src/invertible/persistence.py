@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from .core import Flow
 
-__all__ = ["save_flow", "load", "atomic_write", "check_format", "file_sha256", "MODEL_JSON", "MODEL_WEIGHTS"]
+__all__ = ["save_flow", "load", "atomic_write", "naming_path", "check_format", "file_sha256", "MODEL_JSON", "MODEL_WEIGHTS"]
 
 MODEL_JSON = "model.json"
 MODEL_WEIGHTS = "model.safetensors"
@@ -52,6 +52,13 @@ def _fsync_dir(path: str | os.PathLike) -> None:
         pass
 
 
+def naming_path(error: OSError, path: str | os.PathLike) -> OSError:
+    """``error`` of writing ``path`` as an ``OSError`` that names it (a full disk's ``[Errno 28]`` names no file)."""
+    if error.errno is None:
+        return OSError(f"cannot write {path}: {error}")
+    return OSError(error.errno, f"cannot write {path}: {error.strerror}")
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it onto ``path``.
 
@@ -66,7 +73,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except SafetensorError as e:  # safetensors reports a full disk as its own error, which is no OSError
+            raise OSError(f"cannot write {path}: {e}") from None
+        except OSError as e:
+            raise e if e.filename is not None else naming_path(e, path) from None
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         _fsync(tmp)
         os.replace(tmp, path)

@@ -198,6 +198,9 @@ class _Trainer:
         self.data_source = self._data_source(resume)
         self.bundle: DataBundle = load_bundle(self.data_source, config.seed, config.data_options)
         self.data_fingerprint = data_fingerprint(self.bundle)
+        if len(set(gather_objects(runtime, self.data_fingerprint["sha256"]))) > 1:  # a stale copy on another node
+            raise TrainingError(f"the processes read different data as {self.data_source} (its digest differs "
+                                "between ranks): every rank must read the same files")
         self.flow: Flow = build_flow(config.model, config.model_options, self.bundle, resume).to(runtime.device)
         self.flow.train()
         if config.threads is None and runtime.device.type == "cpu" and single_thread_pays(count_parameters(self.flow)):
@@ -229,7 +232,8 @@ class _Trainer:
         if resume:
             self._restore()
         else:
-            self.metrics.truncate(0)  # lines left by an earlier attempt that failed before its first checkpoint
+            # lines left by an earlier attempt that failed before its first checkpoint
+            self._on_main(str(self.metrics.path), lambda: self.metrics.truncate(0))
         self.model = self.flow
         if runtime.distributed:
             synchronize_normalization(self.flow)  # ActNorm/BatchNorm statistics of the global batch
@@ -315,7 +319,7 @@ class _Trainer:
             self.ema_preprocess.updates = self.ema.updates
         self._restore_early_stopping(ckpt)
         set_rng_state(ckpt.rng)
-        self.metrics.truncate(self.step)
+        self._on_main(str(self.metrics.path), lambda: self.metrics.truncate(self.step))
 
     def _record_changed_settings(self, ckpt: Checkpoint) -> None:
         """Add to the run's record of resumes (:data:`~invertible.train.config.RESUMED`, kept in the checkpoint's
@@ -510,7 +514,7 @@ class _Trainer:
     def _validate(self) -> None:
         cfg = self.config
         result = evaluate_split(self.eval_flow, self.eval_bundle, "val", cfg.eval_batch_size, self.rt.device)
-        self.metrics.write({"step": self.step, "split": "val", **result})
+        self._on_main(str(self.metrics.path), lambda: self.metrics.write({"step": self.step, "split": "val", **result}))
         best, val = self.state["best_val"], result["val_nll"]
         # a NaN is never the best: every comparison with it is false, so no later validation would improve on it
         if not math.isnan(val) and (best is None or val < best - cfg.min_delta):
@@ -538,7 +542,7 @@ class _Trainer:
         record = {"step": self.step, "split": "train", **out, "loss": self.state["loss_sum"] / self.state["loss_count"]}
         if "bpd" in out:
             record["bpd"] = self.state["bpd_sum"] / self.state["loss_count"]
-        self.metrics.write(record)
+        self._on_main(str(self.metrics.path), lambda: self.metrics.write(record))
         self.state.update(loss_sum=0.0, bpd_sum=0.0, loss_count=0)
 
     def fit(self, callbacks: Sequence[Callback]) -> None:

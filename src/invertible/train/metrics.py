@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..persistence import atomic_write
+from ..persistence import atomic_write, naming_path
 
 __all__ = ["MetricsLog", "read_metrics"]
 
@@ -60,9 +60,12 @@ class MetricsLog:
         if not self.enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+        except OSError as e:  # a full disk's error names no file
+            raise naming_path(e, self.path) from None
 
     def records(self) -> list[dict[str, Any]]:
         return read_metrics(self.path)
