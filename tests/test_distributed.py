@@ -359,9 +359,11 @@ def _stopped_torchrun(cwd: Path, run: str, target: str, progress: int = 5) -> tu
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "invertible",
-         "train", "--device", "cpu", "--threads", "1", "--no-progress", *_STOP_FLAGS, "--steps", str(_STOP_EVERY),
-         "--out", run], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+        # a loaded host may take longer than torchrun's default 30 s to finish the step and its checkpoint
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--shutdown-timeout",
+         str(_STOP_TIMEOUT_S), "-m", "invertible", "train", "--device", "cpu", "--threads", "1", "--no-progress",
+         *_STOP_FLAGS, "--steps", str(_STOP_EVERY), "--out", run],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
     workers: dict[int, int] = {}
     try:
         deadline, seen = time.monotonic() + _STOP_TIMEOUT_S, 0
