@@ -41,6 +41,13 @@ INERT = [
     ("maf", {"features": 2, "components": 5}, "components=5", "it sizes the mixture of base='mog', and base is 'normal'"),
     ("iaf", {"features": 2, "components": 5}, "components=5", "it sizes the mixture of base='mog', and base is 'normal'"),
     ("maf", {"features": 2, "seed": 3}, "seed=3", "permutation is 'reverse' with random_degrees false"),
+    # one feature has one order; the hidden units of two (without a context) one degree: both built the same model
+    ("maf", {"features": 1, "permutation": "random"}, "permutation='random'", "a single feature has one order"),
+    ("nsf", {"features": 1, "permutation": "random"}, "permutation='random'", "a single feature has one order"),
+    ("nsf", {"features": 1, "seed": 2}, "seed=2", "permutation is 'reverse' over 1 feature(s)"),
+    ("maf", {"features": 1, "seed": 2}, "seed=2", "permutation is 'reverse' with random_degrees false over 1 feature(s)"),
+    ("iaf", {"features": 2, "random_degrees": True, "seed": 3}, "random_degrees=True",
+     "the hidden units of 2 feature(s) can only have degree 1"),
     ("nsf", {"features": 2, "kind": "coupling", "base": "logistic", "components": 3}, "components=3", "base is 'logistic'"),
     ("nsf", {"features": 2, "kind": "coupling", "seed": 1}, "seed=1", "the orders or masks of permutation='random', "
                                                                        "and permutation is 'reverse'"),
@@ -65,7 +72,8 @@ def test_an_option_the_other_settings_make_inert_is_refused(name: str, options: 
 @pytest.mark.parametrize("name, options", [
     ("maf", {"features": 2, "base": "mog", "components": 5}),
     ("maf", {"features": 2, "seed": 3, "permutation": "random"}),
-    ("iaf", {"features": 2, "seed": 3, "random_degrees": True}),
+    ("iaf", {"features": 3, "seed": 3, "random_degrees": True}),
+    ("maf", {"features": 2, "context_features": 1, "seed": 3, "random_degrees": True}),  # degrees 0 and 1
     ("nsf", {"features": 2, "kind": "coupling", "permutation": "random", "seed": 1}),
     ("realnvp", {"event_shape": [1, 4, 4], "levels": 1, "blocks": 1, "hidden_channels": 8}),
     ("realnvp", {"features": 2, "layers": 2, "hidden": [8], "activation": "tanh", "levels": 2}),  # levels at its default

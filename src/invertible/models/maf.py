@@ -12,6 +12,7 @@ from torch import nn
 
 from ..core import Compose, Flow, Inverse, Transform
 from ..distributions import MixtureOfGaussians, build_base
+from ..nets.made import lowest_hidden_degree
 from ..seeding import part_seeds
 from ..transforms.autoregressive import InverseAutoregressiveAffine, MaskedAffineAutoregressive
 from ..transforms.normalization import BatchNorm
@@ -101,14 +102,23 @@ class MAF(Flow):
 
     @staticmethod
     def inert_options(options: dict) -> dict[str, str]:
-        """The options that do nothing under the others: ``components`` without ``base="mog"``, ``seed`` with
-        neither random orders nor random degrees, ``batch_norm`` with one layer."""
+        """The options that do nothing under the others: ``components`` without ``base="mog"``, ``batch_norm`` with
+        one layer, ``permutation`` with one feature (one order), ``random_degrees`` where the hidden units can have
+        one degree only (two features without a context, as for MADE), and ``seed`` when it draws neither."""
         inert = mixture_inert(options)
         if options["batch_norm"] and options["layers"] == 1:
             inert["batch_norm"] = "it normalises between layers, and layers is 1"
-        if options["permutation"] != "random" and not options["random_degrees"]:
+        d, low = options["features"], lowest_hidden_degree(options["context_features"])
+        one_order, one_degree = d == 1, d - 1 <= low  # hidden degrees lie in [low, max(D - 1, low)]
+        if one_order:
+            inert["permutation"] = "a single feature has one order"
+        if one_degree:
+            inert["random_degrees"] = f"the hidden units of {d} feature(s) can only have degree {low}"
+        random_order = options["permutation"] == "random" and not one_order
+        if not random_order and not (options["random_degrees"] and not one_degree):
             inert["seed"] = (f"it draws random orders (permutation='random') and random degrees (random_degrees=true), "
-                             f"and permutation is {options['permutation']!r} with random_degrees false")
+                             f"and permutation is {options['permutation']!r} with random_degrees "
+                             f"{str(options['random_degrees']).lower()} over {d} feature(s)")
         return inert
 
     def __init__(

@@ -58,10 +58,14 @@ class NSF(Flow):
 
     @staticmethod
     def inert_options(options: dict) -> dict[str, str]:
-        """``components`` without ``base="mog"``, ``seed`` without ``permutation="random"``."""
+        """``components`` without ``base="mog"``, ``permutation`` with one feature (one order), ``seed`` without
+        ``permutation="random"`` over two or more features."""
         inert = mixture_inert(options)
-        if options["permutation"] != "random":
-            inert["seed"] = f"it draws the orders or masks of permutation='random', and permutation is {options['permutation']!r}"
+        if options["features"] == 1:
+            inert["permutation"] = "a single feature has one order"
+        if options["permutation"] != "random" or options["features"] == 1:
+            inert["seed"] = (f"it draws the orders or masks of permutation='random', and permutation is "
+                             f"{options['permutation']!r} over {options['features']} feature(s)")
         return inert
 
     def __init__(
