@@ -27,7 +27,8 @@ class NICE(Flow):
         context_features: size of the conditioning vector (``None``: unconditional).
         layers: number of additive coupling layers.
         hidden: hidden widths of each coupling's MLP.
-        base: ``"logistic"`` (the paper's) or ``"normal"``.
+        base: ``"logistic"`` (the paper's), or another of :data:`~invertible.distributions.BASES`
+            (``"normal"``, ``"diagonal_normal"``, ``"mog"``: 5 Gaussians per dimension).
         event_shape: instead of ``features``: ``(D,)`` or an image ``(C, H, W)``; images are
             flattened and their pixels split odd/even, as in the paper's MNIST model.
     """

@@ -22,7 +22,8 @@ class Planar(Flow):
         features: dimension of the vectors.
         context_features: size of the context that amortises every layer's parameters.
         layers: number ``K`` of planar layers.
-        base: ``"normal"`` or ``"diagonal_normal"`` (learnable mean and scale).
+        base: ``"normal"`` or ``"diagonal_normal"`` (learnable mean and scale), or ``"logistic"``, ``"mog"``
+            (5 Gaussians per dimension): :data:`~invertible.distributions.BASES`.
     """
 
     def __init__(self, features: int, context_features: int | None = None, layers: int = 16, base: str = "normal"):
@@ -40,7 +41,8 @@ class Radial(Flow):
         features: dimension of the vectors.
         context_features: size of the context that amortises every layer's parameters.
         layers: number ``K`` of radial layers.
-        base: ``"normal"`` or ``"diagonal_normal"``.
+        base: ``"normal"`` or ``"diagonal_normal"``, or ``"logistic"``, ``"mog"``
+            (:data:`~invertible.distributions.BASES`).
     """
 
     def __init__(self, features: int, context_features: int | None = None, layers: int = 16, base: str = "normal"):

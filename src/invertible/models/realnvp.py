@@ -28,7 +28,8 @@ class RealNVP(Flow):
         hidden: hidden widths of each coupling's MLP.
         scale: ``"softclamp"``, ``"sigmoid"`` or ``"exp"`` (see :class:`AffineCoupling`).
         actnorm: put an :class:`ActNorm` before every coupling.
-        base: ``"normal"``, ``"diagonal_normal"`` or ``"logistic"``.
+        base: ``"normal"``, ``"diagonal_normal"``, ``"logistic"`` or ``"mog"`` (5 Gaussians per dimension;
+            :data:`~invertible.distributions.BASES`).
         event_shape: instead of ``features``: ``(D,)`` or an image ``(C, H, W)``, which builds
             the paper's multi-scale architecture (see :func:`realnvp_image_transform`) from
             ``levels``, ``hidden_channels`` and ``blocks``; ``layers``, ``hidden`` and

@@ -23,7 +23,8 @@ class Sylvester(Flow):
         variant: ``"orthogonal"`` or ``"householder"``.
         bottleneck: ``M`` columns of ``Q`` for the orthogonal variant (default ``features``).
         reflections: Householder reflections per layer (default ``features``).
-        base: ``"normal"`` or ``"diagonal_normal"``.
+        base: ``"normal"`` or ``"diagonal_normal"``, or ``"logistic"``, ``"mog"``
+            (:data:`~invertible.distributions.BASES`).
     """
 
     @staticmethod
