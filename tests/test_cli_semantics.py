@@ -273,7 +273,8 @@ def test_listings_give_each_entry_the_first_line_of_its_docstring(capsys):
         assert text == models.get(name).__doc__.strip().splitlines()[0].replace("``", ""), name
     code, out, _ = _cli(capsys, "datasets")
     *rows, files = out.splitlines()
-    assert code == 0 and files == "files:           (no suffix), .csv, .gz, .idx3-ubyte, .idx3-ubyte.gz, .npy"
+    assert code == 0 and files == ("files:           (no suffix: IDX files, MNIST, CIFAR-10 or PNG directories), .csv, .gz, "
+                                   ".idx3-ubyte, .idx3-ubyte.gz, .npy")
     for name, text in (line.split(None, 1) for line in rows):
         assert text == DATASETS[name].__doc__.strip().splitlines()[0].replace("``", ""), name
 

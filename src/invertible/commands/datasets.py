@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
         doc = (DATASETS[name].__doc__ or "").strip().splitlines()
         print(f"{name:16s} {doc[0].replace('``', '') if doc else ''}")
     if READERS:
-        print("files:           " + ", ".join(s or "(no suffix)" for s in sorted(READERS)))
+        print("files:           " + ", ".join(s or "(no suffix: IDX files, MNIST, CIFAR-10 or PNG directories)" for s in sorted(READERS)))
     return 0
 
 

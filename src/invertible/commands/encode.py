@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("run", metavar="RUN", help="run directory (or a directory written by flow.save)")
     p.add_argument("--out", required=True, help="output file of the latents: .npy or .csv")
     add_row_flags(p)
-    p.add_argument("--batch-size", type=int, default=1024, help="rows encoded at a time")
+    p.add_argument("--batch-size", type=int, default=1024, help="rows encoded at a time (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.set_defaults(command=run)
 

@@ -53,9 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("eval", help="evaluate a trained flow on a dataset", description=__doc__.replace("``", ""))
     p.add_argument("run", metavar="RUN", help="run directory (or a directory written by flow.save)")
     add_row_flags(p)
-    p.add_argument("--batch-size", type=int, default=1024, help="evaluation batch size")
+    p.add_argument("--batch-size", type=int, default=1024, help="evaluation batch size (default: %(default)s)")
     p.add_argument("--draws", type=int, default=1,
-                   help="dequantization noise draws to average over (image data; seeded, so the figure is reproducible)")
+                   help="dequantization noise draws to average over (image data; seeded, so the figure is reproducible; "
+                        "default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--out", help="also write the results to this JSON file")
     p.add_argument("--per-row", metavar="FILE", help="write each row's log-density (nats) to FILE (.npy or .csv)")

@@ -51,11 +51,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("interpolate", help="latent interpolations between test images (PNG)", description=__doc__.replace("``", ""))
     p.add_argument("run", metavar="RUN", help="run directory written by `invertible train` on image data")
     p.add_argument("--out", required=True, help="output .png file")
-    p.add_argument("--pairs", type=int, default=4, help="number of image pairs (rows)")
-    p.add_argument("--steps", type=int, default=8, help="images per row, ends included")
+    p.add_argument("--pairs", type=int, default=4, help="number of image pairs (rows; default: %(default)s)")
+    p.add_argument("--steps", type=int, default=8, help="images per row, ends included (default: %(default)s)")
     p.add_argument("--label", help="class of a class-conditional flow to draw every pair from: a class name the run "
                                    "records, or a label index (default: each pair of one class, any class)")
-    p.add_argument("--seed", type=seed_argument, default=0, help="random seed that picks the pairs")
+    p.add_argument("--seed", type=seed_argument, default=0, help="random seed that picks the pairs (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.set_defaults(command=run)
 

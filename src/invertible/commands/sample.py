@@ -37,14 +37,14 @@ from ._common import (check_array_path, check_not_an_input, existing_run, label_
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("sample", help="draw samples from a trained flow", description=__doc__.replace("``", ""))
     p.add_argument("run", metavar="RUN", help="run directory (or a directory written by flow.save)")
-    p.add_argument("-n", "--num", type=int, default=1000, help="number of samples")
+    p.add_argument("-n", "--num", type=int, default=1000, help="number of samples (default: %(default)s)")
     p.add_argument("--out", required=True, help="output file: .npy or .csv (values), .png (image grid)")
     p.add_argument("--label", help="class of a class-conditional flow (one-hot context): a class name the run "
                                    "records, or a label index")
-    p.add_argument("--seed", type=seed_argument, default=0, help="random seed")
+    p.add_argument("--seed", type=seed_argument, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="scale of the base noise about the base's mean: x = f^-1(T u) for a standard normal base; "
-                        "T < 1 trades diversity for typical samples")
+                        "T < 1 trades diversity for typical samples (default: %(default)s)")
     p.add_argument("--context", metavar="FILE.npy", help="conditioning vectors, shape (C,) or (n, C), for conditional flows")
     p.add_argument("--raw", action="store_true", help="undo the dataset's preprocessing (the run's own; older runs load their dataset)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
