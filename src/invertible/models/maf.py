@@ -82,7 +82,9 @@ class MAF(Flow):
         hidden: hidden widths of each MADE.
         activation: hidden nonlinearity.
         permutation: ``"reverse"`` (orders alternate) or ``"random"`` (a random order per layer).
-        batch_norm: a :class:`BatchNorm` between consecutive layers (as in the MAF paper).
+        batch_norm: a :class:`BatchNorm` between consecutive layers (as in the MAF paper; its code also puts one
+            after the last layer). In evaluation it uses running averages of the batch statistics (momentum
+            0.1), where the paper's code sets them to the statistics of the whole training set.
         base: ``"normal"``, ``"diagonal_normal"``, ``"logistic"`` or ``"mog"``
             (a mixture of ``components`` Gaussians per dimension, independent across dimensions; the paper's
             "MAF MoG" has a MADE MoG base instead, a mixture for each conditional ``p(z_d | z_<d)``).
