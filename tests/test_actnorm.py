@@ -1,5 +1,6 @@
 """ActNorm's data-dependent initialisation: once, on the first training pass; again only for a loaded uninitialised state."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -60,6 +61,7 @@ def test_normalisation_layers_refuse_an_eps_that_is_not_a_finite_number_at_least
         with pytest.raises(ValueError, match="eps must be a finite number >= 0, got"):
             layer(2, eps=eps)
     assert ActNorm(2, eps=0).eps == 0.0 and BatchNorm(2, eps=0).eps == 0.0
+    assert ActNorm(2, eps=np.float32(0.5)).eps == 0.5 and BatchNorm(2, eps=np.float64(0.5)).eps == 0.5  # numpy's too
 
 
 def test_loaded_flag_decides_whether_the_next_pass_initialises():

@@ -200,6 +200,37 @@ def test_ranks_that_read_different_data_are_stopped(tmp_path):
         assert code == 0 and "the processes read different data as table.npy (its digest differs between ranks)" in out, err
 
 
+_FULL_DISK_WORKER = """
+import errno, sys
+from invertible.train import TrainConfig, TrainingError, loop, metrics
+
+write = metrics.MetricsLog.write
+
+def full(self, record):  # rank 0 alone writes: its disk fills up at step 4
+    if record["step"] >= 4:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    write(self, record)
+
+metrics.MetricsLog.write = full
+try:
+    loop.train(TrainConfig(data=sys.argv[1], model_options={"layers": 2, "hidden": [8]}, steps=8, batch_size=32,
+                           log_every=2, eval_every=4, device="cpu", threads=1, progress=False, plots=False,
+                           out=sys.argv[2]))
+except (OSError, TrainingError) as e:
+    print(type(e).__name__, e)
+"""
+
+
+@pytest.mark.slow
+def test_a_metrics_line_rank_0_cannot_write_stops_every_rank_in_one_line(tmp_path):
+    """A full disk at a later line of metrics.jsonl: rank 1 went on to the next collective and died of the lost
+    peer with a gloo traceback."""
+    (rank0, out0, err0), (rank1, out1, err1) = _run_pair(tmp_path, _FULL_DISK_WORKER, _free_ports(1))
+    assert rank0 == rank1 == 0, err0 + err1
+    assert out0.strip() == "OSError [Errno 28] No space left on device", out0 + err0
+    assert out1.strip().startswith("TrainingError rank 0 could not write out1/metrics.jsonl"), out1 + err1
+
+
 _SIGNAL_WORKER = """
 import json, os, signal, sys
 from invertible.train import TrainConfig, TrainingInterrupted, loop

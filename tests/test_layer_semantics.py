@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -216,6 +217,7 @@ def test_smooth_leaky_elu_inverse_solves_to_its_forward_and_needs_an_iteration()
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match=f"iterations must be a positive integer, got {bad!r}"):
             SmoothLeakyELU(0.2, iterations=bad)
+    assert SmoothLeakyELU(0.2, iterations=np.int64(3)).iterations == 3  # numpy's integers too
 
 
 # ---------------------------------------------------------------- dequantization

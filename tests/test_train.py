@@ -329,7 +329,7 @@ def test_loss_curve_of_a_one_step_run_shows_both_points():
     assert fig.axes[0].get_lines()[0].get_marker() in ("None", "", None)  # a curve stays a plain line
 
 
-def test_the_loss_curve_draws_the_training_loss_in_the_datas_units(tmp_path):
+def test_the_loss_curve_draws_the_training_loss_in_the_datas_units(tmp_path, monkeypatch):
     """A table of scale 10, standardised: its training loss, in the model's space, is 2 log 10 below the NLL of
     the data the validation curve shows (a gap of units, which looked like under-fitting); the picture shifts it
     by the standardisation's log-det. Raw pixels count their preprocessing in the loss already: no shift."""
@@ -346,6 +346,14 @@ def test_the_loss_curve_draws_the_training_loss_in_the_datas_units(tmp_path):
     assert fig.axes[0].get_legend().get_texts()[0].get_text() == "train loss (data space)"
     assert _training_log_det(load("digits")) == 0.0  # raw pixels
     assert _training_log_det(load("moons")) == 0.0  # no preprocessing
+    import invertible.train.pictures as pictures  # the run's loss.png is drawn so
+    from invertible.models import build
+
+    figures = {}
+    monkeypatch.setattr(pictures, "save_figure", lambda fig, path: figures.__setitem__(path.name, fig))
+    pictures.draw_run(tmp_path, build("maf", features=2, layers=1, hidden=[4]), bundle,
+                      [{"step": 10, "split": "train", "loss": 1.5}], seed=0)
+    assert figures["loss.png"].axes[0].get_lines()[0].get_ydata()[0] == pytest.approx(1.5 - shift)
 
 
 def test_an_image_grid_draws_images_that_are_not_finite_in_red_and_counts_them():

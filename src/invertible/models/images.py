@@ -71,9 +71,6 @@ def realnvp_image_transform(
     f = 2 ** (levels - 1)
     if h % f or w % f:
         raise ValueError(f"{levels} scales squeeze by {f}: height and width must be divisible by {f}, got {h}x{w}")
-    if (h // f) * (w // f) < 2:
-        raise ValueError(f"the last of {levels} scales works on {h // f}x{w // f} images, where checkerboard couplings "
-                         "have a single pixel to split: use fewer levels")
 
     def coupling(mask: str, parity: int, c: int, h: int, w: int) -> list[Transform]:
         layer = AffineImageCoupling(

@@ -48,6 +48,19 @@ class RealNVP(Flow):
         return {k: "it shapes the multi-scale model of images (event_shape [C, H, W]), and the data are vectors "
                    "(layers, hidden and activation shape the vector model)" for k in ("levels", "hidden_channels", "blocks")}
 
+    @staticmethod
+    def unlearnable_options(options: dict) -> dict[str, str]:
+        """``levels`` whose last scale works on one pixel: half of its checkerboard couplings keep that pixel (no
+        gradient reaches them) and the other half condition on nothing (a context aside)."""
+        shape, levels = options["event_shape"], options["levels"]
+        if shape is None or len(shape) != 3 or not isinstance(levels, int) or levels < 1:
+            return {}
+        f = 2 ** (levels - 1)
+        if shape[1] % f == 0 and shape[2] % f == 0 and (shape[1] // f) * (shape[2] // f) < 2:
+            return {"levels": f"the last of {levels} scales works on 1x1 images, where checkerboard couplings have a "
+                              "single pixel to split: use fewer levels"}
+        return {}
+
     def __init__(
         self,
         features: int | None = None,

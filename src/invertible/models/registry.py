@@ -7,7 +7,9 @@ so ``flow.save`` and :func:`invertible.load` can rebuild it exactly.
 Some options act only under other settings (``components`` sizes the mixture of
 ``base="mog"``; RealNVP's ``levels`` are scales of images). A preset names them in
 its ``inert_options(options)``, and :func:`build` refuses such an option set away
-from its default where it would do nothing; :func:`rebuild` (a saved model) lets it be.
+from its default where it would do nothing; :func:`rebuild` (a saved model) lets it be. Settings that build
+layers which cannot learn (RealNVP's checkerboard couplings of a one-pixel scale) are named by
+``unlearnable_options(options)`` and refused by :func:`build` alike, whatever their value.
 """
 
 from __future__ import annotations
@@ -148,12 +150,16 @@ def build(name: str, **options: Any) -> Flow:
 
 def _refuse_inert(name: str, options: dict[str, Any]) -> None:
     """``ValueError`` for an option of ``options`` away from its default that preset ``name``'s
-    ``inert_options`` says has no effect under the settings (given or default) of the others."""
+    ``inert_options`` says has no effect under the settings (given or default) of the others, and for a setting,
+    given or default, that its ``unlearnable_options`` says builds layers that cannot learn."""
+    defaults = preset_options(name)
+    settings = {**defaults, **options}
+    unlearnable = getattr(get(name), "unlearnable_options", None)
+    for key, why in (unlearnable(settings) if unlearnable else {}).items():
+        raise ValueError(f"model option {key}={settings[key]!r} builds layers that cannot learn: {why}")
     inert = getattr(get(name), "inert_options", None)
     if inert is None:
         return
-    defaults = preset_options(name)
-    settings = {**defaults, **options}
     for key, why in inert(settings).items():
         if key in options and _jsonable(options[key]) != _jsonable(defaults[key]):
             raise ValueError(f"model option {key}={options[key]!r} has no effect: {why}")

@@ -7,6 +7,7 @@ Each acts on every coordinate independently, so its Jacobian is diagonal and
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Sequence
 
 import torch
@@ -87,9 +88,9 @@ class SmoothLeakyELU(Transform):
         if not 0 < leak < 1:
             raise ValueError(f"leak must lie in (0, 1), got {leak}")
         self.leak = float(leak)
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral) or iterations < 1:
             raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
-        self.iterations = iterations
+        self.iterations = int(iterations)
 
     def _branch(self, x: Tensor) -> tuple[Tensor, Tensor]:
         a = self.leak

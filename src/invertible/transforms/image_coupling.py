@@ -85,8 +85,6 @@ class _ImageCoupling(Transform):
             n_in = int(channel_mask(c, parity).sum())
             n_out = c - n_in
         else:
-            if h * w < 2:  # one pixel: one coupling keeps it, the other's conditioner sees nothing
-                raise ValueError(f"a checkerboard mask needs at least 2 pixels, got {h}x{w}; use mask='channel'")
             self.register_buffer("mask", checkerboard_mask(h, w, parity).float())
             n_in, n_out = c, c
         self.net_in_channels = n_in

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.distributed as dist
@@ -66,7 +67,7 @@ def _rsqrt(y: Tensor, log_y: Tensor) -> Tensor:
 def _check_eps(eps: float) -> float:
     """``eps`` as a float, or ``ValueError`` unless it is finite and ``>= 0`` (a negative one makes a log of a
     negative number, NaN, for a channel of small spread)."""
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < math.inf:
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps < math.inf:
         raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
     return float(eps)
 
@@ -143,10 +144,6 @@ class ActNorm(Transform):
             extremes = x.new_full((2 * x.shape[1],), -math.inf)
         if pooled:
             dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
-        # (an empty batch's extremes are -inf; off with validate = False, where the training engine names the cause)
-        if self.validate and bool((extremes == math.inf).any() | extremes.isnan().any()):
-            raise ValueError("ActNorm cannot initialise from a batch holding NaN or inf: its first batch sets its "
-                             "loc and log_scale for good")
         high, neg_low = extremes.view(2, -1)
         unit = _unit(torch.maximum(high, neg_low))
         x = x / self._view(unit, x)  # exact, and no overflow of the sums below for |x| up to the float range
@@ -154,6 +151,11 @@ class ActNorm(Transform):
         sums = torch.cat([x.sum(dim=dims), count])
         if pooled:
             dist.all_reduce(sums)
+        # a NaN or inf of any rank reaches every rank's sums (NCCL's MAX of the extremes drops a NaN); off with
+        # validate = False, where the training engine names the cause
+        if self.validate and not bool(torch.isfinite(sums).all()):
+            raise ValueError("ActNorm cannot initialise from a batch holding NaN or inf: its first batch sets its "
+                             "loc and log_scale for good")
         total = sums[-1]
         if total == 0:
             return False
