@@ -285,6 +285,18 @@ def test_datasets_describes_a_file_suffix_in_any_case(capsys):
     assert code == code_upper == 0 and upper == lower and "context_columns" in upper
 
 
+def test_datasets_describes_the_reader_of_a_path(tmp_path, capsys):
+    """A directory of images (or any path) has no suffix to name: its reader's options were reachable only as
+    ``invertible datasets ""``; a path names it."""
+    (tmp_path / "t.CSV").write_text("a,b\n1,2\n")
+    code, by_path, _ = _cli(capsys, "datasets", tmp_path / "t.CSV")
+    assert code == 0 and by_path.replace(str(tmp_path / "t.CSV"), ".csv") == _cli(capsys, "datasets", ".csv")[1]
+    code, folder, _ = _cli(capsys, "datasets", tmp_path)
+    assert code == 0 and "a folder of PNGs" in folder and "dequantization" in folder
+    code, _, err = _cli(capsys, "datasets", tmp_path / "missing.md")
+    assert code == 2 and "unknown dataset or file suffix" in err
+
+
 # --- the command line itself and the shared helpers ---------------------------------------------------------------
 
 def test_no_command_prints_the_help_and_exits_2(capsys):

@@ -1,19 +1,21 @@
 """``invertible datasets [NAME]``: the built-in datasets and the file types that can be read; with ``NAME``
-(a dataset, or a file suffix such as ``.csv``), its description and its ``-d`` options with their defaults."""
+(a dataset, a file suffix such as ``.csv``, or a file or directory to read), its description and its ``-d`` options
+with their defaults."""
 
 from __future__ import annotations
 
 import argparse
 import inspect
+from pathlib import Path
 
 from .. import data
-from ..data.registry import DATASETS, READERS
+from ..data.registry import DATASETS, READERS, file_suffix
 from ._common import default_text, describe
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("datasets", help="list the built-in datasets and readable file types", description=__doc__.replace("``", ""))
-    p.add_argument("name", nargs="?", help="a dataset or a file suffix: show its description and options")
+    p.add_argument("name", nargs="?", help="a dataset, a file suffix or a path: show its description and options")
     p.set_defaults(command=run)
 
 
@@ -30,7 +32,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _describe(name: str) -> int:
     reader = name not in DATASETS
-    fn = READERS.get(name.lower()) if reader else DATASETS[name]
+    key = name
+    if reader and name.lower() not in READERS and Path(name).exists():  # a file or directory: its suffix's reader
+        key = file_suffix(Path(name))
+    fn = READERS.get(key.lower()) if reader else DATASETS[name]
     if fn is None:
         raise ValueError(f"unknown dataset or file suffix {name!r}; datasets: {', '.join(data.available())}; "
                          f"file suffixes: {', '.join(s for s in sorted(READERS) if s)}")

@@ -159,7 +159,7 @@ def available() -> list[str]:
     return sorted(DATASETS)
 
 
-def _suffix(path: Path) -> str:
+def file_suffix(path: Path) -> str:
     """The suffix that picks a file's reader: the last two of a ``.gz`` file (``.idx3-ubyte.gz``)."""
     return "".join(path.suffixes[-2:]).lower() if path.suffix == ".gz" else path.suffix.lower()
 
@@ -171,7 +171,7 @@ def _file_reader(name_or_path: str, readers: dict[str, Callable[..., Any]]) -> C
     if not path.exists():
         hint = f"; built-in datasets: {', '.join(available())}" if not path.suffix else ""
         raise ValueError(f"unknown dataset {name_or_path!r} (no such built-in name or file){hint}")
-    suffix = _suffix(path)
+    suffix = file_suffix(path)
     if suffix not in readers:
         raise ValueError(f"cannot read {path}: unsupported file type {suffix!r}; readers exist for {sorted(readers)}")
     return functools.partial(readers[suffix], path)
