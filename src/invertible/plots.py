@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .persistence import atomic_write
 
-__all__ = ["save_figure", "loss_curve", "density_grid", "log_density_grid", "density_colours", "density_2d", "image_grid"]
+__all__ = ["save_figure", "loss_curve", "density_grid", "density_colours", "density_2d", "image_grid"]
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> None:
@@ -66,26 +66,15 @@ def density_grid(
     resolution: int = 200,
     batch_size: int = 8192,
     preprocess: torch.nn.Module | None = None,
+    log: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``exp(log q(x))`` of a 2-D flow on a ``resolution x resolution`` grid: ``(xs, ys, density)``.
+    """``exp(log q(x))`` of a 2-D flow on a ``resolution x resolution`` grid: ``(xs, ys, density)`` (with ``log``,
+    ``log q(x)`` itself), in float64.
 
     With ``preprocess`` (the bijection ``y, ladj = preprocess(x)`` from raw data to the flow's
     space, e.g. standardisation) the grid lies in raw data space and the density is
     ``exp(log q(preprocess(x)) + ladj)``.
     """
-    xs, ys, log_q = log_density_grid(flow, extent, resolution, batch_size, preprocess)
-    return xs, ys, np.exp(log_q)
-
-
-@torch.no_grad()
-def log_density_grid(
-    flow: torch.nn.Module,
-    extent: Sequence[float],
-    resolution: int = 200,
-    batch_size: int = 8192,
-    preprocess: torch.nn.Module | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``log q(x)`` on the grid of :func:`density_grid` (which exponentiates it): ``(xs, ys, log_density)``."""
     x0, x1, y0, y1 = extent
     xs, ys = np.linspace(x0, x1, resolution), np.linspace(y0, y1, resolution)
     grid = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
@@ -100,7 +89,8 @@ def log_density_grid(
         return flow.log_prob(y) + ladj
 
     log_q = torch.cat([log_p(points[i : i + batch_size]) for i in range(0, len(points), batch_size)])
-    return xs, ys, log_q.double().cpu().numpy().reshape(resolution, resolution)
+    log_q = log_q.double().cpu().numpy().reshape(resolution, resolution)
+    return xs, ys, log_q if log else np.exp(log_q)
 
 
 def density_colours(log_q: np.ndarray) -> tuple[np.ndarray, float, int]:
@@ -141,7 +131,7 @@ def density_2d(
     panels = 2 if samples is None else 3
     fig = Figure(figsize=(4 * panels, 4), layout="constrained")
     axes = fig.subplots(1, panels)
-    xs, ys, log_q = log_density_grid(flow, extent, resolution, preprocess=preprocess)
+    xs, ys, log_q = density_grid(flow, extent, resolution, preprocess=preprocess, log=True)
     dens, top, bad = density_colours(log_q)
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="red")
     axes[0].pcolormesh(xs, ys, np.ma.masked_invalid(dens), shading="auto", cmap=cmap, vmin=0.0, vmax=top)
