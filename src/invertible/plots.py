@@ -93,10 +93,11 @@ def density_grid(
     return xs, ys, log_q if log else np.exp(log_q)
 
 
-def density_colours(log_q: np.ndarray) -> tuple[np.ndarray, float, int]:
+def density_colours(log_q: np.ndarray) -> tuple[np.ndarray, float | None, int]:
     """``exp(log q)`` of the finite grid values in float64 (float32 underflowed below ``log q = -103``; NaN where
     ``log q`` is not finite), the top of its colour scale (the 99.5th percentile, so that a spike on a few grid
-    points leaves the rest of the density visible), and the number of grid points whose ``log q`` is not finite."""
+    points leaves the rest of the density visible; ``None``, matplotlib's own, where it is 0), and the number of grid
+    points whose ``log q`` is not finite."""
     finite = np.isfinite(log_q)
     density = np.where(finite, np.exp(np.where(finite, log_q, -np.inf)), np.nan)
     top = float(np.quantile(density[finite], 0.995)) if finite.any() else 0.0
