@@ -222,6 +222,18 @@ def test_kept_mask_sets_follow_the_pool_settings_and_survive_loading_a_state():
             model.use_masks(bad)
 
 
+def test_kept_mask_sets_follow_the_model_to_another_device():
+    """After ``.to(device)`` the copies kept on the old device were copied across at every load of their set (a
+    blocking host-to-GPU copy per training step); ``meta`` stands in for a GPU here."""
+    model = build("made", features=4, hidden=[16], masks=2)
+    model.use_masks(1)
+    model.use_masks(0)
+    model.to("meta")
+    model.use_masks(1)
+    model.use_masks(0)
+    assert {t.device.type for kept in model._mask_sets.values() for t in kept.values()} == {"meta"}
+
+
 @pytest.mark.parametrize("order", ["random", "reverse"])
 def test_without_order_agnostic_training_every_mask_set_keeps_the_one_order(order):
     model = build("made", features=5, hidden=[16], masks=4, order=order, order_agnostic=False)

@@ -547,3 +547,16 @@ def test_a_nan_validation_is_never_the_best(tmp_path, monkeypatch):
     cfg.steps, cfg.patience = 20, 2
     summary = train(cfg)
     assert summary["best_step"] != 4 and math.isfinite(summary["best_val_nll"])
+
+
+def test_a_checkpoint_of_more_gpus_than_this_machine_has_restores_the_generators_it_can(monkeypatch):
+    """``torch.cuda.set_rng_state_all`` set one state per GPU of the saving machine: a run checkpointed on a node of
+    8 GPUs failed to resume on one. (CUDA stood in for by monkeypatching: this machine may have none.)"""
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.full((4,), i, dtype=torch.uint8) for i in range(8)])
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append((device, int(state[0]))))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: pytest.fail("set one state per GPU here"))
+    set_rng_state(rng_state())
+    assert restored == [(0, 0)]

@@ -144,9 +144,11 @@ class _MaskPool:
         self.mask_index.fill_(k)  # type: ignore[attr-defined]
 
     def _pool_key(self) -> tuple:
-        """The settings that mask sets are built from."""
+        """The settings that mask sets are built from, and the device of the network they are kept for (after
+        ``.to(device)`` the kept copies of another device would be copied across at every load)."""
         order = self.base_order if isinstance(self.base_order, str) else tuple(int(i) for i in self.base_order)
-        return (self.masks, self.order_agnostic, self.connectivity_agnostic, order, self.seed, self.net.random_degrees)
+        return (self.masks, self.order_agnostic, self.connectivity_agnostic, order, self.seed, self.net.random_degrees,
+                self.net.degrees.device)
 
     def _build_masks(self, k: int) -> None:
         """Draw mask set ``k`` from ``seed`` and set the network's degrees and masks to it."""

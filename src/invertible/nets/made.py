@@ -270,6 +270,7 @@ class MaskedMLP(nn.Module):
         d, n_layers = self.features, len(self.layers)
         in_place = not torch.is_grad_enabled()
         order = self.order()
+        positions = order.tolist()  # read once: one int(order[j]) per step read the device D times
         perms = [torch.argsort(deg, stable=True) for deg in self.layer_degrees()[1:]]
         # ends[l][m]: number of units of layer l with degree <= m (units sorted by degree)
         ends = [torch.searchsorted(deg.sort().values, torch.arange(d, device=deg.device), right=True).tolist()
@@ -298,7 +299,7 @@ class MaskedMLP(nn.Module):
                 below = hs[l]
             width = ends[-1][j]
             params = torch.addmm(b_out[:, j], hs[-1].prefix(width), w_out[:, j, :width].t())
-            x.append(step(int(order[j]), params).unsqueeze(1))
+            x.append(step(positions[j], params).unsqueeze(1))
         return x.prefix(d)[:, torch.argsort(order)]
 
 
