@@ -115,6 +115,8 @@ def test_batches_depend_only_on_seed_and_step():
     assert not torch.equal(BatchPlan(100, 16, seed=4).indices(0), a.indices(0))
     shards = [BatchPlan(100, 16, seed=3, rank=r, world_size=2).indices(5) for r in range(2)]
     assert torch.equal(torch.cat(shards), a.indices(5))
+    on_device = BatchPlan(100, 16, seed=3, device="meta")  # the epoch's permutation moved once, not each batch
+    assert on_device.indices(5).device.type == "meta" and on_device._permutation(0) is on_device._permutation(0)
     with pytest.raises(ValueError, match="divisible"):
         BatchPlan(100, 15, seed=0, world_size=2)
     with pytest.raises(ValueError, match="exceeds the 100 training examples: use a batch size of at most 100"):

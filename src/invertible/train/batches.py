@@ -23,16 +23,19 @@ _NOISE_TAG = 0x6E6F6973
 class BatchPlan:
     """Index batches for ``n`` examples, ``batch_size`` per step, split over ``world_size`` processes.
 
-    The last incomplete batch of an epoch is dropped, so every step has the same size.
+    The last incomplete batch of an epoch is dropped, so every step has the same size. The indices are on
+    ``device``: each epoch's permutation is drawn on the CPU and moved there once (a copy per step would make
+    every step wait for the GPU).
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 device: torch.device | str = "cpu"):
         if batch_size > n:
             raise ValueError(f"batch_size ({batch_size}) exceeds the {n} training examples: use a batch size of at most {n}")
         if batch_size % world_size:
             raise ValueError(f"batch_size ({batch_size}) must be divisible by the number of processes ({world_size})")
         self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.device = rank, world_size, torch.device(device)
         self.per_epoch = n // batch_size
         self._epoch = -1
         self._perm: Tensor | None = None
@@ -41,7 +44,7 @@ class BatchPlan:
         if epoch != self._epoch:
             state = np.random.SeedSequence([self.seed, epoch]).generate_state(2, dtype=np.uint32)
             g = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-            self._perm = torch.randperm(self.n, generator=g)
+            self._perm = torch.randperm(self.n, generator=g).to(self.device)
             self._epoch = epoch
         assert self._perm is not None
         return self._perm
