@@ -28,6 +28,14 @@ __all__ = ["main", "build_parser"]
 USER_ERRORS = (ValueError, TypeError, OSError, TrainingError)
 
 
+def _line(text: str, stream=None) -> None:
+    """``text`` and its newline in one write (``print`` makes two: the processes of a distributed run, sharing
+    standard error, interleaved their lines between them)."""
+    stream = sys.stderr if stream is None else stream
+    stream.write(text + "\n")
+    stream.flush()
+
+
 def _message(error: Exception) -> str:
     """The one-line text of a user error; a directory that cannot be made because a file holds its name says so."""
     if isinstance(error, FileExistsError) and error.filename:
@@ -38,14 +46,14 @@ def _message(error: Exception) -> str:
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file=None, line=None) -> None:
     """A warning as one line ``warning: MESSAGE`` on stderr: the source line that issued it, inside this package
     or torch, means nothing to the user of a command."""
-    print(f"warning: {message}", file=sys.stderr if file is None else file)
+    _line(f"warning: {message}", sys.stderr if file is None else file)
 
 
 class _Parser(argparse.ArgumentParser):
     """Reports a usage error as one line ``error: ...`` (exit status 2) instead of the usage text."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        _line(f"error: {message} (see `{self.prog} --help`)")
         raise SystemExit(2)
 
 
@@ -89,13 +97,13 @@ def _run(args: argparse.Namespace) -> int:
     except USER_ERRORS as e:
         if args.traceback:
             raise
-        print(f"error: {_message(e)}", file=sys.stderr)
+        _line(f"error: {_message(e)}")
         return 2
     except (TrainingInterrupted, Terminated) as e:  # `train`'s checkpointed stop, or SIGTERM in fit-density or vae
-        print(str(e), file=sys.stderr)
+        _line(str(e))
         return e.exit_status
     except KeyboardInterrupt as e:
         # a command that checkpoints (train) says whether there is a checkpoint to resume from
         hint = str(e) or ("continue the run with --resume" if hasattr(args, "resume") else "")
-        print(f"interrupted; {hint}" if hint else "interrupted", file=sys.stderr)
+        _line(f"interrupted; {hint}" if hint else "interrupted")
         return 130
