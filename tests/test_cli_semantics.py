@@ -304,6 +304,26 @@ def test_no_command_prints_the_help_and_exits_2(capsys):
     assert code == 2 and out == "" and err.startswith("usage: invertible") and "commands:" in err
 
 
+def test_each_error_and_stop_line_is_one_write(monkeypatch):
+    """``print`` wrote the text and its newline apart: the ranks of a distributed run, sharing standard error,
+    interleaved their stop lines between the two ("...--resumestopped by SIGTERM...")."""
+    import io
+    import sys
+
+    from invertible.cli import main
+
+    class Writes(io.StringIO):
+        calls: list[str] = []
+
+        def write(self, text: str) -> int:
+            self.calls.append(text)
+            return super().write(text)
+
+    monkeypatch.setattr(sys, "stderr", Writes())
+    assert main(["train", "--model", "nope", "--data", "moons"]) == 2
+    assert sys.stderr.calls == [sys.stderr.getvalue()] and sys.stderr.getvalue().startswith("error: ")
+
+
 def test_traceback_shows_the_error_itself(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         main(["--traceback", "eval", str(tmp_path / "missing")])
