@@ -554,9 +554,18 @@ def test_a_checkpoint_of_more_gpus_than_this_machine_has_restores_the_generators
     8 GPUs failed to resume on one. (CUDA stood in for by monkeypatching: this machine may have none.)"""
     restored = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.full((4,), i, dtype=torch.uint8) for i in range(8)])
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append((device, int(state[0]))))
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: pytest.fail("set one state per GPU here"))
     set_rng_state(rng_state())
     assert restored == [(0, 0)]
+
+
+def test_a_cpu_run_on_a_machine_with_gpus_saves_no_cuda_generators(monkeypatch):
+    """``get_rng_state_all`` started CUDA on every visible GPU to save generators a CPU run never used."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: pytest.fail("CUDA started by a CPU run"))
+    assert "cuda" not in rng_state()

@@ -74,7 +74,7 @@ def rng_state() -> dict[str, Any]:
                   "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)},
         "python": _listify(random.getstate()),
     }
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # a CPU run leaves CUDA unstarted on every GPU
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
