@@ -61,10 +61,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         if not torch.cuda.is_available():
             raise ValueError(f"device {name!r} requested but CUDA is not available (this torch build: {torch.__version__})")
         if name == "cuda":
-            if local_rank >= torch.cuda.device_count():  # two ranks on one GPU: NCCL refuses them at its first call
-                raise ValueError(f"local rank {local_rank} has no GPU of its own ({torch.cuda.device_count()} visible): "
-                                 "start at most one process per GPU (torchrun --nproc_per_node)")
-            return torch.device("cuda", local_rank)
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
         index = int(name.split(":")[1])
         if index >= torch.cuda.device_count():
             raise ValueError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
