@@ -60,7 +60,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ValueError(f"device {name!r} requested but CUDA is not available (this torch build: {torch.__version__})")
-        if name == "cuda":
+        if name == "cuda":  # modulo: a launcher that shows each process one GPU alone (SLURM) keeps LOCAL_RANK
             return torch.device("cuda", local_rank % torch.cuda.device_count())
         index = int(name.split(":")[1])
         if index >= torch.cuda.device_count():
