@@ -173,9 +173,8 @@ def image_grid(images: Tensor | np.ndarray, nrow: int | None = None, title: str 
     bad = ~np.isfinite(a)
     broken = int(bad.reshape(n, -1).any(1).sum())
     if broken:  # red needs colour: grey images are drawn as RGB
-        a = np.clip(np.repeat(np.where(bad, 0.0, a), 3 // c, axis=1), 0.0, 1.0)
-        red = np.repeat(bad.any(1, keepdims=True), 3, axis=1) * np.array([1.0, 0.0, 0.0])[None, :, None, None]
-        a = np.where(bad.any(1, keepdims=True), red, a)
+        red = np.array([1.0, 0.0, 0.0])[None, :, None, None]
+        a = np.where(bad.any(1, keepdims=True), red, np.repeat(a, 3 // c, axis=1))
         c = 3
         title = f"{title} ({broken} of {n} images not finite, red)".lstrip()
     nrow = nrow or int(np.ceil(np.sqrt(n)))

@@ -234,7 +234,8 @@ def bsds300(seed: int = 0, root: str | None = None) -> DataBundle:
         import h5py
     except ImportError:
         h5py = None
-    if path.exists() and h5py is not None:
+    from_hdf5 = path.exists() and h5py is not None
+    if from_hdf5:
         with h5py.File(path, "r") as f:
             absent = [k for k in keys if k not in f]
             if absent:
@@ -250,6 +251,6 @@ def bsds300(seed: int = 0, root: str | None = None) -> DataBundle:
         if missing:
             raise ValueError(f"bsds300: need {path} or {', '.join(missing)}")
         parts = [_load("bsds300", p) for p in files]
-    where = path if path.exists() and h5py is not None else folder
+    where = path if from_hdf5 else folder
     return _bundle("bsds300", *(_width("bsds300", part, f"{where} ({k})", 63, "8x8 patches less one pixel")
                                 for k, part in zip(keys, parts)))
